@@ -1,0 +1,138 @@
+//! `beamwatch bench`: time the per-frame analysis (patching, features, similarity, summary) of a
+//! synthetic STEM frame, and print one JSON line a reader can compare across machines and versions.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::damage::{AnalysisSettings, Analyzer, Metric};
+use crate::engine::{Engine, Network};
+use crate::frame::Frame;
+use crate::simulate::{Damage, Disc, Specimen};
+use crate::weights::identity;
+
+pub struct BenchOptions {
+    pub weights: Option<PathBuf>,
+    pub size_px: usize,
+    pub frames: usize,
+    pub threads: usize,
+    pub patch_px: usize,
+    pub metric: Metric,
+    pub chunk: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchResult {
+    pub backend: &'static str,
+    pub cpu: String,
+    pub threads: usize,
+    pub metric: Metric,
+    pub size_px: usize,
+    pub patch_px: usize,
+    pub patches: usize,
+    pub frames_timed: usize,
+    pub ms_per_frame_median: f64,
+    pub ms_per_frame_min: f64,
+    pub ms_per_frame_max: f64,
+    pub patches_per_s: f64,
+    /// Multiply-adds per patch actually computed, and what the unmodified RGB network would need.
+    pub mac_per_patch: Option<usize>,
+    pub dense_mac_per_patch: Option<usize>,
+    pub gflop_per_s: Option<f64>,
+    pub peak_rss_mib: Option<f64>,
+    pub weights: String,
+}
+
+pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
+    let mut settings = AnalysisSettings::new(opts.metric);
+    settings.patch_px = opts.patch_px;
+    let (engine, weights_label, macs) = if opts.metric.uses_features() {
+        let (sd, label) = match &opts.weights {
+            Some(p) => {
+                let (id, sd) = identity::identify(p)?;
+                (sd, format!("{} ({})", p.display(), id.provenance.label()))
+            }
+            // Timing does not depend on the values: random weights keep the benchmark runnable anywhere.
+            None => (crate::weights::random_resnet18(0), "random (timing only)".to_string()),
+        };
+        let net = Network::from_state_dict(&sd)?;
+        let mut engine = Engine::new(&net, opts.patch_px, opts.threads)?;
+        if let Some(c) = opts.chunk {
+            engine = engine.with_chunk(c);
+        }
+        let macs = (engine.plan().macs_per_patch(), engine.plan().dense_macs_per_patch(&net));
+        (Some(Arc::new(engine)), label, Some(macs))
+    } else {
+        (None, "none (classical metric)".to_string(), None)
+    };
+    let threads = engine.as_ref().map_or(1, |e| e.threads());
+    let (reference, frame) = frames(opts.size_px)?;
+    let mut analyzer = Analyzer::new(settings, engine).map_err(|e| Error::analysis("bench", e))?;
+    analyzer.set_reference(&reference).map_err(|e| Error::analysis("bench reference", e))?;
+    let patches = analyzer.grid().map_or(0, |g| g.len());
+    // One untimed frame: thread pools and workspaces warm up.
+    analyzer.analyse(&frame).map_err(|e| Error::analysis("bench frame", e))?;
+    let mut ms = Vec::with_capacity(opts.frames);
+    for _ in 0..opts.frames.max(1) {
+        let t = Instant::now();
+        let a = analyzer.analyse(&frame).map_err(|e| Error::analysis("bench frame", e))?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(a);
+    }
+    ms.sort_by(f64::total_cmp);
+    let median = ms[ms.len() / 2];
+    Ok(BenchResult {
+        backend: "cpu",
+        cpu: cpu_model(),
+        threads,
+        metric: opts.metric,
+        size_px: opts.size_px,
+        patch_px: opts.patch_px,
+        patches,
+        frames_timed: ms.len(),
+        ms_per_frame_median: round(median, 2),
+        ms_per_frame_min: round(ms[0], 2),
+        ms_per_frame_max: round(ms[ms.len() - 1], 2),
+        patches_per_s: round(patches as f64 / (median / 1e3), 0),
+        mac_per_patch: macs.map(|m| m.0),
+        dense_mac_per_patch: macs.map(|m| m.1),
+        gflop_per_s: macs.map(|m| round(2.0 * m.0 as f64 * patches as f64 / (median / 1e3) / 1e9, 1)),
+        peak_rss_mib: peak_rss_mib(),
+        weights: weights_label,
+    })
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
+
+/// A noisy lattice frame and a damaged, slightly drifted one, `size` px square.
+fn frames(size: usize) -> Result<(Frame, Frame), Error> {
+    let s = Specimen::new(size, size, 10.0, 1);
+    let c = size as f64 / 2.0;
+    let damage = Damage { discs: vec![Disc { cx: c, cy: c, radius_px: size as f64 / 6.0, edge_px: 8.0, amount: 0.8 }] };
+    let a = s.render_counts(&Damage::default(), (0.0, 0.0), Some(50.0), 1);
+    let b = s.render_counts(&damage, (0.7, -0.4), Some(50.0), 2);
+    let mk = |v| Frame::from_f32(size, size, v).map_err(|e| Error::Usage(format!("bench frame: {e}")));
+    Ok((mk(a)?, mk(b)?))
+}
+
+/// Largest resident set of this process so far (Linux `VmHWM`).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(round(kb / 1024.0, 1))
+}
+
+fn cpu_model() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{model}, {cores} cores")
+}

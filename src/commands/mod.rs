@@ -1,0 +1,8 @@
+//! The work behind each CLI subcommand, free of CLI types: `main.rs` parses arguments into these
+//! option structs and prints what they return.
+
+pub mod bench;
+pub mod compare;
+pub mod demo;
+pub mod setup;
+pub mod weights;

@@ -1,0 +1,217 @@
+//! One series' analysis: a reference frame (its patches and features computed once) and the
+//! comparison of every later frame with it. Shared by `compare`, the daemon and replay.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Metric, SimilarityMap, Summary, classical};
+use crate::engine::{Engine, Features};
+use crate::frame::{Frame, ScaleMode, Scaling, ScalingError};
+use crate::patches::{self, PatchError, PatchGrid, PatchStatus, Patches};
+use crate::register::{self, Registrar, Registration, Shift};
+
+/// What the analysis does; the same for every frame of a series and recorded in every output.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AnalysisSettings {
+    pub metric: Metric,
+    pub patch_px: usize,
+    /// Per-patch damage threshold on the dissimilarity.
+    pub threshold: f32,
+    pub min_region_patches: usize,
+    pub scale: ScaleMode,
+    pub registration: Registration,
+    /// Largest share of invalid (gap) pixels a patch may hold and still be analysed.
+    pub max_invalid_fraction: f32,
+}
+
+impl AnalysisSettings {
+    pub fn new(metric: Metric) -> Self {
+        Self {
+            metric,
+            patch_px: 20,
+            threshold: metric.default_threshold(),
+            min_region_patches: 2,
+            scale: ScaleMode::Reference,
+            registration: Registration::Off,
+            max_invalid_fraction: 0.25,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[must_use]
+pub enum AnalysisError {
+    #[error("metric {0} needs ResNet-18 weights but no feature engine was given")]
+    NoEngine(Metric),
+    #[error("the feature engine runs {engine} px patches but the analysis asks for {asked} px")]
+    PatchMismatch { engine: usize, asked: usize },
+    #[error("no reference frame yet")]
+    NoReference,
+    #[error("frame is {got_w}×{got_h} px but the reference is {ref_w}×{ref_h} px")]
+    ShapeMismatch { ref_w: usize, ref_h: usize, got_w: usize, got_h: usize },
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+    #[error(transparent)]
+    Scaling(#[from] ScalingError),
+}
+
+/// One frame compared with the reference.
+#[derive(Clone, Debug)]
+pub struct FrameAnalysis {
+    pub map: SimilarityMap,
+    pub summary: Summary,
+    /// Measured drift (when registration is on).
+    pub shift: Option<Shift>,
+    /// The drift-corrected frame the patches were cut from (when registration is on).
+    pub aligned: Option<Frame>,
+}
+
+struct Reference {
+    width: usize,
+    height: usize,
+    grid: PatchGrid,
+    scaling: Scaling,
+    patches: Patches,
+    features: Option<Features>,
+    registrar: Option<Registrar>,
+}
+
+pub struct Analyzer {
+    settings: AnalysisSettings,
+    engine: Option<Arc<Engine>>,
+    reference: Option<Reference>,
+}
+
+impl Analyzer {
+    pub fn new(settings: AnalysisSettings, engine: Option<Arc<Engine>>) -> Result<Self, AnalysisError> {
+        match &engine {
+            None if settings.metric.uses_features() => return Err(AnalysisError::NoEngine(settings.metric)),
+            Some(e) if settings.metric.uses_features() && e.patch() != settings.patch_px => {
+                return Err(AnalysisError::PatchMismatch { engine: e.patch(), asked: settings.patch_px });
+            }
+            _ => {}
+        }
+        Ok(Self { settings, engine, reference: None })
+    }
+
+    pub fn settings(&self) -> &AnalysisSettings {
+        &self.settings
+    }
+
+    pub fn grid(&self) -> Option<PatchGrid> {
+        self.reference.as_ref().map(|r| r.grid)
+    }
+
+    pub fn scaling(&self) -> Option<Scaling> {
+        self.reference.as_ref().map(|r| r.scaling)
+    }
+
+    pub fn has_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    /// Makes `frame` the reference (a new series starts here).
+    pub fn set_reference(&mut self, frame: &Frame) -> Result<(), AnalysisError> {
+        let grid = PatchGrid::new(frame.width(), frame.height(), self.settings.patch_px)?;
+        let scaling = Scaling::from_reference(self.settings.scale, frame)?;
+        let patches = patches::extract(frame, &grid, &scaling, None, self.settings.max_invalid_fraction);
+        let features = self.features(&patches);
+        let registrar = (self.settings.registration != Registration::Off).then(|| Registrar::new(frame));
+        self.reference =
+            Some(Reference { width: frame.width(), height: frame.height(), grid, scaling, patches, features, registrar });
+        Ok(())
+    }
+
+    fn features(&self, patches: &Patches) -> Option<Features> {
+        match (&self.engine, self.settings.metric.uses_features()) {
+            (Some(engine), true) => Some(engine.features(&patches.pixels)),
+            _ => None,
+        }
+    }
+
+    /// Compares `frame` with the reference.
+    pub fn analyse(&self, frame: &Frame) -> Result<FrameAnalysis, AnalysisError> {
+        let r = self.reference.as_ref().ok_or(AnalysisError::NoReference)?;
+        if frame.width() != r.width || frame.height() != r.height {
+            return Err(AnalysisError::ShapeMismatch {
+                ref_w: r.width,
+                ref_h: r.height,
+                got_w: frame.width(),
+                got_h: frame.height(),
+            });
+        }
+        let s = &self.settings;
+        let (aligned, overlap, shift) = match &r.registrar {
+            Some(reg) => {
+                let shift = reg.measure(frame);
+                let (f, rect) = register::apply(frame, shift, s.registration);
+                (std::borrow::Cow::Owned(f), Some(rect), Some(shift))
+            }
+            None => (std::borrow::Cow::Borrowed(frame), None, None),
+        };
+        let patches = patches::extract(&aligned, &r.grid, &r.scaling, overlap, s.max_invalid_fraction);
+        let status: Vec<PatchStatus> = patches
+            .status
+            .iter()
+            .zip(&r.patches.status)
+            .map(|(&now, &then)| if then.analysed() { now } else { then })
+            .collect();
+        let n = r.grid.len();
+        let mut similarity = vec![f32::NAN; n];
+        let mut dissimilarity = vec![f32::NAN; n];
+        let features = self.features(&patches);
+        for p in (0..n).filter(|&p| status[p].analysed()) {
+            let (sim, dis) = match (s.metric, &features, &r.features) {
+                (Metric::Resnet18, Some(f), Some(rf)) => {
+                    let c = cosine(f.row(3, p), rf.row(3, p));
+                    (c, 1.0 - c)
+                }
+                (Metric::Lpips, Some(f), Some(rf)) => {
+                    let c = (0..4).map(|l| cosine(f.row(l, p), rf.row(l, p))).sum::<f64>() / 4.0;
+                    (c, 1.0 - c)
+                }
+                (Metric::Ssim, ..) => {
+                    let v = classical::ssim(patches.patch(p), r.patches.patch(p), r.grid.patch_px);
+                    (v, 1.0 - v)
+                }
+                (Metric::Ncc, ..) => {
+                    let v = classical::ncc(patches.patch(p), r.patches.patch(p));
+                    (v, 1.0 - v)
+                }
+                (Metric::Psnr, ..) => {
+                    let e = classical::rmse(patches.patch(p), r.patches.patch(p));
+                    (classical::psnr_db(e), e)
+                }
+                // new() guarantees an engine for feature metrics.
+                _ => return Err(AnalysisError::NoEngine(s.metric)),
+            };
+            similarity[p] = sim as f32;
+            dissimilarity[p] = dis as f32;
+        }
+        let map = SimilarityMap { grid: r.grid, similarity, dissimilarity, status };
+        let summary = Summary::of(&map, s.threshold, s.min_region_patches);
+        let aligned = match aligned {
+            std::borrow::Cow::Owned(f) => Some(f),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        Ok(FrameAnalysis { map, summary, shift, aligned })
+    }
+}
+
+/// Cosine similarity in f64. Two all-zero vectors are identical (1); one all-zero vector shares no
+/// direction with anything (0).
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x as f64, y as f64);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    match (aa > 0.0, bb > 0.0) {
+        (true, true) => ab / (aa * bb).sqrt(),
+        (false, false) => 1.0,
+        _ => 0.0,
+    }
+}

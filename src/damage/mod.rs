@@ -1,0 +1,195 @@
+//! Per-patch similarity to the reference frame, the dissimilarity map, and its summary.
+//!
+//! Every metric yields, per patch, a *similarity* in its native unit and a *dissimilarity* that is
+//! 0 for an unchanged patch and grows with damage, so thresholds and summaries work the same way:
+//!
+//! | metric   | similarity                                   | dissimilarity              |
+//! |----------|----------------------------------------------|----------------------------|
+//! | resnet18 | cosine of layer4 GAP features (512-d, seed)   | 1 − cos                    |
+//! | lpips    | mean over layer1..4 of the GAP-feature cosine | 1 − mean cos               |
+//! | ssim     | SSIM (7×7 windows, scikit-image defaults)      | 1 − SSIM                   |
+//! | ncc      | normalised cross-correlation                  | 1 − NCC                    |
+//! | psnr     | PSNR in dB (data range 1)                      | RMSE of the scaled values  |
+//!
+//! The lpips row is LPIPS without its learned per-channel weights, on global-average-pooled taps:
+//! Σ_l ‖f̂_l(a) − f̂_l(b)‖² = 2 Σ_l (1 − cos_l) = 8 × its dissimilarity.
+
+pub mod analyzer;
+pub mod classical;
+pub mod regions;
+
+use serde::{Deserialize, Serialize};
+
+use crate::patches::{PatchGrid, PatchStatus};
+
+pub use analyzer::{AnalysisError, AnalysisSettings, Analyzer, FrameAnalysis};
+
+/// How two patches are compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Resnet18,
+    Lpips,
+    Ssim,
+    Psnr,
+    Ncc,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 5] = [Self::Resnet18, Self::Lpips, Self::Ssim, Self::Psnr, Self::Ncc];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Resnet18 => "resnet18",
+            Self::Lpips => "lpips",
+            Self::Ssim => "ssim",
+            Self::Psnr => "psnr",
+            Self::Ncc => "ncc",
+        }
+    }
+
+    /// Needs ResNet-18 features (and therefore weights).
+    pub fn uses_features(self) -> bool {
+        matches!(self, Self::Resnet18 | Self::Lpips)
+    }
+
+    pub fn similarity_label(self) -> &'static str {
+        match self {
+            Self::Resnet18 => "cosine similarity of ResNet-18 layer4 features",
+            Self::Lpips => "mean cosine similarity of ResNet-18 layer1..4 features",
+            Self::Ssim => "SSIM",
+            Self::Psnr => "PSNR (dB)",
+            Self::Ncc => "normalised cross-correlation",
+        }
+    }
+
+    pub fn dissimilarity_label(self) -> &'static str {
+        match self {
+            Self::Resnet18 => "1 − cos (layer4)",
+            Self::Lpips => "1 − mean cos (layer1..4)",
+            Self::Ssim => "1 − SSIM",
+            Self::Psnr => "RMSE (scaled intensity)",
+            Self::Ncc => "1 − NCC",
+        }
+    }
+
+    /// Default per-patch damage threshold on the dissimilarity.
+    pub fn default_threshold(self) -> f32 {
+        match self {
+            Self::Resnet18 | Self::Lpips => 0.05,
+            Self::Ssim => 0.3,
+            Self::Psnr => 0.1,
+            Self::Ncc => 0.2,
+        }
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown metric '{s}' (resnet18, lpips, ssim, psnr, ncc)"))
+    }
+}
+
+/// One frame's per-patch result, row-major over the grid. Excluded patches hold NaN.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimilarityMap {
+    pub grid: PatchGrid,
+    pub similarity: Vec<f32>,
+    pub dissimilarity: Vec<f32>,
+    pub status: Vec<PatchStatus>,
+}
+
+/// Summary statistics of one frame's dissimilarity map. `None` where no patch was analysed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    pub analysed_patches: usize,
+    pub excluded_patches: usize,
+    pub threshold: f32,
+    pub mean_dissimilarity: Option<f64>,
+    pub max_dissimilarity: Option<f64>,
+    /// (row, col) of the most dissimilar patch.
+    pub max_at: Option<(usize, usize)>,
+    /// Share of analysed patches above the threshold.
+    pub fraction_above_threshold: Option<f64>,
+    /// Share of analysed patches in connected (4-neighbour) damaged regions of at least
+    /// `min_region_patches` patches: damage that covers an area, not isolated noisy patches.
+    pub damaged_area_fraction: Option<f64>,
+    pub min_region_patches: usize,
+    /// Size of the largest connected damaged region, in patches.
+    pub largest_region_patches: usize,
+}
+
+impl Summary {
+    pub fn of(map: &SimilarityMap, threshold: f32, min_region_patches: usize) -> Self {
+        let analysed: Vec<usize> = (0..map.status.len()).filter(|&i| map.status[i].analysed()).collect();
+        let n = analysed.len();
+        let damaged: Vec<bool> = (0..map.status.len())
+            .map(|i| map.status[i].analysed() && map.dissimilarity[i] > threshold)
+            .collect();
+        let sizes = regions::component_sizes(&damaged, map.grid.rows, map.grid.cols);
+        let above = damaged.iter().filter(|&&d| d).count();
+        let min_region = min_region_patches.max(1);
+        let in_regions: usize = sizes.iter().filter(|&&s| s >= min_region).sum();
+        let max = analysed
+            .iter()
+            .copied()
+            .max_by(|&a, &b| map.dissimilarity[a].total_cmp(&map.dissimilarity[b]));
+        let frac = |k: usize| (n > 0).then(|| k as f64 / n as f64);
+        Self {
+            analysed_patches: n,
+            excluded_patches: map.status.len() - n,
+            threshold,
+            mean_dissimilarity: (n > 0).then(|| analysed.iter().map(|&i| map.dissimilarity[i] as f64).sum::<f64>() / n as f64),
+            max_dissimilarity: max.map(|i| map.dissimilarity[i] as f64),
+            max_at: max.map(|i| (i / map.grid.cols, i % map.grid.cols)),
+            fraction_above_threshold: frac(above),
+            damaged_area_fraction: frac(in_regions),
+            min_region_patches: min_region,
+            largest_region_patches: sizes.first().copied().unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_separates_areas_from_isolated_patches() {
+        let grid = PatchGrid::new(40, 30, 10).expect("grid"); // 3 rows × 4 cols
+        #[rustfmt::skip]
+        let d = vec![
+            0.9, 0.8, 0.0, 0.0,
+            0.0, 0.7, 0.0, 0.6,
+            0.0, 0.0, 0.0, f32::NAN,
+        ];
+        let mut status = vec![PatchStatus::Ok; 12];
+        status[11] = PatchStatus::Masked;
+        let map = SimilarityMap { grid, similarity: d.iter().map(|v| 1.0 - v).collect(), dissimilarity: d, status };
+        let s = Summary::of(&map, 0.5, 2);
+        assert_eq!((s.analysed_patches, s.excluded_patches), (11, 1));
+        assert_eq!(s.max_at, Some((0, 0)));
+        assert!((s.fraction_above_threshold.expect("some") - 4.0 / 11.0).abs() < 1e-12);
+        assert!((s.damaged_area_fraction.expect("some") - 3.0 / 11.0).abs() < 1e-12);
+        assert_eq!(s.largest_region_patches, 3);
+        assert!((s.mean_dissimilarity.expect("some") - 3.0 / 11.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn metric_names_round_trip() {
+        for m in Metric::ALL {
+            assert_eq!(m.name().parse::<Metric>(), Ok(m));
+        }
+        assert!("cosine".parse::<Metric>().is_err());
+    }
+}

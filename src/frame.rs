@@ -1,0 +1,286 @@
+//! A frame: one 2-D image of a series, held as f32, with the pixels that carry no signal marked.
+//!
+//! Detectors write gaps, dead and saturated pixels as the dtype maximum (65535 for u16). Those are
+//! never signal: with gap masking on they are marked invalid and later filled or excluded per patch.
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits;
+
+/// Pixel type as received (the analysis always runs in f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PixelType {
+    U8,
+    U16,
+    U32,
+    F32,
+}
+
+impl PixelType {
+    /// The value detectors use for gap / masked pixels; `None` for floats.
+    pub fn gap_value(self) -> Option<f64> {
+        match self {
+            Self::U8 => Some(u8::MAX as f64),
+            Self::U16 => Some(u16::MAX as f64),
+            Self::U32 => Some(u32::MAX as f64),
+            Self::F32 => None,
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::U8 => 1,
+            Self::U16 => 2,
+            Self::U32 | Self::F32 => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::U8 => "u8",
+            Self::U16 => "u16",
+            Self::U32 => "u32",
+            Self::F32 => "f32",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[must_use]
+pub enum FrameError {
+    #[error("empty frame ({width}×{height} px)")]
+    Empty { width: usize, height: usize },
+    #[error("frame of {width}×{height} px exceeds the limit of {max} pixels")]
+    TooLarge { width: usize, height: usize, max: usize },
+    #[error("{len} pixel values do not fill a {width}×{height} frame")]
+    Size { len: usize, width: usize, height: usize },
+    #[error("{count} of {total} pixels are NaN or infinite (first at x={x}, y={y})")]
+    NonFinite { count: usize, total: usize, x: usize, y: usize },
+    #[error("every pixel is a gap or masked pixel (dtype maximum)")]
+    AllInvalid,
+}
+
+/// Integer pixel types a frame can be built from.
+pub trait IntPixel: Copy {
+    const TYPE: PixelType;
+    fn to_f32(self) -> f32;
+    fn is_gap(self) -> bool;
+}
+
+macro_rules! int_pixel {
+    ($t:ty, $v:ident) => {
+        impl IntPixel for $t {
+            const TYPE: PixelType = PixelType::$v;
+            fn to_f32(self) -> f32 {
+                self as f32
+            }
+            fn is_gap(self) -> bool {
+                self == <$t>::MAX
+            }
+        }
+    };
+}
+int_pixel!(u8, U8);
+int_pixel!(u16, U16);
+int_pixel!(u32, U32);
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    width: usize,
+    height: usize,
+    pixels: Vec<f32>,
+    /// `true` = no signal. `None` when every pixel is valid (the common case costs nothing).
+    invalid: Option<Vec<bool>>,
+    dtype: PixelType,
+}
+
+fn check_dims(width: usize, height: usize, len: usize) -> Result<(), FrameError> {
+    if width == 0 || height == 0 {
+        return Err(FrameError::Empty { width, height });
+    }
+    let max = limits::MAX_FRAME_PIXELS;
+    if width.checked_mul(height).is_none_or(|n| n > max) {
+        return Err(FrameError::TooLarge { width, height, max });
+    }
+    if len != width * height {
+        return Err(FrameError::Size { len, width, height });
+    }
+    Ok(())
+}
+
+impl Frame {
+    /// From integer pixels; with `mask_gaps`, pixels at the dtype maximum are marked invalid.
+    pub fn from_ints<P: IntPixel>(width: usize, height: usize, data: &[P], mask_gaps: bool) -> Result<Self, FrameError> {
+        check_dims(width, height, data.len())?;
+        let pixels = data.iter().map(|p| p.to_f32()).collect();
+        let invalid = if mask_gaps && data.iter().any(|p| p.is_gap()) {
+            Some(data.iter().map(|p| p.is_gap()).collect::<Vec<_>>())
+        } else {
+            None
+        };
+        let frame = Self { width, height, pixels, invalid, dtype: P::TYPE };
+        if frame.n_invalid() == frame.len() {
+            return Err(FrameError::AllInvalid);
+        }
+        Ok(frame)
+    }
+
+    /// From float pixels. NaN or infinite values are an error: a float frame has no gap value, and a
+    /// NaN would silently poison every statistic downstream.
+    pub fn from_f32(width: usize, height: usize, pixels: Vec<f32>) -> Result<Self, FrameError> {
+        check_dims(width, height, pixels.len())?;
+        let bad = pixels.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            let first = pixels.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(FrameError::NonFinite { count: bad, total: pixels.len(), x: first % width, y: first / width });
+        }
+        Ok(Self { width, height, pixels, invalid: None, dtype: PixelType::F32 })
+    }
+
+    /// A frame with an explicit invalid mask (registration resampling, tests).
+    pub fn with_invalid(mut self, invalid: Vec<bool>) -> Self {
+        debug_assert_eq!(invalid.len(), self.pixels.len());
+        self.invalid = invalid.iter().any(|&b| b).then_some(invalid);
+        self
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+    pub fn height(&self) -> usize {
+        self.height
+    }
+    pub fn len(&self) -> usize {
+        self.pixels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pixels.is_empty()
+    }
+    pub fn dtype(&self) -> PixelType {
+        self.dtype
+    }
+    pub fn pixels(&self) -> &[f32] {
+        &self.pixels
+    }
+    pub fn invalid_mask(&self) -> Option<&[bool]> {
+        self.invalid.as_deref()
+    }
+    pub fn is_valid(&self, i: usize) -> bool {
+        self.invalid.as_ref().is_none_or(|m| !m[i])
+    }
+    pub fn n_invalid(&self) -> usize {
+        self.invalid.as_ref().map_or(0, |m| m.iter().filter(|&&b| b).count())
+    }
+    pub fn at(&self, x: usize, y: usize) -> f32 {
+        self.pixels[y * self.width + x]
+    }
+
+    /// Min and max over valid pixels.
+    pub fn valid_range(&self) -> (f32, f32) {
+        let mut lo = f32::INFINITY;
+        let mut hi = f32::NEG_INFINITY;
+        for (i, &v) in self.pixels.iter().enumerate() {
+            if self.is_valid(i) {
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+        (lo, hi)
+    }
+
+    /// Mean of valid pixels.
+    pub fn valid_mean(&self) -> f64 {
+        let (mut s, mut n) = (0f64, 0usize);
+        for (i, &v) in self.pixels.iter().enumerate() {
+            if self.is_valid(i) {
+                s += v as f64;
+                n += 1;
+            }
+        }
+        if n == 0 { 0.0 } else { s / n as f64 }
+    }
+}
+
+/// How raw intensities map to the [0, 1] range the network was trained on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScaleMode {
+    /// (v − min) / (max − min) with min and max of the reference frame's valid pixels, applied to
+    /// every frame, so a later loss of intensity shows as a change.
+    #[default]
+    Reference,
+    /// v / dtype maximum for integers; floats as they are.
+    Dtype,
+    /// Values as they are.
+    None,
+}
+
+/// `v' = (v − offset) · gain`, fixed for a series.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Scaling {
+    pub mode: ScaleMode,
+    pub offset: f32,
+    pub gain: f32,
+}
+
+impl Scaling {
+    pub fn from_reference(mode: ScaleMode, reference: &Frame) -> Result<Self, ScalingError> {
+        let (offset, gain) = match mode {
+            ScaleMode::Reference => {
+                let (lo, hi) = reference.valid_range();
+                if !(hi > lo) {
+                    return Err(ScalingError::Constant { value: lo });
+                }
+                (lo, 1.0 / (hi - lo))
+            }
+            ScaleMode::Dtype => (0.0, reference.dtype().gap_value().map_or(1.0, |m| 1.0 / m as f32)),
+            ScaleMode::None => (0.0, 1.0),
+        };
+        Ok(Self { mode, offset, gain })
+    }
+
+    pub fn apply(&self, v: f32) -> f32 {
+        (v - self.offset) * self.gain
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[must_use]
+pub enum ScalingError {
+    #[error("the reference frame is constant ({value}): nothing to normalise against")]
+    Constant { value: f32 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_masked_only_when_asked() {
+        let f = Frame::from_ints(2, 2, &[1u16, 65535, 3, 4], true).expect("frame");
+        assert_eq!(f.n_invalid(), 1);
+        assert!(!f.is_valid(1));
+        assert_eq!(f.valid_range(), (1.0, 4.0));
+        let g = Frame::from_ints(2, 2, &[1u16, 65535, 3, 4], false).expect("frame");
+        assert_eq!(g.n_invalid(), 0);
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        assert!(matches!(Frame::from_f32(0, 3, vec![]), Err(FrameError::Empty { .. })));
+        assert!(matches!(Frame::from_f32(2, 2, vec![0.0; 3]), Err(FrameError::Size { .. })));
+        let e = Frame::from_f32(2, 2, vec![0.0, f32::NAN, 1.0, f32::INFINITY]);
+        assert_eq!(e, Err(FrameError::NonFinite { count: 2, total: 4, x: 1, y: 0 }));
+        assert_eq!(Frame::from_ints(1, 2, &[255u8, 255], true), Err(FrameError::AllInvalid));
+    }
+
+    #[test]
+    fn reference_scaling_maps_reference_range_to_unit() {
+        let f = Frame::from_f32(2, 1, vec![10.0, 30.0]).expect("frame");
+        let s = Scaling::from_reference(ScaleMode::Reference, &f).expect("scaling");
+        assert_eq!((s.apply(10.0), s.apply(30.0), s.apply(20.0)), (0.0, 1.0, 0.5));
+        let c = Frame::from_f32(2, 1, vec![3.0, 3.0]).expect("frame");
+        assert!(Scaling::from_reference(ScaleMode::Reference, &c).is_err());
+    }
+}

@@ -1,0 +1,243 @@
+//! Image files → frames: TIFF (8/16/32-bit and float, multi-page stacks), PNG (8/16-bit) and NumPy
+//! `.npy` (2-D, or 3-D with frames first). Every failure names the file and the problem.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use ndarray::ArrayD;
+use ndarray_npy::ReadNpyExt;
+
+use crate::frame::{Frame, IntPixel};
+use crate::limits;
+
+/// A frame and where it came from (`file` or `file[page N]`).
+#[derive(Clone, Debug)]
+pub struct LoadedFrame {
+    pub frame: Frame,
+    pub source: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+#[must_use]
+pub struct ReadError {
+    pub path: PathBuf,
+    pub problem: String,
+}
+
+fn err(path: &Path, problem: impl Into<String>) -> ReadError {
+    ReadError { path: path.to_owned(), problem: problem.into() }
+}
+
+enum Format {
+    Tiff,
+    Png,
+    Npy,
+}
+
+fn sniff(path: &Path, head: &[u8]) -> Result<Format, ReadError> {
+    if head.starts_with(b"II*\0") || head.starts_with(b"MM\0*") || head.starts_with(b"II+\0") || head.starts_with(b"MM\0+") {
+        Ok(Format::Tiff)
+    } else if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Ok(Format::Png)
+    } else if head.starts_with(b"\x93NUMPY") {
+        Ok(Format::Npy)
+    } else {
+        Err(err(path, "not a TIFF, PNG or .npy file (unrecognised content)"))
+    }
+}
+
+/// Reads every frame in `path`. `mask_gaps` marks integer pixels at the dtype maximum invalid.
+pub fn read_frames(path: &Path, mask_gaps: bool) -> Result<Vec<LoadedFrame>, ReadError> {
+    let meta = std::fs::metadata(path).map_err(|e| err(path, format!("cannot open: {e}")))?;
+    if meta.is_dir() {
+        return Err(err(path, "is a directory, not an image file"));
+    }
+    if meta.len() == 0 {
+        return Err(err(path, "empty file (0 bytes)"));
+    }
+    if meta.len() > limits::MAX_IMAGE_FILE_BYTES {
+        return Err(err(path, format!("file of {} bytes exceeds the {} byte limit", meta.len(), limits::MAX_IMAGE_FILE_BYTES)));
+    }
+    let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    let frames = match sniff(path, &bytes[..bytes.len().min(16)])? {
+        Format::Tiff => read_tiff(path, &bytes, mask_gaps)?,
+        Format::Png => vec![read_png(path, &bytes, mask_gaps)?],
+        Format::Npy => read_npy(path, &bytes, mask_gaps)?,
+    };
+    if frames.is_empty() {
+        return Err(err(path, "contains no images"));
+    }
+    let name = path.display().to_string();
+    let many = frames.len() > 1;
+    Ok(frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, frame)| LoadedFrame { frame, source: if many { format!("{name}[page {i}]") } else { name.clone() } })
+        .collect())
+}
+
+fn from_ints<P: IntPixel>(path: &Path, w: usize, h: usize, data: &[P], mask: bool) -> Result<Frame, ReadError> {
+    Frame::from_ints(w, h, data, mask).map_err(|e| err(path, e.to_string()))
+}
+
+fn from_floats(path: &Path, w: usize, h: usize, data: Vec<f32>) -> Result<Frame, ReadError> {
+    Frame::from_f32(w, h, data).map_err(|e| err(path, e.to_string()))
+}
+
+/// Colour → gray: channels that are all equal (a gray image saved as RGB) are taken as they are,
+/// anything else by Rec. 601 luminance.
+fn to_gray(samples: &[f32], channels: usize, alpha: bool) -> Vec<f32> {
+    let colour = if alpha { channels - 1 } else { channels };
+    samples
+        .chunks_exact(channels)
+        .map(|px| {
+            if colour == 1 || px[..colour].iter().all(|&v| v == px[0]) {
+                px[0]
+            } else {
+                0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2]
+            }
+        })
+        .collect()
+}
+
+fn read_tiff(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadError> {
+    use tiff::ColorType;
+    use tiff::decoder::{Decoder, DecodingResult, Limits};
+    let terr = |page: usize, e: tiff::TiffError| err(path, format!("TIFF page {page}: {e}"));
+    let mut limits = Limits::default();
+    limits.decoding_buffer_size = limits::MAX_FRAME_PIXELS * 8;
+    let mut dec = Decoder::new(Cursor::new(bytes)).map_err(|e| terr(0, e))?.with_limits(limits);
+    let mut frames = Vec::new();
+    for page in 0.. {
+        if page >= limits::MAX_PAGES {
+            return Err(err(path, format!("more than {} pages", limits::MAX_PAGES)));
+        }
+        let (w, h) = dec.dimensions().map_err(|e| terr(page, e))?;
+        let (w, h) = (w as usize, h as usize);
+        let color = dec.colortype().map_err(|e| terr(page, e))?;
+        let (channels, alpha) = match color {
+            ColorType::Gray(_) => (1, false),
+            ColorType::GrayA(_) => (2, true),
+            ColorType::RGB(_) => (3, false),
+            ColorType::RGBA(_) => (4, true),
+            other => return Err(err(path, format!("TIFF page {page}: unsupported colour type {other:?}"))),
+        };
+        let img = dec.read_image().map_err(|e| terr(page, e))?;
+        let frame = if channels == 1 {
+            match img {
+                DecodingResult::U8(v) => from_ints(path, w, h, &v, mask)?,
+                DecodingResult::U16(v) => from_ints(path, w, h, &v, mask)?,
+                DecodingResult::U32(v) => from_ints(path, w, h, &v, mask)?,
+                DecodingResult::F32(v) => from_floats(path, w, h, v)?,
+                DecodingResult::F64(v) => from_floats(path, w, h, v.into_iter().map(|x| x as f32).collect())?,
+                DecodingResult::I8(v) => from_floats(path, w, h, v.into_iter().map(f32::from).collect())?,
+                DecodingResult::I16(v) => from_floats(path, w, h, v.into_iter().map(f32::from).collect())?,
+                DecodingResult::I32(v) => from_floats(path, w, h, v.into_iter().map(|x| x as f32).collect())?,
+                _ => return Err(err(path, format!("TIFF page {page}: unsupported sample format"))),
+            }
+        } else {
+            let samples: Vec<f32> = match img {
+                DecodingResult::U8(v) => v.into_iter().map(f32::from).collect(),
+                DecodingResult::U16(v) => v.into_iter().map(f32::from).collect(),
+                DecodingResult::F32(v) => v,
+                _ => return Err(err(path, format!("TIFF page {page}: unsupported colour sample format"))),
+            };
+            from_floats(path, w, h, to_gray(&samples, channels, alpha))?
+        };
+        frames.push(frame);
+        if !dec.more_images() {
+            break;
+        }
+        dec.next_image().map_err(|e| terr(page + 1, e))?;
+    }
+    Ok(frames)
+}
+
+fn read_png(path: &Path, bytes: &[u8], mask: bool) -> Result<Frame, ReadError> {
+    use image::DynamicImage;
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image::ImageFormat::Png);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some((limits::MAX_FRAME_PIXELS * 8) as u64);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| err(path, format!("PNG: {e}")))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    match img {
+        DynamicImage::ImageLuma8(b) => from_ints(path, w, h, b.as_raw(), mask),
+        DynamicImage::ImageLuma16(b) => from_ints(path, w, h, b.as_raw(), mask),
+        DynamicImage::ImageLumaA8(b) => from_ints(path, w, h, &b.pixels().map(|p| p.0[0]).collect::<Vec<_>>(), mask),
+        DynamicImage::ImageLumaA16(b) => from_ints(path, w, h, &b.pixels().map(|p| p.0[0]).collect::<Vec<_>>(), mask),
+        DynamicImage::ImageRgb8(b) => from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 3, false)),
+        DynamicImage::ImageRgba8(b) => from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 4, true)),
+        DynamicImage::ImageRgb16(b) => from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 3, false)),
+        DynamicImage::ImageRgba16(b) => from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 4, true)),
+        other => Err(err(path, format!("PNG: unsupported pixel format {:?}", other.color()))),
+    }
+}
+
+fn read_npy(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadError> {
+    use ndarray_npy::npy::header::Header;
+    let mut cursor = Cursor::new(bytes);
+    let header = Header::from_reader(&mut cursor).map_err(|e| err(path, format!(".npy header: {e}")))?;
+    let descr = header.type_descriptor.to_string().trim_matches('\'').to_string();
+    let (frames, h, w) = match header.shape.as_slice() {
+        [h, w] => (1, *h, *w),
+        [n, h, w] => (*n, *h, *w),
+        s => return Err(err(path, format!(".npy array has shape {s:?}; expected 2-D (rows, cols) or 3-D (frames, rows, cols)"))),
+    };
+    // Check what the header claims against what the file holds before anything is allocated.
+    let item = match descr.get(1..).unwrap_or("") {
+        "u1" | "i1" | "b1" => 1,
+        "u2" | "i2" | "f2" => 2,
+        "u4" | "i4" | "f4" => 4,
+        "u8" | "i8" | "f8" => 8,
+        _ => return Err(err(path, format!("unsupported .npy dtype '{descr}' (use float32, float64, uint8, uint16, uint32, int16 or int32)"))),
+    };
+    let claimed = frames.checked_mul(h).and_then(|n| n.checked_mul(w)).and_then(|n| n.checked_mul(item));
+    let have = bytes.len() - cursor.position() as usize;
+    match claimed {
+        Some(c) if c <= have => {}
+        _ => return Err(err(path, format!(".npy header claims {frames}×{h}×{w} values of {item} bytes but the file holds {have} data bytes"))),
+    }
+    if h.checked_mul(w).is_none_or(|n| n > limits::MAX_FRAME_PIXELS) || frames > limits::MAX_PAGES {
+        return Err(err(path, format!(".npy array {frames}×{h}×{w} exceeds the frame limits")));
+    }
+    let npy = |e: ndarray_npy::ReadNpyError| err(path, format!(".npy: {e}"));
+    macro_rules! ints {
+        ($t:ty) => {{
+            let a = ArrayD::<$t>::read_npy(Cursor::new(bytes)).map_err(npy)?;
+            split(&a, frames, h, w).into_iter().map(|v| from_ints(path, w, h, &v, mask)).collect()
+        }};
+    }
+    macro_rules! floats {
+        ($t:ty) => {{
+            let a = ArrayD::<$t>::read_npy(Cursor::new(bytes)).map_err(npy)?;
+            split(&a, frames, h, w).into_iter().map(|v| from_floats(path, w, h, v.into_iter().map(|x| x as f32).collect())).collect()
+        }};
+    }
+    match descr.get(1..).unwrap_or("") {
+        "f4" => floats!(f32),
+        "f8" => floats!(f64),
+        "u1" => ints!(u8),
+        "u2" => ints!(u16),
+        "u4" => ints!(u32),
+        "i2" => floats!(i16),
+        "i4" => floats!(i32),
+        _ => Err(err(path, format!("unsupported .npy dtype '{descr}' (use float32, float64, uint8, uint16, uint32, int16 or int32)"))),
+    }
+}
+
+/// Frames of a 2-D or 3-D array in logical (C) order, whatever the file's memory order
+/// (`iter` walks logical order, so Fortran-ordered files come out right).
+fn split<T: Copy>(a: &ArrayD<T>, frames: usize, h: usize, w: usize) -> Vec<Vec<T>> {
+    let flat: Vec<T> = a.iter().copied().collect();
+    flat.chunks_exact((h * w).max(1)).take(frames).map(<[T]>::to_vec).collect()
+}
+
+/// Writes a 16-bit grayscale TIFF (what microscope software exports; used by the demo and tests).
+pub fn write_tiff_u16(path: &Path, width: usize, height: usize, pixels: &[u16]) -> Result<(), ReadError> {
+    use tiff::encoder::{TiffEncoder, colortype::Gray16};
+    let file = std::fs::File::create(path).map_err(|e| err(path, format!("cannot create: {e}")))?;
+    let mut enc = TiffEncoder::new(std::io::BufWriter::new(file)).map_err(|e| err(path, format!("TIFF: {e}")))?;
+    enc.write_image::<Gray16>(width as u32, height as u32, pixels).map_err(|e| err(path, format!("TIFF: {e}")))
+}

@@ -1,0 +1,341 @@
+//! The `beamwatch` command line: parses arguments into the library's option structs, runs the
+//! command, prints its result, and prints any error once, as one line naming what went wrong.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use beamwatch::commands::{bench, compare, demo, weights};
+use beamwatch::config::{AnalysisConfig, Config};
+use beamwatch::damage::Metric;
+use beamwatch::frame::ScaleMode;
+use beamwatch::register::Registration;
+
+/// Electron-beam damage monitor: where and at what dose the beam damages your sample.
+#[derive(Parser)]
+#[command(name = "beamwatch", version, about, propagate_version = true)]
+struct Cli {
+    /// More log output (-v: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Patch-wise similarity of image frames to a reference frame (TIFF, PNG, .npy).
+    Compare(CompareArgs),
+    /// Time the per-frame analysis on a synthetic frame; prints one JSON line.
+    Bench(BenchArgs),
+    /// Simulate a damaged STEM series and analyse it (offline, no input needed).
+    Demo(DemoArgs),
+    /// Import, verify, locate or download ResNet-18 weights.
+    #[command(subcommand)]
+    Weights(WeightsCommand),
+}
+
+/// Analysis options shared by commands (override the config file).
+#[derive(Args)]
+struct AnalysisArgs {
+    /// TOML configuration file (its [analysis] table); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// ResNet-18 weights (safetensors or torchvision .pth).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// resnet18 (the seed paper's layer4 cosine), lpips (layer1..4), ssim, psnr or ncc.
+    /// Default: resnet18, or ssim with a warning when no weights are found.
+    #[arg(long)]
+    metric: Option<Metric>,
+    /// Patch edge in pixels.
+    #[arg(long)]
+    patch: Option<usize>,
+    /// Per-patch dissimilarity above which a patch counts as damaged (default: per metric).
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Correct drift before comparing: integer or subpixel (bare flag: subpixel).
+    #[arg(long, num_args = 0..=1, default_missing_value = "subpixel")]
+    register: Option<Registration>,
+    /// Intensity scaling: reference (min–max of the reference frame), dtype, none.
+    #[arg(long, value_parser = parse_scale)]
+    scale: Option<ScaleMode>,
+    /// Treat pixels at the dtype maximum as ordinary signal instead of detector gaps.
+    #[arg(long)]
+    no_gap_mask: bool,
+    /// CPU threads (0 = all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn parse_scale(s: &str) -> Result<ScaleMode, String> {
+    match s {
+        "reference" => Ok(ScaleMode::Reference),
+        "dtype" => Ok(ScaleMode::Dtype),
+        "none" => Ok(ScaleMode::None),
+        _ => Err(format!("unknown scale '{s}' (reference, dtype, none)")),
+    }
+}
+
+impl AnalysisArgs {
+    fn resolve(&self) -> Result<AnalysisConfig> {
+        let mut cfg = match &self.config {
+            Some(p) => Config::load(p)?.analysis,
+            None => AnalysisConfig::default(),
+        };
+        if self.weights.is_some() {
+            cfg.weights = self.weights.clone();
+        }
+        if self.metric.is_some() {
+            cfg.metric = self.metric;
+        }
+        if let Some(p) = self.patch {
+            cfg.patch_px = p;
+        }
+        if self.threshold.is_some() {
+            cfg.threshold = self.threshold;
+        }
+        if let Some(r) = self.register {
+            cfg.registration = r;
+        }
+        if let Some(s) = self.scale {
+            cfg.scale = s;
+        }
+        if self.no_gap_mask {
+            cfg.mask_gaps = false;
+        }
+        if let Some(t) = self.threads {
+            cfg.threads = t;
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Reference frame (the first frame of the series); a multi-page TIFF or 3-D .npy uses its
+    /// first page as reference and compares the rest.
+    reference: PathBuf,
+    /// Frames to compare with the reference.
+    frames: Vec<PathBuf>,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    analysis: AnalysisArgs,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// ResNet-18 weights; without, random weights (timing does not depend on values).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Frame edge in pixels.
+    #[arg(long, default_value_t = 1020)]
+    size: usize,
+    /// Frames to time (after one untimed warm-up frame).
+    #[arg(long, default_value_t = 5)]
+    frames: usize,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, default_value = "resnet18")]
+    metric: Metric,
+    #[arg(long, default_value_t = 20)]
+    patch: usize,
+    /// Patches per work chunk (tuning).
+    #[arg(long)]
+    chunk: Option<usize>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Output directory.
+    #[arg(long, default_value = "beamwatch-demo")]
+    out: PathBuf,
+    /// ResNet-18 weights (default: search; without any, SSIM with a warning).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value_t = demo::DEFAULT_FRAMES)]
+    frames: usize,
+    #[arg(long, default_value_t = demo::DEFAULT_SIZE_PX)]
+    size: usize,
+}
+
+#[derive(Subcommand)]
+enum WeightsCommand {
+    /// Convert a torchvision .pth checkpoint or a safetensors file into beamwatch's weight file.
+    Import {
+        source: PathBuf,
+        /// Destination (default: beamwatch's data directory, where every command looks).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Report what a weight file is: layout, sha256, tensor fingerprint, whether it is torchvision
+    /// IMAGENET1K_V1.
+    Verify {
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit with an error unless the file is torchvision IMAGENET1K_V1.
+        #[arg(long)]
+        require_imagenet: bool,
+    },
+    /// Download torchvision's resnet18-f37072fd.pth (needs internet), check it, import it.
+    Fetch {
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Where beamwatch looks for weights, in order, and what is there.
+    Where,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BEAMWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("beamwatch={level},warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+}
+
+fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Compare(a) => {
+            let opts = compare::CompareOptions { reference: a.reference, frames: a.frames, out: a.out, analysis: a.analysis.resolve()? };
+            let s = compare::run(&opts)?;
+            print_compare(&s);
+        }
+        Command::Bench(a) => {
+            let r = bench::run(&bench::BenchOptions {
+                weights: a.weights,
+                size_px: a.size,
+                frames: a.frames,
+                threads: a.threads,
+                patch_px: a.patch,
+                metric: a.metric,
+                chunk: a.chunk,
+            })?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::Demo(a) => {
+            let o = demo::run(&demo::DemoOptions { out: a.out, weights: a.weights, frames: a.frames, size_px: a.size })?;
+            println!("simulated series: {}", o.frames_dir.display());
+            print_compare(&o.summary);
+        }
+        Command::Weights(w) => run_weights(w)?,
+    }
+    Ok(())
+}
+
+fn run_weights(cmd: WeightsCommand) -> Result<()> {
+    match cmd {
+        WeightsCommand::Import { source, out } => {
+            let imp = weights::import(&source, out.as_deref())?;
+            println!("wrote {}", imp.out.display());
+            print_identity(&imp.identity);
+        }
+        WeightsCommand::Verify { file, json, require_imagenet } => {
+            let id = weights::verify(&file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&id)?);
+            } else {
+                print_identity(&id);
+            }
+            if require_imagenet && id.provenance != beamwatch::weights::identity::Provenance::TorchvisionImagenet1kV1 {
+                return Err(weights::not_imagenet(&id).into());
+            }
+            if let Err(reason) = &id.layout {
+                anyhow::bail!("{}: not a usable ResNet-18: {reason}", file.display());
+            }
+        }
+        WeightsCommand::Fetch { url, out } => {
+            let imp = weights::fetch(url.as_deref(), out.as_deref()).context("weights fetch")?;
+            println!("wrote {}", imp.out.display());
+            print_identity(&imp.identity);
+        }
+        WeightsCommand::Where => {
+            for (c, exists) in weights::locate() {
+                println!("{} {} ({})", if exists { "found  " } else { "missing" }, c.path.display(), c.origin);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_identity(id: &beamwatch::weights::identity::Identity) {
+    println!("file:        {}", id.path);
+    println!("sha256:      {}", id.file_sha256);
+    match &id.layout {
+        Ok(()) => println!("layout:      ResNet-18 trunk complete ({} tensors)", id.n_tensors),
+        Err(e) => println!("layout:      NOT a usable ResNet-18: {e}"),
+    }
+    println!("fingerprint: {}", id.tensor_fingerprint.as_deref().unwrap_or("-"));
+    println!("identity:    {}", id.provenance.label());
+    println!("evidence:    {}", id.evidence);
+}
+
+fn print_compare(s: &compare::CompareSummary) {
+    let p = &s.provenance;
+    println!("metric: {} — similarity: {}; dissimilarity: {}", p.metric_choice, p.metric.similarity, p.metric.dissimilarity);
+    if let Some(w) = &p.weights {
+        println!("weights: {} (sha256 {}…) — {}", w.path, &w.sha256[..12.min(w.sha256.len())], w.origin_label);
+    }
+    println!(
+        "reference: {} ({}×{} px, {}); {}",
+        s.reference.source,
+        s.reference.width_px,
+        s.reference.height_px,
+        s.reference.dtype.name(),
+        s.remainder
+    );
+    println!(
+        "{:>5}  {:>9}  {:>9}  {:>9}  {:>8}  {:>8}  {:>16}  {:>8}  source",
+        "frame", "mean", "max", "max at", ">thr %", "area %", "drift dx,dy px", "ms"
+    );
+    for f in &s.frames {
+        let m = &f.summary;
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", 100.0 * v));
+        println!(
+            "{:>5}  {:>9}  {:>9}  {:>9}  {:>8}  {:>8}  {:>16}  {:>8.1}  {}",
+            f.index,
+            fmt(m.mean_dissimilarity),
+            fmt(m.max_dissimilarity),
+            m.max_at.map_or("-".into(), |(r, c)| format!("r{r} c{c}")),
+            pct(m.fraction_above_threshold),
+            pct(m.damaged_area_fraction),
+            f.shift.map_or("-".into(), |d| format!("{:+.2},{:+.2}", d.dx_px, d.dy_px)),
+            f.analysis_ms,
+            f.source
+        );
+    }
+    if let Some(f) = s.frames.first() {
+        println!("threshold {} on {}; area = connected regions of ≥ {} patches", f.summary.threshold, p.metric.dissimilarity, f.summary.min_region_patches);
+    }
+    println!("wrote {}, {} and {} overlay PNG(s)", s.files.similarity_csv, s.files.summary_json, s.frames.len());
+}

@@ -1,0 +1,226 @@
+//! Synthetic HAADF-STEM frames of a crystal that the beam damages, with the truth known.
+//!
+//! A [`Specimen`] is a two-sublattice crystal (Gaussian atom columns with position and brightness
+//! jitter). [`Damage`] turns regions amorphous: atom columns fade and a smooth random texture with
+//! the same mean takes their place. Frames get Poisson shot noise for a chosen number of electrons
+//! per pixel and an optional drift. Everything is seeded: the same inputs give the same frames.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Poisson};
+
+#[derive(Clone, Copy, Debug)]
+struct Atom {
+    x: f64,
+    y: f64,
+    amp: f64,
+    sigma: f64,
+}
+
+/// A damaged disc: inside `radius_px` the crystal is amorphous with weight `amount` (0..1),
+/// falling off over `edge_px`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Disc {
+    pub cx: f64,
+    pub cy: f64,
+    pub radius_px: f64,
+    pub edge_px: f64,
+    pub amount: f64,
+}
+
+impl Disc {
+    /// Damage fraction at (x, y).
+    pub fn at(&self, x: f64, y: f64) -> f64 {
+        let d = ((x - self.cx).powi(2) + (y - self.cy).powi(2)).sqrt();
+        let edge = self.edge_px.max(1e-9);
+        self.amount * ((self.radius_px - d) / edge + 0.5).clamp(0.0, 1.0)
+    }
+}
+
+/// The damage state of a frame.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Damage {
+    pub discs: Vec<Disc>,
+}
+
+impl Damage {
+    /// Damage fraction at (x, y) in specimen coordinates (strongest disc wins).
+    pub fn at(&self, x: f64, y: f64) -> f64 {
+        self.discs.iter().map(|d| d.at(x, y)).fold(0.0, f64::max)
+    }
+}
+
+pub struct Specimen {
+    pub width: usize,
+    pub height: usize,
+    atoms: Vec<Atom>,
+    background: f64,
+    /// Smooth zero-mean unit-variance texture that replaces the lattice where it is amorphous.
+    amorphous: Vec<f64>,
+    lattice_mean: f64,
+    lattice_std: f64,
+}
+
+impl Specimen {
+    /// A crystal filling `width × height` px with lattice spacing `spacing_px` (≥ 4).
+    pub fn new(width: usize, height: usize, spacing_px: f64, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let a = spacing_px.max(4.0);
+        let jitter = Normal::new(0.0, 0.04 * a).unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero normal"));
+        let mut atoms = Vec::new();
+        let (nx, ny) = ((width as f64 / a).ceil() as i64 + 1, (height as f64 / a).ceil() as i64 + 1);
+        for j in -1..ny {
+            for i in -1..nx {
+                for (ox, oy, amp, sigma) in [(0.5, 0.5, 1.0, 0.17 * a), (0.0, 0.0, 0.45, 0.14 * a)] {
+                    atoms.push(Atom {
+                        x: (i as f64 + ox) * a + jitter.sample(&mut rng),
+                        y: (j as f64 + oy) * a + jitter.sample(&mut rng),
+                        amp: amp * rng.random_range(0.9..1.1),
+                        sigma,
+                    });
+                }
+            }
+        }
+        let mut s = Self {
+            width,
+            height,
+            atoms,
+            background: 0.08,
+            amorphous: smooth_noise(width, height, 0.2 * a, &mut rng),
+            lattice_mean: 0.0,
+            lattice_std: 1.0,
+        };
+        let clean = s.render_clean(&Damage::default(), (0.0, 0.0));
+        let n = clean.len() as f64;
+        s.lattice_mean = clean.iter().sum::<f64>() / n;
+        s.lattice_std = (clean.iter().map(|v| (v - s.lattice_mean).powi(2)).sum::<f64>() / n).sqrt();
+        s
+    }
+
+    /// Noise-free intensity (≈ 0..1) with `damage`, the specimen shifted by `drift_px` = (dx, dy).
+    pub fn render_clean(&self, damage: &Damage, drift_px: (f64, f64)) -> Vec<f64> {
+        let (w, h) = (self.width, self.height);
+        let mut img = vec![self.background; w * h];
+        let (dx, dy) = drift_px;
+        for atom in &self.atoms {
+            let (ax, ay) = (atom.x + dx, atom.y + dy);
+            let fade = 1.0 - damage.at(atom.x, atom.y);
+            if fade <= 0.0 {
+                continue;
+            }
+            let r = 4.0 * atom.sigma;
+            let (x0, x1) = ((ax - r).floor().max(0.0) as usize, ((ax + r).ceil().max(0.0) as usize).min(w));
+            let (y0, y1) = ((ay - r).floor().max(0.0) as usize, ((ay + r).ceil().max(0.0) as usize).min(h));
+            let k = -0.5 / (atom.sigma * atom.sigma);
+            for y in y0..y1 {
+                let ddy = (y as f64 - ay).powi(2);
+                for x in x0..x1 {
+                    img[y * w + x] += fade * atom.amp * (k * ((x as f64 - ax).powi(2) + ddy)).exp();
+                }
+            }
+        }
+        if !damage.discs.is_empty() {
+            for y in 0..h {
+                for x in 0..w {
+                    // Damage and texture are fixed to the specimen, so they drift with it.
+                    let (sx, sy) = (x as f64 - dx, y as f64 - dy);
+                    let d = damage.at(sx, sy);
+                    if d > 0.0 {
+                        let (tx, ty) = (sx.round().clamp(0.0, (w - 1) as f64) as usize, sy.round().clamp(0.0, (h - 1) as f64) as usize);
+                        let texture = self.lattice_mean + 0.6 * self.lattice_std * self.amorphous[ty * w + tx];
+                        img[y * w + x] += d * (texture - self.lattice_mean) + d * (self.lattice_mean - self.background) * 0.5;
+                    }
+                }
+            }
+        }
+        img
+    }
+
+    /// A detector frame: clean intensity scaled to `electrons_per_px` at intensity 1, with Poisson
+    /// shot noise, as counts (`None` = noise-free, scaled to 0..65535/2).
+    pub fn render_counts(&self, damage: &Damage, drift_px: (f64, f64), electrons_per_px: Option<f64>, seed: u64) -> Vec<f32> {
+        let clean = self.render_clean(damage, drift_px);
+        match electrons_per_px {
+            Some(e) if e > 0.0 => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                clean
+                    .iter()
+                    .map(|&v| {
+                        let mean = (v.max(0.0) * e).max(1e-9);
+                        Poisson::new(mean).map(|p| p.sample(&mut rng) as f32).unwrap_or(mean as f32)
+                    })
+                    .collect()
+            }
+            _ => clean.iter().map(|&v| (v * 30000.0) as f32).collect(),
+        }
+    }
+
+    /// Per-pixel true damage fraction of a frame (in frame coordinates, drift included).
+    pub fn damage_map(&self, damage: &Damage, drift_px: (f64, f64)) -> Vec<f32> {
+        let (w, h) = (self.width, self.height);
+        (0..w * h).map(|i| damage.at((i % w) as f64 - drift_px.0, (i / w) as f64 - drift_px.1) as f32).collect()
+    }
+}
+
+/// Zero-mean, unit-variance Gaussian noise smoothed with a Gaussian of `sigma_px`.
+fn smooth_noise(w: usize, h: usize, sigma_px: f64, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let normal = Normal::new(0.0, 1.0).unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero normal"));
+    let raw: Vec<f64> = (0..w * h).map(|_| normal.sample(rng)).collect();
+    let mut out = gaussian_blur(&raw, w, h, sigma_px);
+    let n = out.len() as f64;
+    let mean = out.iter().sum::<f64>() / n;
+    let std = (out.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt().max(1e-12);
+    out.iter_mut().for_each(|v| *v = (*v - mean) / std);
+    out
+}
+
+/// Separable Gaussian blur with edge clamping.
+pub fn gaussian_blur(img: &[f64], w: usize, h: usize, sigma: f64) -> Vec<f64> {
+    if sigma <= 0.0 {
+        return img.to_vec();
+    }
+    let r = (3.0 * sigma).ceil() as isize;
+    let k: Vec<f64> = (-r..=r).map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp()).collect();
+    let ks: f64 = k.iter().sum();
+    let pass = |src: &[f64], horizontal: bool| -> Vec<f64> {
+        let mut dst = vec![0.0; src.len()];
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = 0.0;
+                for (j, kv) in k.iter().enumerate() {
+                    let o = j as isize - r;
+                    let (sx, sy) = if horizontal {
+                        ((x as isize + o).clamp(0, w as isize - 1) as usize, y)
+                    } else {
+                        (x, (y as isize + o).clamp(0, h as isize - 1) as usize)
+                    };
+                    acc += kv * src[sy * w + sx];
+                }
+                dst[y * w + x] = acc / ks;
+            }
+        }
+        dst
+    };
+    pass(&pass(img, true), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_frame_and_damage_changes_it_only_where_damaged() {
+        let s = Specimen::new(80, 60, 10.0, 7);
+        let clean = s.render_clean(&Damage::default(), (0.0, 0.0));
+        assert_eq!(clean, Specimen::new(80, 60, 10.0, 7).render_clean(&Damage::default(), (0.0, 0.0)));
+        let d = Damage { discs: vec![Disc { cx: 20.0, cy: 20.0, radius_px: 8.0, edge_px: 2.0, amount: 1.0 }] };
+        let dmg = s.render_clean(&d, (0.0, 0.0));
+        // Far from the disc (beyond an atom's reach) nothing changes; at its centre a lot does.
+        assert!((dmg[50 * 80 + 70] - clean[50 * 80 + 70]).abs() < 1e-12);
+        let centre: f64 = (15..25).flat_map(|y| (15..25).map(move |x| y * 80 + x)).map(|i| (dmg[i] - clean[i]).abs()).sum();
+        assert!(centre > 1.0, "{centre}");
+        let truth = s.damage_map(&d, (0.0, 0.0));
+        assert_eq!(truth[20 * 80 + 20], 1.0);
+        assert_eq!(truth[50 * 80 + 70], 0.0);
+    }
+}
