@@ -69,9 +69,14 @@ impl Default for AnalysisConfig {
 impl AnalysisConfig {
     /// Checks every value; `path` names the file in the error (or "command line").
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key, value: String, why: &str| ConfigError::Invalid { path: path.to_owned(), key, value, why: why.into() };
+        let invalid =
+            |key, value: String, why: &str| ConfigError::Invalid { path: path.to_owned(), key, value, why: why.into() };
         if !(PATCH_MIN..=PATCH_MAX).contains(&self.patch_px) {
-            return Err(invalid("analysis.patch_px", self.patch_px.to_string(), &format!("must be {PATCH_MIN}..={PATCH_MAX} px")));
+            return Err(invalid(
+                "analysis.patch_px",
+                self.patch_px.to_string(),
+                &format!("must be {PATCH_MIN}..={PATCH_MAX} px"),
+            ));
         }
         if let Some(t) = self.threshold
             && !(t.is_finite() && t >= 0.0)
@@ -82,7 +87,11 @@ impl AnalysisConfig {
             return Err(invalid("analysis.min_region_patches", "0".into(), "must be at least 1"));
         }
         if !(0.0..=1.0).contains(&self.max_invalid_fraction) {
-            return Err(invalid("analysis.max_invalid_fraction", self.max_invalid_fraction.to_string(), "must be within 0..=1"));
+            return Err(invalid(
+                "analysis.max_invalid_fraction",
+                self.max_invalid_fraction.to_string(),
+                "must be within 0..=1",
+            ));
         }
         if self.weights.as_ref().is_some_and(|w| w.as_os_str().is_empty()) {
             return Err(invalid("analysis.weights", "\"\"".into(), "empty path (omit the key to search)"));
@@ -111,8 +120,10 @@ impl Config {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let cfg: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim().replace('\n', " ") })?;
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
         cfg.analysis.validate(path)?;
         Ok(cfg)
     }

@@ -111,7 +111,12 @@ fn check_dims(width: usize, height: usize, len: usize) -> Result<(), FrameError>
 
 impl Frame {
     /// From integer pixels; with `mask_gaps`, pixels at the dtype maximum are marked invalid.
-    pub fn from_ints<P: IntPixel>(width: usize, height: usize, data: &[P], mask_gaps: bool) -> Result<Self, FrameError> {
+    pub fn from_ints<P: IntPixel>(
+        width: usize,
+        height: usize,
+        data: &[P],
+        mask_gaps: bool,
+    ) -> Result<Self, FrameError> {
         check_dims(width, height, data.len())?;
         let pixels = data.iter().map(|p| p.to_f32()).collect();
         let invalid = if mask_gaps && data.iter().any(|p| p.is_gap()) {
@@ -229,7 +234,7 @@ impl Scaling {
         let (offset, gain) = match mode {
             ScaleMode::Reference => {
                 let (lo, hi) = reference.valid_range();
-                if !(hi > lo) {
+                if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
                     return Err(ScalingError::Constant { value: lo });
                 }
                 (lo, 1.0 / (hi - lo))

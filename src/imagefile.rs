@@ -36,7 +36,11 @@ enum Format {
 }
 
 fn sniff(path: &Path, head: &[u8]) -> Result<Format, ReadError> {
-    if head.starts_with(b"II*\0") || head.starts_with(b"MM\0*") || head.starts_with(b"II+\0") || head.starts_with(b"MM\0+") {
+    if head.starts_with(b"II*\0")
+        || head.starts_with(b"MM\0*")
+        || head.starts_with(b"II+\0")
+        || head.starts_with(b"MM\0+")
+    {
         Ok(Format::Tiff)
     } else if head.starts_with(b"\x89PNG\r\n\x1a\n") {
         Ok(Format::Png)
@@ -57,7 +61,10 @@ pub fn read_frames(path: &Path, mask_gaps: bool) -> Result<Vec<LoadedFrame>, Rea
         return Err(err(path, "empty file (0 bytes)"));
     }
     if meta.len() > limits::MAX_IMAGE_FILE_BYTES {
-        return Err(err(path, format!("file of {} bytes exceeds the {} byte limit", meta.len(), limits::MAX_IMAGE_FILE_BYTES)));
+        return Err(err(
+            path,
+            format!("file of {} bytes exceeds the {} byte limit", meta.len(), limits::MAX_IMAGE_FILE_BYTES),
+        ));
     }
     let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
     let frames = match sniff(path, &bytes[..bytes.len().min(16)])? {
@@ -167,10 +174,18 @@ fn read_png(path: &Path, bytes: &[u8], mask: bool) -> Result<Frame, ReadError> {
         DynamicImage::ImageLuma16(b) => from_ints(path, w, h, b.as_raw(), mask),
         DynamicImage::ImageLumaA8(b) => from_ints(path, w, h, &b.pixels().map(|p| p.0[0]).collect::<Vec<_>>(), mask),
         DynamicImage::ImageLumaA16(b) => from_ints(path, w, h, &b.pixels().map(|p| p.0[0]).collect::<Vec<_>>(), mask),
-        DynamicImage::ImageRgb8(b) => from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 3, false)),
-        DynamicImage::ImageRgba8(b) => from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 4, true)),
-        DynamicImage::ImageRgb16(b) => from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 3, false)),
-        DynamicImage::ImageRgba16(b) => from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 4, true)),
+        DynamicImage::ImageRgb8(b) => {
+            from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 3, false))
+        }
+        DynamicImage::ImageRgba8(b) => {
+            from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 4, true))
+        }
+        DynamicImage::ImageRgb16(b) => {
+            from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 3, false))
+        }
+        DynamicImage::ImageRgba16(b) => {
+            from_floats(path, w, h, to_gray(&b.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 4, true))
+        }
         other => Err(err(path, format!("PNG: unsupported pixel format {:?}", other.color()))),
     }
 }
@@ -183,7 +198,12 @@ fn read_npy(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadErr
     let (frames, h, w) = match header.shape.as_slice() {
         [h, w] => (1, *h, *w),
         [n, h, w] => (*n, *h, *w),
-        s => return Err(err(path, format!(".npy array has shape {s:?}; expected 2-D (rows, cols) or 3-D (frames, rows, cols)"))),
+        s => {
+            return Err(err(
+                path,
+                format!(".npy array has shape {s:?}; expected 2-D (rows, cols) or 3-D (frames, rows, cols)"),
+            ));
+        }
     };
     // Check what the header claims against what the file holds before anything is allocated.
     let item = match descr.get(1..).unwrap_or("") {
@@ -191,13 +211,27 @@ fn read_npy(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadErr
         "u2" | "i2" | "f2" => 2,
         "u4" | "i4" | "f4" => 4,
         "u8" | "i8" | "f8" => 8,
-        _ => return Err(err(path, format!("unsupported .npy dtype '{descr}' (use float32, float64, uint8, uint16, uint32, int16 or int32)"))),
+        _ => {
+            return Err(err(
+                path,
+                format!(
+                    "unsupported .npy dtype '{descr}' (use float32, float64, uint8, uint16, uint32, int16 or int32)"
+                ),
+            ));
+        }
     };
     let claimed = frames.checked_mul(h).and_then(|n| n.checked_mul(w)).and_then(|n| n.checked_mul(item));
     let have = bytes.len() - cursor.position() as usize;
     match claimed {
         Some(c) if c <= have => {}
-        _ => return Err(err(path, format!(".npy header claims {frames}×{h}×{w} values of {item} bytes but the file holds {have} data bytes"))),
+        _ => {
+            return Err(err(
+                path,
+                format!(
+                    ".npy header claims {frames}×{h}×{w} values of {item} bytes but the file holds {have} data bytes"
+                ),
+            ));
+        }
     }
     if h.checked_mul(w).is_none_or(|n| n > limits::MAX_FRAME_PIXELS) || frames > limits::MAX_PAGES {
         return Err(err(path, format!(".npy array {frames}×{h}×{w} exceeds the frame limits")));
@@ -212,7 +246,10 @@ fn read_npy(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadErr
     macro_rules! floats {
         ($t:ty) => {{
             let a = ArrayD::<$t>::read_npy(Cursor::new(bytes)).map_err(npy)?;
-            split(&a, frames, h, w).into_iter().map(|v| from_floats(path, w, h, v.into_iter().map(|x| x as f32).collect())).collect()
+            split(&a, frames, h, w)
+                .into_iter()
+                .map(|v| from_floats(path, w, h, v.into_iter().map(|x| x as f32).collect()))
+                .collect()
         }};
     }
     match descr.get(1..).unwrap_or("") {
@@ -223,7 +260,10 @@ fn read_npy(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadErr
         "u4" => ints!(u32),
         "i2" => floats!(i16),
         "i4" => floats!(i32),
-        _ => Err(err(path, format!("unsupported .npy dtype '{descr}' (use float32, float64, uint8, uint16, uint32, int16 or int32)"))),
+        _ => Err(err(
+            path,
+            format!("unsupported .npy dtype '{descr}' (use float32, float64, uint8, uint16, uint32, int16 or int32)"),
+        )),
     }
 }
 

@@ -226,7 +226,12 @@ fn init_logging(verbose: u8, quiet: bool) {
 fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Compare(a) => {
-            let opts = compare::CompareOptions { reference: a.reference, frames: a.frames, out: a.out, analysis: a.analysis.resolve()? };
+            let opts = compare::CompareOptions {
+                reference: a.reference,
+                frames: a.frames,
+                out: a.out,
+                analysis: a.analysis.resolve()?,
+            };
             let s = compare::run(&opts)?;
             print_compare(&s);
         }
@@ -243,7 +248,8 @@ fn run(cmd: Command) -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Demo(a) => {
-            let o = demo::run(&demo::DemoOptions { out: a.out, weights: a.weights, frames: a.frames, size_px: a.size })?;
+            let o =
+                demo::run(&demo::DemoOptions { out: a.out, weights: a.weights, frames: a.frames, size_px: a.size })?;
             println!("simulated series: {}", o.frames_dir.display());
             print_compare(&o.summary);
         }
@@ -301,7 +307,10 @@ fn print_identity(id: &beamwatch::weights::identity::Identity) {
 
 fn print_compare(s: &compare::CompareSummary) {
     let p = &s.provenance;
-    println!("metric: {} — similarity: {}; dissimilarity: {}", p.metric_choice, p.metric.similarity, p.metric.dissimilarity);
+    println!(
+        "metric: {} — similarity: {}; dissimilarity: {}",
+        p.metric_choice, p.metric.similarity, p.metric.dissimilarity
+    );
     if let Some(w) = &p.weights {
         println!("weights: {} (sha256 {}…) — {}", w.path, &w.sha256[..12.min(w.sha256.len())], w.origin_label);
     }
@@ -335,7 +344,10 @@ fn print_compare(s: &compare::CompareSummary) {
         );
     }
     if let Some(f) = s.frames.first() {
-        println!("threshold {} on {}; area = connected regions of ≥ {} patches", f.summary.threshold, p.metric.dissimilarity, f.summary.min_region_patches);
+        println!(
+            "threshold {} on {}; area = connected regions of ≥ {} patches",
+            f.summary.threshold, p.metric.dissimilarity, f.summary.min_region_patches
+        );
     }
     println!("wrote {}, {} and {} overlay PNG(s)", s.files.similarity_csv, s.files.summary_json, s.frames.len());
 }

@@ -60,7 +60,10 @@ impl PatchGrid {
     pub fn remainder_note(&self) -> String {
         let (r, b) = (self.remainder_right_px(), self.remainder_bottom_px());
         if r == 0 && b == 0 {
-            format!("{}×{} patches of {} px cover the whole {}×{} px frame", self.cols, self.rows, self.patch_px, self.width_px, self.height_px)
+            format!(
+                "{}×{} patches of {} px cover the whole {}×{} px frame",
+                self.cols, self.rows, self.patch_px, self.width_px, self.height_px
+            )
         } else {
             format!(
                 "{}×{} patches of {} px; the rightmost {r} px columns and bottom {b} px rows of the {}×{} px frame \
@@ -132,7 +135,13 @@ impl Patches {
 /// Cuts `frame` into `grid`'s patches, scaled by `scaling`. `overlap`: the region valid after drift
 /// correction (`None` = whole frame). `max_invalid_fraction`: the share of invalid pixels a patch may
 /// have and still be analysed.
-pub fn extract(frame: &Frame, grid: &PatchGrid, scaling: &Scaling, overlap: Option<Rect>, max_invalid_fraction: f32) -> Patches {
+pub fn extract(
+    frame: &Frame,
+    grid: &PatchGrid,
+    scaling: &Scaling,
+    overlap: Option<Rect>,
+    max_invalid_fraction: f32,
+) -> Patches {
     let p = grid.patch_px;
     let pp = p * p;
     let w = frame.width();

@@ -24,9 +24,9 @@ pub fn items_bar(len: u64, what: &str) -> ProgressBar {
 /// A bar counting bytes (downloads); `len` may be unknown.
 pub fn bytes_bar(len: Option<u64>, what: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(len, target());
-    if let Ok(style) =
-        ProgressStyle::with_template(&format!("{what} {{bar:30}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, {{eta}})"))
-    {
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{what} {{bar:30}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, {{eta}})"
+    )) {
         bar.set_style(style);
     }
     bar

@@ -74,7 +74,12 @@ impl Registrar {
             (0..n).map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32).collect()
         };
         let (wx, wy) = (hann(w), hann(h));
-        let window = (0..h).flat_map(|y| { let wyy = wy[y]; wx.iter().map(move |&a| a * wyy) }).collect();
+        let window = (0..h)
+            .flat_map(|y| {
+                let wyy = wy[y];
+                wx.iter().map(move |&a| a * wyy)
+            })
+            .collect();
         let mut r = Self {
             w,
             h,
@@ -111,11 +116,7 @@ impl Registrar {
         fft2(&mut cross, self.w, self.h, &*self.row_inv, &*self.col_inv);
         let norm = (self.w * self.h) as f64 * (energy * self.reference_energy).sqrt().max(f64::MIN_POSITIVE);
         let corr: Vec<f32> = cross.iter().map(|c| (c.re as f64 / norm) as f32).collect();
-        let (best, &peak) = corr
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap_or((0, &0.0));
+        let (best, &peak) = corr.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap_or((0, &0.0));
         let (px, py) = (best % self.w, best / self.w);
         let at = |x: usize, y: usize| corr[y * self.w + x] as f64;
         let left = at((px + self.w - 1) % self.w, py);
@@ -180,7 +181,12 @@ pub fn apply(frame: &Frame, shift: Shift, mode: Registration) -> (Frame, Rect) {
             let sx = x as f64 + dx;
             let (ix, fx) = (sx.floor() as usize, (sx - sx.floor()) as f32);
             let (ix1, iy1) = ((ix + 1).min(w - 1), (iy + 1).min(h - 1));
-            let taps = [(ix, iy, (1.0 - fx) * (1.0 - fy)), (ix1, iy, fx * (1.0 - fy)), (ix, iy1, (1.0 - fx) * fy), (ix1, iy1, fx * fy)];
+            let taps = [
+                (ix, iy, (1.0 - fx) * (1.0 - fy)),
+                (ix1, iy, fx * (1.0 - fy)),
+                (ix, iy1, (1.0 - fx) * fy),
+                (ix1, iy1, fx * fy),
+            ];
             let mut v = 0.0;
             let mut ok = true;
             for (tx, ty, wgt) in taps {

@@ -84,7 +84,8 @@ pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
     }
     let setup = setup::prepare(cfg)?;
     let provenance = Provenance::new(&setup.settings, setup.weights.as_ref(), setup.choice.clone());
-    let mut analyzer = Analyzer::new(setup.settings.clone(), setup.engine.clone()).map_err(|e| Error::analysis(&reference.source, e))?;
+    let mut analyzer = Analyzer::new(setup.settings.clone(), setup.engine.clone())
+        .map_err(|e| Error::analysis(&reference.source, e))?;
     analyzer.set_reference(&reference.frame).map_err(|e| Error::analysis(&reference.source, e))?;
     let (grid, scaling) = match (analyzer.grid(), analyzer.scaling()) {
         (Some(g), Some(s)) => (g, s),
@@ -104,10 +105,8 @@ pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
 
     report::ensure_dir(&opts.out)?;
     let threshold = setup.settings.threshold;
-    let vmax = results
-        .iter()
-        .filter_map(|(a, _)| a.summary.max_dissimilarity)
-        .fold(2.0 * threshold as f64, f64::max) as f32;
+    let vmax =
+        results.iter().filter_map(|(a, _)| a.summary.max_dissimilarity).fold(2.0 * threshold as f64, f64::max) as f32;
     let warning = provenance
         .weights
         .as_ref()
@@ -150,7 +149,8 @@ pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
         });
     }
     let csv_path = opts.out.join("similarity.csv");
-    let maps: Vec<(usize, &crate::damage::SimilarityMap)> = results.iter().enumerate().map(|(i, (a, _))| (i + 1, &a.map)).collect();
+    let maps: Vec<(usize, &crate::damage::SimilarityMap)> =
+        results.iter().enumerate().map(|(i, (a, _))| (i + 1, &a.map)).collect();
     csv::write(&csv_path, &maps)?;
     let json_path = opts.out.join("summary.json");
     let summary = CompareSummary {
@@ -169,7 +169,8 @@ pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
         frames,
         files: Files { similarity_csv: csv_path.display().to_string(), summary_json: json_path.display().to_string() },
     };
-    let json = serde_json::to_vec_pretty(&summary).map_err(|e| Error::Output { path: json_path.clone(), problem: e.to_string() })?;
+    let json = serde_json::to_vec_pretty(&summary)
+        .map_err(|e| Error::Output { path: json_path.clone(), problem: e.to_string() })?;
     report::write_atomic(&json_path, &json)?;
     Ok(summary)
 }

@@ -40,8 +40,20 @@ pub fn run(opts: &DemoOptions) -> Result<DemoOutcome, Error> {
         let t = i as f64 / (n - 1) as f64;
         let damage = Damage {
             discs: vec![
-                Disc { cx: 0.62 * size as f64, cy: 0.38 * size as f64, radius_px: 0.22 * size as f64 * t, edge_px: 10.0, amount: 0.9 * t.sqrt() },
-                Disc { cx: 0.3 * size as f64, cy: 0.7 * size as f64, radius_px: 0.1 * size as f64 * t, edge_px: 6.0, amount: 0.7 * t },
+                Disc {
+                    cx: 0.62 * size as f64,
+                    cy: 0.38 * size as f64,
+                    radius_px: 0.22 * size as f64 * t,
+                    edge_px: 10.0,
+                    amount: 0.9 * t.sqrt(),
+                },
+                Disc {
+                    cx: 0.3 * size as f64,
+                    cy: 0.7 * size as f64,
+                    radius_px: 0.1 * size as f64 * t,
+                    edge_px: 6.0,
+                    amount: 0.7 * t,
+                },
             ],
         };
         let drift = (DRIFT_PX_PER_FRAME.0 * i as f64, DRIFT_PX_PER_FRAME.1 * i as f64);
@@ -51,7 +63,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoOutcome, Error> {
         imagefile::write_tiff_u16(&path, size, size, &u16s)?;
         paths.push(path);
     }
-    let analysis = AnalysisConfig { weights: opts.weights.clone(), registration: Registration::Subpixel, ..AnalysisConfig::default() };
+    let analysis = AnalysisConfig {
+        weights: opts.weights.clone(),
+        registration: Registration::Subpixel,
+        ..AnalysisConfig::default()
+    };
     let summary = compare::run(&CompareOptions {
         reference: paths[0].clone(),
         frames: paths[1..].to_vec(),

@@ -64,7 +64,9 @@ pub fn prepare(cfg: &AnalysisConfig) -> Result<MetricSetup, Error> {
     let (engine, weights) = match found {
         Some((id, sd)) if metric.uses_features() => {
             match id.provenance {
-                Provenance::TorchvisionImagenet1kV1 => tracing::info!("weights: torchvision IMAGENET1K_V1 ({})", id.evidence),
+                Provenance::TorchvisionImagenet1kV1 => {
+                    tracing::info!("weights: torchvision IMAGENET1K_V1 ({})", id.evidence)
+                }
                 _ => tracing::warn!(
                     "weights {} are {}: results are not the paper's ImageNet metric",
                     id.path,

@@ -8,8 +8,7 @@ use crate::weights::import::{self, Imported};
 use crate::weights::{WeightsError, fetch, store};
 
 fn default_out() -> Result<PathBuf, Error> {
-    store::default_store_path()
-        .ok_or_else(|| Error::Usage("no data directory on this machine: give --out FILE".into()))
+    store::default_store_path().ok_or_else(|| Error::Usage("no data directory on this machine: give --out FILE".into()))
 }
 
 /// Converts `src` (`.pth` or safetensors) into beamwatch's file at `out` (default: the data dir,
@@ -41,10 +40,13 @@ pub fn fetch(url: Option<&str>, out: Option<&Path>) -> Result<Imported, Error> {
 
 /// Every place searched, whether something is there, and what the first found file is.
 pub fn locate() -> Vec<(store::Candidate, bool)> {
-    store::candidates().into_iter().map(|c| {
-        let exists = c.path.is_file();
-        (c, exists)
-    }).collect()
+    store::candidates()
+        .into_iter()
+        .map(|c| {
+            let exists = c.path.is_file();
+            (c, exists)
+        })
+        .collect()
 }
 
 /// The error for "asked for genuine weights, got something else".

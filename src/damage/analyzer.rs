@@ -118,8 +118,15 @@ impl Analyzer {
         let patches = patches::extract(frame, &grid, &scaling, None, self.settings.max_invalid_fraction);
         let features = self.features(&patches);
         let registrar = (self.settings.registration != Registration::Off).then(|| Registrar::new(frame));
-        self.reference =
-            Some(Reference { width: frame.width(), height: frame.height(), grid, scaling, patches, features, registrar });
+        self.reference = Some(Reference {
+            width: frame.width(),
+            height: frame.height(),
+            grid,
+            scaling,
+            patches,
+            features,
+            registrar,
+        });
         Ok(())
     }
 

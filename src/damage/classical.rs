@@ -32,7 +32,8 @@ pub fn ssim(a: &[f32], b: &[f32], p: usize) -> f64 {
     for y in 0..positions {
         for x in 0..positions {
             let s: [f64; 5] = std::array::from_fn(|k| {
-                sat[(y + WIN) * n + x + WIN][k] - sat[y * n + x + WIN][k] - sat[(y + WIN) * n + x][k] + sat[y * n + x][k]
+                sat[(y + WIN) * n + x + WIN][k] - sat[y * n + x + WIN][k] - sat[(y + WIN) * n + x][k]
+                    + sat[y * n + x][k]
             });
             let (ux, uy) = (s[0] / np, s[1] / np);
             let vx = cov_norm * (s[2] / np - ux * ux);
@@ -70,13 +71,7 @@ pub fn ncc(a: &[f32], b: &[f32]) -> f64 {
     const TINY: f64 = 1e-20;
     match (saa > TINY, sbb > TINY) {
         (true, true) => sab / (saa * sbb).sqrt(),
-        (false, false) => {
-            if (ma - mb).abs() < 1e-9 {
-                1.0
-            } else {
-                0.0
-            }
-        }
+        (false, false) if (ma - mb).abs() < 1e-9 => 1.0,
         _ => 0.0,
     }
 }

@@ -133,23 +133,20 @@ impl Summary {
     pub fn of(map: &SimilarityMap, threshold: f32, min_region_patches: usize) -> Self {
         let analysed: Vec<usize> = (0..map.status.len()).filter(|&i| map.status[i].analysed()).collect();
         let n = analysed.len();
-        let damaged: Vec<bool> = (0..map.status.len())
-            .map(|i| map.status[i].analysed() && map.dissimilarity[i] > threshold)
-            .collect();
+        let damaged: Vec<bool> =
+            (0..map.status.len()).map(|i| map.status[i].analysed() && map.dissimilarity[i] > threshold).collect();
         let sizes = regions::component_sizes(&damaged, map.grid.rows, map.grid.cols);
         let above = damaged.iter().filter(|&&d| d).count();
         let min_region = min_region_patches.max(1);
         let in_regions: usize = sizes.iter().filter(|&&s| s >= min_region).sum();
-        let max = analysed
-            .iter()
-            .copied()
-            .max_by(|&a, &b| map.dissimilarity[a].total_cmp(&map.dissimilarity[b]));
+        let max = analysed.iter().copied().max_by(|&a, &b| map.dissimilarity[a].total_cmp(&map.dissimilarity[b]));
         let frac = |k: usize| (n > 0).then(|| k as f64 / n as f64);
         Self {
             analysed_patches: n,
             excluded_patches: map.status.len() - n,
             threshold,
-            mean_dissimilarity: (n > 0).then(|| analysed.iter().map(|&i| map.dissimilarity[i] as f64).sum::<f64>() / n as f64),
+            mean_dissimilarity: (n > 0)
+                .then(|| analysed.iter().map(|&i| map.dissimilarity[i] as f64).sum::<f64>() / n as f64),
             max_dissimilarity: max.map(|i| map.dissimilarity[i] as f64),
             max_at: max.map(|i| (i / map.grid.cols, i % map.grid.cols)),
             fraction_above_threshold: frac(above),

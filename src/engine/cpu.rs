@@ -153,14 +153,24 @@ fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws
 
 /// One convolution: per class, gather columns (unless the input can be read in place), GEMM into
 /// the class's output slots; then bias (+ residual) (+ ReLU) in one pass.
-fn conv(p: &ConvPlan, input: &[f32], out: &mut [f32], col: &mut Vec<f32>, n: usize, residual: Option<&[f32]>, relu: bool) {
+fn conv(
+    p: &ConvPlan,
+    input: &[f32],
+    out: &mut [f32],
+    col: &mut Vec<f32>,
+    n: usize,
+    residual: Option<&[f32]>,
+    relu: bool,
+) {
     let (cin, cout) = (p.cin, p.cout);
     for cls in &p.classes {
         let m = cls.n_pos * n;
         let k = cls.n_taps * cin;
         let dst = &mut out[cls.first_slot * n * cout..(cls.first_slot + cls.n_pos) * n * cout];
         match cls.direct {
-            Some(base) => matmul(dst, &input[base * n * cin..(base + cls.n_pos) * n * cin], cin, &cls.weight, m, k, cout),
+            Some(base) => {
+                matmul(dst, &input[base * n * cin..(base + cls.n_pos) * n * cin], cin, &cls.weight, m, k, cout)
+            }
             None => {
                 let c = grow(col, m * k);
                 for pos in 0..cls.n_pos {

@@ -138,6 +138,7 @@ fn gray_stem(sd: &StateDict) -> Result<GrayStem, WeightsError> {
             tap_shift[co * taps + t] = (b * scale[co]) as f32;
         }
     }
-    let conv = FoldedConv { cout, cin: 1, k, stride: 2, pad: 3, weight, bias: shift.iter().map(|&s| s as f32).collect() };
+    let conv =
+        FoldedConv { cout, cin: 1, k, stride: 2, pad: 3, weight, bias: shift.iter().map(|&s| s as f32).collect() };
     Ok(GrayStem { conv, shift: tap_shift })
 }

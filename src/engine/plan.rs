@@ -324,9 +324,7 @@ fn pool_plan(in_h: usize, in_w: usize, out_h: usize, out_w: usize, order: Vec<us
             let (oy, ox) = (sp / out_w, sp % out_w);
             let (y0, y1) = tap_range(oy, 2, 1, 3, in_h);
             let (x0, x1) = tap_range(ox, 2, 1, 3, in_w);
-            (y0..y1)
-                .flat_map(|ky| (x0..x1).map(move |kx| (oy * 2 + ky - 1) * in_w + (ox * 2 + kx - 1)))
-                .collect()
+            (y0..y1).flat_map(|ky| (x0..x1).map(move |kx| (oy * 2 + ky - 1) * in_w + (ox * 2 + kx - 1))).collect()
         })
         .collect();
     PoolPlan { out_h, out_w, order, windows }

@@ -49,9 +49,9 @@ impl Canvas {
     pub fn blend(&mut self, x: u32, y: u32, c: [u8; 3], alpha: f32) {
         if x < self.width && y < self.height {
             let i = (y as usize * self.width as usize + x as usize) * 3;
-            for k in 0..3 {
-                let old = self.rgb[i + k] as f32;
-                self.rgb[i + k] = (old + alpha * (c[k] as f32 - old)).round().clamp(0.0, 255.0) as u8;
+            for (dst, &src) in self.rgb[i..i + 3].iter_mut().zip(&c) {
+                let old = *dst as f32;
+                *dst = (old + alpha * (src as f32 - old)).round().clamp(0.0, 255.0) as u8;
             }
         }
     }
@@ -91,12 +91,12 @@ pub fn even(size: f64) -> f64 {
 /// Text helper for plotters closures: draws `s` with its top-left at (x, y).
 pub fn text(area: &Area<'_>, s: &str, x: i32, y: i32, size: f64, color: RGBColor) -> Result<(), String> {
     let size = even(size);
-    area.draw(&Text::new(s.to_string(), (x, y), (FONT, size).into_font().color(&color)))
-        .map_err(|e| e.to_string())
+    area.draw(&Text::new(s.to_string(), (x, y), (FONT, size).into_font().color(&color))).map_err(|e| e.to_string())
 }
 
 /// Pixel size of `s` at `size` (for right-aligning and centring).
 pub fn text_size(area: &Area<'_>, s: &str, size: f64) -> (u32, u32) {
     let size = even(size);
-    area.estimate_text_size(s, &TextStyle::from((FONT, size).into_font())).unwrap_or((s.len() as u32 * size as u32 / 2, size as u32))
+    area.estimate_text_size(s, &TextStyle::from((FONT, size).into_font()))
+        .unwrap_or((s.len() as u32 * size as u32 / 2, size as u32))
 }

@@ -21,7 +21,8 @@ pub fn push_rows(out: &mut String, frame: usize, map: &SimilarityMap) {
             PatchStatus::OutsideOverlap => "outside_overlap".into(),
         };
         if map.status[p].analysed() {
-            let _ = writeln!(out, "{frame},{row},{col},{x},{y},{},{},{status}", map.similarity[p], map.dissimilarity[p]);
+            let _ =
+                writeln!(out, "{frame},{row},{col},{x},{y},{},{},{status}", map.similarity[p], map.dissimilarity[p]);
         } else {
             let _ = writeln!(out, "{frame},{row},{col},{x},{y},,,{status}");
         }

@@ -21,10 +21,7 @@ pub enum ReportError {
 /// Writes `bytes` to `path` via a temporary file and a rename, so a reader never sees half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     let io = |source| ReportError::Io { path: path.to_owned(), source };
-    let tmp = path.with_extension(format!(
-        "{}.partial",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("out")
-    ));
+    let tmp = path.with_extension(format!("{}.partial", path.extension().and_then(|e| e.to_str()).unwrap_or("out")));
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }

@@ -40,7 +40,8 @@ pub fn viridis(t: f32) -> [u8; 3] {
 
 /// Display gray levels: 0.5 % and 99.5 % of the valid pixels map to black and white.
 fn display_range(frame: &Frame) -> (f32, f32) {
-    let mut v: Vec<f32> = frame.pixels().iter().enumerate().filter(|(i, _)| frame.is_valid(*i)).map(|(_, &x)| x).collect();
+    let mut v: Vec<f32> =
+        frame.pixels().iter().enumerate().filter(|(i, _)| frame.is_valid(*i)).map(|(_, &x)| x).collect();
     if v.is_empty() {
         return (0.0, 1.0);
     }
@@ -57,7 +58,11 @@ pub fn render(o: &Overlay<'_>) -> Result<Canvas, ReportError> {
     let scale = 560u32.div_ceil(fw.max(fh)).clamp(1, 8);
     let (iw, ih) = (fw * scale, fh * scale);
     // Wide enough for the title lines (≈ 0.6 em per character).
-    let text_w = [(&o.title, 18.0), (&o.subtitle, 14.0)].iter().map(|(t, sz)| (t.chars().count() as f64 * sz * 0.6) as u32).max().unwrap_or(0);
+    let text_w = [(&o.title, 18.0), (&o.subtitle, 14.0)]
+        .iter()
+        .map(|(t, sz)| (t.chars().count() as f64 * sz * 0.6) as u32)
+        .max()
+        .unwrap_or(0);
     let width = (LEFT + iw + BAR_GAP + BAR_W + RIGHT).max(LEFT + text_w + 12);
     let height = TOP + ih.max(200) + BOTTOM;
     let mut c = Canvas::new(width, height, [255, 255, 255]);
@@ -117,9 +122,19 @@ pub fn render(o: &Overlay<'_>) -> Result<Canvas, ReportError> {
                 canvas::text(area, &format!("{v:.3}"), (bx + BAR_W + 8) as i32, y - 7, 12.0, black)?;
             }
         }
-        area.draw(&PathElement::new(vec![(bx as i32 - 4, ty), ((bx + BAR_W) as i32 + 4, ty)], RGBColor(220, 0, 0).stroke_width(2)))
-            .map_err(|e| e.to_string())?;
-        canvas::text(area, &format!("threshold {:.3}", o.threshold), (bx + BAR_W + 8) as i32, ty - 7, 12.0, RGBColor(200, 0, 0))?;
+        area.draw(&PathElement::new(
+            vec![(bx as i32 - 4, ty), ((bx + BAR_W) as i32 + 4, ty)],
+            RGBColor(220, 0, 0).stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?;
+        canvas::text(
+            area,
+            &format!("threshold {:.3}", o.threshold),
+            (bx + BAR_W + 8) as i32,
+            ty - 7,
+            12.0,
+            RGBColor(200, 0, 0),
+        )?;
         let label_y = (by + bh + 6) as i32;
         canvas::text(area, &o.colorbar_label, (bx as i32 - 40).max(0), label_y, 12.0, black)?;
         let legend = "red hatching: patch not analysed";

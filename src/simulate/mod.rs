@@ -126,9 +126,13 @@ impl Specimen {
                     let (sx, sy) = (x as f64 - dx, y as f64 - dy);
                     let d = damage.at(sx, sy);
                     if d > 0.0 {
-                        let (tx, ty) = (sx.round().clamp(0.0, (w - 1) as f64) as usize, sy.round().clamp(0.0, (h - 1) as f64) as usize);
+                        let (tx, ty) = (
+                            sx.round().clamp(0.0, (w - 1) as f64) as usize,
+                            sy.round().clamp(0.0, (h - 1) as f64) as usize,
+                        );
                         let texture = self.lattice_mean + 0.6 * self.lattice_std * self.amorphous[ty * w + tx];
-                        img[y * w + x] += d * (texture - self.lattice_mean) + d * (self.lattice_mean - self.background) * 0.5;
+                        img[y * w + x] +=
+                            d * (texture - self.lattice_mean) + d * (self.lattice_mean - self.background) * 0.5;
                     }
                 }
             }
@@ -138,7 +142,13 @@ impl Specimen {
 
     /// A detector frame: clean intensity scaled to `electrons_per_px` at intensity 1, with Poisson
     /// shot noise, as counts (`None` = noise-free, scaled to 0..65535/2).
-    pub fn render_counts(&self, damage: &Damage, drift_px: (f64, f64), electrons_per_px: Option<f64>, seed: u64) -> Vec<f32> {
+    pub fn render_counts(
+        &self,
+        damage: &Damage,
+        drift_px: (f64, f64),
+        electrons_per_px: Option<f64>,
+        seed: u64,
+    ) -> Vec<f32> {
         let clean = self.render_clean(damage, drift_px);
         match electrons_per_px {
             Some(e) if e > 0.0 => {
@@ -217,7 +227,8 @@ mod tests {
         let dmg = s.render_clean(&d, (0.0, 0.0));
         // Far from the disc (beyond an atom's reach) nothing changes; at its centre a lot does.
         assert!((dmg[50 * 80 + 70] - clean[50 * 80 + 70]).abs() < 1e-12);
-        let centre: f64 = (15..25).flat_map(|y| (15..25).map(move |x| y * 80 + x)).map(|i| (dmg[i] - clean[i]).abs()).sum();
+        let centre: f64 =
+            (15..25).flat_map(|y| (15..25).map(move |x| y * 80 + x)).map(|i| (dmg[i] - clean[i]).abs()).sum();
         assert!(centre > 1.0, "{centre}");
         let truth = s.damage_map(&d, (0.0, 0.0));
         assert_eq!(truth[20 * 80 + 20], 1.0);

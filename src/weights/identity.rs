@@ -150,11 +150,12 @@ fn classify(file_sha256: &str, fingerprint: Option<&str>, sd: &StateDict) -> (Pr
             )
         };
     }
-    if m.values().any(|v| v.to_ascii_uppercase().contains("SYNTHETIC")) {
+    // Only declarations count: the `source` note (shared synthetic file, random timing weights) or
+    // our own identity tag — never a file name that happens to contain the word.
+    let declared = m.get("source").is_some_and(|v| v.contains("SYNTHETIC"))
+        || m.get(meta::IDENTITY).is_some_and(|v| v == "synthetic");
+    if declared {
         return (Provenance::Synthetic, "file metadata declares the weights synthetic".into());
     }
-    (
-        Provenance::Unknown,
-        "sha256 differs from torchvision's file and there is no verified import record".into(),
-    )
+    (Provenance::Unknown, "sha256 differs from torchvision's file and there is no verified import record".into())
 }

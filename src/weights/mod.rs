@@ -73,11 +73,7 @@ impl StateDict {
     }
 
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, WeightsError> {
-        if bytes.starts_with(b"PK\x03\x04") {
-            Self::from_pth(path)
-        } else {
-            Self::from_safetensors(path, bytes)
-        }
+        if bytes.starts_with(b"PK\x03\x04") { Self::from_pth(path) } else { Self::from_safetensors(path, bytes) }
     }
 
     pub fn from_safetensors(path: &Path, bytes: &[u8]) -> Result<Self, WeightsError> {
@@ -111,10 +107,7 @@ impl StateDict {
         for (name, t) in read {
             let shape = t.dims().to_vec();
             let t = t.to_dtype(candle_core::DType::F32).map_err(|e| pth_err(format!("{name}: {e}")))?;
-            let data = t
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .map_err(|e| pth_err(format!("{name}: {e}")))?;
+            let data = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| pth_err(format!("{name}: {e}")))?;
             tensors.insert(name, Tensor { shape, data });
         }
         Ok(Self { tensors, metadata: BTreeMap::new(), source: path.to_owned() })
@@ -180,7 +173,8 @@ pub fn random_resnet18(seed: u64) -> StateDict {
             vec![0.0; n]
         } else if shape.len() == 4 {
             let fan_out = (shape[0] * shape[2] * shape[3]) as f32;
-            let normal = Normal::new(0.0f32, (2.0 / fan_out).sqrt()).unwrap_or_else(|_| Normal::new(0.0, 0.01).expect("fixed std"));
+            let normal = Normal::new(0.0f32, (2.0 / fan_out).sqrt())
+                .unwrap_or_else(|_| Normal::new(0.0, 0.01).expect("fixed std"));
             (0..n).map(|_| normal.sample(&mut rng)).collect()
         } else {
             let u = Uniform::new(0.5f32, 1.5).unwrap_or_else(|_| Uniform::new(0.0, 1.0).expect("fixed range"));

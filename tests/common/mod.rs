@@ -1,0 +1,137 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use beamwatch::weights::StateDict;
+
+/// `../shared` (or `$BEAMWATCH_SHARED`): golden outputs, synthetic weights, fixtures.
+pub fn shared() -> PathBuf {
+    std::env::var_os("BEAMWATCH_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+pub fn synthetic_weights() -> PathBuf {
+    shared().join("weights/resnet18_synthetic_seed0.safetensors")
+}
+
+pub fn golden(name: &str) -> PathBuf {
+    shared().join("golden").join(name)
+}
+
+/// Runs the `beamwatch` binary with a private HOME, data and torch cache, so the weight search sees
+/// only what a test puts there.
+pub fn beamwatch(args: &[&str], home: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_beamwatch"))
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("TORCH_HOME", home.join("torch"))
+        .env_remove("BEAMWATCH_WEIGHTS")
+        .env("BEAMWATCH_LOG", "beamwatch=info")
+        .output()
+        .expect("run beamwatch")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a failed run printed exactly one `error:` line naming `needle`, and did not panic.
+pub fn assert_clean_error(o: &Output, needle: &str) -> String {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].contains(needle), "error line does not name {needle:?}: {}", lines[0]);
+    lines[0].to_string()
+}
+
+/// Writes `sd` as PyTorch writes `torch.save(model.state_dict(), path)` (zip format, pickle
+/// protocol 2): an OrderedDict of `torch._utils._rebuild_tensor_v2(storage, offset, size, stride,
+/// requires_grad, hooks)` with persistent-id storages `("storage", torch.FloatStorage, key, "cpu",
+/// numel)` in `archive/data/<key>`, then the `_metadata` attribute set by BUILD.
+pub fn write_pth(path: &Path, sd: &StateDict) {
+    fn unicode(p: &mut Vec<u8>, s: &str) {
+        p.push(b'X');
+        p.extend((s.len() as u32).to_le_bytes());
+        p.extend(s.as_bytes());
+    }
+    fn int(p: &mut Vec<u8>, v: usize) {
+        p.push(b'J');
+        p.extend((v as i32).to_le_bytes());
+    }
+    fn global(p: &mut Vec<u8>, module: &str, name: &str) {
+        p.push(b'c');
+        p.extend(format!("{module}\n{name}\n").as_bytes());
+    }
+    let mut p = vec![0x80, 2];
+    global(&mut p, "collections", "OrderedDict");
+    p.extend([b')', b'R', b'(']);
+    let mut storages = Vec::new();
+    for (i, (name, t)) in sd.tensors.iter().enumerate() {
+        unicode(&mut p, name);
+        global(&mut p, "torch._utils", "_rebuild_tensor_v2");
+        p.push(b'(');
+        p.push(b'(');
+        unicode(&mut p, "storage");
+        global(&mut p, "torch", "FloatStorage");
+        unicode(&mut p, &i.to_string());
+        unicode(&mut p, "cpu");
+        int(&mut p, t.data.len());
+        p.extend([b't', b'Q']);
+        int(&mut p, 0);
+        p.push(b'(');
+        for d in &t.shape {
+            int(&mut p, *d);
+        }
+        p.push(b't');
+        p.push(b'(');
+        let mut stride = vec![1usize; t.shape.len()];
+        for k in (0..t.shape.len().saturating_sub(1)).rev() {
+            stride[k] = stride[k + 1] * t.shape[k + 1];
+        }
+        for s in &stride {
+            int(&mut p, *s);
+        }
+        p.push(b't');
+        p.push(0x89);
+        global(&mut p, "collections", "OrderedDict");
+        p.extend([b')', b'R', b't', b'R']);
+        storages.push(t.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+    }
+    p.push(b'u');
+    // state = {"_metadata": OrderedDict({"": {"version": 1}})}
+    p.push(b'}');
+    unicode(&mut p, "_metadata");
+    global(&mut p, "collections", "OrderedDict");
+    p.extend([b')', b'R']);
+    unicode(&mut p, "");
+    p.push(b'}');
+    unicode(&mut p, "version");
+    p.extend([b'K', 1, b's', b's', b's', b'b', b'.']);
+
+    let file = std::fs::File::create(path).expect("create pth");
+    let mut zip = zip::ZipWriter::new(file);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("archive/data.pkl", opts).expect("zip");
+    zip.write_all(&p).expect("zip");
+    zip.start_file("archive/byteorder", opts).expect("zip");
+    zip.write_all(b"little").expect("zip");
+    for (i, s) in storages.iter().enumerate() {
+        zip.start_file(format!("archive/data/{i}"), opts).expect("zip");
+        zip.write_all(s).expect("zip");
+    }
+    zip.start_file("archive/version", opts).expect("zip");
+    zip.write_all(b"3\n").expect("zip");
+    zip.finish().expect("zip");
+}

@@ -1,0 +1,276 @@
+//! Exactness of the feature engine against PyTorch's golden outputs (../shared/golden, synthetic
+//! weights) and against an independent, deliberately naive f64 ResNet-18 at other patch sizes.
+
+mod common;
+
+use ndarray::{Array1, Array2};
+use ndarray_npy::{NpzReader, read_npy};
+
+use beamwatch::engine::{Engine, Features, Network};
+use beamwatch::weights::{StateDict, layout::LAYER_CHANNELS};
+use common::*;
+
+/// Cuts the 200×200 golden frame into its 100 row-major 20×20 patches.
+fn golden_patches(name: &str) -> Vec<f32> {
+    let f: Array2<f32> = read_npy(golden(name)).expect("golden frame");
+    let mut px = Vec::with_capacity(100 * 400);
+    for r in 0..10 {
+        for c in 0..10 {
+            for y in 0..20 {
+                for x in 0..20 {
+                    px.push(f[[r * 20 + y, c * 20 + x]]);
+                }
+            }
+        }
+    }
+    px
+}
+
+fn engine(patch: usize) -> Engine {
+    let sd = StateDict::read(&synthetic_weights()).expect("synthetic weights");
+    Engine::new(&Network::from_state_dict(&sd).expect("network"), patch, 2).expect("engine")
+}
+
+/// Largest |ours − golden| relative to the largest |golden|.
+fn rel_err(ours: &Features, layer: usize, golden: &Array2<f32>) -> f64 {
+    let gmax = golden.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let mut d = 0f64;
+    for i in 0..golden.nrows() {
+        for (j, v) in ours.row(layer, i).iter().enumerate() {
+            d = d.max((*v as f64 - golden[[i, j]] as f64).abs());
+        }
+    }
+    d / gmax
+}
+
+#[test]
+fn features_and_layer_taps_match_pytorch_within_1e4() {
+    let feats = engine(20).features(&golden_patches("golden_frame.npy"));
+    assert_eq!(feats.n, 100);
+    for (l, name) in ["golden_layer1_gap.npy", "golden_layer2_gap.npy", "golden_layer3_gap.npy", "golden_features.npy"]
+        .iter()
+        .enumerate()
+    {
+        let g: Array2<f32> = read_npy(golden(name)).expect("golden");
+        assert_eq!(g.shape(), &[100, LAYER_CHANNELS[l]]);
+        let e = rel_err(&feats, l, &g);
+        println!("layer{}: max |Δ| / max |golden| = {e:.2e}", l + 1);
+        assert!(e < 1e-4, "layer{} deviates {e:.2e} relative", l + 1);
+    }
+    let dmg = engine(20).features(&golden_patches("golden_frame_damaged.npy"));
+    let g: Array2<f32> = read_npy(golden("golden_features_damaged.npy")).expect("golden");
+    assert!(rel_err(&dmg, 3, &g) < 1e-4);
+}
+
+fn read_csv_similarity(path: &std::path::Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(path).expect("similarity.csv");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(beamwatch::report::csv::HEADER));
+    lines.map(|l| l.split(',').nth(5).expect("similarity column").parse().expect("number")).collect()
+}
+
+#[test]
+fn compare_command_reproduces_golden_cosines() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    let w = synthetic_weights();
+    let o = beamwatch(
+        &[
+            "compare",
+            golden("golden_frame.npy").to_str().expect("path"),
+            golden("golden_frame_damaged.npy").to_str().expect("path"),
+            "--out",
+            out.to_str().expect("path"),
+            "--weights",
+            w.to_str().expect("path"),
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours = read_csv_similarity(&out.join("similarity.csv"));
+    let golden_cos: Array1<f32> = read_npy(golden("golden_cosine.npy")).expect("golden cosine");
+    assert_eq!(ours.len(), 100);
+    let worst = ours.iter().zip(golden_cos.iter()).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
+    println!("compare vs golden_cosine.npy: max |Δcos| = {worst:.2e}");
+    assert!(worst < 1e-5, "cosine deviates by {worst:e}");
+    // The summary records metric and weights; the worst patch is the golden argmin (56 = r5 c6).
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary")).expect("json");
+    assert_eq!(summary["provenance"]["metric"]["name"], "resnet18");
+    assert_eq!(
+        summary["provenance"]["weights"]["sha256"],
+        "109e037f47a6a43ddfca0256eaf0468423a4dd60eb3c8817943070c031f909ac"
+    );
+    assert_eq!(summary["provenance"]["weights"]["origin"], "synthetic");
+    assert_eq!(summary["frames"][0]["summary"]["max_at"], serde_json::json!([5, 6]));
+    assert!(out.join("frame_0001.png").is_file());
+}
+
+#[test]
+fn lpips_metric_is_the_mean_of_the_golden_layer_cosines() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    let w = synthetic_weights();
+    let o = beamwatch(
+        &[
+            "compare",
+            golden("golden_frame.npy").to_str().expect("path"),
+            golden("golden_frame_damaged.npy").to_str().expect("path"),
+            "--out",
+            out.to_str().expect("path"),
+            "--weights",
+            w.to_str().expect("path"),
+            "--metric",
+            "lpips",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ours = read_csv_similarity(&out.join("similarity.csv"));
+    let mut npz = NpzReader::new(std::fs::File::open(golden("golden_cosine_layers.npz")).expect("npz")).expect("npz");
+    let layers: Vec<Array1<f32>> = (1..=4).map(|l| npz.by_name(&format!("layer{l}")).expect("layer")).collect();
+    for (p, v) in ours.iter().enumerate() {
+        let mean = layers.iter().map(|c| c[p] as f64).sum::<f64>() / 4.0;
+        assert!((v - mean).abs() < 1e-5, "patch {p}: {v} vs {mean}");
+    }
+}
+
+// ---- An independent reference: the torchvision trunk written out naively in f64 ----
+
+struct Map {
+    c: usize,
+    h: usize,
+    w: usize,
+    v: Vec<f64>,
+}
+
+fn conv(sd: &StateDict, name: &str, x: &Map, stride: usize, pad: usize) -> Map {
+    let t = &sd.tensors[&format!("{name}.weight")];
+    let (co, ci, k) = (t.shape[0], t.shape[1], t.shape[2]);
+    assert_eq!(ci, x.c);
+    let oh = (x.h + 2 * pad - k) / stride + 1;
+    let ow = (x.w + 2 * pad - k) / stride + 1;
+    let mut v = vec![0f64; co * oh * ow];
+    for o in 0..co {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut s = 0f64;
+                for c in 0..ci {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (oy * stride + ky) as isize - pad as isize;
+                            let ix = (ox * stride + kx) as isize - pad as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < x.h && (ix as usize) < x.w {
+                                s += t.data[((o * ci + c) * k + ky) * k + kx] as f64
+                                    * x.v[(c * x.h + iy as usize) * x.w + ix as usize];
+                            }
+                        }
+                    }
+                }
+                v[(o * oh + oy) * ow + ox] = s;
+            }
+        }
+    }
+    Map { c: co, h: oh, w: ow, v }
+}
+
+fn bn(sd: &StateDict, name: &str, x: &mut Map, relu: bool) {
+    let g = |s: &str| &sd.tensors[&format!("{name}.{s}")].data;
+    let (w, b, m, var) = (g("weight"), g("bias"), g("running_mean"), g("running_var"));
+    let hw = x.h * x.w;
+    for c in 0..x.c {
+        for i in 0..hw {
+            let y = (x.v[c * hw + i] - m[c] as f64) / (var[c] as f64 + 1e-5).sqrt() * w[c] as f64 + b[c] as f64;
+            x.v[c * hw + i] = if relu { y.max(0.0) } else { y };
+        }
+    }
+}
+
+fn maxpool(x: &Map) -> Map {
+    let (oh, ow) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1);
+    let mut v = vec![f64::NEG_INFINITY; x.c * oh * ow];
+    for c in 0..x.c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (iy, ix) = ((oy * 2 + ky) as isize - 1, (ox * 2 + kx) as isize - 1);
+                        if iy >= 0 && ix >= 0 && (iy as usize) < x.h && (ix as usize) < x.w {
+                            let s = &mut v[(c * oh + oy) * ow + ox];
+                            *s = s.max(x.v[(c * x.h + iy as usize) * x.w + ix as usize]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Map { c: x.c, h: oh, w: ow, v }
+}
+
+fn gap(x: &Map) -> Vec<f64> {
+    let hw = (x.h * x.w) as f64;
+    (0..x.c).map(|c| x.v[c * x.h * x.w..(c + 1) * x.h * x.w].iter().sum::<f64>() / hw).collect()
+}
+
+/// torchvision resnet18 trunk on one gray patch replicated to RGB: GAP after each layer.
+fn naive_trunk(sd: &StateDict, patch: &[f32], p: usize) -> Vec<Vec<f64>> {
+    const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+    const STD: [f64; 3] = [0.229, 0.224, 0.225];
+    let v = (0..3).flat_map(|c| patch.iter().map(move |&g| (g as f64 - MEAN[c]) / STD[c])).collect();
+    let mut x = conv(sd, "conv1", &Map { c: 3, h: p, w: p, v }, 2, 3);
+    bn(sd, "bn1", &mut x, true);
+    let mut x = maxpool(&x);
+    let mut taps = Vec::new();
+    for l in 1..=4 {
+        for b in 0..2 {
+            let pre = format!("layer{l}.{b}");
+            let stride = if b == 0 && l > 1 { 2 } else { 1 };
+            let mut y = conv(sd, &format!("{pre}.conv1"), &x, stride, 1);
+            bn(sd, &format!("{pre}.bn1"), &mut y, true);
+            let mut y = conv(sd, &format!("{pre}.conv2"), &y, 1, 1);
+            bn(sd, &format!("{pre}.bn2"), &mut y, false);
+            let res = if b == 0 && l > 1 {
+                let mut d = conv(sd, &format!("{pre}.downsample.0"), &x, 2, 0);
+                bn(sd, &format!("{pre}.downsample.1"), &mut d, false);
+                d
+            } else {
+                Map { c: x.c, h: x.h, w: x.w, v: x.v.clone() }
+            };
+            for (a, r) in y.v.iter_mut().zip(&res.v) {
+                *a = (*a + r).max(0.0);
+            }
+            x = y;
+        }
+        taps.push(gap(&x));
+    }
+    taps
+}
+
+#[test]
+fn padding_free_plan_equals_naive_trunk_at_other_patch_sizes() {
+    let sd = StateDict::read(&synthetic_weights()).expect("weights");
+    let net = Network::from_state_dict(&sd).expect("network");
+    for p in [16usize, 23, 32] {
+        let eng = Engine::new(&net, p, 2).expect("engine").with_chunk(2);
+        // Three patches of a smooth pattern with noise-like texture, values in 0..1.
+        let px: Vec<f32> = (0..3 * p * p)
+            .map(|i| {
+                let (n, y, x) = (i / (p * p), (i / p) % p, i % p);
+                (0.5 + 0.3 * ((x as f32 * 0.7 + n as f32).sin() * (y as f32 * 0.45).cos())
+                    + 0.1 * (((i * 7919) % 101) as f32 / 101.0))
+                    .clamp(0.0, 1.0)
+            })
+            .collect();
+        let ours = eng.features(&px);
+        for n in 0..3 {
+            let reference = naive_trunk(&sd, &px[n * p * p..(n + 1) * p * p], p);
+            for (l, r) in reference.iter().enumerate() {
+                let rmax = r.iter().fold(0f64, |m, v| m.max(v.abs()));
+                let d = ours.row(l, n).iter().zip(r).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+                assert!(d / rmax < 1e-5, "patch {p}px #{n} layer{}: {:.2e}", l + 1, d / rmax);
+            }
+        }
+        let plan = eng.plan();
+        assert!(plan.macs_per_patch() < plan.dense_macs_per_patch(&net), "padding skip saves work at {p} px");
+    }
+}
