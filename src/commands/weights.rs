@@ -51,8 +51,9 @@ pub fn locate() -> Vec<(store::Candidate, bool)> {
 
 /// The error for "asked for genuine weights, got something else".
 pub fn not_imagenet(id: &Identity) -> Error {
-    Error::Weights(WeightsError::Layout {
+    Error::Weights(WeightsError::NotImagenet {
         path: PathBuf::from(&id.path),
-        reason: format!("not torchvision IMAGENET1K_V1: {} ({})", id.provenance.label(), id.evidence),
+        origin: id.provenance.label().to_string(),
+        evidence: id.evidence.clone(),
     })
 }

@@ -66,7 +66,7 @@ impl Specimen {
     pub fn new(width: usize, height: usize, spacing_px: f64, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let a = spacing_px.max(4.0);
-        let jitter = Normal::new(0.0, 0.04 * a).unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero normal"));
+        let jitter = Normal::new(0.0, 0.04 * a).expect("finite std");
         let mut atoms = Vec::new();
         let (nx, ny) = ((width as f64 / a).ceil() as i64 + 1, (height as f64 / a).ceil() as i64 + 1);
         for j in -1..ny {
@@ -174,7 +174,7 @@ impl Specimen {
 
 /// Zero-mean, unit-variance Gaussian noise smoothed with a Gaussian of `sigma_px`.
 fn smooth_noise(w: usize, h: usize, sigma_px: f64, rng: &mut ChaCha8Rng) -> Vec<f64> {
-    let normal = Normal::new(0.0, 1.0).unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero normal"));
+    let normal = Normal::new(0.0, 1.0).expect("unit normal");
     let raw: Vec<f64> = (0..w * h).map(|_| normal.sample(rng)).collect();
     let mut out = gaussian_blur(&raw, w, h, sigma_px);
     let n = out.len() as f64;

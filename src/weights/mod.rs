@@ -37,6 +37,8 @@ pub enum WeightsError {
     NonFinite { path: PathBuf, name: String, count: usize },
     #[error("{path}: cannot write: {reason}")]
     Write { path: PathBuf, reason: String },
+    #[error("{path}: not torchvision IMAGENET1K_V1: {origin} ({evidence})")]
+    NotImagenet { path: PathBuf, origin: String, evidence: String },
     #[error("download failed: {0}")]
     Fetch(String),
     #[error(
@@ -177,7 +179,7 @@ pub fn random_resnet18(seed: u64) -> StateDict {
                 .unwrap_or_else(|_| Normal::new(0.0, 0.01).expect("fixed std"));
             (0..n).map(|_| normal.sample(&mut rng)).collect()
         } else {
-            let u = Uniform::new(0.5f32, 1.5).unwrap_or_else(|_| Uniform::new(0.0, 1.0).expect("fixed range"));
+            let u = Uniform::new(0.5f32, 1.5).expect("non-empty range");
             (0..n).map(|_| u.sample(&mut rng)).collect()
         };
         tensors.insert(name, Tensor { shape, data });
