@@ -5,6 +5,7 @@
 //! features, and its cosine similarity to the same patch of the first frame maps the damage.
 //!
 //! ## Layout (modules follow the data)
+//! - [`decode`]: wire formats (beamwatch, DECTRIS stream v1/v2, bitshuffle-LZ4) → frames.
 //! - [`imagefile`]: TIFF / PNG / `.npy` files → [`frame::Frame`]s (f32 pixels + gap mask).
 //! - [`register`]: drift measured by phase correlation and undone.
 //! - [`patches`]: the patch grid; frames → scaled patch batches.
@@ -21,6 +22,7 @@
 pub mod commands;
 pub mod config;
 pub mod damage;
+pub mod decode;
 pub mod engine;
 pub mod error;
 pub mod frame;
