@@ -6,6 +6,10 @@
 //!
 //! ## Layout (modules follow the data)
 //! - [`decode`]: wire formats (beamwatch, DECTRIS stream v1/v2, bitshuffle-LZ4) → frames.
+//! - [`ingest`]: ZeroMQ sockets behind a frame-size guard; re-publishing.
+//! - [`daemon`]: the live monitor — receive, decode, dose, analyse, alarm.
+//! - [`dose`]: electron dose per frame and cumulative, with the source of every input.
+//! - [`alarms`]: rules, debounce, the critical-dose forecast, sinks.
 //! - [`imagefile`]: TIFF / PNG / `.npy` files → [`frame::Frame`]s (f32 pixels + gap mask).
 //! - [`register`]: drift measured by phase correlation and undone.
 //! - [`patches`]: the patch grid; frames → scaled patch batches.
@@ -19,14 +23,18 @@
 //! - [`config`]: TOML configuration, validated.
 //! - [`limits`], [`progress`]: input limits; progress bars.
 
+pub mod alarms;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod damage;
 pub mod decode;
+pub mod dose;
 pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod imagefile;
+pub mod ingest;
 pub mod limits;
 pub mod patches;
 pub mod progress;

@@ -7,11 +7,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use beamwatch::commands::{bench, compare, demo, weights};
-use beamwatch::config::{AnalysisConfig, Config};
+use beamwatch::commands::{bench, compare, demo, run as daemon_cmd, simulate, weights};
+use beamwatch::config::{AnalysisConfig, Config, Mode};
 use beamwatch::damage::Metric;
+use beamwatch::decode::WireFormat;
 use beamwatch::frame::ScaleMode;
 use beamwatch::register::Registration;
+use beamwatch::simulate::publish::{PublishOptions, SendSocket};
+use beamwatch::simulate::series::SeriesSpec;
 
 /// Electron-beam damage monitor: where and at what dose the beam damages your sample.
 #[derive(Parser)]
@@ -29,11 +32,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The live monitor: attach to an acquisition stream and raise dose/damage alarms.
+    Run(RunArgs),
+    /// Publish a simulated, beam-damaged STEM series over ZeroMQ, as a detector would.
+    Simulate(SimulateArgs),
     /// Patch-wise similarity of image frames to a reference frame (TIFF, PNG, .npy).
     Compare(CompareArgs),
     /// Time the per-frame analysis on a synthetic frame; prints one JSON line.
     Bench(BenchArgs),
-    /// Simulate a damaged STEM series and analyse it (offline, no input needed).
+    /// Simulator and monitor together on this machine: watch a simulated sample get damaged.
     Demo(DemoArgs),
     /// Import, verify, locate or download ResNet-18 weights.
     #[command(subcommand)]
@@ -155,16 +162,96 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Output directory.
+    /// Output directory (alarm log, series summary, daemon report).
     #[arg(long, default_value = "beamwatch-demo")]
     out: PathBuf,
     /// ResNet-18 weights (default: search; without any, SSIM with a warning).
     #[arg(long)]
     weights: Option<PathBuf>,
-    #[arg(long, default_value_t = demo::DEFAULT_FRAMES)]
-    frames: usize,
-    #[arg(long, default_value_t = demo::DEFAULT_SIZE_PX)]
+    /// Wire format between simulator and monitor: beamwatch, dectris-v1, dectris-v2.
+    #[arg(long, default_value = "dectris-v2")]
+    format: WireFormat,
+    /// Frame edge in pixels.
+    #[arg(long, default_value_t = 256)]
     size: usize,
+    #[arg(long, default_value_t = 24)]
+    frames: usize,
+    /// Frame at which the beam starts to damage the sample.
+    #[arg(long, default_value_t = 8)]
+    onset_frame: usize,
+    /// Frames per second.
+    #[arg(long, default_value_t = 8.0)]
+    fps: f64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Configuration file (see configs/); without one, the defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override [ingest] endpoint, e.g. tcp://detector:31001.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Override [ingest] format: auto, beamwatch, dectris-v1, dectris-v2.
+    #[arg(long)]
+    format: Option<WireFormat>,
+    /// Bind instead of connect.
+    #[arg(long)]
+    bind: bool,
+    /// Override [pipeline] out_dir.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Stop after this many series (0: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    max_series: Option<u64>,
+    /// Override [analysis] weights.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Override [analysis] metric.
+    #[arg(long)]
+    metric: Option<Metric>,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Endpoint to bind (default, like a detector) or connect to (--connect).
+    #[arg(long, default_value = "tcp://127.0.0.1:9999")]
+    endpoint: String,
+    #[arg(long)]
+    connect: bool,
+    /// Send on a PUB socket instead of PUSH.
+    #[arg(long)]
+    publish: bool,
+    /// beamwatch, dectris-v1 or dectris-v2.
+    #[arg(long, default_value = "beamwatch")]
+    format: WireFormat,
+    /// dectris-v1 encoding (<, lz4<, bs16-lz4<) or dectris-v2 compression (bslz4, lz4, none).
+    #[arg(long, default_value = "")]
+    encoding: String,
+    #[arg(long, default_value_t = 512)]
+    size: usize,
+    #[arg(long, default_value_t = 40)]
+    frames: usize,
+    #[arg(long, default_value_t = 2.0)]
+    fps: f64,
+    /// Frame at which damage nucleates.
+    #[arg(long, default_value_t = 12)]
+    onset_frame: usize,
+    /// Electrons per scan pixel per frame (shot noise and dose).
+    #[arg(long, default_value_t = 50.0)]
+    electrons_per_px: f64,
+    /// Series to send one after another.
+    #[arg(long, default_value_t = 1)]
+    series: u64,
+    /// Write the ground truth (onset, damaged fraction, drift per frame) to this JSON file.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// beamwatch format: leave beam current, dwell and pixel size out of the series header.
+    #[arg(long)]
+    no_dose_header: bool,
+    /// Seconds to wait for a receiver.
+    #[arg(long, default_value_t = 60.0)]
+    wait_s: f64,
 }
 
 #[derive(Subcommand)]
@@ -248,10 +335,72 @@ fn run(cmd: Command) -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         }
         Command::Demo(a) => {
-            let o =
-                demo::run(&demo::DemoOptions { out: a.out, weights: a.weights, frames: a.frames, size_px: a.size })?;
-            println!("simulated series: {}", o.frames_dir.display());
-            print_compare(&o.summary);
+            let o = demo::run(&demo::DemoOptions {
+                out: a.out.clone(),
+                weights: a.weights,
+                format: a.format,
+                size_px: a.size,
+                frames: a.frames,
+                onset_frame: a.onset_frame,
+                fps: a.fps,
+            })?;
+            print_demo(&o, &a.out);
+        }
+        Command::Run(a) => {
+            let (mut cfg, source) = match &a.config {
+                Some(p) => (Config::load(p)?, p.clone()),
+                None => (Config::default(), PathBuf::from("built-in defaults")),
+            };
+            if let Some(e) = a.endpoint {
+                cfg.ingest.endpoint = e;
+            }
+            if let Some(f) = a.format {
+                cfg.ingest.format = f;
+            }
+            if a.bind {
+                cfg.ingest.mode = Mode::Bind;
+            }
+            if let Some(o) = a.out {
+                cfg.pipeline.out_dir = o;
+            }
+            if let Some(n) = a.max_series {
+                cfg.pipeline.max_series = n;
+            }
+            if a.weights.is_some() {
+                cfg.analysis.weights = a.weights;
+            }
+            if a.metric.is_some() {
+                cfg.analysis.metric = a.metric;
+            }
+            let r = daemon_cmd::run(cfg, &source)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
+        Command::Simulate(a) => {
+            let spec = SeriesSpec::new(a.size, a.frames, a.onset_frame, a.electrons_per_px);
+            let r = simulate::run(&simulate::SimulateOptions {
+                spec,
+                publish: PublishOptions {
+                    endpoint: a.endpoint,
+                    mode: if a.connect { Mode::Connect } else { Mode::Bind },
+                    socket: if a.publish { SendSocket::Pub } else { SendSocket::Push },
+                    format: a.format,
+                    encoding: a.encoding,
+                    fps: a.fps,
+                    series_count: a.series,
+                    first_series_id: 1,
+                    dose_in_header: !a.no_dose_header,
+                    wait_for_peer_s: a.wait_s,
+                },
+                truth: a.truth,
+            })?;
+            println!(
+                "sent {} series, {} frames ({} messages) on {}; damage onset at frame {}",
+                r.series_sent,
+                r.frames_sent,
+                r.messages_sent,
+                r.endpoint,
+                r.onset_frame.map_or("-".into(), |f| f.to_string())
+            );
         }
         Command::Weights(w) => run_weights(w)?,
     }
@@ -291,6 +440,60 @@ fn run_weights(cmd: WeightsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_demo(o: &demo::DemoOutcome, out: &std::path::Path) {
+    let d = &o.daemon;
+    let onset = o.publisher.onset_frame;
+    println!(
+        "simulated: {} frames sent at {:.0} e⁻/Å² per frame; damage starts at frame {} ({:.0} e⁻/Å² cumulative)",
+        o.publisher.frames_sent,
+        o.dose_per_frame_e_per_a2,
+        onset.map_or("-".into(), |f| f.to_string()),
+        onset.map_or(f64::NAN, |f| (f + 1) as f64 * o.dose_per_frame_e_per_a2)
+    );
+    println!("monitor: {} — metric {}", d.ingest, d.provenance.metric_choice);
+    println!(
+        "frames: {} received, {} analysed, {} skipped, {} rejected",
+        d.frames_received,
+        d.frames_analysed,
+        d.frames_skipped,
+        d.analysis_errors + d.decode_errors.values().sum::<u64>()
+    );
+    for s in &d.series {
+        println!("alarms in series {}:", s.series);
+        if s.alarms.is_empty() {
+            println!("  (none)");
+        }
+        for a in &s.alarms {
+            let rel = onset.map_or(String::new(), |f| format!(" ({:+} frames from onset)", a.frame as i64 - f as i64));
+            println!(
+                "  frame {:>3}{rel}  {:>8}  {:<17} at {:>8.0} e⁻/Å²: {}",
+                a.frame,
+                format!("{:?}", a.level).to_lowercase(),
+                a.rule,
+                a.cumulative_dose_e_per_a2.unwrap_or(f64::NAN),
+                a.message
+            );
+        }
+        match &s.critical_dose_fit {
+            Some(f) if f.determined() => println!(
+                "critical dose (fit to the mean dissimilarity): Dc = {:.0} ± {:.0} e⁻/Å² after an incubation dose of {:.0} e⁻/Å²",
+                f.critical_dose_e_per_a2,
+                f.critical_dose_sigma_e_per_a2.unwrap_or(f64::NAN),
+                f.onset_dose_e_per_a2
+            ),
+            Some(_) => {
+                println!("critical dose: not determined by this series (the damage curve has not bent over yet)")
+            }
+            None => println!("critical dose: too few analysed frames with a known dose to fit"),
+        }
+        println!("summary: {}", s.summary_file);
+    }
+    if let Some(l) = &d.alarm_latency_ms {
+        println!("frame received → alarm published: p50 {:.1} ms, p99 {:.1} ms", l.p50, l.p99);
+    }
+    println!("alarm log: {}", out.join("alarms.jsonl").display());
 }
 
 fn print_identity(id: &beamwatch::weights::identity::Identity) {

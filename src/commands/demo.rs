@@ -1,78 +1,86 @@
-//! `beamwatch demo`: a simulated, drifting STEM series of a crystal that the beam turns amorphous,
-//! written as 16-bit TIFFs and analysed with `compare` — offline, with no input needed.
+//! `beamwatch demo`: the simulator and the daemon together on loopback — a drifting crystal that
+//! the beam turns amorphous, watched live until the alarms fire. Offline; no input needed.
 
 use std::path::PathBuf;
 
-use super::compare::{self, CompareOptions, CompareSummary};
+use tokio::sync::{oneshot, watch};
+
+use super::run::runtime;
 use crate::Error;
-use crate::config::AnalysisConfig;
-use crate::imagefile;
-use crate::register::Registration;
-use crate::simulate::{Damage, Disc, Specimen};
+use crate::alarms::sinks::SinkConfig;
+use crate::config::{Config, IngestConfig, Mode, PipelineConfig};
+use crate::daemon::{self, DaemonReport};
+use crate::decode::WireFormat;
+use crate::simulate::publish::{self, PublishOptions, PublishReport};
+use crate::simulate::series::SeriesSpec;
 
 pub struct DemoOptions {
     pub out: PathBuf,
     pub weights: Option<PathBuf>,
-    pub frames: usize,
+    pub format: WireFormat,
     pub size_px: usize,
+    pub frames: usize,
+    pub onset_frame: usize,
+    pub fps: f64,
 }
 
-/// Side, frames and dose of the default demo series.
-pub const DEFAULT_SIZE_PX: usize = 400;
-pub const DEFAULT_FRAMES: usize = 5;
-const ELECTRONS_PER_PX: f64 = 60.0;
-const DRIFT_PX_PER_FRAME: (f64, f64) = (0.6, -0.35);
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            out: PathBuf::from("beamwatch-demo"),
+            weights: None,
+            format: WireFormat::DectrisV2,
+            size_px: 256,
+            frames: 24,
+            onset_frame: 8,
+            fps: 8.0,
+        }
+    }
+}
 
 pub struct DemoOutcome {
-    pub frames_dir: PathBuf,
-    pub summary: CompareSummary,
+    pub daemon: DaemonReport,
+    pub publisher: PublishReport,
+    pub dose_per_frame_e_per_a2: f64,
 }
 
 pub fn run(opts: &DemoOptions) -> Result<DemoOutcome, Error> {
-    let frames_dir = opts.out.join("frames");
-    crate::report::ensure_dir(&frames_dir)?;
-    let size = opts.size_px.max(64);
-    let specimen = Specimen::new(size, size, 12.0, 2024);
-    let n = opts.frames.max(2);
-    let mut paths = Vec::with_capacity(n);
-    for i in 0..n {
-        // Damage nucleates at two seeds and spreads with accumulated dose.
-        let t = i as f64 / (n - 1) as f64;
-        let damage = Damage {
-            discs: vec![
-                Disc {
-                    cx: 0.62 * size as f64,
-                    cy: 0.38 * size as f64,
-                    radius_px: 0.22 * size as f64 * t,
-                    edge_px: 10.0,
-                    amount: 0.9 * t.sqrt(),
-                },
-                Disc {
-                    cx: 0.3 * size as f64,
-                    cy: 0.7 * size as f64,
-                    radius_px: 0.1 * size as f64 * t,
-                    edge_px: 6.0,
-                    amount: 0.7 * t,
-                },
-            ],
-        };
-        let drift = (DRIFT_PX_PER_FRAME.0 * i as f64, DRIFT_PX_PER_FRAME.1 * i as f64);
-        let counts = specimen.render_counts(&damage, drift, Some(ELECTRONS_PER_PX), 100 + i as u64);
-        let u16s: Vec<u16> = counts.iter().map(|&c| c.clamp(0.0, 65534.0) as u16).collect();
-        let path = frames_dir.join(format!("frame_{i:03}.tif"));
-        imagefile::write_tiff_u16(&path, size, size, &u16s)?;
-        paths.push(path);
-    }
-    let analysis = AnalysisConfig {
-        weights: opts.weights.clone(),
-        registration: Registration::Subpixel,
-        ..AnalysisConfig::default()
+    let spec = SeriesSpec::with_onset(opts.size_px, opts.frames, opts.onset_frame);
+    let mut cfg = Config::default();
+    cfg.analysis.weights = opts.weights.clone();
+    cfg.pipeline = PipelineConfig {
+        out_dir: opts.out.clone(),
+        max_series: 1,
+        status_interval_s: 0.0,
+        ..PipelineConfig::default()
     };
-    let summary = compare::run(&CompareOptions {
-        reference: paths[0].clone(),
-        frames: paths[1..].to_vec(),
-        out: opts.out.clone(),
-        analysis,
+    // The DECTRIS streams carry no beam current or scan pixel size: the user states them.
+    cfg.dose.beam_current_pa = Some(spec.beam_current_pa());
+    cfg.dose.dwell_time_us = Some(spec.dwell_time_us);
+    cfg.dose.pixel_size_a = Some(spec.pixel_size_a);
+    cfg.sinks = SinkConfig { pub_endpoint: Some("tcp://127.0.0.1:0".into()), ..SinkConfig::default() };
+    let popts = PublishOptions {
+        endpoint: "tcp://127.0.0.1:0".into(),
+        mode: Mode::Bind,
+        format: opts.format,
+        fps: opts.fps,
+        ..PublishOptions::default()
+    };
+    let (daemon, publisher) = runtime()?.block_on(async {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(daemon::stop_on_signal(stop_tx));
+        let (btx, brx) = oneshot::channel();
+        let sim = {
+            let (spec, popts, stop) = (spec.clone(), popts.clone(), stop_rx.clone());
+            tokio::spawn(async move { publish::publish(&spec, &popts, stop, Some(btx)).await })
+        };
+        let endpoint = brx.await.map_err(|_| Error::Usage("the simulator did not start".into()))?;
+        cfg.ingest = IngestConfig { endpoint, mode: Mode::Connect, format: opts.format, ..IngestConfig::default() };
+        let rules = cfg.validate(std::path::Path::new("demo settings"))?;
+        let report = daemon::run(cfg, rules, stop_rx, None).await?;
+        let published =
+            sim.await.map_err(|e| Error::Usage(format!("simulator: {e}")))?.map_err(|e| Error::Usage(e.to_string()))?;
+        Ok::<_, Error>((report, published))
     })?;
-    Ok(DemoOutcome { frames_dir, summary })
+    Ok(DemoOutcome { daemon, publisher, dose_per_frame_e_per_a2: spec.dose_per_frame_e_per_a2() })
 }

@@ -4,5 +4,7 @@
 pub mod bench;
 pub mod compare;
 pub mod demo;
+pub mod run;
 pub mod setup;
+pub mod simulate;
 pub mod weights;

@@ -33,7 +33,7 @@ impl AnalysisSettings {
             threshold: metric.default_threshold(),
             min_region_patches: 2,
             scale: ScaleMode::Reference,
-            registration: Registration::Off,
+            registration: Registration::Subpixel,
             max_invalid_fraction: 0.25,
         }
     }

@@ -78,7 +78,7 @@ pub fn decode_bslz4(blob: &[u8], elem: usize, expected: usize) -> Result<Vec<u8>
     }
     let block = header(blob, expected)?;
     let block_bytes = block as usize;
-    if block_bytes == 0 || block_bytes % (8 * elem) != 0 {
+    if block_bytes == 0 || !block_bytes.is_multiple_of(8 * elem) {
         return Err(CodecError::BlockSize { block, elem });
     }
     let mut out = vec![0u8; expected];

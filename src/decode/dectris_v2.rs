@@ -269,6 +269,8 @@ pub fn encode_start(
 }
 
 /// `channels`: (name, little-endian pixels); `compression`: "bslz4", "lz4" or "none".
+/// (The arguments are the message's own fields.)
+#[allow(clippy::too_many_arguments)]
 pub fn encode_image(
     series_id: u64,
     image_id: u64,

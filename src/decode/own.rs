@@ -161,7 +161,8 @@ pub fn encode_start(info: &SeriesInfo) -> Vec<Vec<u8>> {
     vec![serde_json::to_vec(&h).unwrap_or_default()]
 }
 
-/// `pixels`: little-endian raw bytes of `dtype`.
+/// `pixels`: little-endian raw bytes of `dtype`. (The arguments are the header's own fields.)
+#[allow(clippy::too_many_arguments)]
 pub fn encode_frame(
     series: &str,
     index: u64,

@@ -5,6 +5,9 @@
 //! the same mean takes their place. Frames get Poisson shot noise for a chosen number of electrons
 //! per pixel and an optional drift. Everything is seeded: the same inputs give the same frames.
 
+pub mod publish;
+pub mod series;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Poisson};

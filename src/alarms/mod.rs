@@ -1,0 +1,600 @@
+//! Dose-threshold and damage alarms: rules from the config, evaluated on every analysed frame (and
+//! the dose budget on every received frame), with debounce and hysteresis so one event gives one
+//! alarm.
+//!
+//! - [`forecast`]: the critical-dose fit behind the forecast rule.
+//! - [`sinks`]: where alarms go — a ZeroMQ PUB socket, an append-only JSON-lines log, a command.
+
+pub mod forecast;
+pub mod sinks;
+
+use std::time::{Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::damage::{SimilarityMap, Summary};
+use crate::dose::FrameDose;
+use forecast::Fit;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Warning,
+    Critical,
+}
+
+/// What a rule watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Mean dissimilarity of the frame above `above`.
+    MeanDissimilarity,
+    /// Share of analysed patches above the per-patch threshold, above `above`.
+    FractionAbove,
+    /// Share of analysed patches in connected damaged regions, above `above`.
+    DamagedArea,
+    /// Cumulative dose reaches `budget_e_per_a2`.
+    DoseBudget,
+    /// The fitted damage curve predicts `signal` reaches `above` within `within_frames` frames.
+    Forecast,
+}
+
+/// A per-frame damage signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    MeanDissimilarity,
+    FractionAbove,
+    DamagedArea,
+}
+
+impl Signal {
+    pub fn of(self, s: &Summary) -> Option<f64> {
+        match self {
+            Self::MeanDissimilarity => s.mean_dissimilarity,
+            Self::FractionAbove => s.fraction_above_threshold,
+            Self::DamagedArea => s.damaged_area_fraction,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::MeanDissimilarity => "mean dissimilarity",
+            Self::FractionAbove => "share of patches above the patch threshold",
+            Self::DamagedArea => "damaged-area share",
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_clear() -> f64 {
+    0.8
+}
+
+/// One `[[alarms]]` table of the config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    pub level: Level,
+    pub when: When,
+    /// Threshold of the signal (and the forecast's target).
+    #[serde(default)]
+    pub above: Option<f64>,
+    #[serde(default)]
+    pub budget_e_per_a2: Option<f64>,
+    /// Forecast: the signal to forecast (default mean_dissimilarity).
+    #[serde(default)]
+    pub signal: Option<Signal>,
+    /// Forecast: alarm when the target is predicted within this many frames.
+    #[serde(default)]
+    pub within_frames: Option<f64>,
+    /// Debounce: consecutive analysed frames the condition must hold.
+    #[serde(default = "one")]
+    pub hold_frames: u32,
+    /// Hysteresis: an active alarm re-arms once the signal falls below this share of `above`.
+    #[serde(default = "default_clear")]
+    pub clear_fraction: f64,
+}
+
+/// The rules used when a configuration lists none: the damaged-area share is relative to the
+/// per-patch threshold, so it means the same for every metric.
+pub fn default_rules() -> Vec<RuleConfig> {
+    let rule = |name: &str, level, when, above| RuleConfig {
+        name: name.into(),
+        level,
+        when,
+        above: Some(above),
+        budget_e_per_a2: None,
+        signal: None,
+        within_frames: None,
+        hold_frames: 1,
+        clear_fraction: 0.5,
+    };
+    vec![
+        RuleConfig { hold_frames: 2, ..rule("damage-onset", Level::Warning, When::DamagedArea, 0.02) },
+        rule("damage-spreading", Level::Critical, When::DamagedArea, 0.10),
+        RuleConfig {
+            signal: Some(Signal::DamagedArea),
+            within_frames: Some(5.0),
+            ..rule("damage-forecast", Level::Warning, When::Forecast, 0.10)
+        },
+    ]
+}
+
+/// A validated rule.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    Threshold { signal: Signal, above: f64 },
+    DoseBudget { budget_e_per_a2: f64 },
+    Forecast { signal: Signal, above: f64, within_frames: f64 },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub level: Level,
+    pub kind: Kind,
+    pub hold_frames: u32,
+    pub clear_fraction: f64,
+}
+
+impl RuleConfig {
+    /// Turns the table into a rule, or says which key is missing or wrong.
+    pub fn validate(&self) -> Result<Rule, String> {
+        let positive = |key: &str, v: Option<f64>| -> Result<f64, String> {
+            match v {
+                Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+                Some(x) => Err(format!("`{key}` = {x} must be a positive number")),
+                None => Err(format!(
+                    "`{key}` is required when when = \"{}\"",
+                    serde_json::to_value(self.when)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                )),
+            }
+        };
+        if self.name.trim().is_empty() {
+            return Err("`name` is empty".into());
+        }
+        if self.hold_frames == 0 {
+            return Err("`hold_frames` must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.clear_fraction) {
+            return Err(format!("`clear_fraction` = {} must be within 0..=1", self.clear_fraction));
+        }
+        let kind = match self.when {
+            When::MeanDissimilarity => {
+                Kind::Threshold { signal: Signal::MeanDissimilarity, above: positive("above", self.above)? }
+            }
+            When::FractionAbove => {
+                Kind::Threshold { signal: Signal::FractionAbove, above: positive("above", self.above)? }
+            }
+            When::DamagedArea => Kind::Threshold { signal: Signal::DamagedArea, above: positive("above", self.above)? },
+            When::DoseBudget => {
+                Kind::DoseBudget { budget_e_per_a2: positive("budget_e_per_a2", self.budget_e_per_a2)? }
+            }
+            When::Forecast => Kind::Forecast {
+                signal: self.signal.unwrap_or(Signal::MeanDissimilarity),
+                above: positive("above", self.above)?,
+                within_frames: positive("within_frames", self.within_frames)?,
+            },
+        };
+        Ok(Rule {
+            name: self.name.clone(),
+            level: self.level,
+            kind,
+            hold_frames: self.hold_frames,
+            clear_fraction: self.clear_fraction,
+        })
+    }
+}
+
+/// A patch worth looking at.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WorstPatch {
+    pub row: usize,
+    pub col: usize,
+    pub x_px: usize,
+    pub y_px: usize,
+    pub dissimilarity: f32,
+}
+
+/// The `n` most dissimilar analysed patches.
+pub fn worst_patches(map: &SimilarityMap, n: usize) -> Vec<WorstPatch> {
+    let mut idx: Vec<usize> = (0..map.status.len()).filter(|&i| map.status[i].analysed()).collect();
+    idx.sort_by(|&a, &b| map.dissimilarity[b].total_cmp(&map.dissimilarity[a]));
+    idx.into_iter()
+        .take(n)
+        .map(|i| {
+            let (x, y) = map.grid.origin(i);
+            WorstPatch {
+                row: i / map.grid.cols,
+                col: i % map.grid.cols,
+                x_px: x,
+                y_px: y,
+                dissimilarity: map.dissimilarity[i],
+            }
+        })
+        .collect()
+}
+
+/// Forecast details carried by a forecast alarm and the series summary.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ForecastInfo {
+    pub fit: Fit,
+    pub target: f64,
+    pub dose_to_target_e_per_a2: Option<f64>,
+    pub frames_to_target: Option<f64>,
+}
+
+/// An alarm, as every sink receives it (JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct Alarm {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub rule: String,
+    pub level: Level,
+    pub when: When,
+    pub series: String,
+    pub frame: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub cumulative_dose_e_per_a2: Option<f64>,
+    pub dose_per_frame_e_per_a2: Option<f64>,
+    pub value: f64,
+    pub threshold: f64,
+    pub worst_patches: Vec<WorstPatch>,
+    pub forecast: Option<ForecastInfo>,
+    pub message: String,
+    /// When the frame that raised it arrived (for latency accounting; not serialised).
+    #[serde(skip)]
+    pub received: Option<Instant>,
+}
+
+/// An active alarm re-armed (written to the log only).
+#[derive(Clone, Debug, Serialize)]
+pub struct Clear {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub rule: String,
+    pub series: String,
+    pub frame: u64,
+    pub time: String,
+    pub value: f64,
+}
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    Alarm(Box<Alarm>),
+    Clear(Clear),
+}
+
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// One rule's judgement of one frame.
+struct Verdict {
+    when: When,
+    firing: bool,
+    clears: bool,
+    /// The signal (threshold rules) or the frames until the forecast target (forecast rules).
+    value: f64,
+    /// `above` (threshold rules) or `within_frames` (forecast rules).
+    threshold: f64,
+    forecast: Option<ForecastInfo>,
+    message: String,
+}
+
+struct RuleState {
+    rule: Rule,
+    held: u32,
+    active: bool,
+}
+
+/// One analysed frame, as the rules see it.
+pub struct Observation<'a> {
+    pub series: &'a str,
+    pub frame: u64,
+    pub time: SystemTime,
+    pub received: Option<Instant>,
+    pub dose: &'a FrameDose,
+    pub summary: &'a Summary,
+    pub map: &'a SimilarityMap,
+}
+
+/// Evaluates the rules of one series.
+pub struct AlarmEngine {
+    rules: Vec<RuleState>,
+    /// (cumulative dose, summary) of every analysed frame with a known dose.
+    history: Vec<(f64, Summary)>,
+}
+
+impl AlarmEngine {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self {
+            rules: rules.into_iter().map(|rule| RuleState { rule, held: 0, active: false }).collect(),
+            history: Vec::new(),
+        }
+    }
+
+    /// A new series: every rule re-arms, the history starts over.
+    pub fn reset(&mut self) {
+        for r in &mut self.rules {
+            r.held = 0;
+            r.active = false;
+        }
+        self.history.clear();
+    }
+
+    /// The current fit of `signal` over the series (for summaries).
+    pub fn fit(&self, signal: Signal) -> Option<Fit> {
+        let (d, s): (Vec<f64>, Vec<f64>) =
+            self.history.iter().filter_map(|(d, sum)| signal.of(sum).map(|v| (*d, v))).unzip();
+        forecast::fit(&d, &s)
+    }
+
+    /// Dose-budget rules on any received frame (analysed or skipped).
+    pub fn observe_dose(
+        &mut self,
+        series: &str,
+        frame: u64,
+        dose: &FrameDose,
+        received: Option<Instant>,
+    ) -> Vec<Event> {
+        let mut out = Vec::new();
+        let Some(total) = dose.cumulative_e_per_a2 else { return out };
+        for st in &mut self.rules {
+            if let Kind::DoseBudget { budget_e_per_a2 } = st.rule.kind
+                && !st.active
+                && total >= budget_e_per_a2
+            {
+                st.active = true;
+                out.push(Event::Alarm(Box::new(Alarm {
+                    kind: "alarm",
+                    rule: st.rule.name.clone(),
+                    level: st.rule.level,
+                    when: When::DoseBudget,
+                    series: series.to_string(),
+                    frame,
+                    time: rfc3339(SystemTime::now()),
+                    cumulative_dose_e_per_a2: Some(total),
+                    dose_per_frame_e_per_a2: dose.per_frame_e_per_a2,
+                    value: total,
+                    threshold: budget_e_per_a2,
+                    worst_patches: Vec::new(),
+                    forecast: None,
+                    message: format!(
+                        "cumulative dose {total:.1} e⁻/Å² reached the budget of {budget_e_per_a2:.1} e⁻/Å²"
+                    ),
+                    received,
+                })));
+            }
+        }
+        out
+    }
+
+    /// Threshold and forecast rules on an analysed frame.
+    pub fn observe(&mut self, o: &Observation<'_>) -> Vec<Event> {
+        if let Some(total) = o.dose.cumulative_e_per_a2 {
+            self.history.push((total, o.summary.clone()));
+        }
+        let mut out = Vec::new();
+        for i in 0..self.rules.len() {
+            let Some(v) = self.verdict(i, o) else { continue };
+            let st = &mut self.rules[i];
+            if st.active {
+                if v.clears {
+                    st.active = false;
+                    st.held = 0;
+                    out.push(Event::Clear(Clear {
+                        kind: "clear",
+                        rule: st.rule.name.clone(),
+                        series: o.series.into(),
+                        frame: o.frame,
+                        time: rfc3339(o.time),
+                        value: v.value,
+                    }));
+                }
+                continue;
+            }
+            st.held = if v.firing { st.held + 1 } else { 0 };
+            if st.held < st.rule.hold_frames {
+                continue;
+            }
+            st.active = true;
+            out.push(Event::Alarm(Box::new(Alarm {
+                kind: "alarm",
+                rule: st.rule.name.clone(),
+                level: st.rule.level,
+                when: v.when,
+                series: o.series.to_string(),
+                frame: o.frame,
+                time: rfc3339(o.time),
+                cumulative_dose_e_per_a2: o.dose.cumulative_e_per_a2,
+                dose_per_frame_e_per_a2: o.dose.per_frame_e_per_a2,
+                value: v.value,
+                threshold: v.threshold,
+                worst_patches: worst_patches(o.map, 5),
+                forecast: v.forecast,
+                message: v.message,
+                received: o.received,
+            })));
+        }
+        out
+    }
+
+    /// What rule `i` says about this frame; `None` when it has nothing to judge (no data yet).
+    fn verdict(&self, i: usize, o: &Observation<'_>) -> Option<Verdict> {
+        let rule = &self.rules[i].rule;
+        match rule.kind {
+            Kind::Threshold { signal, above } => {
+                let value = signal.of(o.summary)?;
+                let when = match signal {
+                    Signal::MeanDissimilarity => When::MeanDissimilarity,
+                    Signal::FractionAbove => When::FractionAbove,
+                    Signal::DamagedArea => When::DamagedArea,
+                };
+                Some(Verdict {
+                    when,
+                    firing: value > above,
+                    clears: value < rule.clear_fraction * above,
+                    value,
+                    threshold: above,
+                    forecast: None,
+                    message: format!("{} {value:.4} above {above}", signal.label()),
+                })
+            }
+            Kind::Forecast { signal, above, within_frames } => {
+                let info = self.forecast(signal, above, o.dose)?;
+                let frames = info.frames_to_target?;
+                let message = format!(
+                    "{} predicted to reach {above} in {frames:.1} frames (at {:.0} e⁻/Å²); critical dose {:.0}{} e⁻/Å²",
+                    signal.label(),
+                    info.dose_to_target_e_per_a2.unwrap_or(f64::NAN),
+                    info.fit.critical_dose_e_per_a2,
+                    info.fit.critical_dose_sigma_e_per_a2.map(|s| format!(" ± {s:.0}")).unwrap_or_default()
+                );
+                // A forecast is one event per series: it does not clear.
+                Some(Verdict {
+                    when: When::Forecast,
+                    firing: frames <= within_frames,
+                    clears: false,
+                    value: frames,
+                    threshold: within_frames,
+                    forecast: Some(info),
+                    message,
+                })
+            }
+            Kind::DoseBudget { .. } => None,
+        }
+    }
+
+    /// Forecast of `signal` reaching `above`, only while it has not (a forecast of what already
+    /// happened is the threshold rule's job), and only from a fit the data support: at least five
+    /// points, a rise above the fitted floor of more than twice the residual scatter, and a critical
+    /// dose known to better than ±100 %.
+    fn forecast(&self, signal: Signal, above: f64, dose: &FrameDose) -> Option<ForecastInfo> {
+        let fit = self.fit(signal)?;
+        let (now_dose, now) = self.history.last().and_then(|(d, s)| signal.of(s).map(|v| (*d, v)))?;
+        if now >= above
+            || fit.points < 5
+            || fit.saturation <= 0.0
+            || now - fit.noise_floor <= 2.0 * fit.rms_residual
+            || !fit.determined()
+        {
+            return None;
+        }
+        let d_star = fit.dose_to_reach(above);
+        let frames = match (d_star, dose.per_frame_e_per_a2) {
+            (Some(ds), Some(pf)) if pf > 0.0 => Some(((ds - now_dose) / pf).max(0.0)),
+            _ => None,
+        };
+        Some(ForecastInfo { fit, target: above, dose_to_target_e_per_a2: d_star, frames_to_target: frames })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dose::{Input, Source};
+    use crate::patches::{PatchGrid, PatchStatus};
+
+    fn dose(total: f64) -> FrameDose {
+        let i = Input { value: Some(1.0), source: Source::Config };
+        FrameDose {
+            per_frame_e_per_a2: Some(10.0),
+            cumulative_e_per_a2: Some(total),
+            beam_current_pa: i,
+            dwell_time_us: i,
+            pixel_size_a: i,
+            per_frame_from_config: false,
+            upper_estimate: false,
+        }
+    }
+
+    fn map(d: f32) -> (SimilarityMap, Summary) {
+        let grid = PatchGrid::new(40, 40, 20).expect("grid");
+        let m = SimilarityMap {
+            grid,
+            similarity: vec![1.0 - d; 4],
+            dissimilarity: vec![d; 4],
+            status: vec![PatchStatus::Ok; 4],
+        };
+        let s = Summary::of(&m, 0.1, 2);
+        (m, s)
+    }
+
+    fn rule(toml_text: &str) -> Rule {
+        toml::from_str::<RuleConfig>(toml_text).expect("toml").validate().expect("valid")
+    }
+
+    fn run(engine: &mut AlarmEngine, values: &[f32]) -> Vec<(u64, String)> {
+        let mut fired = Vec::new();
+        for (i, &v) in values.iter().enumerate() {
+            let (m, s) = map(v);
+            let d = dose(10.0 * (i + 1) as f64);
+            let o = Observation {
+                series: "s",
+                frame: i as u64,
+                time: SystemTime::now(),
+                received: None,
+                dose: &d,
+                summary: &s,
+                map: &m,
+            };
+            for e in engine.observe(&o) {
+                match e {
+                    Event::Alarm(a) => fired.push((a.frame, a.rule.clone())),
+                    Event::Clear(c) => fired.push((c.frame, format!("clear {}", c.rule))),
+                }
+            }
+        }
+        fired
+    }
+
+    #[test]
+    fn debounce_and_hysteresis_give_one_alarm_per_event() {
+        let r = rule(
+            "name = 'mean'\nlevel = 'warning'\nwhen = 'mean_dissimilarity'\nabove = 0.1\nhold_frames = 2\nclear_fraction = 0.5",
+        );
+        let mut e = AlarmEngine::new(vec![r]);
+        // One noisy frame does not fire; two in a row do; hovering near the threshold does not
+        // re-fire; falling below half re-arms; the next rise fires again.
+        let fired = run(&mut e, &[0.02, 0.12, 0.03, 0.12, 0.13, 0.09, 0.11, 0.12, 0.04, 0.12, 0.15]);
+        assert_eq!(fired, vec![(4, "mean".to_string()), (8, "clear mean".to_string()), (10, "mean".to_string())]);
+    }
+
+    #[test]
+    fn dose_budget_fires_once() {
+        let r = rule("name = 'budget'\nlevel = 'critical'\nwhen = 'dose_budget'\nbudget_e_per_a2 = 25.0");
+        let mut e = AlarmEngine::new(vec![r]);
+        let n: usize = (1..=5).map(|i| e.observe_dose("s", i, &dose(10.0 * i as f64), None).len()).sum();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn forecast_fires_before_the_threshold_is_reached() {
+        let r = rule("name = 'soon'\nlevel = 'warning'\nwhen = 'forecast'\nabove = 0.3\nwithin_frames = 4");
+        let mut e = AlarmEngine::new(vec![r]);
+        // Dc = 100 e/Å², A = 0.5, floor 0.02, 10 e/Å² per frame: 0.3 is reached near frame 9.
+        let v: Vec<f32> = (1..=12).map(|i| (0.02 + 0.5 * (1.0 - (-(10.0 * i as f64) / 100.0).exp())) as f32).collect();
+        let fired = run(&mut e, &v);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        let at = fired[0].0 as usize;
+        assert!(v[at] < 0.3, "fired at frame {at} before the target is reached");
+        assert!(at >= 4, "needs five points first: {at}");
+    }
+
+    #[test]
+    fn rule_validation_names_the_key() {
+        let bad = toml::from_str::<RuleConfig>("name = 'x'\nlevel = 'warning'\nwhen = 'forecast'\nabove = 0.2")
+            .expect("toml");
+        assert!(bad.validate().expect_err("missing").contains("within_frames"));
+        assert!(toml::from_str::<RuleConfig>("name = 'x'\nlevel = 'loud'\nwhen = 'forecast'").is_err());
+    }
+}

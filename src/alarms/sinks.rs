@@ -1,0 +1,283 @@
+//! Where alarms go: a ZeroMQ PUB socket (JSON, topic `beamwatch.alarm`), an append-only JSON-lines
+//! log flushed on every line, and an optional command run with the alarm JSON on stdin (e.g. to blank
+//! the beam). One task owns all three; the analysis hands it alarms through a bounded queue and
+//! never waits for it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use zeromq::{Socket, SocketSend};
+
+use super::{Alarm, Clear};
+
+/// Topic frame of every alarm published on the PUB socket.
+pub const ALARM_TOPIC: &[u8] = b"beamwatch.alarm";
+/// Topic frame of per-series summaries.
+pub const SUMMARY_TOPIC: &[u8] = b"beamwatch.summary";
+
+fn default_pub() -> Option<String> {
+    Some("tcp://127.0.0.1:5557".into())
+}
+fn default_timeout() -> f64 {
+    10.0
+}
+
+/// `[sinks]` configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// PUB endpoint for alarms (bound; loopback by default). Omit or "" to disable.
+    #[serde(default = "default_pub")]
+    pub pub_endpoint: Option<String>,
+    /// Alarm log (JSON lines, appended). Default: `alarms.jsonl` in the output directory.
+    #[serde(default)]
+    pub log: Option<PathBuf>,
+    /// Command run for every alarm, as an argument list (no shell); the alarm JSON is its stdin.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default = "default_timeout")]
+    pub command_timeout_s: f64,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self { pub_endpoint: default_pub(), log: None, command: None, command_timeout_s: default_timeout() }
+    }
+}
+
+/// Counters and latencies, read by the daemon's status and summary.
+#[derive(Default)]
+pub struct SinkStats {
+    pub alarms: AtomicU64,
+    /// Alarms handed to the PUB socket (summaries are published too but not counted here).
+    pub published: AtomicU64,
+    pub logged: AtomicU64,
+    pub log_errors: AtomicU64,
+    pub commands_ok: AtomicU64,
+    pub commands_failed: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Frame received → alarm published, in milliseconds.
+    pub latency_ms: std::sync::Mutex<Vec<f64>>,
+}
+
+enum Item {
+    Alarm(Box<Alarm>),
+    Clear(Clear),
+    Summary(serde_json::Value),
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[must_use]
+pub enum SinkError {
+    #[error("alarm PUB socket {endpoint}: {reason}")]
+    Bind { endpoint: String, reason: String },
+    #[error("alarm log {}: {source}", path.display())]
+    Log { path: PathBuf, source: std::io::Error },
+}
+
+/// Handle to the sink task.
+#[derive(Clone)]
+pub struct Sinks {
+    tx: mpsc::Sender<Item>,
+    pub stats: Arc<SinkStats>,
+    /// The bound PUB endpoint (with the real port when 0 was asked for).
+    pub pub_endpoint: Option<String>,
+}
+
+const QUEUE: usize = 1024;
+
+impl Sinks {
+    /// Binds the PUB socket, opens the log, starts the task (inside a tokio runtime).
+    pub async fn start(
+        cfg: &SinkConfig,
+        default_log: PathBuf,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), SinkError> {
+        let log_path = cfg.log.clone().unwrap_or(default_log);
+        if let Some(dir) = log_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SinkError::Log { path: log_path.clone(), source })?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| SinkError::Log { path: log_path.clone(), source })?;
+        let (socket, bound) = match cfg.pub_endpoint.as_deref().filter(|e| !e.is_empty()) {
+            Some(ep) => {
+                let mut s = zeromq::PubSocket::new();
+                let b = s.bind(ep).await.map_err(|e| SinkError::Bind { endpoint: ep.into(), reason: e.to_string() })?;
+                (Some(s), Some(b.to_string()))
+            }
+            None => (None, None),
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(SinkStats::default());
+        let task =
+            tokio::spawn(run(rx, socket, log, log_path, cfg.command.clone(), cfg.command_timeout_s, stats.clone()));
+        Ok((Self { tx, stats, pub_endpoint: bound }, task))
+    }
+
+    fn push(&self, item: Item) {
+        if self.tx.try_send(item).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("alarm queue full: an alarm notification was dropped");
+        }
+    }
+
+    pub fn alarm(&self, a: Box<Alarm>) {
+        self.stats.alarms.fetch_add(1, Ordering::Relaxed);
+        self.push(Item::Alarm(a));
+    }
+
+    pub fn clear(&self, c: Clear) {
+        self.push(Item::Clear(c));
+    }
+
+    pub fn summary(&self, v: serde_json::Value) {
+        self.push(Item::Summary(v));
+    }
+
+    /// Waits until everything queued so far is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Item::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Item>,
+    mut socket: Option<zeromq::PubSocket>,
+    mut log: std::fs::File,
+    log_path: PathBuf,
+    command: Option<Vec<String>>,
+    timeout_s: f64,
+    stats: Arc<SinkStats>,
+) {
+    // Commands run one at a time, in order, on their own task, so a slow command delays neither
+    // the log nor the PUB socket.
+    let cmd_tx = command.filter(|a| !a.is_empty()).map(|argv| {
+        let (tx, mut cmd_rx) = mpsc::channel::<String>(64);
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            while let Some(json) = cmd_rx.recv().await {
+                run_command(&argv, &json, timeout_s, &stats).await;
+            }
+        });
+        tx
+    });
+    while let Some(item) = rx.recv().await {
+        let (topic, json, received) = match item {
+            Item::Alarm(a) => {
+                let json = serde_json::to_string(&*a).unwrap_or_default();
+                if let Some(tx) = &cmd_tx
+                    && tx.try_send(json.clone()).is_err()
+                {
+                    stats.commands_failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("alarm command queue full: command not run for alarm {}", a.rule);
+                }
+                write_line(&mut log, &log_path, &json, &stats);
+                (ALARM_TOPIC, json, a.received)
+            }
+            Item::Clear(c) => {
+                write_line(&mut log, &log_path, &serde_json::to_string(&c).unwrap_or_default(), &stats);
+                continue;
+            }
+            Item::Summary(v) => (SUMMARY_TOPIC, v.to_string(), None),
+            Item::Flush(ack) => {
+                let _ = log.flush().and_then(|_| log.sync_data());
+                let _ = ack.send(());
+                continue;
+            }
+        };
+        if let Some(s) = socket.as_mut() {
+            let mut msg = zeromq::ZmqMessage::from(topic.to_vec());
+            msg.push_back(json.into_bytes().into());
+            match s.send(msg).await {
+                Ok(()) if topic == ALARM_TOPIC => {
+                    stats.published.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(()) => {}
+                Err(e) => tracing::error!("alarm PUB send failed: {e}"),
+            }
+        }
+        // Frame received → alarm handed to the PUB socket (its send never waits on subscribers).
+        if let Some(r) = received
+            && let Ok(mut l) = stats.latency_ms.lock()
+        {
+            l.push(r.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let _ = log.flush();
+    if let Some(s) = socket {
+        for e in s.close().await {
+            tracing::debug!("closing the alarm PUB socket: {e}");
+        }
+    }
+}
+
+fn write_line(log: &mut std::fs::File, path: &std::path::Path, json: &str, stats: &SinkStats) {
+    match log.write_all(format!("{json}\n").as_bytes()).and_then(|_| log.flush()) {
+        Ok(()) => {
+            stats.logged.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            stats.log_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("alarm log {}: write failed: {e}", path.display());
+        }
+    }
+}
+
+async fn run_command(argv: &[String], json: &str, timeout_s: f64, stats: &SinkStats) {
+    use tokio::io::AsyncWriteExt;
+    let started = Instant::now();
+    let child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            stats.commands_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("alarm command {:?} could not start: {e}", argv[0]);
+            return;
+        }
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(json.as_bytes()).await;
+        let _ = stdin.write_all(b"\n").await;
+    }
+    match tokio::time::timeout(Duration::from_secs_f64(timeout_s.max(0.1)), child.wait_with_output()).await {
+        Ok(Ok(out)) if out.status.success() => {
+            stats.commands_ok.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("alarm command {:?} done in {:.0} ms", argv[0], started.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(Ok(out)) => {
+            stats.commands_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                "alarm command {:?} failed ({}): {}",
+                argv[0],
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(Err(e)) => {
+            stats.commands_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("alarm command {:?}: {e}", argv[0]);
+        }
+        Err(_) => {
+            // kill_on_drop ends the process when the future is dropped here.
+            stats.commands_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("alarm command {:?} killed after the {timeout_s} s timeout", argv[0]);
+        }
+    }
+}

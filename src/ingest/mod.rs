@@ -1,0 +1,261 @@
+//! Sockets → raw multipart messages.
+//!
+//! - [`zmtp`]: ZMTP 3 frames read and checked one by one.
+//! - [`guard`]: the relay that checks an untrusted peer's frame sizes before our socket sees them.
+//! - [`republish`]: a PUB socket that re-sends every received message, with a bounded buffer per
+//!   subscriber.
+//!
+//! [`Receiver::open`] sets up a PULL or SUB socket that connects or binds as configured, behind
+//! the guard unless the config turns it off.
+
+pub mod guard;
+pub mod republish;
+pub mod zmtp;
+
+use std::sync::Arc;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use zeromq::{Socket, SocketRecv};
+
+use crate::config::{IngestConfig, Mode, SocketKind};
+use guard::GuardStats;
+
+#[derive(Debug, thiserror::Error)]
+#[must_use]
+pub enum IngestError {
+    #[error("{endpoint}: {reason}")]
+    Socket { endpoint: String, reason: String },
+    /// Shutdown was asked for while waiting for the peer.
+    #[error("stopped while waiting for {0}")]
+    Stopped(String),
+}
+
+enum Inner {
+    Pull(zeromq::PullSocket),
+    Sub(zeromq::SubSocket),
+}
+
+/// Connect-mode link state.
+enum Link {
+    Up,
+    /// The peer went away: take what the old socket still holds, then rebuild.
+    Draining,
+    Down,
+}
+
+/// The receiving socket. In connect mode it is supervised: the first connection is retried until
+/// the peer is there, and when the peer goes away (a detector restarting between acquisitions)
+/// the socket is rebuilt and reconnected — `zeromq`'s PULL socket does not reconnect by itself.
+pub struct Receiver {
+    cfg: IngestConfig,
+    inner: Option<Inner>,
+    monitor: Option<futures::channel::mpsc::Receiver<zeromq::SocketEvent>>,
+    link: Link,
+    /// Connect mode: where our socket connects (the guard's loopback end, or the peer itself).
+    target: Option<String>,
+    shutdown: watch::Receiver<bool>,
+    /// Where peers reach us (bind mode) or whom we reach (connect mode), for logs.
+    pub describe: String,
+    pub guard: Arc<GuardStats>,
+    pub reconnects: u64,
+}
+
+fn limits(cfg: &IngestConfig) -> zmtp::Limits {
+    zmtp::Limits {
+        max_frame_bytes: (cfg.max_frame_mib * 1024.0 * 1024.0) as u64,
+        max_message_bytes: (cfg.max_message_mib * 1024.0 * 1024.0) as u64,
+    }
+}
+
+impl Inner {
+    fn new(kind: SocketKind) -> Self {
+        match kind {
+            SocketKind::Pull => Inner::Pull(zeromq::PullSocket::new()),
+            SocketKind::Sub => Inner::Sub(zeromq::SubSocket::new()),
+        }
+    }
+
+    fn monitor(&mut self) -> futures::channel::mpsc::Receiver<zeromq::SocketEvent> {
+        match self {
+            Self::Pull(s) => s.monitor(),
+            Self::Sub(s) => s.monitor(),
+        }
+    }
+
+    async fn connect(&mut self, ep: &str) -> zeromq::ZmqResult<()> {
+        match self {
+            Self::Pull(s) => s.connect(ep).await,
+            Self::Sub(s) => s.connect(ep).await,
+        }
+    }
+
+    async fn bind(&mut self, ep: &str) -> zeromq::ZmqResult<String> {
+        let b = match self {
+            Self::Pull(s) => s.bind(ep).await?,
+            Self::Sub(s) => s.bind(ep).await?,
+        };
+        Ok(b.to_string())
+    }
+
+    async fn recv(&mut self) -> zeromq::ZmqResult<zeromq::ZmqMessage> {
+        match self {
+            Self::Pull(s) => s.recv().await,
+            Self::Sub(s) => s.recv().await,
+        }
+    }
+}
+
+impl Receiver {
+    /// Sets the socket up. In connect mode the peer need not be there yet: [`Self::recv`] waits.
+    pub async fn open(cfg: &IngestConfig, shutdown: watch::Receiver<bool>) -> Result<Self, IngestError> {
+        let err = |reason: String| IngestError::Socket { endpoint: cfg.endpoint.clone(), reason };
+        let stats = Arc::new(GuardStats::default());
+        let mut r = Self {
+            cfg: cfg.clone(),
+            inner: None,
+            monitor: None,
+            link: Link::Down,
+            target: None,
+            shutdown: shutdown.clone(),
+            describe: String::new(),
+            guard: stats.clone(),
+            reconnects: 0,
+        };
+        if !cfg.guard {
+            tracing::warn!(
+                "ingest guard is off: a peer can make the ZeroMQ socket reserve any amount of memory; trusted peers only"
+            );
+        }
+        match (cfg.mode, cfg.guard) {
+            (Mode::Connect, true) => {
+                let local = guard::connect_mode(&cfg.endpoint, limits(cfg), stats, shutdown)
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+                r.target = Some(local);
+                r.describe = format!("connected to {} through the frame-size guard", cfg.endpoint);
+            }
+            (Mode::Connect, false) => {
+                r.target = Some(cfg.endpoint.clone());
+                r.describe = format!("connected to {} (no guard)", cfg.endpoint);
+            }
+            (Mode::Bind, guarded) => {
+                let mut inner = Inner::new(cfg.socket);
+                let public = if guarded {
+                    let internal = inner.bind("tcp://127.0.0.1:0").await.map_err(|e| err(e.to_string()))?;
+                    guard::bind_mode(&cfg.endpoint, &internal, limits(cfg), stats, shutdown)
+                        .await
+                        .map_err(|e| err(e.to_string()))?
+                } else {
+                    inner.bind(&cfg.endpoint).await.map_err(|e| err(e.to_string()))?
+                };
+                r.subscribe(&mut inner).await?;
+                r.inner = Some(inner);
+                r.link = Link::Up;
+                r.describe = format!(
+                    "listening on {public}{}",
+                    if guarded { " through the frame-size guard" } else { " (no guard)" }
+                );
+            }
+        }
+        Ok(r)
+    }
+
+    async fn subscribe(&self, inner: &mut Inner) -> Result<(), IngestError> {
+        if let Inner::Sub(s) = inner {
+            s.subscribe(&self.cfg.subscribe)
+                .await
+                .map_err(|e| IngestError::Socket { endpoint: self.cfg.endpoint.clone(), reason: e.to_string() })?;
+        }
+        Ok(())
+    }
+
+    /// Connects (connect mode), retrying with backoff until the peer answers or shutdown.
+    async fn connect(&mut self) -> Result<(), IngestError> {
+        let Some(target) = self.target.clone() else { return Ok(()) };
+        let mut delay = Duration::from_millis(100);
+        let mut warned = false;
+        loop {
+            let mut inner = Inner::new(self.cfg.socket);
+            let monitor = inner.monitor();
+            let attempt = tokio::time::timeout(Duration::from_secs(5), inner.connect(&target)).await;
+            match attempt {
+                Ok(Ok(())) => {
+                    self.subscribe(&mut inner).await?;
+                    if warned {
+                        tracing::info!("connected to {}", self.cfg.endpoint);
+                    }
+                    self.inner = Some(inner);
+                    self.monitor = Some(monitor);
+                    self.link = Link::Up;
+                    return Ok(());
+                }
+                Ok(Err(e)) if !warned => {
+                    tracing::warn!("waiting for {} ({e}); retrying", self.cfg.endpoint);
+                    warned = true;
+                }
+                Err(_) if !warned => {
+                    tracing::warn!("waiting for {} (no answer); retrying", self.cfg.endpoint);
+                    warned = true;
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.changed() => return Err(IngestError::Stopped(self.cfg.endpoint.clone())),
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// The next multipart message (waiting for, and reconnecting to, the peer as needed).
+    pub async fn recv(&mut self) -> Result<zeromq::ZmqMessage, IngestError> {
+        use futures::StreamExt;
+        loop {
+            if matches!(self.link, Link::Down) {
+                self.connect().await?;
+            }
+            let Some(inner) = self.inner.as_mut() else {
+                self.link = Link::Down;
+                continue;
+            };
+            if matches!(self.link, Link::Draining) {
+                match tokio::time::timeout(Duration::from_millis(100), inner.recv()).await {
+                    Ok(Ok(m)) => return Ok(m),
+                    _ => {
+                        self.inner = None;
+                        self.monitor = None;
+                        self.link = Link::Down;
+                        self.reconnects += 1;
+                        continue;
+                    }
+                }
+            }
+            let supervise = self.target.is_some() && matches!(self.cfg.socket, SocketKind::Pull);
+            let event = async {
+                match self.monitor.as_mut() {
+                    Some(m) => m.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                m = inner.recv() => match m {
+                    Ok(m) => return Ok(m),
+                    Err(e) => {
+                        tracing::error!("receive failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                ev = event => match ev {
+                    Some(zeromq::SocketEvent::Disconnected(_)) if supervise => {
+                        tracing::warn!("{} went away; reconnecting", self.cfg.endpoint);
+                        self.link = Link::Draining;
+                    }
+                    Some(_) => {}
+                    None => self.monitor = None,
+                },
+            }
+        }
+    }
+}

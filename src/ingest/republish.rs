@@ -1,0 +1,183 @@
+//! Re-publishing every received message, so a second consumer (a file writer, another monitor) still
+//! sees all frames: DECTRIS PUSH hands each message to one PULL client only.
+//!
+//! `zeromq`'s PUB keeps up to 100,000 messages per subscriber — with megabyte frames, no bound at
+//! all. So our PUB socket binds on loopback only, and every external subscriber is served by a relay
+//! that reads the PUB stream as fast as it comes and holds at most `buffer_bytes` of whole messages
+//! for its subscriber; beyond that it drops whole messages and counts them. The queue into the PUB
+//! socket is bounded too: the receive loop never waits on a subscriber.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use zeromq::{Socket, SocketSend};
+
+use super::IngestError;
+use super::guard::tcp_addr;
+use super::zmtp::{self, Limits};
+
+#[derive(Default, Debug)]
+pub struct RepublishStats {
+    pub sent: AtomicU64,
+    /// Dropped because the queue into the PUB socket was full.
+    pub dropped_queue: AtomicU64,
+    /// Dropped for a subscriber whose buffer was full (per subscriber, summed).
+    pub dropped_slow: AtomicU64,
+    pub subscribers: AtomicU64,
+}
+
+pub struct Republisher {
+    tx: mpsc::Sender<Vec<Bytes>>,
+    pub stats: Arc<RepublishStats>,
+    /// The public endpoint subscribers connect to.
+    pub endpoint: String,
+}
+
+/// Messages waiting to enter the PUB socket.
+const QUEUE: usize = 64;
+
+impl Republisher {
+    pub async fn start(public: &str, buffer_bytes: u64, shutdown: watch::Receiver<bool>) -> Result<Self, IngestError> {
+        let err = |reason: String| IngestError::Socket { endpoint: public.to_string(), reason };
+        let mut socket = zeromq::PubSocket::new();
+        let internal = socket.bind("tcp://127.0.0.1:0").await.map_err(|e| err(e.to_string()))?.to_string();
+        let internal = tcp_addr(&internal).map_err(err)?;
+        let listener = TcpListener::bind(tcp_addr(public).map_err(err)?).await.map_err(|e| err(e.to_string()))?;
+        let endpoint = format!("tcp://{}", listener.local_addr().map_err(|e| err(e.to_string()))?);
+        let stats = Arc::new(RepublishStats::default());
+        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
+        let s = stats.clone();
+        tokio::spawn(async move {
+            while let Some(parts) = rx.recv().await {
+                let mut it = parts.into_iter();
+                let Some(first) = it.next() else { continue };
+                let mut msg = zeromq::ZmqMessage::from(first);
+                for p in it {
+                    msg.push_back(p);
+                }
+                if socket.send(msg).await.is_ok() {
+                    s.sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            for e in socket.close().await {
+                tracing::debug!("closing the re-publish socket: {e}");
+            }
+        });
+        let s = stats.clone();
+        let mut stop = shutdown;
+        tokio::spawn(async move {
+            loop {
+                let (sub, addr) = tokio::select! {
+                    a = listener.accept() => match a { Ok(a) => a, Err(e) => { tracing::error!("republish accept: {e}"); continue; } },
+                    _ = stop.changed() => break,
+                };
+                let (internal, s) = (internal.clone(), s.clone());
+                tokio::spawn(async move {
+                    let Ok(pubconn) = TcpStream::connect(&internal).await else {
+                        tracing::error!("republish: cannot reach our PUB socket at {internal}");
+                        return;
+                    };
+                    s.subscribers.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!("republish: subscriber {addr} connected");
+                    serve(sub, pubconn, buffer_bytes, &s).await;
+                    s.subscribers.fetch_sub(1, Ordering::Relaxed);
+                    tracing::info!("republish: subscriber {addr} left");
+                });
+            }
+        });
+        Ok(Self { tx, stats, endpoint })
+    }
+
+    /// Queues a received message for re-publishing; drops it (counted) if the queue is full.
+    pub fn send(&self, parts: Vec<Bytes>) {
+        if self.tx.try_send(parts).is_err() {
+            self.stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn serve(sub: TcpStream, pubconn: TcpStream, budget: u64, stats: &RepublishStats) {
+    let (mut sr, mut sw) = sub.into_split();
+    let (mut pr, mut pw) = pubconn.into_split();
+    // Subscriber → PUB: greeting, READY, SUBSCRIBE — small frames only.
+    let small = Limits { max_frame_bytes: zmtp::MAX_COMMAND_BYTES, max_message_bytes: zmtp::MAX_COMMAND_BYTES };
+    let up = async {
+        let _ = zmtp::pipe_checked(&mut sr, &mut pw, small).await;
+    };
+    let down = downstream(&mut pr, &mut sw, budget, stats);
+    tokio::select! {
+        _ = up => {},
+        _ = down => {},
+    }
+}
+
+/// PUB → subscriber: whole messages through a byte budget; beyond it, whole messages are dropped.
+async fn downstream(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, budget: u64, stats: &RepublishStats) {
+    if zmtp::pipe_greeting(from, to).await.is_err() {
+        return;
+    }
+    let budget = budget.clamp(1, (Semaphore::MAX_PERMITS / 2).min(u32::MAX as usize) as u64) as usize;
+    let sem = Arc::new(Semaphore::new(budget));
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, usize)>();
+    let writer_sem = sem.clone();
+    let writer = async move {
+        while let Some((bytes, permits)) = rx.recv().await {
+            if to.write_all(&bytes).await.is_err() || to.flush().await.is_err() {
+                return;
+            }
+            writer_sem.add_permits(permits);
+        }
+    };
+    // Our own PUB socket is trusted, but a frame larger than the budget could never be delivered.
+    let limits = Limits { max_frame_bytes: budget as u64, max_message_bytes: budget as u64 };
+    let reader = async {
+        let mut msg: Vec<u8> = Vec::new();
+        let mut len = 0u64;
+        loop {
+            let h = match zmtp::read_header(from, &limits, len).await {
+                Ok(Some(h)) => h,
+                _ => return,
+            };
+            msg.extend(h.encode());
+            let start = msg.len();
+            msg.resize(start + h.len as usize, 0);
+            if from.read_exact(&mut msg[start..]).await.is_err() {
+                return;
+            }
+            if h.command {
+                // Handshake commands always go through (tiny, and the session needs them).
+                if tx.send((std::mem::take(&mut msg), 0)).is_err() {
+                    return;
+                }
+                continue;
+            }
+            len += h.len;
+            if h.more {
+                continue;
+            }
+            let size = msg.len();
+            match sem.clone().try_acquire_many_owned(size as u32) {
+                Ok(p) => {
+                    p.forget();
+                    if tx.send((std::mem::take(&mut msg), size)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    stats.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                    msg.clear();
+                }
+            }
+            len = 0;
+        }
+    };
+    tokio::select! {
+        _ = writer => {},
+        _ = reader => {},
+    }
+}
