@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use beamwatch::commands::{bench, compare, demo, run as daemon_cmd, simulate, weights};
+use beamwatch::commands::{bench, bench_live, compare, demo, run as daemon_cmd, simulate, weights};
 use beamwatch::config::{AnalysisConfig, Config, Mode};
 use beamwatch::damage::Metric;
 use beamwatch::decode::WireFormat;
@@ -40,6 +40,8 @@ enum Command {
     Compare(CompareArgs),
     /// Time the per-frame analysis on a synthetic frame; prints one JSON line.
     Bench(BenchArgs),
+    /// Time the live daemon end to end over loopback sockets (latency, sustainable frame rate).
+    BenchLive(BenchLiveArgs),
     /// Simulator and monitor together on this machine: watch a simulated sample get damaged.
     Demo(DemoArgs),
     /// Import, verify, locate or download ResNet-18 weights.
@@ -158,6 +160,28 @@ struct BenchArgs {
     /// Patches per work chunk (tuning).
     #[arg(long)]
     chunk: Option<usize>,
+}
+
+#[derive(Args)]
+struct BenchLiveArgs {
+    #[arg(long, default_value_t = 512)]
+    size: usize,
+    /// Frames per second; omit to search for the highest rate with no skipped frame.
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Frames per run.
+    #[arg(long, default_value_t = 60)]
+    frames: usize,
+    /// Frames per series; each series gives one alarm-latency sample.
+    #[arg(long, default_value_t = 6)]
+    series_frames: usize,
+    #[arg(long, default_value = "dectris-v2")]
+    format: WireFormat,
+    #[arg(long, default_value = "resnet18")]
+    metric: Metric,
+    /// ResNet-18 weights; without, random weights (timing does not depend on values).
+    #[arg(long)]
+    weights: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -331,6 +355,18 @@ fn run(cmd: Command) -> Result<()> {
                 patch_px: a.patch,
                 metric: a.metric,
                 chunk: a.chunk,
+            })?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Command::BenchLive(a) => {
+            let r = bench_live::run(&bench_live::LiveBenchOptions {
+                size_px: a.size,
+                fps: a.fps,
+                frames: a.frames,
+                series_frames: a.series_frames,
+                format: a.format,
+                metric: a.metric,
+                weights: a.weights,
             })?;
             println!("{}", serde_json::to_string(&r)?);
         }

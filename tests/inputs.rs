@@ -242,3 +242,18 @@ fn config_file_is_validated_and_flags_override_it() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(csv_rows(t).len(), 16, "--patch 10 overrides the file's 20");
 }
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("configs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let cfg = beamwatch::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            cfg.validate(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 4, "default, dectris-v1, dectris-v2 and replay presets");
+}

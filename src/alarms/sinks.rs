@@ -19,6 +19,8 @@ use super::{Alarm, Clear};
 pub const ALARM_TOPIC: &[u8] = b"beamwatch.alarm";
 /// Topic frame of per-series summaries.
 pub const SUMMARY_TOPIC: &[u8] = b"beamwatch.summary";
+/// Topic frame of every analysed frame's result (summary and dissimilarity grid).
+pub const FRAME_TOPIC: &[u8] = b"beamwatch.frame";
 
 fn default_pub() -> Option<String> {
     Some("tcp://127.0.0.1:5557".into())
@@ -51,7 +53,6 @@ impl Default for SinkConfig {
 }
 
 /// Counters and latencies, read by the daemon's status and summary.
-#[derive(Default)]
 pub struct SinkStats {
     pub alarms: AtomicU64,
     /// Alarms handed to the PUB socket (summaries are published too but not counted here).
@@ -63,12 +64,34 @@ pub struct SinkStats {
     pub dropped: AtomicU64,
     /// Frame received → alarm published, in milliseconds.
     pub latency_ms: std::sync::Mutex<Vec<f64>>,
+    /// Frame received → frame result published, in milliseconds (recent window).
+    pub frame_latency_ms: std::sync::Mutex<crate::daemon::stats::Window>,
+    /// Frame results not published because the queue was full (results are best effort).
+    pub frames_dropped: AtomicU64,
+}
+
+impl Default for SinkStats {
+    fn default() -> Self {
+        Self {
+            alarms: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            logged: AtomicU64::new(0),
+            log_errors: AtomicU64::new(0),
+            commands_ok: AtomicU64::new(0),
+            commands_failed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            latency_ms: std::sync::Mutex::new(Vec::new()),
+            frame_latency_ms: std::sync::Mutex::new(crate::daemon::stats::Window::new(4096)),
+            frames_dropped: AtomicU64::new(0),
+        }
+    }
 }
 
 enum Item {
     Alarm(Box<Alarm>),
     Clear(Clear),
     Summary(serde_json::Value),
+    Frame(String, Option<Instant>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -142,6 +165,14 @@ impl Sinks {
         self.push(Item::Summary(v));
     }
 
+    /// One analysed frame's result; dropped (counted, not logged) when the queue is full, so a
+    /// flood of results never crowds out alarms.
+    pub fn frame(&self, json: String, received: Option<Instant>) {
+        if self.tx.capacity() < QUEUE / 2 || self.tx.try_send(Item::Frame(json, received)).is_err() {
+            self.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Waits until everything queued so far is written.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -190,6 +221,19 @@ async fn run(
                 continue;
             }
             Item::Summary(v) => (SUMMARY_TOPIC, v.to_string(), None),
+            Item::Frame(json, received) => {
+                if let Some(sock) = socket.as_mut() {
+                    let mut msg = zeromq::ZmqMessage::from(FRAME_TOPIC.to_vec());
+                    msg.push_back(json.into_bytes().into());
+                    let _ = sock.send(msg).await;
+                }
+                if let Some(r) = received
+                    && let Ok(mut w) = stats.frame_latency_ms.lock()
+                {
+                    w.push(r.elapsed().as_secs_f64() * 1e3);
+                }
+                continue;
+            }
             Item::Flush(ack) => {
                 let _ = log.flush().and_then(|_| log.sync_data());
                 let _ = ack.send(());

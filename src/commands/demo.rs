@@ -58,29 +58,39 @@ pub fn run(opts: &DemoOptions) -> Result<DemoOutcome, Error> {
     cfg.dose.beam_current_pa = Some(spec.beam_current_pa());
     cfg.dose.dwell_time_us = Some(spec.dwell_time_us);
     cfg.dose.pixel_size_a = Some(spec.pixel_size_a);
-    cfg.sinks = SinkConfig { pub_endpoint: Some("tcp://127.0.0.1:0".into()), ..SinkConfig::default() };
-    let popts = PublishOptions {
-        endpoint: "tcp://127.0.0.1:0".into(),
-        mode: Mode::Bind,
-        format: opts.format,
-        fps: opts.fps,
-        ..PublishOptions::default()
-    };
-    let (daemon, publisher) = runtime()?.block_on(async {
+    let popts = PublishOptions { format: opts.format, fps: opts.fps, ..PublishOptions::default() };
+    let (daemon, publisher) = run_pair(&spec, popts, cfg)?;
+    Ok(DemoOutcome { daemon, publisher, dose_per_frame_e_per_a2: spec.dose_per_frame_e_per_a2() })
+}
+
+/// Runs the simulator (bound on a free loopback port) and the daemon (connected to it, alarms on a
+/// free loopback port) until the simulator's series are done.
+pub fn run_pair(
+    spec: &SeriesSpec,
+    mut popts: PublishOptions,
+    mut cfg: Config,
+) -> Result<(DaemonReport, PublishReport), Error> {
+    popts.endpoint = "tcp://127.0.0.1:0".into();
+    popts.mode = Mode::Bind;
+    cfg.pipeline.max_series = popts.series_count;
+    if cfg.sinks.pub_endpoint.is_some() {
+        cfg.sinks = SinkConfig { pub_endpoint: Some("tcp://127.0.0.1:0".into()), ..cfg.sinks };
+    }
+    let format = popts.format;
+    runtime()?.block_on(async move {
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(daemon::stop_on_signal(stop_tx));
         let (btx, brx) = oneshot::channel();
         let sim = {
-            let (spec, popts, stop) = (spec.clone(), popts.clone(), stop_rx.clone());
+            let (spec, stop) = (spec.clone(), stop_rx.clone());
             tokio::spawn(async move { publish::publish(&spec, &popts, stop, Some(btx)).await })
         };
         let endpoint = brx.await.map_err(|_| Error::Usage("the simulator did not start".into()))?;
-        cfg.ingest = IngestConfig { endpoint, mode: Mode::Connect, format: opts.format, ..IngestConfig::default() };
-        let rules = cfg.validate(std::path::Path::new("demo settings"))?;
+        cfg.ingest = IngestConfig { endpoint, mode: Mode::Connect, format, ..cfg.ingest };
+        let rules = cfg.validate(std::path::Path::new("built-in settings"))?;
         let report = daemon::run(cfg, rules, stop_rx, None).await?;
         let published =
             sim.await.map_err(|e| Error::Usage(format!("simulator: {e}")))?.map_err(|e| Error::Usage(e.to_string()))?;
         Ok::<_, Error>((report, published))
-    })?;
-    Ok(DemoOutcome { daemon, publisher, dose_per_frame_e_per_a2: spec.dose_per_frame_e_per_a2() })
+    })
 }

@@ -232,6 +232,7 @@ impl Compute {
                     map: &a.map,
                 };
                 let events = alarms.observe(&obs);
+                let analysis_ms = t.elapsed().as_secs_f64() * 1e3;
                 c.timeline.push(TimelinePoint {
                     frame: f.msg.index,
                     cumulative_dose_e_per_a2: f.dose.cumulative_e_per_a2,
@@ -239,12 +240,55 @@ impl Compute {
                     fraction_above_threshold: a.summary.fraction_above_threshold,
                     damaged_area_fraction: a.summary.damaged_area_fraction,
                 });
-                c.last_summary = Some(a.summary);
+                // Alarms first: the frame result (with its grid) is bigger and less urgent.
                 for e in events {
                     self.emit(c, e);
                 }
+                self.publish_frame(&f, &a, analysis_ms);
+                c.last_summary = Some(a.summary);
             }
             Err(e) => self.reject(c, &f, e, "frame"),
+        }
+    }
+
+    /// The frame's result on the PUB socket (topic `beamwatch.frame`), for live viewers.
+    fn publish_frame(&self, f: &FrameWork, a: &crate::damage::FrameAnalysis, analysis_ms: f64) {
+        #[derive(Serialize)]
+        struct FrameResult<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            series: &'a str,
+            frame: u64,
+            dose: &'a FrameDose,
+            summary: &'a Summary,
+            shift: Option<crate::register::Shift>,
+            analysis_ms: f64,
+            rows: usize,
+            cols: usize,
+            /// Row-major per-patch dissimilarity (null where a patch was not analysed).
+            dissimilarity: Vec<Option<f32>>,
+        }
+        let grid = &a.map.grid;
+        let r = FrameResult {
+            kind: "frame",
+            series: &f.msg.series,
+            frame: f.msg.index,
+            dose: &f.dose,
+            summary: &a.summary,
+            shift: a.shift,
+            analysis_ms,
+            rows: grid.rows,
+            cols: grid.cols,
+            dissimilarity: a
+                .map
+                .dissimilarity
+                .iter()
+                .zip(&a.map.status)
+                .map(|(d, s)| s.analysed().then(|| (d * 1e4).round() / 1e4))
+                .collect(),
+        };
+        if let Ok(json) = serde_json::to_string(&r) {
+            self.sinks.frame(json, Some(f.received));
         }
     }
 

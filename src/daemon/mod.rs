@@ -62,6 +62,8 @@ pub struct DaemonReport {
     pub alarm_commands_failed: u64,
     /// Frame received → alarm published (ms).
     pub alarm_latency_ms: Option<Percentiles>,
+    /// Frame received → the frame's result published (ms), recent window.
+    pub frame_latency_ms: Option<Percentiles>,
     /// Per analysed frame (ms), recent window.
     pub analysis_ms: Option<Percentiles>,
     pub rss_start_mib: Option<f64>,
@@ -339,6 +341,7 @@ pub async fn run(
         alarm_commands_ok: get(&sinks.stats.commands_ok),
         alarm_commands_failed: get(&sinks.stats.commands_failed),
         alarm_latency_ms: sinks.stats.latency_ms.lock().ok().and_then(|l| stats::percentiles(&l)),
+        frame_latency_ms: sinks.stats.frame_latency_ms.lock().ok().and_then(|w| w.percentiles()),
         analysis_ms: stats.analysis_ms.lock().ok().and_then(|w| w.percentiles()),
         rss_start_mib: rss_start,
         rss_end_mib: stats::rss_mib(),

@@ -42,6 +42,13 @@ pub fn import(src: &Path, out: &Path) -> Result<Imported, WeightsError> {
     };
     metadata.insert(meta::IDENTITY.into(), identity_tag.into());
 
+    save(&sd, metadata, out)?;
+    let (identity, _) = identity::identify(out)?;
+    Ok(Imported { out: out.to_owned(), identity })
+}
+
+/// Writes the ResNet-18 tensors of `sd` as f32 safetensors with `metadata` (temp file + rename).
+pub fn save(sd: &super::StateDict, metadata: HashMap<String, String>, out: &Path) -> Result<(), WeightsError> {
     let names = layout::resnet18_tensors();
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = names
         .iter()
@@ -59,7 +66,5 @@ pub fn import(src: &Path, out: &Path) -> Result<Imported, WeightsError> {
     }
     let tmp = out.with_extension("safetensors.partial");
     safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| write_err(e.to_string()))?;
-    std::fs::rename(&tmp, out).map_err(|e| write_err(e.to_string()))?;
-    let (identity, _) = identity::identify(out)?;
-    Ok(Imported { out: out.to_owned(), identity })
+    std::fs::rename(&tmp, out).map_err(|e| write_err(e.to_string()))
 }
