@@ -440,3 +440,51 @@ async fn waits_for_the_detector_and_reconnects_after_it_vanishes() {
     assert_eq!(report.frames_received, 12);
     assert!(report.reconnects >= 1, "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_costs_at_most_its_buffer() {
+    use beamwatch::ingest::bounded_pub::BoundedPub;
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_stop_tx, stop) = watch::channel(false);
+    let p = BoundedPub::start("tcp://127.0.0.1:0", 4 << 20, stop).await.expect("bind");
+    let addr = p.endpoint.trim_start_matches("tcp://").to_string();
+    // A subscriber that shakes hands, subscribes to everything, and never reads again.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut greeting = vec![0u8; 64];
+    greeting[0] = 0xff;
+    greeting[9] = 0x7f;
+    greeting[10] = 3;
+    greeting[12..16].copy_from_slice(b"NULL");
+    stalled.write_all(&greeting).await.expect("greeting");
+    let mut ready = b"\x05READY\x0bSocket-Type".to_vec();
+    ready.extend(3u32.to_be_bytes());
+    ready.extend(b"SUB");
+    stalled.write_all(&[0x04, ready.len() as u8]).await.expect("ready");
+    stalled.write_all(&ready).await.expect("ready");
+    stalled.write_all(&[0x00, 0x01, 0x01]).await.expect("subscribe all");
+    let mut theirs = [0u8; 64];
+    stalled.read_exact(&mut theirs).await.expect("their greeting");
+    // A normal subscriber alongside.
+    let mut sub = zeromq::SubSocket::new();
+    sub.connect(&p.endpoint).await.expect("connect");
+    sub.subscribe("").await.expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let payload = bytes::Bytes::from(vec![7u8; 1 << 20]);
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), sub.recv()).await {
+            n += 1;
+        }
+        n
+    });
+    for _ in 0..100 {
+        assert!(p.send_waiting(vec![bytes::Bytes::from_static(b"t"), payload.clone()]).await);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let received = reader.await.expect("reader");
+    let dropped = p.stats.dropped_slow.load(Ordering::Relaxed);
+    assert_eq!(received, 100, "the reading subscriber gets every message");
+    assert!(dropped >= 80, "the stalled one's messages are dropped past its 4 MiB: {dropped}");
+    drop(stalled);
+}

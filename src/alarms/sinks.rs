@@ -9,9 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
-use zeromq::{Socket, SocketSend};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::ingest::bounded_pub::BoundedPub;
 
 use super::{Alarm, Clear};
 
@@ -98,8 +100,8 @@ enum Item {
 #[derive(Debug, thiserror::Error)]
 #[must_use]
 pub enum SinkError {
-    #[error("alarm PUB socket {endpoint}: {reason}")]
-    Bind { endpoint: String, reason: String },
+    #[error("alarm PUB socket: {0}")]
+    Bind(String),
     #[error("alarm log {}: {source}", path.display())]
     Log { path: PathBuf, source: std::io::Error },
 }
@@ -114,12 +116,15 @@ pub struct Sinks {
 }
 
 const QUEUE: usize = 1024;
+/// Per subscriber of the alarm/result PUB socket.
+const PUB_BUFFER_BYTES: u64 = 64 << 20;
 
 impl Sinks {
     /// Binds the PUB socket, opens the log, starts the task (inside a tokio runtime).
     pub async fn start(
         cfg: &SinkConfig,
         default_log: PathBuf,
+        shutdown: watch::Receiver<bool>,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), SinkError> {
         let log_path = cfg.log.clone().unwrap_or(default_log);
         if let Some(dir) = log_path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -132,9 +137,11 @@ impl Sinks {
             .map_err(|source| SinkError::Log { path: log_path.clone(), source })?;
         let (socket, bound) = match cfg.pub_endpoint.as_deref().filter(|e| !e.is_empty()) {
             Some(ep) => {
-                let mut s = zeromq::PubSocket::new();
-                let b = s.bind(ep).await.map_err(|e| SinkError::Bind { endpoint: ep.into(), reason: e.to_string() })?;
-                (Some(s), Some(b.to_string()))
+                let p = BoundedPub::start(ep, PUB_BUFFER_BYTES, shutdown)
+                    .await
+                    .map_err(|e| SinkError::Bind(e.to_string()))?;
+                let bound = p.endpoint.clone();
+                (Some(p), Some(bound))
             }
             None => (None, None),
         };
@@ -184,7 +191,7 @@ impl Sinks {
 
 async fn run(
     mut rx: mpsc::Receiver<Item>,
-    mut socket: Option<zeromq::PubSocket>,
+    socket: Option<BoundedPub>,
     mut log: std::fs::File,
     log_path: PathBuf,
     command: Option<Vec<String>>,
@@ -222,10 +229,9 @@ async fn run(
             }
             Item::Summary(v) => (SUMMARY_TOPIC, v.to_string(), None),
             Item::Frame(json, received) => {
-                if let Some(sock) = socket.as_mut() {
-                    let mut msg = zeromq::ZmqMessage::from(FRAME_TOPIC.to_vec());
-                    msg.push_back(json.into_bytes().into());
-                    let _ = sock.send(msg).await;
+                // Results are best effort: dropped when the PUB queue is full, never waited for.
+                if let Some(sock) = socket.as_ref() {
+                    sock.send(vec![Bytes::from_static(FRAME_TOPIC), Bytes::from(json)]);
                 }
                 if let Some(r) = received
                     && let Ok(mut w) = stats.frame_latency_ms.lock()
@@ -240,15 +246,10 @@ async fn run(
                 continue;
             }
         };
-        if let Some(s) = socket.as_mut() {
-            let mut msg = zeromq::ZmqMessage::from(topic.to_vec());
-            msg.push_back(json.into_bytes().into());
-            match s.send(msg).await {
-                Ok(()) if topic == ALARM_TOPIC => {
-                    stats.published.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(()) => {}
-                Err(e) => tracing::error!("alarm PUB send failed: {e}"),
+        if let Some(s) = socket.as_ref() {
+            // Alarms and summaries wait for room in the PUB queue; they are never dropped here.
+            if s.send_waiting(vec![Bytes::from_static(topic), Bytes::from(json)]).await && topic == ALARM_TOPIC {
+                stats.published.fetch_add(1, Ordering::Relaxed);
             }
         }
         // Frame received → alarm handed to the PUB socket (its send never waits on subscribers).
@@ -259,11 +260,6 @@ async fn run(
         }
     }
     let _ = log.flush();
-    if let Some(s) = socket {
-        for e in s.close().await {
-            tracing::debug!("closing the alarm PUB socket: {e}");
-        }
-    }
 }
 
 fn write_line(log: &mut std::fs::File, path: &std::path::Path, json: &str, stats: &SinkStats) {

@@ -27,7 +27,7 @@ use crate::commands::setup;
 use crate::config::Config;
 use crate::decode::{DecodeErrorKind, Decoder, DoseHeader, Message, SeriesInfo};
 use crate::dose::{self, DoseAccount};
-use crate::ingest::republish::Republisher;
+use crate::ingest::bounded_pub::BoundedPub;
 use crate::ingest::{IngestError, Receiver};
 use crate::report::provenance::Provenance;
 use compute::{Compute, FrameWork, Work};
@@ -125,13 +125,14 @@ pub async fn run(
     crate::report::ensure_dir(&out)?;
     let setup = setup::prepare(&cfg.analysis)?;
     let provenance = Provenance::new(&setup.settings, setup.weights.as_ref(), setup.choice.clone());
-    let (sinks, sink_task) =
-        Sinks::start(&cfg.sinks, out.join("alarms.jsonl")).await.map_err(|e| Error::Usage(e.to_string()))?;
+    let (sinks, sink_task) = Sinks::start(&cfg.sinks, out.join("alarms.jsonl"), internal_rx.clone())
+        .await
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let republisher = match cfg.pipeline.republish.as_deref().filter(|r| !r.is_empty()) {
         Some(ep) => {
             let budget = (cfg.pipeline.republish_buffer_mib * 1024.0 * 1024.0) as u64;
             let r =
-                Republisher::start(ep, budget, internal_rx.clone()).await.map_err(|e| Error::Usage(e.to_string()))?;
+                BoundedPub::start(ep, budget, internal_rx.clone()).await.map_err(|e| Error::Usage(e.to_string()))?;
             tracing::info!("re-publishing every received message on {}", r.endpoint);
             Some(r)
         }

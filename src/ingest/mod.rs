@@ -2,14 +2,13 @@
 //!
 //! - [`zmtp`]: ZMTP 3 frames read and checked one by one.
 //! - [`guard`]: the relay that checks an untrusted peer's frame sizes before our socket sees them.
-//! - [`republish`]: a PUB socket that re-sends every received message, with a bounded buffer per
-//!   subscriber.
+//! - [`bounded_pub`]: a PUB socket with a bounded buffer per subscriber (re-publishing, alarms).
 //!
 //! [`Receiver::open`] sets up a PULL or SUB socket that connects or binds as configured, behind
 //! the guard unless the config turns it off.
 
+pub mod bounded_pub;
 pub mod guard;
-pub mod republish;
 pub mod zmtp;
 
 use std::sync::Arc;

@@ -1,11 +1,12 @@
-//! Re-publishing every received message, so a second consumer (a file writer, another monitor) still
-//! sees all frames: DECTRIS PUSH hands each message to one PULL client only.
-//!
-//! `zeromq`'s PUB keeps up to 100,000 messages per subscriber — with megabyte frames, no bound at
-//! all. So our PUB socket binds on loopback only, and every external subscriber is served by a relay
+//! A PUB socket whose memory is bounded. `zeromq`'s PUB keeps up to 100,000 messages per
+//! subscriber — with megabyte frames (re-publishing) or per-frame results, effectively no bound. So
+//! the real PUB socket binds on loopback only, and every external subscriber is served by a relay
 //! that reads the PUB stream as fast as it comes and holds at most `buffer_bytes` of whole messages
 //! for its subscriber; beyond that it drops whole messages and counts them. The queue into the PUB
-//! socket is bounded too: the receive loop never waits on a subscriber.
+//! socket is bounded too.
+//!
+//! Used for re-publishing every received message (a second consumer still sees all frames: DECTRIS
+//! PUSH hands each message to one PULL client only) and for alarms and results.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,7 @@ use super::guard::tcp_addr;
 use super::zmtp::{self, Limits};
 
 #[derive(Default, Debug)]
-pub struct RepublishStats {
+pub struct PubStats {
     pub sent: AtomicU64,
     /// Dropped because the queue into the PUB socket was full.
     pub dropped_queue: AtomicU64,
@@ -31,9 +32,9 @@ pub struct RepublishStats {
     pub subscribers: AtomicU64,
 }
 
-pub struct Republisher {
+pub struct BoundedPub {
     tx: mpsc::Sender<Vec<Bytes>>,
-    pub stats: Arc<RepublishStats>,
+    pub stats: Arc<PubStats>,
     /// The public endpoint subscribers connect to.
     pub endpoint: String,
 }
@@ -41,7 +42,7 @@ pub struct Republisher {
 /// Messages waiting to enter the PUB socket.
 const QUEUE: usize = 64;
 
-impl Republisher {
+impl BoundedPub {
     pub async fn start(public: &str, buffer_bytes: u64, shutdown: watch::Receiver<bool>) -> Result<Self, IngestError> {
         let err = |reason: String| IngestError::Socket { endpoint: public.to_string(), reason };
         let mut socket = zeromq::PubSocket::new();
@@ -49,7 +50,7 @@ impl Republisher {
         let internal = tcp_addr(&internal).map_err(err)?;
         let listener = TcpListener::bind(tcp_addr(public).map_err(err)?).await.map_err(|e| err(e.to_string()))?;
         let endpoint = format!("tcp://{}", listener.local_addr().map_err(|e| err(e.to_string()))?);
-        let stats = Arc::new(RepublishStats::default());
+        let stats = Arc::new(PubStats::default());
         let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
         let s = stats.clone();
         tokio::spawn(async move {
@@ -65,7 +66,7 @@ impl Republisher {
                 }
             }
             for e in socket.close().await {
-                tracing::debug!("closing the re-publish socket: {e}");
+                tracing::debug!("closing a PUB socket: {e}");
             }
         });
         let s = stats.clone();
@@ -73,35 +74,42 @@ impl Republisher {
         tokio::spawn(async move {
             loop {
                 let (sub, addr) = tokio::select! {
-                    a = listener.accept() => match a { Ok(a) => a, Err(e) => { tracing::error!("republish accept: {e}"); continue; } },
+                    a = listener.accept() => match a { Ok(a) => a, Err(e) => { tracing::error!("PUB accept: {e}"); continue; } },
                     _ = stop.changed() => break,
                 };
                 let (internal, s) = (internal.clone(), s.clone());
                 tokio::spawn(async move {
                     let Ok(pubconn) = TcpStream::connect(&internal).await else {
-                        tracing::error!("republish: cannot reach our PUB socket at {internal}");
+                        tracing::error!("cannot reach our own PUB socket at {internal}");
                         return;
                     };
                     s.subscribers.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!("republish: subscriber {addr} connected");
+                    tracing::info!("PUB {addr} subscribed");
                     serve(sub, pubconn, buffer_bytes, &s).await;
                     s.subscribers.fetch_sub(1, Ordering::Relaxed);
-                    tracing::info!("republish: subscriber {addr} left");
+                    tracing::info!("PUB {addr} left");
                 });
             }
         });
         Ok(Self { tx, stats, endpoint })
     }
 
-    /// Queues a received message for re-publishing; drops it (counted) if the queue is full.
-    pub fn send(&self, parts: Vec<Bytes>) {
-        if self.tx.try_send(parts).is_err() {
+    /// Queues a message; drops it (counted) if the queue is full. `false` when dropped.
+    pub fn send(&self, parts: Vec<Bytes>) -> bool {
+        let ok = self.tx.try_send(parts).is_ok();
+        if !ok {
             self.stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
         }
+        ok
+    }
+
+    /// Queues a message, waiting for room (for messages that must not be dropped here).
+    pub async fn send_waiting(&self, parts: Vec<Bytes>) -> bool {
+        self.tx.send(parts).await.is_ok()
     }
 }
 
-async fn serve(sub: TcpStream, pubconn: TcpStream, budget: u64, stats: &RepublishStats) {
+async fn serve(sub: TcpStream, pubconn: TcpStream, budget: u64, stats: &PubStats) {
     let (mut sr, mut sw) = sub.into_split();
     let (mut pr, mut pw) = pubconn.into_split();
     // Subscriber → PUB: greeting, READY, SUBSCRIBE — small frames only.
@@ -117,7 +125,7 @@ async fn serve(sub: TcpStream, pubconn: TcpStream, budget: u64, stats: &Republis
 }
 
 /// PUB → subscriber: whole messages through a byte budget; beyond it, whole messages are dropped.
-async fn downstream(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, budget: u64, stats: &RepublishStats) {
+async fn downstream(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, budget: u64, stats: &PubStats) {
     if zmtp::pipe_greeting(from, to).await.is_err() {
         return;
     }
