@@ -68,7 +68,7 @@ struct AnalysisArgs {
     /// Per-patch dissimilarity above which a patch counts as damaged (default: per metric).
     #[arg(long)]
     threshold: Option<f32>,
-    /// Correct drift before comparing: integer or subpixel (bare flag: subpixel).
+    /// Drift correction before comparing: off, integer or subpixel (the default; bare flag: subpixel).
     #[arg(long, num_args = 0..=1, default_missing_value = "subpixel")]
     register: Option<Registration>,
     /// Intensity scaling: reference (min–max of the reference frame), dtype, none.
