@@ -186,6 +186,16 @@ async fn send(s: &mut zeromq::PushSocket, parts: Vec<Vec<u8>>) {
     panic!("no receiver");
 }
 
+/// A ZMTP 3.0 greeting with the NULL mechanism, as a client sends it.
+fn zmtp_greeting() -> Vec<u8> {
+    let mut g = vec![0u8; 64];
+    g[0] = 0xff;
+    g[9] = 0x7f;
+    g[10] = 3;
+    g[12..16].copy_from_slice(b"NULL");
+    g
+}
+
 fn lattice(w: usize, h: usize, shift: f32) -> Vec<u8> {
     (0..w * h)
         .flat_map(|i| {
@@ -290,12 +300,7 @@ async fn a_forged_frame_length_is_stopped_at_the_guard() {
     rrx.await.expect("ready");
     // A hostile peer: a valid ZMTP greeting, then a frame header declaring 2^40 bytes.
     let mut evil = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    let mut greeting = vec![0u8; 64];
-    greeting[0] = 0xff;
-    greeting[9] = 0x7f;
-    greeting[10] = 3;
-    greeting[12..16].copy_from_slice(b"NULL");
-    evil.write_all(&greeting).await.expect("greeting");
+    evil.write_all(&zmtp_greeting()).await.expect("greeting");
     let mut theirs = [0u8; 64];
     evil.read_exact(&mut theirs).await.expect("the socket answers the greeting");
     let mut forged = vec![0x02];
@@ -451,12 +456,7 @@ async fn a_stalled_subscriber_costs_at_most_its_buffer() {
     let addr = p.endpoint.trim_start_matches("tcp://").to_string();
     // A subscriber that shakes hands, subscribes to everything, and never reads again.
     let mut stalled = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-    let mut greeting = vec![0u8; 64];
-    greeting[0] = 0xff;
-    greeting[9] = 0x7f;
-    greeting[10] = 3;
-    greeting[12..16].copy_from_slice(b"NULL");
-    stalled.write_all(&greeting).await.expect("greeting");
+    stalled.write_all(&zmtp_greeting()).await.expect("greeting");
     let mut ready = b"\x05READY\x0bSocket-Type".to_vec();
     ready.extend(3u32.to_be_bytes());
     ready.extend(b"SUB");

@@ -69,24 +69,29 @@ fn read_csv_similarity(path: &std::path::Path) -> Vec<f64> {
     lines.map(|l| l.split(',').nth(5).expect("similarity column").parse().expect("number")).collect()
 }
 
+/// `beamwatch compare` on the golden pair with the synthetic weights; returns the output directory.
+fn compare_golden(tmp: &std::path::Path, extra: &[&str]) -> std::path::PathBuf {
+    let out = tmp.join("out");
+    let (a, b, w) = (golden("golden_frame.npy"), golden("golden_frame_damaged.npy"), synthetic_weights());
+    let mut args = vec![
+        "compare",
+        a.to_str().expect("path"),
+        b.to_str().expect("path"),
+        "--out",
+        out.to_str().expect("path"),
+        "--weights",
+        w.to_str().expect("path"),
+    ];
+    args.extend(extra);
+    let o = beamwatch(&args, tmp);
+    assert!(o.status.success(), "{}", stderr(&o));
+    out
+}
+
 #[test]
 fn compare_command_reproduces_golden_cosines() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let out = tmp.path().join("out");
-    let w = synthetic_weights();
-    let o = beamwatch(
-        &[
-            "compare",
-            golden("golden_frame.npy").to_str().expect("path"),
-            golden("golden_frame_damaged.npy").to_str().expect("path"),
-            "--out",
-            out.to_str().expect("path"),
-            "--weights",
-            w.to_str().expect("path"),
-        ],
-        tmp.path(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let out = compare_golden(tmp.path(), &[]);
     let ours = read_csv_similarity(&out.join("similarity.csv"));
     let golden_cos: Array1<f32> = read_npy(golden("golden_cosine.npy")).expect("golden cosine");
     assert_eq!(ours.len(), 100);
@@ -109,23 +114,7 @@ fn compare_command_reproduces_golden_cosines() {
 #[test]
 fn lpips_metric_is_the_mean_of_the_golden_layer_cosines() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let out = tmp.path().join("out");
-    let w = synthetic_weights();
-    let o = beamwatch(
-        &[
-            "compare",
-            golden("golden_frame.npy").to_str().expect("path"),
-            golden("golden_frame_damaged.npy").to_str().expect("path"),
-            "--out",
-            out.to_str().expect("path"),
-            "--weights",
-            w.to_str().expect("path"),
-            "--metric",
-            "lpips",
-        ],
-        tmp.path(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let out = compare_golden(tmp.path(), &["--metric", "lpips"]);
     let ours = read_csv_similarity(&out.join("similarity.csv"));
     let mut npz = NpzReader::new(std::fs::File::open(golden("golden_cosine_layers.npz")).expect("npz")).expect("npz");
     let layers: Vec<Array1<f32>> = (1..=4).map(|l| npz.by_name(&format!("layer{l}")).expect("layer")).collect();
