@@ -488,3 +488,63 @@ async fn a_stalled_subscriber_costs_at_most_its_buffer() {
     assert!(dropped >= 80, "the stalled one's messages are dropped past its 4 MiB: {dropped}");
     drop(stalled);
 }
+
+fn test_alarm(rule: &str) -> Box<beamwatch::alarms::Alarm> {
+    Box::new(beamwatch::alarms::Alarm {
+        kind: "alarm",
+        rule: rule.into(),
+        level: beamwatch::alarms::Level::Critical,
+        when: beamwatch::alarms::When::DamagedArea,
+        series: "s".into(),
+        frame: 3,
+        time: "2026-11-22T00:00:00Z".into(),
+        cumulative_dose_e_per_a2: Some(800.0),
+        dose_per_frame_e_per_a2: Some(200.0),
+        value: 0.2,
+        threshold: 0.1,
+        worst_patches: Vec::new(),
+        forecast: None,
+        message: "test".into(),
+        received: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alarm_command_gets_the_alarm_on_stdin_and_is_killed_after_its_timeout() {
+    use beamwatch::alarms::sinks::Sinks;
+    use std::sync::atomic::Ordering;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let got = tmp.path().join("got.jsonl");
+    let (_stop_tx, stop) = watch::channel(false);
+    let cfg = SinkConfig {
+        pub_endpoint: None,
+        log: None,
+        command: Some(vec!["sh".into(), "-c".into(), format!("cat >> '{}'", got.display())]),
+        command_timeout_s: 5.0,
+    };
+    let (sinks, _task) = Sinks::start(&cfg, tmp.path().join("alarms.jsonl"), stop.clone()).await.expect("sinks");
+    sinks.alarm(test_alarm("blank-beam"));
+    sinks.flush().await;
+    for _ in 0..100 {
+        if sinks.stats.commands_ok.load(Ordering::Relaxed) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let line = std::fs::read_to_string(&got).expect("the command wrote its stdin");
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("alarm JSON on stdin");
+    assert_eq!(v["rule"], "blank-beam");
+    assert_eq!(v["cumulative_dose_e_per_a2"], 800.0);
+    let logged = std::fs::read_to_string(tmp.path().join("alarms.jsonl")).expect("log");
+    assert_eq!(logged.lines().count(), 1);
+    // A command that hangs is killed at its timeout and counted as failed.
+    let slow = SinkConfig { command: Some(vec!["sleep".into(), "30".into()]), command_timeout_s: 0.3, ..cfg };
+    let (sinks, _task) = Sinks::start(&slow, tmp.path().join("slow.jsonl"), stop).await.expect("sinks");
+    let t = std::time::Instant::now();
+    sinks.alarm(test_alarm("hangs"));
+    while sinks.stats.commands_failed.load(Ordering::Relaxed) == 0 && t.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sinks.stats.commands_failed.load(Ordering::Relaxed), 1);
+    assert!(t.elapsed() < Duration::from_secs(5), "killed near its 0.3 s timeout, not after 30 s");
+}
