@@ -17,6 +17,7 @@
 //! - [`weights`]: weight files — read, import `.pth`, verify identity, locate, fetch.
 //! - [`damage`]: per-patch similarity maps (ResNet-18 cosine, LPIPS-style, SSIM, PSNR, NCC) and
 //!   their summaries; [`damage::Analyzer`] holds a series' reference.
+//! - [`record`]: HDF5 session recording and the readers replay uses.
 //! - [`report`]: what people read and look at — CSV, JSON, PNG overlays.
 //! - [`commands`]: `compare`, `bench`, `demo`, `weights`: the CLI's work, without the CLI.
 //! - [`simulate`]: synthetic STEM frames with known damage (demo, benchmarks, tests).
@@ -38,6 +39,7 @@ pub mod ingest;
 pub mod limits;
 pub mod patches;
 pub mod progress;
+pub mod record;
 pub mod register;
 pub mod report;
 pub mod simulate;
