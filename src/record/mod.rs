@@ -93,3 +93,8 @@ pub struct OpenOptions {
     /// Integer pixels at the dtype maximum are gaps.
     pub mask_gaps: bool,
 }
+
+/// Runs raw HDF5 C calls under the library lock `hdf5` uses for every call it makes.
+pub fn h5sync<T>(f: impl FnOnce() -> T) -> T {
+    hdf5::sync::sync(f)
+}
