@@ -12,6 +12,7 @@ use crate::decode::WireFormat;
 use crate::dose::DoseConfig;
 use crate::engine::plan::{PATCH_MAX, PATCH_MIN};
 use crate::frame::ScaleMode;
+use crate::record::recorder::RecordConfig;
 use crate::register::Registration;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +27,7 @@ pub enum ConfigError {
 }
 
 /// A whole configuration file.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -39,6 +40,8 @@ pub struct Config {
     pub dose: DoseConfig,
     #[serde(default)]
     pub sinks: SinkConfig,
+    #[serde(default)]
+    pub record: RecordConfig,
     /// Absent: [`crate::alarms::default_rules`]; an empty list: no damage alarms.
     #[serde(default)]
     pub alarms: Option<Vec<RuleConfig>>,
@@ -133,7 +136,7 @@ impl Default for PipelineConfig {
 }
 
 /// `[analysis]`: how frames are compared.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalysisConfig {
     /// `None`: resnet18 when weights are found, else ssim with a warning.
@@ -226,6 +229,9 @@ impl Config {
             why: why.into(),
         };
         self.analysis.validate(path)?;
+        if let Some((key, value, why)) = self.record.invalid() {
+            return Err(invalid(key, value, why));
+        }
         if let Some((key, v)) = self.dose.invalid() {
             return Err(invalid(key, v.to_string(), "must be a positive number"));
         }

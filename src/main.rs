@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use beamwatch::commands::{bench, bench_live, compare, demo, run as daemon_cmd, simulate, weights};
+use beamwatch::commands::{bench, bench_live, compare, demo, replay, run as daemon_cmd, simulate, weights};
 use beamwatch::config::{AnalysisConfig, Config, Mode};
 use beamwatch::damage::Metric;
 use beamwatch::decode::WireFormat;
@@ -36,6 +36,9 @@ enum Command {
     Run(RunArgs),
     /// Publish a simulated, beam-damaged STEM series over ZeroMQ, as a detector would.
     Simulate(SimulateArgs),
+    /// Run a recorded series (HDF5 session, Velox/Berkeley EMD, DECTRIS NeXus, EMD 1.0, any 3-D dataset,
+    /// TIFF stack or image folder) through the analysis and write reports; or stream it with --publish.
+    Replay(ReplayArgs),
     /// Patch-wise similarity of image frames to a reference frame (TIFF, PNG, .npy).
     Compare(CompareArgs),
     /// Time the per-frame analysis on a synthetic frame; prints one JSON line.
@@ -182,6 +185,60 @@ struct BenchLiveArgs {
     /// ResNet-18 weights; without, random weights (timing does not depend on values).
     #[arg(long)]
     weights: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The recorded series: an HDF5 file, a TIFF stack, or a folder of images.
+    input: PathBuf,
+    /// Output directory (results session, summary.json, pictures, report.html). Not with --publish.
+    #[arg(long, required_unless_present = "publish")]
+    out: Option<PathBuf>,
+    /// Read this dataset instead of detecting the file's layout.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// With --dataset: the axis that counts frames (default 0).
+    #[arg(long)]
+    frame_axis: Option<usize>,
+    /// Configuration file ([analysis], [dose], [[alarms]], [record]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long)]
+    metric: Option<Metric>,
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Beam current (pA), when the file does not say.
+    #[arg(long)]
+    beam_current_pa: Option<f64>,
+    /// Dwell time per pixel (µs), when the file does not say.
+    #[arg(long)]
+    dwell_time_us: Option<f64>,
+    /// Scan pixel size (Å), when the file does not say.
+    #[arg(long)]
+    pixel_size_a: Option<f64>,
+    /// Store the frames in the results session too.
+    #[arg(long)]
+    record_frames: bool,
+    /// Most per-frame overlay pictures to draw.
+    #[arg(long, default_value_t = 12)]
+    overlays: usize,
+    /// Stream the file over ZeroMQ on this endpoint instead of analysing it.
+    #[arg(long)]
+    publish: Option<String>,
+    /// With --publish: beamwatch, dectris-v1 or dectris-v2.
+    #[arg(long, default_value = "beamwatch")]
+    format: WireFormat,
+    /// With --publish: dectris-v1 encoding or dectris-v2 compression.
+    #[arg(long, default_value = "")]
+    encoding: String,
+    /// With --publish: frames per second.
+    #[arg(long, default_value_t = 2.0)]
+    fps: f64,
+    /// With --publish: connect instead of bind.
+    #[arg(long)]
+    connect: bool,
 }
 
 #[derive(Args)]
@@ -382,6 +439,7 @@ fn run(cmd: Command) -> Result<()> {
             })?;
             print_demo(&o, &a.out);
         }
+        Command::Replay(a) => run_replay(a)?,
         Command::Run(a) => {
             let (mut cfg, source) = match &a.config {
                 Some(p) => (Config::load(p)?, p.clone()),
@@ -440,6 +498,68 @@ fn run(cmd: Command) -> Result<()> {
         }
         Command::Weights(w) => run_weights(w)?,
     }
+    Ok(())
+}
+
+fn run_replay(a: ReplayArgs) -> Result<()> {
+    if let Some(endpoint) = a.publish {
+        let mut p = replay::publish_options(endpoint, a.format, a.fps);
+        p.encoding = a.encoding;
+        if a.connect {
+            p.mode = Mode::Connect;
+        }
+        let sent = replay::publish_file(&replay::PublishFileOptions {
+            input: a.input,
+            dataset: a.dataset,
+            frame_axis: a.frame_axis,
+            publish: p,
+        })?;
+        println!("published {sent} frames");
+        return Ok(());
+    }
+    let mut cfg = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if a.weights.is_some() {
+        cfg.analysis.weights = a.weights;
+    }
+    if a.metric.is_some() {
+        cfg.analysis.metric = a.metric;
+    }
+    if a.threshold.is_some() {
+        cfg.analysis.threshold = a.threshold;
+    }
+    for (dst, src) in [
+        (&mut cfg.dose.beam_current_pa, a.beam_current_pa),
+        (&mut cfg.dose.dwell_time_us, a.dwell_time_us),
+        (&mut cfg.dose.pixel_size_a, a.pixel_size_a),
+    ] {
+        if src.is_some() {
+            *dst = src;
+        }
+    }
+    let out = a.out.context("--out is required")?;
+    let s = replay::run(&replay::ReplayOptions {
+        input: a.input,
+        dataset: a.dataset,
+        frame_axis: a.frame_axis,
+        config: cfg,
+        out,
+        record_frames: a.record_frames,
+        overlays: a.overlays,
+    })?;
+    println!(
+        "replayed {} frames of {}×{} px ({:?}): {} analysed in {:.1} s ({:.2} frames/s)",
+        s.frames, s.input.width, s.input.height, s.input.layout, s.frames_analysed, s.seconds, s.frames_per_s
+    );
+    for n in &s.input.notes {
+        println!("note: {n}");
+    }
+    if let Some(alarms) = s.series.as_ref().and_then(|v| v.get("alarms")).and_then(|a| a.as_array()) {
+        println!("{} alarm(s)", alarms.len());
+    }
+    println!("report: {}", s.outputs.report_html.display());
     Ok(())
 }
 

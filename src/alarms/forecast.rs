@@ -10,10 +10,10 @@
 //! refines (b, A, ln Dc) by damped Gauss–Newton at the best D₀. σ(Dc) comes from the covariance
 //! s²·(JᵀJ)⁻¹ at the optimum, conditional on D₀.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A fitted damage curve.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Fit {
     pub critical_dose_e_per_a2: f64,
     /// Incubation dose D₀ before the signal starts to rise.

@@ -37,6 +37,8 @@ pub enum When {
     DoseBudget,
     /// The fitted damage curve predicts `signal` reaches `above` within `within_frames` frames.
     Forecast,
+    /// Not a rule: raised by the daemon itself when the session recording stops (e.g. disk full).
+    RecordingStopped,
 }
 
 /// A per-frame damage signal.
@@ -177,6 +179,9 @@ impl RuleConfig {
             When::DoseBudget => {
                 Kind::DoseBudget { budget_e_per_a2: positive("budget_e_per_a2", self.budget_e_per_a2)? }
             }
+            When::RecordingStopped => {
+                return Err("`when = \"recording_stopped\"` is raised by beamwatch itself, not a rule".into());
+            }
             When::Forecast => Kind::Forecast {
                 signal: self.signal.unwrap_or(Signal::MeanDissimilarity),
                 above: positive("above", self.above)?,
@@ -271,6 +276,27 @@ pub struct Clear {
 pub enum Event {
     Alarm(Box<Alarm>),
     Clear(Clear),
+}
+
+/// The alarm raised when recording stops (monitoring goes on).
+pub fn recording_stopped(why: &str) -> Alarm {
+    Alarm {
+        kind: "alarm",
+        rule: "recording-stopped".into(),
+        level: Level::Critical,
+        when: When::RecordingStopped,
+        series: String::new(),
+        frame: 0,
+        time: rfc3339(SystemTime::now()),
+        cumulative_dose_e_per_a2: None,
+        dose_per_frame_e_per_a2: None,
+        value: 0.0,
+        threshold: 0.0,
+        worst_patches: Vec::new(),
+        forecast: None,
+        message: format!("session recording stopped, monitoring continues: {why}"),
+        received: None,
+    }
 }
 
 pub fn rfc3339(t: SystemTime) -> String {

@@ -88,6 +88,8 @@ pub struct SeriesSummary {
 }
 
 pub struct Compute {
+    /// Writes results, alarms and the series end to the session file.
+    pub recorder: Option<crate::record::recorder::Recorder>,
     pub settings: AnalysisSettings,
     pub engine: Option<Arc<Engine>>,
     pub rules: Vec<Rule>,
@@ -244,6 +246,17 @@ impl Compute {
                 for e in events {
                     self.emit(c, e);
                 }
+                if let Some(r) = &self.recorder {
+                    r.analysis(
+                        &f.msg.series,
+                        f.msg.index,
+                        &a.map,
+                        &a.summary,
+                        a.shift,
+                        analysis_ms,
+                        f.dose.cumulative_e_per_a2,
+                    );
+                }
                 self.publish_frame(&f, &a, analysis_ms);
                 c.last_summary = Some(a.summary);
             }
@@ -323,6 +336,9 @@ impl Compute {
                         a.message
                     ),
                 }
+                if let Some(r) = &self.recorder {
+                    r.alarm(&a.series, serde_json::to_string(&*a).unwrap_or_default());
+                }
                 c.alarms.push(AlarmRecord {
                     rule: a.rule.clone(),
                     level: a.level,
@@ -397,6 +413,9 @@ impl Compute {
             Err(e) => tracing::error!("series summary not serialised: {e}"),
         }
         if let Ok(v) = serde_json::to_value(&summary) {
+            if let Some(r) = &self.recorder {
+                r.end_series(&summary.series, Some(v.to_string()));
+            }
             self.sinks.summary(v);
         }
         self.stats.series_done(stats::SeriesBrief {

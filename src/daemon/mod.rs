@@ -29,6 +29,8 @@ use crate::decode::{DecodeErrorKind, Decoder, DoseHeader, Message, SeriesInfo};
 use crate::dose::{self, DoseAccount};
 use crate::ingest::bounded_pub::BoundedPub;
 use crate::ingest::{IngestError, Receiver};
+use crate::record::recorder::Recorder;
+use crate::record::session::ReceivedRow;
 use crate::report::provenance::Provenance;
 use compute::{Compute, FrameWork, Work};
 use stats::{Percentiles, Stats, get, inc};
@@ -73,6 +75,19 @@ pub struct DaemonReport {
     pub alarm_pub_endpoint: Option<String>,
     /// The most recent series (at most 64), in brief.
     pub series: Vec<stats::SeriesBrief>,
+    pub recording: Option<RecordingReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordingReport {
+    pub files: Vec<std::path::PathBuf>,
+    pub frames_recorded: u64,
+    /// Frames whose pixels were not stored because the disk fell behind (their dose was).
+    pub frames_not_recorded: u64,
+    pub analyses: u64,
+    pub alarms: u64,
+    pub failed: bool,
+    pub error: Option<String>,
 }
 
 /// The series the receive side is in.
@@ -139,8 +154,20 @@ pub async fn run(
         None => None,
     };
     let stats = Arc::new(Stats::default());
+    let provenance_json = serde_json::json!({"provenance": &provenance, "config": &cfg}).to_string();
+    let (recorder, recorder_thread) = if cfg.record.enabled {
+        let dir = cfg.record.dir.clone().unwrap_or_else(|| out.join("sessions"));
+        let s = sinks.clone();
+        let on_failure: crate::record::recorder::OnFailure =
+            Box::new(move |why| s.alarm(Box::new(crate::alarms::recording_stopped(why))));
+        let (r, h) = Recorder::start(&cfg.record, dir, setup.settings.patch_px, on_failure);
+        (Some(r), Some(h))
+    } else {
+        (None, None)
+    };
     let (tx, rx) = crossbeam_channel::bounded::<Work>(cfg.pipeline.queue_frames);
     let compute = Compute {
+        recorder: recorder.clone(),
         settings: setup.settings.clone(),
         engine: setup.engine.clone(),
         rules,
@@ -177,11 +204,11 @@ pub async fn run(
             m = receiver.recv() => m,
             _ = shutdown.changed() => break 'receive,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                status_line(&stats, status_every, &mut next_status, &sinks);
+                status_line(&stats, status_every, &mut next_status, &sinks, recorder.as_ref());
                 continue;
             }
         };
-        status_line(&stats, status_every, &mut next_status, &sinks);
+        status_line(&stats, status_every, &mut next_status, &sinks, recorder.as_ref());
         let msg = match msg {
             Ok(m) => m,
             Err(IngestError::Stopped(_)) => break 'receive,
@@ -221,23 +248,16 @@ pub async fn run(
                     );
                     compute_alive &= end_series(&tx, prev, true).await;
                 }
-                inc(&stats.series_started);
-                current = Some(Ingested {
-                    series: info.series.clone(),
-                    dose: DoseAccount::new(cfg.dose.clone(), info.dose),
-                    received: 0,
-                    dropped: 0,
-                    reference_sent: false,
-                    warned_dose: false,
-                });
-                compute_alive &= send_waiting(&tx, Work::Start { info, implicit: false }).await;
+                let (ing, alive) =
+                    begin_series(info, false, &cfg, recorder.as_ref(), &provenance_json, &tx, &stats).await;
+                current = Some(ing);
+                compute_alive &= alive;
             }
             Ok(Message::Frame(f)) => {
                 if current.as_ref().is_none_or(|c| c.series != f.series) {
                     if let Some(prev) = current.take() {
                         compute_alive &= end_series(&tx, prev, true).await;
                     }
-                    inc(&stats.series_started);
                     let info = SeriesInfo {
                         series: f.series.clone(),
                         format: f.format,
@@ -247,15 +267,10 @@ pub async fn run(
                         frame_time_s: None,
                         dose: DoseHeader::default(),
                     };
-                    current = Some(Ingested {
-                        series: f.series.clone(),
-                        dose: DoseAccount::new(cfg.dose.clone(), DoseHeader::default()),
-                        received: 0,
-                        dropped: 0,
-                        reference_sent: false,
-                        warned_dose: false,
-                    });
-                    compute_alive &= send_waiting(&tx, Work::Start { info, implicit: true }).await;
+                    let (ing, alive) =
+                        begin_series(info, true, &cfg, recorder.as_ref(), &provenance_json, &tx, &stats).await;
+                    current = Some(ing);
+                    compute_alive &= alive;
                 }
                 let Some(c) = current.as_mut() else { continue };
                 inc(&stats.frames_received);
@@ -267,6 +282,16 @@ pub async fn run(
                         "series {}: dose unknown — missing {}",
                         c.series,
                         dose::missing_inputs(&d).join(", ")
+                    );
+                }
+                if let Some(r) = &recorder {
+                    let received_unix_ns =
+                        SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+                    r.frame(
+                        &f.series,
+                        f.index,
+                        &f.frame,
+                        ReceivedRow { index: f.index, received_unix_ns, timestamp_ns: f.timestamp_ns, dose: d.clone() },
                     );
                 }
                 let work = Work::Frame(FrameWork { msg: f, dose: d, received });
@@ -316,6 +341,11 @@ pub async fn run(
     if !matches!(joined, Ok(Ok(()))) {
         tracing::error!("the compute thread ended abnormally");
     }
+    // The compute thread has sent every series end; the recorder finishes its files and stops.
+    if let (Some(r), Some(h)) = (&recorder, recorder_thread) {
+        r.stop();
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
     sinks.flush().await;
     let report = DaemonReport {
         started: rfc3339(started),
@@ -349,6 +379,19 @@ pub async fn run(
         provenance,
         alarm_pub_endpoint: sinks.pub_endpoint.clone(),
         series: stats.series.lock().map(|q| q.iter().cloned().collect()).unwrap_or_default(),
+        recording: recorder.as_ref().map(|r| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let st = &r.stats;
+            RecordingReport {
+                files: st.files_written.lock().map(|v| v.clone()).unwrap_or_default(),
+                frames_recorded: st.frames_recorded.load(Relaxed),
+                frames_not_recorded: st.frames_not_recorded.load(Relaxed),
+                analyses: st.analyses.load(Relaxed),
+                alarms: st.alarms.load(Relaxed),
+                failed: st.failed.load(Relaxed),
+                error: st.error.lock().ok().and_then(|e| e.clone()),
+            }
+        }),
     };
     drop(sinks);
     let _ = tokio::time::timeout(Duration::from_secs(2), sink_task).await;
@@ -379,17 +422,60 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// A series begins: the recorder opens it, the dose account starts, the compute thread is told.
+async fn begin_series(
+    info: SeriesInfo,
+    implicit: bool,
+    cfg: &Config,
+    recorder: Option<&Recorder>,
+    provenance_json: &str,
+    tx: &Sender<Work>,
+    stats: &Stats,
+) -> (Ingested, bool) {
+    inc(&stats.series_started);
+    if let Some(r) = recorder {
+        r.start_series(
+            &info.series,
+            info.format,
+            &format!("live {}", cfg.ingest.endpoint),
+            provenance_json.to_string(),
+        );
+    }
+    let ing = Ingested {
+        series: info.series.clone(),
+        dose: DoseAccount::new(cfg.dose.clone(), info.dose),
+        received: 0,
+        dropped: 0,
+        reference_sent: false,
+        warned_dose: false,
+    };
+    (ing, send_waiting(tx, Work::Start { info, implicit }).await)
+}
+
 async fn end_series(tx: &Sender<Work>, c: Ingested, implicit: bool) -> bool {
     send_waiting(tx, Work::End { series: c.series, received: c.received, dropped: c.dropped, implicit }).await
 }
 
-fn status_line(stats: &Stats, every: Duration, next: &mut Instant, sinks: &Sinks) {
+fn status_line(stats: &Stats, every: Duration, next: &mut Instant, sinks: &Sinks, recorder: Option<&Recorder>) {
     if every.is_zero() || Instant::now() < *next {
         return;
     }
     *next = Instant::now() + every;
+    let rec = recorder.map_or(String::new(), |r| {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = &r.stats;
+        if st.failed.load(Relaxed) {
+            ", recording STOPPED".to_string()
+        } else {
+            format!(
+                ", {} frames recorded ({} flushed)",
+                st.frames_recorded.load(Relaxed),
+                st.frames_flushed.load(Relaxed)
+            )
+        }
+    });
     tracing::info!(
-        "status: {} frames received, {} analysed, {} skipped, {} rejected, {} alarms, RSS {} MiB",
+        "status: {} frames received, {} analysed, {} skipped, {} rejected, {} alarms{rec}, RSS {} MiB",
         get(&stats.frames_received),
         get(&stats.frames_analysed),
         get(&stats.frames_skipped),

@@ -6,6 +6,8 @@
 //!   NeXus, EMD 1.0, any 3-D dataset, TIFF stacks and image folders — behind one [`FrameSource`].
 
 pub mod readers;
+pub mod recorder;
+pub mod session;
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +67,11 @@ pub trait FrameSource: Send {
     fn info(&self) -> &SourceInfo;
     /// Frame `i` (0-based, `i < info().frames`).
     fn read(&mut self, i: usize) -> Result<SourceFrame, ReadError>;
+    /// (dose per frame, cumulative dose) in e⁻/Å² as recorded by beamwatch for frame `i` — set only
+    /// by beamwatch's own session files, which also count frames that were not stored.
+    fn recorded_dose(&self, _i: usize) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 /// A file that cannot be read: names the file, the dataset (when there is one) and the problem.
@@ -97,4 +104,13 @@ pub struct OpenOptions {
 /// Runs raw HDF5 C calls under the library lock `hdf5` uses for every call it makes.
 pub fn h5sync<T>(f: impl FnOnce() -> T) -> T {
     hdf5::sync::sync(f)
+}
+
+/// Opens any supported input for replay: beamwatch's own session files first, then the microscope
+/// layouts, images and datasets of [`readers::open`].
+pub fn open_source(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSource>, ReadError> {
+    if opts.dataset.is_none() && path.is_file() && session::is_session(path) {
+        return Ok(Box::new(session::SessionReader::open(path, opts.mask_gaps)?));
+    }
+    readers::open(path, opts)
 }

@@ -2,6 +2,9 @@
 
 pub mod canvas;
 pub mod csv;
+pub mod dose_map;
+pub mod dose_plot;
+pub mod html;
 pub mod overlay;
 pub mod provenance;
 
@@ -12,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub enum ReportError {
     #[error("{}: cannot write: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: cannot read: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}: cannot encode PNG: {reason}", path.display())]
     Png { path: PathBuf, reason: String },
     #[error("drawing failed: {0}")]

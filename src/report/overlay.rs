@@ -39,7 +39,7 @@ pub fn viridis(t: f32) -> [u8; 3] {
 }
 
 /// Display gray levels: 0.5 % and 99.5 % of the valid pixels map to black and white.
-fn display_range(frame: &Frame) -> (f32, f32) {
+pub(crate) fn display_range(frame: &Frame) -> (f32, f32) {
     let mut v: Vec<f32> =
         frame.pixels().iter().enumerate().filter(|(i, _)| frame.is_valid(*i)).map(|(_, &x)| x).collect();
     if v.is_empty() {

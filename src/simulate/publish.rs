@@ -76,14 +76,15 @@ pub enum PublishError {
     Encode(String),
 }
 
-enum Out {
+/// The sending socket (shared with `replay --publish`).
+pub(crate) enum Out {
     Push(zeromq::PushSocket),
     Pub(zeromq::PubSocket),
 }
 
 impl Out {
     /// Unbinds and closes: a dropped socket would keep listening.
-    async fn close(self) {
+    pub(crate) async fn close(self) {
         let errors = match self {
             Out::Push(s) => s.close().await,
             Out::Pub(s) => s.close().await,
@@ -193,7 +194,7 @@ fn end_message(opts: &PublishOptions, id: u64) -> Vec<Vec<u8>> {
 }
 
 /// Binds or connects the sending socket; returns it with the endpoint peers use.
-async fn open(opts: &PublishOptions) -> Result<(Out, String), PublishError> {
+pub(crate) async fn open(opts: &PublishOptions) -> Result<(Out, String), PublishError> {
     let err = |e: zeromq::ZmqError| PublishError::Socket { endpoint: opts.endpoint.clone(), reason: e.to_string() };
     let mut out = match opts.socket {
         SendSocket::Push => Out::Push(zeromq::PushSocket::new()),
@@ -215,7 +216,7 @@ async fn open(opts: &PublishOptions) -> Result<(Out, String), PublishError> {
 }
 
 /// Sends one message; PUSH waits (up to the deadline) for a receiver to appear.
-async fn send(out: &mut Out, parts: Vec<Vec<u8>>, deadline: Instant, ep: &str) -> Result<(), PublishError> {
+pub(crate) async fn send(out: &mut Out, parts: Vec<Vec<u8>>, deadline: Instant, ep: &str) -> Result<(), PublishError> {
     let Some(msg) = message(parts) else { return Ok(()) };
     let mut msg = msg;
     loop {

@@ -1,0 +1,603 @@
+//! `beamwatch replay <file> --out DIR`: a recorded series through the daemon's own analysis (the
+//! compute thread, alarm rules and recorder), as fast as the engine allows, then the reports:
+//! the results session (HDF5), `summary.json`, per-frame overlays, the damage-versus-dose plot, the
+//! critical-dose map and `report.html`.
+//!
+//! `--publish tcp://…` instead streams the file over ZeroMQ in a chosen wire format at a chosen
+//! rate, so a recorded session can drive a live daemon.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::run::runtime;
+use super::setup;
+use crate::Error;
+use crate::alarms::sinks::{SinkConfig, Sinks};
+use crate::config::{Config, Mode};
+use crate::daemon::compute::{Compute, FrameWork, Work};
+use crate::daemon::stats::{Percentiles, Stats};
+use crate::decode::{DoseHeader, FrameMsg, SeriesInfo, WireFormat, dectris_v1, dectris_v2, own};
+use crate::dose::{DoseAccount, FrameDose, Input, Source};
+use crate::frame::{Frame, PixelType};
+use crate::patches::PatchGrid;
+use crate::record::session::{ReceivedRow, SessionReader, StoredAnalysis};
+use crate::record::{FrameSource, OpenOptions, SourceInfo, open_source, recorder::Recorder};
+use crate::register::{self, Registration, Shift};
+use crate::report::provenance::Provenance;
+use crate::report::{self, dose_map, dose_plot, html, overlay};
+use crate::simulate::publish::{self as pubsock, PublishOptions, SendSocket};
+
+pub struct ReplayOptions {
+    pub input: PathBuf,
+    pub dataset: Option<String>,
+    pub frame_axis: Option<usize>,
+    pub config: Config,
+    pub out: PathBuf,
+    /// Store the frames in the results session too (they are in the input already).
+    pub record_frames: bool,
+    /// Per-frame overlay pictures at most (evenly spread, plus alarm frames).
+    pub overlays: usize,
+}
+
+/// `summary.json` of a replay.
+#[derive(Debug, Serialize)]
+pub struct ReplaySummary {
+    pub input: SourceInfo,
+    pub provenance: Provenance,
+    /// Where each dose input of the first frame came from.
+    pub dose_inputs: Option<FrameDose>,
+    pub series: Option<serde_json::Value>,
+    pub frames: usize,
+    pub frames_analysed: u64,
+    pub analysis_errors: u64,
+    pub seconds: f64,
+    pub frames_per_s: f64,
+    pub analysis_ms: Option<Percentiles>,
+    pub outputs: Outputs,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Outputs {
+    pub session: Option<PathBuf>,
+    pub summary_json: PathBuf,
+    pub report_html: PathBuf,
+    pub damage_vs_dose_png: Option<PathBuf>,
+    pub critical_dose_map_png: Option<PathBuf>,
+    pub overlays: Vec<PathBuf>,
+    pub alarm_log: PathBuf,
+}
+
+fn read_err(e: crate::record::ReadError) -> Error {
+    Error::Usage(e.to_string())
+}
+
+/// The dose of frame `i`: as beamwatch recorded it (sessions), else from the file's metadata and
+/// the configuration.
+fn frame_dose(source: &dyn FrameSource, i: usize, header: &DoseHeader, account: &mut DoseAccount) -> FrameDose {
+    let computed = account.add_frame(header);
+    match source.recorded_dose(i) {
+        Some((per_frame, cumulative)) => {
+            let recorded = Input { value: None, source: Source::FrameHeader };
+            FrameDose {
+                per_frame_e_per_a2: Some(per_frame),
+                cumulative_e_per_a2: Some(cumulative),
+                beam_current_pa: recorded,
+                dwell_time_us: recorded,
+                pixel_size_a: recorded,
+                per_frame_from_config: false,
+                upper_estimate: computed.upper_estimate,
+            }
+        }
+        None => computed,
+    }
+}
+
+pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
+    let cfg = &opts.config;
+    let rules = cfg.validate(Path::new("replay settings"))?;
+    let open =
+        OpenOptions { dataset: opts.dataset.clone(), frame_axis: opts.frame_axis, mask_gaps: cfg.analysis.mask_gaps };
+    let mut source = open_source(&opts.input, &open).map_err(read_err)?;
+    let info = source.info().clone();
+    if info.frames == 0 {
+        return Err(Error::Usage(format!("{}: no frames to replay", opts.input.display())));
+    }
+    for note in &info.notes {
+        tracing::info!("{}: {note}", opts.input.display());
+    }
+    report::ensure_dir(&opts.out)?;
+    let setup = setup::prepare(&cfg.analysis)?;
+    let provenance = Provenance::new(&setup.settings, setup.weights.as_ref(), setup.choice.clone());
+    let rt = runtime()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sink_cfg = SinkConfig { pub_endpoint: None, ..cfg.sinks.clone() };
+    let alarm_log = cfg.sinks.log.clone().unwrap_or_else(|| opts.out.join("alarms.jsonl"));
+    let (sinks, sink_task) =
+        rt.block_on(Sinks::start(&sink_cfg, alarm_log.clone(), stop_rx)).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut rec_cfg = cfg.record.clone();
+    rec_cfg.frames_every = u32::from(opts.record_frames);
+    let on_failure: crate::record::recorder::OnFailure = {
+        let s = sinks.clone();
+        Box::new(move |why| s.alarm(Box::new(crate::alarms::recording_stopped(why))))
+    };
+    let (recorder, rec_thread) = Recorder::start(&rec_cfg, opts.out.clone(), setup.settings.patch_px, on_failure);
+    let stats = Arc::new(Stats::default());
+    let compute = Compute {
+        recorder: Some(recorder.clone()),
+        settings: setup.settings.clone(),
+        engine: setup.engine.clone(),
+        rules,
+        sinks: sinks.clone(),
+        stats: stats.clone(),
+        out_dir: opts.out.clone(),
+        // A replay can wait: every frame is analysed.
+        skip_to_newest: false,
+        provenance: provenance.clone(),
+    };
+    let (tx, rx) = crossbeam_channel::bounded::<Work>(4);
+    let compute_thread = std::thread::Builder::new()
+        .name("bw-compute".into())
+        .spawn(move || compute.run(rx))
+        .map_err(|e| Error::Usage(format!("cannot start the compute thread: {e}")))?;
+
+    let series = if info.series.is_empty() { "replay".to_string() } else { info.series.clone() };
+    let provenance_json = serde_json::json!({"provenance": &provenance, "config": cfg, "input": &info}).to_string();
+    recorder.start_series(&series, WireFormat::Auto, &format!("replay of {}", opts.input.display()), provenance_json);
+    let start = SeriesInfo {
+        series: series.clone(),
+        format: WireFormat::Auto,
+        frames_expected: Some(info.frames as u64),
+        shape: Some((info.height, info.width)),
+        dtype: Some(info.dtype),
+        frame_time_s: None,
+        dose: info.dose,
+    };
+    let send = |w: Work| tx.send(w).map_err(|_| Error::Usage("the compute thread stopped".into()));
+    send(Work::Start { info: start, implicit: false })?;
+    let mut account = DoseAccount::new(cfg.dose.clone(), info.dose);
+    let bar = crate::progress::items_bar(info.frames as u64, "replaying frames");
+    let t0 = Instant::now();
+    let mut first_dose = None;
+    let mut read_error = None;
+    // (frame number, position in the file) of every frame read: the overlays look frames up by number.
+    let mut positions: Vec<(u64, usize)> = Vec::with_capacity(info.frames);
+    for i in 0..info.frames {
+        let f = match source.read(i) {
+            Ok(f) => f,
+            Err(e) => {
+                // A damaged frame is reported and the replay goes on with the next.
+                tracing::error!("{e}");
+                read_error.get_or_insert(e);
+                continue;
+            }
+        };
+        positions.push((f.index, i));
+        let dose = frame_dose(source.as_ref(), i, &f.dose, &mut account);
+        first_dose.get_or_insert_with(|| dose.clone());
+        let received_unix_ns =
+            SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        recorder.frame(
+            &series,
+            f.index,
+            &f.frame,
+            ReceivedRow { index: f.index, received_unix_ns, timestamp_ns: f.timestamp_ns, dose: dose.clone() },
+        );
+        let msg = FrameMsg {
+            series: series.clone(),
+            index: f.index,
+            frame: f.frame,
+            timestamp_ns: f.timestamp_ns,
+            dose: f.dose,
+            format: WireFormat::Auto,
+        };
+        send(Work::Frame(FrameWork { msg: Box::new(msg), dose, received: Instant::now() }))?;
+        bar.inc(1);
+    }
+    send(Work::End { series: series.clone(), received: info.frames as u64, dropped: 0, implicit: false })?;
+    send(Work::Stop)?;
+    drop(tx);
+    if compute_thread.join().is_err() {
+        return Err(Error::Usage("the compute thread failed".into()));
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    recorder.stop();
+    let _ = rec_thread.join();
+    rt.block_on(sinks.flush());
+    let _ = stop_tx.send(true);
+    drop(sinks);
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), sink_task).await });
+
+    let session = recorder.stats.files_written.lock().ok().and_then(|v| v.last().cloned());
+    if recorder.stats.failed.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!("the results session could not be written completely");
+    }
+    let analysed = stats.frames_analysed.load(std::sync::atomic::Ordering::Relaxed);
+    let mut outputs = Outputs {
+        session: session.clone(),
+        summary_json: opts.out.join("summary.json"),
+        report_html: opts.out.join("report.html"),
+        alarm_log,
+        ..Outputs::default()
+    };
+    let series_json = session
+        .as_deref()
+        .and_then(|p| SessionReader::open(p, false).ok())
+        .and_then(|r| r.summary_json())
+        .and_then(|s| serde_json::from_str(&s).ok());
+    let summary = ReplaySummary {
+        input: info.clone(),
+        provenance: provenance.clone(),
+        dose_inputs: first_dose,
+        series: series_json,
+        frames: info.frames,
+        frames_analysed: analysed,
+        analysis_errors: stats.analysis_errors.load(std::sync::atomic::Ordering::Relaxed),
+        seconds,
+        frames_per_s: analysed as f64 / seconds.max(1e-9),
+        analysis_ms: stats.analysis_ms.lock().ok().and_then(|w| w.percentiles()),
+        outputs: Outputs::default(),
+    };
+    if let Some(path) = &session {
+        write_reports(opts, source.as_mut(), &positions, path, &setup.settings, &provenance, &summary, &mut outputs)?;
+    }
+    let summary = ReplaySummary { outputs, ..summary };
+    let json = serde_json::to_vec_pretty(&summary)
+        .map_err(|e| Error::Output { path: summary.outputs.summary_json.clone(), problem: e.to_string() })?;
+    report::write_atomic(&summary.outputs.summary_json, &json)?;
+    if let Some(e) = read_error {
+        tracing::warn!("some frames could not be read; the first: {e}");
+    }
+    Ok(summary)
+}
+
+/// Frames to draw overlays for: evenly spread, plus the first frame of every alarm.
+fn overlay_frames(analyses: &[StoredAnalysis], alarm_frames: &[u64], n: usize) -> Vec<usize> {
+    let mut pick: Vec<usize> = if analyses.len() <= n {
+        (0..analyses.len()).collect()
+    } else {
+        (0..n).map(|k| k * (analyses.len() - 1) / (n - 1).max(1)).collect()
+    };
+    for f in alarm_frames {
+        if let Some(k) = analyses.iter().position(|a| a.index == *f) {
+            pick.push(k);
+        }
+    }
+    pick.sort_unstable();
+    pick.dedup();
+    pick
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_reports(
+    opts: &ReplayOptions,
+    source: &mut dyn FrameSource,
+    positions: &[(u64, usize)],
+    session: &Path,
+    settings: &crate::damage::AnalysisSettings,
+    provenance: &Provenance,
+    summary: &ReplaySummary,
+    outputs: &mut Outputs,
+) -> Result<(), Error> {
+    let results = SessionReader::open(session, false).map_err(read_err)?;
+    let analyses = results.analyses().map_err(read_err)?;
+    let alarms: Vec<serde_json::Value> =
+        results.alarms().map_err(read_err)?.iter().filter_map(|s| serde_json::from_str(s).ok()).collect();
+    let info = source.info().clone();
+    let grid = PatchGrid::new(info.width, info.height, settings.patch_px)
+        .map_err(|e| Error::Usage(format!("{}: {e}", info.path.display())))?;
+    let warning = provenance
+        .weights
+        .as_ref()
+        .filter(|w| w.origin != crate::weights::identity::Provenance::TorchvisionImagenet1kV1)
+        .map(|w| format!("weights: {}", w.origin_label));
+    let fit: Option<crate::alarms::forecast::Fit> = summary
+        .series
+        .as_ref()
+        .and_then(|s| s.get("critical_dose_fit"))
+        .and_then(|f| serde_json::from_value(f.clone()).ok());
+    let alarm_marks: Vec<(f64, String)> = alarms
+        .iter()
+        .filter_map(|a| Some((a.get("cumulative_dose_e_per_a2")?.as_f64()?, a.get("rule")?.as_str()?.to_string())))
+        .collect();
+
+    // Damage versus cumulative dose.
+    let points: Vec<(f64, f64)> = analyses
+        .iter()
+        .map(|a| (a.cumulative_e_per_a2, a.mean))
+        .filter(|(d, m)| d.is_finite() && m.is_finite())
+        .collect();
+    let plot = dose_plot::render(&dose_plot::DosePlot {
+        title: format!("damage versus dose — {}", info.series),
+        subtitle: format!("{} · {}", provenance.metric.name, provenance.metric.dissimilarity),
+        points: &points,
+        y_label: format!("mean {}", provenance.metric.dissimilarity),
+        fit,
+        threshold: None,
+        alarms: &alarm_marks,
+        warning: warning.clone(),
+    })?;
+    let plot_path = opts.out.join("damage_vs_dose.png");
+    plot.save_png(&plot_path)?;
+    outputs.damage_vs_dose_png = Some(plot_path);
+
+    // Critical-dose map over the reference frame.
+    let reference = source.read(0).map_err(read_err)?.frame;
+    let series: Vec<(f64, &[f32])> = analyses
+        .iter()
+        .filter(|a| a.cumulative_e_per_a2.is_finite())
+        .map(|a| (a.cumulative_e_per_a2, a.dissimilarity.as_slice()))
+        .collect();
+    let crossings = dose_map::first_crossings(&series, settings.threshold);
+    let map = dose_map::render(&dose_map::DoseMap {
+        reference: &reference,
+        grid,
+        first_crossing_dose: &crossings,
+        title: format!("critical-dose map — {}", info.series),
+        subtitle: format!(
+            "dose at which each patch first exceeded {} = {}",
+            provenance.metric.dissimilarity, settings.threshold
+        ),
+        warning: warning.clone(),
+    })?;
+    let map_path = opts.out.join("critical_dose_map.png");
+    map.save_png(&map_path)?;
+    outputs.critical_dose_map_png = Some(map_path);
+
+    // Overlays of selected frames, on the drift-corrected frame.
+    let alarm_frames: Vec<u64> = alarms.iter().filter_map(|a| a.get("frame")?.as_u64()).collect();
+    let vmax = analyses
+        .iter()
+        .flat_map(|a| a.dissimilarity.iter().copied().filter(|v| v.is_finite()))
+        .fold(2.0 * settings.threshold, f32::max);
+    for k in overlay_frames(&analyses, &alarm_frames, opts.overlays.max(2)) {
+        let a = &analyses[k];
+        let pos = positions.iter().find(|(index, _)| *index == a.index).map(|&(_, i)| i);
+        let Some(f) = pos.and_then(|i| source.read(i).ok()) else { continue };
+        let shown: Frame = match a.shift {
+            Some(s) if settings.registration != Registration::Off => {
+                register::apply(&f.frame, Shift { peak: 1.0, ..s }, settings.registration).0
+            }
+            _ => f.frame,
+        };
+        let map = crate::damage::SimilarityMap {
+            grid,
+            similarity: a.similarity.clone(),
+            dissimilarity: a.dissimilarity.clone(),
+            status: a
+                .status
+                .iter()
+                .map(|&s| match s {
+                    0 => crate::patches::PatchStatus::Ok,
+                    1 => crate::patches::PatchStatus::Filled(0),
+                    2 => crate::patches::PatchStatus::Masked,
+                    _ => crate::patches::PatchStatus::OutsideOverlap,
+                })
+                .collect(),
+        };
+        let canvas = overlay::render(&overlay::Overlay {
+            frame: &shown,
+            map: &map,
+            vmax,
+            threshold: settings.threshold,
+            title: format!("frame {} — {:.0} e⁻/Å² — {}", a.index, a.cumulative_e_per_a2, provenance.metric.name),
+            subtitle: format!(
+                "mean {:.4}{}",
+                a.mean,
+                a.shift.map(|s| format!("; drift ({:+.2}, {:+.2}) px", s.dx_px, s.dy_px)).unwrap_or_default()
+            ),
+            colorbar_label: provenance.metric.dissimilarity.to_string(),
+            warning: warning.clone(),
+        })?;
+        let p = opts.out.join(format!("frame_{:04}.png", a.index));
+        canvas.save_png(&p)?;
+        outputs.overlays.push(p);
+    }
+
+    // The report page.
+    let mut rows = vec![
+        vec!["input".to_string(), format!("{} ({:?}, {})", info.path.display(), info.layout, info.dataset)],
+        vec!["frames".into(), format!("{} of {}×{} px ({})", info.frames, info.width, info.height, info.dtype.name())],
+        vec![
+            "analysed".into(),
+            format!(
+                "{} frames in {:.1} s ({:.2} frames/s)",
+                summary.frames_analysed, summary.seconds, summary.frames_per_s
+            ),
+        ],
+        vec!["metric".into(), provenance.metric_choice.clone()],
+        vec![
+            "weights".into(),
+            provenance.weights.as_ref().map_or("none".into(), |w| format!("{} (sha256 {})", w.origin_label, w.sha256)),
+        ],
+        vec!["patch threshold".into(), format!("{} on {}", settings.threshold, provenance.metric.dissimilarity)],
+    ];
+    if let Some(d) = &summary.dose_inputs {
+        rows.push(vec![
+            "dose per frame".into(),
+            d.per_frame_e_per_a2.map_or("unknown".into(), |v| format!("{v:.1} e⁻/Å²")),
+        ]);
+        for (name, input) in
+            [("beam current", &d.beam_current_pa), ("dwell time", &d.dwell_time_us), ("pixel size", &d.pixel_size_a)]
+        {
+            rows.push(vec![
+                name.into(),
+                format!("{} ({:?})", input.value.map_or("—".into(), |v| format!("{v}")), input.source),
+            ]);
+        }
+    }
+    if let Some(f) = fit {
+        rows.push(vec![
+            "critical dose".into(),
+            if f.determined() {
+                format!(
+                    "{:.0} ± {:.0} e⁻/Å² after an incubation dose of {:.0} e⁻/Å²",
+                    f.critical_dose_e_per_a2,
+                    f.critical_dose_sigma_e_per_a2.unwrap_or(f64::NAN),
+                    f.onset_dose_e_per_a2
+                )
+            } else {
+                "not determined by this series".into()
+            },
+        ]);
+    }
+    let alarm_rows: Vec<Vec<String>> = alarms
+        .iter()
+        .map(|a| {
+            let g = |k: &str| {
+                a.get(k).map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).unwrap_or_default()
+            };
+            vec![g("frame"), g("level"), g("rule"), g("cumulative_dose_e_per_a2"), g("message")]
+        })
+        .collect();
+    let mut sections = vec![
+        html::Section::Table { heading: "Summary".into(), header: vec!["".into(), "".into()], rows },
+        html::Section::Paragraphs { heading: "Input notes".into(), paragraphs: info.notes.clone() },
+    ];
+    if let Some(p) = &outputs.damage_vs_dose_png {
+        sections.push(html::Section::Image {
+            heading: "Damage versus dose".into(),
+            caption: "mean dissimilarity of every analysed frame against cumulative dose, with the fitted damage curve"
+                .into(),
+            png: p,
+        });
+    }
+    if let Some(p) = &outputs.critical_dose_map_png {
+        sections.push(html::Section::Image {
+            heading: "Critical-dose map".into(),
+            caption: "dose at which each patch first crossed the patch threshold".into(),
+            png: p,
+        });
+    }
+    sections.push(html::Section::Table {
+        heading: "Alarms".into(),
+        header: ["frame", "level", "rule", "cumulative dose (e⁻/Å²)", "message"].map(String::from).to_vec(),
+        rows: alarm_rows,
+    });
+    sections.push(html::Section::Gallery {
+        heading: "Dissimilarity maps".into(),
+        images: outputs
+            .overlays
+            .iter()
+            .map(|p| (p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), p.as_path()))
+            .collect(),
+    });
+    let prov = serde_json::to_value(provenance).unwrap_or_default();
+    sections.push(html::Section::Json { heading: "Provenance".into(), value: &prov });
+    let warn_note = warning.map(|w| format!(" — {w}")).unwrap_or_default();
+    html::write(
+        &html::Report {
+            title: format!("beamwatch replay — {}", info.series),
+            subtitle: format!("{}{warn_note}", info.path.display()),
+            sections,
+        },
+        &outputs.report_html,
+    )?;
+    Ok(())
+}
+
+// ---- Publishing a file over ZeroMQ ----
+
+pub struct PublishFileOptions {
+    pub input: PathBuf,
+    pub dataset: Option<String>,
+    pub frame_axis: Option<usize>,
+    pub publish: PublishOptions,
+}
+
+/// Streams the file's frames as one series; returns the frames sent.
+pub fn publish_file(opts: &PublishFileOptions) -> Result<u64, Error> {
+    let open = OpenOptions { dataset: opts.dataset.clone(), frame_axis: opts.frame_axis, mask_gaps: false };
+    let mut source = open_source(&opts.input, &open).map_err(read_err)?;
+    let info = source.info().clone();
+    let p = &opts.publish;
+    if p.format != WireFormat::Beamwatch && info.dtype == PixelType::F32 {
+        return Err(Error::Usage(format!(
+            "{}: float pixels: the DECTRIS formats carry integers; use --format beamwatch",
+            opts.input.display()
+        )));
+    }
+    runtime()?.block_on(async {
+        let (mut out, ep) = pubsock::open(p).await.map_err(|e| Error::Usage(e.to_string()))?;
+        if p.socket == SendSocket::Pub {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::info!("publishing {} ({} frames) on {ep} as {}", opts.input.display(), info.frames, p.format.name());
+        let deadline = Instant::now() + Duration::from_secs_f64(p.wait_for_peer_s);
+        let id = p.first_series_id;
+        let (rows, cols, dtype) = (info.height, info.width, info.dtype);
+        let start = match p.format {
+            WireFormat::DectrisV1 => dectris_v1::encode_header(id, rows, cols, dtype, info.frames as u64, 0.0),
+            WireFormat::DectrisV2 => {
+                dectris_v2::encode_start(id, rows, cols, dtype, info.frames as u64, 0.0, &["threshold_1"])
+            }
+            _ => own::encode_start(&SeriesInfo {
+                series: id.to_string(),
+                format: WireFormat::Beamwatch,
+                frames_expected: Some(info.frames as u64),
+                shape: Some((rows, cols)),
+                dtype: Some(dtype),
+                frame_time_s: None,
+                dose: info.dose,
+            }),
+        };
+        let err = |e: crate::simulate::publish::PublishError| Error::Usage(e.to_string());
+        pubsock::send(&mut out, start, deadline, &ep).await.map_err(err)?;
+        let period = Duration::from_secs_f64(1.0 / p.fps.max(1e-3));
+        let mut next = Instant::now();
+        let mut sent = 0;
+        for i in 0..info.frames {
+            let f = source.read(i).map_err(read_err)?;
+            let bytes = le_bytes(&f.frame);
+            let parts = match p.format {
+                WireFormat::DectrisV1 => {
+                    let enc = if p.encoding.is_empty() {
+                        format!("bs{}-lz4<", dtype.bytes() * 8)
+                    } else {
+                        p.encoding.clone()
+                    };
+                    dectris_v1::encode_image(id, f.index, rows, cols, dtype, &bytes, &enc, 0)
+                        .map_err(|e| Error::Usage(e.to_string()))?
+                }
+                WireFormat::DectrisV2 => {
+                    let comp = if p.encoding.is_empty() { "bslz4" } else { p.encoding.as_str() };
+                    dectris_v2::encode_image(id, f.index, rows, cols, dtype, &[("threshold_1", &bytes)], comp, 0)
+                }
+                _ => {
+                    own::encode_frame(&id.to_string(), f.index, rows, cols, dtype, bytes, f.timestamp_ns, Some(f.dose))
+                }
+            };
+            next += period;
+            tokio::time::sleep_until(next.into()).await;
+            pubsock::send(&mut out, parts, deadline, &ep).await.map_err(err)?;
+            sent += 1;
+        }
+        let end = match p.format {
+            WireFormat::DectrisV1 => dectris_v1::encode_end(id),
+            WireFormat::DectrisV2 => dectris_v2::encode_end(id),
+            _ => own::encode_end(&id.to_string()),
+        };
+        pubsock::send(&mut out, end, deadline, &ep).await.map_err(err)?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        out.close().await;
+        Ok(sent)
+    })
+}
+
+/// Little-endian raw bytes of a frame in its own pixel type.
+fn le_bytes(f: &Frame) -> Vec<u8> {
+    match crate::record::session::Pixels::from_frame(f) {
+        crate::record::session::Pixels::U8(v) => v,
+        crate::record::session::Pixels::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        crate::record::session::Pixels::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        crate::record::session::Pixels::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// Default publish options for `replay --publish`.
+pub fn publish_options(endpoint: String, format: WireFormat, fps: f64) -> PublishOptions {
+    PublishOptions { endpoint, mode: Mode::Bind, format, fps, ..PublishOptions::default() }
+}

@@ -1,0 +1,459 @@
+//! The recorder: a thread that owns the session files (HDF5 is not async) and writes what the
+//! receive side and the compute thread hand it.
+//!
+//! - Frames and their dose come from the receive side, so frames the analysis skips are recorded
+//!   too; analysis results and alarms come from the compute thread. A series may still be finishing
+//!   its analysis while the next has started, so each open series has its own writer.
+//! - Frame pixels pass a byte budget checked by the sender: when the disk is slower than the
+//!   detector, pixels beyond it are not recorded (counted, warned) and the receive loop never waits.
+//! - Everything is flushed at least every `flush_interval_s` (≤ 1 s), so a crash loses at most that.
+//! - A write failure (a full disk) stops the recording with a critical alarm and one log line;
+//!   monitoring goes on.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use serde::{Deserialize, Serialize};
+
+use super::session::{Pixels, ReceivedRow, SessionMeta, SessionWriter};
+use crate::damage::{SimilarityMap, Summary};
+use crate::decode::WireFormat;
+use crate::frame::PixelType;
+use crate::register::Shift;
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u32 {
+    1
+}
+fn deflate_default() -> u8 {
+    1
+}
+fn second() -> f64 {
+    1.0
+}
+fn budget() -> f64 {
+    512.0
+}
+
+/// `[record]` configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Write a session file (HDF5) per series.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Where (default: `sessions/` in the pipeline's output directory).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Frames to store: 0 none (results only), 1 every frame, N every Nth.
+    #[serde(default = "one")]
+    pub frames_every: u32,
+    /// Deflate level of stored frames (0: none, 1 fast … 9 small).
+    #[serde(default = "deflate_default")]
+    pub deflate: u8,
+    /// Flush interval; at most 1 s.
+    #[serde(default = "second")]
+    pub flush_interval_s: f64,
+    /// Frame bytes that may wait for the disk before frames go unrecorded (MiB).
+    #[serde(default = "budget")]
+    pub max_queue_mib: f64,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self { enabled: true, dir: None, frames_every: 1, deflate: 1, flush_interval_s: 1.0, max_queue_mib: 512.0 }
+    }
+}
+
+impl RecordConfig {
+    /// The offending key and why, if any value is impossible.
+    pub fn invalid(&self) -> Option<(&'static str, String, &'static str)> {
+        if !(self.flush_interval_s > 0.0 && self.flush_interval_s <= 1.0) {
+            return Some(("record.flush_interval_s", self.flush_interval_s.to_string(), "must be in (0, 1] seconds"));
+        }
+        if self.deflate > 9 {
+            return Some(("record.deflate", self.deflate.to_string(), "must be 0..=9"));
+        }
+        if !(self.max_queue_mib.is_finite() && self.max_queue_mib > 0.0) {
+            return Some(("record.max_queue_mib", self.max_queue_mib.to_string(), "must be positive"));
+        }
+        None
+    }
+}
+
+/// Counters, read by the daemon report.
+#[derive(Debug, Default)]
+pub struct RecordStats {
+    pub files: AtomicU64,
+    pub frames_recorded: AtomicU64,
+    /// Frames whose pixels were not recorded because the disk fell behind.
+    pub frames_not_recorded: AtomicU64,
+    pub analyses: AtomicU64,
+    pub alarms: AtomicU64,
+    /// Frames stored and flushed (what a crash would keep).
+    pub frames_flushed: AtomicU64,
+    pub failed: AtomicBool,
+    pub error: std::sync::Mutex<Option<String>>,
+    pub files_written: std::sync::Mutex<Vec<PathBuf>>,
+}
+
+/// What the recorder is told.
+pub enum Item {
+    Start {
+        series: String,
+        format: WireFormat,
+        source: String,
+        provenance_json: String,
+    },
+    Frame {
+        series: String,
+        index: u64,
+        width: usize,
+        height: usize,
+        dtype: PixelType,
+        pixels: Option<Pixels>,
+        received: ReceivedRow,
+    },
+    Analysis {
+        series: String,
+        index: u64,
+        map: SimilarityMap,
+        summary: Summary,
+        shift: Option<Shift>,
+        analysis_ms: f64,
+        cumulative: Option<f64>,
+    },
+    Alarm {
+        series: String,
+        json: String,
+    },
+    End {
+        series: String,
+        summary_json: Option<String>,
+    },
+    Stop,
+}
+
+/// Called once when recording fails (the daemon raises an alarm).
+pub type OnFailure = Box<dyn Fn(&str) + Send>;
+
+/// Handle to the recorder thread.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: Sender<Item>,
+    pub stats: Arc<RecordStats>,
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+    frames_every: u32,
+}
+
+struct Open {
+    writer: Option<SessionWriter>,
+    format: WireFormat,
+    source: String,
+    provenance_json: String,
+}
+
+impl Recorder {
+    /// Starts the thread. `patch_px` sizes the stored grids.
+    pub fn start(
+        cfg: &RecordConfig,
+        dir: PathBuf,
+        patch_px: usize,
+        on_failure: OnFailure,
+    ) -> (Self, std::thread::JoinHandle<()>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(RecordStats::default());
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (s, q, c) = (stats.clone(), queued.clone(), cfg.clone());
+        let handle = std::thread::Builder::new()
+            .name("bw-record".into())
+            .spawn(move || run(rx, c, dir, patch_px, s, q, on_failure))
+            .unwrap_or_else(|e| {
+                // Without a thread nothing is recorded; say so, and keep monitoring.
+                tracing::error!("cannot start the recorder thread: {e}");
+                std::thread::spawn(|| {})
+            });
+        let budget = (cfg.max_queue_mib * 1024.0 * 1024.0) as usize;
+        (Self { tx, stats, queued, budget, frames_every: cfg.frames_every }, handle)
+    }
+
+    fn send(&self, item: Item) {
+        if !self.stats.failed.load(Ordering::Relaxed) {
+            let _ = self.tx.send(item);
+        }
+    }
+
+    pub fn start_series(&self, series: &str, format: WireFormat, source: &str, provenance_json: String) {
+        self.send(Item::Start { series: series.into(), format, source: source.into(), provenance_json });
+    }
+
+    /// Records a received frame's dose, and its pixels when this frame is one to store and the
+    /// disk keeps up.
+    pub fn frame(&self, series: &str, index: u64, frame: &crate::frame::Frame, received: ReceivedRow) {
+        let wanted = self.frames_every > 0 && index.is_multiple_of(self.frames_every as u64);
+        let pixels = if wanted {
+            let bytes = frame.len() * frame.dtype().bytes();
+            if self.queued.load(Ordering::Relaxed) + bytes <= self.budget {
+                self.queued.fetch_add(bytes, Ordering::Relaxed);
+                Some(Pixels::from_frame(frame))
+            } else {
+                if self.stats.frames_not_recorded.fetch_add(1, Ordering::Relaxed) % 100 == 0 {
+                    tracing::warn!(
+                        "recording falls behind the stream: frame {index} of series {series} not stored (counted)"
+                    );
+                }
+                None
+            }
+        } else {
+            None
+        };
+        self.send(Item::Frame {
+            series: series.into(),
+            index,
+            width: frame.width(),
+            height: frame.height(),
+            dtype: frame.dtype(),
+            pixels,
+            received,
+        });
+    }
+
+    pub fn analysis(
+        &self,
+        series: &str,
+        index: u64,
+        map: &SimilarityMap,
+        summary: &Summary,
+        shift: Option<Shift>,
+        analysis_ms: f64,
+        cumulative: Option<f64>,
+    ) {
+        self.send(Item::Analysis {
+            series: series.into(),
+            index,
+            map: map.clone(),
+            summary: summary.clone(),
+            shift,
+            analysis_ms,
+            cumulative,
+        });
+    }
+
+    pub fn alarm(&self, series: &str, json: String) {
+        self.send(Item::Alarm { series: series.into(), json });
+    }
+
+    pub fn end_series(&self, series: &str, summary_json: Option<String>) {
+        self.send(Item::End { series: series.into(), summary_json });
+    }
+
+    /// Finishes every open file and ends the thread (after everything sent before).
+    pub fn stop(&self) {
+        let _ = self.tx.send(Item::Stop);
+    }
+}
+
+fn file_name(dir: &std::path::Path, series: &str) -> PathBuf {
+    let safe: String =
+        series.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace([':', '-'], "")
+        .replace('T', "-")
+        .trim_end_matches('Z')
+        .to_string();
+    let mut path = dir.join(format!("session_{safe}_{stamp}.h5"));
+    let mut k = 1;
+    while path.exists() {
+        path = dir.join(format!("session_{safe}_{stamp}_{k}.h5"));
+        k += 1;
+    }
+    path
+}
+
+fn run(
+    rx: Receiver<Item>,
+    cfg: RecordConfig,
+    dir: PathBuf,
+    patch_px: usize,
+    stats: Arc<RecordStats>,
+    queued: Arc<AtomicUsize>,
+    on_failure: OnFailure,
+) {
+    let interval = Duration::from_secs_f64(cfg.flush_interval_s.clamp(0.01, 1.0));
+    let mut open: HashMap<String, Open> = HashMap::new();
+    // Flush within one interval of the first write not yet flushed; block while nothing is pending.
+    let mut dirty_since: Option<Instant> = None;
+    let mut closed_frames = 0u64;
+    let fail = |open: &mut HashMap<String, Open>, why: String| {
+        if !stats.failed.swap(true, Ordering::Relaxed) {
+            tracing::error!("recording stopped: {why}; monitoring continues");
+            if let Ok(mut e) = stats.error.lock() {
+                *e = Some(why.clone());
+            }
+            on_failure(&why);
+        }
+        // Whatever was flushed stays readable; the open files are dropped (closed) as they are.
+        open.clear();
+    };
+    loop {
+        let wait = dirty_since.map_or(Duration::from_secs(3600), |t| interval.saturating_sub(t.elapsed()));
+        let item = match rx.recv_timeout(wait) {
+            Ok(i) => Some(i),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Item::Stop),
+        };
+        let failed = stats.failed.load(Ordering::Relaxed);
+        match item {
+            None => {}
+            Some(Item::Stop) => {
+                for (_, o) in open.drain() {
+                    if let Some(w) = o.writer {
+                        closed_frames += finish(w, None, &stats);
+                    }
+                }
+                stats.frames_flushed.store(closed_frames, Ordering::Relaxed);
+                return;
+            }
+            Some(Item::Frame { pixels, .. }) if failed => {
+                if let Some(p) = pixels {
+                    queued.fetch_sub(p.bytes(), Ordering::Relaxed);
+                }
+            }
+            Some(_) if failed => {}
+            Some(Item::Start { series, format, source, provenance_json }) => {
+                open.insert(series, Open { writer: None, format, source, provenance_json });
+            }
+            Some(Item::Frame { series, index, width, height, dtype, pixels, received }) => {
+                let bytes = pixels.as_ref().map_or(0, Pixels::bytes);
+                let o = open.entry(series.clone()).or_insert_with(|| Open {
+                    writer: None,
+                    format: WireFormat::Auto,
+                    source: String::new(),
+                    provenance_json: String::new(),
+                });
+                if o.writer.is_none() {
+                    if let Err(e) = std::fs::create_dir_all(&dir) {
+                        fail(&mut open, format!("{}: {e}", dir.display()));
+                        queued.fetch_sub(bytes, Ordering::Relaxed);
+                        continue;
+                    }
+                    let p = patch_px.max(1);
+                    let meta = SessionMeta {
+                        series: series.clone(),
+                        source: o.source.clone(),
+                        format: o.format,
+                        width,
+                        height,
+                        dtype,
+                        patch_px: p,
+                        grid_rows: height / p,
+                        grid_cols: width / p,
+                        frames_every: cfg.frames_every,
+                        deflate: cfg.deflate,
+                        provenance_json: o.provenance_json.clone(),
+                    };
+                    match SessionWriter::create(&file_name(&dir, &series), meta) {
+                        Ok(w) => {
+                            stats.files.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!("recording series {series} to {}", w.path().display());
+                            o.writer = Some(w);
+                        }
+                        Err(e) => {
+                            fail(&mut open, e.to_string());
+                            queued.fetch_sub(bytes, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
+                }
+                let w = o.writer.as_mut().map(|w| {
+                    let mut r = w.received(&received);
+                    if r.is_ok()
+                        && let Some(px) = &pixels
+                    {
+                        if w.meta().width == width && w.meta().height == height {
+                            r = w.frame(index, px);
+                            if r.is_ok() {
+                                stats.frames_recorded.fetch_add(1, Ordering::Relaxed);
+                            }
+                        } else {
+                            tracing::warn!("series {series} frame {index}: {width}×{height} px does not fit the file's frames; dose recorded, pixels not");
+                        }
+                    }
+                    r
+                });
+                queued.fetch_sub(bytes, Ordering::Relaxed);
+                dirty_since.get_or_insert_with(Instant::now);
+                if let Some(Err(e)) = w {
+                    fail(&mut open, e.to_string());
+                }
+            }
+            Some(Item::Analysis { series, index, map, summary, shift, analysis_ms, cumulative }) => {
+                if let Some(w) = open.get_mut(&series).and_then(|o| o.writer.as_mut()) {
+                    match w.analysis(index, &map, &summary, shift, analysis_ms, cumulative) {
+                        Ok(()) => {
+                            stats.analyses.fetch_add(1, Ordering::Relaxed);
+                            dirty_since.get_or_insert_with(Instant::now);
+                        }
+                        Err(e) => fail(&mut open, e.to_string()),
+                    }
+                }
+            }
+            Some(Item::Alarm { series, json }) => {
+                if let Some(w) = open.get_mut(&series).and_then(|o| o.writer.as_mut()) {
+                    match w.alarm(&json) {
+                        Ok(()) => {
+                            stats.alarms.fetch_add(1, Ordering::Relaxed);
+                            dirty_since.get_or_insert_with(Instant::now);
+                        }
+                        Err(e) => fail(&mut open, e.to_string()),
+                    }
+                }
+            }
+            Some(Item::End { series, summary_json }) => {
+                if let Some(w) = open.remove(&series).and_then(|o| o.writer) {
+                    closed_frames += finish(w, summary_json.as_deref(), &stats);
+                }
+            }
+        }
+        if dirty_since.is_some_and(|t| t.elapsed() >= interval) {
+            let mut in_open = 0;
+            let mut err = None;
+            for o in open.values() {
+                if let Some(w) = &o.writer {
+                    match w.flush() {
+                        Ok(()) => in_open += w.frames_written() as u64,
+                        Err(e) => err = Some(e.to_string()),
+                    }
+                }
+            }
+            match err {
+                Some(e) => fail(&mut open, e),
+                None => stats.frames_flushed.store(closed_frames + in_open, Ordering::Relaxed),
+            }
+            dirty_since = None;
+        }
+    }
+}
+
+/// Finishes a file; returns the frames it holds.
+fn finish(w: SessionWriter, summary: Option<&str>, stats: &RecordStats) -> u64 {
+    let frames = w.frames_written() as u64;
+    match w.finish(summary) {
+        Ok(path) => {
+            tracing::info!("session file complete: {} ({frames} frames)", path.display());
+            if let Ok(mut v) = stats.files_written.lock() {
+                v.push(path);
+            }
+        }
+        Err(e) => tracing::error!("session file not finished cleanly: {e}"),
+    }
+    frames
+}

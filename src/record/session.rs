@@ -1,0 +1,691 @@
+//! beamwatch session files: one HDF5 file per series, written as SWMR so a reader (or a crash) always
+//! finds a consistent file. Layout (see `docs/session-format.md`):
+//!
+//! ```text
+//! /                     attrs: beamwatch_format, beamwatch_version, series, source, wire_format,
+//!                       created, width, height, dtype, patch_px, grid_rows, grid_cols,
+//!                       frames_every, provenance (JSON); at a clean end also complete = 1, summary (JSON)
+//! /frames               (N, H, W) as received (u8/u16/u32/f32), chunked per frame, deflate
+//! /frame_index          (N) u64      frame number of each stored frame
+//! /received/<column>    one row per received frame: index, received_unix_ns, timestamp_ns,
+//!                       dose_e_per_a2, cumulative_e_per_a2, beam_current_pa, dwell_time_us,
+//!                       pixel_size_a, dose_sources
+//! /analysis/<column>    one row per analysed frame: index, similarity (M, rows, cols),
+//!                       dissimilarity (M, rows, cols), status (M, rows, cols), mean, max,
+//!                       fraction_above, damaged_area, shift_dx_px, shift_dy_px, analysis_ms,
+//!                       cumulative_e_per_a2
+//! /alarms               (A, 4096) u8: one alarm JSON per row, NUL-padded
+//! ```
+//! Unknown values are NaN (floats) or −1 (timestamps).
+
+use std::path::{Path, PathBuf};
+
+use hdf5::types::VarLenUnicode;
+use hdf5::{Dataset, File, H5Type};
+use ndarray::{Array3, ArrayView3, s};
+
+use super::{FrameSource, Layout, ReadError, SourceFrame, SourceInfo};
+use crate::damage::{SimilarityMap, Summary};
+use crate::decode::{DoseHeader, WireFormat};
+use crate::dose::{FrameDose, Source};
+use crate::frame::{Frame, PixelType};
+use crate::patches::PatchStatus;
+use crate::register::Shift;
+
+/// Root attribute value identifying our files.
+pub const FORMAT: &str = "beamwatch-session/1";
+/// Bytes per alarm row.
+pub const ALARM_BYTES: usize = 4096;
+/// Rows per chunk of the one-column tables.
+const ROW_CHUNK: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {what}: {source}", path.display())]
+#[must_use]
+pub struct RecordError {
+    pub path: PathBuf,
+    pub what: String,
+    pub source: hdf5::Error,
+}
+
+/// Frame pixels in their received type (f32 frames hold integers exactly up to 2²⁴).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pixels {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    F32(Vec<f32>),
+}
+
+impl Pixels {
+    pub fn from_frame(f: &Frame) -> Self {
+        let p = f.pixels();
+        match f.dtype() {
+            PixelType::U8 => Self::U8(p.iter().map(|&v| v as u8).collect()),
+            PixelType::U16 => Self::U16(p.iter().map(|&v| v as u16).collect()),
+            PixelType::U32 => Self::U32(p.iter().map(|&v| v as u32).collect()),
+            PixelType::F32 => Self::F32(p.to_vec()),
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::U8(v) => v.len(),
+            Self::U16(v) => v.len() * 2,
+            Self::U32(v) => v.len() * 4,
+            Self::F32(v) => v.len() * 4,
+        }
+    }
+}
+
+/// What a session file records about its series, written at creation.
+#[derive(Clone, Debug)]
+pub struct SessionMeta {
+    pub series: String,
+    /// "live tcp://…" or "replay of <file>".
+    pub source: String,
+    pub format: WireFormat,
+    pub width: usize,
+    pub height: usize,
+    pub dtype: PixelType,
+    pub patch_px: usize,
+    pub grid_rows: usize,
+    pub grid_cols: usize,
+    /// 0: no frames; 1: every frame; N: every Nth.
+    pub frames_every: u32,
+    /// Deflate level for frames (0: none).
+    pub deflate: u8,
+    pub provenance_json: String,
+}
+
+/// One received frame's dose record.
+#[derive(Clone, Debug)]
+pub struct ReceivedRow {
+    pub index: u64,
+    pub received_unix_ns: u64,
+    pub timestamp_ns: Option<u64>,
+    pub dose: FrameDose,
+}
+
+/// Source codes in `dose_sources`: 2 bits per input (current, dwell, pixel size).
+fn source_code(s: Source) -> u8 {
+    match s {
+        Source::Missing => 0,
+        Source::FrameHeader => 1,
+        Source::SeriesHeader => 2,
+        Source::Config => 3,
+    }
+}
+
+fn status_code(s: PatchStatus) -> u8 {
+    match s {
+        PatchStatus::Ok => 0,
+        PatchStatus::Filled(_) => 1,
+        PatchStatus::Masked => 2,
+        PatchStatus::OutsideOverlap => 3,
+    }
+}
+
+fn nan(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
+}
+
+/// A resizable 1-D column.
+struct Column {
+    ds: Dataset,
+}
+
+impl Column {
+    fn new<T: H5Type>(group: &hdf5::Group, name: &str) -> hdf5::Result<Self> {
+        let ds = group.new_dataset::<T>().chunk(ROW_CHUNK).shape(0..).create(name)?;
+        Ok(Self { ds })
+    }
+
+    fn push<T: H5Type + Copy>(&self, row: usize, v: T) -> hdf5::Result<()> {
+        self.ds.resize(row + 1)?;
+        self.ds.write_slice(&[v], s![row..row + 1])
+    }
+}
+
+/// Writes one series' session file.
+pub struct SessionWriter {
+    path: PathBuf,
+    file: File,
+    meta: SessionMeta,
+    frames: Option<Dataset>,
+    frame_index: Option<Column>,
+    recv: Vec<(&'static str, Column)>,
+    ana: Vec<(&'static str, Column)>,
+    ana_grids: [Dataset; 3],
+    alarms: Dataset,
+    n_frames: usize,
+    n_recv: usize,
+    n_ana: usize,
+    n_alarms: usize,
+}
+
+const RECV_COLUMNS: [&str; 9] = [
+    "index",
+    "received_unix_ns",
+    "timestamp_ns",
+    "dose_e_per_a2",
+    "cumulative_e_per_a2",
+    "beam_current_pa",
+    "dwell_time_us",
+    "pixel_size_a",
+    "dose_sources",
+];
+const ANA_COLUMNS: [&str; 10] = [
+    "index",
+    "mean",
+    "max",
+    "fraction_above",
+    "damaged_area",
+    "shift_dx_px",
+    "shift_dy_px",
+    "analysis_ms",
+    "cumulative_e_per_a2",
+    "shift_peak",
+];
+
+/// A growable (n, h, w) stack chunked one slice per chunk, optionally deflated.
+fn stack<T: H5Type>(g: &hdf5::Group, name: &str, h: usize, w: usize, deflate: u8) -> hdf5::Result<Dataset> {
+    let b = g.new_dataset::<T>().chunk((1, h, w));
+    let b = if deflate > 0 { b.deflate(deflate) } else { b };
+    b.shape((0.., h, w)).create(name)
+}
+
+fn string_attr(loc: &hdf5::Location, name: &str, value: &str) -> hdf5::Result<()> {
+    let v: VarLenUnicode = value.parse().unwrap_or_default();
+    loc.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&v)
+}
+
+fn u64_attr(loc: &hdf5::Location, name: &str, value: u64) -> hdf5::Result<()> {
+    loc.new_attr::<u64>().create(name)?.write_scalar(&value)
+}
+
+impl SessionWriter {
+    /// Creates the file with every dataset, then switches it to SWMR writing.
+    pub fn create(path: &Path, meta: SessionMeta) -> Result<Self, RecordError> {
+        let err = |what: &str| {
+            let (path, what) = (path.to_owned(), what.to_string());
+            move |source| RecordError { path, what, source }
+        };
+        let file = File::with_options().with_fapl(|p| p.libver_latest()).create_excl(path).map_err(err("create"))?;
+        let root: &hdf5::Location = &file;
+        string_attr(root, "beamwatch_format", FORMAT).map_err(err("attributes"))?;
+        string_attr(root, "beamwatch_version", env!("CARGO_PKG_VERSION")).map_err(err("attributes"))?;
+        string_attr(root, "series", &meta.series).map_err(err("attributes"))?;
+        string_attr(root, "source", &meta.source).map_err(err("attributes"))?;
+        string_attr(root, "wire_format", meta.format.name()).map_err(err("attributes"))?;
+        string_attr(root, "created", &crate::alarms::rfc3339(std::time::SystemTime::now()))
+            .map_err(err("attributes"))?;
+        string_attr(root, "dtype", meta.dtype.name()).map_err(err("attributes"))?;
+        string_attr(root, "provenance", &meta.provenance_json).map_err(err("attributes"))?;
+        for (name, v) in [
+            ("width", meta.width),
+            ("height", meta.height),
+            ("patch_px", meta.patch_px),
+            ("grid_rows", meta.grid_rows),
+            ("grid_cols", meta.grid_cols),
+            ("frames_every", meta.frames_every as usize),
+        ] {
+            u64_attr(root, name, v as u64).map_err(err("attributes"))?;
+        }
+        let (h, w) = (meta.height, meta.width);
+        let frames = if meta.frames_every > 0 {
+            let z = meta.deflate.min(9);
+            let ds = match meta.dtype {
+                PixelType::U8 => stack::<u8>(&file, "frames", h, w, z),
+                PixelType::U16 => stack::<u16>(&file, "frames", h, w, z),
+                PixelType::U32 => stack::<u32>(&file, "frames", h, w, z),
+                PixelType::F32 => stack::<f32>(&file, "frames", h, w, z),
+            }
+            .map_err(err("frames dataset"))?;
+            Some(ds)
+        } else {
+            None
+        };
+        let frame_index = match frames {
+            Some(_) => Some(Column::new::<u64>(&file, "frame_index").map_err(err("frame_index"))?),
+            None => None,
+        };
+        let recv_g = file.create_group("received").map_err(err("received"))?;
+        let mut recv = Vec::new();
+        for name in RECV_COLUMNS {
+            let c = match name {
+                "index" | "received_unix_ns" => Column::new::<u64>(&recv_g, name),
+                "timestamp_ns" => Column::new::<i64>(&recv_g, name),
+                "dose_sources" => Column::new::<u8>(&recv_g, name),
+                _ => Column::new::<f64>(&recv_g, name),
+            }
+            .map_err(err("received"))?;
+            recv.push((name, c));
+        }
+        let ana_g = file.create_group("analysis").map_err(err("analysis"))?;
+        let mut ana = Vec::new();
+        for name in ANA_COLUMNS {
+            let c = if name == "index" { Column::new::<u64>(&ana_g, name) } else { Column::new::<f64>(&ana_g, name) }
+                .map_err(err("analysis"))?;
+            ana.push((name, c));
+        }
+        let (r, c) = (meta.grid_rows, meta.grid_cols);
+        let grid = |name: &str, u8s: bool| {
+            if u8s { stack::<u8>(&ana_g, name, r, c, 0) } else { stack::<f32>(&ana_g, name, r, c, 0) }
+        };
+        let ana_grids = [
+            grid("similarity", false).map_err(err("analysis grids"))?,
+            grid("dissimilarity", false).map_err(err("analysis grids"))?,
+            grid("status", true).map_err(err("analysis grids"))?,
+        ];
+        let alarms = file
+            .new_dataset::<u8>()
+            .chunk((16, ALARM_BYTES))
+            .shape((0.., ALARM_BYTES))
+            .create("alarms")
+            .map_err(err("alarms"))?;
+        file.start_swmr().map_err(err("start SWMR writing"))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            meta,
+            frames,
+            frame_index,
+            recv,
+            ana,
+            ana_grids,
+            alarms,
+            n_frames: 0,
+            n_recv: 0,
+            n_ana: 0,
+            n_alarms: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn meta(&self) -> &SessionMeta {
+        &self.meta
+    }
+
+    pub fn frames_written(&self) -> usize {
+        self.n_frames
+    }
+
+    fn err(&self, what: &str) -> impl Fn(hdf5::Error) -> RecordError + '_ {
+        let what = what.to_string();
+        move |source| RecordError { path: self.path.clone(), what: what.clone(), source }
+    }
+
+    /// Whether frame `index` is one this file stores.
+    pub fn wants_frame(&self, index: u64) -> bool {
+        self.meta.frames_every > 0 && index.is_multiple_of(self.meta.frames_every as u64)
+    }
+
+    pub fn frame(&mut self, index: u64, px: &Pixels) -> Result<(), RecordError> {
+        let (Some(ds), Some(col)) = (&self.frames, &self.frame_index) else { return Ok(()) };
+        let (h, w, n) = (self.meta.height, self.meta.width, self.n_frames);
+        ds.resize((n + 1, h, w)).map_err(self.err("frames"))?;
+        let sel = s![n..n + 1, .., ..];
+        let shape = (1, h, w);
+        let written = match px {
+            Pixels::U8(v) => ArrayView3::from_shape(shape, v).map(|a| ds.write_slice(a, sel)),
+            Pixels::U16(v) => ArrayView3::from_shape(shape, v).map(|a| ds.write_slice(a, sel)),
+            Pixels::U32(v) => ArrayView3::from_shape(shape, v).map(|a| ds.write_slice(a, sel)),
+            Pixels::F32(v) => ArrayView3::from_shape(shape, v).map(|a| ds.write_slice(a, sel)),
+        };
+        match written {
+            Ok(r) => r.map_err(self.err("frames"))?,
+            Err(e) => {
+                return Err(RecordError {
+                    path: self.path.clone(),
+                    what: format!("frame {index}: {e}"),
+                    source: hdf5::Error::from("wrong frame size"),
+                });
+            }
+        }
+        col.push(n, index).map_err(self.err("frame_index"))?;
+        self.n_frames += 1;
+        Ok(())
+    }
+
+    pub fn received(&mut self, r: &ReceivedRow) -> Result<(), RecordError> {
+        let d = &r.dose;
+        let sources = source_code(d.beam_current_pa.source)
+            | (source_code(d.dwell_time_us.source) << 2)
+            | (source_code(d.pixel_size_a.source) << 4)
+            | (u8::from(d.per_frame_from_config) << 6)
+            | (u8::from(d.upper_estimate) << 7);
+        let n = self.n_recv;
+        for (name, c) in &self.recv {
+            match *name {
+                "index" => c.push(n, r.index),
+                "received_unix_ns" => c.push(n, r.received_unix_ns),
+                "timestamp_ns" => c.push(n, r.timestamp_ns.map_or(-1i64, |t| t.min(i64::MAX as u64) as i64)),
+                "dose_e_per_a2" => c.push(n, nan(d.per_frame_e_per_a2)),
+                "cumulative_e_per_a2" => c.push(n, nan(d.cumulative_e_per_a2)),
+                "beam_current_pa" => c.push(n, nan(d.beam_current_pa.value)),
+                "dwell_time_us" => c.push(n, nan(d.dwell_time_us.value)),
+                "pixel_size_a" => c.push(n, nan(d.pixel_size_a.value)),
+                _ => c.push(n, sources),
+            }
+            .map_err(self.err("received"))?;
+        }
+        self.n_recv += 1;
+        Ok(())
+    }
+
+    pub fn analysis(
+        &mut self,
+        index: u64,
+        map: &SimilarityMap,
+        summary: &Summary,
+        shift: Option<Shift>,
+        analysis_ms: f64,
+        cumulative: Option<f64>,
+    ) -> Result<(), RecordError> {
+        let (r, c, n) = (self.meta.grid_rows, self.meta.grid_cols, self.n_ana);
+        if map.grid.rows != r || map.grid.cols != c {
+            return Err(RecordError {
+                path: self.path.clone(),
+                what: format!(
+                    "frame {index}: grid {}×{} differs from the file's {r}×{c}",
+                    map.grid.rows, map.grid.cols
+                ),
+                source: hdf5::Error::from("grid mismatch"),
+            });
+        }
+        let status: Vec<u8> = map.status.iter().map(|&s| status_code(s)).collect();
+        let sel = s![n..n + 1, .., ..];
+        for ds in &self.ana_grids {
+            ds.resize((n + 1, r, c)).map_err(self.err("analysis grids"))?;
+        }
+        let view = |v: &[f32]| ArrayView3::from_shape((1, r, c), v).map(|a| a.to_owned());
+        if let (Ok(sim), Ok(dis), Ok(st)) =
+            (view(&map.similarity), view(&map.dissimilarity), ArrayView3::from_shape((1, r, c), &status[..]))
+        {
+            self.ana_grids[0].write_slice(&sim, sel).map_err(self.err("similarity"))?;
+            self.ana_grids[1].write_slice(&dis, sel).map_err(self.err("dissimilarity"))?;
+            self.ana_grids[2].write_slice(st, sel).map_err(self.err("status"))?;
+        }
+        for (name, col) in &self.ana {
+            match *name {
+                "index" => col.push(n, index),
+                "mean" => col.push(n, nan(summary.mean_dissimilarity)),
+                "max" => col.push(n, nan(summary.max_dissimilarity)),
+                "fraction_above" => col.push(n, nan(summary.fraction_above_threshold)),
+                "damaged_area" => col.push(n, nan(summary.damaged_area_fraction)),
+                "shift_dx_px" => col.push(n, nan(shift.map(|s| s.dx_px))),
+                "shift_dy_px" => col.push(n, nan(shift.map(|s| s.dy_px))),
+                "shift_peak" => col.push(n, nan(shift.map(|s| s.peak))),
+                "analysis_ms" => col.push(n, analysis_ms),
+                _ => col.push(n, nan(cumulative)),
+            }
+            .map_err(self.err("analysis"))?;
+        }
+        self.n_ana += 1;
+        Ok(())
+    }
+
+    pub fn alarm(&mut self, json: &str) -> Result<(), RecordError> {
+        let mut row = vec![0u8; ALARM_BYTES];
+        let b = json.as_bytes();
+        let n = b.len().min(ALARM_BYTES);
+        row[..n].copy_from_slice(&b[..n]);
+        let i = self.n_alarms;
+        self.alarms.resize((i + 1, ALARM_BYTES)).map_err(self.err("alarms"))?;
+        let a = ndarray::Array2::from_shape_vec((1, ALARM_BYTES), row).map_err(|e| RecordError {
+            path: self.path.clone(),
+            what: format!("alarm row: {e}"),
+            source: hdf5::Error::from("shape"),
+        })?;
+        self.alarms.write_slice(&a, s![i..i + 1, ..]).map_err(self.err("alarms"))?;
+        self.n_alarms += 1;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable and visible to SWMR readers.
+    pub fn flush(&self) -> Result<(), RecordError> {
+        self.file.flush().map_err(self.err("flush"))
+    }
+
+    /// Flushes, closes, and marks the file complete with the series summary (outside SWMR).
+    pub fn finish(self, summary_json: Option<&str>) -> Result<PathBuf, RecordError> {
+        self.flush()?;
+        let path = self.path.clone();
+        drop(self);
+        let err = |what: &'static str| {
+            let path = path.clone();
+            move |source| RecordError { path, what: what.into(), source }
+        };
+        let f = File::open_rw(&path).map_err(err("reopen to finish"))?;
+        u64_attr(&f, "complete", 1).map_err(err("complete flag"))?;
+        if let Some(s) = summary_json {
+            string_attr(&f, "summary", s).map_err(err("summary"))?;
+        }
+        Ok(path)
+    }
+}
+
+// ---- Reading ----
+
+/// Opens a session for reading; a file whose writer died mid-series is opened in SWMR-read mode
+/// (HDF5 1.10 otherwise refuses it as "still open for writing").
+pub fn open_file(path: &Path) -> Result<File, ReadError> {
+    match File::open(path) {
+        Ok(f) => Ok(f),
+        Err(first) => File::open_as(path, hdf5::file::OpenMode::ReadSWMR)
+            .map_err(|_| ReadError::new(path, None, format!("not a readable HDF5 file: {first}"))),
+    }
+}
+
+/// Whether `path` is a beamwatch session file.
+pub fn is_session(path: &Path) -> bool {
+    open_file(path)
+        .ok()
+        .and_then(|f| read_string_attr(&f, "beamwatch_format"))
+        .is_some_and(|v| v.starts_with("beamwatch-session"))
+}
+
+fn read_string_attr(loc: &hdf5::Location, name: &str) -> Option<String> {
+    loc.attr(name).ok()?.read_scalar::<VarLenUnicode>().ok().map(|v| v.as_str().to_string())
+}
+
+fn read_u64_attr(loc: &hdf5::Location, name: &str) -> Option<u64> {
+    loc.attr(name).ok()?.read_scalar::<u64>().ok()
+}
+
+/// One analysed frame as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredAnalysis {
+    pub index: u64,
+    pub dissimilarity: Vec<f32>,
+    pub similarity: Vec<f32>,
+    pub status: Vec<u8>,
+    pub mean: f64,
+    pub cumulative_e_per_a2: f64,
+    pub shift: Option<Shift>,
+}
+
+/// A session file read back: frames for replay, and the results for reports and tests.
+pub struct SessionReader {
+    file: File,
+    info: SourceInfo,
+    frames: Option<Dataset>,
+    frame_index: Vec<u64>,
+    /// (frame index, per-frame dose, cumulative dose) of every received frame.
+    dose: Vec<(u64, f64, f64)>,
+    mask_gaps: bool,
+}
+
+fn read_col<T: H5Type + Copy + Default>(file: &File, path: &Path, name: &str) -> Result<Vec<T>, ReadError> {
+    let ds = file.dataset(name).map_err(|e| ReadError::new(path, Some(name), e.to_string()))?;
+    ds.read_raw::<T>().map_err(|e| ReadError::new(path, Some(name), e.to_string()))
+}
+
+impl SessionReader {
+    pub fn open(path: &Path, mask_gaps: bool) -> Result<Self, ReadError> {
+        let file = open_file(path)?;
+        let fmt = read_string_attr(&file, "beamwatch_format").unwrap_or_default();
+        if !fmt.starts_with("beamwatch-session") {
+            return Err(ReadError::new(path, None, "not a beamwatch session file (no beamwatch_format attribute)"));
+        }
+        let attr = |n: &str| {
+            read_u64_attr(&file, n).ok_or_else(|| ReadError::new(path, Some(&format!("/@{n}")), "attribute missing"))
+        };
+        let (width, height) = (attr("width")? as usize, attr("height")? as usize);
+        let dtype = match read_string_attr(&file, "dtype").as_deref() {
+            Some("u8") => PixelType::U8,
+            Some("u16") => PixelType::U16,
+            Some("u32") => PixelType::U32,
+            Some("f32") => PixelType::F32,
+            other => return Err(ReadError::new(path, Some("/@dtype"), format!("unsupported pixel type {other:?}"))),
+        };
+        let frames = file.dataset("frames").ok();
+        let frame_index: Vec<u64> = if frames.is_some() { read_col(&file, path, "frame_index")? } else { Vec::new() };
+        // Under SWMR a crash can leave the frame data one row ahead of its index column.
+        let n = frames.as_ref().map_or(0, |d| d.shape().first().copied().unwrap_or(0)).min(frame_index.len());
+        let idx: Vec<u64> = read_col(&file, path, "received/index")?;
+        let per: Vec<f64> = read_col(&file, path, "received/dose_e_per_a2")?;
+        let cum: Vec<f64> = read_col(&file, path, "received/cumulative_e_per_a2")?;
+        let dose = idx.iter().zip(per.iter().zip(&cum)).map(|(&i, (&p, &c))| (i, p, c)).collect();
+        let mut notes = Vec::new();
+        if read_u64_attr(&file, "complete") != Some(1) {
+            notes.push(
+                "the recording did not end cleanly (no end record): it holds what was flushed before it stopped".into(),
+            );
+        }
+        let every = read_u64_attr(&file, "frames_every").unwrap_or(0);
+        if every > 1 {
+            notes.push(format!("every {every}th frame was recorded; doses include the frames in between"));
+        }
+        if frames.is_none() {
+            notes.push("this session holds results only (frames were not recorded)".into());
+        }
+        let info = SourceInfo {
+            path: path.to_owned(),
+            layout: Layout::BeamwatchSession,
+            dataset: "/frames".into(),
+            series: read_string_attr(&file, "series").unwrap_or_default(),
+            frames: n,
+            width,
+            height,
+            dtype,
+            dose: DoseHeader::default(),
+            notes,
+        };
+        Ok(Self { file, info, frames, frame_index: frame_index[..n].to_vec(), dose, mask_gaps })
+    }
+
+    /// Recorded (dose per frame, cumulative dose) of frame number `index`.
+    pub fn dose_of(&self, index: u64) -> Option<(f64, f64)> {
+        self.dose
+            .iter()
+            .find(|(i, ..)| *i == index)
+            .map(|&(_, p, c)| (p, c))
+            .filter(|(p, c)| p.is_finite() && c.is_finite())
+    }
+
+    /// Every analysed frame stored in the file.
+    pub fn analyses(&self) -> Result<Vec<StoredAnalysis>, ReadError> {
+        let path = &self.info.path;
+        let idx: Vec<u64> = read_col(&self.file, path, "analysis/index")?;
+        let mean: Vec<f64> = read_col(&self.file, path, "analysis/mean")?;
+        let cum: Vec<f64> = read_col(&self.file, path, "analysis/cumulative_e_per_a2")?;
+        let dx: Vec<f64> = read_col(&self.file, path, "analysis/shift_dx_px")?;
+        let dy: Vec<f64> = read_col(&self.file, path, "analysis/shift_dy_px")?;
+        let grid = |name: &str| -> Result<Array3<f32>, ReadError> {
+            let ds = self.file.dataset(name).map_err(|e| ReadError::new(path, Some(name), e.to_string()))?;
+            ds.read::<f32, ndarray::Ix3>().map_err(|e| ReadError::new(path, Some(name), e.to_string()))
+        };
+        let sim = grid("analysis/similarity")?;
+        let dis = grid("analysis/dissimilarity")?;
+        let st = self
+            .file
+            .dataset("analysis/status")
+            .and_then(|d| d.read::<u8, ndarray::Ix3>())
+            .map_err(|e| ReadError::new(path, Some("analysis/status"), e.to_string()))?;
+        let n = idx.len().min(sim.shape()[0]).min(dis.shape()[0]).min(st.shape()[0]).min(mean.len()).min(cum.len());
+        Ok((0..n)
+            .map(|k| StoredAnalysis {
+                index: idx[k],
+                similarity: sim.slice(s![k, .., ..]).iter().copied().collect(),
+                dissimilarity: dis.slice(s![k, .., ..]).iter().copied().collect(),
+                status: st.slice(s![k, .., ..]).iter().copied().collect(),
+                mean: mean[k],
+                cumulative_e_per_a2: cum[k],
+                shift: (dx[k].is_finite() && dy[k].is_finite()).then_some(Shift {
+                    dx_px: dx[k],
+                    dy_px: dy[k],
+                    peak: f64::NAN,
+                }),
+            })
+            .collect())
+    }
+
+    /// Every stored alarm JSON.
+    pub fn alarms(&self) -> Result<Vec<String>, ReadError> {
+        let path = &self.info.path;
+        let ds = self.file.dataset("alarms").map_err(|e| ReadError::new(path, Some("alarms"), e.to_string()))?;
+        let rows: ndarray::Array2<u8> =
+            ds.read_2d().map_err(|e| ReadError::new(path, Some("alarms"), e.to_string()))?;
+        Ok(rows
+            .outer_iter()
+            .map(|r| {
+                let b: Vec<u8> = r.iter().copied().take_while(|&b| b != 0).collect();
+                String::from_utf8_lossy(&b).into_owned()
+            })
+            .collect())
+    }
+
+    /// The series summary written at a clean end.
+    pub fn summary_json(&self) -> Option<String> {
+        read_string_attr(&self.file, "summary")
+    }
+
+    pub fn provenance_json(&self) -> Option<String> {
+        read_string_attr(&self.file, "provenance")
+    }
+}
+
+impl FrameSource for SessionReader {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn read(&mut self, i: usize) -> Result<SourceFrame, ReadError> {
+        let path = self.info.path.clone();
+        let bad = |e: String| ReadError::new(&path, Some("/frames"), e);
+        let ds = self.frames.as_ref().ok_or_else(|| bad("no frames recorded in this session".into()))?;
+        if i >= self.info.frames {
+            return Err(bad(format!("frame {i} of {}", self.info.frames)));
+        }
+        let (w, h) = (self.info.width, self.info.height);
+        let sel = s![i, .., ..];
+        let frame = match self.info.dtype {
+            PixelType::U8 => ds.read_slice_2d::<u8, _>(sel).map_err(|e| bad(e.to_string())).and_then(|a| {
+                Frame::from_ints(w, h, &a.iter().copied().collect::<Vec<_>>(), self.mask_gaps)
+                    .map_err(|e| bad(e.to_string()))
+            }),
+            PixelType::U16 => ds.read_slice_2d::<u16, _>(sel).map_err(|e| bad(e.to_string())).and_then(|a| {
+                Frame::from_ints(w, h, &a.iter().copied().collect::<Vec<_>>(), self.mask_gaps)
+                    .map_err(|e| bad(e.to_string()))
+            }),
+            PixelType::U32 => ds.read_slice_2d::<u32, _>(sel).map_err(|e| bad(e.to_string())).and_then(|a| {
+                Frame::from_ints(w, h, &a.iter().copied().collect::<Vec<_>>(), self.mask_gaps)
+                    .map_err(|e| bad(e.to_string()))
+            }),
+            PixelType::F32 => ds
+                .read_slice_2d::<f32, _>(sel)
+                .map_err(|e| bad(e.to_string()))
+                .and_then(|a| Frame::from_f32(w, h, a.iter().copied().collect()).map_err(|e| bad(e.to_string()))),
+        }?;
+        Ok(SourceFrame { index: self.frame_index[i], frame, dose: DoseHeader::default(), timestamp_ns: None })
+    }
+
+    fn recorded_dose(&self, i: usize) -> Option<(f64, f64)> {
+        self.frame_index.get(i).and_then(|&idx| self.dose_of(idx))
+    }
+}
