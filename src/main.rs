@@ -367,6 +367,13 @@ enum WeightsCommand {
 }
 
 fn main() -> ExitCode {
+    // A file over the size limit (ulimit -f, a quota) must fail the write — the recorder then stops
+    // with an alarm — not kill the monitor with SIGXFSZ.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" before any thread starts is sound.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     match run(cli.command) {

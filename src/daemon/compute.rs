@@ -247,15 +247,7 @@ impl Compute {
                     self.emit(c, e);
                 }
                 if let Some(r) = &self.recorder {
-                    r.analysis(
-                        &f.msg.series,
-                        f.msg.index,
-                        &a.map,
-                        &a.summary,
-                        a.shift,
-                        analysis_ms,
-                        f.dose.cumulative_e_per_a2,
-                    );
+                    r.analysis(&f.msg.series, f.msg.index, &a, analysis_ms, f.dose.cumulative_e_per_a2);
                 }
                 self.publish_frame(&f, &a, analysis_ms);
                 c.last_summary = Some(a.summary);

@@ -8,6 +8,7 @@
 pub mod readers;
 pub mod recorder;
 pub mod session;
+mod space;
 
 use std::path::{Path, PathBuf};
 

@@ -7,8 +7,10 @@
 //! - Frame pixels pass a byte budget checked by the sender: when the disk is slower than the
 //!   detector, pixels beyond it are not recorded (counted, warned) and the receive loop never waits.
 //! - Everything is flushed at least every `flush_interval_s` (≤ 1 s), so a crash loses at most that.
-//! - A write failure (a full disk) stops the recording with a critical alarm and one log line;
-//!   monitoring goes on.
+//! - Before each frame the room left on the disk (and under `ulimit -f`) is checked: when it runs
+//!   short, the files are closed cleanly and recording stops with a critical alarm and one log
+//!   line; monitoring goes on. A write error that slips past the check (quota, I/O error) stops
+//!   recording the same way, but the file then holds only what was flushed before it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,6 +42,9 @@ fn second() -> f64 {
 fn budget() -> f64 {
     512.0
 }
+fn reserve() -> f64 {
+    256.0
+}
 
 /// `[record]` configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,11 +68,22 @@ pub struct RecordConfig {
     /// Frame bytes that may wait for the disk before frames go unrecorded (MiB).
     #[serde(default = "budget")]
     pub max_queue_mib: f64,
+    /// Free space to leave on the recording disk (MiB): recording stops cleanly before this.
+    #[serde(default = "reserve")]
+    pub min_free_mib: f64,
 }
 
 impl Default for RecordConfig {
     fn default() -> Self {
-        Self { enabled: true, dir: None, frames_every: 1, deflate: 1, flush_interval_s: 1.0, max_queue_mib: 512.0 }
+        Self {
+            enabled: true,
+            dir: None,
+            frames_every: 1,
+            deflate: 1,
+            flush_interval_s: 1.0,
+            max_queue_mib: 512.0,
+            min_free_mib: 256.0,
+        }
     }
 }
 
@@ -82,6 +98,9 @@ impl RecordConfig {
         }
         if !(self.max_queue_mib.is_finite() && self.max_queue_mib > 0.0) {
             return Some(("record.max_queue_mib", self.max_queue_mib.to_string(), "must be positive"));
+        }
+        if !(self.min_free_mib.is_finite() && self.min_free_mib >= 0.0) {
+            return Some(("record.min_free_mib", self.min_free_mib.to_string(), "must be ≥ 0"));
         }
         None
     }
@@ -204,7 +223,7 @@ impl Recorder {
                 self.queued.fetch_add(bytes, Ordering::Relaxed);
                 Some(Pixels::from_frame(frame))
             } else {
-                if self.stats.frames_not_recorded.fetch_add(1, Ordering::Relaxed) % 100 == 0 {
+                if self.stats.frames_not_recorded.fetch_add(1, Ordering::Relaxed).is_multiple_of(100) {
                     tracing::warn!(
                         "recording falls behind the stream: frame {index} of series {series} not stored (counted)"
                     );
@@ -229,18 +248,16 @@ impl Recorder {
         &self,
         series: &str,
         index: u64,
-        map: &SimilarityMap,
-        summary: &Summary,
-        shift: Option<Shift>,
+        a: &crate::damage::FrameAnalysis,
         analysis_ms: f64,
         cumulative: Option<f64>,
     ) {
         self.send(Item::Analysis {
             series: series.into(),
             index,
-            map: map.clone(),
-            summary: summary.clone(),
-            shift,
+            map: a.map.clone(),
+            summary: a.summary.clone(),
+            shift: a.shift,
             analysis_ms,
             cumulative,
         });
@@ -292,16 +309,34 @@ fn run(
     // Flush within one interval of the first write not yet flushed; block while nothing is pending.
     let mut dirty_since: Option<Instant> = None;
     let mut closed_frames = 0u64;
+    let min_free_bytes = (cfg.min_free_mib * 1024.0 * 1024.0) as u64;
+    // Bytes handed to HDF5 since the last flush: not on disk yet, but they will be.
+    let mut pending_bytes = 0u64;
     let fail = |open: &mut HashMap<String, Open>, why: String| {
         if !stats.failed.swap(true, Ordering::Relaxed) {
-            tracing::error!("recording stopped: {why}; monitoring continues");
+            tracing::error!(
+                "recording stopped: {why}; monitoring continues; the session files hold what was flushed before"
+            );
             if let Ok(mut e) = stats.error.lock() {
                 *e = Some(why.clone());
             }
             on_failure(&why);
         }
-        // Whatever was flushed stays readable; the open files are dropped (closed) as they are.
         open.clear();
+    };
+    let stop_clean = |open: &mut HashMap<String, Open>, closed: &mut u64, why: String| {
+        stats.failed.store(true, Ordering::Relaxed);
+        tracing::error!("recording stopped: {why}; monitoring continues; the session files were closed cleanly");
+        if let Ok(mut e) = stats.error.lock() {
+            *e = Some(why.clone());
+        }
+        on_failure(&why);
+        for (_, o) in open.drain() {
+            if let Some(w) = o.writer {
+                *closed += finish_stopped(w, &why, &stats);
+            }
+        }
+        stats.frames_flushed.store(*closed, Ordering::Relaxed);
     };
     loop {
         let wait = dirty_since.map_or(Duration::from_secs(3600), |t| interval.saturating_sub(t.elapsed()));
@@ -322,10 +357,8 @@ fn run(
                 stats.frames_flushed.store(closed_frames, Ordering::Relaxed);
                 return;
             }
-            Some(Item::Frame { pixels, .. }) if failed => {
-                if let Some(p) = pixels {
-                    queued.fetch_sub(p.bytes(), Ordering::Relaxed);
-                }
+            Some(Item::Frame { pixels: Some(p), .. }) if failed => {
+                queued.fetch_sub(p.bytes(), Ordering::Relaxed);
             }
             Some(_) if failed => {}
             Some(Item::Start { series, format, source, provenance_json }) => {
@@ -373,6 +406,26 @@ fn run(
                         }
                     }
                 }
+                if let (Some(w), Some(_)) = (&o.writer, &pixels) {
+                    let on_disk = std::fs::metadata(w.path()).map_or(0, |m| m.len());
+                    let needed = pending_bytes + 2 * bytes as u64 + (1 << 20);
+                    if let Some(room) = super::space::headroom_bytes(w.path(), on_disk, min_free_bytes)
+                        && room < needed
+                    {
+                        let why = format!(
+                            "{}: the disk is nearly full ({:.1} MiB left above the {:.0} MiB reserve or the file-size limit, {:.1} MiB needed)",
+                            dir.display(),
+                            room as f64 / 1048576.0,
+                            cfg.min_free_mib,
+                            needed as f64 / 1048576.0
+                        );
+                        stop_clean(&mut open, &mut closed_frames, why);
+                        queued.fetch_sub(bytes, Ordering::Relaxed);
+                        dirty_since = None;
+                        continue;
+                    }
+                }
+                pending_bytes += bytes as u64;
                 let w = o.writer.as_mut().map(|w| {
                     let mut r = w.received(&received);
                     if r.is_ok()
@@ -438,9 +491,25 @@ fn run(
                 Some(e) => fail(&mut open, e),
                 None => stats.frames_flushed.store(closed_frames + in_open, Ordering::Relaxed),
             }
+            pending_bytes = 0;
             dirty_since = None;
         }
     }
+}
+
+/// Finishes a file that recording gave up on, saying why in the file; returns the frames it holds.
+fn finish_stopped(w: SessionWriter, why: &str, stats: &RecordStats) -> u64 {
+    let frames = w.frames_written() as u64;
+    match w.finish_stopped(why) {
+        Ok(path) => {
+            tracing::info!("session file closed early: {} ({frames} frames)", path.display());
+            if let Ok(mut v) = stats.files_written.lock() {
+                v.push(path);
+            }
+        }
+        Err(e) => tracing::error!("session file not closed cleanly: {e}"),
+    }
+    frames
 }
 
 /// Finishes a file; returns the frames it holds.

@@ -451,6 +451,19 @@ impl SessionWriter {
         self.file.flush().map_err(self.err("flush"))
     }
 
+    /// Closes a file that recording stopped on before its series ended, saying why in the file.
+    pub fn finish_stopped(self, why: &str) -> Result<PathBuf, RecordError> {
+        let path = self.finish(None)?;
+        let f =
+            File::open_rw(&path).map_err(|source| RecordError { path: path.clone(), what: "reopen".into(), source })?;
+        string_attr(&f, "stopped_early", why).map_err(|source| RecordError {
+            path: path.clone(),
+            what: "stopped_early".into(),
+            source,
+        })?;
+        Ok(path)
+    }
+
     /// Flushes, closes, and marks the file complete with the series summary (outside SWMR).
     pub fn finish(self, summary_json: Option<&str>) -> Result<PathBuf, RecordError> {
         self.flush()?;
@@ -556,6 +569,9 @@ impl SessionReader {
             notes.push(
                 "the recording did not end cleanly (no end record): it holds what was flushed before it stopped".into(),
             );
+        }
+        if let Some(why) = read_string_attr(&file, "stopped_early") {
+            notes.push(format!("recording stopped before the series ended: {why}"));
         }
         let every = read_u64_attr(&file, "frames_every").unwrap_or(0);
         if every > 1 {
