@@ -269,3 +269,59 @@ fn a_full_disk_stops_recording_with_an_alarm_and_monitoring_goes_on() {
         assert_eq!((f.frame.width(), f.frame.height()), (256, 256));
     }
 }
+
+#[test]
+fn replay_publish_drives_a_live_daemon_that_records_the_same_frames() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A source file: a TIFF stack of simulated frames.
+    let series = beamwatch::simulate::series::Series::new(SeriesSpec::with_onset(96, 8, 3));
+    let tif = tmp.path().join("stack.tif");
+    let mut pages = Vec::new();
+    {
+        let mut enc = tiff::encoder::TiffEncoder::new(std::fs::File::create(&tif).expect("create")).expect("tiff");
+        for i in 0..8 {
+            let (px, _) = series.frame(i);
+            enc.write_image::<tiff::encoder::colortype::Gray16>(96, 96, &px).expect("page");
+            pages.push(px);
+        }
+    }
+    let port = free_port();
+    let (out, cfg) = (tmp.path().join("out"), tmp.path().join("run.toml"));
+    write_config(&cfg, port, &out, "max_series = 1\n", "");
+    let home = tmp.path().join("home");
+    let (mut daemon, lines) = spawn(&["run", "--config", cfg.to_str().expect("p")], &home, None);
+    let publish = std::process::Command::new(env!("CARGO_BIN_EXE_beamwatch"))
+        .args([
+            "replay",
+            tif.to_str().expect("p"),
+            "--publish",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--format",
+            "dectris-v2",
+            "--encoding",
+            "bslz4",
+            "--fps",
+            "40",
+            "-q",
+        ])
+        .output()
+        .expect("replay --publish");
+    if !publish.status.success() {
+        let _ = daemon.kill();
+        let log: Vec<String> = lines.try_iter().collect();
+        panic!("publish: {}\ndaemon: {}", String::from_utf8_lossy(&publish.stderr), log.join("\n"));
+    }
+    let status = daemon.wait().expect("daemon exit");
+    let log: Vec<String> = lines.try_iter().collect();
+    assert!(status.success(), "{}", log.join("\n"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("daemon_report.json")).expect("report")).expect("json");
+    assert_eq!(report["frames_received"], 8, "{report}");
+    let mut r = SessionReader::open(&session_in(&out.join("sessions")), false).expect("live session");
+    assert_eq!(r.info().frames, 8);
+    for (i, page) in pages.iter().enumerate() {
+        let f = r.read(i).expect("frame");
+        let want: Vec<f32> = page.iter().map(|&v| f32::from(v)).collect();
+        assert_eq!(f.frame.pixels(), &want[..], "frame {i} arrived as it was in the file");
+    }
+}

@@ -108,8 +108,18 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
     for note in &info.notes {
         tracing::info!("{}: {note}", opts.input.display());
     }
-    report::ensure_dir(&opts.out)?;
     let setup = setup::prepare(&cfg.analysis)?;
+    let patch = setup.settings.patch_px;
+    if info.width < patch || info.height < patch {
+        return Err(Error::Usage(format!(
+            "{} ({}): frames of {}×{} px are smaller than one {patch}×{patch} px patch: nothing to compare",
+            opts.input.display(),
+            info.dataset,
+            info.width,
+            info.height
+        )));
+    }
+    report::ensure_dir(&opts.out)?;
     let provenance = Provenance::new(&setup.settings, setup.weights.as_ref(), setup.choice.clone());
     let rt = runtime()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -190,7 +190,8 @@ const ANA_COLUMNS: [&str; 10] = [
 
 /// A growable (n, h, w) stack chunked one slice per chunk, optionally deflated.
 fn stack<T: H5Type>(g: &hdf5::Group, name: &str, h: usize, w: usize, deflate: u8) -> hdf5::Result<Dataset> {
-    let b = g.new_dataset::<T>().chunk((1, h, w));
+    // HDF5 refuses zero-sized chunk dimensions; a frame smaller than one patch has a 0×0 grid.
+    let b = g.new_dataset::<T>().chunk((1, h.max(1), w.max(1)));
     let b = if deflate > 0 { b.deflate(deflate) } else { b };
     b.shape((0.., h, w)).create(name)
 }
