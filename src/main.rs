@@ -95,11 +95,21 @@ fn parse_scale(s: &str) -> Result<ScaleMode, String> {
 }
 
 impl AnalysisArgs {
-    fn resolve(&self) -> Result<AnalysisConfig> {
+    /// The configuration file (or the defaults) with these flags applied to its [analysis].
+    fn config(&self) -> Result<Config> {
         let mut cfg = match &self.config {
-            Some(p) => Config::load(p)?.analysis,
-            None => AnalysisConfig::default(),
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
         };
+        self.apply(&mut cfg.analysis);
+        Ok(cfg)
+    }
+
+    fn resolve(&self) -> Result<AnalysisConfig> {
+        Ok(self.config()?.analysis)
+    }
+
+    fn apply(&self, cfg: &mut AnalysisConfig) {
         if self.weights.is_some() {
             cfg.weights = self.weights.clone();
         }
@@ -124,7 +134,6 @@ impl AnalysisArgs {
         if let Some(t) = self.threads {
             cfg.threads = t;
         }
-        Ok(cfg)
     }
 }
 
@@ -200,15 +209,9 @@ struct ReplayArgs {
     /// With --dataset: the axis that counts frames (default 0).
     #[arg(long)]
     frame_axis: Option<usize>,
-    /// Configuration file ([analysis], [dose], [[alarms]], [record]).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    #[arg(long)]
-    metric: Option<Metric>,
-    #[arg(long)]
-    threshold: Option<f32>,
+    /// Configuration ([analysis], [dose], [[alarms]], [record] of --config) and analysis flags.
+    #[command(flatten)]
+    analysis: AnalysisArgs,
     /// Beam current (pA), when the file does not say.
     #[arg(long)]
     beam_current_pa: Option<f64>,
@@ -524,19 +527,7 @@ fn run_replay(a: ReplayArgs) -> Result<()> {
         println!("published {sent} frames");
         return Ok(());
     }
-    let mut cfg = match &a.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    if a.weights.is_some() {
-        cfg.analysis.weights = a.weights;
-    }
-    if a.metric.is_some() {
-        cfg.analysis.metric = a.metric;
-    }
-    if a.threshold.is_some() {
-        cfg.analysis.threshold = a.threshold;
-    }
+    let mut cfg = a.analysis.config()?;
     for (dst, src) in [
         (&mut cfg.dose.beam_current_pa, a.beam_current_pa),
         (&mut cfg.dose.dwell_time_us, a.dwell_time_us),

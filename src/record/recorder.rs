@@ -333,7 +333,7 @@ fn run(
         on_failure(&why);
         for (_, o) in open.drain() {
             if let Some(w) = o.writer {
-                *closed += finish_stopped(w, &why, &stats);
+                *closed += finish(w, End::Stopped(&why), &stats);
             }
         }
         stats.frames_flushed.store(*closed, Ordering::Relaxed);
@@ -351,7 +351,7 @@ fn run(
             Some(Item::Stop) => {
                 for (_, o) in open.drain() {
                     if let Some(w) = o.writer {
-                        closed_frames += finish(w, None, &stats);
+                        closed_frames += finish(w, End::Series(None), &stats);
                     }
                 }
                 stats.frames_flushed.store(closed_frames, Ordering::Relaxed);
@@ -472,7 +472,7 @@ fn run(
             }
             Some(Item::End { series, summary_json }) => {
                 if let Some(w) = open.remove(&series).and_then(|o| o.writer) {
-                    closed_frames += finish(w, summary_json.as_deref(), &stats);
+                    closed_frames += finish(w, End::Series(summary_json.as_deref()), &stats);
                 }
             }
         }
@@ -497,25 +497,20 @@ fn run(
     }
 }
 
-/// Finishes a file that recording gave up on, saying why in the file; returns the frames it holds.
-fn finish_stopped(w: SessionWriter, why: &str, stats: &RecordStats) -> u64 {
-    let frames = w.frames_written() as u64;
-    match w.finish_stopped(why) {
-        Ok(path) => {
-            tracing::info!("session file closed early: {} ({frames} frames)", path.display());
-            if let Ok(mut v) = stats.files_written.lock() {
-                v.push(path);
-            }
-        }
-        Err(e) => tracing::error!("session file not closed cleanly: {e}"),
-    }
-    frames
+/// How a file ends: with its series (and the series summary), or because recording stopped.
+enum End<'a> {
+    Series(Option<&'a str>),
+    Stopped(&'a str),
 }
 
 /// Finishes a file; returns the frames it holds.
-fn finish(w: SessionWriter, summary: Option<&str>, stats: &RecordStats) -> u64 {
+fn finish(w: SessionWriter, end: End<'_>, stats: &RecordStats) -> u64 {
     let frames = w.frames_written() as u64;
-    match w.finish(summary) {
+    let done = match end {
+        End::Series(summary) => w.finish(summary),
+        End::Stopped(why) => w.finish_stopped(why),
+    };
+    match done {
         Ok(path) => {
             tracing::info!("session file complete: {} ({frames} frames)", path.display());
             if let Ok(mut v) = stats.files_written.lock() {
