@@ -139,7 +139,7 @@ impl Default for PipelineConfig {
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalysisConfig {
-    /// `None`: resnet18 when weights are found, else ssim with a warning.
+    /// `None`: resnet18 when weights are found, else psnr with a warning.
     pub metric: Option<Metric>,
     /// `None`: search ($BEAMWATCH_WEIGHTS, data directory, torchvision cache).
     pub weights: Option<PathBuf>,
@@ -153,6 +153,8 @@ pub struct AnalysisConfig {
     pub max_invalid_fraction: f32,
     /// CPU threads for the feature engine; 0 = all cores.
     pub threads: usize,
+    /// Gaussian pre-filter σ (px) applied to both frames before patching; 0 = off.
+    pub prefilter_sigma_px: f32,
 }
 
 impl Default for AnalysisConfig {
@@ -168,6 +170,7 @@ impl Default for AnalysisConfig {
             mask_gaps: true,
             max_invalid_fraction: 0.25,
             threads: 0,
+            prefilter_sigma_px: crate::damage::DEFAULT_PREFILTER_SIGMA_PX,
         }
     }
 }
@@ -188,6 +191,13 @@ impl AnalysisConfig {
             && !(t.is_finite() && t >= 0.0)
         {
             return Err(invalid("analysis.threshold", t.to_string(), "must be a finite number ≥ 0"));
+        }
+        if !(0.0..=10.0).contains(&self.prefilter_sigma_px) {
+            return Err(invalid(
+                "analysis.prefilter_sigma_px",
+                self.prefilter_sigma_px.to_string(),
+                "must be within 0..=10 px (0 = off)",
+            ));
         }
         if self.min_region_patches == 0 {
             return Err(invalid("analysis.min_region_patches", "0".into(), "must be at least 1"));
@@ -215,6 +225,7 @@ impl AnalysisConfig {
             scale: self.scale,
             registration: self.registration,
             max_invalid_fraction: self.max_invalid_fraction,
+            prefilter_sigma_px: self.prefilter_sigma_px,
         }
     }
 }

@@ -181,6 +181,50 @@ impl Frame {
         self.pixels[y * self.width + x]
     }
 
+    /// A Gaussian-smoothed copy (σ in pixels; separable, edges clamped). Gap pixels neither take
+    /// part nor change: each output is the weighted mean of the valid pixels under the kernel, so a
+    /// detector gap does not bleed into its neighbours. Shot noise dominates a 20×20 patch of a fast
+    /// scan, and σ ≈ 1 px removes most of it while atomic columns (several px wide) survive.
+    pub fn gaussian_filtered(&self, sigma_px: f32) -> Frame {
+        if sigma_px <= 0.0 || !sigma_px.is_finite() {
+            return self.clone();
+        }
+        let r = (3.0 * sigma_px).ceil() as isize;
+        let k: Vec<f32> = (-r..=r).map(|i| (-((i * i) as f32) / (2.0 * sigma_px * sigma_px)).exp()).collect();
+        let (w, h) = (self.width, self.height);
+        let weight: Vec<f32> = (0..w * h).map(|i| if self.is_valid(i) { 1.0 } else { 0.0 }).collect();
+        let value: Vec<f32> = self.pixels.iter().zip(&weight).map(|(v, m)| v * m).collect();
+        // One pass along x or y, over value·mask and mask together.
+        let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
+            let mut dst = vec![0.0f32; src.len()];
+            for y in 0..h {
+                for x in 0..w {
+                    let mut acc = 0.0f32;
+                    for (j, kv) in k.iter().enumerate() {
+                        let o = j as isize - r;
+                        let i = if horizontal {
+                            y * w + (x as isize + o).clamp(0, w as isize - 1) as usize
+                        } else {
+                            (y as isize + o).clamp(0, h as isize - 1) as usize * w + x
+                        };
+                        acc += kv * src[i];
+                    }
+                    dst[y * w + x] = acc;
+                }
+            }
+            dst
+        };
+        let num = pass(&pass(&value, true), false);
+        let den = pass(&pass(&weight, true), false);
+        let pixels = num
+            .iter()
+            .zip(&den)
+            .enumerate()
+            .map(|(i, (&n, &d))| if self.is_valid(i) && d > 0.0 { n / d } else { self.pixels[i] })
+            .collect();
+        Frame { width: w, height: h, pixels, invalid: self.invalid.clone(), dtype: self.dtype }
+    }
+
     /// Min and max over valid pixels.
     pub fn valid_range(&self) -> (f32, f32) {
         let mut lo = f32::INFINITY;
@@ -287,5 +331,27 @@ mod tests {
         assert_eq!((s.apply(10.0), s.apply(30.0), s.apply(20.0)), (0.0, 1.0, 0.5));
         let c = Frame::from_f32(2, 1, vec![3.0, 3.0]).expect("frame");
         assert!(Scaling::from_reference(ScaleMode::Reference, &c).is_err());
+    }
+
+    #[test]
+    fn gaussian_prefilter_smooths_noise_keeps_flat_fields_and_leaves_gaps_out() {
+        // A flat field stays flat (the kernel is normalised, edges clamped).
+        let flat = Frame::from_f32(9, 7, vec![5.0; 63]).expect("frame");
+        assert!(flat.gaussian_filtered(1.5).pixels().iter().all(|&v| (v - 5.0).abs() < 1e-5));
+        // Alternating ±1 noise loses most of its variance at σ = 1 px.
+        let noise: Vec<f32> = (0..400).map(|i| if (i % 20 + i / 20) % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let f = Frame::from_f32(20, 20, noise).expect("frame").gaussian_filtered(1.0);
+        let var = f.pixels().iter().map(|v| v * v).sum::<f32>() / 400.0;
+        assert!(var < 0.05, "variance {var} after filtering (1 before)");
+        // A gap pixel (u16 max) neither changes nor bleeds into its neighbours.
+        let mut px = vec![100u16; 25];
+        px[12] = u16::MAX;
+        let g = Frame::from_ints(5, 5, &px, true).expect("frame").gaussian_filtered(1.0);
+        assert_eq!(g.pixels()[12], 65535.0);
+        assert!(g.pixels().iter().enumerate().all(|(i, &v)| i == 12 || (v - 100.0).abs() < 1e-3), "{:?}", g.pixels());
+        assert_eq!(g.n_invalid(), 1);
+        assert_eq!(g.dtype(), PixelType::U16);
+        // σ = 0 is the identity.
+        assert_eq!(flat.gaussian_filtered(0.0), flat);
     }
 }

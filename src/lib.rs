@@ -33,6 +33,7 @@ pub mod decode;
 pub mod dose;
 pub mod engine;
 pub mod error;
+pub mod evaluate;
 pub mod frame;
 pub mod imagefile;
 pub mod ingest;

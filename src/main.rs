@@ -47,9 +47,56 @@ enum Command {
     BenchLive(BenchLiveArgs),
     /// Simulator and monitor together on this machine: watch a simulated sample get damaged.
     Demo(DemoArgs),
+    /// Score comparison settings (metric × pre-filter × registration) on series with known damage.
+    Evaluate(EvaluateArgs),
     /// Import, verify, locate or download ResNet-18 weights.
     #[command(subcommand)]
     Weights(WeightsCommand),
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// Series files with truth (`beamwatch simulate --out`), or any recorded series with --truth.
+    inputs: Vec<PathBuf>,
+    /// Simulate the built-in benchmark instead: three damage models at two doses per frame.
+    #[arg(long)]
+    suite: bool,
+    /// With --suite: frame edge (px), frames per series.
+    #[arg(long, default_value_t = 320)]
+    size: usize,
+    #[arg(long, default_value_t = 16)]
+    frames: usize,
+    /// With --suite: electrons per pixel per frame, one series per value and damage model.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    electrons_per_px: Vec<f64>,
+    /// With --suite: random seeds (specimen, damage sites, noise); one series per seed.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    seeds: Vec<u64>,
+    /// Truth for a series without one: an HDF5 file with /truth/damage (frames × H × W), or a
+    /// mask image (non-zero = damaged) that applies from --truth-onset on.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    #[arg(long)]
+    truth_onset: Option<usize>,
+    /// Metrics to score.
+    #[arg(long, value_delimiter = ',', default_value = "resnet18,lpips,ssim,ncc,psnr")]
+    metrics: Vec<Metric>,
+    /// Pre-filter σ values (px; 0 = off).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    sigma: Vec<f32>,
+    /// Registration: on (sub-pixel), off, integer.
+    #[arg(long, value_delimiter = ',', default_value = "on,off")]
+    register: Vec<String>,
+    /// The alarm rule whose first alarm is the detection.
+    #[arg(long, default_value = "damage-onset")]
+    rule: String,
+    /// Configuration file ([analysis] base settings, [[alarms]]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Analysis options shared by commands (override the config file).
@@ -62,7 +109,7 @@ struct AnalysisArgs {
     #[arg(long)]
     weights: Option<PathBuf>,
     /// resnet18 (the seed paper's layer4 cosine), lpips (layer1..4), ssim, psnr or ncc.
-    /// Default: resnet18, or ssim with a warning when no weights are found.
+    /// Default: resnet18, or psnr with a warning when no weights are found.
     #[arg(long)]
     metric: Option<Metric>,
     /// Patch edge in pixels.
@@ -83,6 +130,9 @@ struct AnalysisArgs {
     /// CPU threads (0 = all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Gaussian pre-filter σ in pixels on both frames before patching (0 = off; default 2).
+    #[arg(long)]
+    prefilter_sigma: Option<f32>,
 }
 
 fn parse_scale(s: &str) -> Result<ScaleMode, String> {
@@ -133,6 +183,9 @@ impl AnalysisArgs {
         }
         if let Some(t) = self.threads {
             cfg.threads = t;
+        }
+        if let Some(s) = self.prefilter_sigma {
+            cfg.prefilter_sigma_px = s;
         }
     }
 }
@@ -336,6 +389,12 @@ struct SimulateArgs {
     /// Seconds to wait for a receiver.
     #[arg(long, default_value_t = 60.0)]
     wait_s: f64,
+    /// How damage shows: amorphous, contrast-loss or vacancies.
+    #[arg(long, value_enum, default_value = "amorphous")]
+    damage: beamwatch::simulate::DamageModel,
+    /// Write the series and its per-pixel truth to this HDF5 file instead of sending it.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -479,8 +538,27 @@ fn run(cmd: Command) -> Result<()> {
             let r = daemon_cmd::run(cfg, &source)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
         }
+        Command::Evaluate(a) => run_evaluate(a)?,
         Command::Simulate(a) => {
-            let spec = SeriesSpec::new(a.size, a.frames, a.onset_frame, a.electrons_per_px);
+            let mut spec = SeriesSpec::new(a.size, a.frames, a.onset_frame, a.electrons_per_px);
+            spec.model = a.damage;
+            if let Some(out) = a.out {
+                let series = beamwatch::simulate::series::Series::new(spec);
+                let onset = series.onset_frame();
+                let bar = beamwatch::progress::items_bar(a.frames as u64, "simulating");
+                let path = beamwatch::simulate::file::write(&series, &out, |_| bar.inc(1))?;
+                bar.finish_and_clear();
+                println!(
+                    "wrote {} frames of {}×{} px ({} damage, onset at frame {}) with per-pixel truth to {}",
+                    a.frames,
+                    a.size,
+                    a.size,
+                    a.damage.name(),
+                    onset.map_or("-".into(), |o| o.to_string()),
+                    path.display()
+                );
+                return Ok(());
+            }
             let r = simulate::run(&simulate::SimulateOptions {
                 spec,
                 publish: PublishOptions {
@@ -508,6 +586,63 @@ fn run(cmd: Command) -> Result<()> {
         }
         Command::Weights(w) => run_weights(w)?,
     }
+    Ok(())
+}
+
+fn run_evaluate(a: EvaluateArgs) -> Result<()> {
+    use beamwatch::commands::evaluate::{self, EvaluateOptions, SuiteSpec};
+    use beamwatch::register::Registration;
+    let mut config = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if a.weights.is_some() {
+        config.analysis.weights = a.weights;
+    }
+    let registrations = a
+        .register
+        .iter()
+        .map(|r| match r.as_str() {
+            "on" | "subpixel" => Ok(Registration::Subpixel),
+            "integer" => Ok(Registration::Integer),
+            "off" => Ok(Registration::Off),
+            other => Err(anyhow::anyhow!("--register: unknown value '{other}' (on, off, integer)")),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if a.metrics.is_empty() || a.sigma.is_empty() || registrations.is_empty() {
+        anyhow::bail!("--metrics, --sigma and --register each need at least one value");
+    }
+    let suite = a.suite.then(|| SuiteSpec {
+        size_px: a.size,
+        frames: a.frames,
+        electrons_per_px: a.electrons_per_px.clone(),
+        seeds: a.seeds.clone(),
+        ..SuiteSpec::default()
+    });
+    let r = evaluate::run(&EvaluateOptions {
+        inputs: a.inputs,
+        truth: a.truth,
+        truth_onset: a.truth_onset,
+        suite,
+        metrics: a.metrics,
+        sigmas_px: a.sigma,
+        registrations,
+        config,
+        rule: a.rule,
+        out: a.out.clone(),
+    })?;
+    if let Some(w) = &r.weights {
+        println!("weights for resnet18/lpips: {w}");
+    }
+    print!("{}", evaluate::markdown(&r));
+    if let Some(best) = r.ranking.first() {
+        println!(
+            "\nbest for early damage: {} (mean AUC at the first damaged frame {})",
+            best.label,
+            best.mean_auc_early.map_or("–".into(), |v| format!("{v:.3}"))
+        );
+    }
+    println!("outputs: {}", a.out.display());
     Ok(())
 }
 

@@ -49,7 +49,7 @@ fn demo_runs_simulator_and_monitor_offline_and_alarms_after_the_onset() {
         tmp.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("falls back to SSIM"), "no weights in a fresh HOME: {}", stderr(&o));
+    assert!(stderr(&o).contains("falls back to PSNR"), "no weights in a fresh HOME: {}", stderr(&o));
     let text = stdout(&o);
     assert!(text.contains("damage starts at frame 6"), "{text}");
     assert!(text.contains("18 received, 18 analysed"), "{text}");

@@ -93,7 +93,7 @@ fn fetch_without_network_fails_with_a_way_forward() {
 }
 
 #[test]
-fn default_metric_falls_back_to_ssim_and_explicit_resnet18_needs_weights() {
+fn default_metric_falls_back_to_psnr_and_explicit_resnet18_needs_weights() {
     let tmp = tempfile::tempdir().expect("tmp");
     let a = golden("golden_frame.npy");
     let b = golden("golden_frame_damaged.npy");
@@ -101,10 +101,10 @@ fn default_metric_falls_back_to_ssim_and_explicit_resnet18_needs_weights() {
     let args = ["compare", a.to_str().expect("p"), b.to_str().expect("p"), "--out", out.to_str().expect("p")];
     let o = beamwatch(&args, tmp.path());
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("falls back to SSIM"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("falls back to PSNR"), "{}", stderr(&o));
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary")).expect("json");
-    assert_eq!(s["provenance"]["metric"]["name"], "ssim");
+    assert_eq!(s["provenance"]["metric"]["name"], "psnr");
     assert!(s["provenance"]["metric_choice"].as_str().expect("str").contains("fallback"));
     assert_eq!(s["provenance"]["weights"], serde_json::Value::Null);
 

@@ -114,7 +114,10 @@ fn round(v: f64, digits: i32) -> f64 {
 fn frames(size: usize) -> Result<(Frame, Frame), Error> {
     let s = Specimen::new(size, size, 10.0, 1);
     let c = size as f64 / 2.0;
-    let damage = Damage { discs: vec![Disc { cx: c, cy: c, radius_px: size as f64 / 6.0, edge_px: 8.0, amount: 0.8 }] };
+    let damage = Damage {
+        discs: vec![Disc { cx: c, cy: c, radius_px: size as f64 / 6.0, edge_px: 8.0, amount: 0.8 }],
+        ..Damage::default()
+    };
     let a = s.render_counts(&Damage::default(), (0.0, 0.0), Some(50.0), 1);
     let b = s.render_counts(&damage, (0.7, -0.4), Some(50.0), 2);
     let mk = |v| Frame::from_f32(size, size, v).map_err(|e| Error::Usage(format!("bench frame: {e}")));

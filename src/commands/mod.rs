@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_live;
 pub mod compare;
 pub mod demo;
+pub mod evaluate;
 pub mod replay;
 pub mod run;
 pub mod setup;

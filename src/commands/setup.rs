@@ -52,12 +52,12 @@ pub fn prepare(cfg: &AnalysisConfig) -> Result<MetricSetup, Error> {
         (None, Some(_)) => (Metric::Resnet18, "resnet18 (default)".to_string()),
         (None, None) => {
             tracing::warn!(
-                "no ResNet-18 weights found ({}); the default metric falls back to SSIM. Get the \
+                "no ResNet-18 weights found ({}); the default metric falls back to PSNR (per-patch RMSE), the best classical metric in the known-truth evaluation. Get the \
                  paper's weights with `beamwatch weights fetch` (needs internet) or `beamwatch weights \
                  import resnet18-f37072fd.pth`",
                 store::searched_list()
             );
-            (Metric::Ssim, "ssim (fallback: the default resnet18 metric needs weights and none were found)".to_string())
+            (Metric::Psnr, "psnr (fallback: the default resnet18 metric needs weights and none were found)".to_string())
         }
     };
     let settings = cfg.settings(metric);

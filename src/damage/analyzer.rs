@@ -23,7 +23,12 @@ pub struct AnalysisSettings {
     pub registration: Registration,
     /// Largest share of invalid (gap) pixels a patch may hold and still be analysed.
     pub max_invalid_fraction: f32,
+    /// Gaussian pre-filter applied to every frame (reference included) before anything else; 0 = off.
+    pub prefilter_sigma_px: f32,
 }
+
+/// Chosen by measurement: see "Known-truth evaluation" in the README.
+pub const DEFAULT_PREFILTER_SIGMA_PX: f32 = 2.0;
 
 impl AnalysisSettings {
     pub fn new(metric: Metric) -> Self {
@@ -35,6 +40,7 @@ impl AnalysisSettings {
             scale: ScaleMode::Reference,
             registration: Registration::Subpixel,
             max_invalid_fraction: 0.25,
+            prefilter_sigma_px: DEFAULT_PREFILTER_SIGMA_PX,
         }
     }
 }
@@ -113,6 +119,7 @@ impl Analyzer {
 
     /// Makes `frame` the reference (a new series starts here).
     pub fn set_reference(&mut self, frame: &Frame) -> Result<(), AnalysisError> {
+        let frame = &*self.prefiltered(frame);
         let grid = PatchGrid::new(frame.width(), frame.height(), self.settings.patch_px)?;
         let scaling = Scaling::from_reference(self.settings.scale, frame)?;
         let patches = patches::extract(frame, &grid, &scaling, None, self.settings.max_invalid_fraction);
@@ -128,6 +135,13 @@ impl Analyzer {
             registrar,
         });
         Ok(())
+    }
+
+    fn prefiltered<'f>(&self, frame: &'f Frame) -> std::borrow::Cow<'f, Frame> {
+        match self.settings.prefilter_sigma_px {
+            s if s > 0.0 => std::borrow::Cow::Owned(frame.gaussian_filtered(s)),
+            _ => std::borrow::Cow::Borrowed(frame),
+        }
     }
 
     fn features(&self, patches: &Patches) -> Option<Features> {
@@ -149,6 +163,8 @@ impl Analyzer {
             });
         }
         let s = &self.settings;
+        let filtered = self.prefiltered(frame);
+        let frame = &*filtered;
         let (aligned, overlap, shift) = match &r.registrar {
             Some(reg) => {
                 let shift = reg.measure(frame);

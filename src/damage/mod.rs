@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::patches::{PatchGrid, PatchStatus};
 
-pub use analyzer::{AnalysisError, AnalysisSettings, Analyzer, FrameAnalysis};
+pub use analyzer::{AnalysisError, AnalysisSettings, Analyzer, DEFAULT_PREFILTER_SIGMA_PX, FrameAnalysis};
 
 /// How two patches are compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! What people read and look at: per-patch CSV, summary JSON with provenance, PNG overlays.
 
+pub mod auc_plot;
 pub mod canvas;
 pub mod csv;
 pub mod dose_map;

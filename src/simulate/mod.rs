@@ -5,6 +5,7 @@
 //! the same mean takes their place. Frames get Poisson shot noise for a chosen number of electrons
 //! per pixel and an optional drift. Everything is seeded: the same inputs give the same frames.
 
+pub mod file;
 pub mod publish;
 pub mod series;
 
@@ -18,6 +19,8 @@ struct Atom {
     y: f64,
     amp: f64,
     sigma: f64,
+    /// Uniform in [0, 1): the column vanishes once the local vacancy share exceeds it.
+    u: f64,
 }
 
 /// A damaged disc: inside `radius_px` the crystal is amorphous with weight `amount` (0..1),
@@ -41,10 +44,40 @@ impl Disc {
 }
 
 /// The damage state of a frame.
+/// How damage shows in the image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DamageModel {
+    /// Regions turn amorphous: columns fade into a disordered texture (knock-on, radiolysis).
+    #[default]
+    Amorphous,
+    /// Columns keep their place but lose up to 70 % of their contrast (e.g. Li loss, partial
+    /// occupancy); no texture appears. The subtle case.
+    ContrastLoss,
+    /// Isolated columns vanish at random within the damaged regions, up to 35 % of them.
+    Vacancies,
+}
+
+impl DamageModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Amorphous => "amorphous",
+            Self::ContrastLoss => "contrast-loss",
+            Self::Vacancies => "vacancies",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Damage {
     pub discs: Vec<Disc>,
+    pub model: DamageModel,
 }
+
+/// Share of columns removed where the damage amount is 1 (vacancy model).
+const MAX_VACANCY_FRACTION: f64 = 0.35;
+/// Contrast lost where the damage amount is 1 (contrast-loss model).
+const MAX_CONTRAST_LOSS: f64 = 0.7;
 
 impl Damage {
     /// Damage fraction at (x, y) in specimen coordinates (strongest disc wins).
@@ -80,9 +113,15 @@ impl Specimen {
                         y: (j as f64 + oy) * a + jitter.sample(&mut rng),
                         amp: amp * rng.random_range(0.9..1.1),
                         sigma,
+                        u: 0.0,
                     });
                 }
             }
+        }
+        // From their own stream, so adding them left every other draw (and older series) as it was.
+        let mut vac = ChaCha8Rng::seed_from_u64(seed ^ 0x7ac4_11c7);
+        for a in &mut atoms {
+            a.u = vac.random_range(0.0..1.0);
         }
         let mut s = Self {
             width,
@@ -107,7 +146,7 @@ impl Specimen {
         let (dx, dy) = drift_px;
         for atom in &self.atoms {
             let (ax, ay) = (atom.x + dx, atom.y + dy);
-            let fade = 1.0 - damage.at(atom.x, atom.y);
+            let fade = self.fade(damage, atom);
             if fade <= 0.0 {
                 continue;
             }
@@ -122,7 +161,7 @@ impl Specimen {
                 }
             }
         }
-        if !damage.discs.is_empty() {
+        if !damage.discs.is_empty() && damage.model == DamageModel::Amorphous {
             for y in 0..h {
                 for x in 0..w {
                     // Damage and texture are fixed to the specimen, so they drift with it.
@@ -169,6 +208,47 @@ impl Specimen {
     }
 
     /// Per-pixel true damage fraction of a frame (in frame coordinates, drift included).
+    /// What is left of a column's intensity (1 intact, 0 gone).
+    fn fade(&self, damage: &Damage, atom: &Atom) -> f64 {
+        let d = damage.at(atom.x, atom.y);
+        match damage.model {
+            DamageModel::Amorphous => 1.0 - d,
+            DamageModel::ContrastLoss => 1.0 - MAX_CONTRAST_LOSS * d,
+            DamageModel::Vacancies => {
+                if atom.u < MAX_VACANCY_FRACTION * d {
+                    0.0
+                } else {
+                    1.0
+                }
+            }
+        }
+    }
+
+    /// Per-pixel truth in specimen (= reference-frame) coordinates, 0..1: the local damage amount
+    /// for regional models; for vacancies, 1 within two column widths of a vanished column.
+    pub fn truth_map(&self, damage: &Damage) -> Vec<f32> {
+        let (w, h) = (self.width, self.height);
+        match damage.model {
+            DamageModel::Amorphous | DamageModel::ContrastLoss => self.damage_map(damage, (0.0, 0.0)),
+            DamageModel::Vacancies => {
+                let mut map = vec![0f32; w * h];
+                for a in self.atoms.iter().filter(|a| self.fade(damage, a) == 0.0) {
+                    let r = 2.0 * a.sigma;
+                    let (x0, x1) = ((a.x - r).floor().max(0.0) as usize, ((a.x + r).ceil().max(0.0) as usize).min(w));
+                    let (y0, y1) = ((a.y - r).floor().max(0.0) as usize, ((a.y + r).ceil().max(0.0) as usize).min(h));
+                    for y in y0..y1 {
+                        for x in x0..x1 {
+                            if (x as f64 - a.x).powi(2) + (y as f64 - a.y).powi(2) <= r * r {
+                                map[y * w + x] = 1.0;
+                            }
+                        }
+                    }
+                }
+                map
+            }
+        }
+    }
+
     pub fn damage_map(&self, damage: &Damage, drift_px: (f64, f64)) -> Vec<f32> {
         let (w, h) = (self.width, self.height);
         (0..w * h).map(|i| damage.at((i % w) as f64 - drift_px.0, (i / w) as f64 - drift_px.1) as f32).collect()
@@ -226,7 +306,10 @@ mod tests {
         let s = Specimen::new(80, 60, 10.0, 7);
         let clean = s.render_clean(&Damage::default(), (0.0, 0.0));
         assert_eq!(clean, Specimen::new(80, 60, 10.0, 7).render_clean(&Damage::default(), (0.0, 0.0)));
-        let d = Damage { discs: vec![Disc { cx: 20.0, cy: 20.0, radius_px: 8.0, edge_px: 2.0, amount: 1.0 }] };
+        let d = Damage {
+            discs: vec![Disc { cx: 20.0, cy: 20.0, radius_px: 8.0, edge_px: 2.0, amount: 1.0 }],
+            ..Damage::default()
+        };
         let dmg = s.render_clean(&d, (0.0, 0.0));
         // Far from the disc (beyond an atom's reach) nothing changes; at its centre a lot does.
         assert!((dmg[50 * 80 + 70] - clean[50 * 80 + 70]).abs() < 1e-12);
@@ -236,5 +319,37 @@ mod tests {
         let truth = s.damage_map(&d, (0.0, 0.0));
         assert_eq!(truth[20 * 80 + 20], 1.0);
         assert_eq!(truth[50 * 80 + 70], 0.0);
+    }
+
+    #[test]
+    fn every_damage_model_changes_the_image_only_where_its_truth_says() {
+        let s = Specimen::new(120, 120, 10.0, 3);
+        let clean = s.render_clean(&Damage::default(), (0.0, 0.0));
+        for model in [DamageModel::Amorphous, DamageModel::ContrastLoss, DamageModel::Vacancies] {
+            let d =
+                Damage { discs: vec![Disc { cx: 60.0, cy: 60.0, radius_px: 30.0, edge_px: 3.0, amount: 1.0 }], model };
+            let img = s.render_clean(&d, (0.0, 0.0));
+            let truth = s.truth_map(&d);
+            let near = |i: usize| {
+                let (x, y) = ((i % 120) as i64, (i / 120) as i64);
+                (-6..=6).any(|dy| {
+                    (-6..=6).any(|dx| {
+                        truth
+                            .get(((y + dy).clamp(0, 119) * 120 + (x + dx).clamp(0, 119)) as usize)
+                            .is_some_and(|&t| t > 0.0)
+                    })
+                })
+            };
+            let changed: Vec<usize> = (0..img.len()).filter(|&i| (img[i] - clean[i]).abs() > 1e-9).collect();
+            assert!(!changed.is_empty(), "{model:?} changes something");
+            // Changes stay within an atom's reach of the true damage.
+            assert!(changed.iter().all(|&i| near(i)), "{model:?}: change outside the truth");
+            let damaged = truth.iter().filter(|&&t| t > 0.0).count();
+            match model {
+                // Vacancies: a minority of columns, so truth covers much less than the disc.
+                DamageModel::Vacancies => assert!(damaged > 0 && damaged < 1500, "{damaged} px"),
+                _ => assert!(damaged > 2500, "{model:?}: {damaged} px"),
+            }
+        }
     }
 }

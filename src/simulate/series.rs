@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{Damage, Disc, Specimen};
+use super::{Damage, DamageModel, Disc, Specimen};
 use crate::dose::ELEMENTARY_CHARGE_C;
 
 /// Parameters of a simulated series.
@@ -34,6 +34,7 @@ pub struct SeriesSpec {
     pub intensity_loss_per_e_per_a2: f64,
     pub drift_px_per_frame: (f64, f64),
     pub seed: u64,
+    pub model: DamageModel,
 }
 
 impl SeriesSpec {
@@ -60,6 +61,7 @@ impl SeriesSpec {
             intensity_loss_per_e_per_a2: 1e-6,
             drift_px_per_frame: (0.15, -0.1),
             seed: 1,
+            model: DamageModel::Amorphous,
         };
         let d = s.dose_per_frame_e_per_a2();
         // Frame i carries cumulative dose (i + 1)·d; nucleate just before frame `onset_frame`.
@@ -149,16 +151,26 @@ impl Series {
                         cy: seed.y,
                         radius_px: rmax * (1.0 - (-t).exp()),
                         edge_px: 4.0,
-                        amount: (0.5 + t).min(1.0),
+                        amount: match s.model {
+                            DamageModel::Amorphous => (0.5 + t).min(1.0),
+                            // Gradual: barely visible at nucleation.
+                            DamageModel::ContrastLoss | DamageModel::Vacancies => 1.0 - (-(t + 0.1)).exp(),
+                        },
                     }
                 })
                 .collect(),
+            model: s.model,
         }
     }
 
     /// First frame with any damage.
     pub fn onset_frame(&self) -> Option<usize> {
         (0..self.spec.frames).find(|&i| !self.damage_at(self.cumulative_dose(i)).discs.is_empty())
+    }
+
+    /// Per-pixel true damage (0..1) of frame `i` in reference-frame coordinates.
+    pub fn truth_map(&self, i: usize) -> Vec<f32> {
+        self.specimen.truth_map(&self.damage_at(self.cumulative_dose(i)))
     }
 
     /// Detector counts of frame `i` (u16, Poisson noise) and its truth.
