@@ -109,6 +109,40 @@ fn check_dims(width: usize, height: usize, len: usize) -> Result<(), FrameError>
     Ok(())
 }
 
+/// Unnormalised separable convolution with kernel `k` (odd length), edges clamped. Both passes are
+/// written as sums of shifted rows (axpy), which the compiler vectorises: a 1020² frame at σ = 2 px
+/// takes a few milliseconds.
+fn blur_separable(src: &[f32], w: usize, h: usize, k: &[f32]) -> Vec<f32> {
+    let r = k.len() / 2;
+    // Horizontal: pad each row by r replicated pixels, then dst += k[j] · padded[j..j + w].
+    let mut tmp = vec![0f32; w * h];
+    let mut padded = vec![0f32; w + 2 * r];
+    for y in 0..h {
+        let row = &src[y * w..(y + 1) * w];
+        padded[..r].fill(row[0]);
+        padded[r..r + w].copy_from_slice(row);
+        padded[r + w..].fill(row[w - 1]);
+        let dst = &mut tmp[y * w..(y + 1) * w];
+        for (j, &kj) in k.iter().enumerate() {
+            for (d, &p) in dst.iter_mut().zip(&padded[j..j + w]) {
+                *d += kj * p;
+            }
+        }
+    }
+    // Vertical: dst row y += k[j] · tmp row clamp(y + j − r).
+    let mut out = vec![0f32; w * h];
+    for y in 0..h {
+        let dst = &mut out[y * w..(y + 1) * w];
+        for (j, &kj) in k.iter().enumerate() {
+            let sy = (y + j).saturating_sub(r).min(h - 1);
+            for (d, &p) in dst.iter_mut().zip(&tmp[sy * w..(sy + 1) * w]) {
+                *d += kj * p;
+            }
+        }
+    }
+    out
+}
+
 impl Frame {
     /// From integer pixels; with `mask_gaps`, pixels at the dtype maximum are marked invalid.
     pub fn from_ints<P: IntPixel>(
@@ -189,39 +223,28 @@ impl Frame {
         if sigma_px <= 0.0 || !sigma_px.is_finite() {
             return self.clone();
         }
-        let r = (3.0 * sigma_px).ceil() as isize;
-        let k: Vec<f32> = (-r..=r).map(|i| (-((i * i) as f32) / (2.0 * sigma_px * sigma_px)).exp()).collect();
+        let r = (3.0 * sigma_px).ceil() as usize;
+        let k: Vec<f32> =
+            (0..=2 * r).map(|i| (-(((i as f32 - r as f32).powi(2)) / (2.0 * sigma_px * sigma_px))).exp()).collect();
         let (w, h) = (self.width, self.height);
-        let weight: Vec<f32> = (0..w * h).map(|i| if self.is_valid(i) { 1.0 } else { 0.0 }).collect();
-        let value: Vec<f32> = self.pixels.iter().zip(&weight).map(|(v, m)| v * m).collect();
-        // One pass along x or y, over value·mask and mask together.
-        let pass = |src: &[f32], horizontal: bool| -> Vec<f32> {
-            let mut dst = vec![0.0f32; src.len()];
-            for y in 0..h {
-                for x in 0..w {
-                    let mut acc = 0.0f32;
-                    for (j, kv) in k.iter().enumerate() {
-                        let o = j as isize - r;
-                        let i = if horizontal {
-                            y * w + (x as isize + o).clamp(0, w as isize - 1) as usize
-                        } else {
-                            (y as isize + o).clamp(0, h as isize - 1) as usize * w + x
-                        };
-                        acc += kv * src[i];
-                    }
-                    dst[y * w + x] = acc;
-                }
+        let pixels = match &self.invalid {
+            // Clamped edges replicate pixels, so every output's weights sum to (Σk)²: no second
+            // convolution of the mask is needed.
+            None => {
+                let ks: f32 = k.iter().sum();
+                let mut out = blur_separable(&self.pixels, w, h, &k);
+                let norm = 1.0 / (ks * ks);
+                out.iter_mut().for_each(|v| *v *= norm);
+                out
             }
-            dst
+            Some(mask) => {
+                let weight: Vec<f32> = mask.iter().map(|&bad| if bad { 0.0 } else { 1.0 }).collect();
+                let value: Vec<f32> = self.pixels.iter().zip(&weight).map(|(v, m)| v * m).collect();
+                let num = blur_separable(&value, w, h, &k);
+                let den = blur_separable(&weight, w, h, &k);
+                (0..w * h).map(|i| if !mask[i] && den[i] > 0.0 { num[i] / den[i] } else { self.pixels[i] }).collect()
+            }
         };
-        let num = pass(&pass(&value, true), false);
-        let den = pass(&pass(&weight, true), false);
-        let pixels = num
-            .iter()
-            .zip(&den)
-            .enumerate()
-            .map(|(i, (&n, &d))| if self.is_valid(i) && d > 0.0 { n / d } else { self.pixels[i] })
-            .collect();
         Frame { width: w, height: h, pixels, invalid: self.invalid.clone(), dtype: self.dtype }
     }
 

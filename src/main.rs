@@ -225,6 +225,9 @@ struct BenchArgs {
     /// Patches per work chunk (tuning).
     #[arg(long)]
     chunk: Option<usize>,
+    /// Gaussian pre-filter σ in pixels (0 = off).
+    #[arg(long, default_value_t = beamwatch::damage::DEFAULT_PREFILTER_SIGMA_PX)]
+    prefilter_sigma: f32,
 }
 
 #[derive(Args)]
@@ -481,6 +484,7 @@ fn run(cmd: Command) -> Result<()> {
                 patch_px: a.patch,
                 metric: a.metric,
                 chunk: a.chunk,
+                prefilter_sigma_px: a.prefilter_sigma,
             })?;
             println!("{}", serde_json::to_string(&r)?);
         }

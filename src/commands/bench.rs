@@ -22,6 +22,7 @@ pub struct BenchOptions {
     pub patch_px: usize,
     pub metric: Metric,
     pub chunk: Option<usize>,
+    pub prefilter_sigma_px: f32,
 }
 
 #[derive(Debug, Serialize)]
@@ -30,6 +31,7 @@ pub struct BenchResult {
     pub cpu: String,
     pub threads: usize,
     pub metric: Metric,
+    pub prefilter_sigma_px: f32,
     pub size_px: usize,
     pub patch_px: usize,
     pub patches: usize,
@@ -49,6 +51,7 @@ pub struct BenchResult {
 pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
     let mut settings = AnalysisSettings::new(opts.metric);
     settings.patch_px = opts.patch_px;
+    settings.prefilter_sigma_px = opts.prefilter_sigma_px;
     let (engine, weights_label, macs) = if opts.metric.uses_features() {
         let (sd, label) = match &opts.weights {
             Some(p) => {
@@ -89,6 +92,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         cpu: cpu_model(),
         threads,
         metric: opts.metric,
+        prefilter_sigma_px: opts.prefilter_sigma_px,
         size_px: opts.size_px,
         patch_px: opts.patch_px,
         patches,
