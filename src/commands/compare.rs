@@ -107,11 +107,7 @@ pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
     let threshold = setup.settings.threshold;
     let vmax =
         results.iter().filter_map(|(a, _)| a.summary.max_dissimilarity).fold(2.0 * threshold as f64, f64::max) as f32;
-    let warning = provenance
-        .weights
-        .as_ref()
-        .filter(|w| w.origin != crate::weights::identity::Provenance::TorchvisionImagenet1kV1)
-        .map(|w| format!("weights: {}", w.origin_label));
+    let warning = provenance.weights.as_ref().and_then(|w| w.origin.picture_warning());
     let mut frames = Vec::with_capacity(results.len());
     for (i, ((a, ms), input)) in results.iter().zip(&inputs).enumerate() {
         let index = i + 1;

@@ -24,6 +24,7 @@ use crate::register::Registration;
 use crate::report::{self, auc_plot};
 use crate::simulate::DamageModel;
 use crate::simulate::series::{Series, SeriesSpec};
+use crate::weights::identity::Identity;
 
 pub struct EvaluateOptions {
     /// Series files to score (ignored with `suite`).
@@ -119,7 +120,7 @@ pub fn load(path: &Path, truth: Option<&Path>, truth_onset: Option<usize>) -> Re
 }
 
 fn is_hdf5(p: &Path) -> bool {
-    std::fs::read(p).ok().is_some_and(|b| b.starts_with(b"\x89HDF\r\n\x1a\n"))
+    std::fs::metadata(p).is_ok_and(|m| crate::record::readers::is_hdf5(p, m.len()).unwrap_or(false))
 }
 
 fn hdf5_truth(path: &Path) -> Result<(Vec<Vec<f32>>, Option<usize>), Error> {
@@ -177,7 +178,8 @@ pub fn simulate_suite(spec: &SuiteSpec, dir: &Path) -> Result<Vec<PathBuf>, Erro
     Ok(paths)
 }
 
-fn engine_for(cfg: &Config, metrics: &[Metric]) -> Result<(Option<Arc<Engine>>, Option<String>), Error> {
+/// The feature engine the metrics need, with the weights' identity.
+fn engine_for(cfg: &Config, metrics: &[Metric]) -> Result<(Option<Arc<Engine>>, Option<Identity>), Error> {
     if !metrics.iter().any(|m| m.uses_features()) {
         return Ok((None, None));
     }
@@ -188,7 +190,7 @@ fn engine_for(cfg: &Config, metrics: &[Metric]) -> Result<(Option<Arc<Engine>>, 
     };
     let net = Network::from_state_dict(&sd)?;
     let engine = Engine::new(&net, cfg.analysis.patch_px, cfg.analysis.threads)?;
-    Ok((Some(Arc::new(engine)), Some(format!("{} ({}, sha256 {})", id.path, id.provenance.label(), id.file_sha256))))
+    Ok((Some(Arc::new(engine)), Some(id)))
 }
 
 pub fn run(opts: &EvaluateOptions) -> Result<EvaluateReport, Error> {
@@ -203,7 +205,9 @@ pub fn run(opts: &EvaluateOptions) -> Result<EvaluateReport, Error> {
         None if opts.inputs.is_empty() => return Err(usage("no series given (a file, or --suite)".into())),
         None => opts.inputs.clone(),
     };
-    let (engine, weights) = engine_for(&opts.config, &opts.metrics)?;
+    let (engine, identity) = engine_for(&opts.config, &opts.metrics)?;
+    let weights =
+        identity.as_ref().map(|id| format!("{} ({}, sha256 {})", id.path, id.provenance.label(), id.file_sha256));
     let base: AnalysisSettings = opts.config.analysis.settings(opts.metrics[0]);
     let settings: Vec<Setting> = opts
         .metrics
@@ -247,13 +251,8 @@ pub fn run(opts: &EvaluateOptions) -> Result<EvaluateReport, Error> {
                 })
                 .collect();
             let png = opts.out.join(format!("auc_{}_{metric}.png", series.name));
-            let warning = (metric.uses_features())
-                .then_some(weights.as_deref())
-                .flatten()
-                .filter(|w| !w.contains("ImageNet"))
-                .map(|_| {
-                    "weights: SYNTHETIC (not ImageNet-trained; numerics tests only, not the paper's metric)".to_string()
-                });
+            let warning =
+                identity.as_ref().filter(|_| metric.uses_features()).and_then(|id| id.provenance.picture_warning());
             auc_plot::render(&auc_plot::AucPlot {
                 title: format!("detection of known damage — {}", series.name),
                 subtitle: format!("{metric}: AUC of the per-patch dissimilarity against the true damaged patches"),
@@ -268,8 +267,9 @@ pub fn run(opts: &EvaluateOptions) -> Result<EvaluateReport, Error> {
     }
     bar.finish_and_clear();
     let ranking = rank(&settings, &results);
-    let report = EvaluateReport { weights, rule: opts.rule.clone(), series: names, results, ranking, outputs };
-    write_outputs(&report, &opts.out)
+    let mut report = EvaluateReport { weights, rule: opts.rule.clone(), series: names, results, ranking, outputs };
+    write_outputs(&mut report, &opts.out)?;
+    Ok(report)
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
@@ -339,7 +339,7 @@ pub fn markdown(r: &EvaluateReport) -> String {
     s
 }
 
-fn write_outputs(r: &EvaluateReport, out: &Path) -> Result<EvaluateReport, Error> {
+fn write_outputs(r: &mut EvaluateReport, out: &Path) -> Result<(), Error> {
     let werr = |path: &Path, e: &dyn std::fmt::Display| Error::Output { path: path.to_owned(), problem: e.to_string() };
     let mut results = String::from(
         "series,metric,prefilter_sigma_px,registration,threshold,first_damaged_frame,auc_early,auc_late,auc_mean,onset_frame,alarm_frame,onset_delay_frames,false_alarms\n",
@@ -381,22 +381,13 @@ fn write_outputs(r: &EvaluateReport, out: &Path) -> Result<EvaluateReport, Error
             ));
         }
     }
-    let mut outputs = r.outputs.clone();
     for (name, text) in [("results.csv", results), ("frames.csv", frames), ("table.md", markdown(r))] {
         let p = out.join(name);
         report::write_atomic(&p, text.as_bytes())?;
-        outputs.push(p);
+        r.outputs.push(p);
     }
     let p = out.join("summary.json");
-    let report = EvaluateReport {
-        weights: r.weights.clone(),
-        rule: r.rule.clone(),
-        series: r.series.clone(),
-        results: r.results.clone(),
-        ranking: r.ranking.iter().map(|k| Ranked { label: k.label.clone(), ..*k }).collect(),
-        outputs,
-    };
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| werr(&p, &e))?;
+    let json = serde_json::to_vec_pretty(&*r).map_err(|e| werr(&p, &e))?;
     report::write_atomic(&p, &json)?;
-    Ok(report)
+    Ok(())
 }

@@ -299,11 +299,7 @@ fn write_reports(
     let info = source.info().clone();
     let grid = PatchGrid::new(info.width, info.height, settings.patch_px)
         .map_err(|e| Error::Usage(format!("{}: {e}", info.path.display())))?;
-    let warning = provenance
-        .weights
-        .as_ref()
-        .filter(|w| w.origin != crate::weights::identity::Provenance::TorchvisionImagenet1kV1)
-        .map(|w| format!("weights: {}", w.origin_label));
+    let warning = provenance.weights.as_ref().and_then(|w| w.origin.picture_warning());
     let fit: Option<crate::alarms::forecast::Fit> = summary
         .series
         .as_ref()

@@ -312,25 +312,24 @@ fn run(
     let min_free_bytes = (cfg.min_free_mib * 1024.0 * 1024.0) as u64;
     // Bytes handed to HDF5 since the last flush: not on disk yet, but they will be.
     let mut pending_bytes = 0u64;
-    let fail = |open: &mut HashMap<String, Open>, why: String| {
+    // Once per recorder: the flag, one log line, the error for the report, the alarm.
+    let announce = |why: &str, files: &str| {
         if !stats.failed.swap(true, Ordering::Relaxed) {
-            tracing::error!(
-                "recording stopped: {why}; monitoring continues; the session files hold what was flushed before"
-            );
+            tracing::error!("recording stopped: {why}; monitoring continues; {files}");
             if let Ok(mut e) = stats.error.lock() {
-                *e = Some(why.clone());
+                *e = Some(why.to_string());
             }
-            on_failure(&why);
+            on_failure(why);
         }
+    };
+    // A write failed: the open files are dropped as they are.
+    let fail = |open: &mut HashMap<String, Open>, why: String| {
+        announce(&why, "the session files hold what was flushed before");
         open.clear();
     };
+    // Space ran short before any write failed: every file is closed cleanly, saying why.
     let stop_clean = |open: &mut HashMap<String, Open>, closed: &mut u64, why: String| {
-        stats.failed.store(true, Ordering::Relaxed);
-        tracing::error!("recording stopped: {why}; monitoring continues; the session files were closed cleanly");
-        if let Ok(mut e) = stats.error.lock() {
-            *e = Some(why.clone());
-        }
-        on_failure(&why);
+        announce(&why, "the session files were closed cleanly");
         for (_, o) in open.drain() {
             if let Some(w) = o.writer {
                 *closed += finish(w, End::Stopped(&why), &stats);

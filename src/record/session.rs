@@ -454,19 +454,15 @@ impl SessionWriter {
 
     /// Closes a file that recording stopped on before its series ended, saying why in the file.
     pub fn finish_stopped(self, why: &str) -> Result<PathBuf, RecordError> {
-        let path = self.finish(None)?;
-        let f =
-            File::open_rw(&path).map_err(|source| RecordError { path: path.clone(), what: "reopen".into(), source })?;
-        string_attr(&f, "stopped_early", why).map_err(|source| RecordError {
-            path: path.clone(),
-            what: "stopped_early".into(),
-            source,
-        })?;
-        Ok(path)
+        self.close(None, Some(why))
     }
 
     /// Flushes, closes, and marks the file complete with the series summary (outside SWMR).
     pub fn finish(self, summary_json: Option<&str>) -> Result<PathBuf, RecordError> {
+        self.close(summary_json, None)
+    }
+
+    fn close(self, summary_json: Option<&str>, stopped_early: Option<&str>) -> Result<PathBuf, RecordError> {
         self.flush()?;
         let path = self.path.clone();
         drop(self);
@@ -478,6 +474,9 @@ impl SessionWriter {
         u64_attr(&f, "complete", 1).map_err(err("complete flag"))?;
         if let Some(s) = summary_json {
             string_attr(&f, "summary", s).map_err(err("summary"))?;
+        }
+        if let Some(why) = stopped_early {
+            string_attr(&f, "stopped_early", why).map_err(err("stopped_early"))?;
         }
         Ok(path)
     }

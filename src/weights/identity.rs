@@ -49,6 +49,11 @@ impl Provenance {
             Self::Unknown => "unknown origin (not torchvision IMAGENET1K_V1)",
         }
     }
+
+    /// The warning printed on every picture made with weights that are not the paper's.
+    pub fn picture_warning(&self) -> Option<String> {
+        (*self != Self::TorchvisionImagenet1kV1).then(|| format!("weights: {}", self.label()))
+    }
 }
 
 /// Everything `weights verify` reports about a file.

@@ -47,7 +47,7 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSource>, Rea
 }
 
 /// Looks for the HDF5 signature where the format allows it.
-fn is_hdf5(path: &Path, len: u64) -> Result<bool, ReadError> {
+pub(crate) fn is_hdf5(path: &Path, len: u64) -> Result<bool, ReadError> {
     let mut file = std::fs::File::open(path).map_err(|e| ReadError::new(path, None, format!("cannot open: {e}")))?;
     let mut offset = 0u64;
     while offset + 8 <= len {
