@@ -153,6 +153,8 @@ pub struct AnalysisConfig {
     pub max_invalid_fraction: f32,
     /// CPU threads for the feature engine; 0 = all cores.
     pub threads: usize,
+    /// Hardware for the feature engine: auto (GPU when usable, else CPU), cpu or cuda.
+    pub backend: crate::engine::BackendChoice,
     /// Gaussian pre-filter σ (px) applied to both frames before patching; 0 = off.
     pub prefilter_sigma_px: f32,
 }
@@ -170,6 +172,7 @@ impl Default for AnalysisConfig {
             mask_gaps: true,
             max_invalid_fraction: 0.25,
             threads: 0,
+            backend: crate::engine::BackendChoice::Auto,
             prefilter_sigma_px: crate::damage::DEFAULT_PREFILTER_SIGMA_PX,
         }
     }

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use beamwatch::commands::{bench, bench_live, compare, demo, replay, run as daemon_cmd, simulate, weights};
 use beamwatch::config::{AnalysisConfig, Config, Mode};
 use beamwatch::damage::Metric;
+use beamwatch::engine::BackendChoice;
 use beamwatch::decode::WireFormat;
 use beamwatch::frame::ScaleMode;
 use beamwatch::register::Registration;
@@ -130,6 +131,9 @@ struct AnalysisArgs {
     /// CPU threads (0 = all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Feature engine hardware: auto (GPU when usable, else CPU), cpu, or cuda (GPU or error).
+    #[arg(long)]
+    backend: Option<BackendChoice>,
     /// Gaussian pre-filter σ in pixels on both frames before patching (0 = off; default 2).
     #[arg(long)]
     prefilter_sigma: Option<f32>,
@@ -184,6 +188,9 @@ impl AnalysisArgs {
         if let Some(t) = self.threads {
             cfg.threads = t;
         }
+        if let Some(b) = self.backend {
+            cfg.backend = b;
+        }
         if let Some(s) = self.prefilter_sigma {
             cfg.prefilter_sigma_px = s;
         }
@@ -228,6 +235,9 @@ struct BenchArgs {
     /// Gaussian pre-filter σ in pixels (0 = off).
     #[arg(long, default_value_t = beamwatch::damage::DEFAULT_PREFILTER_SIGMA_PX)]
     prefilter_sigma: f32,
+    /// auto (GPU when usable), cpu, or cuda (GPU or error; adds kernel and all-GPU frame times).
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
 }
 
 #[derive(Args)]
@@ -485,6 +495,7 @@ fn run(cmd: Command) -> Result<()> {
                 metric: a.metric,
                 chunk: a.chunk,
                 prefilter_sigma_px: a.prefilter_sigma,
+                backend: a.backend,
             })?;
             println!("{}", serde_json::to_string(&r)?);
         }

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::damage::{AnalysisSettings, Analyzer, Metric};
-use crate::engine::{Engine, Network};
+use crate::engine::cuda::frame::FramePipeline;
+use crate::engine::{ActiveBackend, BackendChoice, Engine, Network};
 use crate::frame::Frame;
 use crate::simulate::{Damage, Disc, Specimen};
 use crate::weights::identity;
@@ -23,11 +24,14 @@ pub struct BenchOptions {
     pub metric: Metric,
     pub chunk: Option<usize>,
     pub prefilter_sigma_px: f32,
+    pub backend: BackendChoice,
 }
 
 #[derive(Debug, Serialize)]
 pub struct BenchResult {
+    /// The backend the feature engine ran on ("cpu" or "cuda"), and the hardware.
     pub backend: &'static str,
+    pub backend_detail: String,
     pub cpu: String,
     pub threads: usize,
     pub metric: Metric,
@@ -46,6 +50,24 @@ pub struct BenchResult {
     pub gflop_per_s: Option<f64>,
     pub peak_rss_mib: Option<f64>,
     pub weights: String,
+    /// With the CUDA backend: the whole frame on the GPU (see [`GpuFrameBench`]).
+    pub gpu_frame: Option<GpuFrameBench>,
+}
+
+/// The all-GPU frame path: a u16 frame uploaded from pinned memory (overlapping the previous
+/// frame's compute), patch extraction, trunk, cosine against device-resident reference features and
+/// the summary; only similarities and summary come back.
+#[derive(Debug, Serialize)]
+pub struct GpuFrameBench {
+    pub gpu: String,
+    pub frames_timed: usize,
+    /// GPU time between events around extraction → summary.
+    pub kernel_ms_median: f64,
+    pub kernel_ms_min: f64,
+    /// Host wall time from frame hand-over to similarities on the host.
+    pub end_to_end_ms_median: f64,
+    pub end_to_end_ms_min: f64,
+    pub mean_similarity: f32,
 }
 
 pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
@@ -62,7 +84,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
             None => (crate::weights::random_resnet18(0), "random (timing only)".to_string()),
         };
         let net = Network::from_state_dict(&sd)?;
-        let mut engine = Engine::new(&net, opts.patch_px, opts.threads)?;
+        let mut engine = Engine::for_backend(&net, opts.patch_px, opts.threads, opts.backend)?;
         if let Some(c) = opts.chunk {
             engine = engine.with_chunk(c);
         }
@@ -72,8 +94,15 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         (None, "none (classical metric)".to_string(), None)
     };
     let threads = engine.as_ref().map_or(1, |e| e.threads());
+    let active = engine.as_ref().map_or(ActiveBackend::Cpu { threads }, |e| e.backend());
+    if opts.backend == BackendChoice::Cuda && !opts.metric.uses_features() {
+        return Err(Error::Usage(format!(
+            "--backend cuda runs the ResNet-18 trunk; the {} metric has none (use --metric resnet18)",
+            opts.metric
+        )));
+    }
     let (reference, frame) = frames(opts.size_px)?;
-    let mut analyzer = Analyzer::new(settings, engine).map_err(|e| Error::analysis("bench", e))?;
+    let mut analyzer = Analyzer::new(settings, engine.clone()).map_err(|e| Error::analysis("bench", e))?;
     analyzer.set_reference(&reference).map_err(|e| Error::analysis("bench reference", e))?;
     let patches = analyzer.grid().map_or(0, |g| g.len());
     // One untimed frame: thread pools and workspaces warm up.
@@ -87,8 +116,13 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
     }
     ms.sort_by(f64::total_cmp);
     let median = ms[ms.len() / 2];
+    let gpu_frame = match (&active, &engine) {
+        (ActiveBackend::Cuda { gpu }, Some(e)) => Some(gpu_frame_bench(e.as_ref(), gpu, opts)?),
+        _ => None,
+    };
     Ok(BenchResult {
-        backend: "cpu",
+        backend: active.name(),
+        backend_detail: active.to_string(),
         cpu: cpu_model(),
         threads,
         metric: opts.metric,
@@ -106,6 +140,43 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         gflop_per_s: macs.map(|m| round(2.0 * m.0 as f64 * patches as f64 / (median / 1e3) / 1e9, 1)),
         peak_rss_mib: peak_rss_mib(),
         weights: weights_label,
+        gpu_frame,
+    })
+}
+
+fn gpu_frame_bench(engine: &Engine, gpu: &str, opts: &BenchOptions) -> Result<GpuFrameBench, Error> {
+    let (reference, frame) = frames(opts.size_px)?;
+    let to_u16 = |f: &Frame| f.pixels().iter().map(|&v| v.clamp(0.0, 65_534.0) as u16).collect::<Vec<u16>>();
+    let (lo, hi) = reference.valid_range();
+    let gain = if hi > lo { 1.0 / (hi - lo) } else { 1.0 };
+    // Reference, one warm-up frame, then the timed frames.
+    let mut series = vec![to_u16(&reference)];
+    series.extend(std::iter::repeat_n(to_u16(&frame), opts.frames.max(1) + 1));
+    let size = opts.size_px;
+    let threshold = 1.0 - opts.metric.default_threshold();
+    let run = engine
+        .with_gpu_trunk(|trunk| {
+            let mut p = FramePipeline::<u16>::new(trunk, size, size, lo, gain)?;
+            p.run(&series, threshold)
+        })
+        .ok_or_else(|| Error::Usage("the GPU path stopped before the frame benchmark".into()))?
+        .map_err(|e| Error::Usage(format!("GPU frame benchmark: {e}")))?;
+    let timed = &run[1.min(run.len())..];
+    if timed.is_empty() {
+        return Err(Error::Usage("GPU frame benchmark timed no frame".into()));
+    }
+    let mut k: Vec<f64> = timed.iter().map(|t| t.kernel_ms as f64).collect();
+    let mut e: Vec<f64> = timed.iter().map(|t| t.end_to_end_ms).collect();
+    k.sort_by(f64::total_cmp);
+    e.sort_by(f64::total_cmp);
+    Ok(GpuFrameBench {
+        gpu: gpu.to_string(),
+        frames_timed: timed.len(),
+        kernel_ms_median: round(k[k.len() / 2], 3),
+        kernel_ms_min: round(k[0], 3),
+        end_to_end_ms_median: round(e[e.len() / 2], 3),
+        end_to_end_ms_min: round(e[0], 3),
+        mean_similarity: timed[timed.len() - 1].mean_similarity,
     })
 }
 

@@ -189,7 +189,7 @@ fn engine_for(cfg: &Config, metrics: &[Metric]) -> Result<(Option<Arc<Engine>>, 
         ));
     };
     let net = Network::from_state_dict(&sd)?;
-    let engine = Engine::new(&net, cfg.analysis.patch_px, cfg.analysis.threads)?;
+    let engine = Engine::for_backend(&net, cfg.analysis.patch_px, cfg.analysis.threads, cfg.analysis.backend)?;
     Ok((Some(Arc::new(engine)), Some(id)))
 }
 

@@ -74,7 +74,7 @@ pub fn prepare(cfg: &AnalysisConfig) -> Result<MetricSetup, Error> {
                 ),
             }
             let net = Network::from_state_dict(&sd)?;
-            let engine = Engine::new(&net, settings.patch_px, cfg.threads)?;
+            let engine = Engine::for_backend(&net, settings.patch_px, cfg.threads, cfg.backend)?;
             (Some(Arc::new(engine)), Some(id))
         }
         _ => (None, None),

@@ -4,16 +4,22 @@
 //! - [`plan`]: the trunk compiled for a patch size (padding-free GEMM classes).
 //! - [`cpu`]: executes a plan on a chunk of patches.
 //!
-//! [`Engine`] splits a frame's patches into chunks and runs them on its own thread pool.
+//! - [`cuda`]: the same plan on the GPU with our own kernels (`kernels/*.cu`).
+//!
+//! [`Engine`] runs a frame's patches on the GPU when it has one, else splits them into chunks on its
+//! own thread pool.
 
+pub mod backend;
 pub mod cpu;
+pub mod cuda;
 pub mod network;
 pub mod plan;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
+pub use backend::BackendChoice;
 pub use network::Network;
 pub use plan::Plan;
 
@@ -28,6 +34,8 @@ pub enum EngineError {
     Plan(String),
     #[error("cannot start {0} worker threads: {1}")]
     Threads(usize, String),
+    #[error("--backend cuda needs a usable GPU (backend auto or cpu runs on the CPU path)")]
+    Cuda(#[from] cuda::CudaError),
 }
 
 /// Global-average-pooled features after layer1..layer4 for `n` patches; `layers[l]` is `[n][C_l]`
@@ -68,6 +76,43 @@ pub struct Engine {
     pool: rayon::ThreadPool,
     threads: usize,
     chunk: usize,
+    gpu: Option<Gpu>,
+}
+
+/// The GPU trunk; after a GPU error the engine stays on the CPU path (`failed`).
+struct Gpu {
+    info: cuda::GpuInfo,
+    state: Mutex<GpuState>,
+}
+
+struct GpuState {
+    trunk: cuda::Trunk,
+    failed: bool,
+}
+
+/// What an engine runs on, for logs and benchmark reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActiveBackend {
+    Cpu { threads: usize },
+    Cuda { gpu: String },
+}
+
+impl ActiveBackend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Cpu { .. } => "cpu",
+            Self::Cuda { .. } => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for ActiveBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu { threads } => write!(f, "CPU ({threads} threads)"),
+            Self::Cuda { gpu } => write!(f, "CUDA on {gpu}"),
+        }
+    }
 }
 
 impl Engine {
@@ -80,7 +125,45 @@ impl Engine {
             .thread_name(|i| format!("bw-cpu-{i}"))
             .build()
             .map_err(|e| EngineError::Threads(threads, e.to_string()))?;
-        Ok(Self { plan, pool, threads, chunk: DEFAULT_CHUNK })
+        Ok(Self { plan, pool, threads, chunk: DEFAULT_CHUNK, gpu: None })
+    }
+
+    /// An engine on the chosen backend. `Auto` without a usable GPU falls back to the CPU path with
+    /// one log line saying why; `Cuda` without one is an error.
+    pub fn for_backend(net: &Network, patch: usize, threads: usize, choice: BackendChoice) -> Result<Self, EngineError> {
+        let mut engine = Self::new(net, patch, threads)?;
+        if choice == BackendChoice::Cpu {
+            return Ok(engine);
+        }
+        match cuda::open(&engine.plan) {
+            Ok((trunk, info)) => {
+                tracing::info!("feature engine: CUDA on {info} (kernels compiled with NVRTC)");
+                engine.gpu = Some(Gpu { info, state: Mutex::new(GpuState { trunk, failed: false }) });
+                Ok(engine)
+            }
+            Err(e) if choice == BackendChoice::Auto => {
+                tracing::info!("no usable GPU ({e}): feature engine on the CPU path ({} threads)", engine.threads);
+                Ok(engine)
+            }
+            Err(e) => Err(EngineError::Cuda(e)),
+        }
+    }
+
+    pub fn backend(&self) -> ActiveBackend {
+        match &self.gpu {
+            Some(g) if !g.state.lock().is_ok_and(|s| s.failed) => ActiveBackend::Cuda { gpu: g.info.to_string() },
+            _ => ActiveBackend::Cpu { threads: self.threads },
+        }
+    }
+
+    /// The GPU trunk, for the all-GPU frame benchmark; `None` on the CPU path.
+    pub fn with_gpu_trunk<R>(&self, f: impl FnOnce(&mut cuda::Trunk) -> R) -> Option<R> {
+        let g = self.gpu.as_ref()?;
+        let mut st = g.state.lock().ok()?;
+        if st.failed {
+            return None;
+        }
+        Some(f(&mut st.trunk))
     }
 
     pub fn with_chunk(mut self, chunk: usize) -> Self {
@@ -102,6 +185,32 @@ impl Engine {
 
     /// Features of `pixels.len() / patch²` patches (`[n][patch²]`, scaled gray values).
     pub fn features(&self, pixels: &[f32]) -> Features {
+        if let Some(f) = self.gpu_features(pixels) {
+            return f;
+        }
+        self.cpu_features(pixels)
+    }
+
+    /// The GPU result, or `None` (no GPU, or it failed: then the CPU path takes over for good, so
+    /// a GPU fault costs speed, never the session).
+    fn gpu_features(&self, pixels: &[f32]) -> Option<Features> {
+        let g = self.gpu.as_ref()?;
+        let mut st = g.state.lock().ok()?;
+        if st.failed {
+            return None;
+        }
+        match st.trunk.features(pixels) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!("GPU feature engine failed ({e}); continuing on the CPU path ({} threads)", self.threads);
+                st.failed = true;
+                None
+            }
+        }
+    }
+
+    /// The CPU path, whatever the backend (tests compare the two).
+    pub fn cpu_features(&self, pixels: &[f32]) -> Features {
         let pp = self.plan.patch * self.plan.patch;
         let n = pixels.len() / pp;
         let mut out = Features::zeros(n);

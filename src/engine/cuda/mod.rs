@@ -1,0 +1,79 @@
+//! The GPU path: our own CUDA kernels (`kernels/*.cu`) compiled with NVRTC at start-up and launched
+//! through cudarc. cudarc loads libcuda and libnvrtc at run time (`dynamic-loading`), so the binary
+//! builds and runs without either; [`open`] checks for both before touching them, because cudarc
+//! panics on first use of a library it cannot find.
+
+pub mod frame;
+pub mod kernels;
+pub mod tables;
+pub mod trunk;
+
+use cudarc::driver::{CudaContext, DriverError};
+
+pub use kernels::NvrtcError;
+pub use trunk::Trunk;
+
+use crate::engine::Plan;
+
+#[derive(Debug, thiserror::Error)]
+#[must_use]
+pub enum CudaError {
+    #[error("no NVIDIA driver: libcuda.so could not be loaded")]
+    NoDriver,
+    #[error("no CUDA GPU: {0}")]
+    NoDevice(String),
+    #[error(transparent)]
+    Nvrtc(#[from] NvrtcError),
+    #[error("CUDA error while {what}: {err}")]
+    Driver { what: String, err: String },
+    #[error("GPU path: {0}")]
+    Setup(String),
+}
+
+impl CudaError {
+    pub(crate) fn driver(what: impl Into<String>, e: DriverError) -> Self {
+        Self::Driver { what: what.into(), err: format!("{e:?}") }
+    }
+}
+
+/// The GPU the trunk runs on.
+#[derive(Clone, Debug)]
+pub struct GpuInfo {
+    pub name: String,
+    pub compute_capability: (i32, i32),
+    pub memory_mib: usize,
+}
+
+impl std::fmt::Display for GpuInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (ma, mi) = self.compute_capability;
+        write!(f, "{} (sm_{ma}{mi}, {} MiB)", self.name, self.memory_mib)
+    }
+}
+
+/// Finds GPU 0, compiles the kernels for it and uploads the plan. Every way this can fail on a
+/// machine without a usable GPU is an error, never a panic.
+pub fn open(plan: &Plan) -> Result<(Trunk, GpuInfo), CudaError> {
+    // SAFETY: only probes whether the driver library can be dlopen'ed.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(CudaError::NoDriver);
+    }
+    match CudaContext::device_count() {
+        Ok(0) => return Err(CudaError::NoDevice("the driver reports 0 devices".into())),
+        Ok(_) => {}
+        Err(e) => return Err(CudaError::NoDevice(format!("{e:?}"))),
+    }
+    if !kernels::nvrtc_available() {
+        return Err(NvrtcError::Missing.into());
+    }
+    let ctx = CudaContext::new(0).map_err(|e| CudaError::driver("creating a context on GPU 0", e))?;
+    let cc = ctx.compute_capability().map_err(|e| CudaError::driver("reading the compute capability", e))?;
+    let info = GpuInfo {
+        name: ctx.name().unwrap_or_else(|_| "unknown GPU".into()),
+        compute_capability: cc,
+        memory_mib: ctx.total_mem().map_or(0, |b| b >> 20),
+    };
+    let arch = format!("sm_{}{}", cc.0, cc.1);
+    let trunk = Trunk::new(ctx, &arch, plan)?;
+    Ok((trunk, info))
+}

@@ -1,0 +1,158 @@
+//! The CPU [`Plan`] flattened into the arrays the kernels read: the GPU runs the very same
+//! padding-free classes, gathers and packed weights as the CPU path, so both compute the same sums.
+//!
+//! Launch sequence for a batch of `n` patches (`[n][patch²]` scaled pixels), buffers
+//! `[slot][patch][channel]`:
+//! 1. `stem_conv` → S (`stem.positions` slots, 64 channels)
+//! 2. `max_pool(S)` → X (layer1's slot order)
+//! 3. per block: `conv_classes(X → R)` for the downsample (no ReLU, no residual) when there is one,
+//!    else R = X; `conv_classes(X → T, ReLU)`; `conv_classes(T → Y, + R, ReLU)`; X ← Y; after the
+//!    second block of layer l, `global_avg_pool(X)` → features of layer l (`[n][C_l]`).
+
+use super::super::EngineError;
+use super::super::plan::{ConvPlan, Plan};
+
+/// Output tile of `conv_classes` (rows × columns) and its K step; must match kernels/conv.cu.
+pub const CONV_TILE_M: usize = 64;
+pub const CONV_TILE_N: usize = 64;
+pub const CONV_TILE_K: usize = 16;
+pub const CONV_THREADS: u32 = 256;
+
+/// One convolution as `conv_classes` reads it.
+#[derive(Clone, Debug)]
+pub struct ConvTables {
+    pub cin: usize,
+    pub cout: usize,
+    pub out_slots: usize,
+    pub n_classes: usize,
+    /// Positions of the largest class (the grid covers its rows).
+    pub max_pos: usize,
+    /// `[class][5]`: first slot, positions, taps, offset into `gathers`, offset into `weights`.
+    pub desc: Vec<i32>,
+    pub gathers: Vec<i32>,
+    pub weights: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+impl ConvTables {
+    fn new(p: &ConvPlan) -> Result<Self, EngineError> {
+        if p.cout % CONV_TILE_N != 0 || p.cin % CONV_TILE_K != 0 {
+            return Err(EngineError::Plan(format!(
+                "conv {}→{} channels does not fit the GPU tiles ({CONV_TILE_K}, {CONV_TILE_N})",
+                p.cin, p.cout
+            )));
+        }
+        let (mut desc, mut gathers, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+        for c in &p.classes {
+            desc.extend([c.first_slot, c.n_pos, c.n_taps, gathers.len(), weights.len()].map(to_i32));
+            gathers.extend(c.gather.iter().map(|&s| to_i32(s)));
+            weights.extend_from_slice(&c.weight);
+        }
+        if weights.len() > i32::MAX as usize || gathers.len() > i32::MAX as usize {
+            return Err(EngineError::Plan("plan tables exceed 2^31 entries".into()));
+        }
+        Ok(Self {
+            cin: p.cin,
+            cout: p.cout,
+            out_slots: p.out_slots(),
+            n_classes: p.classes.len(),
+            max_pos: p.classes.iter().map(|c| c.n_pos).max().unwrap_or(0),
+            desc,
+            gathers,
+            weights,
+            bias: p.bias.clone(),
+        })
+    }
+
+    /// `conv_classes` grid for `n` patches: (row tiles of the largest class, column tiles, classes).
+    pub fn grid(&self, n: usize) -> (u32, u32, u32) {
+        let rows = (self.max_pos * n).div_ceil(CONV_TILE_M);
+        (rows as u32, (self.cout / CONV_TILE_N) as u32, self.n_classes as u32)
+    }
+}
+
+fn to_i32(v: usize) -> i32 {
+    // Plan sizes are bounded by PATCH_MAX (256 px): slots ≤ 128², taps ≤ 9, weights ≤ 9·512·512.
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+#[derive(Clone, Debug)]
+pub struct StemTables {
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub out_w: usize,
+    pub positions: usize,
+    pub cout: usize,
+    /// `[k²][cout]`.
+    pub weight: Vec<f32>,
+    /// `[positions][cout]`.
+    pub bias_map: Vec<f32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolTables {
+    pub slots: usize,
+    /// `[slots + 1]`: window s is `windows[win_off[s]..win_off[s + 1]]`.
+    pub win_off: Vec<i32>,
+    pub windows: Vec<i32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct BlockTables {
+    pub conv1: ConvTables,
+    pub conv2: ConvTables,
+    pub downsample: Option<ConvTables>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DevicePlan {
+    pub patch: usize,
+    pub stem: StemTables,
+    pub pool: PoolTables,
+    /// layer l = blocks[2l], blocks[2l + 1].
+    pub blocks: Vec<BlockTables>,
+}
+
+impl DevicePlan {
+    pub fn new(plan: &Plan) -> Result<Self, EngineError> {
+        let s = &plan.stem;
+        let stem = StemTables {
+            k: s.k,
+            stride: s.stride,
+            pad: s.pad,
+            out_w: s.out_w,
+            positions: s.out_h * s.out_w,
+            cout: s.cout,
+            weight: s.weight.clone(),
+            bias_map: s.bias_map.clone(),
+        };
+        let mut win_off = vec![0i32];
+        let mut windows = Vec::new();
+        for w in &plan.pool.windows {
+            windows.extend(w.iter().map(|&i| to_i32(i)));
+            win_off.push(to_i32(windows.len()));
+        }
+        let pool = PoolTables { slots: plan.pool.windows.len(), win_off, windows };
+        let blocks = plan
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(BlockTables {
+                    conv1: ConvTables::new(&b.conv1)?,
+                    conv2: ConvTables::new(&b.conv2)?,
+                    downsample: b.downsample.as_ref().map(ConvTables::new).transpose()?,
+                })
+            })
+            .collect::<Result<_, EngineError>>()?;
+        Ok(Self { patch: plan.patch, stem, pool, blocks })
+    }
+
+    /// Floats of the largest activation tensor per patch (stem output or any block tensor).
+    pub fn max_activation_per_patch(&self) -> usize {
+        let blocks = self.blocks.iter().flat_map(|b| {
+            [Some(&b.conv1), Some(&b.conv2), b.downsample.as_ref()].into_iter().flatten().map(|c| c.out_slots * c.cout)
+        });
+        blocks.chain([self.stem.positions * self.stem.cout, self.pool.slots * self.stem.cout]).max().unwrap_or(0)
+    }
+}

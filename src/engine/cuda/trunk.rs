@@ -1,0 +1,407 @@
+//! The ResNet-18 trunk on the GPU: the plan's tables live on the device, batches of patches go in,
+//! layer taps (and, for the frame pipeline, cosine similarities) come out.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+
+use super::CudaError;
+use super::kernels::{SOURCES, compile};
+use super::tables::{CONV_THREADS, ConvTables, DevicePlan};
+use crate::engine::{Features, Plan};
+use crate::weights::layout::LAYER_CHANNELS;
+
+/// Threads per block of the grid-stride element kernels and the per-patch reductions.
+const ELEMENT_THREADS: u32 = 256;
+const ROW_THREADS: u32 = 128;
+/// Most patches one pass holds on the device (a 2048² frame of 20×20 patches is 10,404); larger
+/// inputs run in several passes.
+pub const MAX_BATCH: usize = 16_384;
+
+/// Frame pixel types the extraction kernels take (kernels/patches.cu).
+pub trait GpuPixel: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Copy + Default {
+    const KERNEL: &'static str;
+    /// Integer frames mark detector gaps with their maximum value; f32 frames have none.
+    const HAS_GAP: bool;
+    fn extract(k: &Kernels) -> &CudaFunction;
+}
+
+impl GpuPixel for u16 {
+    const KERNEL: &'static str = "extract_patches_u16";
+    const HAS_GAP: bool = true;
+    fn extract(k: &Kernels) -> &CudaFunction {
+        &k.extract_u16
+    }
+}
+
+impl GpuPixel for u32 {
+    const KERNEL: &'static str = "extract_patches_u32";
+    const HAS_GAP: bool = true;
+    fn extract(k: &Kernels) -> &CudaFunction {
+        &k.extract_u32
+    }
+}
+
+impl GpuPixel for f32 {
+    const KERNEL: &'static str = "extract_patches_f32";
+    const HAS_GAP: bool = false;
+    fn extract(k: &Kernels) -> &CudaFunction {
+        &k.extract_f32
+    }
+}
+
+pub struct Kernels {
+    pub extract_u16: CudaFunction,
+    pub extract_u32: CudaFunction,
+    pub extract_f32: CudaFunction,
+    pub stem: CudaFunction,
+    pub conv: CudaFunction,
+    pub max_pool: CudaFunction,
+    pub gap: CudaFunction,
+    pub cosine: CudaFunction,
+    pub summary: CudaFunction,
+}
+
+impl Kernels {
+    fn load(ctx: &Arc<CudaContext>, arch: &str) -> Result<Self, CudaError> {
+        let mut modules: Vec<(&str, Arc<CudaModule>)> = Vec::new();
+        for src in SOURCES {
+            let ptx = compile(src, arch)?;
+            let module = ctx.load_module(ptx).map_err(|e| CudaError::driver(format!("loading kernels/{}", src.file), e))?;
+            modules.push((src.file, module));
+        }
+        let get = |file: &str, name: &str| -> Result<CudaFunction, CudaError> {
+            let (_, m) = modules
+                .iter()
+                .find(|(f, _)| *f == file)
+                .ok_or_else(|| CudaError::Setup(format!("kernels/{file} is not embedded")))?;
+            m.load_function(name).map_err(|e| CudaError::driver(format!("kernel {name} in kernels/{file}"), e))
+        };
+        Ok(Self {
+            extract_u16: get("patches.cu", "extract_patches_u16")?,
+            extract_u32: get("patches.cu", "extract_patches_u32")?,
+            extract_f32: get("patches.cu", "extract_patches_f32")?,
+            stem: get("conv.cu", "stem_conv")?,
+            conv: get("conv.cu", "conv_classes")?,
+            max_pool: get("pool.cu", "max_pool")?,
+            gap: get("pool.cu", "global_avg_pool")?,
+            cosine: get("similarity.cu", "cosine_rows")?,
+            summary: get("similarity.cu", "similarity_summary")?,
+        })
+    }
+}
+
+struct DevConv {
+    t: ConvTables,
+    desc: CudaSlice<i32>,
+    gathers: CudaSlice<i32>,
+    weights: CudaSlice<f32>,
+    bias: CudaSlice<f32>,
+}
+
+impl DevConv {
+    fn upload(stream: &Arc<CudaStream>, t: &ConvTables) -> Result<Self, CudaError> {
+        let up = "uploading the plan";
+        Ok(Self {
+            desc: stream.clone_htod(&t.desc).map_err(|e| CudaError::driver(up, e))?,
+            // An empty gather table (never for ResNet-18) still needs a valid pointer.
+            gathers: stream.clone_htod(&nonempty_i32(&t.gathers)).map_err(|e| CudaError::driver(up, e))?,
+            weights: stream.clone_htod(&t.weights).map_err(|e| CudaError::driver(up, e))?,
+            bias: stream.clone_htod(&t.bias).map_err(|e| CudaError::driver(up, e))?,
+            t: t.clone(),
+        })
+    }
+}
+
+fn nonempty_i32(v: &[i32]) -> Vec<i32> {
+    if v.is_empty() { vec![0] } else { v.to_vec() }
+}
+
+struct DevBlock {
+    conv1: DevConv,
+    conv2: DevConv,
+    downsample: Option<DevConv>,
+}
+
+/// Activation buffers for `cap` patches; grown on demand, reused across frames.
+struct Workspace {
+    cap: usize,
+    patches: CudaSlice<f32>,
+    n_invalid: CudaSlice<i32>,
+    a: CudaSlice<f32>,
+    x: CudaSlice<f32>,
+    t: CudaSlice<f32>,
+    r: CudaSlice<f32>,
+    taps: [CudaSlice<f32>; 4],
+}
+
+pub struct Trunk {
+    pub(super) ctx: Arc<CudaContext>,
+    pub(super) stream: Arc<CudaStream>,
+    pub(super) k: Kernels,
+    plan: DevicePlan,
+    stem_w: CudaSlice<f32>,
+    stem_bias: CudaSlice<f32>,
+    win_off: CudaSlice<i32>,
+    windows: CudaSlice<i32>,
+    blocks: Vec<DevBlock>,
+    ws: Option<Workspace>,
+}
+
+fn grid_for(elements: usize, threads: u32) -> LaunchConfig {
+    // Grid-stride kernels: enough blocks to fill the GPU, not one per element.
+    let blocks = elements.div_ceil(threads as usize).clamp(1, 65_535) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn i32_arg(v: usize, what: &str) -> Result<i32, CudaError> {
+    i32::try_from(v).map_err(|_| CudaError::Setup(format!("{what} = {v} exceeds the kernels' 32-bit sizes")))
+}
+
+impl Trunk {
+    pub(super) fn new(ctx: Arc<CudaContext>, arch: &str, plan: &Plan) -> Result<Self, CudaError> {
+        let stream = ctx.default_stream();
+        let k = Kernels::load(&ctx, arch)?;
+        let dp = DevicePlan::new(plan).map_err(|e| CudaError::Setup(e.to_string()))?;
+        let up = "uploading the plan";
+        let blocks = dp
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(DevBlock {
+                    conv1: DevConv::upload(&stream, &b.conv1)?,
+                    conv2: DevConv::upload(&stream, &b.conv2)?,
+                    downsample: b.downsample.as_ref().map(|d| DevConv::upload(&stream, d)).transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>, CudaError>>()?;
+        Ok(Self {
+            stem_w: stream.clone_htod(&dp.stem.weight).map_err(|e| CudaError::driver(up, e))?,
+            stem_bias: stream.clone_htod(&dp.stem.bias_map).map_err(|e| CudaError::driver(up, e))?,
+            win_off: stream.clone_htod(&dp.pool.win_off).map_err(|e| CudaError::driver(up, e))?,
+            windows: stream.clone_htod(&nonempty_i32(&dp.pool.windows)).map_err(|e| CudaError::driver(up, e))?,
+            blocks,
+            plan: dp,
+            ctx,
+            stream,
+            k,
+            ws: None,
+        })
+    }
+
+    pub fn patch(&self) -> usize {
+        self.plan.patch
+    }
+
+    /// Makes sure the workspace holds `n` patches (≤ MAX_BATCH).
+    fn reserve(&mut self, n: usize) -> Result<(), CudaError> {
+        if self.ws.as_ref().is_some_and(|w| w.cap >= n) {
+            return Ok(());
+        }
+        let cap = n.next_power_of_two().clamp(64, MAX_BATCH).max(n);
+        let act = self.plan.max_activation_per_patch() * cap;
+        let pp = self.plan.patch * self.plan.patch;
+        let s = &self.stream;
+        let what = format!("allocating GPU memory for {cap} patches");
+        let alloc = |len: usize| s.alloc_zeros::<f32>(len).map_err(|e| CudaError::driver(&what, e));
+        self.ws = None; // free the old buffers first
+        self.ws = Some(Workspace {
+            cap,
+            patches: alloc(cap * pp)?,
+            n_invalid: s.alloc_zeros::<i32>(cap).map_err(|e| CudaError::driver(&what, e))?,
+            a: alloc(act)?,
+            x: alloc(act)?,
+            t: alloc(act)?,
+            r: alloc(act)?,
+            taps: [alloc(cap * 64)?, alloc(cap * 128)?, alloc(cap * 256)?, alloc(cap * 512)?],
+        });
+        Ok(())
+    }
+
+    /// Features of `pixels.len() / patch²` patches, copied back to the host.
+    pub fn features(&mut self, pixels: &[f32]) -> Result<Features, CudaError> {
+        // The compute thread may not be the one that created the context.
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the GPU context", e))?;
+        let pp = self.plan.patch * self.plan.patch;
+        let n = pixels.len() / pp;
+        let mut out = Features::zeros(n);
+        let mut start = 0;
+        while start < n {
+            let m = (n - start).min(MAX_BATCH);
+            self.reserve(m)?;
+            let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
+            self.stream
+                .memcpy_htod(&pixels[start * pp..(start + m) * pp], &mut ws.patches)
+                .map_err(|e| CudaError::driver("uploading patches", e))?;
+            self.run_trunk(m)?;
+            let ws = self.ws.as_ref().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
+            for (l, &c) in LAYER_CHANNELS.iter().enumerate() {
+                let dst = &mut out.layers[l][start * c..(start + m) * c];
+                self.stream
+                    .memcpy_dtoh(&ws.taps[l].slice(0..m * c), dst)
+                    .map_err(|e| CudaError::driver("downloading features", e))?;
+            }
+            start += m;
+        }
+        self.stream.synchronize().map_err(|e| CudaError::driver("finishing the trunk", e))?;
+        Ok(out)
+    }
+
+    /// Runs the trunk on the `n` patches already in the workspace; taps hold the layer features.
+    pub(super) fn run_trunk(&mut self, n: usize) -> Result<(), CudaError> {
+        let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
+        if n > ws.cap {
+            return Err(CudaError::Setup(format!("{n} patches exceed the workspace ({})", ws.cap)));
+        }
+        let n_i = i32_arg(n, "patches")?;
+        let st = &self.plan.stem;
+        let s = &self.stream;
+        let launch = |what: &str, r: Result<Option<_>, cudarc::driver::DriverError>| {
+            r.map(|_| ()).map_err(|e| CudaError::driver(format!("launching {what}"), e))
+        };
+
+        // 1. Stem → a.
+        {
+            let (patch, k, stride, pad) =
+                (i32_arg(self.plan.patch, "patch")?, st.k as i32, st.stride as i32, st.pad as i32);
+            let (out_w, positions, cout) = (st.out_w as i32, st.positions as i32, st.cout as i32);
+            let cfg = grid_for(st.positions * n * st.cout, ELEMENT_THREADS);
+            let mut b = s.launch_builder(&self.k.stem);
+            b.arg(&ws.patches).arg(&n_i).arg(&patch).arg(&k).arg(&stride).arg(&pad);
+            b.arg(&out_w).arg(&positions).arg(&cout).arg(&self.stem_w).arg(&self.stem_bias).arg(&mut ws.a);
+            // SAFETY: stem_conv reads positions·… within patches ([n][patch²], n ≤ cap), weight
+            // ([k²][cout]) and bias_map ([positions][cout]) as uploaded from the plan, and writes
+            // positions·n·cout ≤ max_activation_per_patch·cap floats of `a`.
+            launch("stem_conv", unsafe { b.launch(cfg) })?;
+        }
+        // 2. Max-pool a → x.
+        {
+            let (slots, c0) = (self.plan.pool.slots as i32, st.cout as i32);
+            let cfg = grid_for(self.plan.pool.slots * n * st.cout, ELEMENT_THREADS);
+            let mut b = s.launch_builder(&self.k.max_pool);
+            b.arg(&ws.a).arg(&self.win_off).arg(&self.windows).arg(&slots).arg(&n_i).arg(&c0).arg(&mut ws.x);
+            // SAFETY: window indices are stem positions (< positions) from the plan; the output is
+            // slots·n·64 ≤ max_activation_per_patch·cap floats.
+            launch("max_pool", unsafe { b.launch(cfg) })?;
+        }
+        // 3. Blocks; x holds the block input, `a` takes conv2's output and is swapped into x.
+        for (bi, blk) in self.blocks.iter().enumerate() {
+            let has_ds = blk.downsample.is_some();
+            if let Some(ds) = &blk.downsample {
+                conv(s, &self.k.conv, ds, &ws.x, &mut ws.r, None, false, n)?;
+            }
+            conv(s, &self.k.conv, &blk.conv1, &ws.x, &mut ws.t, None, true, n)?;
+            let residual = if has_ds { &ws.r } else { &ws.x };
+            conv(s, &self.k.conv, &blk.conv2, &ws.t, &mut ws.a, Some(residual), true, n)?;
+            std::mem::swap(&mut ws.x, &mut ws.a);
+            if bi % 2 == 1 {
+                let l = bi / 2;
+                let c = LAYER_CHANNELS[l];
+                let (slots, c_i) = (i32_arg(blk.conv2.t.out_slots, "slots")?, c as i32);
+                let cfg = grid_for(n * c, ELEMENT_THREADS);
+                let mut b = s.launch_builder(&self.k.gap);
+                b.arg(&ws.x).arg(&slots).arg(&n_i).arg(&c_i).arg(&mut ws.taps[l]);
+                // SAFETY: reads slots·n·c floats of x (conv2's output), writes n·c ≤ cap·c of taps[l].
+                launch("global_avg_pool", unsafe { b.launch(cfg) })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One `conv_classes` launch: all classes of a convolution.
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    s: &Arc<CudaStream>,
+    f: &CudaFunction,
+    c: &DevConv,
+    input: &CudaSlice<f32>,
+    out: &mut CudaSlice<f32>,
+    residual: Option<&CudaSlice<f32>>,
+    relu: bool,
+    n: usize,
+) -> Result<(), CudaError> {
+    let (gx, gy, gz) = c.t.grid(n);
+    if gx == 0 || gz == 0 {
+        return Ok(());
+    }
+    let cfg = LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (CONV_THREADS, 1, 1), shared_mem_bytes: 0 };
+    let (has_res, relu_i) = (residual.is_some() as i32, relu as i32);
+    let (n_i, cin, cout) = (i32_arg(n, "patches")?, c.t.cin as i32, c.t.cout as i32);
+    // Without a residual the kernel never reads it; it still needs a valid device pointer.
+    let res = residual.unwrap_or(&c.bias);
+    let mut b = s.launch_builder(f);
+    b.arg(input).arg(out).arg(res).arg(&has_res).arg(&relu_i).arg(&c.weights).arg(&c.bias);
+    b.arg(&c.gathers).arg(&c.desc).arg(&n_i).arg(&cin).arg(&cout);
+    // SAFETY: desc/gathers/weights are the plan's own tables (offsets and slots checked when the
+    // plan was built); every class reads input slots < the input's slot count and writes rows
+    // first_slot·n .. (first_slot+n_pos)·n of `out`, all within out_slots·n·cout ≤ the buffer
+    // (sized max_activation_per_patch·cap, n ≤ cap). The residual has conv2's layout.
+    unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| CudaError::driver("launching conv_classes", e))
+}
+
+impl Trunk {
+    /// Layer4 features (`[n][512]`) of the last trunk run.
+    pub(super) fn layer4(&self, n: usize) -> Result<cudarc::driver::CudaView<'_, f32>, CudaError> {
+        let ws = self.ws.as_ref().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
+        ws.taps[3].try_slice(0..n * 512).ok_or_else(|| CudaError::Setup(format!("{n} patches exceed the workspace")))
+    }
+
+    /// Cuts a `width`-wide frame on the device into `rows × cols` scaled patches (detector-gap
+    /// pixels of integer frames filled) and runs the trunk on them.
+    pub(super) fn features_of_frame<T: GpuPixel>(
+        &mut self,
+        frame: &CudaSlice<T>,
+        width: usize,
+        rows: usize,
+        cols: usize,
+        offset: f32,
+        gain: f32,
+    ) -> Result<(), CudaError> {
+        let n = rows * cols;
+        let p = self.plan.patch;
+        if frame.len() < (rows * p - 1) * width + cols * p || cols * p > width {
+            return Err(CudaError::Setup(format!("frame buffer too small for {rows}×{cols} patches of {p} px")));
+        }
+        self.reserve(n)?;
+        let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
+        let (w_i, cols_i, p_i, has_gap) = (i32_arg(width, "width")?, i32_arg(cols, "cols")?, p as i32, 1i32);
+        let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (ROW_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(T::extract(&self.k));
+        b.arg(frame).arg(&w_i).arg(&cols_i).arg(&p_i).arg(&offset).arg(&gain);
+        if T::HAS_GAP {
+            b.arg(&has_gap);
+        }
+        b.arg(&mut ws.patches).arg(&mut ws.n_invalid);
+        // SAFETY: one block per patch of the rows×cols grid; every pixel read lies inside the frame
+        // (checked above); writes n·p² floats and n ints of the workspace (n ≤ cap after reserve).
+        unsafe { b.launch(cfg) }.map_err(|e| CudaError::driver(format!("launching {}", T::KERNEL), e))?;
+        self.run_trunk(n)
+    }
+
+    pub(super) fn cosine_and_summary(
+        &self,
+        n: usize,
+        reference: &CudaSlice<f32>,
+        sims: &mut CudaSlice<f32>,
+        summary: &mut CudaSlice<f32>,
+        threshold: f32,
+    ) -> Result<(), CudaError> {
+        let feats = self.layer4(n)?;
+        if reference.len() < n * 512 || sims.len() < n || summary.len() < 3 {
+            return Err(CudaError::Setup("similarity buffers too small".into()));
+        }
+        let (n_i, c) = (i32_arg(n, "patches")?, 512i32);
+        let cfg = LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (ROW_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&self.k.cosine);
+        b.arg(&feats).arg(reference).arg(&n_i).arg(&c).arg(&mut *sims);
+        // SAFETY: both feature buffers hold ≥ n·512 floats (checked); one block per patch writes sims[p].
+        unsafe { b.launch(cfg) }.map_err(|e| CudaError::driver("launching cosine_rows", e))?;
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (ELEMENT_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let mut b = self.stream.launch_builder(&self.k.summary);
+        b.arg(&*sims).arg(&n_i).arg(&threshold).arg(summary);
+        // SAFETY: reads n similarities, writes the 3-float summary (both checked above).
+        unsafe { b.launch(cfg) }.map_err(|e| CudaError::driver("launching similarity_summary", e))?;
+        Ok(())
+    }
+}
