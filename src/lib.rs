@@ -21,6 +21,7 @@
 //! - [`report`]: what people read and look at — CSV, JSON, PNG overlays.
 //! - [`commands`]: `compare`, `bench`, `demo`, `weights`: the CLI's work, without the CLI.
 //! - [`simulate`]: synthetic STEM frames with known damage (demo, benchmarks, tests).
+//! - [`secondary`]: the conductivity CNN and the materials map (HDF5-backed, never in the live path).
 //! - [`config`]: TOML configuration, validated.
 //! - [`limits`], [`progress`]: input limits; progress bars.
 
@@ -43,6 +44,7 @@ pub mod progress;
 pub mod record;
 pub mod register;
 pub mod report;
+pub mod secondary;
 pub mod simulate;
 pub mod weights;
 pub use error::Error;

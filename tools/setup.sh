@@ -31,6 +31,40 @@ if ! command -v cargo >/dev/null 2>&1; then
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
 fi
+# NVRTC (CUDA's run-time compiler) for the GPU path: beamwatch compiles kernels/*.cu when it starts
+# on a GPU, and the tests compile every kernel for sm_80 and sm_90 even where there is no GPU. The
+# library comes from PyPI's nvidia-cuda-nvrtc-cu12 wheel (pip checks the wheel's sha256 against
+# PyPI's index); no CUDA toolkit is installed. Set BEAMWATCH_SKIP_NVRTC=1 to leave it out.
+nvrtc_version=12.9.86
+here="$(cd "$(dirname "$0")/.." && pwd)"
+nvrtc_dir="$here/.tools/nvrtc"
+nvrtc_lib="$nvrtc_dir/nvidia/cuda_nvrtc/lib"
+if [ -z "${BEAMWATCH_SKIP_NVRTC:-}" ]; then
+    if [ ! -e "$nvrtc_lib/libnvrtc.so.12" ]; then
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            sudo=""
+            [ "$(id -u)" -eq 0 ] || sudo="sudo"
+            echo "setup: installing python3-pip (to fetch the NVRTC wheel)"
+            $sudo apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip
+        fi
+        echo "setup: fetching NVRTC $nvrtc_version (nvidia-cuda-nvrtc-cu12 from PyPI) into .tools/nvrtc"
+        wheels="$here/.tools/wheels"
+        mkdir -p "$wheels"
+        # `pip download` + unzip rather than `pip install --target`: works on Debian's externally
+        # managed Python too, and touches no Python environment.
+        python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+            --python-version 3 --implementation py -d "$wheels" "nvidia-cuda-nvrtc-cu12==$nvrtc_version"
+        rm -rf "$nvrtc_dir.partial"
+        python3 -m zipfile -e "$wheels"/nvidia_cuda_nvrtc_cu12-"$nvrtc_version"-*.whl "$nvrtc_dir.partial"
+        rm -rf "$nvrtc_dir"
+        mv "$nvrtc_dir.partial" "$nvrtc_dir"
+    fi
+    export LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # The NVRTC tests fail rather than skip when the library cannot be loaded after all this.
+    export BEAMWATCH_REQUIRE_NVRTC=1
+fi
+
 echo "setup: ready ($(cargo --version))"
 if [ "$#" -gt 0 ]; then
     exec "$@"

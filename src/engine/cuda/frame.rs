@@ -35,6 +35,8 @@ pub struct FramePipeline<'t, T: GpuPixel> {
     reference: CudaSlice<f32>,
     sims: CudaSlice<f32>,
     summary: CudaSlice<f32>,
+    /// The last compared frame's per-patch similarities, row-major over the patch grid.
+    host_sims: Vec<f32>,
 }
 
 impl<'t, T: GpuPixel> FramePipeline<'t, T> {
@@ -63,6 +65,7 @@ impl<'t, T: GpuPixel> FramePipeline<'t, T> {
             reference: dev("allocating reference features", n * 512)?,
             sims: dev("allocating similarities", n)?,
             summary: dev("allocating the summary", 3)?,
+            host_sims: vec![0f32; n],
             upload,
             width,
             rows,
@@ -75,6 +78,11 @@ impl<'t, T: GpuPixel> FramePipeline<'t, T> {
 
     pub fn patches(&self) -> usize {
         self.rows * self.cols
+    }
+
+    /// Per-patch cosine similarities of the last frame [`Self::run`] compared (row-major grid).
+    pub fn similarities(&self) -> &[f32] {
+        &self.host_sims
     }
 
     fn stage(&mut self, buf: usize, frame: &[T]) -> Result<(), CudaError> {
@@ -107,7 +115,6 @@ impl<'t, T: GpuPixel> FramePipeline<'t, T> {
 
         let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
         let mut out = Vec::with_capacity(frames.len().saturating_sub(1));
-        let mut host_sims = vec![0f32; n];
         let mut host_summary = [0f32; 3];
         let rest = &frames[1..];
         let mut started = Vec::with_capacity(rest.len());
@@ -126,7 +133,7 @@ impl<'t, T: GpuPixel> FramePipeline<'t, T> {
                 started.push(Instant::now());
                 self.stage(1 - buf, f)?;
             }
-            s.memcpy_dtoh(&self.sims, &mut host_sims).map_err(|e| CudaError::driver("downloading similarities", e))?;
+            s.memcpy_dtoh(&self.sims, &mut self.host_sims).map_err(|e| CudaError::driver("downloading similarities", e))?;
             s.memcpy_dtoh(&self.summary, &mut host_summary[..])
                 .map_err(|e| CudaError::driver("downloading the summary", e))?;
             s.synchronize().map_err(|e| CudaError::driver("finishing a frame", e))?;

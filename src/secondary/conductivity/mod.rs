@@ -1,0 +1,1 @@
+//! SEM image → ionic-conductivity CNN (seed paper 000).

@@ -1,0 +1,1 @@
+//! The autoencoder materials map (seed paper 001).
