@@ -11,7 +11,7 @@ use super::elements::ElementTable;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[must_use]
-#[error("{file}:{line}: {why}")]
+#[error("{}: {why}", if *line > 0 { format!("{file}:{line}") } else { file.clone() })]
 pub struct CifError {
     pub file: String,
     /// 1-based; 0 when the problem is the file as a whole (something missing).

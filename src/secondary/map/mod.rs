@@ -16,6 +16,7 @@
 //! - [`ridge`]: the ridge-regression baseline on the same descriptors.
 //! - [`plots`]: the map with its predicted-target background, the trade-off and diagnostics PNGs.
 //! - [`results`]: the results HDF5 (sweep, codes, predictions, heat map) and its reader.
+//! - [`h5`]: typed HDF5 helpers shared by the dataset and results files.
 
 pub mod cif;
 pub mod dataset;
@@ -24,7 +25,12 @@ pub mod families;
 pub mod formula;
 pub mod histograms;
 pub mod h5;
+pub mod model;
+pub mod plots;
+pub mod results;
+pub mod ridge;
 pub mod structure;
+pub mod train;
 
 use std::path::PathBuf;
 
