@@ -617,7 +617,7 @@ fn synthetic_cell() -> crate::secondary::map::cif::UnitCell {
                     continue;
                 }
                 let jit = ((k * 7919) % 97) as f64 / 97.0 * 0.02;
-                atoms.push(Atom { z: species[k % species.len()], frac: [(i as f64 + 0.5 + jit) / m as f64, (j as f64 + 0.5) / m as f64, (l as f64 + 0.5 - jit) / m as f64], occupancy: if k % 5 == 0 { 0.5 } else { 1.0 }, site: format!("s{k}") });
+                atoms.push(Atom { z: species[k % species.len()], frac: [(i as f64 + 0.5 + jit) / m as f64, (j as f64 + 0.5) / m as f64, (l as f64 + 0.5 - jit) / m as f64], occupancy: if k.is_multiple_of(5) { 0.5 } else { 1.0 }, site: format!("s{k}") });
                 k += 1;
             }
         }

@@ -424,12 +424,8 @@ pub fn parse(text: &str, file: &str) -> Result<UnitCell, CifError> {
             return Err(err(line, format!("site {label}: occupancy {occupancy} outside (0, 1]")));
         }
         let images = expand(f, &ops, &lattice_a);
-        if let Some(t) = c_mult.map(|c| &row[c]) {
-            if let Ok(m) = t.text.parse::<usize>() {
-                if m != images.len() {
-                    mismatches.push(format!("{label}: {} positions, multiplicity says {m}", images.len()));
-                }
-            }
+        if let Some(m) = c_mult.and_then(|c| row[c].text.parse::<usize>().ok()).filter(|&m| m != images.len()) {
+            mismatches.push(format!("{label}: {} positions, multiplicity says {m}", images.len()));
         }
         atoms.extend(images.into_iter().map(|frac| Atom { z, frac, occupancy: occupancy.min(1.0), site: label.clone() }));
     }

@@ -252,7 +252,8 @@ impl CifSource {
         }
     }
 
-    pub fn len(&self) -> Option<usize> {
+    /// How many CIFs an archive holds (None for a folder or no source).
+    pub fn archive_len(&self) -> Option<usize> {
         match self {
             CifSource::Archive { files, .. } => Some(files.len()),
             _ => None,
@@ -332,10 +333,18 @@ pub fn featurize(input: &FeaturizeInput<'_>, progress: &(dyn Fn() + Sync)) -> Re
     let test: Option<Vec<String>> = input.test_ids.map(read_ids).transpose()?;
     let s = input.settings;
 
+    struct Structural {
+        cif_name: String,
+        descriptor: Vec<f64>,
+        ms: f64,
+        space_group: String,
+        multiplicity_mismatches: usize,
+        formula_mismatch: Option<String>,
+    }
     struct Out {
         comp: Vec<f64>,
         comp_ms: f64,
-        structure: Option<(String, Vec<f64>, f64, String, usize, Option<String>)>,
+        structure: Option<Structural>,
     }
     let outs: Vec<Result<Out, MapError>> = table
         .rows
@@ -364,7 +373,14 @@ pub fn featurize(input: &FeaturizeInput<'_>, progress: &(dyn Fn() + Sync)) -> Re
                     let mismatch = (worst > 0.05).then(|| {
                         format!("{} ({}): CIF gives {}, fractions differ by up to {worst:.3}", r.id, r.formula, structure::cell_formula(&cell))
                     });
-                    Some((name, d, ms, cell.space_group.clone().unwrap_or_default(), cell.multiplicity_mismatches.len(), mismatch))
+                    Some(Structural {
+                        cif_name: name,
+                        descriptor: d,
+                        ms,
+                        space_group: cell.space_group.clone().unwrap_or_default(),
+                        multiplicity_mismatches: cell.multiplicity_mismatches.len(),
+                        formula_mismatch: mismatch,
+                    })
                 }
             };
             progress();
@@ -403,18 +419,18 @@ pub fn featurize(input: &FeaturizeInput<'_>, progress: &(dyn Fn() + Sync)) -> Re
         }
         let mut sg = r.space_group.clone().unwrap_or_default();
         match o.structure {
-            Some((name, d, ms, cif_sg, m, mismatch)) => {
-                struct_ms += ms;
+            Some(st) => {
+                struct_ms += st.ms;
                 n_struct += 1;
-                mult += m;
-                for (k, v) in d.iter().enumerate() {
+                mult += st.multiplicity_mismatches;
+                for (k, v) in st.descriptor.iter().enumerate() {
                     structure_m[[i, k]] = *v as f32;
                 }
                 if sg.is_empty() {
-                    sg = cif_sg;
+                    sg = st.space_group;
                 }
-                mismatches.extend(mismatch);
-                ds.cif_files.push(name);
+                mismatches.extend(st.formula_mismatch);
+                ds.cif_files.push(st.cif_name);
                 ds.has_structure.push(true);
             }
             None => {
@@ -465,7 +481,7 @@ pub fn featurize(input: &FeaturizeInput<'_>, progress: &(dyn Fn() + Sync)) -> Re
         multiplicity_mismatches: mult,
         family_agreement: (compared > 0).then_some((agree, compared)),
     };
-    if let Some(k) = source.len() {
+    if let Some(k) = source.archive_len() {
         tracing::debug!("{k} CIFs in the archive, {n_struct} matched to rows");
     }
     Ok((ds, report))

@@ -186,7 +186,8 @@ pub fn render_tradeoff(rows: &[TradeoffRow], ridge_r2: Option<f64>, title: &str)
         canvas::text(root, title, 12, 8, 17.0, BLACK)?;
         let body = root.margin(40, 4, 4, 4);
         let panels = body.split_evenly((1, 3));
-        let series: [(&str, fn(&TradeoffRow) -> f64); 3] = [
+        type Get = fn(&TradeoffRow) -> f64;
+        let series: [(&str, Get); 3] = [
             ("composition reconstruction R²", |r| r.r2_comp),
             ("structure reconstruction R²", |r| r.r2_struct),
             ("target R² (log10 σ)", |r| r.r2_target),

@@ -79,7 +79,8 @@ pub fn write(path: &Path, ds: &Dataset, dataset_path: &str, roles: &[u8], runs: 
     h5::f64_1d(&f, path, "target", &ds.target)?;
     let sweep = f.create_group("sweep").map_err(h5::err(path, "/sweep"))?;
     let col = |g: fn(&RunOutput) -> f64| runs.iter().map(|r| g(r.run)).collect::<Vec<f64>>();
-    let cols: [(&str, fn(&RunOutput) -> f64); 11] = [
+    type Get = fn(&RunOutput) -> f64;
+    let cols: [(&str, Get); 11] = [
         ("w", |r| r.summary.w),
         ("r2_comp", |r| r.summary.test.r2_comp),
         ("r2_struct", |r| r.summary.test.r2_struct),

@@ -394,8 +394,17 @@ pub fn r2(pred: &[f64], truth: &[f64]) -> f64 {
     if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { f64::NAN }
 }
 
+/// A forward pass over all rows (scaled units, row-major).
+pub struct Inferred {
+    pub x_comp: Vec<f32>,
+    pub x_struct: Vec<f32>,
+    pub predicted: Vec<f32>,
+    pub decoded_comp: Vec<f32>,
+    pub decoded_struct: Vec<f32>,
+}
+
 /// Forward pass over all rows: codes, predictions, decoded blocks (scaled).
-pub fn infer(model: &MapModel, p: &Prepared) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>), MapError> {
+pub fn infer(model: &MapModel, p: &Prepared) -> Result<Inferred, MapError> {
     let n = p.n();
     let comp = model.tensor(p.comp.clone(), n, p.comp_dim)?;
     let structure = model.tensor(p.structure.clone(), n, p.struct_dim)?;
@@ -404,7 +413,7 @@ pub fn infer(model: &MapModel, p: &Prepared) -> Result<(Vec<f32>, Vec<f32>, Vec<
     let dc = model.comp_dec.forward(&zc)?;
     let dsd = model.struct_dec.forward(&zs)?;
     let flat = |t: &Tensor| -> Result<Vec<f32>, MapError> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-    Ok((flat(&zc)?, flat(&zs)?, flat(&pred)?, flat(&dc)?, flat(&dsd)?))
+    Ok(Inferred { x_comp: flat(&zc)?, x_struct: flat(&zs)?, predicted: flat(&pred)?, decoded_comp: flat(&dc)?, decoded_struct: flat(&dsd)? })
 }
 
 fn metrics(p: &Prepared, rows: &[usize], pred: &[f32], dc: &[f32], dsd: &[f32]) -> Metrics {
@@ -487,7 +496,7 @@ pub fn train_one(p: &Prepared, cfg: &TrainConfig, w: f64, progress: &mut dyn FnM
     }
     model.restore(&best.2)?;
     let wall_s = t0.elapsed().as_secs_f64();
-    let (zc, zs, pred, dc, dsd) = infer(&model, p)?;
+    let Inferred { x_comp: zc, x_struct: zs, predicted: pred, decoded_comp: dc, decoded_struct: dsd } = infer(&model, p)?;
     let n = p.n();
     let mut codes = Array2::<f64>::zeros((n, 2));
     let mut predicted = vec![f64::NAN; n];
@@ -512,9 +521,12 @@ pub fn train_one(p: &Prepared, cfg: &TrainConfig, w: f64, progress: &mut dyn FnM
     Ok(RunOutput { summary, codes, predicted, decoded_comp: dc, decoded_struct: dsd, history, model })
 }
 
+/// x centres, y centres, values[y][x].
+pub type TargetGrid = (Vec<f64>, Vec<f64>, Array2<f64>);
+
 /// The predicted target over a `cells × cells` grid spanning the codes of the rows with a structure
 /// (10 % margin): (x centres, y centres, values[y][x]) in target units.
-pub fn target_grid(model: &MapModel, scaling: &Scaling, codes: &Array2<f64>, cells: usize) -> Result<(Vec<f64>, Vec<f64>, Array2<f64>), MapError> {
+pub fn target_grid(model: &MapModel, scaling: &Scaling, codes: &Array2<f64>, cells: usize) -> Result<TargetGrid, MapError> {
     let range = |col: usize| {
         let (lo, hi) = codes.column(col).iter().filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (-1.0, 1.0) };
