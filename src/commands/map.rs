@@ -473,7 +473,7 @@ pub struct DecodeReport {
     pub elements: Vec<(String, f64)>,
     /// Σ of the decoded AN histogram (1 for a real compound).
     pub an_histogram_sum: f64,
-    /// First peak (Å) of each decoded RDF (None when the block is flat).
+    /// First peak (Å, searched from 1 Å on) of each decoded RDF (None when the block is flat).
     pub rdf_first_peak_a: Vec<(String, Option<f64>)>,
     pub nearest: Vec<NearRow>,
     pub files: Vec<String>,
@@ -503,7 +503,9 @@ pub fn decode(o: &DecodeOptions) -> Result<DecodeReport, Error> {
         .map(|(name, start, len)| {
             let b = &st[start..start + len];
             let m = b.iter().copied().fold(0.0, f64::max);
-            let first = (1..len - 1).find(|&i| b[i] > 0.1 * m && b[i] >= b[i - 1] && b[i] >= b[i + 1]).map(|i| (i as f64 + 0.5) * dr);
+            // Below 1 Å a decoded density is decoder noise over a tiny shell volume, not a bond.
+            let from = ((1.0 / dr) as usize).max(1);
+            let first = (from..len - 1).find(|&i| b[i] > 0.1 * m && b[i] >= b[i - 1] && b[i] >= b[i + 1]).map(|i| (i as f64 + 0.5) * dr);
             (name, if m > 0.0 { first } else { None })
         })
         .collect();
