@@ -947,7 +947,7 @@ enum MapCommand {
 
 #[derive(Args)]
 struct MapTrainArgs {
-    /// TOML file of training settings (see configs/map.toml); flags override it.
+    /// TOML file of training settings (see configs/map/train.toml); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// The W values of the sweep.

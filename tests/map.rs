@@ -427,3 +427,11 @@ fn training_repeats_exactly_with_the_same_seed() {
     let c = train::train_one(&p, &train::TrainConfig { seed: 1, ..cfg.clone() }, 0.1, &mut |_, _| {}).expect("run c");
     assert_ne!(a.history, c.history, "another seed gives another run");
 }
+
+#[test]
+fn shipped_training_config_states_the_defaults() {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/map/train.toml");
+    let cfg: train::TrainConfig = toml::from_str(&std::fs::read_to_string(&p).expect("config")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg, train::TrainConfig::default(), "configs/map/train.toml documents the defaults");
+    assert!(toml::from_str::<train::TrainConfig>("bacth = 16\n").is_err(), "a misspelt key is an error");
+}
