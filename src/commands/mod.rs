@@ -6,6 +6,7 @@ pub mod bench_live;
 pub mod compare;
 pub mod demo;
 pub mod evaluate;
+pub mod map;
 pub mod replay;
 pub mod run;
 pub mod setup;
