@@ -7,6 +7,7 @@ use crate::damage::AnalysisError;
 use crate::engine::EngineError;
 use crate::imagefile::ReadError;
 use crate::report::ReportError;
+use crate::secondary::conductivity::ConductivityError;
 use crate::weights::WeightsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum Error {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Conductivity(#[from] ConductivityError),
     /// An analysis error about a particular input (file, page or frame).
     #[error("{source_name}: {error}")]
     Analysis { source_name: String, error: AnalysisError },
