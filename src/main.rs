@@ -901,6 +901,23 @@ enum ConductivityCommand {
     /// Evaluate the models (leave-one-sample-out or k-fold over samples, inner ensembles), write
     /// results.h5, metrics.json and the plots, and fit the final model on all samples for `predict`.
     Train(ConductivityTrainArgs),
+    /// The documented run in one command: synthesise pellets (default 50 × 3 images of 96 px), then
+    /// train and evaluate every model with the quick protocol (5-fold over samples, 64 px crops).
+    Demo {
+        #[arg(long, default_value = "conductivity-demo")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+        #[arg(long, default_value = "3")]
+        images_per_sample: String,
+        #[arg(long, default_value_t = 96)]
+        size: usize,
+        /// Seed of the synthetic pellets (the training seed is --seed).
+        #[arg(long, default_value_t = 1)]
+        data_seed: u64,
+        #[command(flatten)]
+        settings: ConductivitySettingsArgs,
+    },
     /// Predict log10 σ of new images with a trained model (`train --out DIR` → DIR/model).
     Predict {
         #[arg(long)]
@@ -945,6 +962,13 @@ struct ConductivityTrainArgs {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    settings: ConductivitySettingsArgs,
+}
+
+/// Training and protocol settings shared by `train` and `demo` (override the config file).
+#[derive(Args)]
+struct ConductivitySettingsArgs {
     /// Settings file (configs/conductivity.toml); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -989,11 +1013,15 @@ struct ConductivityTrainArgs {
     threads: usize,
 }
 
-fn conductivity_config(a: &ConductivityTrainArgs) -> Result<beamwatch::secondary::conductivity::config::ConductivityConfig> {
+/// The config file (or `base`) with the flags applied.
+fn conductivity_config(
+    a: &ConductivitySettingsArgs,
+    base: beamwatch::secondary::conductivity::config::ConductivityConfig,
+) -> Result<beamwatch::secondary::conductivity::config::ConductivityConfig> {
     use beamwatch::secondary::conductivity::config::ConductivityConfig;
     let mut c = match &a.config {
         Some(p) => ConductivityConfig::load(p)?,
-        None => ConductivityConfig::default(),
+        None => base,
     };
     if let Some(m) = &a.models {
         c.run.models = m.clone();
@@ -1035,73 +1063,46 @@ fn conductivity_config(a: &ConductivityTrainArgs) -> Result<beamwatch::secondary
 
 fn run_conductivity(cmd: ConductivityCommand) -> Result<()> {
     use beamwatch::commands::conductivity as cond;
-    let print_summary = |s: &cond::DatasetSummary| {
-        println!(
-            "{}: {} samples, {} images ({}–{} px edge), {} with a measured conductivity{}",
-            s.path.display(),
-            s.samples,
-            s.images,
-            s.min_edge_px,
-            s.max_edge_px,
-            s.with_conductivity,
-            s.log10_range.map_or(String::new(), |(a, b)| format!(", log10 σ {a:.2} … {b:.2} (S/cm)"))
-        );
-    };
     match cmd {
         ConductivityCommand::Import { images, table, out, allow_missing_target } => {
             let s = cond::import(&cond::ImportOptions { images, table, out, allow_missing_target })?;
-            print_summary(&s);
+            print_conductivity_summary(&s);
         }
         ConductivityCommand::Synth { out, samples, images_per_sample, size, seed } => {
-            let (lo, hi) = match images_per_sample.split_once('-') {
-                Some((a, b)) => (a.trim().parse::<usize>(), b.trim().parse::<usize>()),
-                None => (images_per_sample.trim().parse(), images_per_sample.trim().parse()),
-            };
-            let (Ok(images_min), Ok(images_max)) = (lo, hi) else {
-                anyhow::bail!("--images-per-sample: expected N or MIN-MAX, got {images_per_sample:?}");
-            };
-            let spec = beamwatch::secondary::conductivity::synth::SynthSpec { samples, images_min, images_max, size_px: size, seed };
+            let spec = synth_spec(samples, &images_per_sample, size, seed)?;
             let (files, s) = cond::synth(&spec, &out)?;
-            print_summary(&s);
+            print_conductivity_summary(&s);
             println!("images: {}  table: {}  truth: {}", files.images_dir.display(), files.table.display(), files.truth_table.display());
         }
-        ConductivityCommand::Train(a) => {
-            let config = conductivity_config(&a)?;
-            let r = cond::train(&cond::TrainOptions { data: a.data, out: a.out, config, weights: a.weights, threads: a.threads })?;
-            print_summary(&r.dataset);
-            println!(
-                "protocol: {}, {} outer folds × {} member(s), {} px crops",
-                r.protocol, r.outer_folds, r.members_per_fold, r.crop_px
-            );
-            if let Some(t) = &r.trunk {
-                println!("resnet18 trunk: {t}");
-            }
-            println!("{:<52} {:>7} {:>13} {:>9} {:>8} {:>9}", "model (held-out samples)", "R²", "RMSE log10", "image R²", "epochs", "time s");
-            for m in &r.models {
-                println!(
-                    "{:<52} {:>7.3} {:>13.3} {:>9.3} {:>8.1} {:>9.1}",
-                    m.label, m.r2, m.rmse_log10, m.image_r2, m.mean_best_epoch, m.seconds
-                );
-            }
-            for (arch, why) in &r.skipped {
-                println!("{arch}: skipped — {why}");
-            }
-            if let Some(o) = &r.interpretation {
-                println!(
-                    "segmentation ({} positive / {} negative GAP channels): pores + boundaries are {:.0} % of the negative group's region and {:.0} % of the positive group's, against {:.0} % of all pixels",
-                    r.channels_positive.unwrap_or(0),
-                    r.channels_negative.unwrap_or(0),
-                    100.0 * o.negative_region_defects,
-                    100.0 * o.positive_region_defects,
-                    100.0 * o.defect_fraction
-                );
-            }
-            if let (Some(arch), Some(dir)) = (r.final_model, &r.files.model_dir) {
-                println!("final {arch} model (all samples, {:.0} s): {}", r.final_fit_seconds.unwrap_or(0.0), dir.display());
-            }
-            println!("results: {}  metrics: {}  plot: {}", r.files.results_h5.display(), r.files.metrics_json.display(), r.files.diagnostic_png.display());
-            println!("wall time {:.1} s", r.wall_seconds);
+        ConductivityCommand::Demo { out, samples, images_per_sample, size, data_seed, settings } => {
+            let t0 = std::time::Instant::now();
+            let spec = synth_spec(samples, &images_per_sample, size, data_seed)?;
+            let config = conductivity_config(&settings, beamwatch::secondary::conductivity::config::ConductivityConfig::quick())?;
+            let (files, s) = cond::synth(&spec, &out)?;
+            print_conductivity_summary(&s);
+            println!("synthesised in {:.1} s; training …", t0.elapsed().as_secs_f64());
+            let r = cond::train(&cond::TrainOptions {
+                data: files.dataset,
+                out: out.join("run"),
+                config,
+                weights: settings.weights,
+                threads: settings.threads,
+            })?;
+            print_train(&r);
+            println!("demo wall time (synthesis + training) {:.1} s", t0.elapsed().as_secs_f64());
         }
+        ConductivityCommand::Train(a) => {
+            let config = conductivity_config(&a.settings, Default::default())?;
+            let r = cond::train(&cond::TrainOptions {
+                data: a.data,
+                out: a.out,
+                config,
+                weights: a.settings.weights,
+                threads: a.settings.threads,
+            })?;
+            print_train(&r);
+        }
+
         ConductivityCommand::Predict { model, data, images, table, out, weights } => {
             let r = cond::predict(&cond::PredictOptions { model, data, images, table, out, weights })?;
             println!("model: {}", r.model);
@@ -1127,4 +1128,64 @@ fn run_conductivity(cmd: ConductivityCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_conductivity_summary(s: &beamwatch::commands::conductivity::DatasetSummary) {
+    println!(
+        "{}: {} samples, {} images ({}–{} px edge), {} with a measured conductivity{}",
+        s.path.display(),
+        s.samples,
+        s.images,
+        s.min_edge_px,
+        s.max_edge_px,
+        s.with_conductivity,
+        s.log10_range.map_or(String::new(), |(a, b)| format!(", log10 σ {a:.2} … {b:.2} (S/cm)"))
+    );
+}
+
+fn synth_spec(samples: usize, per_sample: &str, size: usize, seed: u64) -> Result<beamwatch::secondary::conductivity::synth::SynthSpec> {
+    let (lo, hi) = match per_sample.split_once('-') {
+        Some((a, b)) => (a.trim().parse::<usize>(), b.trim().parse::<usize>()),
+        None => (per_sample.trim().parse(), per_sample.trim().parse()),
+    };
+    let (Ok(images_min), Ok(images_max)) = (lo, hi) else {
+        anyhow::bail!("--images-per-sample: expected N or MIN-MAX, got {per_sample:?}");
+    };
+    Ok(beamwatch::secondary::conductivity::synth::SynthSpec { samples, images_min, images_max, size_px: size, seed })
+}
+
+fn print_train(r: &beamwatch::commands::conductivity::TrainReport) {
+    print_conductivity_summary(&r.dataset);
+    println!(
+        "protocol: {}, {} outer folds × {} member(s), {} px crops",
+        r.protocol, r.outer_folds, r.members_per_fold, r.crop_px
+    );
+    if let Some(t) = &r.trunk {
+        println!("resnet18 trunk: {t}");
+    }
+    println!("{:<52} {:>7} {:>13} {:>9} {:>8} {:>9}", "model (held-out samples)", "R²", "RMSE log10", "image R²", "epochs", "time s");
+    for m in &r.models {
+        println!(
+            "{:<52} {:>7.3} {:>13.3} {:>9.3} {:>8.1} {:>9.1}",
+            m.label, m.r2, m.rmse_log10, m.image_r2, m.mean_best_epoch, m.seconds
+        );
+    }
+    for (arch, why) in &r.skipped {
+        println!("{arch}: skipped — {why}");
+    }
+    if let Some(o) = &r.interpretation {
+        println!(
+            "segmentation ({} positive / {} negative GAP channels): pores + boundaries are {:.0} % of the negative group's region and {:.0} % of the positive group's, against {:.0} % of all pixels",
+            r.channels_positive.unwrap_or(0),
+            r.channels_negative.unwrap_or(0),
+            100.0 * o.negative_region_defects,
+            100.0 * o.positive_region_defects,
+            100.0 * o.defect_fraction
+        );
+    }
+    if let (Some(arch), Some(dir)) = (r.final_model, &r.files.model_dir) {
+        println!("final {arch} model (all samples, {:.0} s): {}", r.final_fit_seconds.unwrap_or(0.0), dir.display());
+    }
+    println!("results: {}  metrics: {}  plot: {}", r.files.results_h5.display(), r.files.metrics_json.display(), r.files.diagnostic_png.display());
+    println!("wall time {:.1} s", r.wall_seconds);
 }

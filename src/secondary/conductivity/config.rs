@@ -56,6 +56,15 @@ pub struct ConductivityConfig {
 }
 
 impl ConductivityConfig {
+    /// The quick protocol (what configs/conductivity.toml holds): 5-fold over samples, one member
+    /// per fold, 64 px crops, every model.
+    pub fn quick() -> Self {
+        Self {
+            protocol: ProtocolConfig { kind: "kfold".into(), folds: 5, members: Some(1), ..ProtocolConfig::default() },
+            ..Self::default()
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).map_err(|e| ConductivityError::file(path, format!("cannot read: {e}")))?;
@@ -96,7 +105,7 @@ impl ConductivityConfig {
         let w = self.where_();
         let bad = |key: &str, why: String| Err(ConductivityError::Settings(format!("{w}: {key}: {why}")));
         let t = &self.train;
-        if t.crop_px < 8 || t.crop_px % 4 != 0 {
+        if t.crop_px < 8 || !t.crop_px.is_multiple_of(4) {
             return bad("crop_px", format!("{} is not a multiple of 4 that is ≥ 8", t.crop_px));
         }
         if t.max_epochs == 0 || t.batch == 0 || t.patience == 0 {

@@ -43,7 +43,7 @@ pub fn axis_range<'a>(panels: impl IntoIterator<Item = &'a [(f64, f64)]>) -> (f6
             }
         }
     }
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return (-7.0, -4.0);
     }
     let pad = 0.06 * (hi - lo);
@@ -124,8 +124,9 @@ pub fn diagnostic(panels: &[Diagnostic<'_>], heading: &str, warning: Option<&str
 pub fn correlation_histogram(corr: &[f64], title: &str, path: &Path) -> Result<(), ReportError> {
     let bins = 20usize;
     let mut counts = vec![0u32; bins];
+    // A channel that is 0 on every image (a dead ReLU) has no correlation; it is counted apart.
     for &r in corr {
-        if r.is_finite() {
+        if r.is_finite() && r != 0.0 {
             let b = (((r + 1.0) / 2.0 * bins as f64).floor() as isize).clamp(0, bins as isize - 1) as usize;
             counts[b] += 1;
         }
@@ -134,6 +135,7 @@ pub fn correlation_histogram(corr: &[f64], title: &str, path: &Path) -> Result<(
     let mut c = Canvas::new(760, 480, [255, 255, 255]);
     let n_pos = corr.iter().filter(|&&r| r > 0.0).count();
     let n_neg = corr.iter().filter(|&&r| r < 0.0).count();
+    let n_dead = corr.len() - n_pos - n_neg;
     c.draw(|root| {
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FONT, 16))
@@ -162,7 +164,8 @@ pub fn correlation_histogram(corr: &[f64], title: &str, path: &Path) -> Result<(
                 .draw_series(std::iter::once(Rectangle::new([(x0, 0), (x1, n)], RGBColor(90, 90, 90).stroke_width(1))))
                 .map_err(e)?;
         }
-        canvas::text(root, &format!("{n_pos} positive, {n_neg} negative of {} channels", corr.len()), 80, 40, 13.0, BLACK)?;
+        let dead = if n_dead > 0 { format!(", {n_dead} constant (dead)") } else { String::new() };
+        canvas::text(root, &format!("{n_pos} positive, {n_neg} negative{dead} of {} channels", corr.len()), 80, 40, 13.0, BLACK)?;
         Ok(())
     })?;
     c.save_png(path)

@@ -217,7 +217,7 @@ pub fn evaluate(
 
 /// Crops must fit every image and pool twice to whole pixels.
 pub fn check_crop(ds: &Dataset, crop: usize) -> Result<()> {
-    if crop < 8 || crop % 4 != 0 {
+    if crop < 8 || !crop.is_multiple_of(4) {
         return Err(ConductivityError::Settings(format!(
             "crop {crop} px: must be a multiple of 4 and ≥ 8 (two 2×2 max-pools)"
         )));

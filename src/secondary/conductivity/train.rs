@@ -35,11 +35,31 @@ pub struct TrainSettings {
     pub patience: usize,
     pub batch: usize,
     pub learning_rate: f64,
+    /// The same for the models without convolutions (descriptors-only, the resnet18 head): an epoch
+    /// costs microseconds, so they train until the validation loss stops improving rather than for
+    /// as many epochs as a CNN can afford — their comparison with the CNNs is not limited by budget.
+    pub linear_max_epochs: usize,
+    pub linear_patience: usize,
 }
 
 impl Default for TrainSettings {
     fn default() -> Self {
-        Self { crop_px: 64, max_epochs: 40, patience: 8, batch: 16, learning_rate: 1e-3 }
+        Self {
+            crop_px: 64,
+            max_epochs: 40,
+            patience: 8,
+            batch: 16,
+            learning_rate: 3e-3,
+            linear_max_epochs: 2000,
+            linear_patience: 100,
+        }
+    }
+}
+
+impl TrainSettings {
+    /// (max epochs, patience) for `arch`.
+    pub fn epochs_for(&self, arch: Arch) -> (usize, usize) {
+        if arch.is_cnn() { (self.max_epochs, self.patience) } else { (self.linear_max_epochs, self.linear_patience) }
     }
 }
 
@@ -226,7 +246,8 @@ pub fn train_member(
     let mut epochs = Vec::new();
     let mut seen = BTreeSet::new();
     let var_scale = scales.target_std * scales.target_std;
-    for epoch in 1..=settings.max_epochs.max(1) {
+    let (max_epochs, patience) = settings.epochs_for(arch);
+    for epoch in 1..=max_epochs.max(1) {
         let t0 = Instant::now();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut n_sum) = (0.0, 0usize);
@@ -249,7 +270,7 @@ pub fn train_member(
             seen.extend(chunk.iter().copied());
             on_progress(&Progress {
                 epoch,
-                max_epochs: settings.max_epochs,
+                max_epochs,
                 batches_done: k + 1,
                 batches_per_epoch,
                 train_mse: loss_sum / n_sum as f64 * var_scale,
@@ -269,7 +290,7 @@ pub fn train_member(
             since_best = 0;
         } else {
             since_best += 1;
-            if since_best >= settings.patience.max(1) {
+            if since_best >= patience.max(1) {
                 break;
             }
         }

@@ -70,19 +70,19 @@ impl Scaled {
 /// Microstructure of a pellet from its descriptors and hidden factor.
 pub fn micro_params(u: Scaled, hidden: f64) -> MicroParams {
     MicroParams {
-        grain_px: 8.0 * (0.12 * u.u2 + 0.06 * u.ux - 0.25 * hidden).exp(),
-        porosity: (0.17 - 0.03 * u.u2 - 0.02 * u.u1 + 0.10 * hidden).clamp(0.01, 0.42),
-        beta_fraction: (0.14 / (1.0 + (4.0 * (u.u1 + 0.2)).exp()) + 0.04 * (u.uy + 1.0)).clamp(0.0, 0.4),
+        grain_px: 8.0 * (0.10 * u.u2 + 0.05 * u.ux - 0.20 * hidden).exp(),
+        porosity: (0.20 - 0.03 * u.u2 - 0.02 * u.u1 + 0.11 * hidden).clamp(0.02, 0.45),
+        beta_fraction: (0.10 / (1.0 + (4.0 * (u.u1 + 0.2)).exp()) + 0.03 * (u.uy + 1.0)).clamp(0.0, 0.4),
         boundary_px: BOUNDARY_PX,
     }
 }
 
 pub fn boundary_ratio(u: Scaled) -> f64 {
-    0.08 * 10f64.powf(0.35 * u.ux)
+    0.08 * 10f64.powf(0.15 * u.ux)
 }
 
 pub fn log10_bulk_s_per_cm(u: Scaled) -> f64 {
-    -4.35 + 0.30 * u.uy + 0.10 * u.ux - 0.25 * u.ux * u.ux - 0.30 * u.u2 * u.u2 + 0.10 * u.u1 * u.u2
+    -4.30 + 0.40 * u.uy + 0.15 * u.ux - 0.30 * u.ux * u.ux - 0.40 * u.u2 * u.u2 + 0.15 * u.u1 * u.u2
 }
 
 struct Generated {
