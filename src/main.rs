@@ -969,7 +969,7 @@ struct ConductivityTrainArgs {
 /// Training and protocol settings shared by `train` and `demo` (override the config file).
 #[derive(Args)]
 struct ConductivitySettingsArgs {
-    /// Settings file (configs/conductivity.toml); flags override it.
+    /// Settings file (configs/conductivity/train.toml); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Models to evaluate: baseline, descriptors, attention, descriptors-only, resnet18.

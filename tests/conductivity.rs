@@ -386,6 +386,6 @@ fn settings_errors_name_the_file_image_or_key() {
     let o = beamwatch(&["conductivity", "train", "--data", path_str(&files.table), "--out", path_str(&out)], tmp.path());
     assert_clean_error(&o, "samples.csv");
     // The shipped example config is valid.
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/conductivity.toml");
-    beamwatch::secondary::conductivity::config::ConductivityConfig::load(&shipped).expect("configs/conductivity.toml");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/conductivity/train.toml");
+    beamwatch::secondary::conductivity::config::ConductivityConfig::load(&shipped).expect("configs/conductivity/train.toml");
 }

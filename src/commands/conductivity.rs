@@ -215,8 +215,12 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, Error> {
     protocol::check_crop(&ds, crop)?;
     crate::report::ensure_dir(&opts.out)?;
 
-    let mut archs = cfg.run.models.clone();
-    archs.dedup();
+    let mut archs: Vec<Arch> = Vec::new();
+    for &a in &cfg.run.models {
+        if !archs.contains(&a) {
+            archs.push(a);
+        }
+    }
     let final_arch = cfg.final_model()?;
     let mut skipped = Vec::new();
     let needs_trunk = archs.contains(&Arch::Resnet18) || final_arch == Some(Arch::Resnet18);

@@ -1,4 +1,4 @@
-//! `configs/conductivity.toml` → validated run settings. Every key is optional; flags on the command
+//! `configs/conductivity/train.toml` → validated run settings. Every key is optional; flags on the command
 //! line override the file.
 
 use std::path::{Path, PathBuf};
@@ -56,7 +56,7 @@ pub struct ConductivityConfig {
 }
 
 impl ConductivityConfig {
-    /// The quick protocol (what configs/conductivity.toml holds): 5-fold over samples, one member
+    /// The quick protocol (what configs/conductivity/train.toml holds): 5-fold over samples, one member
     /// per fold, 64 px crops, every model.
     pub fn quick() -> Self {
         Self {

@@ -4,7 +4,7 @@
 //! low conductivity. Everything is read from and written to HDF5.
 //!
 //! ## Layout (modules follow the data)
-//! - [`config`]: `configs/conductivity.toml` → validated settings.
+//! - [`config`]: `configs/conductivity/train.toml` → validated settings.
 //! - [`dataset`]: the stage's HDF5 dataset — images of any size, the sample table, image → sample.
 //! - [`import`]: a folder of TIFF/PNG images plus a CSV table → dataset (errors name row and file).
 //! - [`synth`]: synthetic pellets with a known truth — Voronoi grains, boundaries, pores, β grains;

@@ -3,9 +3,10 @@
 //! - `/samples/{sample_id, measured_log10_s_per_cm, test_fold}`; `/images/{sample_index, test_fold}`.
 //! - `/models/<arch>/{image_prediction_log10_s_per_cm, sample_prediction_log10_s_per_cm}` with
 //!   attributes `r2`, `rmse_log10`, `image_r2`, `image_rmse_log10`, `seconds`, `label`.
-//! - `/members/<arch>/{outer_fold, member, best_epoch, best_val_mse}` (one row per trained member)
-//!   and `seen` (members × items, 1 = the item was in a training batch; items are images, samples
-//!   for descriptors-only) — the record the no-leakage check reads.
+//! - `/members/<arch>/{outer_fold, member, best_epoch, best_val_mse}` (one row per trained member),
+//!   `train_mse` and `val_mse` (members × epochs, (log10 S/cm)², NaN after early stopping) and `seen`
+//!   (members × items, 1 = the item was in a training batch; items are images, samples for
+//!   descriptors-only) — the record the no-leakage check reads.
 //! - `/interpretation/channel_correlation` (64) and the defect-overlap attributes, when computed.
 
 use std::path::{Path, PathBuf};
@@ -107,6 +108,17 @@ pub fn write(
             }
         }
         b.new_dataset_builder().deflate(1).with_data(&seen).create("seen").map_err(h5err(path, format!("/members/{name}/seen")))?;
+        // Learning curves, members × epochs, NaN after a member stopped.
+        let n_epochs = recs.iter().map(|m| m.epochs.len()).max().unwrap_or(0);
+        for (dname, get) in [("train_mse", 0usize), ("val_mse", 1)] {
+            let mut a = Array2::<f64>::from_elem((recs.len(), n_epochs), f64::NAN);
+            for (k, m) in recs.iter().enumerate() {
+                for (e, log) in m.epochs.iter().enumerate() {
+                    a[[k, e]] = if get == 0 { log.train_mse } else { log.val_mse };
+                }
+            }
+            b.new_dataset_builder().with_data(&a).create(dname).map_err(h5err(path, format!("/members/{name}/{dname}")))?;
+        }
     }
     if let Some(it) = interp {
         let g = f.create_group("interpretation").map_err(h5err(path, "/interpretation"))?;
