@@ -8,6 +8,7 @@ use crate::engine::EngineError;
 use crate::imagefile::ReadError;
 use crate::report::ReportError;
 use crate::secondary::conductivity::ConductivityError;
+use crate::secondary::map::MapError;
 use crate::weights::WeightsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,7 @@ pub enum Error {
     Report(#[from] ReportError),
     #[error(transparent)]
     Conductivity(#[from] ConductivityError),
+    Map(#[from] MapError),
     /// An analysis error about a particular input (file, page or frame).
     #[error("{source_name}: {error}")]
     Analysis { source_name: String, error: AnalysisError },

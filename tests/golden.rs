@@ -10,22 +10,6 @@ use beamwatch::engine::{Engine, Features, Network};
 use beamwatch::weights::{StateDict, layout::LAYER_CHANNELS};
 use common::*;
 
-/// Cuts the 200×200 golden frame into its 100 row-major 20×20 patches.
-fn golden_patches(name: &str) -> Vec<f32> {
-    let f: Array2<f32> = read_npy(golden(name)).expect("golden frame");
-    let mut px = Vec::with_capacity(100 * 400);
-    for r in 0..10 {
-        for c in 0..10 {
-            for y in 0..20 {
-                for x in 0..20 {
-                    px.push(f[[r * 20 + y, c * 20 + x]]);
-                }
-            }
-        }
-    }
-    px
-}
-
 fn engine(patch: usize) -> Engine {
     let sd = StateDict::read(&synthetic_weights()).expect("synthetic weights");
     Engine::new(&Network::from_state_dict(&sd).expect("network"), patch, 2).expect("engine")

@@ -22,22 +22,6 @@ fn network() -> Network {
     Network::from_state_dict(&sd).expect("network")
 }
 
-/// The 200×200 golden frame as its 100 row-major 20×20 patches.
-fn golden_patches(name: &str) -> Vec<f32> {
-    let f: Array2<f32> = read_npy(golden(name)).expect("golden frame");
-    let mut px = Vec::with_capacity(100 * 400);
-    for r in 0..10 {
-        for c in 0..10 {
-            for y in 0..20 {
-                for x in 0..20 {
-                    px.push(f[[r * 20 + y, c * 20 + x]]);
-                }
-            }
-        }
-    }
-    px
-}
-
 /// Largest |a − b| over the largest |b|, per layer.
 fn rel_dev(a: &Features, b: &Features) -> [f64; 4] {
     std::array::from_fn(|l| {

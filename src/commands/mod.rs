@@ -7,6 +7,7 @@ pub mod compare;
 pub mod conductivity;
 pub mod demo;
 pub mod evaluate;
+pub mod map;
 pub mod replay;
 pub mod run;
 pub mod setup;

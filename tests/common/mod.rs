@@ -22,6 +22,22 @@ pub fn golden(name: &str) -> PathBuf {
     shared().join("golden").join(name)
 }
 
+/// Cuts the 200×200 golden frame into its 100 row-major 20×20 patches.
+pub fn golden_patches(name: &str) -> Vec<f32> {
+    let f: ndarray::Array2<f32> = ndarray_npy::read_npy(golden(name)).expect("golden frame");
+    let mut px = Vec::with_capacity(100 * 400);
+    for r in 0..10 {
+        for c in 0..10 {
+            for y in 0..20 {
+                for x in 0..20 {
+                    px.push(f[[r * 20 + y, c * 20 + x]]);
+                }
+            }
+        }
+    }
+    px
+}
+
 /// Runs the `beamwatch` binary with a private HOME, data and torch cache, so the weight search sees
 /// only what a test puts there.
 pub fn beamwatch(args: &[&str], home: &Path) -> Output {
