@@ -26,6 +26,7 @@ pub enum Error {
     Report(#[from] ReportError),
     #[error(transparent)]
     Conductivity(#[from] ConductivityError),
+    #[error(transparent)]
     Map(#[from] MapError),
     /// An analysis error about a particular input (file, page or frame).
     #[error("{source_name}: {error}")]
