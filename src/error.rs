@@ -7,6 +7,7 @@ use crate::damage::AnalysisError;
 use crate::engine::EngineError;
 use crate::imagefile::ReadError;
 use crate::report::ReportError;
+use crate::secondary::conductivity::ConductivityError;
 use crate::secondary::map::MapError;
 use crate::weights::WeightsError;
 
@@ -23,6 +24,8 @@ pub enum Error {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Conductivity(#[from] ConductivityError),
     #[error(transparent)]
     Map(#[from] MapError),
     /// An analysis error about a particular input (file, page or frame).

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod bench_live;
 pub mod compare;
+pub mod conductivity;
 pub mod demo;
 pub mod evaluate;
 pub mod map;
