@@ -891,14 +891,8 @@ enum ConductivityCommand {
     Synth {
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value_t = 50)]
-        samples: usize,
-        /// Images per sample: N, or MIN-MAX drawn per sample (the paper: 1-3).
-        #[arg(long, default_value = "3")]
-        images_per_sample: String,
-        /// Image edge, px.
-        #[arg(long, default_value_t = 96)]
-        size: usize,
+        #[command(flatten)]
+        set: SynthSetArgs,
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -910,12 +904,8 @@ enum ConductivityCommand {
     Demo {
         #[arg(long, default_value = "conductivity-demo")]
         out: PathBuf,
-        #[arg(long, default_value_t = 50)]
-        samples: usize,
-        #[arg(long, default_value = "3")]
-        images_per_sample: String,
-        #[arg(long, default_value_t = 96)]
-        size: usize,
+        #[command(flatten)]
+        set: SynthSetArgs,
         /// Seed of the synthetic pellets (the training seed is --seed).
         #[arg(long, default_value_t = 1)]
         data_seed: u64,
@@ -956,6 +946,19 @@ enum ConductivityCommand {
         #[arg(long, default_value_t = 0)]
         threads: usize,
     },
+}
+
+/// The size of a synthetic pellet set (`conductivity synth` and `demo`).
+#[derive(Args)]
+struct SynthSetArgs {
+    #[arg(long, default_value_t = 50)]
+    samples: usize,
+    /// Images per sample: N, or MIN-MAX drawn per sample (the paper: 1-3).
+    #[arg(long, default_value = "3")]
+    images_per_sample: String,
+    /// Image edge, px.
+    #[arg(long, default_value_t = 96)]
+    size: usize,
 }
 
 #[derive(Args)]
@@ -1072,15 +1075,15 @@ fn run_conductivity(cmd: ConductivityCommand) -> Result<()> {
             let s = cond::import(&cond::ImportOptions { images, table, out, allow_missing_target })?;
             print_conductivity_summary(&s);
         }
-        ConductivityCommand::Synth { out, samples, images_per_sample, size, seed } => {
-            let spec = synth_spec(samples, &images_per_sample, size, seed)?;
+        ConductivityCommand::Synth { out, set, seed } => {
+            let spec = synth_spec(&set, seed)?;
             let (files, s) = cond::synth(&spec, &out)?;
             print_conductivity_summary(&s);
             println!("images: {}  table: {}  truth: {}", files.images_dir.display(), files.table.display(), files.truth_table.display());
         }
-        ConductivityCommand::Demo { out, samples, images_per_sample, size, data_seed, settings } => {
+        ConductivityCommand::Demo { out, set, data_seed, settings } => {
             let t0 = std::time::Instant::now();
-            let spec = synth_spec(samples, &images_per_sample, size, data_seed)?;
+            let spec = synth_spec(&set, data_seed)?;
             let config = conductivity_config(&settings, beamwatch::secondary::conductivity::config::ConductivityConfig::quick())?;
             let (files, s) = cond::synth(&spec, &out)?;
             print_conductivity_summary(&s);
@@ -1147,7 +1150,8 @@ fn print_conductivity_summary(s: &beamwatch::commands::conductivity::DatasetSumm
     );
 }
 
-fn synth_spec(samples: usize, per_sample: &str, size: usize, seed: u64) -> Result<beamwatch::secondary::conductivity::synth::SynthSpec> {
+fn synth_spec(set: &SynthSetArgs, seed: u64) -> Result<beamwatch::secondary::conductivity::synth::SynthSpec> {
+    let per_sample = set.images_per_sample.as_str();
     let (lo, hi) = match per_sample.split_once('-') {
         Some((a, b)) => (a.trim().parse::<usize>(), b.trim().parse::<usize>()),
         None => (per_sample.trim().parse(), per_sample.trim().parse()),
@@ -1155,7 +1159,7 @@ fn synth_spec(samples: usize, per_sample: &str, size: usize, seed: u64) -> Resul
     let (Ok(images_min), Ok(images_max)) = (lo, hi) else {
         anyhow::bail!("--images-per-sample: expected N or MIN-MAX, got {per_sample:?}");
     };
-    Ok(beamwatch::secondary::conductivity::synth::SynthSpec { samples, images_min, images_max, size_px: size, seed })
+    Ok(beamwatch::secondary::conductivity::synth::SynthSpec { samples: set.samples, images_min, images_max, size_px: set.size, seed })
 }
 
 fn print_train(r: &beamwatch::commands::conductivity::TrainReport) {
