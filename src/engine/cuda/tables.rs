@@ -36,7 +36,7 @@ pub struct ConvTables {
 
 impl ConvTables {
     fn new(p: &ConvPlan) -> Result<Self, EngineError> {
-        if p.cout % CONV_TILE_N != 0 || p.cin % CONV_TILE_K != 0 {
+        if !p.cout.is_multiple_of(CONV_TILE_N) || !p.cin.is_multiple_of(CONV_TILE_K) {
             return Err(EngineError::Plan(format!(
                 "conv {}→{} channels does not fit the GPU tiles ({CONV_TILE_K}, {CONV_TILE_N})",
                 p.cin, p.cout
