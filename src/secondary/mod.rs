@@ -3,6 +3,8 @@
 //!
 //! - [`conductivity`]: SEM image → ionic conductivity CNN (seed paper 000).
 //! - [`map`]: the autoencoder materials map from compositional and structural descriptors (seed 001).
+//! - [`metrics`]: R² and RMSE, the scores both report.
 
 pub mod conductivity;
 pub mod map;
+pub mod metrics;

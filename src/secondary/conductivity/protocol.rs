@@ -88,17 +88,7 @@ pub struct Evaluation {
     pub members: Vec<MemberRecord>,
 }
 
-pub fn r2(pred: &[f64], truth: &[f64]) -> f64 {
-    let n = truth.len().max(1) as f64;
-    let mean = truth.iter().sum::<f64>() / n;
-    let ss_tot: f64 = truth.iter().map(|t| (t - mean).powi(2)).sum();
-    let ss_res: f64 = pred.iter().zip(truth).map(|(p, t)| (p - t).powi(2)).sum();
-    if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { f64::NAN }
-}
-
-pub fn rmse(pred: &[f64], truth: &[f64]) -> f64 {
-    (pred.iter().zip(truth).map(|(p, t)| (p - t).powi(2)).sum::<f64>() / truth.len().max(1) as f64).sqrt()
-}
+pub use crate::secondary::metrics::{r2, rmse};
 
 /// Mean over each sample's images.
 pub fn sample_means(ds: &Dataset, image_values: &[f64]) -> Vec<f64> {

@@ -383,16 +383,7 @@ pub struct RunOutput {
     pub model: MapModel,
 }
 
-pub fn r2(pred: &[f64], truth: &[f64]) -> f64 {
-    let n = truth.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    let mean = truth.iter().sum::<f64>() / n as f64;
-    let ss_tot: f64 = truth.iter().map(|t| (t - mean).powi(2)).sum();
-    let ss_res: f64 = pred.iter().zip(truth).map(|(p, t)| (p - t).powi(2)).sum();
-    if ss_tot > 0.0 { 1.0 - ss_res / ss_tot } else { f64::NAN }
-}
+pub use crate::secondary::metrics::r2;
 
 /// A forward pass over all rows (scaled units, row-major).
 pub struct Inferred {
