@@ -4,7 +4,7 @@
 use plotters::prelude::*;
 
 use super::ReportError;
-use super::canvas::{self, Canvas, FONT};
+use super::canvas::{self, Canvas, FONT, draw_err};
 use super::dose_plot::{fmt_tick, tick_decimals};
 
 pub struct AucLine {
@@ -37,10 +37,6 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-fn e(x: impl std::fmt::Display) -> String {
-    x.to_string()
-}
-
 pub fn render(p: &AucPlot<'_>) -> Result<Canvas, ReportError> {
     let max_frame = p.lines.iter().flat_map(|l| l.points.iter().map(|q| q.0)).fold(1.0, f64::max);
     let max_dose = p.lines.iter().flat_map(|l| l.points.iter().filter_map(|q| q.1)).fold(0.0, f64::max);
@@ -59,7 +55,7 @@ pub fn render(p: &AucPlot<'_>) -> Result<Canvas, ReportError> {
                 .x_label_area_size(48)
                 .y_label_area_size(60)
                 .build_cartesian_2d(x0..x1, 0.0..1.02)
-                .map_err(e)?;
+                .map_err(draw_err)?;
             let xd = tick_decimals(x0, x1, 10);
             chart
                 .configure_mesh()
@@ -74,16 +70,16 @@ pub fn render(p: &AucPlot<'_>) -> Result<Canvas, ReportError> {
                 .bold_line_style(RGBColor(220, 220, 220))
                 .light_line_style(RGBColor(245, 245, 245))
                 .draw()
-                .map_err(e)?;
+                .map_err(draw_err)?;
             // Chance level.
             chart
                 .draw_series(DashedLineSeries::new(vec![(x0, 0.5), (x1, 0.5)], 6, 4, RGBColor(120, 120, 120).into()))
-                .map_err(e)?;
+                .map_err(draw_err)?;
             if let Some(o) = p.onset_frame.filter(|_| !by_dose) {
                 let x = o as f64;
                 chart
                     .draw_series(LineSeries::new(vec![(x, 0.0), (x, 1.02)], RGBColor(230, 120, 0).stroke_width(1)))
-                    .map_err(e)?
+                    .map_err(draw_err)?
                     .label("true onset")
                     .legend(|(x, y)| PathElement::new(vec![(x - 2, y), (x + 14, y)], RGBColor(230, 120, 0)));
             }
@@ -97,10 +93,10 @@ pub fn render(p: &AucPlot<'_>) -> Result<Canvas, ReportError> {
                     .collect();
                 chart
                     .draw_series(LineSeries::new(pts.iter().copied(), style))
-                    .map_err(e)?
+                    .map_err(draw_err)?
                     .label(line.label.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x - 2, y), (x + 14, y)], style));
-                chart.draw_series(pts.iter().map(|&xy| Circle::new(xy, 2, colour.filled()))).map_err(e)?;
+                chart.draw_series(pts.iter().map(|&xy| Circle::new(xy, 2, colour.filled()))).map_err(draw_err)?;
             }
             if !by_dose {
                 chart
@@ -111,7 +107,7 @@ pub fn render(p: &AucPlot<'_>) -> Result<Canvas, ReportError> {
                     .background_style(WHITE.mix(0.88))
                     .border_style(RGBColor(160, 160, 160))
                     .draw()
-                    .map_err(e)?;
+                    .map_err(draw_err)?;
             }
         }
         if let Some(w) = &p.warning {

@@ -88,6 +88,11 @@ pub fn even(size: f64) -> f64 {
     ((size / 2.0).round() * 2.0).max(2.0)
 }
 
+/// plotters' drawing errors as the `String` that [`Canvas::draw`] closures return.
+pub fn draw_err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
 /// Text helper for plotters closures: draws `s` with its top-left at (x, y).
 pub fn text(area: &Area<'_>, s: &str, x: i32, y: i32, size: f64, color: RGBColor) -> Result<(), String> {
     let size = even(size);

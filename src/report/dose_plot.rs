@@ -6,7 +6,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::ReportError;
-use super::canvas::{self, Area, Canvas, FONT};
+use super::canvas::{self, Area, Canvas, FONT, draw_err};
 use crate::alarms::forecast::Fit;
 
 pub struct DosePlot<'a> {
@@ -48,10 +48,6 @@ const CURVE: RGBColor = RGBColor(214, 39, 40);
 const THRESHOLD: RGBColor = RGBColor(90, 90, 90);
 const ALARM: RGBColor = RGBColor(230, 120, 0);
 const WARNING: RGBColor = RGBColor(200, 0, 0);
-
-fn draw_err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
 
 /// Decimals that tell apart the axis ticks plotters will place on `lo..hi` (plotters' steps are
 /// 1, 2 or 5 × 10ᵏ, so one significant digit of the step is enough).

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 
 use super::interpret::GroupMasks;
 use crate::report::ReportError;
-use crate::report::canvas::{self, Canvas, FONT};
+use crate::report::canvas::{self, Canvas, FONT, draw_err};
 
 /// One panel of the diagnostic plot.
 pub struct Diagnostic<'a> {
@@ -25,10 +25,6 @@ const DIAGONAL: RGBColor = RGBColor(120, 120, 120);
 const POSITIVE: RGBColor = RGBColor(240, 200, 30);
 const NEGATIVE: RGBColor = RGBColor(110, 190, 240);
 const WARNING: RGBColor = RGBColor(200, 0, 0);
-
-fn e(x: impl std::fmt::Display) -> String {
-    x.to_string()
-}
 
 /// Common axis range for all panels: every measured and predicted value, padded.
 pub fn axis_range<'a>(panels: impl IntoIterator<Item = &'a [(f64, f64)]>) -> (f64, f64) {
@@ -58,7 +54,7 @@ fn draw_panel(area: &canvas::Area<'_>, d: &Diagnostic<'_>, range: (f64, f64)) ->
         .x_label_area_size(44)
         .y_label_area_size(56)
         .build_cartesian_2d(lo..hi, lo..hi)
-        .map_err(e)?;
+        .map_err(draw_err)?;
     chart
         .configure_mesh()
         .x_labels(7)
@@ -72,15 +68,15 @@ fn draw_panel(area: &canvas::Area<'_>, d: &Diagnostic<'_>, range: (f64, f64)) ->
         .bold_line_style(RGBColor(225, 225, 225))
         .light_line_style(RGBColor(245, 245, 245))
         .draw()
-        .map_err(e)?;
+        .map_err(draw_err)?;
     chart
         .draw_series(LineSeries::new(vec![(lo, lo), (hi, hi)], DIAGONAL.stroke_width(1)))
-        .map_err(e)?
+        .map_err(draw_err)?
         .label("y = x")
         .legend(|(x, y)| PathElement::new(vec![(x - 2, y), (x + 14, y)], DIAGONAL));
     chart
         .draw_series(d.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).map(|&p| Circle::new(p, 4, POINT.mix(0.75).filled())))
-        .map_err(e)?
+        .map_err(draw_err)?
         .label(format!("R² = {:.3}, RMSE = {:.3} log10 S/cm (n = {})", d.r2, d.rmse_log10, d.points.len()))
         .legend(|(x, y)| Circle::new((x + 6, y), 4, POINT.filled()));
     chart
@@ -91,7 +87,7 @@ fn draw_panel(area: &canvas::Area<'_>, d: &Diagnostic<'_>, range: (f64, f64)) ->
         .background_style(WHITE.mix(0.9))
         .border_style(RGBColor(160, 160, 160))
         .draw()
-        .map_err(e)?;
+        .map_err(draw_err)?;
     Ok(())
 }
 
@@ -143,7 +139,7 @@ pub fn correlation_histogram(corr: &[f64], title: &str, path: &Path) -> Result<(
             .x_label_area_size(44)
             .y_label_area_size(50)
             .build_cartesian_2d(-1.0f64..1.0, 0u32..ymax)
-            .map_err(e)?;
+            .map_err(draw_err)?;
         chart
             .configure_mesh()
             .x_labels(11)
@@ -154,15 +150,15 @@ pub fn correlation_histogram(corr: &[f64], title: &str, path: &Path) -> Result<(
             .axis_desc_style((FONT, 13))
             .light_line_style(RGBColor(245, 245, 245))
             .draw()
-            .map_err(e)?;
+            .map_err(draw_err)?;
         for (b, &n) in counts.iter().enumerate() {
             let x0 = -1.0 + 2.0 * b as f64 / bins as f64;
             let x1 = x0 + 2.0 / bins as f64;
             let colour = if x0 >= 0.0 { POSITIVE } else { NEGATIVE };
-            chart.draw_series(std::iter::once(Rectangle::new([(x0, 0), (x1, n)], colour.filled()))).map_err(e)?;
+            chart.draw_series(std::iter::once(Rectangle::new([(x0, 0), (x1, n)], colour.filled()))).map_err(draw_err)?;
             chart
                 .draw_series(std::iter::once(Rectangle::new([(x0, 0), (x1, n)], RGBColor(90, 90, 90).stroke_width(1))))
-                .map_err(e)?;
+                .map_err(draw_err)?;
         }
         let dead = if n_dead > 0 { format!(", {n_dead} constant (dead)") } else { String::new() };
         canvas::text(root, &format!("{n_pos} positive, {n_neg} negative{dead} of {} channels", corr.len()), 80, 40, 13.0, BLACK)?;

@@ -5,11 +5,7 @@ use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 
 use crate::report::ReportError;
-use crate::report::canvas::{self, Area, Canvas, FONT};
-
-fn e(x: impl std::fmt::Display) -> String {
-    x.to_string()
-}
+use crate::report::canvas::{self, Area, Canvas, FONT, draw_err};
 
 fn viridis(v: f64, lo: f64, hi: f64) -> RGBColor {
     ViridisRGB::get_color_normalized(v.clamp(lo, hi), lo, hi)
@@ -84,7 +80,7 @@ pub fn render_map(p: &MapPlot<'_>) -> Result<Canvas, ReportError> {
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)
-            .map_err(e)?;
+            .map_err(draw_err)?;
         chart
             .configure_mesh()
             .disable_mesh()
@@ -93,7 +89,7 @@ pub fn render_map(p: &MapPlot<'_>) -> Result<Canvas, ReportError> {
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 15))
             .draw()
-            .map_err(e)?;
+            .map_err(draw_err)?;
         // Background: the head's prediction over the plane, lightened so points stay readable.
         let cells = p.grid.indexed_iter().map(|((r, cix), &v)| {
             let (x, y) = (p.grid_x[cix], p.grid_y[r]);
@@ -105,11 +101,11 @@ pub fn render_map(p: &MapPlot<'_>) -> Result<Canvas, ReportError> {
             );
             Rectangle::new([(x - hx, y - hy), (x + hx, y + hy)], light.filled())
         });
-        chart.draw_series(cells).map_err(e)?;
+        chart.draw_series(cells).map_err(draw_err)?;
         let placed: Vec<&MapPoint<'_>> = p.points.iter().filter(|q| q.x_struct.is_finite()).collect();
         for q in placed.iter().filter(|q| family_color(q.family).is_some()) {
             let fc = family_color(q.family).unwrap_or(BLACK);
-            chart.draw_series(std::iter::once(Circle::new((q.x_comp, q.x_struct), 8, fc.stroke_width(2)))).map_err(e)?;
+            chart.draw_series(std::iter::once(Circle::new((q.x_comp, q.x_struct), 8, fc.stroke_width(2)))).map_err(draw_err)?;
         }
         chart
             .draw_series(placed.iter().map(|q| {
@@ -118,7 +114,7 @@ pub fn render_map(p: &MapPlot<'_>) -> Result<Canvas, ReportError> {
                     + Circle::new((0, 0), 4, col.filled())
                     + Circle::new((0, 0), 4, if q.test { RED.stroke_width(1) } else { BLACK.mix(0.6).stroke_width(1) })
             }))
-            .map_err(e)?;
+            .map_err(draw_err)?;
         // Compounds without a CIF: composition axis only.
         let mut sc = ChartBuilder::on(&strip)
             .margin_left(8)
@@ -128,14 +124,14 @@ pub fn render_map(p: &MapPlot<'_>) -> Result<Canvas, ReportError> {
             .y_label_area_size(70)
             .caption("no CIF: placed on the composition axis only (x_comp), coloured by measured target", (FONT, 13))
             .build_cartesian_2d(xr.0..xr.1, 0.0..1.0)
-            .map_err(e)?;
-        sc.configure_mesh().disable_mesh().y_labels(0).label_style((FONT, 12)).draw().map_err(e)?;
+            .map_err(draw_err)?;
+        sc.configure_mesh().disable_mesh().y_labels(0).label_style((FONT, 12)).draw().map_err(draw_err)?;
         let bare: Vec<&MapPoint<'_>> = p.points.iter().filter(|q| !q.x_struct.is_finite()).collect();
         sc.draw_series(bare.iter().map(|q| {
             let y = 0.15 + 0.7 * ((q.target - tr.0) / (tr.1 - tr.0)).clamp(0.0, 1.0);
             Circle::new((q.x_comp, y), 3, viridis(q.target, tr.0, tr.1).filled())
         }))
-        .map_err(e)?;
+        .map_err(draw_err)?;
         colour_bar(&right, tr, &p.target_label)?;
         // Family legend.
         let mut y = 360;
@@ -143,11 +139,11 @@ pub fn render_map(p: &MapPlot<'_>) -> Result<Canvas, ReportError> {
         for f in ["garnet", "NASICON", "perovskite", "argyrodite", "LGPS", "thio-LISICON", "LISICON"] {
             y += 20;
             let col = family_color(f).unwrap_or(BLACK);
-            right.draw(&Circle::new((16, y + 7), 7, col.stroke_width(2))).map_err(e)?;
+            right.draw(&Circle::new((16, y + 7), 7, col.stroke_width(2))).map_err(draw_err)?;
             canvas::text(&right, f, 30, y, 13.0, BLACK)?;
         }
         y += 28;
-        right.draw(&Circle::new((16, y + 7), 4, RED.stroke_width(1))).map_err(e)?;
+        right.draw(&Circle::new((16, y + 7), 4, RED.stroke_width(1))).map_err(draw_err)?;
         canvas::text(&right, "test compound", 30, y, 13.0, BLACK)?;
         Ok(())
     })?;
@@ -158,15 +154,15 @@ fn colour_bar(area: &Area<'_>, (lo, hi): (f64, f64), label: &str) -> Result<(), 
     canvas::text(area, label, 6, 8, 13.0, BLACK)?;
     let bar = area.margin(34, 0, 6, 0);
     let (bar, _) = bar.split_vertically(300);
-    let mut ch = ChartBuilder::on(&bar).y_label_area_size(0).x_label_area_size(0).right_y_label_area_size(60).build_cartesian_2d(0.0..1.0, lo..hi).map_err(e)?;
-    ch.configure_mesh().disable_mesh().disable_x_axis().y_labels(8).label_style((FONT, 12)).draw().map_err(e)?;
+    let mut ch = ChartBuilder::on(&bar).y_label_area_size(0).x_label_area_size(0).right_y_label_area_size(60).build_cartesian_2d(0.0..1.0, lo..hi).map_err(draw_err)?;
+    ch.configure_mesh().disable_mesh().disable_x_axis().y_labels(8).label_style((FONT, 12)).draw().map_err(draw_err)?;
     let steps = 120;
     ch.draw_series((0..steps).map(|i| {
         let a = lo + (hi - lo) * i as f64 / steps as f64;
         let b = lo + (hi - lo) * (i + 1) as f64 / steps as f64;
         Rectangle::new([(0.0, a), (1.0, b)], viridis((a + b) / 2.0, lo, hi).filled())
     }))
-    .map_err(e)?;
+    .map_err(draw_err)?;
     Ok(())
 }
 
@@ -204,7 +200,7 @@ pub fn render_tradeoff(rows: &[TradeoffRow], ridge_r2: Option<f64>, title: &str)
                 .x_label_area_size(40)
                 .y_label_area_size(56)
                 .build_cartesian_2d(-0.5..(rows.len() as f64 - 0.5), (lo - pad)..top)
-                .map_err(e)?;
+                .map_err(draw_err)?;
             let lab = labels.clone();
             let fmt = move |v: &f64| {
                 let i = v.round();
@@ -218,16 +214,16 @@ pub fn render_tradeoff(rows: &[TradeoffRow], ridge_r2: Option<f64>, title: &str)
                 .axis_desc_style((FONT, 13))
                 .light_line_style(RGBColor(240, 240, 240))
                 .draw()
-                .map_err(e)?;
+                .map_err(draw_err)?;
             let pts: Vec<(f64, f64)> = vals.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| (i as f64, v)).collect();
-            ch.draw_series(LineSeries::new(pts.clone(), RGBColor(31, 119, 180).stroke_width(2))).map_err(e)?;
-            ch.draw_series(pts.iter().map(|&p| Circle::new(p, 5, RGBColor(31, 119, 180).filled()))).map_err(e)?;
+            ch.draw_series(LineSeries::new(pts.clone(), RGBColor(31, 119, 180).stroke_width(2))).map_err(draw_err)?;
+            ch.draw_series(pts.iter().map(|&p| Circle::new(p, 5, RGBColor(31, 119, 180).filled()))).map_err(draw_err)?;
             if let Some(rr) = extra.filter(|v| v.is_finite()) {
                 ch.draw_series(DashedLineSeries::new(vec![(-0.5, rr), (rows.len() as f64 - 0.5, rr)], 8, 5, RGBColor(214, 39, 40).stroke_width(2)))
-                    .map_err(e)?
+                    .map_err(draw_err)?
                     .label(format!("ridge baseline {rr:.3}"))
                     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RGBColor(214, 39, 40).stroke_width(2)));
-                ch.configure_series_labels().position(SeriesLabelPosition::LowerRight).label_font((FONT, 12)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(e)?;
+                ch.configure_series_labels().position(SeriesLabelPosition::LowerRight).label_font((FONT, 12)).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(draw_err)?;
             }
         }
         Ok(())
@@ -268,7 +264,7 @@ pub fn render_diagnostics(d: &Diagnostics<'_>) -> Result<Canvas, ReportError> {
                 .x_label_area_size(40)
                 .y_label_area_size(56)
                 .build_cartesian_2d(lo..hi, lo..hi)
-                .map_err(e)?;
+                .map_err(draw_err)?;
             ch.configure_mesh()
                 .x_desc(if dens { "input" } else { "measured" })
                 .y_desc(if dens { "decoded" } else { "predicted" })
@@ -276,7 +272,7 @@ pub fn render_diagnostics(d: &Diagnostics<'_>) -> Result<Canvas, ReportError> {
                 .axis_desc_style((FONT, 13))
                 .light_line_style(RGBColor(240, 240, 240))
                 .draw()
-                .map_err(e)?;
+                .map_err(draw_err)?;
             if dens {
                 let cells = 80usize;
                 let mut counts = vec![0u32; cells * cells];
@@ -293,11 +289,11 @@ pub fn render_diagnostics(d: &Diagnostics<'_>) -> Result<Canvas, ReportError> {
                     let g = (230.0 * (1.0 - t)) as u8;
                     Rectangle::new([(i as f64 * s, j as f64 * s), ((i + 1) as f64 * s, (j + 1) as f64 * s)], RGBColor(g, g, (g as f64 * 0.6 + 90.0) as u8).filled())
                 }))
-                .map_err(e)?;
+                .map_err(draw_err)?;
             } else {
-                ch.draw_series(inp.iter().zip(out).map(|(&a, &b)| Circle::new((a, b), 3, RGBColor(31, 119, 180).filled()))).map_err(e)?;
+                ch.draw_series(inp.iter().zip(out).map(|(&a, &b)| Circle::new((a, b), 3, RGBColor(31, 119, 180).filled()))).map_err(draw_err)?;
             }
-            ch.draw_series(LineSeries::new(vec![(lo, lo), (hi, hi)], RGBColor(214, 39, 40).stroke_width(1))).map_err(e)?;
+            ch.draw_series(LineSeries::new(vec![(lo, lo), (hi, hi)], RGBColor(214, 39, 40).stroke_width(1))).map_err(draw_err)?;
         }
         Ok(())
     })?;
