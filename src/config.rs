@@ -7,13 +7,10 @@ use serde::Deserialize;
 
 use crate::alarms::sinks::SinkConfig;
 use crate::alarms::{Rule, RuleConfig};
-use crate::damage::{AnalysisSettings, Metric};
-use crate::decode::WireFormat;
+pub use crate::damage::AnalysisConfig;
 use crate::dose::DoseConfig;
-use crate::engine::plan::{PATCH_MAX, PATCH_MIN};
-use crate::frame::ScaleMode;
+pub use crate::ingest::{IngestConfig, Mode, SocketKind};
 use crate::record::recorder::RecordConfig;
-use crate::register::Registration;
 
 #[derive(Debug, thiserror::Error)]
 #[must_use]
@@ -45,58 +42,6 @@ pub struct Config {
     /// Absent: [`crate::alarms::default_rules`]; an empty list: no damage alarms.
     #[serde(default)]
     pub alarms: Option<Vec<RuleConfig>>,
-}
-
-/// Connect to a peer that binds (DECTRIS detectors bind PUSH), or bind and let peers connect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Connect,
-    Bind,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SocketKind {
-    #[default]
-    Pull,
-    Sub,
-}
-
-/// `[ingest]`: where frames come from.
-#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IngestConfig {
-    pub endpoint: String,
-    pub mode: Mode,
-    pub socket: SocketKind,
-    pub format: WireFormat,
-    /// Stream-v2 channel to analyse (default: the first one the start message announces).
-    pub channel: Option<String>,
-    /// SUB topic prefix.
-    pub subscribe: String,
-    /// Largest frame part and whole multipart message a peer may send (MiB).
-    pub max_frame_mib: f64,
-    pub max_message_mib: f64,
-    /// Check every incoming ZMTP frame before it reaches the socket (strongly recommended).
-    pub guard: bool,
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        Self {
-            endpoint: "tcp://127.0.0.1:9999".into(),
-            mode: Mode::Connect,
-            socket: SocketKind::Pull,
-            format: WireFormat::Auto,
-            channel: None,
-            subscribe: String::new(),
-            max_frame_mib: 512.0,
-            max_message_mib: 1024.0,
-            guard: true,
-        }
-    }
 }
 
 /// `[pipeline]`: how received frames reach the analysis.
@@ -135,104 +80,6 @@ impl Default for PipelineConfig {
     }
 }
 
-/// `[analysis]`: how frames are compared.
-#[derive(Clone, Debug, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AnalysisConfig {
-    /// `None`: resnet18 when weights are found, else psnr with a warning.
-    pub metric: Option<Metric>,
-    /// `None`: search ($BEAMWATCH_WEIGHTS, data directory, torchvision cache).
-    pub weights: Option<PathBuf>,
-    pub patch_px: usize,
-    /// `None`: the metric's default.
-    pub threshold: Option<f32>,
-    pub min_region_patches: usize,
-    pub scale: ScaleMode,
-    pub registration: Registration,
-    pub mask_gaps: bool,
-    pub max_invalid_fraction: f32,
-    /// CPU threads for the feature engine; 0 = all cores.
-    pub threads: usize,
-    /// Hardware for the feature engine: auto (GPU when usable, else CPU), cpu or cuda.
-    pub backend: crate::engine::BackendChoice,
-    /// Gaussian pre-filter σ (px) applied to both frames before patching; 0 = off.
-    pub prefilter_sigma_px: f32,
-}
-
-impl Default for AnalysisConfig {
-    fn default() -> Self {
-        Self {
-            metric: None,
-            weights: None,
-            patch_px: 20,
-            threshold: None,
-            min_region_patches: 2,
-            scale: ScaleMode::Reference,
-            registration: Registration::Subpixel,
-            mask_gaps: true,
-            max_invalid_fraction: 0.25,
-            threads: 0,
-            backend: crate::engine::BackendChoice::Auto,
-            prefilter_sigma_px: crate::damage::DEFAULT_PREFILTER_SIGMA_PX,
-        }
-    }
-}
-
-impl AnalysisConfig {
-    /// Checks every value; `path` names the file in the error (or "command line").
-    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid =
-            |key, value: String, why: &str| ConfigError::Invalid { path: path.to_owned(), key, value, why: why.into() };
-        if !(PATCH_MIN..=PATCH_MAX).contains(&self.patch_px) {
-            return Err(invalid(
-                "analysis.patch_px",
-                self.patch_px.to_string(),
-                &format!("must be {PATCH_MIN}..={PATCH_MAX} px"),
-            ));
-        }
-        if let Some(t) = self.threshold
-            && !(t.is_finite() && t >= 0.0)
-        {
-            return Err(invalid("analysis.threshold", t.to_string(), "must be a finite number ≥ 0"));
-        }
-        if !(0.0..=10.0).contains(&self.prefilter_sigma_px) {
-            return Err(invalid(
-                "analysis.prefilter_sigma_px",
-                self.prefilter_sigma_px.to_string(),
-                "must be within 0..=10 px (0 = off)",
-            ));
-        }
-        if self.min_region_patches == 0 {
-            return Err(invalid("analysis.min_region_patches", "0".into(), "must be at least 1"));
-        }
-        if !(0.0..=1.0).contains(&self.max_invalid_fraction) {
-            return Err(invalid(
-                "analysis.max_invalid_fraction",
-                self.max_invalid_fraction.to_string(),
-                "must be within 0..=1",
-            ));
-        }
-        if self.weights.as_ref().is_some_and(|w| w.as_os_str().is_empty()) {
-            return Err(invalid("analysis.weights", "\"\"".into(), "empty path (omit the key to search)"));
-        }
-        Ok(())
-    }
-
-    /// Analysis settings for `metric` (the threshold defaults to the metric's own).
-    pub fn settings(&self, metric: Metric) -> AnalysisSettings {
-        AnalysisSettings {
-            metric,
-            patch_px: self.patch_px,
-            threshold: self.threshold.unwrap_or(metric.default_threshold()),
-            min_region_patches: self.min_region_patches,
-            scale: self.scale,
-            registration: self.registration,
-            max_invalid_fraction: self.max_invalid_fraction,
-            prefilter_sigma_px: self.prefilter_sigma_px,
-        }
-    }
-}
-
 impl Config {
     /// Checks every section; returns the validated alarm rules.
     pub fn validate(&self, path: &Path) -> Result<Vec<Rule>, ConfigError> {
@@ -242,7 +89,9 @@ impl Config {
             value,
             why: why.into(),
         };
-        self.analysis.validate(path)?;
+        if let Some((key, value, why)) = self.analysis.invalid() {
+            return Err(invalid(key, value, &why));
+        }
         if let Some((key, value, why)) = self.record.invalid() {
             return Err(invalid(key, value, why));
         }
@@ -327,6 +176,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::damage::Metric;
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {

@@ -275,7 +275,7 @@ impl Frame {
 }
 
 /// How raw intensities map to the [0, 1] range the network was trained on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScaleMode {
     /// (v − min) / (max − min) with min and max of the reference frame's valid pixels, applied to

@@ -17,16 +17,25 @@ pub struct LoadedFrame {
     pub source: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {problem}", path.display())]
+/// A file that cannot be read: names the file, the dataset (when there is one) and the problem.
+/// Every reader of frames — image files here, HDF5 layouts in [`crate::record`] — reports this.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{}: {problem}", path.display(), dataset.as_ref().map(|d| format!(":{d}")).unwrap_or_default())]
 #[must_use]
 pub struct ReadError {
     pub path: PathBuf,
+    pub dataset: Option<String>,
     pub problem: String,
 }
 
+impl ReadError {
+    pub fn new(path: &Path, dataset: Option<&str>, problem: impl Into<String>) -> Self {
+        Self { path: path.to_owned(), dataset: dataset.map(str::to_owned), problem: problem.into() }
+    }
+}
+
 fn err(path: &Path, problem: impl Into<String>) -> ReadError {
-    ReadError { path: path.to_owned(), problem: problem.into() }
+    ReadError::new(path, None, problem)
 }
 
 enum Format {

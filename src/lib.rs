@@ -2,49 +2,84 @@
 //!
 //! Tells a microscopist, while they acquire, where and at what electron dose their sample is being
 //! damaged by the beam: every frame is cut into patches, each patch is described by ResNet-18 trunk
-//! features, and its cosine similarity to the same patch of the first frame maps the damage.
+//! features (or a classical metric), and its similarity to the same patch of the first frame maps
+//! the damage.
 //!
-//! ## Layout (modules follow the data)
-//! - [`decode`]: wire formats (beamwatch, DECTRIS stream v1/v2, bitshuffle-LZ4) → frames.
-//! - [`ingest`]: ZeroMQ sockets behind a frame-size guard; re-publishing.
-//! - [`daemon`]: the live monitor — receive, decode, dose, analyse, alarm.
+//! ## The modules, in the order the data flows
+//!
+//! A module uses only modules listed above it (`tests/architecture.rs` checks this list against
+//! the source), so the list reads as the path of a frame from the wire to an alarm and a report.
+//!
+//! **Foundations**
+//! - [`limits`]: input limits every reader and decoder checks before allocating.
+//! - [`clock`], [`telemetry`]: timestamps; percentiles of recent timings, resident memory.
+//! - [`progress`]: progress bars for long work.
+//!
+//! **Frames in**
+//! - [`frame`]: a frame — f32 pixels, gap mask, the pixel type it came in.
+//! - [`decode`]: wire formats → frames: beamwatch's own, DECTRIS stream v1 and v2, bitshuffle-LZ4.
+//! - [`ingest`]: ZeroMQ sockets behind a frame-size guard → raw messages for [`decode`]; the
+//!   bounded PUB socket every publisher uses.
+//! - [`imagefile`]: TIFF / PNG / `.npy` files → frames.
 //! - [`dose`]: electron dose per frame and cumulative, with the source of every input.
-//! - [`alarms`]: rules, debounce, the critical-dose forecast, sinks.
-//! - [`imagefile`]: TIFF / PNG / `.npy` files → [`frame::Frame`]s (f32 pixels + gap mask).
-//! - [`register`]: drift measured by phase correlation and undone.
+//!
+//! **Analysis**
 //! - [`patches`]: the patch grid; frames → scaled patch batches.
-//! - [`engine`]: the ResNet-18 trunk on the CPU (folded batch-norm, padding-free GEMMs).
-//! - [`weights`]: weight files — read, import `.pth`, verify identity, locate, fetch.
+//! - [`register`]: drift measured by phase correlation and undone.
+//! - [`weights`]: ResNet-18 weight files — read, import `.pth`, verify identity, locate, fetch.
+//! - [`engine`]: the ResNet-18 trunk — CPU (folded batch-norm, padding-free GEMMs) and CUDA
+//!   (NVRTC-compiled kernels in `kernels/`), chosen at run time.
 //! - [`damage`]: per-patch similarity maps (ResNet-18 cosine, LPIPS-style, SSIM, PSNR, NCC) and
-//!   their summaries; [`damage::Analyzer`] holds a series' reference.
-//! - [`record`]: HDF5 session recording and the readers replay uses.
-//! - [`report`]: what people read and look at — CSV, JSON, PNG overlays.
-//! - [`commands`]: `compare`, `bench`, `demo`, `weights`: the CLI's work, without the CLI.
-//! - [`simulate`]: synthetic STEM frames with known damage (demo, benchmarks, tests).
-//! - [`secondary`]: the conductivity CNN and the materials map (HDF5-backed, never in the live path).
-//! - [`config`]: TOML configuration, validated.
-//! - [`limits`], [`progress`]: input limits; progress bars.
+//!   their summaries; [`damage::Analyzer`] holds a series' reference; [`damage::setup`] chooses
+//!   the metric and loads what it needs.
+//!
+//! **Decisions and outputs**
+//! - [`alarms`]: rules, debounce, the critical-dose forecast; the sinks (PUB socket, log, command).
+//! - [`record`]: HDF5 sessions — the recorder, and the readers replay uses (beamwatch sessions,
+//!   EMD, Velox, DECTRIS NeXus, datasets, image stacks).
+//! - [`report`]: what people read and look at — CSV, JSON, PNG overlays and plots, HTML.
+//! - [`config`]: the TOML configuration, every section validated.
+//!
+//! **Wiring**
+//! - [`pipeline`]: the one pipeline every source feeds — dose, recording, the compute thread,
+//!   alarms, consumers — with its report.
+//! - [`daemon`]: the live source: socket → decode → pipeline, until stopped.
+//! - [`simulate`]: synthetic STEM series with known damage, sent like a detector or written to HDF5.
+//! - [`evaluate`]: scoring metrics against known damage (AUC, onset delay, false alarms).
+//! - [`secondary`] (feature `secondary`, on by default): the conductivity CNN and the materials
+//!   map — HDF5-backed, never in the live path.
+//! - [`error`]: the commands' error, by fault.
+//! - [`commands`]: the work behind each subcommand, free of CLI types.
+//! - [`cli`]: the command line — argument structs, overrides into the configuration, printing.
+//!
+//! `main.rs` only parses the command line, runs it and prints an error once.
 
-pub mod alarms;
-pub mod commands;
-pub mod config;
-pub mod daemon;
-pub mod damage;
-pub mod decode;
-pub mod dose;
-pub mod engine;
-pub mod error;
-pub mod evaluate;
-pub mod frame;
-pub mod imagefile;
-pub mod ingest;
 pub mod limits;
-pub mod patches;
+pub mod clock;
+pub mod telemetry;
 pub mod progress;
-pub mod record;
+pub mod frame;
+pub mod decode;
+pub mod ingest;
+pub mod imagefile;
+pub mod dose;
+pub mod patches;
 pub mod register;
-pub mod report;
-pub mod secondary;
-pub mod simulate;
 pub mod weights;
+pub mod engine;
+pub mod damage;
+pub mod alarms;
+pub mod record;
+pub mod report;
+pub mod config;
+pub mod pipeline;
+pub mod daemon;
+pub mod simulate;
+pub mod evaluate;
+#[cfg(feature = "secondary")]
+pub mod secondary;
+pub mod error;
+pub mod commands;
+pub mod cli;
+
 pub use error::Error;

@@ -20,9 +20,10 @@ use crate::frame::Frame;
 use crate::patches::Rect;
 
 /// Whether and how frames are registered to the reference.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Registration {
+    #[value(alias = "none")]
     Off,
     /// Whole-pixel shift: moves pixels without interpolating, so noise keeps its texture.
     Integer,
@@ -30,19 +31,8 @@ pub enum Registration {
     /// series it kept the noise floor flat where whole-pixel correction let it creep up and no
     /// correction flagged every patch within a few frames).
     #[default]
+    #[value(alias = "on")]
     Subpixel,
-}
-
-impl std::str::FromStr for Registration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "off" | "none" => Ok(Self::Off),
-            "integer" => Ok(Self::Integer),
-            "subpixel" | "on" => Ok(Self::Subpixel),
-            _ => Err(format!("unknown registration '{s}' (off, integer, subpixel)")),
-        }
-    }
 }
 
 /// Measured translation of a frame relative to the reference, in pixels.

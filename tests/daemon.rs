@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 use zeromq::{Socket, SocketRecv, SocketSend, ZmqMessage};
 
 use beamwatch::alarms::sinks::SinkConfig;
@@ -37,7 +38,7 @@ async fn simulate_and_watch(
     popts: PublishOptions,
     mut cfg: Config,
 ) -> (DaemonReport, PublishReport, Vec<serde_json::Value>) {
-    let (_stop_tx, stop) = watch::channel(false);
+    let stop = CancellationToken::new();
     let (btx, brx) = oneshot::channel();
     let sim = {
         let stop = stop.clone();
@@ -70,6 +71,7 @@ async fn simulate_and_watch(
 
 fn damage_alarm_frames(report: &DaemonReport) -> Vec<u64> {
     report
+        .pipeline
         .series
         .iter()
         .flat_map(|s| s.alarms.iter().filter(|a| a.rule.starts_with("damage-")).map(|a| a.frame))
@@ -105,9 +107,9 @@ async fn each_wire_format_end_to_end_alarm_follows_the_known_onset() {
         let onset = published.onset_frame.expect("onset") as u64;
         let name = format.name();
         // Every frame accounted for.
-        assert_eq!(report.frames_received, published.frames_sent, "{name}");
+        assert_eq!(report.pipeline.frames_received, published.frames_sent, "{name}");
         assert_eq!(
-            report.frames_analysed + report.frames_skipped,
+            report.pipeline.frames_analysed + report.pipeline.frames_skipped,
             published.frames_sent,
             "{name}: analysed + skipped = sent"
         );
@@ -119,7 +121,7 @@ async fn each_wire_format_end_to_end_alarm_follows_the_known_onset() {
         let first = frames.iter().copied().min().unwrap_or(u64::MAX);
         assert!(first <= onset + 4, "{name}: first alarm at {first}, onset {onset}");
         // Dose: per frame from the header (beamwatch) or the config (DECTRIS), cumulative per frame.
-        let s = &report.series[0];
+        let s = &report.pipeline.series[0];
         let a = &s.alarms[0];
         let dose = a.cumulative_dose_e_per_a2.expect("dose known");
         assert!(
@@ -134,7 +136,7 @@ async fn each_wire_format_end_to_end_alarm_follows_the_known_onset() {
             .map(|l| serde_json::from_str(l).expect("json line"))
             .filter(|v: &serde_json::Value| v["type"] == "alarm")
             .collect();
-        assert_eq!(logged.len() as u64, report.alarms, "{name}");
+        assert_eq!(logged.len() as u64, report.pipeline.alarms, "{name}");
         assert_eq!(pub_alarms.len(), logged.len(), "{name}: PUB subscriber saw every alarm");
         assert_eq!(pub_alarms[0]["rule"], logged[0]["rule"]);
         assert!(logged[0]["worst_patches"].as_array().is_some_and(|w| !w.is_empty()));
@@ -151,8 +153,8 @@ async fn no_damage_no_alarm_despite_drift_and_noise() {
     let (report, published, _) =
         simulate_and_watch(spec, popts, config(tmp.path(), String::new(), WireFormat::Beamwatch)).await;
     assert_eq!(published.onset_frame, None);
-    assert_eq!(report.frames_analysed + report.frames_skipped, 16);
-    assert_eq!(report.alarms, 0, "{:?}", report.series);
+    assert_eq!(report.pipeline.frames_analysed + report.pipeline.frames_skipped, 16);
+    assert_eq!(report.pipeline.alarms, 0, "{:?}", report.pipeline.series);
 }
 
 /// A sender under the test's control: PUSH bound on loopback.
@@ -214,7 +216,7 @@ async fn bad_messages_are_counted_and_skipped_and_later_frames_analysed() {
     cfg.pipeline.skip_to_newest = false;
     cfg.pipeline.queue_frames = 64;
     let rules = cfg.validate(std::path::Path::new("test")).expect("valid");
-    let (_stop_tx, stop) = watch::channel(false);
+    let stop = CancellationToken::new();
     let d = tokio::spawn(daemon::run(cfg, rules, stop, None));
     let (w, h) = (64, 48);
     let info = SeriesInfo {
@@ -275,13 +277,13 @@ async fn bad_messages_are_counted_and_skipped_and_later_frames_analysed() {
     assert_eq!(errors.get(&DecodeErrorKind::Cbor), Some(&1), "{errors:?}");
     assert_eq!(errors.get(&DecodeErrorKind::Dtype), Some(&1), "{errors:?}");
     assert_eq!(errors.get(&DecodeErrorKind::Shape), Some(&1), "{errors:?}");
-    assert_eq!(report.analysis_errors, 1, "the shape change");
+    assert_eq!(report.pipeline.analysis_errors, 1, "the shape change");
     // Frames 0, 1, 7, 8, 9 are analysed (0 is the reference), 6 is rejected; nothing was lost.
-    assert_eq!(report.frames_received, 6);
-    assert_eq!(report.frames_analysed, 5, "{report:?}");
-    assert_eq!(report.frames_skipped, 0);
+    assert_eq!(report.pipeline.frames_received, 6);
+    assert_eq!(report.pipeline.frames_analysed, 5, "{report:?}");
+    assert_eq!(report.pipeline.frames_skipped, 0);
     assert_eq!(report.messages, 15);
-    assert_eq!(report.series_ended, 1);
+    assert_eq!(report.pipeline.series_ended, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,7 +296,7 @@ async fn a_forged_frame_length_is_stopped_at_the_guard() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     cfg.ingest.endpoint = format!("tcp://127.0.0.1:{port}");
     let rules = cfg.validate(std::path::Path::new("test")).expect("valid");
-    let (_stop_tx, stop) = watch::channel(false);
+    let stop = CancellationToken::new();
     let (rtx, rrx) = oneshot::channel();
     let d = tokio::spawn(daemon::run(cfg, rules, stop, Some(rtx)));
     rrx.await.expect("ready");
@@ -331,24 +333,31 @@ async fn a_forged_frame_length_is_stopped_at_the_guard() {
     good.send(msg(own::encode_end("ok"))).await.expect("send");
     let report = tokio::time::timeout(Duration::from_secs(30), d).await.expect("finished").expect("task").expect("run");
     assert_eq!(report.guard_rejected, 1);
-    assert_eq!(report.frames_received, 3);
-    assert_eq!(report.frames_analysed + report.frames_skipped, 3);
+    assert_eq!(report.pipeline.frames_received, 3);
+    assert_eq!(report.pipeline.frames_analysed + report.pipeline.frames_skipped, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_the_stream_the_analysis_skips_to_the_newest_frame_and_counts_it() {
     let tmp = tempfile::tempdir().expect("tmp");
-    // ResNet-18 (synthetic weights) on 320² frames takes tens of ms a frame; 200 frames/s outruns it.
+    // ResNet-18 (synthetic weights) on 320² frames takes tens of ms a frame on the CPU; 200 frames/s
+    // outruns it.
     let spec = SeriesSpec::with_onset(320, 60, 30);
     let popts = PublishOptions { endpoint: "tcp://127.0.0.1:0".into(), fps: 200.0, ..PublishOptions::default() };
     let mut cfg = config(tmp.path(), String::new(), WireFormat::Beamwatch);
     cfg.analysis.metric = Some(Metric::Resnet18);
     cfg.analysis.weights = Some(common::synthetic_weights());
+    // The CPU engine, whatever the machine has: a GPU could keep up with 200 frames/s.
+    cfg.analysis.backend = beamwatch::engine::BackendChoice::Cpu;
     cfg.pipeline.republish = Some("tcp://127.0.0.1:0".into());
     let (report, published, _) = simulate_and_watch(spec, popts, cfg).await;
-    assert_eq!(report.frames_received, published.frames_sent);
-    assert!(report.frames_skipped > 0, "{report:?}");
-    assert_eq!(report.frames_analysed + report.frames_skipped, published.frames_sent, "analysed + skipped = sent");
+    assert_eq!(report.pipeline.frames_received, published.frames_sent);
+    assert!(report.pipeline.frames_skipped > 0, "{report:?}");
+    assert_eq!(
+        report.pipeline.frames_analysed + report.pipeline.frames_skipped,
+        published.frames_sent,
+        "analysed + skipped = sent"
+    );
     assert_eq!(report.republished, Some(published.messages_sent), "every message re-published");
 }
 
@@ -428,7 +437,7 @@ async fn waits_for_the_detector_and_reconnects_after_it_vanishes() {
     let mut cfg = config(tmp.path(), ep.clone(), WireFormat::Beamwatch);
     cfg.pipeline.max_series = 2;
     let rules = cfg.validate(std::path::Path::new("test")).expect("valid");
-    let (_stop_tx, stop) = watch::channel(false);
+    let stop = CancellationToken::new();
     // The daemon starts first: nobody is listening yet.
     let d = tokio::spawn(daemon::run(cfg, rules, stop.clone(), None));
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -441,8 +450,8 @@ async fn waits_for_the_detector_and_reconnects_after_it_vanishes() {
         assert_eq!(sent.frames_sent, 6);
     }
     let report = tokio::time::timeout(Duration::from_secs(60), d).await.expect("finished").expect("task").expect("run");
-    assert_eq!(report.series_ended, 2, "{report:?}");
-    assert_eq!(report.frames_received, 12);
+    assert_eq!(report.pipeline.series_ended, 2, "{report:?}");
+    assert_eq!(report.pipeline.frames_received, 12);
     assert!(report.reconnects >= 1, "{report:?}");
 }
 
@@ -451,7 +460,7 @@ async fn a_stalled_subscriber_costs_at_most_its_buffer() {
     use beamwatch::ingest::bounded_pub::BoundedPub;
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (_stop_tx, stop) = watch::channel(false);
+    let stop = CancellationToken::new();
     let p = BoundedPub::start("tcp://127.0.0.1:0", 4 << 20, stop).await.expect("bind");
     let addr = p.endpoint.trim_start_matches("tcp://").to_string();
     // A subscriber that shakes hands, subscribes to everything, and never reads again.
@@ -523,7 +532,7 @@ async fn the_alarm_command_gets_the_alarm_on_stdin_and_is_killed_after_its_timeo
     use std::sync::atomic::Ordering;
     let tmp = tempfile::tempdir().expect("tmp");
     let got = tmp.path().join("got.jsonl");
-    let (_stop_tx, stop) = watch::channel(false);
+    let stop = CancellationToken::new();
     let cfg = SinkConfig {
         pub_endpoint: None,
         log: None,

@@ -52,8 +52,8 @@ fn record_then_replay_gives_the_same_grids_bit_for_bit_and_the_same_alarms() {
     let popts =
         PublishOptions { format: beamwatch::decode::WireFormat::DectrisV2, fps: 25.0, ..PublishOptions::default() };
     let (live, sent) = run_pair(&spec, popts, cfg).expect("live run");
-    assert_eq!(live.frames_analysed, sent.frames_sent, "no frame skipped in this run");
-    let rec = live.recording.expect("recording report");
+    assert_eq!(live.pipeline.frames_analysed, sent.frames_sent, "no frame skipped in this run");
+    let rec = live.pipeline.recording.expect("recording report");
     assert_eq!(rec.frames_recorded, sent.frames_sent);
     let session = rec.files.first().cloned().expect("a session file");
 

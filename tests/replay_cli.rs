@@ -1,5 +1,7 @@
 //! `beamwatch replay` as a user runs it: a TIFF stack in, reports out; bad files give one line.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -20,13 +22,7 @@ fn a_tiff_stack_replays_into_a_full_report_with_dose_from_the_command_line() {
     let spec = SeriesSpec::with_onset(100, 10, 4);
     let series = Series::new(spec.clone());
     let tif = tmp.path().join("stack.tif");
-    {
-        let mut enc = tiff::encoder::TiffEncoder::new(std::fs::File::create(&tif).expect("create")).expect("tiff");
-        for i in 0..10 {
-            let (px, _) = series.frame(i);
-            enc.write_image::<tiff::encoder::colortype::Gray16>(100, 100, &px).expect("page");
-        }
-    }
+    common::write_tiff_stack(&tif, &series);
     let out = tmp.path().join("out");
     let (current, dwell, pixel) =
         (spec.beam_current_pa().to_string(), spec.dwell_time_us.to_string(), spec.pixel_size_a.to_string());

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::damage::{SimilarityMap, Summary};
 use crate::dose::FrameDose;
+use crate::clock::rfc3339;
 use forecast::Fit;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +261,30 @@ pub struct Alarm {
     pub received: Option<Instant>,
 }
 
+/// An alarm in brief, as series summaries and reports list it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlarmRecord {
+    pub rule: String,
+    pub level: Level,
+    pub frame: u64,
+    pub cumulative_dose_e_per_a2: Option<f64>,
+    pub value: f64,
+    pub message: String,
+}
+
+impl From<&Alarm> for AlarmRecord {
+    fn from(a: &Alarm) -> Self {
+        Self {
+            rule: a.rule.clone(),
+            level: a.level,
+            frame: a.frame,
+            cumulative_dose_e_per_a2: a.cumulative_dose_e_per_a2,
+            value: a.value,
+            message: a.message.clone(),
+        }
+    }
+}
+
 /// An active alarm re-armed (written to the log only).
 #[derive(Clone, Debug, Serialize)]
 pub struct Clear {
@@ -299,9 +324,6 @@ pub fn recording_stopped(why: &str) -> Alarm {
     }
 }
 
-pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
 
 /// One rule's judgement of one frame.
 struct Verdict {

@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::ingest::bounded_pub::BoundedPub;
+use crate::telemetry::Window;
 
 use super::{Alarm, Clear};
 
@@ -64,10 +66,10 @@ pub struct SinkStats {
     pub commands_ok: AtomicU64,
     pub commands_failed: AtomicU64,
     pub dropped: AtomicU64,
-    /// Frame received → alarm published, in milliseconds.
-    pub latency_ms: std::sync::Mutex<Vec<f64>>,
+    /// Frame received → alarm published, in milliseconds (recent window).
+    pub latency_ms: std::sync::Mutex<Window>,
     /// Frame received → frame result published, in milliseconds (recent window).
-    pub frame_latency_ms: std::sync::Mutex<crate::daemon::stats::Window>,
+    pub frame_latency_ms: std::sync::Mutex<Window>,
     /// Frame results not published because the queue was full (results are best effort).
     pub frames_dropped: AtomicU64,
 }
@@ -82,8 +84,8 @@ impl Default for SinkStats {
             commands_ok: AtomicU64::new(0),
             commands_failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            latency_ms: std::sync::Mutex::new(Vec::new()),
-            frame_latency_ms: std::sync::Mutex::new(crate::daemon::stats::Window::new(4096)),
+            latency_ms: std::sync::Mutex::new(Window::default()),
+            frame_latency_ms: std::sync::Mutex::new(Window::default()),
             frames_dropped: AtomicU64::new(0),
         }
     }
@@ -124,7 +126,7 @@ impl Sinks {
     pub async fn start(
         cfg: &SinkConfig,
         default_log: PathBuf,
-        shutdown: watch::Receiver<bool>,
+        shutdown: CancellationToken,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), SinkError> {
         let log_path = cfg.log.clone().unwrap_or(default_log);
         if let Some(dir) = log_path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -10,7 +10,8 @@ use serde::Serialize;
 use crate::Error;
 use crate::damage::{AnalysisSettings, Analyzer, Metric};
 use crate::engine::cuda::frame::FramePipeline;
-use crate::engine::{ActiveBackend, BackendChoice, Engine, Network};
+use crate::engine::cuda::CudaError;
+use crate::engine::{ActiveBackend, BackendChoice, Engine, EngineError, Network};
 use crate::frame::Frame;
 use crate::simulate::{Damage, Disc, Specimen};
 use crate::weights::identity;
@@ -138,7 +139,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         mac_per_patch: macs.map(|m| m.0),
         dense_mac_per_patch: macs.map(|m| m.1),
         gflop_per_s: macs.map(|m| round(2.0 * m.0 as f64 * patches as f64 / (median / 1e3) / 1e9, 1)),
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: crate::telemetry::peak_rss_mib(),
         weights: weights_label,
         gpu_frame,
     })
@@ -159,11 +160,12 @@ fn gpu_frame_bench(engine: &Engine, gpu: &str, opts: &BenchOptions) -> Result<Gp
             let mut p = FramePipeline::<u16>::new(trunk, size, size, lo, gain)?;
             p.run(&series, threshold)
         })
-        .ok_or_else(|| Error::Usage("the GPU path stopped before the frame benchmark".into()))?
-        .map_err(|e| Error::Usage(format!("GPU frame benchmark: {e}")))?;
+        .ok_or_else(|| CudaError::Setup("the GPU path stopped before the frame benchmark".into()))
+        .map_err(EngineError::from)?
+        .map_err(EngineError::from)?;
     let timed = &run[1.min(run.len())..];
     if timed.is_empty() {
-        return Err(Error::Usage("GPU frame benchmark timed no frame".into()));
+        return Err(EngineError::from(CudaError::Setup("the frame benchmark timed no frame".into())).into());
     }
     let mut k: Vec<f64> = timed.iter().map(|t| t.kernel_ms as f64).collect();
     let mut e: Vec<f64> = timed.iter().map(|t| t.end_to_end_ms).collect();
@@ -197,13 +199,6 @@ fn frames(size: usize) -> Result<(Frame, Frame), Error> {
     let b = s.render_counts(&damage, (0.7, -0.4), Some(50.0), 2);
     let mk = |v| Frame::from_f32(size, size, v).map_err(|e| Error::Usage(format!("bench frame: {e}")));
     Ok((mk(a)?, mk(b)?))
-}
-
-/// Largest resident set of this process so far (Linux `VmHWM`).
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(round(kb / 1024.0, 1))
 }
 
 fn cpu_model() -> String {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::demo::run_pair;
 use crate::Error;
 use crate::config::{Config, PipelineConfig};
-use crate::daemon::stats::Percentiles;
+use crate::telemetry::Percentiles;
 use crate::damage::Metric;
 use crate::decode::WireFormat;
 use crate::simulate::publish::PublishOptions;
@@ -92,11 +92,11 @@ fn trial(
     Ok(Trial {
         fps,
         frames_sent: p.frames_sent,
-        frames_analysed: d.frames_analysed,
-        frames_skipped: d.frames_skipped,
-        frame_latency_ms: d.frame_latency_ms,
-        alarm_latency_ms: d.alarm_latency_ms,
-        analysis_ms: d.analysis_ms,
+        frames_analysed: d.pipeline.frames_analysed,
+        frames_skipped: d.pipeline.frames_skipped,
+        frame_latency_ms: d.pipeline.frame_latency_ms,
+        alarm_latency_ms: d.pipeline.alarm_latency_ms,
+        analysis_ms: d.pipeline.analysis_ms,
         rss_start_mib: d.rss_start_mib,
         rss_end_mib: d.rss_end_mib,
     })

@@ -1,14 +1,14 @@
 //! `beamwatch compare <reference> <frame>... --out DIR`: patch-wise similarity of image files to a
 //! reference, written as `similarity.csv`, `summary.json` and one overlay PNG per frame.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::setup;
+use crate::damage::setup;
 use crate::Error;
-use crate::config::AnalysisConfig;
+use crate::config::{AnalysisConfig, ConfigError};
 use crate::damage::{Analyzer, FrameAnalysis, Summary};
 use crate::frame::{Frame, PixelType, Scaling};
 use crate::imagefile::{self, LoadedFrame};
@@ -70,7 +70,9 @@ pub struct Files {
 
 pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
     let cfg = &opts.analysis;
-    cfg.validate(Path::new("command line"))?;
+    if let Some((key, value, why)) = cfg.invalid() {
+        return Err(ConfigError::Invalid { path: "command line".into(), key, value, why }.into());
+    }
     let mut inputs: Vec<LoadedFrame> = imagefile::read_frames(&opts.reference, cfg.mask_gaps)?;
     for f in &opts.frames {
         inputs.extend(imagefile::read_frames(f, cfg.mask_gaps)?);

@@ -3,15 +3,16 @@
 
 use std::path::PathBuf;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-use super::run::runtime;
 use crate::Error;
 use crate::alarms::sinks::SinkConfig;
 use crate::config::{Config, IngestConfig, Mode, PipelineConfig};
 use crate::daemon::{self, DaemonReport};
 use crate::decode::WireFormat;
-use crate::simulate::publish::{self, PublishOptions, PublishReport};
+use crate::pipeline::runtime;
+use crate::simulate::publish::{self, PublishError, PublishOptions, PublishReport};
 use crate::simulate::series::SeriesSpec;
 
 pub struct DemoOptions {
@@ -78,19 +79,29 @@ pub fn run_pair(
     }
     let format = popts.format;
     runtime()?.block_on(async move {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(daemon::stop_on_signal(stop_tx));
+        let cancel = CancellationToken::new();
+        tokio::spawn(daemon::stop_on_signal(cancel.clone()));
         let (btx, brx) = oneshot::channel();
         let sim = {
-            let (spec, stop) = (spec.clone(), stop_rx.clone());
+            let (spec, stop) = (spec.clone(), cancel.clone());
             tokio::spawn(async move { publish::publish(&spec, &popts, stop, Some(btx)).await })
         };
-        let endpoint = brx.await.map_err(|_| Error::Usage("the simulator did not start".into()))?;
+        // The simulator's own error says why it did not start.
+        let Ok(endpoint) = brx.await else {
+            return match sim.await {
+                Ok(Err(e)) => Err(e.into()),
+                _ => Err(PublishError::Socket { endpoint: "simulator".into(), reason: "did not start".into() }.into()),
+            };
+        };
         cfg.ingest = IngestConfig { endpoint, mode: Mode::Connect, format, ..cfg.ingest };
         let rules = cfg.validate(std::path::Path::new("built-in settings"))?;
-        let report = daemon::run(cfg, rules, stop_rx, None).await?;
-        let published =
-            sim.await.map_err(|e| Error::Usage(format!("simulator: {e}")))?.map_err(|e| Error::Usage(e.to_string()))?;
-        Ok::<_, Error>((report, published))
+        let report = daemon::run(cfg, rules, cancel.clone(), None).await;
+        // The daemon is done (or failed): the simulator need not wait for it any longer.
+        cancel.cancel();
+        let published = match sim.await {
+            Ok(r) => r?,
+            Err(e) => return Err(PublishError::Socket { endpoint: "simulator".into(), reason: e.to_string() }.into()),
+        };
+        Ok::<_, Error>((report?, published))
     })
 }

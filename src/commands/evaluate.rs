@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::setup;
 use crate::Error;
 use crate::alarms::Rule;
 use crate::config::Config;
@@ -19,7 +18,7 @@ use crate::damage::{AnalysisSettings, Metric};
 use crate::engine::{Engine, Network};
 use crate::evaluate::{self, Setting, SettingResult, TruthSeries};
 use crate::frame::Frame;
-use crate::record::{OpenOptions, open_source};
+use crate::record::{OpenOptions, ReadError, open_source};
 use crate::register::Registration;
 use crate::report::{self, auc_plot};
 use crate::simulate::DamageModel;
@@ -94,12 +93,12 @@ fn usage(s: String) -> Error {
 
 /// Frames, doses and truth of a series file.
 pub fn load(path: &Path, truth: Option<&Path>, truth_onset: Option<usize>) -> Result<TruthSeries, Error> {
-    let mut src = open_source(path, &OpenOptions::default()).map_err(|e| usage(e.to_string()))?;
+    let mut src = open_source(path, &OpenOptions::default())?;
     let n = src.info().frames;
     let mut frames: Vec<Frame> = Vec::with_capacity(n);
     let mut doses = Vec::with_capacity(n);
     for i in 0..n {
-        frames.push(src.read(i).map_err(|e| usage(e.to_string()))?.frame);
+        frames.push(src.read(i)?.frame);
         doses.push(src.recorded_dose(i).map(|d| d.1));
     }
     let (damage, onset) = match truth {
@@ -108,12 +107,8 @@ pub fn load(path: &Path, truth: Option<&Path>, truth_onset: Option<usize>) -> Re
         None => hdf5_truth(path)?,
     };
     if damage.len() != frames.len() {
-        return Err(usage(format!(
-            "{}: /truth/damage has {} frames, the series {}",
-            truth.unwrap_or(path).display(),
-            damage.len(),
-            frames.len()
-        )));
+        let why = format!("{} frames of truth for a series of {}", damage.len(), frames.len());
+        return Err(ReadError::new(truth.unwrap_or(path), Some("/truth/damage"), why).into());
     }
     let name = path.file_stem().map_or("series".into(), |s| s.to_string_lossy().into_owned());
     Ok(TruthSeries { name, frames, damage, cumulative_e_per_a2: doses, onset_frame: onset })
@@ -126,7 +121,7 @@ fn is_hdf5(p: &Path) -> bool {
 fn hdf5_truth(path: &Path) -> Result<(Vec<Vec<f32>>, Option<usize>), Error> {
     let e = |what: &str| {
         let what = what.to_string();
-        move |err: hdf5::Error| usage(format!("{}:/truth/damage: {what}: {err}", path.display()))
+        move |err: hdf5::Error| Error::from(ReadError::new(path, Some("/truth/damage"), format!("{what}: {err}")))
     };
     let f = hdf5::File::open(path).map_err(e("cannot open"))?;
     let ds = f.dataset("truth/damage").map_err(e("no truth in this file (give one with --truth)"))?;
@@ -139,15 +134,11 @@ fn hdf5_truth(path: &Path) -> Result<(Vec<Vec<f32>>, Option<usize>), Error> {
 
 fn mask_truth(path: &Path, frames: &[Frame], onset: Option<usize>) -> Result<(Vec<Vec<f32>>, Option<usize>), Error> {
     let onset = onset.ok_or_else(|| usage(format!("{}: a mask image needs --truth-onset FRAME", path.display())))?;
-    let img = image::open(path).map_err(|e| usage(format!("{}: {e}", path.display())))?.to_luma32f();
+    let img = image::open(path).map_err(|e| ReadError::new(path, None, e.to_string()))?.to_luma32f();
     let (w, h) = (frames[0].width(), frames[0].height());
     if (img.width() as usize, img.height() as usize) != (w, h) {
-        return Err(usage(format!(
-            "{}: mask is {}×{} px, the frames {w}×{h}",
-            path.display(),
-            img.width(),
-            img.height()
-        )));
+        let why = format!("mask is {}×{} px, the frames {w}×{h}", img.width(), img.height());
+        return Err(ReadError::new(path, None, why).into());
     }
     let mask: Vec<f32> = img.pixels().map(|p| if p.0[0] > 0.0 { 1.0 } else { 0.0 }).collect();
     let maps = (0..frames.len()).map(|i| if i >= onset { mask.clone() } else { vec![0.0; w * h] }).collect();
@@ -183,7 +174,7 @@ fn engine_for(cfg: &Config, metrics: &[Metric]) -> Result<(Option<Arc<Engine>>, 
     if !metrics.iter().any(|m| m.uses_features()) {
         return Ok((None, None));
     }
-    let Some((id, sd)) = setup::find_weights(cfg.analysis.weights.as_deref())? else {
+    let Some((id, sd)) = crate::weights::store::find(cfg.analysis.weights.as_deref())? else {
         return Err(usage(
             "resnet18/lpips need ResNet-18 weights: give --weights, or leave them out of --metrics".into(),
         ));
@@ -233,7 +224,7 @@ pub fn run(opts: &EvaluateOptions) -> Result<EvaluateReport, Error> {
         for &setting in &settings {
             bar.set_message(format!("{} · {}", series.name, setting.label()));
             let r = evaluate::evaluate(&series, setting, &base, engine.clone(), &rules, &opts.rule)
-                .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+                .map_err(|error| Error::Evaluate { path: path.clone(), error })?;
             mine.push(r);
             bar.inc(1);
         }

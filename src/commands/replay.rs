@@ -7,28 +7,28 @@
 //! rate, so a recorded session can drive a live daemon.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::run::runtime;
-use super::setup;
+use tokio_util::sync::CancellationToken;
+
 use crate::Error;
-use crate::alarms::sinks::{SinkConfig, Sinks};
-use crate::config::{Config, Mode};
-use crate::daemon::compute::{Compute, FrameWork, Work};
-use crate::daemon::stats::{Percentiles, Stats};
-use crate::decode::{DoseHeader, FrameMsg, SeriesInfo, WireFormat, dectris_v1, dectris_v2, own};
-use crate::dose::{DoseAccount, FrameDose, Input, Source};
+use crate::alarms::sinks::SinkConfig;
+use crate::config::Config;
+use crate::decode::{FrameMsg, SeriesInfo, WireFormat, dectris_v1, dectris_v2, own};
+use crate::dose::FrameDose;
 use crate::frame::{Frame, PixelType};
+use crate::ingest::Mode;
 use crate::patches::PatchGrid;
-use crate::record::session::{ReceivedRow, SessionReader, StoredAnalysis};
-use crate::record::{FrameSource, OpenOptions, SourceInfo, open_source, recorder::Recorder};
+use crate::pipeline::{Pipeline, PipelineError, PipelineOptions, RecordedDose, WhenFull, runtime};
+use crate::record::session::{SessionReader, StoredAnalysis};
+use crate::record::{FrameSource, OpenOptions, ReadError, SourceInfo, open_source};
 use crate::register::{self, Registration, Shift};
 use crate::report::provenance::Provenance;
 use crate::report::{self, dose_map, dose_plot, html, overlay};
 use crate::simulate::publish::{self as pubsock, PublishOptions, SendSocket};
+use crate::telemetry::Percentiles;
 
 pub struct ReplayOptions {
     pub input: PathBuf,
@@ -56,6 +56,8 @@ pub struct ReplaySummary {
     pub seconds: f64,
     pub frames_per_s: f64,
     pub analysis_ms: Option<Percentiles>,
+    /// Why the analysis died, when it did (the counts stop there).
+    pub analysis_died: Option<String>,
     pub outputs: Outputs,
 }
 
@@ -70,92 +72,37 @@ pub struct Outputs {
     pub alarm_log: PathBuf,
 }
 
-fn read_err(e: crate::record::ReadError) -> Error {
-    Error::Usage(e.to_string())
-}
-
-/// The dose of frame `i`: as beamwatch recorded it (sessions), else from the file's metadata and
-/// the configuration.
-fn frame_dose(source: &dyn FrameSource, i: usize, header: &DoseHeader, account: &mut DoseAccount) -> FrameDose {
-    let computed = account.add_frame(header);
-    match source.recorded_dose(i) {
-        Some((per_frame, cumulative)) => {
-            let recorded = Input { value: None, source: Source::FrameHeader };
-            FrameDose {
-                per_frame_e_per_a2: Some(per_frame),
-                cumulative_e_per_a2: Some(cumulative),
-                beam_current_pa: recorded,
-                dwell_time_us: recorded,
-                pixel_size_a: recorded,
-                per_frame_from_config: false,
-                upper_estimate: computed.upper_estimate,
-            }
-        }
-        None => computed,
-    }
-}
-
 pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
     let cfg = &opts.config;
     let rules = cfg.validate(Path::new("replay settings"))?;
     let open =
         OpenOptions { dataset: opts.dataset.clone(), frame_axis: opts.frame_axis, mask_gaps: cfg.analysis.mask_gaps };
-    let mut source = open_source(&opts.input, &open).map_err(read_err)?;
+    let mut source = open_source(&opts.input, &open)?;
     let info = source.info().clone();
     if info.frames == 0 {
-        return Err(Error::Usage(format!("{}: no frames to replay", opts.input.display())));
+        return Err(ReadError::new(&opts.input, Some(&info.dataset), "no frames to replay").into());
     }
     for note in &info.notes {
         tracing::info!("{}: {note}", opts.input.display());
     }
-    let setup = setup::prepare(&cfg.analysis)?;
+    let setup = crate::damage::setup::prepare(&cfg.analysis)?;
     let patch = setup.settings.patch_px;
     if info.width < patch || info.height < patch {
-        return Err(Error::Usage(format!(
-            "{} ({}): frames of {}×{} px are smaller than one {patch}×{patch} px patch: nothing to compare",
-            opts.input.display(),
-            info.dataset,
-            info.width,
-            info.height
-        )));
+        let why = format!(
+            "frames of {}×{} px are smaller than one {patch}×{patch} px patch: nothing to compare",
+            info.width, info.height
+        );
+        return Err(ReadError::new(&opts.input, Some(&info.dataset), why).into());
     }
     report::ensure_dir(&opts.out)?;
-    let provenance = Provenance::new(&setup.settings, setup.weights.as_ref(), setup.choice.clone());
-    let rt = runtime()?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sink_cfg = SinkConfig { pub_endpoint: None, ..cfg.sinks.clone() };
+    let settings = setup.settings.clone();
     let alarm_log = cfg.sinks.log.clone().unwrap_or_else(|| opts.out.join("alarms.jsonl"));
-    let (sinks, sink_task) =
-        rt.block_on(Sinks::start(&sink_cfg, alarm_log.clone(), stop_rx)).map_err(|e| Error::Usage(e.to_string()))?;
     let mut rec_cfg = cfg.record.clone();
     rec_cfg.frames_every = u32::from(opts.record_frames);
-    let on_failure: crate::record::recorder::OnFailure = {
-        let s = sinks.clone();
-        Box::new(move |why| s.alarm(Box::new(crate::alarms::recording_stopped(why))))
-    };
-    let (recorder, rec_thread) = Recorder::start(&rec_cfg, opts.out.clone(), setup.settings.patch_px, on_failure);
-    let stats = Arc::new(Stats::default());
-    let compute = Compute {
-        recorder: Some(recorder.clone()),
-        settings: setup.settings.clone(),
-        engine: setup.engine.clone(),
-        rules,
-        sinks: sinks.clone(),
-        stats: stats.clone(),
-        out_dir: opts.out.clone(),
-        // A replay can wait: every frame is analysed.
-        skip_to_newest: false,
-        provenance: provenance.clone(),
-    };
-    let (tx, rx) = crossbeam_channel::bounded::<Work>(4);
-    let compute_thread = std::thread::Builder::new()
-        .name("bw-compute".into())
-        .spawn(move || compute.run(rx))
-        .map_err(|e| Error::Usage(format!("cannot start the compute thread: {e}")))?;
-
+    let mut context = serde_json::Map::new();
+    context.insert("config".into(), serde_json::to_value(cfg).unwrap_or_default());
+    context.insert("input".into(), serde_json::to_value(&info).unwrap_or_default());
     let series = if info.series.is_empty() { "replay".to_string() } else { info.series.clone() };
-    let provenance_json = serde_json::json!({"provenance": &provenance, "config": cfg, "input": &info}).to_string();
-    recorder.start_series(&series, WireFormat::Auto, &format!("replay of {}", opts.input.display()), provenance_json);
     let start = SeriesInfo {
         series: series.clone(),
         format: WireFormat::Auto,
@@ -165,67 +112,81 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
         frame_time_s: None,
         dose: info.dose,
     };
-    let send = |w: Work| tx.send(w).map_err(|_| Error::Usage("the compute thread stopped".into()));
-    send(Work::Start { info: start, implicit: false })?;
-    let mut account = DoseAccount::new(cfg.dose.clone(), info.dose);
+    let pipeline_opts = PipelineOptions {
+        setup,
+        rules,
+        dose: cfg.dose.clone(),
+        // A replay publishes nothing: its alarms go to the log, the session and the report.
+        sinks: SinkConfig { pub_endpoint: None, ..cfg.sinks.clone() },
+        alarm_log: alarm_log.clone(),
+        record: Some((rec_cfg, opts.out.clone())),
+        summaries_dir: opts.out.clone(),
+        queue_frames: 4,
+        // A replay can wait: every frame is analysed.
+        skip_to_newest: false,
+        source: format!("replay of {}", opts.input.display()),
+        context,
+        cancel: CancellationToken::new(),
+    };
     let bar = crate::progress::items_bar(info.frames as u64, "replaying frames");
     let t0 = Instant::now();
     let mut first_dose = None;
     let mut read_error = None;
     // (frame number, position in the file) of every frame read: the overlays look frames up by number.
-    let mut positions: Vec<(u64, usize)> = Vec::with_capacity(info.frames);
-    for i in 0..info.frames {
-        let f = match source.read(i) {
-            Ok(f) => f,
-            Err(e) => {
-                // A damaged frame is reported and the replay goes on with the next.
-                tracing::error!("{e}");
-                read_error.get_or_insert(e);
-                continue;
+    let mut positions: Vec<(u64, usize)> = Vec::with_capacity(info.frames.min(1 << 16));
+    let finished = runtime()?.block_on(async {
+        let mut pipeline = Pipeline::start(pipeline_opts).await?;
+        let provenance = pipeline.provenance().clone();
+        let mut fed = pipeline.begin_series(start, false).await;
+        for i in 0..info.frames {
+            if fed.is_err() {
+                break;
             }
-        };
-        positions.push((f.index, i));
-        let dose = frame_dose(source.as_ref(), i, &f.dose, &mut account);
-        first_dose.get_or_insert_with(|| dose.clone());
-        let received_unix_ns =
-            SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        recorder.frame(
-            &series,
-            f.index,
-            &f.frame,
-            ReceivedRow { index: f.index, received_unix_ns, timestamp_ns: f.timestamp_ns, dose: dose.clone() },
-        );
-        let msg = FrameMsg {
-            series: series.clone(),
-            index: f.index,
-            frame: f.frame,
-            timestamp_ns: f.timestamp_ns,
-            dose: f.dose,
-            format: WireFormat::Auto,
-        };
-        send(Work::Frame(FrameWork { msg: Box::new(msg), dose, received: Instant::now() }))?;
-        bar.inc(1);
-    }
-    send(Work::End { series: series.clone(), received: info.frames as u64, dropped: 0, implicit: false })?;
-    send(Work::Stop)?;
-    drop(tx);
-    if compute_thread.join().is_err() {
-        return Err(Error::Usage("the compute thread failed".into()));
-    }
+            let f = match source.read(i) {
+                Ok(f) => f,
+                Err(e) => {
+                    // A damaged frame is reported and the replay goes on with the next.
+                    tracing::error!("{e}");
+                    read_error.get_or_insert(e);
+                    continue;
+                }
+            };
+            positions.push((f.index, i));
+            let recorded = source.recorded_dose(i).map(|(per_frame, cumulative)| RecordedDose {
+                per_frame_e_per_a2: per_frame,
+                cumulative_e_per_a2: cumulative,
+            });
+            let msg = FrameMsg {
+                series: series.clone(),
+                index: f.index,
+                frame: f.frame,
+                timestamp_ns: f.timestamp_ns,
+                dose: f.dose,
+                format: WireFormat::Auto,
+            };
+            fed = pipeline.frame(Box::new(msg), recorded, Instant::now(), WhenFull::Wait).await.map(|dose| {
+                first_dose.get_or_insert(dose);
+            });
+            bar.inc(1);
+        }
+        if fed.is_ok() {
+            let _ = pipeline.end_series(false).await;
+        }
+        Ok::<_, Error>((pipeline.finish().await, provenance))
+    });
+    let (finished, provenance) = finished?;
     let seconds = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    recorder.stop();
-    let _ = rec_thread.join();
-    rt.block_on(sinks.flush());
-    let _ = stop_tx.send(true);
-    drop(sinks);
-    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), sink_task).await });
-
-    let session = recorder.stats.files_written.lock().ok().and_then(|v| v.last().cloned());
-    if recorder.stats.failed.load(std::sync::atomic::Ordering::Relaxed) {
+    // A dead analysis still leaves its reports: what was analysed, then the error.
+    let (done, died) = match finished {
+        Ok(r) => (r, None),
+        Err(PipelineError::AnalysisDied { message, report }) => (*report, Some(message)),
+        Err(e) => return Err(e.into()),
+    };
+    let session = done.recording.as_ref().and_then(|r| r.files.last().cloned());
+    if done.recording.as_ref().is_some_and(|r| r.failed) {
         tracing::error!("the results session could not be written completely");
     }
-    let analysed = stats.frames_analysed.load(std::sync::atomic::Ordering::Relaxed);
     let mut outputs = Outputs {
         session: session.clone(),
         summary_json: opts.out.join("summary.json"),
@@ -244,15 +205,16 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
         dose_inputs: first_dose,
         series: series_json,
         frames: info.frames,
-        frames_analysed: analysed,
-        analysis_errors: stats.analysis_errors.load(std::sync::atomic::Ordering::Relaxed),
+        frames_analysed: done.frames_analysed,
+        analysis_errors: done.analysis_errors,
         seconds,
-        frames_per_s: analysed as f64 / seconds.max(1e-9),
-        analysis_ms: stats.analysis_ms.lock().ok().and_then(|w| w.percentiles()),
+        frames_per_s: done.frames_analysed as f64 / seconds.max(1e-9),
+        analysis_ms: done.analysis_ms,
+        analysis_died: died.clone(),
         outputs: Outputs::default(),
     };
     if let Some(path) = &session {
-        write_reports(opts, source.as_mut(), &positions, path, &setup.settings, &provenance, &summary, &mut outputs)?;
+        write_reports(opts, source.as_mut(), &positions, path, &settings, &provenance, &summary, &mut outputs)?;
     }
     let summary = ReplaySummary { outputs, ..summary };
     let json = serde_json::to_vec_pretty(&summary)
@@ -260,6 +222,9 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
     report::write_atomic(&summary.outputs.summary_json, &json)?;
     if let Some(e) = read_error {
         tracing::warn!("some frames could not be read; the first: {e}");
+    }
+    if let Some(message) = died {
+        return Err(PipelineError::AnalysisDied { message, report: Box::new(done) }.into());
     }
     Ok(summary)
 }
@@ -292,13 +257,13 @@ fn write_reports(
     summary: &ReplaySummary,
     outputs: &mut Outputs,
 ) -> Result<(), Error> {
-    let results = SessionReader::open(session, false).map_err(read_err)?;
-    let analyses = results.analyses().map_err(read_err)?;
+    let results = SessionReader::open(session, false)?;
+    let analyses = results.analyses()?;
     let alarms: Vec<serde_json::Value> =
-        results.alarms().map_err(read_err)?.iter().filter_map(|s| serde_json::from_str(s).ok()).collect();
+        results.alarms()?.iter().filter_map(|s| serde_json::from_str(s).ok()).collect();
     let info = source.info().clone();
     let grid = PatchGrid::new(info.width, info.height, settings.patch_px)
-        .map_err(|e| Error::Usage(format!("{}: {e}", info.path.display())))?;
+        .map_err(|e| ReadError::new(&info.path, Some(&info.dataset), e.to_string()))?;
     let warning = provenance.weights.as_ref().and_then(|w| w.origin.picture_warning());
     let fit: Option<crate::alarms::forecast::Fit> = summary
         .series
@@ -331,7 +296,7 @@ fn write_reports(
     outputs.damage_vs_dose_png = Some(plot_path);
 
     // Critical-dose map over the reference frame.
-    let reference = source.read(0).map_err(read_err)?.frame;
+    let reference = source.read(0)?.frame;
     let series: Vec<(f64, &[f32])> = analyses
         .iter()
         .filter(|a| a.cumulative_e_per_a2.is_finite())
@@ -517,7 +482,7 @@ pub struct PublishFileOptions {
 /// Streams the file's frames as one series; returns the frames sent.
 pub fn publish_file(opts: &PublishFileOptions) -> Result<u64, Error> {
     let open = OpenOptions { dataset: opts.dataset.clone(), frame_axis: opts.frame_axis, mask_gaps: false };
-    let mut source = open_source(&opts.input, &open).map_err(read_err)?;
+    let mut source = open_source(&opts.input, &open)?;
     let info = source.info().clone();
     let p = &opts.publish;
     if p.format != WireFormat::Beamwatch && info.dtype == PixelType::F32 {
@@ -527,7 +492,7 @@ pub fn publish_file(opts: &PublishFileOptions) -> Result<u64, Error> {
         )));
     }
     runtime()?.block_on(async {
-        let (mut out, ep) = pubsock::open(p).await.map_err(|e| Error::Usage(e.to_string()))?;
+        let (mut out, ep) = pubsock::open(p).await?;
         if p.socket == SendSocket::Pub {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -550,13 +515,12 @@ pub fn publish_file(opts: &PublishFileOptions) -> Result<u64, Error> {
                 dose: info.dose,
             }),
         };
-        let err = |e: crate::simulate::publish::PublishError| Error::Usage(e.to_string());
-        pubsock::send(&mut out, start, deadline, &ep).await.map_err(err)?;
+        pubsock::send(&mut out, start, deadline, &ep).await?;
         let period = Duration::from_secs_f64(1.0 / p.fps.max(1e-3));
         let mut next = Instant::now();
         let mut sent = 0;
         for i in 0..info.frames {
-            let f = source.read(i).map_err(read_err)?;
+            let f = source.read(i)?;
             let bytes = le_bytes(&f.frame);
             let parts = match p.format {
                 WireFormat::DectrisV1 => {
@@ -566,7 +530,7 @@ pub fn publish_file(opts: &PublishFileOptions) -> Result<u64, Error> {
                         p.encoding.clone()
                     };
                     dectris_v1::encode_image(id, f.index, rows, cols, dtype, &bytes, &enc, 0)
-                        .map_err(|e| Error::Usage(e.to_string()))?
+                        .map_err(|e| crate::simulate::publish::PublishError::Encode(e.to_string()))?
                 }
                 WireFormat::DectrisV2 => {
                     let comp = if p.encoding.is_empty() { "bslz4" } else { p.encoding.as_str() };
@@ -578,7 +542,7 @@ pub fn publish_file(opts: &PublishFileOptions) -> Result<u64, Error> {
             };
             next += period;
             tokio::time::sleep_until(next.into()).await;
-            pubsock::send(&mut out, parts, deadline, &ep).await.map_err(err)?;
+            pubsock::send(&mut out, parts, deadline, &ep).await?;
             sent += 1;
         }
         let end = match p.format {
@@ -586,10 +550,10 @@ pub fn publish_file(opts: &PublishFileOptions) -> Result<u64, Error> {
             WireFormat::DectrisV2 => dectris_v2::encode_end(id),
             _ => own::encode_end(&id.to_string()),
         };
-        pubsock::send(&mut out, end, deadline, &ep).await.map_err(err)?;
+        pubsock::send(&mut out, end, deadline, &ep).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         out.close().await;
-        Ok(sent)
+        Ok::<_, Error>(sent)
     })
 }
 

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::run::runtime;
 use crate::Error;
+use crate::pipeline::runtime;
 use crate::simulate::publish::{self, PublishOptions, PublishReport};
 use crate::simulate::series::SeriesSpec;
 
@@ -18,11 +18,10 @@ pub struct SimulateOptions {
 
 pub fn run(opts: &SimulateOptions) -> Result<PublishReport, Error> {
     let report = runtime()?.block_on(async {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(crate::daemon::stop_on_signal(stop_tx));
-        publish::publish(&opts.spec, &opts.publish, stop_rx, None).await
-    });
-    let report = report.map_err(|e| Error::Usage(e.to_string()))?;
+        let cancel = CancellationToken::new();
+        tokio::spawn(crate::daemon::stop_on_signal(cancel.clone()));
+        publish::publish(&opts.spec, &opts.publish, cancel, None).await
+    })?;
     if let Some(path) = &opts.truth {
         let json = serde_json::json!({"spec": opts.spec, "onset_frame": report.onset_frame, "frames": report.truth});
         let bytes = serde_json::to_vec_pretty(&json)

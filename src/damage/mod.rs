@@ -17,15 +17,17 @@
 pub mod analyzer;
 pub mod classical;
 pub mod regions;
+pub mod setup;
 
 use serde::{Deserialize, Serialize};
 
 use crate::patches::{PatchGrid, PatchStatus};
 
 pub use analyzer::{AnalysisError, AnalysisSettings, Analyzer, DEFAULT_PREFILTER_SIGMA_PX, FrameAnalysis};
+pub use setup::{AnalysisConfig, MetricSetup, SetupError};
 
 /// How two patches are compared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     Resnet18,
@@ -90,16 +92,6 @@ impl Metric {
 impl std::fmt::Display for Metric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Metric {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown metric '{s}' (resnet18, lpips, ssim, psnr, ncc)"))
     }
 }
 
@@ -188,8 +180,8 @@ mod tests {
     #[test]
     fn metric_names_round_trip() {
         for m in Metric::ALL {
-            assert_eq!(m.name().parse::<Metric>(), Ok(m));
+            assert_eq!(<Metric as clap::ValueEnum>::from_str(m.name(), false), Ok(m));
         }
-        assert!("cosine".parse::<Metric>().is_err());
+        assert!(<Metric as clap::ValueEnum>::from_str("cosine", false).is_err());
     }
 }

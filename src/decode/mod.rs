@@ -20,7 +20,7 @@ use crate::frame::{Frame, PixelType};
 use crate::limits;
 
 /// Which wire format a socket speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum WireFormat {
     /// Recognise each message by its first part.
@@ -39,16 +39,6 @@ impl WireFormat {
             Self::DectrisV1 => "dectris-v1",
             Self::DectrisV2 => "dectris-v2",
         }
-    }
-}
-
-impl std::str::FromStr for WireFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        [Self::Auto, Self::Beamwatch, Self::DectrisV1, Self::DectrisV2]
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| format!("unknown wire format '{s}' (auto, beamwatch, dectris-v1, dectris-v2)"))
     }
 }
 

@@ -1,11 +1,10 @@
 //! Which hardware runs the feature engine: `backend = "auto" | "cpu" | "cuda"` in `[analysis]`,
 //! `--backend` on the command line.
 
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendChoice {
     /// The GPU when one is usable, else the CPU path (one log line says why).
@@ -32,14 +31,3 @@ impl std::fmt::Display for BackendChoice {
     }
 }
 
-impl FromStr for BackendChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda),
-            _ => Err(format!("unknown backend '{s}' (auto, cpu, cuda)")),
-        }
-    }
-}

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 use zeromq::{Socket, SocketSend};
 
 use super::IngestError;
@@ -43,7 +44,7 @@ pub struct BoundedPub {
 const QUEUE: usize = 64;
 
 impl BoundedPub {
-    pub async fn start(public: &str, buffer_bytes: u64, shutdown: watch::Receiver<bool>) -> Result<Self, IngestError> {
+    pub async fn start(public: &str, buffer_bytes: u64, shutdown: CancellationToken) -> Result<Self, IngestError> {
         let err = |reason: String| IngestError::Socket { endpoint: public.to_string(), reason };
         let mut socket = zeromq::PubSocket::new();
         let internal = socket.bind("tcp://127.0.0.1:0").await.map_err(|e| err(e.to_string()))?.to_string();
@@ -70,12 +71,12 @@ impl BoundedPub {
             }
         });
         let s = stats.clone();
-        let mut stop = shutdown;
+        let stop = shutdown;
         tokio::spawn(async move {
             loop {
                 let (sub, addr) = tokio::select! {
                     a = listener.accept() => match a { Ok(a) => a, Err(e) => { tracing::error!("PUB accept: {e}"); continue; } },
-                    _ = stop.changed() => break,
+                    _ = stop.cancelled() => break,
                 };
                 let (internal, s) = (internal.clone(), s.clone());
                 tokio::spawn(async move {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::zmtp::{self, Limits, ZmtpError};
 
@@ -70,7 +70,7 @@ pub async fn connect_mode(
     remote: &str,
     limits: Limits,
     stats: Arc<GuardStats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> std::io::Result<String> {
     let remote = tcp_addr(remote).map_err(std::io::Error::other)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -79,7 +79,7 @@ pub async fn connect_mode(
         loop {
             let (inner, _) = tokio::select! {
                 a = listener.accept() => match a { Ok(a) => a, Err(e) => { tracing::error!("guard accept: {e}"); continue; } },
-                _ = shutdown.changed() => break,
+                _ = shutdown.cancelled() => break,
             };
             let (remote, stats) = (remote.clone(), stats.clone());
             tokio::spawn(async move {
@@ -113,7 +113,7 @@ pub async fn bind_mode(
     internal: &str,
     limits: Limits,
     stats: Arc<GuardStats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> std::io::Result<String> {
     let public = tcp_addr(public).map_err(std::io::Error::other)?;
     let internal = tcp_addr(internal).map_err(std::io::Error::other)?;
@@ -123,7 +123,7 @@ pub async fn bind_mode(
         loop {
             let (peer, addr) = tokio::select! {
                 a = listener.accept() => match a { Ok(a) => a, Err(e) => { tracing::error!("guard accept: {e}"); continue; } },
-                _ = shutdown.changed() => break,
+                _ = shutdown.cancelled() => break,
             };
             let (internal, stats) = (internal.clone(), stats.clone());
             tokio::spawn(async move {

@@ -15,11 +15,65 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use zeromq::{Socket, SocketRecv};
 
-use crate::config::{IngestConfig, Mode, SocketKind};
+use serde::{Deserialize, Serialize};
+
+use crate::decode::WireFormat;
 use guard::GuardStats;
+
+/// Connect to a peer that binds (DECTRIS detectors bind PUSH), or bind and let peers connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Connect,
+    Bind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SocketKind {
+    #[default]
+    Pull,
+    Sub,
+}
+
+/// `[ingest]`: where frames come from.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    pub endpoint: String,
+    pub mode: Mode,
+    pub socket: SocketKind,
+    pub format: WireFormat,
+    /// Stream-v2 channel to analyse (default: the first one the start message announces).
+    pub channel: Option<String>,
+    /// SUB topic prefix.
+    pub subscribe: String,
+    /// Largest frame part and whole multipart message a peer may send (MiB).
+    pub max_frame_mib: f64,
+    pub max_message_mib: f64,
+    /// Check every incoming ZMTP frame before it reaches the socket (strongly recommended).
+    pub guard: bool,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "tcp://127.0.0.1:9999".into(),
+            mode: Mode::Connect,
+            socket: SocketKind::Pull,
+            format: WireFormat::Auto,
+            channel: None,
+            subscribe: String::new(),
+            max_frame_mib: 512.0,
+            max_message_mib: 1024.0,
+            guard: true,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[must_use]
@@ -54,7 +108,7 @@ pub struct Receiver {
     link: Link,
     /// Connect mode: where our socket connects (the guard's loopback end, or the peer itself).
     target: Option<String>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     /// Where peers reach us (bind mode) or whom we reach (connect mode), for logs.
     pub describe: String,
     pub guard: Arc<GuardStats>,
@@ -108,7 +162,7 @@ impl Inner {
 
 impl Receiver {
     /// Sets the socket up. In connect mode the peer need not be there yet: [`Self::recv`] waits.
-    pub async fn open(cfg: &IngestConfig, shutdown: watch::Receiver<bool>) -> Result<Self, IngestError> {
+    pub async fn open(cfg: &IngestConfig, shutdown: CancellationToken) -> Result<Self, IngestError> {
         let err = |reason: String| IngestError::Socket { endpoint: cfg.endpoint.clone(), reason };
         let stats = Arc::new(GuardStats::default());
         let mut r = Self {
@@ -202,7 +256,7 @@ impl Receiver {
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.shutdown.changed() => return Err(IngestError::Stopped(self.cfg.endpoint.clone())),
+                _ = self.shutdown.cancelled() => return Err(IngestError::Stopped(self.cfg.endpoint.clone())),
             }
             delay = (delay * 2).min(Duration::from_secs(2));
         }

@@ -1,7 +1,7 @@
 //! HDF5 sessions: recording what the daemon sees, and reading recorded series back.
 //!
 //! - [`session`]: beamwatch's own session file layout (documented in `docs/session-format.md`).
-//! - [`writer`]: the recorder — one SWMR file per series, flushed at least every second.
+//! - [`recorder`]: the recorder — one SWMR file per series, flushed at least every second.
 //! - [`readers`]: frames from files — beamwatch sessions, Berkeley EMD 0.2, Velox EMD, DECTRIS
 //!   NeXus, EMD 1.0, any 3-D dataset, TIFF stacks and image folders — behind one [`FrameSource`].
 
@@ -75,21 +75,7 @@ pub trait FrameSource: Send {
     }
 }
 
-/// A file that cannot be read: names the file, the dataset (when there is one) and the problem.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}{}: {problem}", path.display(), dataset.as_ref().map(|d| format!(":{d}")).unwrap_or_default())]
-#[must_use]
-pub struct ReadError {
-    pub path: PathBuf,
-    pub dataset: Option<String>,
-    pub problem: String,
-}
-
-impl ReadError {
-    pub fn new(path: &Path, dataset: Option<&str>, problem: impl Into<String>) -> Self {
-        Self { path: path.to_owned(), dataset: dataset.map(str::to_owned), problem: problem.into() }
-    }
-}
+pub use crate::imagefile::ReadError;
 
 /// How to open a file for replay.
 #[derive(Clone, Debug, Default)]
@@ -101,6 +87,34 @@ pub struct OpenOptions {
     /// Integer pixels at the dtype maximum are gaps.
     pub mask_gaps: bool,
 }
+
+/// A file-name stem for a series id: collision-free and bounded. Series ids are data (a detector or
+/// a client chooses them), not file names: letters, digits, `-` and `_` are kept, every other byte
+/// becomes `%XX` (so "a/b" and "a_b" stay apart), and an id whose stem would exceed
+/// [`STEM_MAX_BYTES`] keeps its first bytes and gains `~` and a hash of the whole id.
+pub fn file_stem(series: &str) -> String {
+    use sha2::Digest;
+    let piece = |b: u8| if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' { (b as char).to_string() } else { format!("%{b:02X}") };
+    let stem: String = series.bytes().map(piece).collect();
+    if stem.len() <= STEM_MAX_BYTES {
+        return stem;
+    }
+    // Keep whole pieces (never half an escape), then `~` and 16 hex digits of the id's sha256.
+    let mut head = String::with_capacity(STEM_MAX_BYTES);
+    for p in series.bytes().map(piece) {
+        if head.len() + p.len() > STEM_MAX_BYTES - 17 {
+            break;
+        }
+        head.push_str(&p);
+    }
+    let hash = sha2::Sha256::digest(series.as_bytes());
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{head}~{hex}")
+}
+
+/// Longest stem [`file_stem`] returns: room for a prefix, a timestamp and an extension within the
+/// 255 bytes most file systems allow.
+pub const STEM_MAX_BYTES: usize = 96;
 
 /// Runs raw HDF5 C calls under the library lock `hdf5` uses for every call it makes.
 pub fn h5sync<T>(f: impl FnOnce() -> T) -> T {
@@ -114,4 +128,27 @@ pub fn open_source(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSourc
         return Ok(Box::new(session::SessionReader::open(path, opts.mask_gaps)?));
     }
     readers::open(path, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{STEM_MAX_BYTES, file_stem};
+
+    #[test]
+    fn file_stems_are_distinct_and_bounded() {
+        assert_eq!(file_stem("1"), "1");
+        assert_eq!(file_stem("scan-2_b"), "scan-2_b");
+        assert_ne!(file_stem("a/b"), file_stem("a_b"));
+        assert_eq!(file_stem("a/b"), "a%2Fb");
+        assert_ne!(file_stem("a%2Fb"), file_stem("a/b"));
+        let long = "x".repeat(300);
+        let other = format!("{}y", "x".repeat(299));
+        let (a, b) = (file_stem(&long), file_stem(&other));
+        assert!(a.len() <= STEM_MAX_BYTES && b.len() <= STEM_MAX_BYTES, "{a} {b}");
+        assert_ne!(a, b);
+        // A long id of escaped bytes is cut between escapes, never inside one.
+        let slashes = file_stem(&"/".repeat(100));
+        let head = slashes.split('~').next().unwrap_or_default();
+        assert!(head.len().is_multiple_of(3) && head.chars().filter(|&c| c == '%').count() == head.len() / 3, "{slashes}");
+    }
 }

@@ -156,7 +156,6 @@ pub enum Item {
         series: String,
         summary_json: Option<String>,
     },
-    Stop,
 }
 
 /// Called once when recording fails (the daemon raises an alarm).
@@ -180,27 +179,23 @@ struct Open {
 }
 
 impl Recorder {
-    /// Starts the thread. `patch_px` sizes the stored grids.
+    /// Starts the thread. `patch_px` sizes the stored grids. The thread finishes every open file
+    /// and ends when the last handle is dropped.
     pub fn start(
         cfg: &RecordConfig,
         dir: PathBuf,
         patch_px: usize,
         on_failure: OnFailure,
-    ) -> (Self, std::thread::JoinHandle<()>) {
+    ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let stats = Arc::new(RecordStats::default());
         let queued = Arc::new(AtomicUsize::new(0));
         let (s, q, c) = (stats.clone(), queued.clone(), cfg.clone());
         let handle = std::thread::Builder::new()
             .name("bw-record".into())
-            .spawn(move || run(rx, c, dir, patch_px, s, q, on_failure))
-            .unwrap_or_else(|e| {
-                // Without a thread nothing is recorded; say so, and keep monitoring.
-                tracing::error!("cannot start the recorder thread: {e}");
-                std::thread::spawn(|| {})
-            });
+            .spawn(move || run(rx, c, dir, patch_px, s, q, on_failure))?;
         let budget = (cfg.max_queue_mib * 1024.0 * 1024.0) as usize;
-        (Self { tx, stats, queued, budget, frames_every: cfg.frames_every }, handle)
+        Ok((Self { tx, stats, queued, budget, frames_every: cfg.frames_every }, handle))
     }
 
     fn send(&self, item: Item) {
@@ -270,16 +265,10 @@ impl Recorder {
     pub fn end_series(&self, series: &str, summary_json: Option<String>) {
         self.send(Item::End { series: series.into(), summary_json });
     }
-
-    /// Finishes every open file and ends the thread (after everything sent before).
-    pub fn stop(&self) {
-        let _ = self.tx.send(Item::Stop);
-    }
 }
 
 fn file_name(dir: &std::path::Path, series: &str) -> PathBuf {
-    let safe: String =
-        series.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let safe = super::file_stem(series);
     let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
         .to_string()
         .replace([':', '-'], "")
@@ -342,12 +331,9 @@ fn run(
         let item = match rx.recv_timeout(wait) {
             Ok(i) => Some(i),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => Some(Item::Stop),
-        };
-        let failed = stats.failed.load(Ordering::Relaxed);
-        match item {
-            None => {}
-            Some(Item::Stop) => {
+            Err(RecvTimeoutError::Disconnected) => {
+                // Every handle is gone: finish what is open (a series the analysis never ended keeps
+                // what was recorded, without a summary).
                 for (_, o) in open.drain() {
                     if let Some(w) = o.writer {
                         closed_frames += finish(w, End::Series(None), &stats);
@@ -356,6 +342,10 @@ fn run(
                 stats.frames_flushed.store(closed_frames, Ordering::Relaxed);
                 return;
             }
+        };
+        let failed = stats.failed.load(Ordering::Relaxed);
+        match item {
+            None => {}
             Some(Item::Frame { pixels: Some(p), .. }) if failed => {
                 queued.fetch_sub(p.bytes(), Ordering::Relaxed);
             }

@@ -219,7 +219,7 @@ impl SessionWriter {
         string_attr(root, "series", &meta.series).map_err(err("attributes"))?;
         string_attr(root, "source", &meta.source).map_err(err("attributes"))?;
         string_attr(root, "wire_format", meta.format.name()).map_err(err("attributes"))?;
-        string_attr(root, "created", &crate::alarms::rfc3339(std::time::SystemTime::now()))
+        string_attr(root, "created", &crate::clock::rfc3339(std::time::SystemTime::now()))
             .map_err(err("attributes"))?;
         string_attr(root, "dtype", meta.dtype.name()).map_err(err("attributes"))?;
         string_attr(root, "provenance", &meta.provenance_json).map_err(err("attributes"))?;

@@ -23,6 +23,7 @@ pub fn headroom_bytes(path: &Path, file_len: u64, min_free_bytes: u64) -> Option
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is a plain C struct of integers, for which all-zero bytes are a valid value.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `s` a writable statvfs.
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {

@@ -258,9 +258,14 @@ mod tests {
         assert!(first_crossings(&[], t).is_empty());
     }
 
+    /// A lattice of bright columns, enough to see the map drawn over it.
     fn lattice(w: usize, h: usize) -> Frame {
-        let px =
-            crate::simulate::Specimen::new(w, h, 10.0, 7).render_counts(&Default::default(), (0.0, 0.0), Some(50.0), 1);
+        let px = (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f32, (i / w) as f32);
+                50.0 * (1.0 + (x * 0.6).cos() * (y * 0.6).cos())
+            })
+            .collect();
         Frame::from_f32(w, h, px).expect("frame")
     }
 

@@ -7,11 +7,11 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use zeromq::{Socket, SocketSend, ZmqMessage};
 
 use super::series::{FrameTruth, Series, SeriesSpec};
-use crate::config::Mode;
+use crate::ingest::Mode;
 use crate::decode::{DoseHeader, SeriesInfo, WireFormat, dectris_v1, dectris_v2, own};
 use crate::frame::PixelType;
 
@@ -237,7 +237,7 @@ pub(crate) async fn send(out: &mut Out, parts: Vec<Vec<u8>>, deadline: Instant, 
 pub async fn publish(
     spec: &SeriesSpec,
     opts: &PublishOptions,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     bound: Option<tokio::sync::oneshot::Sender<String>>,
 ) -> Result<PublishReport, PublishError> {
     let (mut out, ep) = open(opts).await?;
@@ -288,7 +288,7 @@ pub async fn publish(
             next += period;
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {},
-                _ = shutdown.changed() => break,
+                _ = shutdown.cancelled() => break,
             }
             send(&mut out, parts, deadline, &ep).await?;
             report.frames_sent += 1;
@@ -305,7 +305,7 @@ pub async fn publish(
         if k == 0 {
             report.onset_frame = onset;
         }
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             break;
         }
     }

@@ -68,3 +68,22 @@ pub fn searched_list() -> String {
 pub fn is_torchvision_file(p: &Path) -> bool {
     p.file_name().is_some_and(|n| n == IMAGENET1K_V1_FILE)
 }
+
+/// Finds weights: the named file, else the standard places. `Ok(None)`: none anywhere.
+pub fn find(explicit: Option<&Path>) -> Result<Option<(super::identity::Identity, super::StateDict)>, super::WeightsError> {
+    let path = match explicit {
+        Some(p) => p.to_owned(),
+        None => match locate() {
+            Some(c) => {
+                tracing::info!("using ResNet-18 weights from the {}: {}", c.origin, c.path.display());
+                c.path
+            }
+            None => return Ok(None),
+        },
+    };
+    let (id, sd) = super::identity::identify(&path)?;
+    if let Err(reason) = &id.layout {
+        return Err(super::WeightsError::Layout { path, reason: reason.clone() });
+    }
+    Ok(Some((id, sd)))
+}

@@ -38,6 +38,16 @@ pub fn golden_patches(name: &str) -> Vec<f32> {
     px
 }
 
+/// Writes every frame of a simulated series as one page of a 16-bit TIFF stack.
+pub fn write_tiff_stack(path: &Path, series: &beamwatch::simulate::series::Series) {
+    let n = series.spec.size_px;
+    let mut enc = tiff::encoder::TiffEncoder::new(std::fs::File::create(path).expect("create")).expect("tiff");
+    for i in 0..series.spec.frames {
+        let (px, _) = series.frame(i);
+        enc.write_image::<tiff::encoder::colortype::Gray16>(n as u32, n as u32, &px).expect("page");
+    }
+}
+
 /// Runs the `beamwatch` binary with a private HOME, data and torch cache, so the weight search sees
 /// only what a test puts there.
 pub fn beamwatch(args: &[&str], home: &Path) -> Output {

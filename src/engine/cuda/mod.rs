@@ -24,15 +24,16 @@ pub enum CudaError {
     NoDevice(String),
     #[error(transparent)]
     Nvrtc(#[from] NvrtcError),
-    #[error("CUDA error while {what}: {err}")]
-    Driver { what: String, err: String },
+    /// The driver's own error is kept as the source.
+    #[error("CUDA error while {what}: {source}")]
+    Driver { what: String, source: DriverError },
     #[error("GPU path: {0}")]
     Setup(String),
 }
 
 impl CudaError {
     pub(crate) fn driver(what: impl Into<String>, e: DriverError) -> Self {
-        Self::Driver { what: what.into(), err: format!("{e:?}") }
+        Self::Driver { what: what.into(), source: e }
     }
 }
 
@@ -61,7 +62,7 @@ pub fn open(plan: &Plan) -> Result<(Trunk, GpuInfo), CudaError> {
     match CudaContext::device_count() {
         Ok(0) => return Err(CudaError::NoDevice("the driver reports 0 devices".into())),
         Ok(_) => {}
-        Err(e) => return Err(CudaError::NoDevice(format!("{e:?}"))),
+        Err(e) => return Err(CudaError::driver("counting the GPUs (no CUDA device usable)", e)),
     }
     if !kernels::nvrtc_available() {
         return Err(NvrtcError::Missing.into());

@@ -18,7 +18,7 @@ use crate::limits;
 use crate::record::h5sync;
 
 use super::h5_message;
-use super::h5frames::Geometry;
+use super::geometry::Geometry;
 
 const FILTER_BSLZ4: i32 = 32008;
 const FILTER_LZ4: i32 = 32004;

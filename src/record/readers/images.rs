@@ -37,10 +37,6 @@ pub(super) fn is_image_file(path: &Path) -> Result<bool, ReadError> {
     Ok(image_kind(path)?.is_some())
 }
 
-fn from_image_error(e: imagefile::ReadError) -> ReadError {
-    ReadError::new(&e.path, None, e.problem)
-}
-
 fn image_notes() -> Vec<String> {
     let mut notes = vec!["image files carry no dose metadata".to_string()];
     note_missing_dose(&DoseHeader::default(), &mut notes);
@@ -52,7 +48,7 @@ fn image_notes() -> Vec<String> {
 pub(super) fn open_file(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSource>, ReadError> {
     let kind = image_kind(path)?.unwrap_or("image");
     let frames: Vec<Frame> =
-        imagefile::read_frames(path, opts.mask_gaps).map_err(from_image_error)?.into_iter().map(|l| l.frame).collect();
+        imagefile::read_frames(path, opts.mask_gaps)?.into_iter().map(|l| l.frame).collect();
     let Some(first) = frames.first() else { return Err(ReadError::new(path, None, "contains no images")) };
     if let Some((i, f)) =
         frames.iter().enumerate().find(|(_, f)| (f.width(), f.height()) != (first.width(), first.height()))
@@ -157,7 +153,7 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
 
 /// The one frame of an image file in a folder.
 fn single_frame(path: &Path, mask_gaps: bool) -> Result<Frame, ReadError> {
-    let mut frames = imagefile::read_frames(path, mask_gaps).map_err(from_image_error)?;
+    let mut frames = imagefile::read_frames(path, mask_gaps)?;
     if frames.len() != 1 {
         return Err(ReadError::new(
             path,

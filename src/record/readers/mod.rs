@@ -15,6 +15,7 @@ mod berkeley;
 mod chunks;
 mod dataset;
 mod emd1;
+mod geometry;
 mod h5frames;
 mod images;
 mod nexus;

@@ -28,7 +28,7 @@ impl Trunk {
     /// The trunk for `crop`-pixel inputs, with the weights at `explicit` or found in the usual
     /// places; `Ok(None)` when there are none anywhere.
     pub fn load(explicit: Option<&Path>, crop: usize, threads: usize) -> Result<Option<Self>> {
-        let Some((identity, sd)) = crate::commands::setup::find_weights(explicit)
+        let Some((identity, sd)) = crate::weights::store::find(explicit)
             .map_err(|e| ConductivityError::Settings(e.to_string()))?
         else {
             return Ok(None);

@@ -43,7 +43,7 @@ pub const GAP_CHANNELS: usize = 64;
 /// ResNet-18 layer4 feature width.
 pub const RESNET_FEATURES: usize = 512;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arch {
     Baseline,
@@ -97,6 +97,7 @@ impl std::fmt::Display for Arch {
     }
 }
 
+/// For `final_model = "…"` in the stage's settings (the CLI parses through `ValueEnum`).
 impl std::str::FromStr for Arch {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

@@ -1,0 +1,98 @@
+//! The analysis flags every analysing command shares, and the one path by which flags override a
+//! configuration file: load the file (or the defaults), apply the flags, and let the command
+//! validate the result.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::Error;
+use crate::config::Config;
+use crate::damage::{AnalysisConfig, Metric};
+use crate::engine::BackendChoice;
+use crate::frame::ScaleMode;
+use crate::register::Registration;
+
+/// Analysis options shared by commands (override the config file).
+#[derive(Args)]
+pub struct AnalysisArgs {
+    /// TOML configuration file (see configs/); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// ResNet-18 weights (safetensors or torchvision .pth).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// resnet18 (the seed paper's layer4 cosine), lpips (layer1..4), ssim, psnr or ncc.
+    /// Default: resnet18, or psnr with a warning when no weights are found.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub metric: Option<Metric>,
+    /// Patch edge in pixels.
+    #[arg(long)]
+    pub patch: Option<usize>,
+    /// Per-patch dissimilarity above which a patch counts as damaged (default: per metric).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Drift correction before comparing: off, integer or subpixel (the default; bare flag: subpixel).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "subpixel")]
+    pub register: Option<Registration>,
+    /// Intensity scaling: reference (min–max of the reference frame), dtype, none.
+    #[arg(long, value_enum)]
+    pub scale: Option<ScaleMode>,
+    /// Treat pixels at the dtype maximum as ordinary signal instead of detector gaps.
+    #[arg(long)]
+    pub no_gap_mask: bool,
+    /// CPU threads (0 = all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Feature engine hardware: auto (GPU when usable, else CPU), cpu, or cuda (GPU or error).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
+    /// Gaussian pre-filter σ in pixels on both frames before patching (0 = off; default 2).
+    #[arg(long)]
+    pub prefilter_sigma: Option<f32>,
+}
+
+impl AnalysisArgs {
+    /// The configuration file (or the defaults) with these flags applied to its [analysis].
+    pub fn config(&self) -> Result<Config, Error> {
+        let mut cfg = match &self.config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        self.apply(&mut cfg.analysis);
+        Ok(cfg)
+    }
+
+    fn apply(&self, cfg: &mut AnalysisConfig) {
+        if self.weights.is_some() {
+            cfg.weights = self.weights.clone();
+        }
+        if self.metric.is_some() {
+            cfg.metric = self.metric;
+        }
+        if let Some(p) = self.patch {
+            cfg.patch_px = p;
+        }
+        if self.threshold.is_some() {
+            cfg.threshold = self.threshold;
+        }
+        if let Some(r) = self.register {
+            cfg.registration = r;
+        }
+        if let Some(s) = self.scale {
+            cfg.scale = s;
+        }
+        if self.no_gap_mask {
+            cfg.mask_gaps = false;
+        }
+        if let Some(t) = self.threads {
+            cfg.threads = t;
+        }
+        if let Some(b) = self.backend {
+            cfg.backend = b;
+        }
+        if let Some(s) = self.prefilter_sigma {
+            cfg.prefilter_sigma_px = s;
+        }
+    }
+}

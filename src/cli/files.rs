@@ -1,0 +1,282 @@
+//! The subcommands that analyse files: `replay`, `compare`, `evaluate`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::analysis::AnalysisArgs;
+use crate::Error;
+use crate::commands::evaluate::{self, EvaluateOptions, SuiteSpec};
+use crate::commands::{compare, replay};
+use crate::config::Config;
+use crate::damage::Metric;
+use crate::decode::WireFormat;
+use crate::ingest::Mode;
+use crate::register::Registration;
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// The recorded series: an HDF5 file, a TIFF stack, or a folder of images.
+    input: PathBuf,
+    /// Output directory (results session, summary.json, pictures, report.html). Not with --publish.
+    #[arg(long, required_unless_present = "publish")]
+    out: Option<PathBuf>,
+    /// Read this dataset instead of detecting the file's layout.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// With --dataset: the axis that counts frames (default 0).
+    #[arg(long)]
+    frame_axis: Option<usize>,
+    /// Configuration ([analysis], [dose], [[alarms]], [record] of --config) and analysis flags.
+    #[command(flatten)]
+    analysis: AnalysisArgs,
+    /// Beam current (pA), when the file does not say.
+    #[arg(long)]
+    beam_current_pa: Option<f64>,
+    /// Dwell time per pixel (µs), when the file does not say.
+    #[arg(long)]
+    dwell_time_us: Option<f64>,
+    /// Scan pixel size (Å), when the file does not say.
+    #[arg(long)]
+    pixel_size_a: Option<f64>,
+    /// Store the frames in the results session too.
+    #[arg(long)]
+    record_frames: bool,
+    /// Most per-frame overlay pictures to draw.
+    #[arg(long, default_value_t = 12)]
+    overlays: usize,
+    /// Stream the file over ZeroMQ on this endpoint instead of analysing it.
+    #[arg(long)]
+    publish: Option<String>,
+    /// With --publish: the wire format.
+    #[arg(long, value_enum, default_value = "beamwatch")]
+    format: WireFormat,
+    /// With --publish: dectris-v1 encoding or dectris-v2 compression.
+    #[arg(long, default_value = "")]
+    encoding: String,
+    /// With --publish: frames per second.
+    #[arg(long, default_value_t = 2.0)]
+    fps: f64,
+    /// With --publish: connect instead of bind.
+    #[arg(long)]
+    connect: bool,
+}
+
+impl ReplayArgs {
+    pub fn run(self) -> Result<(), Error> {
+        if let Some(endpoint) = self.publish {
+            let mut p = replay::publish_options(endpoint, self.format, self.fps);
+            p.encoding = self.encoding;
+            if self.connect {
+                p.mode = Mode::Connect;
+            }
+            let sent = replay::publish_file(&replay::PublishFileOptions {
+                input: self.input,
+                dataset: self.dataset,
+                frame_axis: self.frame_axis,
+                publish: p,
+            })?;
+            println!("published {sent} frames");
+            return Ok(());
+        }
+        let mut cfg = self.analysis.config()?;
+        for (dst, src) in [
+            (&mut cfg.dose.beam_current_pa, self.beam_current_pa),
+            (&mut cfg.dose.dwell_time_us, self.dwell_time_us),
+            (&mut cfg.dose.pixel_size_a, self.pixel_size_a),
+        ] {
+            if src.is_some() {
+                *dst = src;
+            }
+        }
+        let out = self.out.ok_or_else(|| Error::Usage("--out is required".into()))?;
+        let s = replay::run(&replay::ReplayOptions {
+            input: self.input,
+            dataset: self.dataset,
+            frame_axis: self.frame_axis,
+            config: cfg,
+            out,
+            record_frames: self.record_frames,
+            overlays: self.overlays,
+        })?;
+        println!(
+            "replayed {} frames of {}×{} px ({:?}): {} analysed in {:.1} s ({:.2} frames/s)",
+            s.frames, s.input.width, s.input.height, s.input.layout, s.frames_analysed, s.seconds, s.frames_per_s
+        );
+        for n in &s.input.notes {
+            println!("note: {n}");
+        }
+        if let Some(alarms) = s.series.as_ref().and_then(|v| v.get("alarms")).and_then(|a| a.as_array()) {
+            println!("{} alarm(s)", alarms.len());
+        }
+        println!("report: {}", s.outputs.report_html.display());
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Reference frame (the first frame of the series); a multi-page TIFF or 3-D .npy uses its
+    /// first page as reference and compares the rest.
+    reference: PathBuf,
+    /// Frames to compare with the reference.
+    frames: Vec<PathBuf>,
+    /// Output directory (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    analysis: AnalysisArgs,
+}
+
+impl CompareArgs {
+    pub fn run(self) -> Result<(), Error> {
+        let opts = compare::CompareOptions {
+            reference: self.reference,
+            frames: self.frames,
+            out: self.out,
+            analysis: self.analysis.config()?.analysis,
+        };
+        let s = compare::run(&opts)?;
+        print_compare(&s);
+        Ok(())
+    }
+}
+
+fn print_compare(s: &compare::CompareSummary) {
+    let p = &s.provenance;
+    println!(
+        "metric: {} — similarity: {}; dissimilarity: {}",
+        p.metric_choice, p.metric.similarity, p.metric.dissimilarity
+    );
+    if let Some(w) = &p.weights {
+        println!("weights: {} (sha256 {}…) — {}", w.path, &w.sha256[..12.min(w.sha256.len())], w.origin_label);
+    }
+    println!(
+        "reference: {} ({}×{} px, {}); {}",
+        s.reference.source,
+        s.reference.width_px,
+        s.reference.height_px,
+        s.reference.dtype.name(),
+        s.remainder
+    );
+    println!(
+        "{:>5}  {:>9}  {:>9}  {:>9}  {:>8}  {:>8}  {:>16}  {:>8}  source",
+        "frame", "mean", "max", "max at", ">thr %", "area %", "drift dx,dy px", "ms"
+    );
+    for f in &s.frames {
+        let m = &f.summary;
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}", 100.0 * v));
+        println!(
+            "{:>5}  {:>9}  {:>9}  {:>9}  {:>8}  {:>8}  {:>16}  {:>8.1}  {}",
+            f.index,
+            fmt(m.mean_dissimilarity),
+            fmt(m.max_dissimilarity),
+            m.max_at.map_or("-".into(), |(r, c)| format!("r{r} c{c}")),
+            pct(m.fraction_above_threshold),
+            pct(m.damaged_area_fraction),
+            f.shift.map_or("-".into(), |d| format!("{:+.2},{:+.2}", d.dx_px, d.dy_px)),
+            f.analysis_ms,
+            f.source
+        );
+    }
+    if let Some(f) = s.frames.first() {
+        println!(
+            "threshold {} on {}; area = connected regions of ≥ {} patches",
+            f.summary.threshold, p.metric.dissimilarity, f.summary.min_region_patches
+        );
+    }
+    println!("wrote {}, {} and {} overlay PNG(s)", s.files.similarity_csv, s.files.summary_json, s.frames.len());
+}
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// Series files with truth (`beamwatch simulate --out`), or any recorded series with --truth.
+    inputs: Vec<PathBuf>,
+    /// Simulate the built-in benchmark instead: three damage models at two doses per frame.
+    #[arg(long)]
+    suite: bool,
+    /// With --suite: frame edge (px), frames per series.
+    #[arg(long, default_value_t = 320)]
+    size: usize,
+    #[arg(long, default_value_t = 16)]
+    frames: usize,
+    /// With --suite: electrons per pixel per frame, one series per value and damage model.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    electrons_per_px: Vec<f64>,
+    /// With --suite: random seeds (specimen, damage sites, noise); one series per seed.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    seeds: Vec<u64>,
+    /// Truth for a series without one: an HDF5 file with /truth/damage (frames × H × W), or a
+    /// mask image (non-zero = damaged) that applies from --truth-onset on.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    #[arg(long)]
+    truth_onset: Option<usize>,
+    /// Metrics to score.
+    #[arg(long, value_enum, ignore_case = true, value_delimiter = ',', default_value = "resnet18,lpips,ssim,ncc,psnr")]
+    metrics: Vec<Metric>,
+    /// Pre-filter σ values (px; 0 = off).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    sigma: Vec<f32>,
+    /// Registration: on (sub-pixel), off, integer.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "on,off")]
+    register: Vec<Registration>,
+    /// The alarm rule whose first alarm is the detection.
+    #[arg(long, default_value = "damage-onset")]
+    rule: String,
+    /// Configuration file ([analysis] base settings, [[alarms]]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl EvaluateArgs {
+    pub fn run(self) -> Result<(), Error> {
+        let mut config = match &self.config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        if self.weights.is_some() {
+            config.analysis.weights = self.weights;
+        }
+        if self.metrics.is_empty() || self.sigma.is_empty() || self.register.is_empty() {
+            return Err(Error::Usage("--metrics, --sigma and --register each need at least one value".into()));
+        }
+        let suite = self.suite.then(|| SuiteSpec {
+            size_px: self.size,
+            frames: self.frames,
+            electrons_per_px: self.electrons_per_px.clone(),
+            seeds: self.seeds.clone(),
+            ..SuiteSpec::default()
+        });
+        let r = evaluate::run(&EvaluateOptions {
+            inputs: self.inputs,
+            truth: self.truth,
+            truth_onset: self.truth_onset,
+            suite,
+            metrics: self.metrics,
+            sigmas_px: self.sigma,
+            registrations: self.register,
+            config,
+            rule: self.rule,
+            out: self.out.clone(),
+        })?;
+        if let Some(w) = &r.weights {
+            println!("weights for resnet18/lpips: {w}");
+        }
+        print!("{}", evaluate::markdown(&r));
+        if let Some(best) = r.ranking.first() {
+            println!(
+                "\nbest for early damage: {} (mean AUC at the first damaged frame {})",
+                best.label,
+                best.mean_auc_early.map_or("–".into(), |v| format!("{v:.3}"))
+            );
+        }
+        println!("outputs: {}", self.out.display());
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! The command line, after fd's shape: one `Parser` struct per subcommand (every option enum a
+//! `ValueEnum`), each with a `run` that turns its flags into the library's options — flags override
+//! the configuration file through one path ([`analysis::AnalysisArgs::config`]) — runs the
+//! command and prints what it returns. `main.rs` parses, calls [`run`] and prints an error once.
+
+mod analysis;
+#[cfg(feature = "secondary")]
+mod conductivity;
+mod files;
+#[cfg(feature = "secondary")]
+mod map;
+mod monitor;
+mod weights;
+
+use clap::{Parser, Subcommand};
+
+use crate::Error;
+
+/// Electron-beam damage monitor: where and at what dose the beam damages your sample.
+#[derive(Parser)]
+#[command(name = "beamwatch", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// The live monitor: attach to an acquisition stream and raise dose/damage alarms.
+    Run(monitor::RunArgs),
+    /// Publish a simulated, beam-damaged STEM series over ZeroMQ, as a detector would.
+    Simulate(monitor::SimulateArgs),
+    /// Run a recorded series (HDF5 session, Velox/Berkeley EMD, DECTRIS NeXus, EMD 1.0, any 3-D dataset,
+    /// TIFF stack or image folder) through the analysis and write reports; or stream it with --publish.
+    Replay(files::ReplayArgs),
+    /// Patch-wise similarity of image frames to a reference frame (TIFF, PNG, .npy).
+    Compare(files::CompareArgs),
+    /// Time the per-frame analysis on a synthetic frame; prints one JSON line.
+    Bench(monitor::BenchArgs),
+    /// Time the live daemon end to end over loopback sockets (latency, sustainable frame rate).
+    BenchLive(monitor::BenchLiveArgs),
+    /// Simulator and monitor together on this machine: watch a simulated sample get damaged.
+    Demo(monitor::DemoArgs),
+    /// Score comparison settings (metric × pre-filter × registration) on series with known damage.
+    Evaluate(files::EvaluateArgs),
+    /// Import, verify, locate or download ResNet-18 weights.
+    #[command(subcommand)]
+    Weights(weights::WeightsCommand),
+    /// SEM image → ionic conductivity (secondary stage): import or synthesise a dataset, evaluate and
+    /// train the CNNs, predict new images.
+    #[cfg(feature = "secondary")]
+    #[command(subcommand)]
+    Conductivity(conductivity::ConductivityCommand),
+    /// The autoencoder materials map: featurise compounds, train the W sweep, decode and query the map.
+    #[cfg(feature = "secondary")]
+    #[command(subcommand)]
+    Map(map::MapCommand),
+}
+
+/// Runs one subcommand.
+pub fn run(cmd: Command) -> Result<(), Error> {
+    match cmd {
+        Command::Run(a) => a.run(),
+        Command::Simulate(a) => a.run(),
+        Command::Replay(a) => a.run(),
+        Command::Compare(a) => a.run(),
+        Command::Bench(a) => a.run(),
+        Command::BenchLive(a) => a.run(),
+        Command::Demo(a) => a.run(),
+        Command::Evaluate(a) => a.run(),
+        Command::Weights(w) => w.run(),
+        #[cfg(feature = "secondary")]
+        Command::Conductivity(c) => conductivity::run(c),
+        #[cfg(feature = "secondary")]
+        Command::Map(m) => map::run(m),
+    }
+}
+
+/// Logs to stderr at the level `-v` / `-q` ask for (`BEAMWATCH_LOG` overrides, as an env filter).
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BEAMWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("beamwatch={level},warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -1,0 +1,341 @@
+//! The live monitor's subcommands: `run`, `simulate`, `demo`, `bench`, `bench-live`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::analysis::AnalysisArgs;
+use crate::Error;
+use crate::commands::{bench, bench_live, demo, run as daemon_cmd, simulate};
+use crate::damage::{DEFAULT_PREFILTER_SIGMA_PX, Metric};
+use crate::decode::WireFormat;
+use crate::engine::BackendChoice;
+use crate::ingest::Mode;
+use crate::simulate::DamageModel;
+use crate::simulate::publish::{PublishOptions, SendSocket};
+use crate::simulate::series::{Series, SeriesSpec};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Configuration ([ingest], [pipeline], [analysis], [dose], [sinks], [record], [[alarms]]; see
+    /// configs/) and analysis flags; without --config, the defaults.
+    #[command(flatten)]
+    analysis: AnalysisArgs,
+    /// Override [ingest] endpoint, e.g. tcp://detector:31001.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Override [ingest] format.
+    #[arg(long, value_enum)]
+    format: Option<WireFormat>,
+    /// Bind instead of connect.
+    #[arg(long)]
+    bind: bool,
+    /// Override [pipeline] out_dir.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Stop after this many series (0: run until SIGINT/SIGTERM).
+    #[arg(long)]
+    max_series: Option<u64>,
+}
+
+impl RunArgs {
+    pub fn run(self) -> Result<(), Error> {
+        let mut cfg = self.analysis.config()?;
+        if let Some(e) = self.endpoint {
+            cfg.ingest.endpoint = e;
+        }
+        if let Some(f) = self.format {
+            cfg.ingest.format = f;
+        }
+        if self.bind {
+            cfg.ingest.mode = Mode::Bind;
+        }
+        if let Some(o) = self.out {
+            cfg.pipeline.out_dir = o;
+        }
+        if let Some(n) = self.max_series {
+            cfg.pipeline.max_series = n;
+        }
+        let source = self.analysis.config.unwrap_or_else(|| PathBuf::from("built-in defaults"));
+        let r = daemon_cmd::run(cfg, &source)?;
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// Endpoint to bind (default, like a detector) or connect to (--connect).
+    #[arg(long, default_value = "tcp://127.0.0.1:9999")]
+    endpoint: String,
+    #[arg(long)]
+    connect: bool,
+    /// Send on a PUB socket instead of PUSH.
+    #[arg(long)]
+    publish: bool,
+    #[arg(long, value_enum, default_value = "beamwatch")]
+    format: WireFormat,
+    /// dectris-v1 encoding (<, lz4<, bs16-lz4<) or dectris-v2 compression (bslz4, lz4, none).
+    #[arg(long, default_value = "")]
+    encoding: String,
+    #[arg(long, default_value_t = 512)]
+    size: usize,
+    #[arg(long, default_value_t = 40)]
+    frames: usize,
+    #[arg(long, default_value_t = 2.0)]
+    fps: f64,
+    /// Frame at which damage nucleates.
+    #[arg(long, default_value_t = 12)]
+    onset_frame: usize,
+    /// Electrons per scan pixel per frame (shot noise and dose).
+    #[arg(long, default_value_t = 50.0)]
+    electrons_per_px: f64,
+    /// Series to send one after another.
+    #[arg(long, default_value_t = 1)]
+    series: u64,
+    /// Write the ground truth (onset, damaged fraction, drift per frame) to this JSON file.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+    /// beamwatch format: leave beam current, dwell and pixel size out of the series header.
+    #[arg(long)]
+    no_dose_header: bool,
+    /// Seconds to wait for a receiver.
+    #[arg(long, default_value_t = 60.0)]
+    wait_s: f64,
+    /// How damage shows.
+    #[arg(long, value_enum, default_value = "amorphous")]
+    damage: DamageModel,
+    /// Write the series and its per-pixel truth to this HDF5 file instead of sending it.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl SimulateArgs {
+    pub fn run(self) -> Result<(), Error> {
+        let mut spec = SeriesSpec::new(self.size, self.frames, self.onset_frame, self.electrons_per_px);
+        spec.model = self.damage;
+        if let Some(out) = self.out {
+            let series = Series::new(spec);
+            let onset = series.onset_frame();
+            let bar = crate::progress::items_bar(self.frames as u64, "simulating");
+            let path = crate::simulate::file::write(&series, &out, |_| bar.inc(1))
+                .map_err(|e| Error::Output { path: out.clone(), problem: e.to_string() })?;
+            bar.finish_and_clear();
+            println!(
+                "wrote {} frames of {}×{} px ({} damage, onset at frame {}) with per-pixel truth to {}",
+                self.frames,
+                self.size,
+                self.size,
+                self.damage.name(),
+                onset.map_or("-".into(), |o| o.to_string()),
+                path.display()
+            );
+            return Ok(());
+        }
+        let r = simulate::run(&simulate::SimulateOptions {
+            spec,
+            publish: PublishOptions {
+                endpoint: self.endpoint,
+                mode: if self.connect { Mode::Connect } else { Mode::Bind },
+                socket: if self.publish { SendSocket::Pub } else { SendSocket::Push },
+                format: self.format,
+                encoding: self.encoding,
+                fps: self.fps,
+                series_count: self.series,
+                first_series_id: 1,
+                dose_in_header: !self.no_dose_header,
+                wait_for_peer_s: self.wait_s,
+            },
+            truth: self.truth,
+        })?;
+        println!(
+            "sent {} series, {} frames ({} messages) on {}; damage onset at frame {}",
+            r.series_sent,
+            r.frames_sent,
+            r.messages_sent,
+            r.endpoint,
+            r.onset_frame.map_or("-".into(), |f| f.to_string())
+        );
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Output directory (alarm log, series summary, daemon report).
+    #[arg(long, default_value = "beamwatch-demo")]
+    out: PathBuf,
+    /// ResNet-18 weights (default: search; without any, PSNR with a warning).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Wire format between simulator and monitor.
+    #[arg(long, value_enum, default_value = "dectris-v2")]
+    format: WireFormat,
+    /// Frame edge in pixels.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    #[arg(long, default_value_t = 24)]
+    frames: usize,
+    /// Frame at which the beam starts to damage the sample.
+    #[arg(long, default_value_t = 8)]
+    onset_frame: usize,
+    /// Frames per second.
+    #[arg(long, default_value_t = 8.0)]
+    fps: f64,
+}
+
+impl DemoArgs {
+    pub fn run(self) -> Result<(), Error> {
+        let o = demo::run(&demo::DemoOptions {
+            out: self.out.clone(),
+            weights: self.weights,
+            format: self.format,
+            size_px: self.size,
+            frames: self.frames,
+            onset_frame: self.onset_frame,
+            fps: self.fps,
+        })?;
+        print_demo(&o, &self.out);
+        Ok(())
+    }
+}
+
+fn print_demo(o: &demo::DemoOutcome, out: &Path) {
+    let d = &o.daemon;
+    let p = &d.pipeline;
+    let onset = o.publisher.onset_frame;
+    println!(
+        "simulated: {} frames sent at {:.0} e⁻/Å² per frame; damage starts at frame {} ({:.0} e⁻/Å² cumulative)",
+        o.publisher.frames_sent,
+        o.dose_per_frame_e_per_a2,
+        onset.map_or("-".into(), |f| f.to_string()),
+        onset.map_or(f64::NAN, |f| (f + 1) as f64 * o.dose_per_frame_e_per_a2)
+    );
+    println!("monitor: {} — metric {}", d.ingest, p.provenance.metric_choice);
+    println!(
+        "frames: {} received, {} analysed, {} skipped, {} rejected",
+        p.frames_received,
+        p.frames_analysed,
+        p.frames_skipped,
+        p.analysis_errors + d.decode_errors.values().sum::<u64>()
+    );
+    for s in &p.series {
+        println!("alarms in series {}:", s.series);
+        if s.alarms.is_empty() {
+            println!("  (none)");
+        }
+        for a in &s.alarms {
+            let rel = onset.map_or(String::new(), |f| format!(" ({:+} frames from onset)", a.frame as i64 - f as i64));
+            println!(
+                "  frame {:>3}{rel}  {:>8}  {:<17} at {:>8.0} e⁻/Å²: {}",
+                a.frame,
+                format!("{:?}", a.level).to_lowercase(),
+                a.rule,
+                a.cumulative_dose_e_per_a2.unwrap_or(f64::NAN),
+                a.message
+            );
+        }
+        match &s.critical_dose_fit {
+            Some(f) if f.determined() => println!(
+                "critical dose (fit to the mean dissimilarity): Dc = {:.0} ± {:.0} e⁻/Å² after an incubation dose of {:.0} e⁻/Å²",
+                f.critical_dose_e_per_a2,
+                f.critical_dose_sigma_e_per_a2.unwrap_or(f64::NAN),
+                f.onset_dose_e_per_a2
+            ),
+            Some(_) => {
+                println!("critical dose: not determined by this series (the damage curve has not bent over yet)")
+            }
+            None => println!("critical dose: too few analysed frames with a known dose to fit"),
+        }
+        println!("summary: {}", s.summary_file);
+    }
+    if let Some(l) = &p.alarm_latency_ms {
+        println!("frame received → alarm published: p50 {:.1} ms, p99 {:.1} ms", l.p50, l.p99);
+    }
+    println!("alarm log: {}", out.join("alarms.jsonl").display());
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// ResNet-18 weights; without, random weights (timing does not depend on values).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Frame edge in pixels.
+    #[arg(long, default_value_t = 1020)]
+    size: usize,
+    /// Frames to time (after one untimed warm-up frame).
+    #[arg(long, default_value_t = 5)]
+    frames: usize,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, value_enum, ignore_case = true, default_value = "resnet18")]
+    metric: Metric,
+    #[arg(long, default_value_t = 20)]
+    patch: usize,
+    /// Patches per work chunk (tuning).
+    #[arg(long)]
+    chunk: Option<usize>,
+    /// Gaussian pre-filter σ in pixels (0 = off).
+    #[arg(long, default_value_t = DEFAULT_PREFILTER_SIGMA_PX)]
+    prefilter_sigma: f32,
+    /// auto (GPU when usable), cpu, or cuda (GPU or error; adds kernel and all-GPU frame times).
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendChoice,
+}
+
+impl BenchArgs {
+    pub fn run(self) -> Result<(), Error> {
+        let r = bench::run(&bench::BenchOptions {
+            weights: self.weights,
+            size_px: self.size,
+            frames: self.frames,
+            threads: self.threads,
+            patch_px: self.patch,
+            metric: self.metric,
+            chunk: self.chunk,
+            prefilter_sigma_px: self.prefilter_sigma,
+            backend: self.backend,
+        })?;
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        Ok(())
+    }
+}
+
+#[derive(Args)]
+pub struct BenchLiveArgs {
+    #[arg(long, default_value_t = 512)]
+    size: usize,
+    /// Frames per second; omit to search for the highest rate with no skipped frame.
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Frames per run.
+    #[arg(long, default_value_t = 60)]
+    frames: usize,
+    /// Frames per series; each series gives one alarm-latency sample.
+    #[arg(long, default_value_t = 6)]
+    series_frames: usize,
+    #[arg(long, value_enum, default_value = "dectris-v2")]
+    format: WireFormat,
+    #[arg(long, value_enum, ignore_case = true, default_value = "resnet18")]
+    metric: Metric,
+    /// ResNet-18 weights; without, random weights (timing does not depend on values).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+}
+
+impl BenchLiveArgs {
+    pub fn run(self) -> Result<(), Error> {
+        let r = bench_live::run(&bench_live::LiveBenchOptions {
+            size_px: self.size,
+            fps: self.fps,
+            frames: self.frames,
+            series_frames: self.series_frames,
+            format: self.format,
+            metric: self.metric,
+            weights: self.weights,
+        })?;
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        Ok(())
+    }
+}

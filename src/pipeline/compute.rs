@@ -1,0 +1,336 @@
+//! The compute thread: takes work from the bounded queue, analyses frames against their series'
+//! reference, runs the alarm rules, hands every result to the consumers and writes a summary when
+//! a series ends. It ends when the queue closes, closing the open series.
+//!
+//! When it falls behind it drains everything waiting and, with `skip_to_newest`, analyses only the
+//! newest frame of each run of waiting frames; the frames passed over are counted, and still count
+//! for the dose (the receive side accounted them) and the dose-budget rule.
+//!
+//! A panic while analysing is caught here and ends the thread with a message naming the frame, so
+//! the pipeline can report that the analysis died instead of running on without it.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use super::consumers::{Analysed, Consumer, Event};
+use super::stats::{self, SeriesBrief, Stats};
+use super::summary::{self, SeriesSummary, TimelinePoint};
+use crate::alarms::{AlarmEngine, AlarmRecord, Level, Observation, Rule, Signal};
+use crate::clock::rfc3339;
+use crate::damage::{AnalysisError, AnalysisSettings, Analyzer, Summary};
+use crate::decode::{FrameMsg, SeriesInfo};
+use crate::dose::FrameDose;
+use crate::engine::Engine;
+use crate::report::provenance::Provenance;
+
+/// A frame on its way to the analysis.
+pub struct FrameWork {
+    pub msg: Box<FrameMsg>,
+    pub dose: FrameDose,
+    pub received: Instant,
+}
+
+pub enum Work {
+    Start { info: SeriesInfo, implicit: bool },
+    Frame(FrameWork),
+    End { series: String, received: u64, dropped: u64, implicit: bool },
+}
+
+impl Work {
+    fn is_frame(&self) -> bool {
+        matches!(self, Work::Frame(_))
+    }
+}
+
+pub struct Compute {
+    pub settings: AnalysisSettings,
+    pub engine: Option<Arc<Engine>>,
+    pub rules: Vec<Rule>,
+    pub consumers: Vec<Box<dyn Consumer>>,
+    pub stats: Arc<Stats>,
+    /// Where `series_<id>.json` files go.
+    pub summaries_dir: PathBuf,
+    pub skip_to_newest: bool,
+    pub provenance: Provenance,
+    /// Test hook: panic while analysing this frame (see [`super::FAULT_ENV`]).
+    pub panic_at_frame: Option<u64>,
+}
+
+struct Current {
+    info: SeriesInfo,
+    analyzer: Analyzer,
+    started: SystemTime,
+    analysed: u64,
+    skipped: u64,
+    errors: u64,
+    reference: Option<u64>,
+    last_dose: Option<FrameDose>,
+    last_summary: Option<Summary>,
+    alarms: Vec<AlarmRecord>,
+    timeline: Vec<TimelinePoint>,
+}
+
+impl Compute {
+    /// Runs until the queue closes. `Err`: the analysis panicked (the message says where).
+    pub fn run(mut self, mut rx: mpsc::Receiver<Work>) -> Result<(), String> {
+        let mut alarms = AlarmEngine::new(self.rules.clone());
+        let mut current: Option<Current> = None;
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while let Ok(w) = rx.try_recv() {
+                batch.push(w);
+            }
+            let n = batch.len();
+            let mut it = batch.into_iter().enumerate().peekable();
+            while let Some((k, w)) = it.next() {
+                let newer_waiting = it.peek().is_some_and(|(_, next)| next.is_frame());
+                let what = match &w {
+                    Work::Frame(f) => format!("frame {} of series {}", f.msg.index, f.msg.series),
+                    Work::Start { info, .. } => format!("the start of series {}", info.series),
+                    Work::End { series, .. } => format!("the end of series {series}"),
+                };
+                let step = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    self.step(w, &mut current, &mut alarms, newer_waiting && k + 1 < n)
+                }));
+                if let Err(payload) = step {
+                    let why = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    return Err(format!("panicked on {what}: {why}"));
+                }
+            }
+        }
+        if let Some(c) = current.take() {
+            self.finish(c, &alarms, 0, 0, true);
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, w: Work, current: &mut Option<Current>, alarms: &mut AlarmEngine, newer_waiting: bool) {
+        match w {
+            Work::Start { info, implicit } => {
+                if let Some(c) = current.take() {
+                    self.finish(c, alarms, 0, 0, true);
+                }
+                alarms.reset();
+                match Analyzer::new(self.settings.clone(), self.engine.clone()) {
+                    Ok(analyzer) => {
+                        if implicit {
+                            tracing::warn!(
+                                "series {}: frames arrived without a start message; the first one is the reference",
+                                info.series
+                            );
+                        } else {
+                            tracing::info!("series {} started ({})", info.series, info.format.name());
+                        }
+                        *current = Some(Current {
+                            info,
+                            analyzer,
+                            started: SystemTime::now(),
+                            analysed: 0,
+                            skipped: 0,
+                            errors: 0,
+                            reference: None,
+                            last_dose: None,
+                            last_summary: None,
+                            alarms: Vec::new(),
+                            timeline: Vec::new(),
+                        });
+                    }
+                    Err(e) => tracing::error!("series {}: cannot analyse: {e}", info.series),
+                }
+            }
+            Work::Frame(f) => {
+                let Some(c) = current.as_mut() else { return };
+                for e in alarms.observe_dose(&f.msg.series, f.msg.index, &f.dose, Some(f.received)) {
+                    self.emit(c, e);
+                }
+                c.last_dose = Some(f.dose.clone());
+                if c.analyzer.has_reference() && self.skip_to_newest && newer_waiting {
+                    c.skipped += 1;
+                    stats::inc(&self.stats.frames_skipped);
+                    return;
+                }
+                self.analyse(c, alarms, f);
+            }
+            Work::End { series, received, dropped, implicit } => match current.take() {
+                Some(c) if c.info.series == series => self.finish(c, alarms, received, dropped, implicit),
+                Some(c) => {
+                    tracing::warn!("end of series {series} while series {} is open; closing it", c.info.series);
+                    self.finish(c, alarms, received, dropped, true);
+                }
+                None => tracing::warn!("end of series {series} that never started"),
+            },
+        }
+    }
+
+    fn analyse(&mut self, c: &mut Current, alarms: &mut AlarmEngine, f: FrameWork) {
+        let t = Instant::now();
+        if self.panic_at_frame == Some(f.msg.index) {
+            panic!("fault injection (BEAMWATCH_FAULT_PANIC_AT_FRAME={})", f.msg.index);
+        }
+        if !c.analyzer.has_reference() {
+            match c.analyzer.set_reference(&f.msg.frame) {
+                Ok(()) => {
+                    c.reference = Some(f.msg.index);
+                    c.analysed += 1;
+                    stats::inc(&self.stats.frames_analysed);
+                    if let Some(g) = c.analyzer.grid() {
+                        tracing::info!(
+                            "series {}: frame {} is the reference; {}",
+                            c.info.series,
+                            f.msg.index,
+                            g.remainder_note()
+                        );
+                    }
+                }
+                Err(e) => self.reject(c, &f, e, "reference"),
+            }
+            self.stats.analysis_time(t.elapsed().as_secs_f64() * 1e3);
+            return;
+        }
+        match c.analyzer.analyse(&f.msg.frame) {
+            Ok(a) => {
+                c.analysed += 1;
+                stats::inc(&self.stats.frames_analysed);
+                self.stats.analysis_time(t.elapsed().as_secs_f64() * 1e3);
+                let obs = Observation {
+                    series: &f.msg.series,
+                    frame: f.msg.index,
+                    time: SystemTime::now(),
+                    received: Some(f.received),
+                    dose: &f.dose,
+                    summary: &a.summary,
+                    map: &a.map,
+                };
+                let events = alarms.observe(&obs);
+                let analysis_ms = t.elapsed().as_secs_f64() * 1e3;
+                c.timeline.push(TimelinePoint {
+                    frame: f.msg.index,
+                    cumulative_dose_e_per_a2: f.dose.cumulative_e_per_a2,
+                    mean_dissimilarity: a.summary.mean_dissimilarity,
+                    fraction_above_threshold: a.summary.fraction_above_threshold,
+                    damaged_area_fraction: a.summary.damaged_area_fraction,
+                });
+                for e in events {
+                    self.emit(c, e);
+                }
+                let done = Analysed {
+                    series: &f.msg.series,
+                    frame: f.msg.index,
+                    dose: &f.dose,
+                    received: f.received,
+                    analysis: &a,
+                    analysis_ms,
+                };
+                self.tell(&Event::Analysed(&done));
+                c.last_summary = Some(a.summary);
+            }
+            Err(e) => self.reject(c, &f, e, "frame"),
+        }
+    }
+
+    fn tell(&mut self, event: &Event<'_>) {
+        for consumer in &mut self.consumers {
+            consumer.on(event);
+        }
+    }
+
+    fn reject(&self, c: &mut Current, f: &FrameWork, e: AnalysisError, what: &str) {
+        c.errors += 1;
+        stats::inc(&self.stats.analysis_errors);
+        tracing::warn!("series {} {what} {} not analysed: {e}", f.msg.series, f.msg.index);
+    }
+
+    fn emit(&mut self, c: &mut Current, e: crate::alarms::Event) {
+        match e {
+            crate::alarms::Event::Alarm(a) => {
+                match a.level {
+                    Level::Critical => tracing::error!(
+                        "ALARM [critical] {}: series {} frame {}: {}",
+                        a.rule,
+                        a.series,
+                        a.frame,
+                        a.message
+                    ),
+                    Level::Warning => tracing::warn!(
+                        "ALARM [warning] {}: series {} frame {}: {}",
+                        a.rule,
+                        a.series,
+                        a.frame,
+                        a.message
+                    ),
+                }
+                c.alarms.push(AlarmRecord::from(&*a));
+                self.tell(&Event::Alarm(&a));
+            }
+            crate::alarms::Event::Clear(cl) => {
+                tracing::info!("alarm {} cleared at frame {}", cl.rule, cl.frame);
+                self.tell(&Event::Cleared(&cl));
+            }
+        }
+    }
+
+    fn finish(&mut self, c: Current, alarms: &AlarmEngine, received: u64, dropped: u64, implicit: bool) {
+        stats::inc(&self.stats.series_ended);
+        let received = received.max(c.analysed + c.skipped + c.errors + dropped);
+        let summary = SeriesSummary {
+            kind: "series_summary",
+            series: c.info.series.clone(),
+            info: c.info.clone(),
+            started: rfc3339(c.started),
+            ended: rfc3339(SystemTime::now()),
+            implicit_end: implicit,
+            frames_received: received,
+            frames_analysed: c.analysed,
+            frames_skipped: c.skipped + dropped,
+            analysis_errors: c.errors,
+            reference_frame: c.reference,
+            last_dose: c.last_dose,
+            last_summary: c.last_summary,
+            critical_dose_fit: alarms.fit(Signal::MeanDissimilarity),
+            alarms: c.alarms,
+            timeline: c.timeline,
+            provenance: self.provenance.clone(),
+        };
+        tracing::info!(
+            "series {} ended: {} frames received, {} analysed, {} skipped, {} errors, {} alarms{}",
+            summary.series,
+            summary.frames_received,
+            summary.frames_analysed,
+            summary.frames_skipped,
+            summary.analysis_errors,
+            summary.alarms.len(),
+            summary.fit_text()
+        );
+        let path = summary::path(&self.summaries_dir, &summary.series);
+        match serde_json::to_vec_pretty(&summary) {
+            Ok(bytes) => {
+                if let Err(e) = crate::report::write_atomic(&path, &bytes) {
+                    tracing::error!("series summary not written: {e}");
+                }
+            }
+            Err(e) => tracing::error!("series summary not serialised: {e}"),
+        }
+        if let Ok(json) = serde_json::to_value(&summary) {
+            self.tell(&Event::SeriesEnded { summary: &summary, json: &json });
+        }
+        self.stats.series_done(SeriesBrief {
+            series: summary.series,
+            frames_received: summary.frames_received,
+            frames_analysed: summary.frames_analysed,
+            frames_skipped: summary.frames_skipped,
+            analysis_errors: summary.analysis_errors,
+            total_dose_e_per_a2: summary.last_dose.as_ref().and_then(|d| d.cumulative_e_per_a2),
+            critical_dose_fit: summary.critical_dose_fit,
+            alarms: summary.alarms,
+            summary_file: path.display().to_string(),
+        });
+    }
+}

@@ -1,0 +1,489 @@
+//! The one analysis pipeline: live monitoring ([`crate::daemon`]), `replay`, `demo` and
+//! `bench-live` all hand their frames to a [`Pipeline`], and every consumer of results plugs in here.
+//!
+//! ```text
+//! source ──frame()──▶ dose account ──▶ recorder (frames, dose)
+//!                          │
+//!                  bounded queue (async send)
+//!                          ▼
+//!                  compute thread: register → compare → alarms
+//!                          │ events (alarms first, then the frame)
+//!                          ▼
+//!                  consumers: alarm sinks (PUB, log, command) · recorder (results) · …
+//! ```
+//!
+//! - The source side is async: [`Pipeline::frame`] waits for room in the queue for a series'
+//!   reference frame (never skipped) and whenever the source asks to wait ([`WhenFull::Wait`], a
+//!   replay); a live source passes over a frame when the queue is full ([`WhenFull::Skip`]), and the
+//!   pipeline counts it. Every frame handed in is accounted for: analysed, skipped, or not
+//!   analysable with a reason.
+//! - Stopping: async tasks (sockets, sinks) end on the [`CancellationToken`] the pipeline is started
+//!   with; threads end when their input closes — [`Pipeline::finish`] closes the queue, the compute
+//!   thread closes the open series and ends, then the recorder finishes its files.
+//! - A compute thread that dies (a panic in the analysis) is reported by `finish` as
+//!   [`PipelineError::AnalysisDied`], carrying the report of everything up to then so callers can
+//!   still write it; [`Pipeline::frame`] answers [`ComputeGone`] as soon as it notices.
+//!
+//! Modules: [`compute`] (the compute thread), [`consumers`] (what results go to), [`stats`]
+//! (counters), [`summary`] (what a series leaves behind).
+
+pub mod compute;
+pub mod consumers;
+pub mod stats;
+pub mod summary;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+
+use crate::alarms::Rule;
+use crate::alarms::sinks::{SinkConfig, SinkError, Sinks};
+use crate::damage::MetricSetup;
+use crate::decode::{DoseHeader, FrameMsg, SeriesInfo};
+use crate::dose::{self, DoseAccount, DoseConfig, FrameDose};
+use crate::record::recorder::{OnFailure, RecordConfig, Recorder};
+use crate::record::session::ReceivedRow;
+use crate::report::ReportError;
+use crate::report::provenance::Provenance;
+use crate::telemetry::Percentiles;
+use compute::{Compute, FrameWork, Work};
+use stats::{SeriesBrief, Stats, get, inc};
+
+/// Test hook read when a pipeline starts: the compute thread panics while analysing the frame with
+/// this index, so tests can check that a dead analysis is reported (exit status, message, files).
+pub const FAULT_ENV: &str = "BEAMWATCH_FAULT_PANIC_AT_FRAME";
+
+/// How a pipeline is set up.
+pub struct PipelineOptions {
+    /// The metric, its settings and engine.
+    pub setup: MetricSetup,
+    pub rules: Vec<Rule>,
+    pub dose: DoseConfig,
+    pub sinks: SinkConfig,
+    /// The alarm log when `sinks.log` does not name one.
+    pub alarm_log: PathBuf,
+    /// Session recording: its settings and directory; `None`: off.
+    pub record: Option<(RecordConfig, PathBuf)>,
+    /// Where `series_<id>.json` files go.
+    pub summaries_dir: PathBuf,
+    /// Frames that may wait for the analysis.
+    pub queue_frames: usize,
+    /// Analyse only the newest of several waiting frames (live); `false`: every frame in turn.
+    pub skip_to_newest: bool,
+    /// Where the frames come from, for the session files ("live tcp://…", "replay of …").
+    pub source: String,
+    /// Stored beside the provenance in every session file (the configuration, the input file).
+    pub context: serde_json::Map<String, serde_json::Value>,
+    /// Ends the pipeline's async tasks (the alarm PUB socket).
+    pub cancel: CancellationToken,
+}
+
+/// What a source wants when the analysis queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait for room (replays: every frame is analysed).
+    Wait,
+    /// Pass the frame over and count it (live: the receive loop never waits).
+    Skip,
+}
+
+/// Dose per frame and cumulative (e⁻/Å²) as a session file recorded them, reused on replay.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordedDose {
+    pub per_frame_e_per_a2: f64,
+    pub cumulative_e_per_a2: f64,
+}
+
+/// The compute thread is gone: stop feeding the pipeline and call [`Pipeline::finish`], which says why.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("the compute thread stopped")]
+#[must_use]
+pub struct ComputeGone;
+
+#[derive(Debug, thiserror::Error)]
+#[must_use]
+pub enum PipelineError {
+    #[error(transparent)]
+    Output(#[from] ReportError),
+    #[error(transparent)]
+    Sinks(#[from] SinkError),
+    #[error("cannot start the {what}: {source}")]
+    Start { what: &'static str, source: std::io::Error },
+    /// The analysis died; `report` holds everything up to then.
+    #[error("the analysis died: {message}")]
+    AnalysisDied { message: String, report: Box<PipelineReport> },
+}
+
+/// What a pipeline did, from start to finish.
+#[derive(Clone, Debug, Serialize)]
+pub struct PipelineReport {
+    pub frames_received: u64,
+    pub frames_analysed: u64,
+    pub frames_skipped: u64,
+    pub frames_dropped_queue_full: u64,
+    pub analysis_errors: u64,
+    pub series_started: u64,
+    pub series_ended: u64,
+    pub alarms: u64,
+    pub alarms_published: u64,
+    pub alarms_logged: u64,
+    pub alarm_commands_ok: u64,
+    pub alarm_commands_failed: u64,
+    /// Frame received → alarm published (ms), recent window.
+    pub alarm_latency_ms: Option<Percentiles>,
+    /// Frame received → the frame's result published (ms), recent window.
+    pub frame_latency_ms: Option<Percentiles>,
+    /// Per analysed frame (ms), recent window.
+    pub analysis_ms: Option<Percentiles>,
+    pub provenance: Provenance,
+    /// Where alarms are published (with the real port).
+    pub alarm_pub_endpoint: Option<String>,
+    /// The most recent series (at most 64), in brief.
+    pub series: Vec<SeriesBrief>,
+    pub recording: Option<RecordingReport>,
+    /// Why the analysis died, when it did (the counts above stop there).
+    pub analysis_died: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordingReport {
+    pub files: Vec<PathBuf>,
+    pub frames_recorded: u64,
+    /// Frames whose pixels were not stored because the disk fell behind (their dose was).
+    pub frames_not_recorded: u64,
+    pub analyses: u64,
+    pub alarms: u64,
+    pub failed: bool,
+    pub error: Option<String>,
+}
+
+/// The series the source side is in.
+struct Open {
+    series: String,
+    dose: DoseAccount,
+    received: u64,
+    dropped: u64,
+    reference_sent: bool,
+    warned_dose: bool,
+}
+
+pub struct Pipeline {
+    tx: mpsc::Sender<Work>,
+    compute: std::thread::JoinHandle<Result<(), String>>,
+    recorder: Option<(Recorder, std::thread::JoinHandle<()>)>,
+    /// Why recording is off although it was asked for.
+    record_error: Option<String>,
+    sinks: Sinks,
+    sink_task: tokio::task::JoinHandle<()>,
+    stats: Arc<Stats>,
+    provenance: Provenance,
+    provenance_json: String,
+    source: String,
+    dose: DoseConfig,
+    open: Option<Open>,
+}
+
+/// A multi-threaded tokio runtime for the sockets and sinks; the analysis has its own threads.
+pub fn runtime() -> Result<tokio::runtime::Runtime, PipelineError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bw-io")
+        .enable_all()
+        .build()
+        .map_err(|source| PipelineError::Start { what: "async runtime", source })
+}
+
+impl Pipeline {
+    /// Opens the sinks, starts the recorder and the compute thread (inside a tokio runtime).
+    pub async fn start(opts: PipelineOptions) -> Result<Self, PipelineError> {
+        crate::report::ensure_dir(&opts.summaries_dir)?;
+        let setup = opts.setup;
+        let provenance = Provenance::new(&setup.settings, setup.weights.as_ref(), setup.choice.clone());
+        let mut context = opts.context;
+        context.insert("provenance".into(), serde_json::to_value(&provenance).unwrap_or_default());
+        let provenance_json = serde_json::Value::Object(context).to_string();
+        let (sinks, sink_task) = Sinks::start(&opts.sinks, opts.alarm_log, opts.cancel.clone()).await?;
+        let (recorder, record_error) = match opts.record {
+            Some((cfg, dir)) => {
+                let s = sinks.clone();
+                let on_failure: OnFailure =
+                    Box::new(move |why| s.alarm(Box::new(crate::alarms::recording_stopped(why))));
+                match Recorder::start(&cfg, dir, setup.settings.patch_px, on_failure) {
+                    Ok(r) => (Some(r), None),
+                    Err(e) => {
+                        // Without a recorder nothing is recorded; say so, and keep monitoring.
+                        let why = format!("cannot start the recorder thread: {e}");
+                        tracing::error!("recording off: {why}");
+                        (None, Some(why))
+                    }
+                }
+            }
+            None => (None, None),
+        };
+        let stats = Arc::new(Stats::default());
+        let panic_at_frame = std::env::var(FAULT_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(n) = panic_at_frame {
+            tracing::warn!("{FAULT_ENV}={n}: the analysis will panic at frame {n} (a test hook)");
+        }
+        let mut consumers: Vec<Box<dyn consumers::Consumer>> = vec![Box::new(sinks.clone())];
+        if let Some((r, _)) = &recorder {
+            consumers.push(Box::new(r.clone()));
+        }
+        let compute = Compute {
+            settings: setup.settings,
+            engine: setup.engine,
+            rules: opts.rules,
+            consumers,
+            stats: stats.clone(),
+            summaries_dir: opts.summaries_dir,
+            skip_to_newest: opts.skip_to_newest,
+            provenance: provenance.clone(),
+            panic_at_frame,
+        };
+        let (tx, rx) = mpsc::channel::<Work>(opts.queue_frames.max(1));
+        let compute = std::thread::Builder::new()
+            .name("bw-compute".into())
+            .spawn(move || compute.run(rx))
+            .map_err(|source| PipelineError::Start { what: "compute thread", source })?;
+        Ok(Self {
+            tx,
+            compute,
+            recorder,
+            record_error,
+            sinks,
+            sink_task,
+            stats,
+            provenance,
+            provenance_json,
+            source: opts.source,
+            dose: opts.dose,
+            open: None,
+        })
+    }
+
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Where alarms are published (with the real port), if anywhere.
+    pub fn alarm_endpoint(&self) -> Option<&str> {
+        self.sinks.pub_endpoint.as_deref()
+    }
+
+    /// Alarms raised so far.
+    pub fn alarms_raised(&self) -> u64 {
+        get(&self.sinks.stats.alarms)
+    }
+
+    /// The series frames are going to now.
+    pub fn open_series(&self) -> Option<&str> {
+        self.open.as_ref().map(|o| o.series.as_str())
+    }
+
+    /// The recorder's state for a status line: `None` when recording is off.
+    pub fn recording_status(&self) -> Option<String> {
+        if let Some(why) = &self.record_error {
+            return Some(format!("recording OFF ({why})"));
+        }
+        let (r, _) = self.recorder.as_ref()?;
+        let st = &r.stats;
+        Some(if st.failed.load(Relaxed) {
+            "recording STOPPED".to_string()
+        } else {
+            format!(
+                "{} frames recorded ({} flushed)",
+                st.frames_recorded.load(Relaxed),
+                st.frames_flushed.load(Relaxed)
+            )
+        })
+    }
+
+    /// A series begins: the recorder opens it, its dose account starts, the analysis is told. A
+    /// series still open is closed first (an implicit end).
+    pub async fn begin_series(&mut self, info: SeriesInfo, implicit: bool) -> Result<(), ComputeGone> {
+        if let Some(prev) = self.open.as_ref().map(|o| o.series.clone()) {
+            if !implicit {
+                tracing::warn!("series {} started before series {prev} ended; closing the latter", info.series);
+            }
+            self.end_series(true).await?;
+        }
+        inc(&self.stats.series_started);
+        if let Some((r, _)) = &self.recorder {
+            r.start_series(&info.series, info.format, &self.source, self.provenance_json.clone());
+        }
+        self.open = Some(Open {
+            series: info.series.clone(),
+            dose: DoseAccount::new(self.dose.clone(), info.dose),
+            received: 0,
+            dropped: 0,
+            reference_sent: false,
+            warned_dose: false,
+        });
+        self.tx.send(Work::Start { info, implicit }).await.map_err(|_| ComputeGone)
+    }
+
+    /// Hands a frame in: its dose is accounted (or taken as `recorded`), it is recorded, and it goes
+    /// to the analysis — waiting for room if it is its series' reference or `when_full` says so.
+    /// A frame of another series than the open one ends that series and begins its own (implicitly).
+    pub async fn frame(
+        &mut self,
+        msg: Box<FrameMsg>,
+        recorded: Option<RecordedDose>,
+        received: Instant,
+        when_full: WhenFull,
+    ) -> Result<FrameDose, ComputeGone> {
+        if self.open.as_ref().is_none_or(|o| o.series != msg.series) {
+            let info = SeriesInfo {
+                series: msg.series.clone(),
+                format: msg.format,
+                frames_expected: None,
+                shape: None,
+                dtype: Some(msg.frame.dtype()),
+                frame_time_s: None,
+                dose: DoseHeader::default(),
+            };
+            self.begin_series(info, true).await?;
+        }
+        let Some(open) = self.open.as_mut() else { return Err(ComputeGone) };
+        inc(&self.stats.frames_received);
+        open.received += 1;
+        let computed = open.dose.add_frame(&msg.dose);
+        let dose = match recorded {
+            Some(r) => recorded_dose(r, computed.upper_estimate),
+            None => computed,
+        };
+        if dose.per_frame_e_per_a2.is_none() && !open.warned_dose {
+            open.warned_dose = true;
+            tracing::warn!("series {}: dose unknown — missing {}", open.series, dose::missing_inputs(&dose).join(", "));
+        }
+        if let Some((r, _)) = &self.recorder {
+            let received_unix_ns =
+                SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            r.frame(
+                &msg.series,
+                msg.index,
+                &msg.frame,
+                ReceivedRow { index: msg.index, received_unix_ns, timestamp_ns: msg.timestamp_ns, dose: dose.clone() },
+            );
+        }
+        let work = Work::Frame(FrameWork { msg, dose: dose.clone(), received });
+        if !open.reference_sent || when_full == WhenFull::Wait {
+            open.reference_sent = true;
+            self.tx.send(work).await.map_err(|_| ComputeGone)?;
+        } else {
+            match self.tx.try_send(work) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    open.dropped += 1;
+                    inc(&self.stats.frames_skipped);
+                    inc(&self.stats.frames_dropped_queue_full);
+                }
+                Err(TrySendError::Closed(_)) => return Err(ComputeGone),
+            }
+        }
+        Ok(dose)
+    }
+
+    /// Ends the open series (if any); `implicit`: it ended without an end message.
+    pub async fn end_series(&mut self, implicit: bool) -> Result<(), ComputeGone> {
+        let Some(o) = self.open.take() else { return Ok(()) };
+        let end = Work::End { series: o.series, received: o.received, dropped: o.dropped, implicit };
+        self.tx.send(end).await.map_err(|_| ComputeGone)
+    }
+
+    /// Closes the open series, lets the analysis finish what is queued, finishes the session files
+    /// and flushes the sinks. `Err(AnalysisDied)` carries the report when the analysis died.
+    pub async fn finish(mut self) -> Result<PipelineReport, PipelineError> {
+        let _ = self.end_series(true).await;
+        drop(self.tx);
+        let compute = self.compute;
+        let died = match tokio::task::spawn_blocking(move || compute.join()).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(why))) => Some(why),
+            Ok(Err(_)) | Err(_) => Some("the compute thread ended abnormally".to_string()),
+        };
+        // The compute thread has ended every series; the recorder finishes its files when its last
+        // handle (ours) goes.
+        let recording = match self.recorder {
+            Some((r, handle)) => {
+                let stats = r.stats.clone();
+                drop(r);
+                if !matches!(tokio::task::spawn_blocking(move || handle.join()).await, Ok(Ok(()))) {
+                    tracing::error!("the recorder thread ended abnormally; the session files hold what was flushed");
+                }
+                Some(RecordingReport {
+                    files: stats.files_written.lock().map(|v| v.clone()).unwrap_or_default(),
+                    frames_recorded: stats.frames_recorded.load(Relaxed),
+                    frames_not_recorded: stats.frames_not_recorded.load(Relaxed),
+                    analyses: stats.analyses.load(Relaxed),
+                    alarms: stats.alarms.load(Relaxed),
+                    failed: stats.failed.load(Relaxed),
+                    error: stats.error.lock().ok().and_then(|e| e.clone()),
+                })
+            }
+            None => self.record_error.map(|why| RecordingReport {
+                files: Vec::new(),
+                frames_recorded: 0,
+                frames_not_recorded: 0,
+                analyses: 0,
+                alarms: 0,
+                failed: true,
+                error: Some(why),
+            }),
+        };
+        self.sinks.flush().await;
+        let s = &self.stats;
+        let k = &self.sinks.stats;
+        let report = PipelineReport {
+            frames_received: get(&s.frames_received),
+            frames_analysed: get(&s.frames_analysed),
+            frames_skipped: get(&s.frames_skipped),
+            frames_dropped_queue_full: get(&s.frames_dropped_queue_full),
+            analysis_errors: get(&s.analysis_errors),
+            series_started: get(&s.series_started),
+            series_ended: get(&s.series_ended),
+            alarms: get(&k.alarms),
+            alarms_published: get(&k.published),
+            alarms_logged: get(&k.logged),
+            alarm_commands_ok: get(&k.commands_ok),
+            alarm_commands_failed: get(&k.commands_failed),
+            alarm_latency_ms: k.latency_ms.lock().ok().and_then(|w| w.percentiles()),
+            frame_latency_ms: k.frame_latency_ms.lock().ok().and_then(|w| w.percentiles()),
+            analysis_ms: s.analysis_ms.lock().ok().and_then(|w| w.percentiles()),
+            provenance: self.provenance,
+            alarm_pub_endpoint: self.sinks.pub_endpoint.clone(),
+            series: s.series.lock().map(|q| q.iter().cloned().collect()).unwrap_or_default(),
+            recording,
+            analysis_died: died.clone(),
+        };
+        drop(self.sinks);
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.sink_task).await;
+        match died {
+            Some(message) => Err(PipelineError::AnalysisDied { message, report: Box::new(report) }),
+            None => Ok(report),
+        }
+    }
+}
+
+/// A recorded dose: the values as the session file has them (its inputs are not re-derived).
+fn recorded_dose(r: RecordedDose, upper_estimate: bool) -> FrameDose {
+    let recorded = dose::Input { value: None, source: dose::Source::FrameHeader };
+    FrameDose {
+        per_frame_e_per_a2: Some(r.per_frame_e_per_a2),
+        cumulative_e_per_a2: Some(r.cumulative_e_per_a2),
+        beam_current_pa: recorded,
+        dwell_time_us: recorded,
+        pixel_size_a: recorded,
+        per_frame_from_config: false,
+        upper_estimate,
+    }
+}

@@ -1,0 +1,71 @@
+//! The pipeline's counters: every frame handed to it is accounted for — analysed, skipped, or not
+//! analysable with a reason.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::alarms::AlarmRecord;
+use crate::alarms::forecast::Fit;
+use crate::telemetry::Window;
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames_received: AtomicU64,
+    pub frames_analysed: AtomicU64,
+    /// Passed over because a newer frame was waiting (analysis behind).
+    pub frames_skipped: AtomicU64,
+    /// Passed over at once because the queue was full (also counted in `frames_skipped`).
+    pub frames_dropped_queue_full: AtomicU64,
+    /// Frames that could not be analysed (e.g. shape changed mid-series, constant reference).
+    pub analysis_errors: AtomicU64,
+    pub series_started: AtomicU64,
+    pub series_ended: AtomicU64,
+    pub analysis_ms: Mutex<Window>,
+    /// The most recent series, in brief (at most [`SERIES_KEPT`]).
+    pub series: Mutex<VecDeque<SeriesBrief>>,
+}
+
+/// How many finished series the report keeps.
+pub const SERIES_KEPT: usize = 64;
+
+/// One finished series, in brief (the full summary is in its JSON file).
+#[derive(Clone, Debug, Serialize)]
+pub struct SeriesBrief {
+    pub series: String,
+    pub frames_received: u64,
+    pub frames_analysed: u64,
+    pub frames_skipped: u64,
+    pub analysis_errors: u64,
+    pub total_dose_e_per_a2: Option<f64>,
+    pub critical_dose_fit: Option<Fit>,
+    pub alarms: Vec<AlarmRecord>,
+    pub summary_file: String,
+}
+
+pub fn inc(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+impl Stats {
+    pub fn series_done(&self, brief: SeriesBrief) {
+        if let Ok(mut q) = self.series.lock() {
+            if q.len() == SERIES_KEPT {
+                q.pop_front();
+            }
+            q.push_back(brief);
+        }
+    }
+
+    pub fn analysis_time(&self, ms: f64) {
+        if let Ok(mut w) = self.analysis_ms.lock() {
+            w.push(ms);
+        }
+    }
+}
