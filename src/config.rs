@@ -196,6 +196,13 @@ mod tests {
         assert!(e.to_string().contains("above"), "{e}");
         let c = Config::parse(p, "[analysis]\nmetric = \"ssim\"\nregistration = \"subpixel\"\n").expect("valid");
         assert_eq!(c.analysis.metric, Some(Metric::Ssim));
-        assert_eq!(c.analysis.settings(Metric::Ssim).threshold, Metric::Ssim.default_threshold());
+        assert_eq!(c.analysis.settings(Metric::Ssim).threshold, crate::damage::PatchThreshold::default());
+        let c = Config::parse(p, "[analysis]\nthreshold = 0.2\n").expect("valid");
+        assert_eq!(
+            c.analysis.settings(Metric::Ssim).threshold,
+            crate::damage::PatchThreshold::Fixed { dissimilarity: 0.2 }
+        );
+        let e = Config::parse(p, "[analysis]\ncalibration_frames = 1\n").expect_err("one frame shows no noise");
+        assert!(e.to_string().contains("analysis.calibration_frames"), "{e}");
     }
 }

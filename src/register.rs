@@ -7,8 +7,15 @@
 //! images whitening is dominated by the window's leakage and reports no shift at all.
 //!
 //! Convention: a frame whose content moved by (dx, dy) pixels — frame(x, y) = ref(x − dx, y − dy) —
-//! has shift (dx, dy); the corrected frame is frame(x + dx, y + dy). Pixels that fall outside the
-//! frame after the correction are outside the overlap: patches touching them are excluded.
+//! has shift (dx, dy); the corrected frame is frame(x + dx, y + dy). Content that moved a whole
+//! pixel or more out of the frame is outside the overlap: patches touching it are excluded.
+//!
+//! Tracking ([`Registrar::track`]): drift is slow and smooth, so each frame is also correlated with
+//! the previous analysed frame. That step must be plausible ([`MAX_STEP_PX`] per frame), and the
+//! reference peak is looked for only where the step puts it — a crystal correlates with itself one
+//! lattice vector away too, and damage can make that wrong peak the highest. When the reference
+//! correlation has faded the step alone carries the track ([`Lock::Chained`]); a jump or a
+//! collapsed peak is reported ([`Lock::Jump`], [`Lock::Lost`]) and such a frame is not compared.
 
 use std::sync::Arc;
 
@@ -45,21 +52,184 @@ pub struct Shift {
     pub peak: f64,
 }
 
-/// Holds the reference spectrum so each frame costs one forward and one inverse FFT.
+/// How a frame's drift was established.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "lock")]
+pub enum Lock {
+    /// Measured against the reference, where the step from the previous frame said it would be.
+    Reference,
+    /// The reference correlation was too weak (heavy damage, little left in common): the drift is
+    /// the previous frame's plus the step measured against the previous frame.
+    Chained,
+    /// The content moved by more than is physically plausible since the previous analysed frame
+    /// (`step_px`, over `frames` frames): a stage jump or a torn frame. Not compared; the next frame
+    /// says whether the new position holds.
+    Jump { step_px: f64, frames: u64 },
+    /// Neither the reference nor the previous frame correlates with this one any more (the peak
+    /// collapsed to `peak_ratio` of its usual height): not compared.
+    Lost { peak_ratio: f64 },
+}
+
+impl Lock {
+    /// Whether the frame may be compared with the reference (and raise alarms).
+    pub fn usable(self) -> bool {
+        matches!(self, Self::Reference | Self::Chained)
+    }
+
+    /// One line for logs and reports.
+    pub fn describe(self) -> String {
+        match self {
+            Self::Reference => "registered to the reference".into(),
+            Self::Chained => "registered through the previous frame (reference correlation too weak)".into(),
+            Self::Jump { step_px, frames } => format!(
+                "drift jumped {step_px:.1} px in {frames} frame(s), more than the {:.0} px per frame drift can move",
+                MAX_STEP_PX
+            ),
+            Self::Lost { peak_ratio } => format!(
+                "registration lost: the correlation peak fell to {:.0} % of its usual height",
+                100.0 * peak_ratio
+            ),
+        }
+    }
+}
+
+/// A frame's measured drift and how it was established.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Tracked {
+    pub shift: Shift,
+    #[serde(flatten)]
+    pub lock: Lock,
+}
+
+/// The most a frame's content may move from one frame to the next and still be drift (px per
+/// frame). Stage and thermal drift move STEM frames by well under a pixel per frame; a step of
+/// several pixels is a stage jump, a torn frame or a correlation peak on the wrong lattice site.
+pub const MAX_STEP_PX: f64 = 3.0;
+/// How far the reference peak may lie from where the step from the previous frame puts it (px):
+/// several times the measurement error, well below a lattice spacing (the next equivalent peak).
+const AGREE_PX: f64 = 1.5;
+/// A correlation peak below this share of its recent height has collapsed.
+const COLLAPSE_RATIO: f64 = 0.35;
+/// Recent frames whose steps and peaks form the motion model.
+const HISTORY: usize = 8;
+
+/// A frame's spectrum, kept for the next frame's step.
+struct Spectrum {
+    data: Vec<Complex32>,
+    energy: f64,
+}
+
+/// Where the track is.
+struct Track {
+    /// The last frame the track accepted: its spectrum, index and drift.
+    previous: Option<(Spectrum, u64, Shift)>,
+    /// A frame that jumped away from the track: if the next frame agrees with it, the jump was
+    /// real and the track moves there.
+    candidate: Option<(Spectrum, u64, Shift)>,
+    /// Recent per-frame steps (dx, dy) and peak heights against the reference and the previous frame.
+    steps: std::collections::VecDeque<(f64, f64)>,
+    reference_peaks: std::collections::VecDeque<f64>,
+    step_peaks: std::collections::VecDeque<f64>,
+}
+
+/// Holds the reference spectrum and the track: each frame costs one forward FFT and two inverse
+/// FFTs (against the reference and against the previous frame).
 pub struct Registrar {
     w: usize,
     h: usize,
     window: Vec<f32>,
-    reference: Vec<Complex32>,
-    reference_energy: f64,
+    reference: Spectrum,
     row_fwd: Arc<dyn Fft<f32>>,
     col_fwd: Arc<dyn Fft<f32>>,
     row_inv: Arc<dyn Fft<f32>>,
     col_inv: Arc<dyn Fft<f32>>,
+    track: Track,
+}
+
+/// A correlation surface, normalised so that identical content gives 1 at the true shift.
+struct Surface {
+    w: usize,
+    h: usize,
+    corr: Vec<f32>,
+}
+
+impl Surface {
+    fn at(&self, x: usize, y: usize) -> f64 {
+        self.corr[y * self.w + x] as f64
+    }
+
+    fn wrap(i: usize, n: usize) -> f64 {
+        if i > n / 2 { i as f64 - n as f64 } else { i as f64 }
+    }
+
+    /// The sub-pixel shift and height of the peak at integer position (px, py).
+    fn refine(&self, px: usize, py: usize) -> Shift {
+        let (w, h) = (self.w, self.h);
+        let left = self.at((px + w - 1) % w, py);
+        let right = self.at((px + 1) % w, py);
+        let up = self.at(px, (py + h - 1) % h);
+        let down = self.at(px, (py + 1) % h);
+        let c = self.at(px, py);
+        Shift {
+            dx_px: Self::wrap(px, w) + parabola(left, c, right),
+            dy_px: Self::wrap(py, h) + parabola(up, c, down),
+            peak: c,
+        }
+    }
+
+    /// The highest point anywhere.
+    fn global(&self) -> Shift {
+        let best = self.corr.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+        self.refine(best % self.w, best / self.w)
+    }
+
+    /// The highest local maximum within `radius` px of `(cx, cy)` (shift coordinates), if any.
+    fn near(&self, cx: f64, cy: f64, radius: f64) -> Option<Shift> {
+        let (w, h) = (self.w as i64, self.h as i64);
+        let r = radius.ceil() as i64;
+        let mut best: Option<(usize, usize, f64)> = None;
+        for oy in -r..=r {
+            for ox in -r..=r {
+                let (sx, sy) = (cx.round() as i64 + ox, cy.round() as i64 + oy);
+                if ((sx as f64 - cx).powi(2) + (sy as f64 - cy).powi(2)).sqrt() > radius {
+                    continue;
+                }
+                let (x, y) = (sx.rem_euclid(w) as usize, sy.rem_euclid(h) as usize);
+                let v = self.at(x, y);
+                let is_max = (-1..=1i64).all(|dy| {
+                    (-1..=1i64).all(|dx| {
+                        (dx == 0 && dy == 0)
+                            || self.at((x as i64 + dx).rem_euclid(w) as usize, (y as i64 + dy).rem_euclid(h) as usize) <= v
+                    })
+                });
+                if is_max && best.is_none_or(|b| v > b.2) {
+                    best = Some((x, y, v));
+                }
+            }
+        }
+        best.map(|(x, y, _)| self.refine(x, y))
+    }
+}
+
+fn median(v: &std::collections::VecDeque<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s: Vec<f64> = v.iter().copied().collect();
+    s.sort_by(f64::total_cmp);
+    Some(s[s.len() / 2])
+}
+
+fn push(v: &mut std::collections::VecDeque<f64>, x: f64) {
+    if v.len() == HISTORY {
+        v.pop_front();
+    }
+    v.push_back(x);
 }
 
 impl Registrar {
-    pub fn new(reference: &Frame) -> Self {
+    /// `reference` is frame `index` of its series.
+    pub fn new(reference: &Frame, index: u64) -> Self {
         let (w, h) = (reference.width(), reference.height());
         let mut planner = FftPlanner::new();
         let hann = |n: usize| -> Vec<f32> {
@@ -76,19 +246,28 @@ impl Registrar {
             w,
             h,
             window,
-            reference: Vec::new(),
-            reference_energy: 0.0,
+            reference: Spectrum { data: Vec::new(), energy: 0.0 },
             row_fwd: planner.plan_fft_forward(w),
             col_fwd: planner.plan_fft_forward(h),
             row_inv: planner.plan_fft_inverse(w),
             col_inv: planner.plan_fft_inverse(h),
+            track: Track {
+                previous: None,
+                candidate: None,
+                steps: Default::default(),
+                reference_peaks: Default::default(),
+                step_peaks: Default::default(),
+            },
         };
-        (r.reference, r.reference_energy) = r.spectrum(reference);
+        r.reference = r.spectrum(reference);
+        // The reference is where the track starts: frame `index`, no drift.
+        let start = Spectrum { data: r.reference.data.clone(), energy: r.reference.energy };
+        r.track.previous = Some((start, index, Shift { dx_px: 0.0, dy_px: 0.0, peak: 1.0 }));
         r
     }
 
     /// Windowed, mean-subtracted spectrum and its energy Σ v²; invalid pixels take the mean.
-    fn spectrum(&self, f: &Frame) -> (Vec<Complex32>, f64) {
+    fn spectrum(&self, f: &Frame) -> Spectrum {
         let mean = f.valid_mean() as f32;
         let mut buf: Vec<Complex32> = f
             .pixels()
@@ -98,35 +277,123 @@ impl Registrar {
             .collect();
         let energy = buf.iter().map(|c| (c.re as f64).powi(2)).sum();
         fft2(&mut buf, self.w, self.h, &*self.row_fwd, &*self.col_fwd);
-        (buf, energy)
+        Spectrum { data: buf, energy }
     }
 
-    /// Shift of `frame` relative to the reference (same size required; checked by the caller).
-    pub fn measure(&self, frame: &Frame) -> Shift {
-        let (spec, energy) = self.spectrum(frame);
-        let mut cross: Vec<Complex32> = spec.iter().zip(&self.reference).map(|(f, r)| f * r.conj()).collect();
+    /// Cross-correlation of `a` with `b`: its peak sits at the shift of `a`'s content from `b`'s.
+    fn correlate(&self, a: &Spectrum, b: &Spectrum) -> Surface {
+        let mut cross: Vec<Complex32> = a.data.iter().zip(&b.data).map(|(f, r)| f * r.conj()).collect();
         fft2(&mut cross, self.w, self.h, &*self.row_inv, &*self.col_inv);
-        let norm = (self.w * self.h) as f64 * (energy * self.reference_energy).sqrt().max(f64::MIN_POSITIVE);
-        let corr: Vec<f32> = cross.iter().map(|c| (c.re as f64 / norm) as f32).collect();
-        let (best, &peak) = corr.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap_or((0, &0.0));
-        let (px, py) = (best % self.w, best / self.w);
-        let at = |x: usize, y: usize| corr[y * self.w + x] as f64;
-        let left = at((px + self.w - 1) % self.w, py);
-        let right = at((px + 1) % self.w, py);
-        let up = at(px, (py + self.h - 1) % self.h);
-        let down = at(px, (py + 1) % self.h);
-        let c = peak as f64;
-        let wrap = |i: usize, n: usize| if i > n / 2 { i as f64 - n as f64 } else { i as f64 };
-        Shift {
-            dx_px: wrap(px, self.w) + parabola(left, c, right),
-            dy_px: wrap(py, self.h) + parabola(up, c, down),
-            peak: c,
+        let norm = (self.w * self.h) as f64 * (a.energy * b.energy).sqrt().max(f64::MIN_POSITIVE);
+        Surface { w: self.w, h: self.h, corr: cross.iter().map(|c| (c.re as f64 / norm) as f32).collect() }
+    }
+
+    /// Shift of `frame` relative to the reference alone: the highest correlation peak, no motion
+    /// model (same size required; checked by the caller).
+    pub fn measure(&self, frame: &Frame) -> Shift {
+        let spec = self.spectrum(frame);
+        self.correlate(&spec, &self.reference).global()
+    }
+
+    /// Drift of frame `index` (later than every frame before it), measured against the reference
+    /// and constrained by the track: the step from the previous analysed frame must be plausible,
+    /// and the reference peak is taken where that step says it is, never on another lattice site.
+    pub fn track(&mut self, frame: &Frame, index: u64) -> Tracked {
+        let spec = self.spectrum(frame);
+        let Some((prev, prev_index, prev_shift)) = self.track.previous.take() else {
+            // Cannot happen (the reference starts the track); measure plainly.
+            let shift = self.correlate(&spec, &self.reference).global();
+            self.track.previous = Some((spec, index, shift));
+            return Tracked { shift, lock: Lock::Reference };
+        };
+        let gap = index.saturating_sub(prev_index).max(1);
+        let velocity = {
+            let n = self.track.steps.len().max(1) as f64;
+            let (sx, sy) = self.track.steps.iter().fold((0.0, 0.0), |(a, b), s| (a + s.0, b + s.1));
+            (sx / n, sy / n)
+        };
+        let plausible = |step: Shift| {
+            let (ex, ey) = (velocity.0 * gap as f64, velocity.1 * gap as f64);
+            ((step.dx_px - ex).powi(2) + (step.dy_px - ey).powi(2)).sqrt() <= MAX_STEP_PX * gap as f64
+        };
+        let usual_ref = median(&self.track.reference_peaks);
+        let usual_step = median(&self.track.step_peaks);
+        let collapsed = |peak: f64, usual: Option<f64>| usual.is_some_and(|u| peak < COLLAPSE_RATIO * u);
+        let predicted = Shift {
+            dx_px: prev_shift.dx_px + velocity.0 * gap as f64,
+            dy_px: prev_shift.dy_px + velocity.1 * gap as f64,
+            peak: f64::NAN,
+        };
+        let step = self.correlate(&spec, &prev).global();
+        let step_ok = plausible(step) && !collapsed(step.peak, usual_step);
+        // A frame the track could not follow: does this one agree with it? Then the track goes on
+        // from there — from where it jumped to (a jump keeps the content: the step's peak stayed
+        // high), or from where the motion model put it (the content changed: the peak collapsed).
+        let via_candidate = if step_ok {
+            None
+        } else {
+            self.track.candidate.take().and_then(|(c, c_index, c_shift)| {
+                let s = self.correlate(&spec, &c).global();
+                let cg = index.saturating_sub(c_index).max(1) as f64;
+                let near = s.dx_px.hypot(s.dy_px) <= MAX_STEP_PX * cg;
+                (near && !collapsed(s.peak, usual_step)).then_some((s, c_shift))
+            })
+        };
+        let (step, base) = match (step_ok, via_candidate) {
+            (true, _) => (step, prev_shift),
+            (false, Some((s, c_shift))) => {
+                self.track.steps.clear();
+                (s, c_shift)
+            }
+            (false, None) => {
+                self.track.previous = Some((prev, prev_index, prev_shift));
+                let step_px = step.dx_px.hypot(step.dy_px);
+                if collapsed(step.peak, usual_step) {
+                    let ratio = usual_step.map_or(0.0, |u| step.peak / u.max(f64::MIN_POSITIVE));
+                    self.track.candidate = Some((spec, index, predicted));
+                    return Tracked { shift: predicted, lock: Lock::Lost { peak_ratio: ratio } };
+                }
+                let chained = Shift { dx_px: prev_shift.dx_px + step.dx_px, dy_px: prev_shift.dy_px + step.dy_px, ..step };
+                self.track.candidate = Some((spec, index, chained));
+                return Tracked { shift: chained, lock: Lock::Jump { step_px, frames: gap } };
+            }
+        };
+        let (cx, cy) = (base.dx_px + step.dx_px, base.dy_px + step.dy_px);
+        let reference = self.correlate(&spec, &self.reference);
+        let direct = reference.near(cx, cy, AGREE_PX);
+        // The step's peak has not collapsed (checked above), so the chain holds where the
+        // reference no longer does.
+        let (shift, lock) = match direct {
+            Some(d) if !collapsed(d.peak, usual_ref) => (d, Lock::Reference),
+            _ => (Shift { dx_px: cx, dy_px: cy, peak: step.peak }, Lock::Chained),
+        };
+        if lock == Lock::Reference {
+            push(&mut self.track.reference_peaks, shift.peak);
         }
+        push(&mut self.track.step_peaks, step.peak);
+        let per_frame = ((shift.dx_px - base.dx_px) / gap as f64, (shift.dy_px - base.dy_px) / gap as f64);
+        if self.track.steps.len() == HISTORY {
+            self.track.steps.pop_front();
+        }
+        self.track.steps.push_back(per_frame);
+        self.track.candidate = None;
+        self.track.previous = Some((spec, index, shift));
+        Tracked { shift, lock }
     }
 }
 
 /// Vertex offset of the parabola through (−1, a), (0, b), (1, c), limited to ±0.5.
 fn parabola(a: f64, b: f64, c: f64) -> f64 {
+    // On a Gaussian-shaped peak the parabola through the logarithms is exact, where the parabola
+    // through the values pulls the vertex toward the centre pixel (by up to 0.05 px for the broad
+    // peaks of smooth, damaged frames, which then adds up along a chain of steps).
+    if a > 0.0 && b > 0.0 && c > 0.0 {
+        let (la, lb, lc) = (a.ln(), b.ln(), c.ln());
+        let d = la - 2.0 * lb + lc;
+        if d < -1e-12 {
+            return (0.5 * (la - lc) / d).clamp(-0.5, 0.5);
+        }
+    }
     let d = a - 2.0 * b + c;
     if d.abs() < 1e-12 { 0.0 } else { (0.5 * (a - c) / d).clamp(-0.5, 0.5) }
 }
@@ -164,10 +431,12 @@ pub fn apply(frame: &Frame, shift: Shift, mode: Registration) -> (Frame, Rect) {
     if dx == 0.0 && dy == 0.0 {
         return (frame.clone(), Rect { x0: 0, y0: 0, x1: w, y1: h });
     }
-    // Output x samples source x + dx: it is inside for 0 ≤ x + dx ≤ w − 1.
+    // Output x samples source x + dx. A source position less than one pixel beyond the edge still
+    // lies on the edge pixel's footprint and is read clamped to it, so a shift below one pixel
+    // loses no column; only content that moved a whole pixel or more out of the field is outside.
     let span = |d: f64, n: usize| -> (usize, usize) {
-        let lo = (-d).ceil().max(0.0) as usize;
-        let hi = ((n as f64 - 1.0 - d).floor() + 1.0).clamp(0.0, n as f64) as usize;
+        let lo = ((-1.0 - d).floor() + 1.0).max(0.0) as usize;
+        let hi = (n as f64 - d).ceil().clamp(0.0, n as f64) as usize;
         (lo.min(hi), hi)
     };
     let (x0, x1) = span(dx, w);
@@ -175,13 +444,15 @@ pub fn apply(frame: &Frame, shift: Shift, mode: Registration) -> (Frame, Rect) {
     let src = frame.pixels();
     let mut out = vec![0f32; w * h];
     let mut invalid = vec![true; w * h];
+    let clamp = |i: f64, n: usize| (i.max(0.0) as usize).min(n - 1);
     for y in y0..y1 {
         let sy = y as f64 + dy;
-        let (iy, fy) = (sy.floor() as usize, (sy - sy.floor()) as f32);
+        let (fy, iy0) = ((sy - sy.floor()) as f32, sy.floor());
+        let (iy, iy1) = (clamp(iy0, h), clamp(iy0 + 1.0, h));
         for x in x0..x1 {
             let sx = x as f64 + dx;
-            let (ix, fx) = (sx.floor() as usize, (sx - sx.floor()) as f32);
-            let (ix1, iy1) = ((ix + 1).min(w - 1), (iy + 1).min(h - 1));
+            let (fx, ix0) = ((sx - sx.floor()) as f32, sx.floor());
+            let (ix, ix1) = (clamp(ix0, w), clamp(ix0 + 1.0, w));
             let taps = [
                 (ix, iy, (1.0 - fx) * (1.0 - fy)),
                 (ix1, iy, fx * (1.0 - fy)),
@@ -223,7 +494,7 @@ mod tests {
     #[test]
     fn measures_integer_and_subpixel_shifts() {
         let r = lattice(96, 80, 0.0, 0.0);
-        let reg = Registrar::new(&r);
+        let reg = Registrar::new(&r, 0);
         let s = reg.measure(&lattice(96, 80, 3.0, -2.0));
         assert!((s.dx_px - 3.0).abs() < 0.1 && (s.dy_px + 2.0).abs() < 0.1, "{s:?}");
         let s = reg.measure(&lattice(96, 80, -1.4, 2.6));
@@ -243,5 +514,102 @@ mod tests {
             }
         }
         assert!(!fixed.is_valid(63) && fixed.is_valid(3 * 64));
+    }
+
+    #[test]
+    fn a_shift_below_one_pixel_loses_no_column() {
+        let f = lattice(60, 40, 0.0, 0.0);
+        for d in [0.11, 0.5, 0.9, -0.3, -0.95] {
+            let (_, rect) = apply(&f, Shift { dx_px: d, dy_px: -d, peak: 1.0 }, Registration::Subpixel);
+            assert_eq!(rect, Rect { x0: 0, y0: 0, x1: 60, y1: 40 }, "shift {d}");
+        }
+        // A whole pixel or more has left the field.
+        let (_, rect) = apply(&f, Shift { dx_px: 1.4, dy_px: -2.0, peak: 1.0 }, Registration::Subpixel);
+        assert_eq!(rect, Rect { x0: 0, y0: 2, x1: 59, y1: 40 });
+    }
+
+    /// A textured crystal: a lattice of period 12 px with random column brightness, so the true
+    /// peak is the highest but lattice-equivalent peaks are close.
+    fn crystal(w: usize, h: usize, ox: f64, oy: f64, damage: f64) -> Frame {
+        let bright = |i: i64, j: i64| 0.8 + 0.4 * (((i * 7919 + j * 104729) % 97) as f64 / 97.0);
+        let px = (0..w * h)
+            .map(|k| {
+                let (x, y) = ((k % w) as f64 - ox, (k / w) as f64 - oy);
+                let (i, j) = ((x / 12.0).round() as i64, (y / 12.0).round() as i64);
+                let (cx, cy) = (i as f64 * 12.0, j as f64 * 12.0);
+                let col = bright(i, j) * (-((x - cx).powi(2) + (y - cy).powi(2)) / 8.0).exp();
+                // Amorphous texture: value noise on a 3 px lattice, fixed to the specimen.
+                let noise = |i: i64, j: i64| (((i * 73_856_093) ^ (j * 19_349_663)).rem_euclid(1000) as f64) / 1000.0;
+                let (u, v) = (x / 3.0, y / 3.0);
+                let (i0, j0) = (u.floor() as i64, v.floor() as i64);
+                let (fu, fv) = (u - u.floor(), v - v.floor());
+                let amorphous = (1.0 - fu) * (1.0 - fv) * noise(i0, j0)
+                    + fu * (1.0 - fv) * noise(i0 + 1, j0)
+                    + (1.0 - fu) * fv * noise(i0, j0 + 1)
+                    + fu * fv * noise(i0 + 1, j0 + 1)
+                    - 0.5;
+                ((1.0 - damage) * col + damage * (0.3 + 0.2 * amorphous)) as f32
+            })
+            .collect();
+        Frame::from_f32(w, h, px).expect("frame")
+    }
+
+    #[test]
+    fn tracking_follows_slow_drift_and_flags_a_jump_then_follows_it() {
+        let (w, h) = (120, 96);
+        let mut reg = Registrar::new(&crystal(w, h, 0.0, 0.0, 0.0), 0);
+        let truth = |i: usize| -> (f64, f64) {
+            let (mut x, mut y) = (0.2 * i as f64, -0.15 * i as f64);
+            if i >= 6 {
+                x += 7.0; // a stage jump between frames 5 and 6
+                y -= 5.0;
+            }
+            (x, y)
+        };
+        for i in 1..12 {
+            let (tx, ty) = truth(i);
+            let t = reg.track(&crystal(w, h, tx, ty, 0.0), i as u64);
+            if i == 6 {
+                assert!(matches!(t.lock, Lock::Jump { .. }), "frame {i}: {t:?}");
+            } else {
+                assert!(t.lock.usable(), "frame {i}: {t:?}");
+                assert!((t.shift.dx_px - tx).abs() < 0.15 && (t.shift.dy_px - ty).abs() < 0.15, "frame {i}: {t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn tracking_flags_a_frame_with_nothing_in_common_and_goes_on() {
+        let (w, h) = (120, 96);
+        let mut reg = Registrar::new(&crystal(w, h, 0.0, 0.0, 0.0), 0);
+        for i in 1..8 {
+            let (tx, ty) = (0.2 * i as f64, 0.1 * i as f64);
+            let f = if i == 4 {
+                // The beam blanked halfway: a flat frame with a little noise.
+                let px = (0..w * h).map(|k| 0.3 + 0.01 * ((k * 7919 % 101) as f32 / 101.0)).collect();
+                Frame::from_f32(w, h, px).expect("frame")
+            } else {
+                crystal(w, h, tx, ty, 0.0)
+            };
+            let t = reg.track(&f, i as u64);
+            if i == 4 {
+                assert!(!t.lock.usable(), "frame {i}: {t:?}");
+            } else {
+                assert!(t.lock.usable(), "frame {i}: {t:?}");
+                assert!((t.shift.dx_px - tx).abs() < 0.15 && (t.shift.dy_px - ty).abs() < 0.15, "frame {i}: {t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn tracking_holds_through_heavy_damage() {
+        let (w, h) = (120, 96);
+        let mut reg = Registrar::new(&crystal(w, h, 0.0, 0.0, 0.0), 0);
+        for i in 1..12 {
+            let (tx, ty) = (0.25 * i as f64, -0.2 * i as f64);
+            let t = reg.track(&crystal(w, h, tx, ty, (i as f64 / 10.0).min(0.97)), i as u64);
+            assert!(t.lock.usable(), "frame {i}: {t:?}");
+            assert!((t.shift.dx_px - tx).abs() < 0.2 && (t.shift.dy_px - ty).abs() < 0.2, "frame {i}: {t:?}");
+        }
     }
 }

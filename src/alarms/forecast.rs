@@ -44,9 +44,36 @@ impl Fit {
             .then(|| self.onset_dose_e_per_a2 - self.critical_dose_e_per_a2 * (1.0 - rise / self.saturation).ln())
     }
 
-    /// The critical dose is known to better than ±100 %.
+    /// The curve rises (positive saturation) and its critical dose is known to better than ±100 %.
     pub fn determined(&self) -> bool {
-        self.critical_dose_sigma_e_per_a2.is_some_and(|s| s < self.critical_dose_e_per_a2)
+        self.saturation > 0.0
+            && self.critical_dose_e_per_a2.is_finite()
+            && self.critical_dose_sigma_e_per_a2.is_some_and(|s| s < self.critical_dose_e_per_a2)
+    }
+
+    /// Why a fit is not reported (`None` when it is determined).
+    pub fn rejection(&self) -> Option<String> {
+        if self.determined() {
+            return None;
+        }
+        Some(if self.saturation <= 0.0 {
+            format!("not determined: the fitted curve does not rise (saturation {:.3})", self.saturation)
+        } else {
+            format!(
+                "not determined: Dc = {:.3e} e⁻/Å² with an uncertainty of {} — the damage curve has not bent over yet",
+                self.critical_dose_e_per_a2,
+                self.critical_dose_sigma_e_per_a2.map_or("unknown".into(), |s| format!("± {s:.3e} e⁻/Å²"))
+            )
+        })
+    }
+}
+
+/// A fit as outputs report it: the fit when the data determine it, else `None` and the reason.
+pub fn reported(fit: Option<Fit>) -> (Option<Fit>, Option<String>) {
+    match fit {
+        Some(f) if f.determined() => (Some(f), None),
+        Some(f) => (None, f.rejection()),
+        None => (None, Some("not determined: too few analysed frames with a known dose".into())),
     }
 }
 

@@ -30,8 +30,11 @@ pub enum Level {
 pub enum When {
     /// Mean dissimilarity of the frame above `above`.
     MeanDissimilarity,
-    /// Share of analysed patches above the per-patch threshold, above `above`.
+    /// Share of analysed patches above their (calibrated) threshold, above `above`.
     FractionAbove,
+    /// A connected cluster of at least `patches` significant patches: the first few damaged
+    /// patches, long before they are a share of the field.
+    Cluster,
     /// Share of analysed patches in connected damaged regions, above `above`.
     DamagedArea,
     /// Cumulative dose reaches `budget_e_per_a2`.
@@ -88,6 +91,9 @@ pub struct RuleConfig {
     pub above: Option<f64>,
     #[serde(default)]
     pub budget_e_per_a2: Option<f64>,
+    /// Cluster: the fewest connected significant patches that fire.
+    #[serde(default)]
+    pub patches: Option<u32>,
     /// Forecast: the signal to forecast (default mean_dissimilarity).
     #[serde(default)]
     pub signal: Option<Signal>,
@@ -102,14 +108,20 @@ pub struct RuleConfig {
     pub clear_fraction: f64,
 }
 
-/// The rules used when a configuration lists none: the damaged-area share is relative to the
-/// per-patch threshold, so it means the same for every metric.
+/// Onset rule defaults, chosen by the known-truth evaluation (docs/evaluation.md): the smallest
+/// cluster and hold with no false alarm in the suite's undamaged series and frames, for every metric.
+pub const DEFAULT_ONSET_CLUSTER_PATCHES: u32 = 3;
+pub const DEFAULT_ONSET_HOLD_FRAMES: u32 = 1;
+
+/// The rules used when a configuration lists none. Every one is relative to the calibrated
+/// per-patch threshold (significant patches), so it means the same for every metric and weights.
 pub fn default_rules() -> Vec<RuleConfig> {
     let rule = |name: &str, level, when, above| RuleConfig {
         name: name.into(),
         level,
         when,
         above: Some(above),
+        patches: None,
         budget_e_per_a2: None,
         signal: None,
         within_frames: None,
@@ -117,7 +129,12 @@ pub fn default_rules() -> Vec<RuleConfig> {
         clear_fraction: 0.5,
     };
     vec![
-        RuleConfig { hold_frames: 2, ..rule("damage-onset", Level::Warning, When::DamagedArea, 0.02) },
+        RuleConfig {
+            above: None,
+            patches: Some(DEFAULT_ONSET_CLUSTER_PATCHES),
+            hold_frames: DEFAULT_ONSET_HOLD_FRAMES,
+            ..rule("damage-onset", Level::Warning, When::Cluster, 0.0)
+        },
         rule("damage-spreading", Level::Critical, When::DamagedArea, 0.10),
         RuleConfig {
             signal: Some(Signal::DamagedArea),
@@ -131,6 +148,7 @@ pub fn default_rules() -> Vec<RuleConfig> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
     Threshold { signal: Signal, above: f64 },
+    Cluster { patches: usize },
     DoseBudget { budget_e_per_a2: f64 },
     Forecast { signal: Signal, above: f64, within_frames: f64 },
 }
@@ -177,6 +195,11 @@ impl RuleConfig {
                 Kind::Threshold { signal: Signal::FractionAbove, above: positive("above", self.above)? }
             }
             When::DamagedArea => Kind::Threshold { signal: Signal::DamagedArea, above: positive("above", self.above)? },
+            When::Cluster => match self.patches {
+                Some(k) if k >= 1 => Kind::Cluster { patches: k as usize },
+                Some(_) => return Err("`patches` must be at least 1".into()),
+                None => return Err("`patches` is required when when = \"cluster\"".into()),
+            },
             When::DoseBudget => {
                 Kind::DoseBudget { budget_e_per_a2: positive("budget_e_per_a2", self.budget_e_per_a2)? }
             }
@@ -497,6 +520,24 @@ impl AlarmEngine {
                     message: format!("{} {value:.4} above {above}", signal.label()),
                 })
             }
+            Kind::Cluster { patches } => {
+                let largest = o.summary.largest_region_patches?;
+                let at = worst_patches(o.map, 1)
+                    .first()
+                    .map(|w| format!(", worst patch at row {} col {} ({} px, {} px)", w.row, w.col, w.x_px, w.y_px))
+                    .unwrap_or_default();
+                Some(Verdict {
+                    when: When::Cluster,
+                    firing: largest >= patches,
+                    clears: (largest as f64) < rule.clear_fraction * patches as f64,
+                    value: largest as f64,
+                    threshold: patches as f64,
+                    forecast: None,
+                    message: format!(
+                        "{largest} connected patches above the noise floor (rule: ≥ {patches}){at}"
+                    ),
+                })
+            }
             Kind::Forecast { signal, above, within_frames } => {
                 let info = self.forecast(signal, above, o.dose)?;
                 let frames = info.frames_to_target?;
@@ -573,7 +614,7 @@ mod tests {
             dissimilarity: vec![d; 4],
             status: vec![PatchStatus::Ok; 4],
         };
-        let s = Summary::of(&m, 0.1, 2);
+        let s = Summary::of(&m, Some(&[0.1; 4]), Some(0.1), 2);
         (m, s)
     }
 

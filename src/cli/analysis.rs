@@ -29,9 +29,17 @@ pub struct AnalysisArgs {
     /// Patch edge in pixels.
     #[arg(long)]
     pub patch: Option<usize>,
-    /// Per-patch dissimilarity above which a patch counts as damaged (default: per metric).
+    /// A fixed per-patch dissimilarity above which a patch counts as damaged, instead of the
+    /// threshold calibrated from each series' own noise (an override: it does not adapt).
     #[arg(long)]
     pub threshold: Option<f32>,
+    /// Compared frames after the reference that calibrate the noise floor (default 2; they must be
+    /// undamaged, and no damage alarm fires in them).
+    #[arg(long)]
+    pub calibration_frames: Option<usize>,
+    /// Calibrated false-alarm rate: one falsely significant patch per this many frames (default 10).
+    #[arg(long, value_name = "FRAMES")]
+    pub false_patch_every: Option<f64>,
     /// Drift correction before comparing: off, integer or subpixel (the default; bare flag: subpixel).
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "subpixel")]
     pub register: Option<Registration>,
@@ -75,6 +83,12 @@ impl AnalysisArgs {
         }
         if self.threshold.is_some() {
             cfg.threshold = self.threshold;
+        }
+        if let Some(c) = self.calibration_frames {
+            cfg.calibration_frames = c;
+        }
+        if let Some(f) = self.false_patch_every {
+            cfg.false_patch_every_frames = f;
         }
         if let Some(r) = self.register {
             cfg.registration = r;

@@ -180,10 +180,11 @@ fn print_compare(s: &compare::CompareSummary) {
             f.source
         );
     }
-    if let Some(f) = s.frames.first() {
+    if let Some(f) = s.frames.last() {
+        let thr = f.summary.threshold.map_or("not yet calibrated (too few frames)".into(), |t| format!("{t:.4}"));
         println!(
-            "threshold {} on {}; area = connected regions of ≥ {} patches",
-            f.summary.threshold, p.metric.dissimilarity, f.summary.min_region_patches
+            "patch threshold {thr} on {} ({}); area = connected regions of ≥ {} patches; >thr and area are '-' on calibration frames",
+            p.metric.dissimilarity, s.threshold, f.summary.min_region_patches
         );
     }
     println!("wrote {}, {} and {} overlay PNG(s)", s.files.similarity_csv, s.files.summary_json, s.frames.len());
@@ -207,6 +208,13 @@ pub struct EvaluateArgs {
     /// With --suite: random seeds (specimen, damage sites, noise); one series per seed.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     seeds: Vec<u64>,
+    /// With --suite: also build series from this real image (TIFF, PNG, .npy; repeatable):
+    /// amorphous and contrast-loss damage, drift and shot noise on the image's own lattice.
+    #[arg(long = "suite-image")]
+    suite_images: Vec<PathBuf>,
+    /// With --suite-image: frame edge (px), cut from the image's centre.
+    #[arg(long, default_value_t = 512)]
+    image_size: usize,
     /// Truth for a series without one: an HDF5 file with /truth/damage (frames × H × W), or a
     /// mask image (non-zero = damaged) that applies from --truth-onset on.
     #[arg(long)]
@@ -251,6 +259,8 @@ impl EvaluateArgs {
             frames: self.frames,
             electrons_per_px: self.electrons_per_px.clone(),
             seeds: self.seeds.clone(),
+            images: self.suite_images.clone(),
+            image_size_px: self.image_size,
             ..SuiteSpec::default()
         });
         let r = evaluate::run(&EvaluateOptions {

@@ -11,7 +11,9 @@ use crate::damage::{DEFAULT_PREFILTER_SIGMA_PX, Metric};
 use crate::decode::WireFormat;
 use crate::engine::BackendChoice;
 use crate::ingest::Mode;
-use crate::simulate::DamageModel;
+use crate::imagefile::ReadError;
+use crate::simulate::image::{ImageSeries, ImageSeriesSpec};
+use crate::simulate::{DamageModel, Simulation};
 use crate::simulate::publish::{PublishOptions, SendSocket};
 use crate::simulate::series::{Series, SeriesSpec};
 
@@ -108,17 +110,46 @@ pub struct SimulateArgs {
     /// Write the series and its per-pixel truth to this HDF5 file instead of sending it.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// With --out: build the series from this real image (TIFF, PNG, .npy) instead of the ideal
+    /// crystal: its lattice is the specimen, damaged (amorphous or contrast-loss), drifting and
+    /// shot-noisy; frames of --size px are cut from its centre.
+    #[arg(long, requires = "out")]
+    from_image: Option<PathBuf>,
+    /// Random seed of the damage sites and the noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 impl SimulateArgs {
     pub fn run(self) -> Result<(), Error> {
         let mut spec = SeriesSpec::new(self.size, self.frames, self.onset_frame, self.electrons_per_px);
         spec.model = self.damage;
+        spec.seed = self.seed;
         if let Some(out) = self.out {
-            let series = Series::new(spec);
+            let series: Box<dyn Simulation> = match &self.from_image {
+                Some(image_path) => {
+                    let mut frames = crate::imagefile::read_frames(image_path, false)?;
+                    let image = frames
+                        .drain(..)
+                        .next()
+                        .ok_or_else(|| ReadError::new(image_path, None, "no image in the file"))?
+                        .frame;
+                    let mut s = ImageSeriesSpec::new(
+                        &image_path.display().to_string(),
+                        self.size,
+                        self.frames,
+                        self.onset_frame,
+                        self.electrons_per_px,
+                    );
+                    s.model = self.damage;
+                    s.seed = self.seed;
+                    Box::new(ImageSeries::new(&image, s).map_err(|e| ReadError::new(image_path, None, e.to_string()))?)
+                }
+                None => Box::new(Series::new(spec)),
+            };
             let onset = series.onset_frame();
             let bar = crate::progress::items_bar(self.frames as u64, "simulating");
-            let path = crate::simulate::file::write(&series, &out, |_| bar.inc(1))
+            let path = crate::simulate::file::write(series.as_ref(), &out, |_| bar.inc(1))
                 .map_err(|e| Error::Output { path: out.clone(), problem: e.to_string() })?;
             bar.finish_and_clear();
             println!(
@@ -213,13 +244,16 @@ fn print_demo(o: &demo::DemoOutcome, out: &Path) {
     );
     println!("monitor: {} — metric {}", d.ingest, p.provenance.metric_choice);
     println!(
-        "frames: {} received, {} analysed, {} skipped, {} rejected",
+        "frames: {} received, {} analysed, {} skipped, {} not registered, {} without patches, {} rejected",
         p.frames_received,
         p.frames_analysed,
         p.frames_skipped,
+        p.frames_not_registered,
+        p.frames_without_patches,
         p.analysis_errors + d.decode_errors.values().sum::<u64>()
     );
     for s in &p.series {
+        println!("series {}: {}", s.series, s.patch_threshold);
         println!("alarms in series {}:", s.series);
         if s.alarms.is_empty() {
             println!("  (none)");
@@ -235,17 +269,14 @@ fn print_demo(o: &demo::DemoOutcome, out: &Path) {
                 a.message
             );
         }
-        match &s.critical_dose_fit {
-            Some(f) if f.determined() => println!(
+        match (&s.critical_dose_fit, &s.critical_dose_note) {
+            (Some(f), _) => println!(
                 "critical dose (fit to the mean dissimilarity): Dc = {:.0} ± {:.0} e⁻/Å² after an incubation dose of {:.0} e⁻/Å²",
                 f.critical_dose_e_per_a2,
                 f.critical_dose_sigma_e_per_a2.unwrap_or(f64::NAN),
                 f.onset_dose_e_per_a2
             ),
-            Some(_) => {
-                println!("critical dose: not determined by this series (the damage curve has not bent over yet)")
-            }
-            None => println!("critical dose: too few analysed frames with a known dose to fit"),
+            (None, why) => println!("critical dose: {}", why.as_deref().unwrap_or("not determined")),
         }
         println!("summary: {}", s.summary_file);
     }

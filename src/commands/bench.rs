@@ -154,7 +154,7 @@ fn gpu_frame_bench(engine: &Engine, gpu: &str, opts: &BenchOptions) -> Result<Gp
     let mut series = vec![to_u16(&reference)];
     series.extend(std::iter::repeat_n(to_u16(&frame), opts.frames.max(1) + 1));
     let size = opts.size_px;
-    let threshold = 1.0 - opts.metric.default_threshold();
+    let threshold = 1.0 - opts.metric.typical_threshold();
     let run = engine
         .with_gpu_trunk(|trunk| {
             let mut p = FramePipeline::<u16>::new(trunk, size, size, lo, gain)?;

@@ -80,6 +80,7 @@ fn trial(
         level: crate::alarms::Level::Warning,
         when: crate::alarms::When::MeanDissimilarity,
         above: Some(1e-6),
+        patches: None,
         budget_e_per_a2: None,
         signal: None,
         within_frames: None,

@@ -58,6 +58,9 @@ pub struct CompareSummary {
     pub scaling: Scaling,
     /// Top of the overlays' shared colour scale.
     pub colour_scale_max: f32,
+    /// How the per-patch threshold was set (and, once calibrated, its value).
+    pub threshold: String,
+    pub noise_floor: Option<crate::damage::NoiseFloor>,
     pub frames: Vec<FrameReport>,
     pub files: Files,
 }
@@ -106,7 +109,13 @@ pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
     bar.finish_and_clear();
 
     report::ensure_dir(&opts.out)?;
-    let threshold = setup.settings.threshold;
+    // The colour scale's threshold mark: the series' threshold once known.
+    let threshold = results
+        .iter()
+        .rev()
+        .find_map(|(a, _)| a.summary.threshold)
+        .unwrap_or(setup.settings.metric.typical_threshold());
+    let threshold_text = analyzer.noise_floor().map_or(setup.settings.threshold.describe(), |f| f.describe());
     let vmax =
         results.iter().filter_map(|(a, _)| a.summary.max_dissimilarity).fold(2.0 * threshold as f64, f64::max) as f32;
     let warning = provenance.weights.as_ref().and_then(|w| w.origin.picture_warning());
@@ -117,11 +126,13 @@ pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
         let shown: &Frame = a.aligned.as_ref().unwrap_or(&input.frame);
         let s = &a.summary;
         let subtitle = format!(
-            "mean {:.4}, max {:.4}; {:.1}% of patches above {threshold}; damaged area {:.1}%{}",
+            "mean {:.4}, max {:.4}; {}{}",
             s.mean_dissimilarity.unwrap_or(f64::NAN),
             s.max_dissimilarity.unwrap_or(f64::NAN),
-            100.0 * s.fraction_above_threshold.unwrap_or(0.0),
-            100.0 * s.damaged_area_fraction.unwrap_or(0.0),
+            match (s.fraction_above_threshold, s.damaged_area_fraction) {
+                (Some(f), Some(a)) => format!("{:.1}% of patches significant; damaged area {:.1}%", 100.0 * f, 100.0 * a),
+                _ => "calibration frame (sets the noise floor)".into(),
+            },
             a.shift.map(|d| format!("; drift ({:+.2}, {:+.2}) px", d.dx_px, d.dy_px)).unwrap_or_default()
         );
         let canvas = overlay::render(&Overlay {
@@ -164,6 +175,8 @@ pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
         remainder: grid.remainder_note(),
         scaling,
         colour_scale_max: vmax,
+        threshold: threshold_text,
+        noise_floor: analyzer.noise_floor().cloned(),
         frames,
         files: Files { similarity_csv: csv_path.display().to_string(), summary_json: json_path.display().to_string() },
     };

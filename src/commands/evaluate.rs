@@ -22,6 +22,7 @@ use crate::record::{OpenOptions, ReadError, open_source};
 use crate::register::Registration;
 use crate::report::{self, auc_plot};
 use crate::simulate::DamageModel;
+use crate::simulate::image::{ImageSeries, ImageSeriesSpec};
 use crate::simulate::series::{Series, SeriesSpec};
 use crate::weights::identity::Identity;
 
@@ -51,6 +52,13 @@ pub struct SuiteSpec {
     pub models: Vec<DamageModel>,
     /// One series per seed (specimen, damage sites and noise) for every model and dose.
     pub seeds: Vec<u64>,
+    /// Real images (any format `replay` reads; the first frame) to build series from as well:
+    /// amorphous and contrast-loss damage at every dose and seed, frames of `image_size_px`.
+    pub images: Vec<PathBuf>,
+    pub image_size_px: usize,
+    /// Undamaged series as well (one per dose and seed, from the simulator and from every image):
+    /// every alarm on them is false.
+    pub undamaged: bool,
 }
 
 impl Default for SuiteSpec {
@@ -62,6 +70,9 @@ impl Default for SuiteSpec {
             electrons_per_px: vec![10.0, 100.0],
             models: vec![DamageModel::Amorphous, DamageModel::ContrastLoss, DamageModel::Vacancies],
             seeds: vec![1, 2, 3],
+            images: Vec::new(),
+            image_size_px: 512,
+            undamaged: true,
         }
     }
 }
@@ -84,6 +95,8 @@ pub struct Ranked {
     pub mean_auc_early: Option<f64>,
     pub mean_auc_late: Option<f64>,
     pub mean_onset_delay_frames: Option<f64>,
+    /// Damaged series on which the watched rule never fired.
+    pub missed: usize,
     pub false_alarms: usize,
 }
 
@@ -149,19 +162,65 @@ fn mask_truth(path: &Path, frames: &[Frame], onset: Option<usize>) -> Result<(Ve
 pub fn simulate_suite(spec: &SuiteSpec, dir: &Path) -> Result<Vec<PathBuf>, Error> {
     report::ensure_dir(dir)?;
     let mut paths = Vec::new();
-    let n = spec.models.len() * spec.electrons_per_px.len() * spec.seeds.len() * spec.frames;
+    let image_models = [DamageModel::Amorphous, DamageModel::ContrastLoss];
+    let undamaged = usize::from(spec.undamaged);
+    let n = (spec.models.len() + undamaged + (image_models.len() + undamaged) * spec.images.len())
+        * spec.electrons_per_px.len()
+        * spec.seeds.len()
+        * spec.frames;
     let bar = crate::progress::items_bar(n as u64, "simulating");
-    for &model in &spec.models {
+    // An undamaged series: its damage would start far beyond its last frame.
+    let never = spec.frames * 1000;
+    let mut sim_models: Vec<Option<DamageModel>> = spec.models.iter().copied().map(Some).collect();
+    let mut img_models: Vec<Option<DamageModel>> = image_models.iter().copied().map(Some).collect();
+    if spec.undamaged {
+        sim_models.push(None);
+        img_models.push(None);
+    }
+    let name = |m: Option<DamageModel>| m.map_or("undamaged", DamageModel::name);
+    for &model in &sim_models {
         for &e in &spec.electrons_per_px {
             for &seed in &spec.seeds {
-                let mut s = SeriesSpec::new(spec.size_px, spec.frames, spec.onset_frame, e);
-                s.model = model;
+                let onset = if model.is_some() { spec.onset_frame } else { never };
+                let mut s = SeriesSpec::new(spec.size_px, spec.frames, onset, e);
+                s.model = model.unwrap_or_default();
                 s.seed = seed;
-                let path = dir.join(format!("{}_{}epx_seed{seed}.h5", model.name(), e));
+                let path = dir.join(format!("{}_{}epx_seed{seed}.h5", name(model), e));
                 let _ = std::fs::remove_file(&path);
                 crate::simulate::file::write(&Series::new(s), &path, |_| bar.inc(1))
                     .map_err(|err| Error::Output { path: path.clone(), problem: err.to_string() })?;
                 paths.push(path);
+            }
+        }
+    }
+    for image_path in &spec.images {
+        let mut frames = crate::imagefile::read_frames(image_path, false)?;
+        if frames.is_empty() {
+            return Err(ReadError::new(image_path, None, "no image in the file").into());
+        }
+        let image = frames.swap_remove(0).frame;
+        let stem = image_path.file_stem().map_or("image".into(), |s| s.to_string_lossy().replace('.', "_"));
+        for &model in &img_models {
+            for &e in &spec.electrons_per_px {
+                for &seed in &spec.seeds {
+                    let onset = if model.is_some() { spec.onset_frame } else { never };
+                    let mut s = ImageSeriesSpec::new(
+                        &image_path.display().to_string(),
+                        spec.image_size_px,
+                        spec.frames,
+                        onset,
+                        e,
+                    );
+                    s.model = model.unwrap_or_default();
+                    s.seed = seed;
+                    let series = ImageSeries::new(&image, s)
+                        .map_err(|err| ReadError::new(image_path, None, err.to_string()))?;
+                    let path = dir.join(format!("{stem}_{}_{}epx_seed{seed}.h5", name(model), e));
+                    let _ = std::fs::remove_file(&path);
+                    crate::simulate::file::write(&series, &path, |_| bar.inc(1))
+                        .map_err(|err| Error::Output { path: path.clone(), problem: err.to_string() })?;
+                    paths.push(path);
+                }
             }
         }
     }
@@ -279,6 +338,7 @@ fn rank(settings: &[Setting], results: &[SettingResult]) -> Vec<Ranked> {
                 mean_auc_early: mean(mine.iter().filter_map(|r| r.auc_early)),
                 mean_auc_late: mean(mine.iter().filter_map(|r| r.auc_late)),
                 mean_onset_delay_frames: mean(mine.iter().filter_map(|r| r.onset_delay_frames.map(|d| d as f64))),
+                missed: mine.iter().filter(|r| r.onset_frame.is_some() && r.alarm_frame.is_none()).count(),
                 false_alarms: mine.iter().map(|r| r.false_alarms).sum(),
             }
         })
@@ -296,14 +356,15 @@ pub fn markdown(r: &EvaluateReport) -> String {
     let mut s = String::new();
     for name in &r.series {
         s.push_str(&format!(
-            "\n#### {name}\n\n| metric | σ (px) | registration | AUC early (frame) | AUC late | mean AUC | onset delay (frames) | false alarms |\n|---|---|---|---|---|---|---|---|\n"
+            "\n#### {name}\n\n| metric | σ (px) | registration | patch threshold | AUC early (frame) | AUC late | mean AUC | onset delay (frames) | false alarms |\n|---|---|---|---|---|---|---|---|---|\n"
         ));
         for x in r.results.iter().filter(|x| &x.series == name) {
             s.push_str(&format!(
-                "| {} | {} | {} | {} ({}) | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} |\n",
                 x.setting.metric,
                 x.setting.prefilter_sigma_px,
                 if x.setting.registration == Registration::Off { "off" } else { "on" },
+                x.threshold.map_or("–".into(), |t| format!("{t:.4}")),
                 cell(x.auc_early, 3),
                 x.first_damaged_frame.map_or("–".into(), |f| f.to_string()),
                 cell(x.auc_late, 3),
@@ -316,14 +377,15 @@ pub fn markdown(r: &EvaluateReport) -> String {
             ));
         }
     }
-    s.push_str("\n#### Ranking by early-damage AUC (mean over the series)\n\n| setting | mean AUC early | mean AUC late | mean onset delay (frames) | false alarms (total) |\n|---|---|---|---|---|\n");
+    s.push_str("\n#### Ranking by early-damage AUC (mean over the series)\n\n| setting | mean AUC early | mean AUC late | mean onset delay (frames) | damaged series missed | false alarms (total) |\n|---|---|---|---|---|---|\n");
     for k in &r.ranking {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             k.label,
             cell(k.mean_auc_early, 3),
             cell(k.mean_auc_late, 3),
-            cell(k.mean_onset_delay_frames, 1),
+            cell(k.mean_onset_delay_frames, 2),
+            k.missed,
             k.false_alarms
         ));
     }
@@ -347,7 +409,7 @@ fn write_outputs(r: &mut EvaluateReport, out: &Path) -> Result<(), Error> {
             x.series,
             x.setting.metric,
             x.setting.prefilter_sigma_px,
-            x.threshold,
+            x.threshold.map_or(String::new(), |t| t.to_string()),
             u(x.first_damaged_frame),
             o(x.auc_early),
             o(x.auc_late),

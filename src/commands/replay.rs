@@ -24,6 +24,7 @@ use crate::patches::PatchGrid;
 use crate::pipeline::{Pipeline, PipelineError, PipelineOptions, RecordedDose, WhenFull, runtime};
 use crate::record::session::{SessionReader, StoredAnalysis};
 use crate::record::{FrameSource, OpenOptions, ReadError, SourceInfo, open_source};
+use crate::damage::PatchThreshold;
 use crate::register::{self, Registration, Shift};
 use crate::report::provenance::Provenance;
 use crate::report::{self, dose_map, dose_plot, html, overlay};
@@ -270,6 +271,21 @@ fn write_reports(
         .as_ref()
         .and_then(|s| s.get("critical_dose_fit"))
         .and_then(|f| serde_json::from_value(f.clone()).ok());
+    // The series' own per-patch thresholds (as the alarms used them), or the fixed one.
+    let floor: Option<crate::damage::NoiseFloor> =
+        summary.series.as_ref().and_then(|s| s.get("noise_floor")).and_then(|f| serde_json::from_value(f.clone()).ok());
+    let (thresholds, typical, threshold_text) = match (&floor, settings.threshold) {
+        (_, PatchThreshold::Fixed { dissimilarity }) => {
+            (vec![dissimilarity; grid.len()], dissimilarity, format!("{dissimilarity} (fixed)"))
+        }
+        (Some(f), _) => (f.thresholds(), f.median_threshold as f32, f.describe()),
+        (None, t) => (
+            vec![f32::NAN; grid.len()],
+            settings.metric.typical_threshold(),
+            format!("not calibrated: too few compared frames ({})", t.describe()),
+        ),
+    };
+    let calibration: Vec<u64> = floor.as_ref().map(|f| f.frames.clone()).unwrap_or_default();
     let alarm_marks: Vec<(f64, String)> = alarms
         .iter()
         .filter_map(|a| Some((a.get("cumulative_dose_e_per_a2")?.as_f64()?, a.get("rule")?.as_str()?.to_string())))
@@ -299,18 +315,18 @@ fn write_reports(
     let reference = source.read(0)?.frame;
     let series: Vec<(f64, &[f32])> = analyses
         .iter()
-        .filter(|a| a.cumulative_e_per_a2.is_finite())
+        .filter(|a| a.cumulative_e_per_a2.is_finite() && !calibration.contains(&a.index))
         .map(|a| (a.cumulative_e_per_a2, a.dissimilarity.as_slice()))
         .collect();
-    let crossings = dose_map::first_crossings(&series, settings.threshold);
+    let crossings = dose_map::first_crossings(&series, &thresholds);
     let map = dose_map::render(&dose_map::DoseMap {
         reference: &reference,
         grid,
         first_crossing_dose: &crossings,
         title: format!("critical-dose map — {}", info.series),
         subtitle: format!(
-            "dose at which each patch first exceeded {} = {}",
-            provenance.metric.dissimilarity, settings.threshold
+            "dose at which each patch first exceeded its threshold on {}: {threshold_text}",
+            provenance.metric.dissimilarity
         ),
         warning: warning.clone(),
     })?;
@@ -323,7 +339,7 @@ fn write_reports(
     let vmax = analyses
         .iter()
         .flat_map(|a| a.dissimilarity.iter().copied().filter(|v| v.is_finite()))
-        .fold(2.0 * settings.threshold, f32::max);
+        .fold(2.0 * typical, f32::max);
     for k in overlay_frames(&analyses, &alarm_frames, opts.overlays.max(2)) {
         let a = &analyses[k];
         let pos = positions.iter().find(|(index, _)| *index == a.index).map(|&(_, i)| i);
@@ -353,7 +369,7 @@ fn write_reports(
             frame: &shown,
             map: &map,
             vmax,
-            threshold: settings.threshold,
+            threshold: typical,
             title: format!("frame {} — {:.0} e⁻/Å² — {}", a.index, a.cumulative_e_per_a2, provenance.metric.name),
             subtitle: format!(
                 "mean {:.4}{}",
@@ -384,7 +400,7 @@ fn write_reports(
             "weights".into(),
             provenance.weights.as_ref().map_or("none".into(), |w| format!("{} (sha256 {})", w.origin_label, w.sha256)),
         ],
-        vec!["patch threshold".into(), format!("{} on {}", settings.threshold, provenance.metric.dissimilarity)],
+        vec!["patch threshold".into(), format!("{threshold_text} on {}", provenance.metric.dissimilarity)],
     ];
     if let Some(d) = &summary.dose_inputs {
         rows.push(vec![
@@ -400,21 +416,19 @@ fn write_reports(
             ]);
         }
     }
-    if let Some(f) = fit {
-        rows.push(vec![
-            "critical dose".into(),
-            if f.determined() {
-                format!(
-                    "{:.0} ± {:.0} e⁻/Å² after an incubation dose of {:.0} e⁻/Å²",
-                    f.critical_dose_e_per_a2,
-                    f.critical_dose_sigma_e_per_a2.unwrap_or(f64::NAN),
-                    f.onset_dose_e_per_a2
-                )
-            } else {
-                "not determined by this series".into()
-            },
-        ]);
-    }
+    let note = summary.series.as_ref().and_then(|s| s.get("critical_dose_note")).and_then(|n| n.as_str());
+    rows.push(vec![
+        "critical dose".into(),
+        match fit {
+            Some(f) => format!(
+                "{:.0} ± {:.0} e⁻/Å² after an incubation dose of {:.0} e⁻/Å²",
+                f.critical_dose_e_per_a2,
+                f.critical_dose_sigma_e_per_a2.unwrap_or(f64::NAN),
+                f.onset_dose_e_per_a2
+            ),
+            None => note.unwrap_or("not determined by this series").to_string(),
+        },
+    ]);
     let alarm_rows: Vec<Vec<String>> = alarms
         .iter()
         .map(|a| {
@@ -571,3 +585,4 @@ fn le_bytes(f: &Frame) -> Vec<u8> {
 pub fn publish_options(endpoint: String, format: WireFormat, fps: f64) -> PublishOptions {
     PublishOptions { endpoint, mode: Mode::Bind, format, fps, ..PublishOptions::default() }
 }
+

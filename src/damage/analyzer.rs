@@ -5,19 +5,20 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::calibrate::{Calibration, NoiseFloor, PatchThreshold};
 use super::{Metric, SimilarityMap, Summary, classical};
 use crate::engine::{Engine, Features};
 use crate::frame::{Frame, ScaleMode, Scaling, ScalingError};
 use crate::patches::{self, PatchError, PatchGrid, PatchStatus, Patches};
-use crate::register::{self, Registrar, Registration, Shift};
+use crate::register::{self, Lock, Registrar, Registration, Shift, Tracked};
 
 /// What the analysis does; the same for every frame of a series and recorded in every output.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AnalysisSettings {
     pub metric: Metric,
     pub patch_px: usize,
-    /// Per-patch damage threshold on the dissimilarity.
-    pub threshold: f32,
+    /// How the per-patch damage threshold on the dissimilarity is set.
+    pub threshold: PatchThreshold,
     pub min_region_patches: usize,
     pub scale: ScaleMode,
     pub registration: Registration,
@@ -35,7 +36,7 @@ impl AnalysisSettings {
         Self {
             metric,
             patch_px: 20,
-            threshold: metric.default_threshold(),
+            threshold: PatchThreshold::default(),
             min_region_patches: 2,
             scale: ScaleMode::Reference,
             registration: Registration::Subpixel,
@@ -56,6 +57,9 @@ pub enum AnalysisError {
     NoReference,
     #[error("frame is {got_w}×{got_h} px but the reference is {ref_w}×{ref_h} px")]
     ShapeMismatch { ref_w: usize, ref_h: usize, got_w: usize, got_h: usize },
+    /// The frame's drift could not be established: comparing it would only show the misregistration.
+    #[error("{}; not compared (measured drift ({:+.2}, {:+.2}) px)", .0.lock.describe(), .0.shift.dx_px, .0.shift.dy_px)]
+    NotRegistered(Tracked),
     #[error(transparent)]
     Patch(#[from] PatchError),
     #[error(transparent)]
@@ -69,6 +73,8 @@ pub struct FrameAnalysis {
     pub summary: Summary,
     /// Measured drift (when registration is on).
     pub shift: Option<Shift>,
+    /// How the drift was established (when registration is on).
+    pub lock: Option<Lock>,
     /// The drift-corrected frame the patches were cut from (when registration is on).
     pub aligned: Option<Frame>,
 }
@@ -87,6 +93,10 @@ pub struct Analyzer {
     settings: AnalysisSettings,
     engine: Option<Arc<Engine>>,
     reference: Option<Reference>,
+    /// The series' per-patch threshold (calibrated from its first frames, or fixed).
+    calibration: Calibration,
+    /// The index `analyse` gives the next frame.
+    next_index: u64,
 }
 
 impl Analyzer {
@@ -98,7 +108,8 @@ impl Analyzer {
             }
             _ => {}
         }
-        Ok(Self { settings, engine, reference: None })
+        let calibration = Calibration::new(settings.threshold);
+        Ok(Self { settings, engine, reference: None, calibration, next_index: 0 })
     }
 
     pub fn settings(&self) -> &AnalysisSettings {
@@ -113,18 +124,28 @@ impl Analyzer {
         self.reference.as_ref().map(|r| r.scaling)
     }
 
+    /// The series' calibrated noise floor, once calibrated.
+    pub fn noise_floor(&self) -> Option<&NoiseFloor> {
+        self.calibration.noise_floor()
+    }
+
     pub fn has_reference(&self) -> bool {
         self.reference.is_some()
     }
 
-    /// Makes `frame` the reference (a new series starts here).
+    /// Makes `frame` the reference (a new series starts here); it is frame 0 of the series' track.
     pub fn set_reference(&mut self, frame: &Frame) -> Result<(), AnalysisError> {
+        self.set_reference_at(frame, 0)
+    }
+
+    /// Makes `frame`, frame `index` of its series, the reference.
+    pub fn set_reference_at(&mut self, frame: &Frame, index: u64) -> Result<(), AnalysisError> {
         let frame = &*self.prefiltered(frame);
         let grid = PatchGrid::new(frame.width(), frame.height(), self.settings.patch_px)?;
         let scaling = Scaling::from_reference(self.settings.scale, frame)?;
         let patches = patches::extract(frame, &grid, &scaling, None, self.settings.max_invalid_fraction);
         let features = self.features(&patches);
-        let registrar = (self.settings.registration != Registration::Off).then(|| Registrar::new(frame));
+        let registrar = (self.settings.registration != Registration::Off).then(|| Registrar::new(frame, index));
         self.reference = Some(Reference {
             width: frame.width(),
             height: frame.height(),
@@ -134,6 +155,8 @@ impl Analyzer {
             features,
             registrar,
         });
+        self.next_index = index + 1;
+        self.calibration = Calibration::new(self.settings.threshold);
         Ok(())
     }
 
@@ -151,9 +174,19 @@ impl Analyzer {
         }
     }
 
-    /// Compares `frame` with the reference.
-    pub fn analyse(&self, frame: &Frame) -> Result<FrameAnalysis, AnalysisError> {
-        let r = self.reference.as_ref().ok_or(AnalysisError::NoReference)?;
+    /// Compares the next frame of the series with the reference.
+    pub fn analyse(&mut self, frame: &Frame) -> Result<FrameAnalysis, AnalysisError> {
+        let index = self.next_index;
+        self.analyse_at(frame, index)
+    }
+
+    /// Compares frame `index` of the series (later than every frame before it; frames passed over
+    /// leave gaps) with the reference.
+    pub fn analyse_at(&mut self, frame: &Frame, index: u64) -> Result<FrameAnalysis, AnalysisError> {
+        self.next_index = index + 1;
+        let filtered = self.prefiltered(frame).into_owned();
+        let s = self.settings.clone();
+        let r = self.reference.as_mut().ok_or(AnalysisError::NoReference)?;
         if frame.width() != r.width || frame.height() != r.height {
             return Err(AnalysisError::ShapeMismatch {
                 ref_w: r.width,
@@ -162,17 +195,21 @@ impl Analyzer {
                 got_h: frame.height(),
             });
         }
-        let s = &self.settings;
-        let filtered = self.prefiltered(frame);
-        let frame = &*filtered;
-        let (aligned, overlap, shift) = match &r.registrar {
+        // The drift is measured on the filtered frame (less noise), but undone on the frame as it
+        // came, and only then filtered: the filter's edge handling then sees the same content at
+        // the frame's edges as in the reference, instead of content moved by the drift.
+        let (aligned, overlap, tracked) = match r.registrar.as_mut() {
             Some(reg) => {
-                let shift = reg.measure(frame);
-                let (f, rect) = register::apply(frame, shift, s.registration);
-                (std::borrow::Cow::Owned(f), Some(rect), Some(shift))
+                let tracked = reg.track(&filtered, index);
+                if !tracked.lock.usable() {
+                    return Err(AnalysisError::NotRegistered(tracked));
+                }
+                let (f, rect) = register::apply(frame, tracked.shift, s.registration);
+                (self.prefiltered(&f).into_owned(), Some(rect), Some(tracked))
             }
-            None => (std::borrow::Cow::Borrowed(frame), None, None),
+            None => (filtered, None, None),
         };
+        let r = self.reference.as_ref().ok_or(AnalysisError::NoReference)?;
         let patches = patches::extract(&aligned, &r.grid, &r.scaling, overlap, s.max_invalid_fraction);
         let status: Vec<PatchStatus> = patches
             .status
@@ -184,6 +221,7 @@ impl Analyzer {
         let mut similarity = vec![f32::NAN; n];
         let mut dissimilarity = vec![f32::NAN; n];
         let features = self.features(&patches);
+        let r = self.reference.as_ref().ok_or(AnalysisError::NoReference)?;
         for p in (0..n).filter(|&p| status[p].analysed()) {
             let (sim, dis) = match (s.metric, &features, &r.features) {
                 (Metric::Resnet18, Some(f), Some(rf)) => {
@@ -213,12 +251,17 @@ impl Analyzer {
             dissimilarity[p] = dis as f32;
         }
         let map = SimilarityMap { grid: r.grid, similarity, dissimilarity, status };
-        let summary = Summary::of(&map, s.threshold, s.min_region_patches);
-        let aligned = match aligned {
-            std::borrow::Cow::Owned(f) => Some(f),
-            std::borrow::Cow::Borrowed(_) => None,
-        };
-        Ok(FrameAnalysis { map, summary, shift, aligned })
+        let thresholds = self.calibration.judge(&map, index);
+        let typical = thresholds.as_ref().and(self.calibration.typical());
+        let summary = Summary::of(&map, thresholds.as_deref(), typical, s.min_region_patches);
+        let aligned = tracked.is_some().then_some(aligned);
+        Ok(FrameAnalysis {
+            map,
+            summary,
+            shift: tracked.map(|t| t.shift),
+            lock: tracked.map(|t| t.lock),
+            aligned,
+        })
     }
 }
 

@@ -15,6 +15,7 @@
 //! Σ_l ‖f̂_l(a) − f̂_l(b)‖² = 2 Σ_l (1 − cos_l) = 8 × its dissimilarity.
 
 pub mod analyzer;
+pub mod calibrate;
 pub mod classical;
 pub mod regions;
 pub mod setup;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::patches::{PatchGrid, PatchStatus};
 
 pub use analyzer::{AnalysisError, AnalysisSettings, Analyzer, DEFAULT_PREFILTER_SIGMA_PX, FrameAnalysis};
+pub use calibrate::{NoiseFloor, PatchThreshold};
 pub use setup::{AnalysisConfig, MetricSetup, SetupError};
 
 /// How two patches are compared.
@@ -75,11 +77,11 @@ impl Metric {
         }
     }
 
-    /// Default per-patch damage threshold on the dissimilarity. Provisional: set above the noise
-    /// floor of a drifting, registered, undamaged simulated series at 50 and 200 e⁻ per pixel (with
-    /// the synthetic weights the ResNet-18 floor is ≈ 0.06 mean; 0.05 flagged 80 % of patches,
-    /// 0.15 none). The known-truth evaluation is to choose these by measurement.
-    pub fn default_threshold(self) -> f32 {
+    /// A typical per-patch threshold, for scales and for `bench` where no series calibrates one:
+    /// above the noise floor of a drifting, registered, undamaged simulated series at 50 and 200
+    /// e⁻ per pixel. Alarms do not use it unless `threshold` is set: the threshold is calibrated
+    /// from each series' own noise ([`calibrate`]).
+    pub fn typical_threshold(self) -> f32 {
         match self {
             Self::Resnet18 | Self::Lpips => 0.15,
             Self::Ssim => 0.3,
@@ -104,50 +106,61 @@ pub struct SimilarityMap {
     pub status: Vec<PatchStatus>,
 }
 
-/// Summary statistics of one frame's dissimilarity map. `None` where no patch was analysed.
+/// Summary statistics of one frame's dissimilarity map. `None` where no patch was analysed, and
+/// for the threshold-based fields while the series' threshold is still being calibrated.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Summary {
     pub analysed_patches: usize,
     pub excluded_patches: usize,
-    pub threshold: f32,
+    /// The per-patch threshold as one number: the fixed one, or the median of the calibrated ones.
+    pub threshold: Option<f32>,
+    /// The frame is one of the series' calibration frames: it sets the noise floor, nobody judges it.
+    pub calibrating: bool,
     pub mean_dissimilarity: Option<f64>,
     pub max_dissimilarity: Option<f64>,
     /// (row, col) of the most dissimilar patch.
     pub max_at: Option<(usize, usize)>,
-    /// Share of analysed patches above the threshold.
+    /// Share of analysed patches above their threshold (significant patches).
     pub fraction_above_threshold: Option<f64>,
-    /// Share of analysed patches in connected (4-neighbour) damaged regions of at least
-    /// `min_region_patches` patches: damage that covers an area, not isolated noisy patches.
+    /// Share of analysed patches in connected (4-neighbour) regions of significant patches of at
+    /// least `min_region_patches` patches: damage that covers an area, not isolated noisy patches.
     pub damaged_area_fraction: Option<f64>,
     pub min_region_patches: usize,
-    /// Size of the largest connected damaged region, in patches.
-    pub largest_region_patches: usize,
+    /// Size of the largest connected region of significant patches, in patches.
+    pub largest_region_patches: Option<usize>,
 }
 
 impl Summary {
-    pub fn of(map: &SimilarityMap, threshold: f32, min_region_patches: usize) -> Self {
+    /// `thresholds`: per patch (NaN: not judged), or `None` while the threshold is calibrated;
+    /// `typical`: the threshold as one number, for people.
+    pub fn of(map: &SimilarityMap, thresholds: Option<&[f32]>, typical: Option<f32>, min_region_patches: usize) -> Self {
         let analysed: Vec<usize> = (0..map.status.len()).filter(|&i| map.status[i].analysed()).collect();
         let n = analysed.len();
-        let damaged: Vec<bool> =
-            (0..map.status.len()).map(|i| map.status[i].analysed() && map.dissimilarity[i] > threshold).collect();
-        let sizes = regions::component_sizes(&damaged, map.grid.rows, map.grid.cols);
-        let above = damaged.iter().filter(|&&d| d).count();
-        let min_region = min_region_patches.max(1);
-        let in_regions: usize = sizes.iter().filter(|&&s| s >= min_region).sum();
         let max = analysed.iter().copied().max_by(|&a, &b| map.dissimilarity[a].total_cmp(&map.dissimilarity[b]));
+        let min_region = min_region_patches.max(1);
         let frac = |k: usize| (n > 0).then(|| k as f64 / n as f64);
+        let judged = thresholds.map(|t| {
+            let damaged: Vec<bool> = (0..map.status.len())
+                .map(|i| map.status[i].analysed() && t.get(i).is_some_and(|&t| map.dissimilarity[i] > t))
+                .collect();
+            let sizes = regions::component_sizes(&damaged, map.grid.rows, map.grid.cols);
+            let above = damaged.iter().filter(|&&d| d).count();
+            let in_regions: usize = sizes.iter().filter(|&&s| s >= min_region).sum();
+            (above, in_regions, sizes.first().copied().unwrap_or(0))
+        });
         Self {
             analysed_patches: n,
             excluded_patches: map.status.len() - n,
-            threshold,
+            threshold: typical,
+            calibrating: thresholds.is_none(),
             mean_dissimilarity: (n > 0)
                 .then(|| analysed.iter().map(|&i| map.dissimilarity[i] as f64).sum::<f64>() / n as f64),
             max_dissimilarity: max.map(|i| map.dissimilarity[i] as f64),
             max_at: max.map(|i| (i / map.grid.cols, i % map.grid.cols)),
-            fraction_above_threshold: frac(above),
-            damaged_area_fraction: frac(in_regions),
+            fraction_above_threshold: judged.and_then(|j| frac(j.0)),
+            damaged_area_fraction: judged.and_then(|j| frac(j.1)),
             min_region_patches: min_region,
-            largest_region_patches: sizes.first().copied().unwrap_or(0),
+            largest_region_patches: judged.filter(|_| n > 0).map(|j| j.2),
         }
     }
 }
@@ -168,12 +181,15 @@ mod tests {
         let mut status = vec![PatchStatus::Ok; 12];
         status[11] = PatchStatus::Masked;
         let map = SimilarityMap { grid, similarity: d.iter().map(|v| 1.0 - v).collect(), dissimilarity: d, status };
-        let s = Summary::of(&map, 0.5, 2);
+        let s = Summary::of(&map, Some(&[0.5; 12]), Some(0.5), 2);
         assert_eq!((s.analysed_patches, s.excluded_patches), (11, 1));
         assert_eq!(s.max_at, Some((0, 0)));
         assert!((s.fraction_above_threshold.expect("some") - 4.0 / 11.0).abs() < 1e-12);
         assert!((s.damaged_area_fraction.expect("some") - 3.0 / 11.0).abs() < 1e-12);
-        assert_eq!(s.largest_region_patches, 3);
+        assert_eq!(s.largest_region_patches, Some(3));
+        let calibrating = Summary::of(&map, None, None, 2);
+        assert!(calibrating.calibrating && calibrating.damaged_area_fraction.is_none());
+        assert_eq!(calibrating.mean_dissimilarity, s.mean_dissimilarity);
         assert!((s.mean_dissimilarity.expect("some") - 3.0 / 11.0).abs() < 1e-6);
     }
 

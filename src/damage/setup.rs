@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::calibrate::{DEFAULT_CALIBRATION_FRAMES, DEFAULT_FALSE_PATCH_EVERY_FRAMES, PatchThreshold};
 use super::{AnalysisSettings, DEFAULT_PREFILTER_SIGMA_PX, Metric};
 use crate::engine::plan::{PATCH_MAX, PATCH_MIN};
 use crate::engine::{BackendChoice, Engine, EngineError, Network};
@@ -28,8 +29,12 @@ pub struct AnalysisConfig {
     /// `None`: search ($BEAMWATCH_WEIGHTS, data directory, torchvision cache).
     pub weights: Option<PathBuf>,
     pub patch_px: usize,
-    /// `None`: the metric's default.
+    /// A fixed per-patch threshold on the dissimilarity; `None`: calibrated per series.
     pub threshold: Option<f32>,
+    /// Calibration: compared frames after the reference that set the noise floor (≥ 2).
+    pub calibration_frames: usize,
+    /// Calibration: the false-alarm rate, as one falsely significant patch per this many frames.
+    pub false_patch_every_frames: f64,
     pub min_region_patches: usize,
     pub scale: ScaleMode,
     pub registration: Registration,
@@ -50,6 +55,8 @@ impl Default for AnalysisConfig {
             weights: None,
             patch_px: 20,
             threshold: None,
+            calibration_frames: DEFAULT_CALIBRATION_FRAMES,
+            false_patch_every_frames: DEFAULT_FALSE_PATCH_EVERY_FRAMES,
             min_region_patches: 2,
             scale: ScaleMode::Reference,
             registration: Registration::Subpixel,
@@ -77,6 +84,20 @@ impl AnalysisConfig {
         {
             return Some(("analysis.threshold", t.to_string(), "must be a finite number ≥ 0".into()));
         }
+        if !(2..=1000).contains(&self.calibration_frames) {
+            return Some((
+                "analysis.calibration_frames",
+                self.calibration_frames.to_string(),
+                "must be 2..=1000 (two frames at least, to see the noise)".into(),
+            ));
+        }
+        if !(self.false_patch_every_frames.is_finite() && self.false_patch_every_frames >= 1.0) {
+            return Some((
+                "analysis.false_patch_every_frames",
+                self.false_patch_every_frames.to_string(),
+                "must be a number ≥ 1 (frames per false patch)".into(),
+            ));
+        }
         if !(0.0..=10.0).contains(&self.prefilter_sigma_px) {
             return Some((
                 "analysis.prefilter_sigma_px",
@@ -100,12 +121,18 @@ impl AnalysisConfig {
         None
     }
 
-    /// Analysis settings for `metric` (the threshold defaults to the metric's own).
+    /// Analysis settings for `metric`.
     pub fn settings(&self, metric: Metric) -> AnalysisSettings {
         AnalysisSettings {
             metric,
             patch_px: self.patch_px,
-            threshold: self.threshold.unwrap_or(metric.default_threshold()),
+            threshold: match self.threshold {
+                Some(dissimilarity) => PatchThreshold::Fixed { dissimilarity },
+                None => PatchThreshold::Calibrated {
+                    frames: self.calibration_frames,
+                    false_patch_every_frames: self.false_patch_every_frames,
+                },
+            },
             min_region_patches: self.min_region_patches,
             scale: self.scale,
             registration: self.registration,

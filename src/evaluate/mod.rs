@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::alarms::{AlarmEngine, Event, Observation, Rule};
-use crate::damage::{AnalysisSettings, Analyzer, Metric};
+use crate::damage::{AnalysisError, AnalysisSettings, Analyzer, Metric, PatchThreshold};
 use crate::dose::{FrameDose, Input, Source};
 use crate::engine::Engine;
 use crate::frame::Frame;
@@ -61,7 +61,9 @@ pub struct FrameScore {
 pub struct SettingResult {
     pub series: String,
     pub setting: Setting,
-    pub threshold: f32,
+    /// How the per-patch threshold was set, and its value (median over patches) once set.
+    pub threshold_mode: String,
+    pub threshold: Option<f32>,
     pub frames: Vec<FrameScore>,
     /// First frame with a damaged patch (where early damage is scored).
     pub first_damaged_frame: Option<usize>,
@@ -76,6 +78,8 @@ pub struct SettingResult {
     pub onset_delay_frames: Option<i64>,
     /// Alarms (any rule) raised before the true onset — all of them when there is no damage.
     pub false_alarms: usize,
+    /// Frames whose drift could not be established (not scored, as the daemon does not compare them).
+    pub frames_not_registered: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +113,14 @@ pub fn evaluate(
         metric: setting.metric,
         prefilter_sigma_px: setting.prefilter_sigma_px,
         registration: setting.registration,
-        threshold: if setting.metric == base.metric { base.threshold } else { setting.metric.default_threshold() },
+        // A fixed threshold is a dissimilarity of the base metric; other metrics calibrate theirs.
+        threshold: match base.threshold {
+            PatchThreshold::Fixed { .. } if setting.metric != base.metric => PatchThreshold::default(),
+            t => t,
+        },
         ..base.clone()
     };
-    let threshold = settings.threshold;
+    let threshold_mode = settings.threshold.describe();
     let mut analyzer = Analyzer::new(settings, engine)?;
     analyzer.set_reference(&s.frames[0])?;
     let grid = analyzer.grid().ok_or_else(|| bad("no patch grid".into()))?;
@@ -120,6 +128,8 @@ pub fn evaluate(
     let mut alarms = AlarmEngine::new(rules.to_vec());
     let mut scores = Vec::with_capacity(s.frames.len() - 1);
     let (mut alarm_frame, mut false_alarms) = (None, 0usize);
+    let mut not_registered = 0usize;
+    let mut threshold = None;
     for i in 1..s.frames.len() {
         if s.damage[i].len() != s.frames[i].len() {
             return Err(bad(format!(
@@ -128,7 +138,16 @@ pub fn evaluate(
                 s.frames[i].len()
             )));
         }
-        let a = analyzer.analyse(&s.frames[i])?;
+        let a = match analyzer.analyse_at(&s.frames[i], i as u64) {
+            Ok(a) => a,
+            Err(AnalysisError::NotRegistered(_)) => {
+                // Not compared, as in the daemon: no score, no alarm.
+                not_registered += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        threshold = a.summary.threshold.or(threshold);
         let labels = truth::patch_labels(&s.damage[i], width, &grid);
         let (mut pos, mut neg) = (Vec::new(), Vec::new());
         for (k, l) in labels.iter().enumerate() {
@@ -181,6 +200,7 @@ pub fn evaluate(
     Ok(SettingResult {
         series: s.name.clone(),
         setting,
+        threshold_mode,
         threshold,
         first_damaged_frame: first.map(|f| f.frame),
         auc_early: first.and_then(|f| f.auc),
@@ -193,6 +213,7 @@ pub fn evaluate(
             _ => None,
         },
         false_alarms,
+        frames_not_registered: not_registered,
         frames: scores,
     })
 }

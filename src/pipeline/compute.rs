@@ -18,13 +18,14 @@ use tokio::sync::mpsc;
 
 use super::consumers::{Analysed, Consumer, Event};
 use super::stats::{self, SeriesBrief, Stats};
-use super::summary::{self, SeriesSummary, TimelinePoint};
+use super::summary::{self, RegistrationNote, SeriesSummary, TimelinePoint};
 use crate::alarms::{AlarmEngine, AlarmRecord, Level, Observation, Rule, Signal};
 use crate::clock::rfc3339;
-use crate::damage::{AnalysisError, AnalysisSettings, Analyzer, Summary};
+use crate::damage::{AnalysisError, AnalysisSettings, Analyzer, FrameAnalysis, NoiseFloor, PatchThreshold, Summary};
 use crate::decode::{FrameMsg, SeriesInfo};
 use crate::dose::FrameDose;
 use crate::engine::Engine;
+use crate::register::{Lock, Shift};
 use crate::report::provenance::Provenance;
 
 /// A frame on its way to the analysis.
@@ -67,6 +68,12 @@ struct Current {
     analysed: u64,
     skipped: u64,
     errors: u64,
+    /// Frames whose drift could not be established (not compared, no alarms).
+    not_registered: u64,
+    /// Frames in which no patch could be analysed (gaps, drift): compared with nothing.
+    without_patches: u64,
+    warned_without_patches: bool,
+    registration: Vec<RegistrationNote>,
     reference: Option<u64>,
     last_dose: Option<FrameDose>,
     last_summary: Option<Summary>,
@@ -136,6 +143,10 @@ impl Compute {
                             analysed: 0,
                             skipped: 0,
                             errors: 0,
+                            not_registered: 0,
+                            without_patches: 0,
+                            warned_without_patches: false,
+                            registration: Vec::new(),
                             reference: None,
                             last_dose: None,
                             last_summary: None,
@@ -176,7 +187,7 @@ impl Compute {
             panic!("fault injection (BEAMWATCH_FAULT_PANIC_AT_FRAME={})", f.msg.index);
         }
         if !c.analyzer.has_reference() {
-            match c.analyzer.set_reference(&f.msg.frame) {
+            match c.analyzer.set_reference_at(&f.msg.frame, f.msg.index) {
                 Ok(()) => {
                     c.reference = Some(f.msg.index);
                     c.analysed += 1;
@@ -195,11 +206,32 @@ impl Compute {
             self.stats.analysis_time(t.elapsed().as_secs_f64() * 1e3);
             return;
         }
-        match c.analyzer.analyse(&f.msg.frame) {
+        match c.analyzer.analyse_at(&f.msg.frame, f.msg.index) {
+            Ok(a) if a.summary.analysed_patches == 0 => {
+                // Compared with nothing: no alarm can come of it, and the user must know why.
+                c.without_patches += 1;
+                stats::inc(&self.stats.frames_without_patches);
+                self.stats.analysis_time(t.elapsed().as_secs_f64() * 1e3);
+                if !c.warned_without_patches {
+                    c.warned_without_patches = true;
+                    tracing::warn!(
+                        "series {} frame {}: every patch is excluded, so nothing is compared and no alarm can fire: {}",
+                        c.info.series,
+                        f.msg.index,
+                        why_no_patches(&f.msg.frame, &a)
+                    );
+                }
+            }
             Ok(a) => {
                 c.analysed += 1;
                 stats::inc(&self.stats.frames_analysed);
                 self.stats.analysis_time(t.elapsed().as_secs_f64() * 1e3);
+                if let (Some(lock), Some(shift)) = (a.lock, a.shift)
+                    && lock != Lock::Reference
+                    && note_registration(&mut c.registration, f.msg.index, lock, shift)
+                {
+                    tracing::info!("series {} frame {}: {}", c.info.series, f.msg.index, lock.describe());
+                }
                 let obs = Observation {
                     series: &f.msg.series,
                     frame: f.msg.index,
@@ -231,6 +263,18 @@ impl Compute {
                 };
                 self.tell(&Event::Analysed(&done));
                 c.last_summary = Some(a.summary);
+            }
+            Err(AnalysisError::NotRegistered(tracked)) => {
+                c.not_registered += 1;
+                stats::inc(&self.stats.frames_not_registered);
+                self.stats.analysis_time(t.elapsed().as_secs_f64() * 1e3);
+                note_registration(&mut c.registration, f.msg.index, tracked.lock, tracked.shift);
+                tracing::warn!(
+                    "series {} frame {}: {}",
+                    c.info.series,
+                    f.msg.index,
+                    AnalysisError::NotRegistered(tracked)
+                );
             }
             Err(e) => self.reject(c, &f, e, "frame"),
         }
@@ -279,7 +323,10 @@ impl Compute {
 
     fn finish(&mut self, c: Current, alarms: &AlarmEngine, received: u64, dropped: u64, implicit: bool) {
         stats::inc(&self.stats.series_ended);
-        let received = received.max(c.analysed + c.skipped + c.errors + dropped);
+        let received =
+            received.max(c.analysed + c.skipped + c.errors + c.not_registered + c.without_patches + dropped);
+        let (critical_dose_fit, critical_dose_note) =
+            crate::alarms::forecast::reported(alarms.fit(Signal::MeanDissimilarity));
         let summary = SeriesSummary {
             kind: "series_summary",
             series: c.info.series.clone(),
@@ -291,24 +338,39 @@ impl Compute {
             frames_analysed: c.analysed,
             frames_skipped: c.skipped + dropped,
             analysis_errors: c.errors,
+            frames_not_registered: c.not_registered,
+            frames_without_patches: c.without_patches,
+            registration: c.registration,
+            patch_threshold: c.analyzer.settings().threshold,
+            noise_floor: c.analyzer.noise_floor().cloned(),
             reference_frame: c.reference,
             last_dose: c.last_dose,
             last_summary: c.last_summary,
-            critical_dose_fit: alarms.fit(Signal::MeanDissimilarity),
+            critical_dose_fit,
+            critical_dose_note,
             alarms: c.alarms,
             timeline: c.timeline,
             provenance: self.provenance.clone(),
         };
         tracing::info!(
-            "series {} ended: {} frames received, {} analysed, {} skipped, {} errors, {} alarms{}",
+            "series {} ended: {} frames received, {} analysed, {} skipped, {} not registered, {} without patches, {} errors, {} alarms{}",
             summary.series,
             summary.frames_received,
             summary.frames_analysed,
             summary.frames_skipped,
+            summary.frames_not_registered,
+            summary.frames_without_patches,
             summary.analysis_errors,
             summary.alarms.len(),
             summary.fit_text()
         );
+        if summary.noise_floor.is_none() && matches!(summary.patch_threshold, PatchThreshold::Calibrated { .. }) {
+            tracing::warn!(
+                "series {}: too few compared frames to calibrate the patch threshold ({}): no damage alarm could fire",
+                summary.series,
+                summary.patch_threshold.describe()
+            );
+        }
         let path = summary::path(&self.summaries_dir, &summary.series);
         match serde_json::to_vec_pretty(&summary) {
             Ok(bytes) => {
@@ -327,10 +389,64 @@ impl Compute {
             frames_analysed: summary.frames_analysed,
             frames_skipped: summary.frames_skipped,
             analysis_errors: summary.analysis_errors,
+            frames_not_registered: summary.frames_not_registered,
+            frames_without_patches: summary.frames_without_patches,
+            patch_threshold: summary
+                .noise_floor
+                .as_ref()
+                .map_or(summary.patch_threshold.describe(), NoiseFloor::describe),
             total_dose_e_per_a2: summary.last_dose.as_ref().and_then(|d| d.cumulative_e_per_a2),
             critical_dose_fit: summary.critical_dose_fit,
+            critical_dose_note: summary.critical_dose_note,
             alarms: summary.alarms,
             summary_file: path.display().to_string(),
         });
+    }
+}
+
+/// Notes a frame that was not registered to the reference directly; consecutive frames of the same
+/// kind share one note (the list stays short however long the series). `true` when a note began.
+fn note_registration(notes: &mut Vec<RegistrationNote>, frame: u64, lock: Lock, shift: Shift) -> bool {
+    /// Notes kept per series; later ones are counted in the last.
+    const KEPT: usize = 256;
+    let kind = std::mem::discriminant(&lock);
+    let full = notes.len() >= KEPT;
+    if let Some(last) = notes.last_mut()
+        && std::mem::discriminant(&last.lock) == kind
+        && (last.last_frame + 1 == frame || full)
+    {
+        last.last_frame = frame;
+        last.frames += 1;
+        return false;
+    }
+    if full {
+        return false;
+    }
+    notes.push(RegistrationNote {
+        first_frame: frame,
+        last_frame: frame,
+        frames: 1,
+        lock,
+        dx_px: shift.dx_px,
+        dy_px: shift.dy_px,
+        detail: lock.describe(),
+    });
+    true
+}
+
+/// Why no patch of a frame could be analysed, with what to do about it.
+fn why_no_patches(frame: &crate::frame::Frame, a: &FrameAnalysis) -> String {
+    use crate::patches::PatchStatus;
+    let masked = a.map.status.iter().filter(|s| **s == PatchStatus::Masked).count();
+    let outside = a.map.status.iter().filter(|s| **s == PatchStatus::OutsideOverlap).count();
+    let gaps = 100.0 * frame.n_invalid() as f64 / frame.len().max(1) as f64;
+    if masked >= outside {
+        format!(
+            "{gaps:.0} % of its pixels are detector gaps (at the pixel type's maximum) and {masked} patches hold too many; \
+             choose another detector channel, or analyse them as signal with --no-gap-mask"
+        )
+    } else {
+        let (dx, dy) = a.shift.map_or((0.0, 0.0), |s| (s.dx_px, s.dy_px));
+        format!("the drift of ({dx:+.1}, {dy:+.1}) px has moved {outside} patches out of the field")
     }
 }

@@ -127,6 +127,10 @@ pub struct PipelineReport {
     pub frames_skipped: u64,
     pub frames_dropped_queue_full: u64,
     pub analysis_errors: u64,
+    /// Frames whose drift could not be established (a jump, a lost lock): not compared.
+    pub frames_not_registered: u64,
+    /// Frames in which every patch was excluded (gaps, drift): nothing compared.
+    pub frames_without_patches: u64,
     pub series_started: u64,
     pub series_ended: u64,
     pub alarms: u64,
@@ -449,6 +453,8 @@ impl Pipeline {
             frames_skipped: get(&s.frames_skipped),
             frames_dropped_queue_full: get(&s.frames_dropped_queue_full),
             analysis_errors: get(&s.analysis_errors),
+            frames_not_registered: get(&s.frames_not_registered),
+            frames_without_patches: get(&s.frames_without_patches),
             series_started: get(&s.series_started),
             series_ended: get(&s.series_ended),
             alarms: get(&k.alarms),

@@ -21,6 +21,10 @@ pub struct Stats {
     pub frames_dropped_queue_full: AtomicU64,
     /// Frames that could not be analysed (e.g. shape changed mid-series, constant reference).
     pub analysis_errors: AtomicU64,
+    /// Frames whose drift could not be established (not compared, no alarms).
+    pub frames_not_registered: AtomicU64,
+    /// Frames in which every patch was excluded (nothing compared).
+    pub frames_without_patches: AtomicU64,
     pub series_started: AtomicU64,
     pub series_ended: AtomicU64,
     pub analysis_ms: Mutex<Window>,
@@ -39,8 +43,14 @@ pub struct SeriesBrief {
     pub frames_analysed: u64,
     pub frames_skipped: u64,
     pub analysis_errors: u64,
+    pub frames_not_registered: u64,
+    pub frames_without_patches: u64,
+    /// How the per-patch threshold was set and, once calibrated, its value.
+    pub patch_threshold: String,
     pub total_dose_e_per_a2: Option<f64>,
+    /// `null` unless the data determine it; then the note says why.
     pub critical_dose_fit: Option<Fit>,
+    pub critical_dose_note: Option<String>,
     pub alarms: Vec<AlarmRecord>,
     pub summary_file: String,
 }

@@ -8,9 +8,10 @@ use serde::Serialize;
 
 use crate::alarms::AlarmRecord;
 use crate::alarms::forecast::Fit;
-use crate::damage::Summary;
+use crate::damage::{NoiseFloor, PatchThreshold, Summary};
 use crate::decode::SeriesInfo;
 use crate::dose::FrameDose;
+use crate::register::Lock;
 use crate::report::provenance::Provenance;
 
 /// One analysed frame in a series summary.
@@ -21,6 +22,21 @@ pub struct TimelinePoint {
     pub mean_dissimilarity: Option<f64>,
     pub fraction_above_threshold: Option<f64>,
     pub damaged_area_fraction: Option<f64>,
+}
+
+/// A run of frames registered other than directly to the reference.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegistrationNote {
+    pub first_frame: u64,
+    pub last_frame: u64,
+    /// Frames in the run (analysed frames only: skipped frames are not registered).
+    pub frames: u64,
+    #[serde(flatten)]
+    pub lock: Lock,
+    /// Drift measured (or predicted) for the first frame of the run.
+    pub dx_px: f64,
+    pub dy_px: f64,
+    pub detail: String,
 }
 
 /// Written to `series_<id>.json` and published when a series ends.
@@ -38,11 +54,23 @@ pub struct SeriesSummary {
     pub frames_analysed: u64,
     pub frames_skipped: u64,
     pub analysis_errors: u64,
+    /// Frames whose drift could not be established (a jump, a lost lock): not compared.
+    pub frames_not_registered: u64,
+    /// Frames in which every patch was excluded (gaps, drift): nothing compared.
+    pub frames_without_patches: u64,
+    /// Frames not registered directly to the reference, as runs of the same kind.
+    pub registration: Vec<RegistrationNote>,
+    /// How the per-patch threshold is set; with `noise_floor` once calibrated (method, frames,
+    /// z, σ, the per-patch thresholds).
+    pub patch_threshold: PatchThreshold,
+    pub noise_floor: Option<NoiseFloor>,
     pub reference_frame: Option<u64>,
     pub last_dose: Option<FrameDose>,
     pub last_summary: Option<Summary>,
-    /// Damage curve s(D) = floor + A·(1 − exp(−D/Dc)) fitted to the mean dissimilarity.
+    /// Damage curve s(D) = floor + A·(1 − exp(−D/Dc)) fitted to the mean dissimilarity; `null`
+    /// unless the data determine it (then `critical_dose_note` says why).
     pub critical_dose_fit: Option<Fit>,
+    pub critical_dose_note: Option<String>,
     pub alarms: Vec<AlarmRecord>,
     pub timeline: Vec<TimelinePoint>,
     pub provenance: Provenance,
@@ -51,15 +79,15 @@ pub struct SeriesSummary {
 impl SeriesSummary {
     /// One log line's worth: the fitted critical dose, or why there is none.
     pub fn fit_text(&self) -> String {
-        match self.critical_dose_fit {
-            Some(f) if f.determined() => format!(
+        match (self.critical_dose_fit, &self.critical_dose_note) {
+            (Some(f), _) => format!(
                 "; critical dose {:.0} ± {:.0} e⁻/Å² after {:.0} e⁻/Å²",
                 f.critical_dose_e_per_a2,
                 f.critical_dose_sigma_e_per_a2.unwrap_or(f64::NAN),
                 f.onset_dose_e_per_a2
             ),
-            Some(_) => "; critical dose not determined yet".into(),
-            None => String::new(),
+            (None, Some(why)) => format!("; critical dose {why}"),
+            (None, None) => String::new(),
         }
     }
 }

@@ -13,17 +13,17 @@ use super::overlay::viridis;
 use crate::frame::Frame;
 use crate::patches::PatchGrid;
 
-/// First dose at which each patch's dissimilarity exceeds `threshold`; `series` holds (cumulative
-/// dose, row-major per-patch dissimilarity with NaN for patches not analysed) in acquisition order.
-/// `None`: never exceeded (or never analysed). A frame with fewer patches than the first one only
-/// informs the patches it has.
-pub fn first_crossings(series: &[(f64, &[f32])], threshold: f32) -> Vec<Option<f64>> {
+/// First dose at which each patch's dissimilarity exceeds its threshold (`thresholds`, row-major;
+/// NaN: never judged); `series` holds (cumulative dose, row-major per-patch dissimilarity with NaN
+/// for patches not analysed) in acquisition order. `None`: never exceeded (or never analysed). A
+/// frame with fewer patches than the first one only informs the patches it has.
+pub fn first_crossings(series: &[(f64, &[f32])], thresholds: &[f32]) -> Vec<Option<f64>> {
     let n = series.iter().map(|(_, d)| d.len()).max().unwrap_or(0);
     let mut first = vec![None; n];
     for (dose, dissimilarity) in series {
-        for (slot, &v) in first.iter_mut().zip(dissimilarity.iter()) {
-            // NaN compares false, so a patch not analysed in this frame is simply skipped.
-            if slot.is_none() && v > threshold {
+        for ((slot, &v), &t) in first.iter_mut().zip(dissimilarity.iter()).zip(thresholds) {
+            // NaN compares false, so a patch not analysed in this frame (or not judged) is skipped.
+            if slot.is_none() && v > t {
                 *slot = Some(*dose);
             }
         }
@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn first_crossing_is_the_first_dose_above_threshold() {
-        let t = 0.3;
+        let t = [0.3; 5];
         // Patches: 0 crosses at 20, falls back, crosses again at 40; 1 never analysed;
         // 2 analysed only from the second frame and crosses at 30; 3 never crosses; 4 sits exactly on
         // the threshold (not above) and then crosses.
@@ -254,8 +254,11 @@ mod tests {
         let f3 = [0.2, f32::NAN, 0.6, 0.29, 0.31];
         let f4 = [0.7, f32::NAN, 0.1, 0.1, 0.9];
         let series: Vec<(f64, &[f32])> = vec![(10.0, &f1), (20.0, &f2), (30.0, &f3), (40.0, &f4)];
-        assert_eq!(first_crossings(&series, t), vec![Some(20.0), None, Some(30.0), None, Some(30.0)]);
-        assert!(first_crossings(&[], t).is_empty());
+        assert_eq!(first_crossings(&series, &t), vec![Some(20.0), None, Some(30.0), None, Some(30.0)]);
+        assert!(first_crossings(&[], &t).is_empty());
+        // Each patch against its own threshold; an unjudged patch never crosses.
+        let own = [0.6, 0.3, f32::NAN, 0.1, 0.3];
+        assert_eq!(first_crossings(&series, &own), vec![Some(40.0), None, None, Some(20.0), Some(30.0)]);
     }
 
     /// A lattice of bright columns, enough to see the map drawn over it.

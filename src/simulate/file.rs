@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, ArrayView3};
 
-use super::series::Series;
+use super::Simulation;
 use crate::decode::WireFormat;
 use crate::dose::{FrameDose, Input, Source};
 use crate::frame::PixelType;
@@ -21,58 +21,58 @@ fn err(path: &Path, what: &str) -> impl Fn(hdf5::Error) -> RecordError {
 }
 
 /// Writes every frame of `series` and its truth to `path`; `on_frame` is told each frame written.
-pub fn write(series: &Series, path: &Path, mut on_frame: impl FnMut(usize)) -> Result<PathBuf, RecordError> {
-    let spec = &series.spec;
-    let n = spec.size_px;
+pub fn write(series: &dyn Simulation, path: &Path, mut on_frame: impl FnMut(usize)) -> Result<PathBuf, RecordError> {
+    let (w, h) = series.size_px();
+    let frames = series.frames();
+    let dose = series.dose();
     let meta = SessionMeta {
-        series: format!("simulated-{}", spec.model.name()),
-        source: format!("beamwatch simulate ({} damage, {} e⁻/px per frame)", spec.model.name(), spec.electrons_per_px),
+        series: series.name(),
+        source: series.describe(),
         format: WireFormat::Auto,
-        width: n,
-        height: n,
+        width: w,
+        height: h,
         dtype: PixelType::U16,
         patch_px: 20,
-        grid_rows: n / 20,
-        grid_cols: n / 20,
+        grid_rows: h / 20,
+        grid_cols: w / 20,
         frames_every: 1,
         deflate: 1,
-        provenance_json: serde_json::json!({ "simulation": spec }).to_string(),
+        provenance_json: serde_json::json!({ "simulation": series.provenance() }).to_string(),
     };
-    let mut w = SessionWriter::create(path, meta)?;
-    let per_frame = spec.dose_per_frame_e_per_a2();
+    let mut writer = SessionWriter::create(path, meta)?;
     let known = |v| Input { value: Some(v), source: Source::SeriesHeader };
-    let mut truth = Vec::with_capacity(spec.frames * n * n);
-    let mut drift = Array2::<f64>::zeros((spec.frames, 2));
-    for i in 0..spec.frames {
+    let mut truth = Vec::with_capacity(frames * w * h);
+    let mut drift = Array2::<f64>::zeros((frames, 2));
+    for i in 0..frames {
         let (px, t) = series.frame(i);
         let dose = FrameDose {
-            per_frame_e_per_a2: Some(per_frame),
+            per_frame_e_per_a2: Some(dose.per_frame_e_per_a2),
             cumulative_e_per_a2: Some(t.cumulative_dose_e_per_a2),
-            beam_current_pa: known(spec.beam_current_pa()),
-            dwell_time_us: known(spec.dwell_time_us),
-            pixel_size_a: known(spec.pixel_size_a),
+            beam_current_pa: known(dose.beam_current_pa),
+            dwell_time_us: known(dose.dwell_time_us),
+            pixel_size_a: known(dose.pixel_size_a),
             per_frame_from_config: false,
             upper_estimate: false,
         };
-        w.received(&ReceivedRow { index: i as u64, received_unix_ns: 0, timestamp_ns: None, dose })?;
-        w.frame(i as u64, &Pixels::U16(px))?;
+        writer.received(&ReceivedRow { index: i as u64, received_unix_ns: 0, timestamp_ns: None, dose })?;
+        writer.frame(i as u64, &Pixels::U16(px))?;
         truth.extend(series.truth_map(i));
         drift[[i, 0]] = t.drift_px.0;
         drift[[i, 1]] = t.drift_px.1;
         on_frame(i);
     }
-    let path = w.finish(None)?;
+    let path = writer.finish(None)?;
     let f = hdf5::File::open_rw(&path).map_err(err(&path, "reopen for the truth"))?;
     let g = f.create_group("truth").map_err(err(&path, "/truth"))?;
-    let cube = ArrayView3::from_shape((spec.frames, n, n), &truth[..]).map_err(|e| RecordError {
+    let cube = ArrayView3::from_shape((frames, h, w), &truth[..]).map_err(|e| RecordError {
         path: path.clone(),
         what: format!("truth shape: {e}"),
         source: "shape".into(),
     })?;
     g.new_dataset::<f32>()
-        .chunk((1, n, n))
+        .chunk((1, h, w))
         .deflate(1)
-        .shape((spec.frames, n, n))
+        .shape((frames, h, w))
         .create("damage")
         .and_then(|d| d.write(cube))
         .map_err(err(&path, "/truth/damage"))?;
@@ -81,9 +81,9 @@ pub fn write(series: &Series, path: &Path, mut on_frame: impl FnMut(usize)) -> R
     g.new_attr::<i64>().create("onset_frame").and_then(|a| a.write_scalar(&onset)).map_err(err(&path, "onset"))?;
     g.new_attr::<f64>()
         .create("electrons_per_px")
-        .and_then(|a| a.write_scalar(&spec.electrons_per_px))
+        .and_then(|a| a.write_scalar(&series.electrons_per_px()))
         .map_err(err(&path, "electrons_per_px"))?;
-    let model: hdf5::types::VarLenUnicode = spec.model.name().parse().map_err(|_| RecordError {
+    let model: hdf5::types::VarLenUnicode = series.model().name().parse().map_err(|_| RecordError {
         path: path.clone(),
         what: "model".into(),
         source: "utf8".into(),

@@ -6,6 +6,7 @@
 //! per pixel and an optional drift. Everything is seeded: the same inputs give the same frames.
 
 pub mod file;
+pub mod image;
 pub mod publish;
 pub mod series;
 
@@ -21,6 +22,78 @@ struct Atom {
     sigma: f64,
     /// Uniform in [0, 1): the column vanishes once the local vacancy share exceeds it.
     u: f64,
+}
+
+/// Dose inputs of a simulated series (all known).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SimulatedDose {
+    pub per_frame_e_per_a2: f64,
+    pub beam_current_pa: f64,
+    pub dwell_time_us: f64,
+    pub pixel_size_a: f64,
+}
+
+/// A simulated series with known damage: what the HDF5 writer and the evaluation suite need.
+pub trait Simulation {
+    /// The series id (written into its session file).
+    fn name(&self) -> String;
+    /// What was simulated, in one line.
+    fn describe(&self) -> String;
+    /// (width, height) of every frame.
+    fn size_px(&self) -> (usize, usize);
+    fn frames(&self) -> usize;
+    /// Detector counts of frame `i` (u16, Poisson noise) and its truth.
+    fn frame(&self, i: usize) -> (Vec<u16>, series::FrameTruth);
+    /// Per-pixel true damage (0..1) of frame `i` in reference-frame coordinates.
+    fn truth_map(&self, i: usize) -> Vec<f32>;
+    /// First frame with any damage.
+    fn onset_frame(&self) -> Option<usize>;
+    fn model(&self) -> DamageModel;
+    fn electrons_per_px(&self) -> f64;
+    fn dose(&self) -> SimulatedDose;
+    /// Every parameter, for the file's provenance.
+    fn provenance(&self) -> serde_json::Value;
+}
+
+impl Simulation for series::Series {
+    fn name(&self) -> String {
+        format!("simulated-{}", self.spec.model.name())
+    }
+    fn describe(&self) -> String {
+        format!("beamwatch simulate ({} damage, {} e⁻/px per frame)", self.spec.model.name(), self.spec.electrons_per_px)
+    }
+    fn size_px(&self) -> (usize, usize) {
+        (self.spec.size_px, self.spec.size_px)
+    }
+    fn frames(&self) -> usize {
+        self.spec.frames
+    }
+    fn frame(&self, i: usize) -> (Vec<u16>, series::FrameTruth) {
+        series::Series::frame(self, i)
+    }
+    fn truth_map(&self, i: usize) -> Vec<f32> {
+        series::Series::truth_map(self, i)
+    }
+    fn onset_frame(&self) -> Option<usize> {
+        series::Series::onset_frame(self)
+    }
+    fn model(&self) -> DamageModel {
+        self.spec.model
+    }
+    fn electrons_per_px(&self) -> f64 {
+        self.spec.electrons_per_px
+    }
+    fn dose(&self) -> SimulatedDose {
+        SimulatedDose {
+            per_frame_e_per_a2: self.spec.dose_per_frame_e_per_a2(),
+            beam_current_pa: self.spec.beam_current_pa(),
+            dwell_time_us: self.spec.dwell_time_us,
+            pixel_size_a: self.spec.pixel_size_a,
+        }
+    }
+    fn provenance(&self) -> serde_json::Value {
+        serde_json::to_value(&self.spec).unwrap_or_default()
+    }
 }
 
 /// A damaged disc: inside `radius_px` the crystal is amorphous with weight `amount` (0..1),
@@ -168,11 +241,9 @@ impl Specimen {
                     let (sx, sy) = (x as f64 - dx, y as f64 - dy);
                     let d = damage.at(sx, sy);
                     if d > 0.0 {
-                        let (tx, ty) = (
-                            sx.round().clamp(0.0, (w - 1) as f64) as usize,
-                            sy.round().clamp(0.0, (h - 1) as f64) as usize,
-                        );
-                        let texture = self.lattice_mean + 0.6 * self.lattice_std * self.amorphous[ty * w + tx];
+                        // Sampled between pixels (bilinear): a texture snapped to whole pixels
+                        // would drift in whole-pixel jumps, unlike the specimen.
+                        let texture = self.lattice_mean + 0.6 * self.lattice_std * bilinear(&self.amorphous, w, h, sx, sy);
                         img[y * w + x] +=
                             d * (texture - self.lattice_mean) + d * (self.lattice_mean - self.background) * 0.5;
                     }
@@ -256,7 +327,7 @@ impl Specimen {
 }
 
 /// Zero-mean, unit-variance Gaussian noise smoothed with a Gaussian of `sigma_px`.
-fn smooth_noise(w: usize, h: usize, sigma_px: f64, rng: &mut ChaCha8Rng) -> Vec<f64> {
+pub(crate) fn smooth_noise(w: usize, h: usize, sigma_px: f64, rng: &mut ChaCha8Rng) -> Vec<f64> {
     let normal = Normal::new(0.0, 1.0).expect("unit normal");
     let raw: Vec<f64> = (0..w * h).map(|_| normal.sample(rng)).collect();
     let mut out = gaussian_blur(&raw, w, h, sigma_px);
@@ -265,6 +336,16 @@ fn smooth_noise(w: usize, h: usize, sigma_px: f64, rng: &mut ChaCha8Rng) -> Vec<
     let std = (out.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt().max(1e-12);
     out.iter_mut().for_each(|v| *v = (*v - mean) / std);
     out
+}
+
+/// `img` (w × h) at (x, y) by bilinear interpolation, clamped to the edge pixels.
+fn bilinear(img: &[f64], w: usize, h: usize, x: f64, y: f64) -> f64 {
+    let (x, y) = (x.clamp(0.0, (w - 1) as f64), y.clamp(0.0, (h - 1) as f64));
+    let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+    let (fx, fy) = (x - x0 as f64, y - y0 as f64);
+    (1.0 - fy) * ((1.0 - fx) * img[y0 * w + x0] + fx * img[y0 * w + x1])
+        + fy * ((1.0 - fx) * img[y1 * w + x0] + fx * img[y1 * w + x1])
 }
 
 /// Separable Gaussian blur with edge clamping.

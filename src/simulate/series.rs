@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{Damage, DamageModel, Disc, Specimen};
+use super::{Damage, DamageModel, Specimen};
 use crate::dose::ELEMENTARY_CHARGE_C;
 
 /// Parameters of a simulated series.
@@ -33,8 +33,18 @@ pub struct SeriesSpec {
     /// Intensity lost over the whole field per e⁻/Å² (mass loss), as a fraction.
     pub intensity_loss_per_e_per_a2: f64,
     pub drift_px_per_frame: (f64, f64),
+    /// A sudden stage jump on top of the steady drift (tests of the registration's lock).
+    pub drift_jump: Option<DriftJump>,
     pub seed: u64,
     pub model: DamageModel,
+}
+
+/// From frame `at_frame` on, the specimen sits `(dx_px, dy_px)` further along than the steady drift.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct DriftJump {
+    pub at_frame: usize,
+    pub dx_px: f64,
+    pub dy_px: f64,
 }
 
 impl SeriesSpec {
@@ -60,6 +70,7 @@ impl SeriesSpec {
             growth_dose_e_per_a2: 0.0,
             intensity_loss_per_e_per_a2: 1e-6,
             drift_px_per_frame: (0.15, -0.1),
+            drift_jump: None,
             seed: 1,
             model: DamageModel::Amorphous,
         };
@@ -87,12 +98,6 @@ impl SeriesSpec {
     }
 }
 
-#[derive(Clone, Debug)]
-struct Seed {
-    x: f64,
-    y: f64,
-    onset_dose: f64,
-}
 
 /// The truth of one frame.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -107,23 +112,26 @@ pub struct FrameTruth {
 pub struct Series {
     pub spec: SeriesSpec,
     specimen: Specimen,
-    seeds: Vec<Seed>,
+    nucleation: Nucleation,
 }
 
 impl Series {
     pub fn new(spec: SeriesSpec) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5eed);
-        let n = spec.size_px as f64;
-        let seeds = (0..spec.seeds)
-            .map(|k| Seed {
-                x: rng.random_range(0.2 * n..0.8 * n),
-                y: rng.random_range(0.2 * n..0.8 * n),
-                onset_dose: spec.onset_dose_e_per_a2
-                    + if k == 0 { 0.0 } else { rng.random_range(0.0..=spec.onset_spread_e_per_a2.max(0.0)) },
-            })
-            .collect();
+        let nucleation = Nucleation::new(
+            spec.size_px,
+            spec.size_px,
+            NucleationSpec {
+                seeds: spec.seeds,
+                onset_dose_e_per_a2: spec.onset_dose_e_per_a2,
+                onset_spread_e_per_a2: spec.onset_spread_e_per_a2,
+                max_radius_px: spec.max_radius_fraction * spec.size_px as f64,
+                growth_dose_e_per_a2: spec.growth_dose_e_per_a2,
+                model: spec.model,
+            },
+            spec.seed,
+        );
         let specimen = Specimen::new(spec.size_px, spec.size_px, spec.lattice_spacing_px, spec.seed);
-        Self { spec, specimen, seeds }
+        Self { spec, specimen, nucleation }
     }
 
     pub fn cumulative_dose(&self, frame: usize) -> f64 {
@@ -131,36 +139,12 @@ impl Series {
     }
 
     pub fn drift(&self, frame: usize) -> (f64, f64) {
-        (self.spec.drift_px_per_frame.0 * frame as f64, self.spec.drift_px_per_frame.1 * frame as f64)
+        drift_at(self.spec.drift_px_per_frame, self.spec.drift_jump, frame)
     }
 
     /// The damage state at a cumulative dose.
     pub fn damage_at(&self, dose: f64) -> Damage {
-        let s = &self.spec;
-        let rmax = s.max_radius_fraction * s.size_px as f64;
-        let g = s.growth_dose_e_per_a2.max(1e-9);
-        Damage {
-            discs: self
-                .seeds
-                .iter()
-                .filter(|seed| dose > seed.onset_dose)
-                .map(|seed| {
-                    let t = (dose - seed.onset_dose) / g;
-                    Disc {
-                        cx: seed.x,
-                        cy: seed.y,
-                        radius_px: rmax * (1.0 - (-t).exp()),
-                        edge_px: 4.0,
-                        amount: match s.model {
-                            DamageModel::Amorphous => (0.5 + t).min(1.0),
-                            // Gradual: barely visible at nucleation.
-                            DamageModel::ContrastLoss | DamageModel::Vacancies => 1.0 - (-(t + 0.1)).exp(),
-                        },
-                    }
-                })
-                .collect(),
-            model: s.model,
-        }
+        self.nucleation.damage_at(dose)
     }
 
     /// First frame with any damage.
@@ -189,6 +173,90 @@ impl Series {
         let map = self.specimen.damage_map(&damage, drift);
         let damaged = map.iter().filter(|&&v| v > 0.0).count() as f64 / map.len() as f64;
         (px, FrameTruth { index: i, cumulative_dose_e_per_a2: dose, damaged_fraction: damaged, drift_px: drift })
+    }
+}
+
+/// The drift of frame `frame`: the steady step times the frame, plus the jump once it happened.
+pub fn drift_at(step: (f64, f64), jump: Option<DriftJump>, frame: usize) -> (f64, f64) {
+    let (mut x, mut y) = (step.0 * frame as f64, step.1 * frame as f64);
+    if let Some(j) = jump.filter(|j| frame >= j.at_frame) {
+        x += j.dx_px;
+        y += j.dy_px;
+    }
+    (x, y)
+}
+
+/// How damage nucleates and grows with dose.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NucleationSpec {
+    pub seeds: usize,
+    /// Cumulative dose at which the first seed nucleates.
+    pub onset_dose_e_per_a2: f64,
+    /// Later seeds nucleate within this much further dose.
+    pub onset_spread_e_per_a2: f64,
+    /// Final radius of a damaged region.
+    pub max_radius_px: f64,
+    /// Dose over which a region reaches ≈ 63 % of its final radius (its critical dose).
+    pub growth_dose_e_per_a2: f64,
+    pub model: DamageModel,
+}
+
+#[derive(Clone, Debug)]
+struct Seed {
+    x: f64,
+    y: f64,
+    onset_dose: f64,
+}
+
+/// Damage seeds at random places in the central 60 % of a field, each nucleating at its own
+/// onset dose and growing with further dose.
+#[derive(Clone, Debug)]
+pub struct Nucleation {
+    spec: NucleationSpec,
+    seeds: Vec<Seed>,
+}
+
+impl Nucleation {
+    pub fn new(width: usize, height: usize, spec: NucleationSpec, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let (w, h) = (width as f64, height as f64);
+        let seeds = (0..spec.seeds)
+            .map(|k| Seed {
+                x: rng.random_range(0.2 * w..0.8 * w),
+                y: rng.random_range(0.2 * h..0.8 * h),
+                onset_dose: spec.onset_dose_e_per_a2
+                    + if k == 0 { 0.0 } else { rng.random_range(0.0..=spec.onset_spread_e_per_a2.max(0.0)) },
+            })
+            .collect();
+        Self { spec, seeds }
+    }
+
+    /// The damage state at a cumulative dose.
+    pub fn damage_at(&self, dose: f64) -> Damage {
+        let s = &self.spec;
+        let g = s.growth_dose_e_per_a2.max(1e-9);
+        Damage {
+            discs: self
+                .seeds
+                .iter()
+                .filter(|seed| dose > seed.onset_dose)
+                .map(|seed| {
+                    let t = (dose - seed.onset_dose) / g;
+                    super::Disc {
+                        cx: seed.x,
+                        cy: seed.y,
+                        radius_px: s.max_radius_px * (1.0 - (-t).exp()),
+                        edge_px: 4.0,
+                        amount: match s.model {
+                            DamageModel::Amorphous => (0.5 + t).min(1.0),
+                            // Gradual: barely visible at nucleation.
+                            DamageModel::ContrastLoss | DamageModel::Vacancies => 1.0 - (-(t + 0.1)).exp(),
+                        },
+                    }
+                })
+                .collect(),
+            model: s.model,
+        }
     }
 }
 
