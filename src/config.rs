@@ -11,6 +11,7 @@ pub use crate::damage::AnalysisConfig;
 use crate::dose::DoseConfig;
 pub use crate::ingest::{IngestConfig, Mode, SocketKind};
 use crate::record::recorder::RecordConfig;
+pub use crate::view::ViewConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[must_use]
@@ -39,6 +40,8 @@ pub struct Config {
     pub sinks: SinkConfig,
     #[serde(default)]
     pub record: RecordConfig,
+    #[serde(default)]
+    pub view: ViewConfig,
     /// Absent: [`crate::alarms::default_rules`]; an empty list: no damage alarms.
     #[serde(default)]
     pub alarms: Option<Vec<RuleConfig>>,
@@ -97,6 +100,15 @@ impl Config {
         }
         if let Some((key, v)) = self.dose.invalid() {
             return Err(invalid(key, v.to_string(), "must be a positive number"));
+        }
+        if let Err((key, why)) = self.view.check() {
+            let value = match key {
+                "view.bind" => format!("{:?}", self.view.bind),
+                "view.max_clients" => self.view.max_clients.to_string(),
+                "view.event_buffer" => self.view.event_buffer.to_string(),
+                _ => "(hidden)".into(),
+            };
+            return Err(invalid(key, value, &why));
         }
         let i = &self.ingest;
         crate::ingest::guard::tcp_addr(&i.endpoint)

@@ -8,7 +8,7 @@
 //! | analysis set-up | [`Error::Weights`], [`Error::Setup`], [`Error::Engine`] (GPU and CPU engine) |
 //! | sockets | [`Error::Ingest`], [`Error::Publish`], [`Error::Sinks`] |
 //! | the running pipeline | [`Error::Pipeline`] (threads that would not start, an analysis that died) |
-//! | outputs | [`Error::Report`], [`Error::Output`] |
+//! | outputs | [`Error::Report`], [`Error::Output`], [`Error::View`] (the live view's server) |
 //! | secondary stages | `Error::Conductivity`, `Error::Map` |
 
 use std::path::PathBuf;
@@ -23,6 +23,7 @@ use crate::ingest::IngestError;
 use crate::pipeline::PipelineError;
 use crate::report::ReportError;
 use crate::simulate::publish::PublishError;
+use crate::view::ViewError;
 use crate::weights::WeightsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,8 @@ pub enum Error {
     Report(#[from] ReportError),
     #[error("{}: {problem}", path.display())]
     Output { path: PathBuf, problem: String },
+    #[error(transparent)]
+    View(#[from] ViewError),
     #[cfg(feature = "secondary")]
     #[error(transparent)]
     Conductivity(#[from] crate::secondary::conductivity::ConductivityError),

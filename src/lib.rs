@@ -38,6 +38,8 @@
 //! - [`record`]: HDF5 sessions — the recorder, and the readers replay uses (beamwatch sessions,
 //!   EMD, Velox, DECTRIS NeXus, datasets, image stacks).
 //! - [`report`]: what people read and look at — CSV, JSON, PNG overlays and plots, HTML.
+//! - [`view`]: the live view — a page in the browser fed by server-sent events (axum), and the
+//!   same page for recorded sessions.
 //! - [`config`]: the TOML configuration, every section validated.
 //!
 //! **Wiring**
@@ -71,6 +73,7 @@ pub mod damage;
 pub mod alarms;
 pub mod record;
 pub mod report;
+pub mod view;
 pub mod config;
 pub mod pipeline;
 pub mod daemon;

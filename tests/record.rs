@@ -51,7 +51,7 @@ fn record_then_replay_gives_the_same_grids_bit_for_bit_and_the_same_alarms() {
     cfg.dose.per_frame_e_per_a2 = Some(spec.dose_per_frame_e_per_a2());
     let popts =
         PublishOptions { format: beamwatch::decode::WireFormat::DectrisV2, fps: 25.0, ..PublishOptions::default() };
-    let (live, sent) = run_pair(&spec, popts, cfg).expect("live run");
+    let (live, sent) = run_pair(&spec, popts, cfg, false).expect("live run");
     assert_eq!(live.pipeline.frames_analysed, sent.frames_sent, "no frame skipped in this run");
     let rec = live.pipeline.recording.expect("recording report");
     assert_eq!(rec.frames_recorded, sent.frames_sent);
@@ -68,6 +68,7 @@ fn record_then_replay_gives_the_same_grids_bit_for_bit_and_the_same_alarms() {
         out: replay_dir.clone(),
         record_frames: false,
         overlays: 4,
+        view: false,
     })
     .expect("replay");
     assert_eq!(summary.frames, sent.frames_sent as usize);

@@ -7,8 +7,9 @@
 set -euo pipefail
 
 # System packages: a C toolchain (C parts of some crates), pkg-config and the HDF5 library
-# (session files and microscope HDF5 formats).
-packages=(build-essential pkg-config libhdf5-dev ca-certificates curl)
+# (session files and microscope HDF5 formats); Chromium and its WebDriver for the live view's
+# browser tests (tests/view.rs drives the page headless).
+packages=(build-essential pkg-config libhdf5-dev ca-certificates curl chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -45,6 +45,10 @@ pub struct ReplayArgs {
     /// Most per-frame overlay pictures to draw.
     #[arg(long, default_value_t = 12)]
     overlays: usize,
+    /// Show the replay in the live view as it runs ([view] bind, 127.0.0.1:8750 by default), and
+    /// keep the page up afterwards until Ctrl-C.
+    #[arg(long)]
+    view: bool,
     /// Stream the file over ZeroMQ on this endpoint instead of analysing it.
     #[arg(long)]
     publish: Option<String>,
@@ -98,6 +102,7 @@ impl ReplayArgs {
             out,
             record_frames: self.record_frames,
             overlays: self.overlays,
+            view: self.view,
         })?;
         println!(
             "replayed {} frames of {}×{} px ({:?}): {} analysed in {:.1} s ({:.2} frames/s)",

@@ -10,6 +10,7 @@ mod files;
 #[cfg(feature = "secondary")]
 mod map;
 mod monitor;
+mod view;
 mod weights;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,8 @@ pub enum Command {
     BenchLive(monitor::BenchLiveArgs),
     /// Simulator and monitor together on this machine: watch a simulated sample get damaged.
     Demo(monitor::DemoArgs),
+    /// Serve the live view's page for recorded sessions (a session file or a folder of them).
+    View(view::ViewArgs),
     /// Score comparison settings (metric × pre-filter × registration) on series with known damage.
     Evaluate(files::EvaluateArgs),
     /// Import, verify, locate or download ResNet-18 weights.
@@ -74,6 +77,7 @@ pub fn run(cmd: Command) -> Result<(), Error> {
         Command::BenchLive(a) => a.run(),
         Command::Demo(a) => a.run(),
         Command::Evaluate(a) => a.run(),
+        Command::View(a) => a.run(),
         Command::Weights(w) => w.run(),
         #[cfg(feature = "secondary")]
         Command::Conductivity(c) => conductivity::run(c),

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::analysis::AnalysisArgs;
+use super::view::ViewFlags;
 use crate::Error;
 use crate::commands::{bench, bench_live, demo, run as daemon_cmd, simulate};
 use crate::damage::{DEFAULT_PREFILTER_SIGMA_PX, Metric};
@@ -38,6 +39,8 @@ pub struct RunArgs {
     /// Stop after this many series (0: run until SIGINT/SIGTERM).
     #[arg(long)]
     max_series: Option<u64>,
+    #[command(flatten)]
+    view: ViewFlags,
 }
 
 impl RunArgs {
@@ -58,6 +61,7 @@ impl RunArgs {
         if let Some(n) = self.max_series {
             cfg.pipeline.max_series = n;
         }
+        self.view.apply(&mut cfg.view)?;
         let source = self.analysis.config.unwrap_or_else(|| PathBuf::from("built-in defaults"));
         let r = daemon_cmd::run(cfg, &source)?;
         println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
@@ -213,10 +217,17 @@ pub struct DemoArgs {
     /// Frames per second.
     #[arg(long, default_value_t = 8.0)]
     fps: f64,
+    /// Keep the live view up after the demo, until Ctrl-C.
+    #[arg(long, conflicts_with = "no_view")]
+    view: bool,
+    #[command(flatten)]
+    view_flags: ViewFlags,
 }
 
 impl DemoArgs {
     pub fn run(self) -> Result<(), Error> {
+        let mut view = crate::view::ViewConfig::default();
+        self.view_flags.apply(&mut view)?;
         let o = demo::run(&demo::DemoOptions {
             out: self.out.clone(),
             weights: self.weights,
@@ -225,6 +236,8 @@ impl DemoArgs {
             frames: self.frames,
             onset_frame: self.onset_frame,
             fps: self.fps,
+            view,
+            keep_view: self.view,
         })?;
         print_demo(&o, &self.out);
         Ok(())

@@ -89,7 +89,9 @@ fn trial(
     };
     cfg.alarms = Some(vec![rule]);
     let popts = PublishOptions { format: opts.format, fps, series_count: series as u64, ..PublishOptions::default() };
-    let (d, p) = run_pair(&spec, popts, cfg)?;
+    // The benchmark times the analysis alone; `bench-view` times the view.
+    cfg.view.enabled = false;
+    let (d, p) = run_pair(&spec, popts, cfg, false)?;
     Ok(Trial {
         fps,
         frames_sent: p.frames_sent,

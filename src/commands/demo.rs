@@ -23,6 +23,10 @@ pub struct DemoOptions {
     pub frames: usize,
     pub onset_frame: usize,
     pub fps: f64,
+    /// The live view: `[view]` settings (served while the demo runs unless `enabled` is false).
+    pub view: crate::view::ViewConfig,
+    /// Keep the live view up after the demo, until Ctrl-C.
+    pub keep_view: bool,
 }
 
 impl Default for DemoOptions {
@@ -35,6 +39,8 @@ impl Default for DemoOptions {
             frames: 24,
             onset_frame: 8,
             fps: 8.0,
+            view: crate::view::ViewConfig::default(),
+            keep_view: false,
         }
     }
 }
@@ -59,17 +65,21 @@ pub fn run(opts: &DemoOptions) -> Result<DemoOutcome, Error> {
     cfg.dose.beam_current_pa = Some(spec.beam_current_pa());
     cfg.dose.dwell_time_us = Some(spec.dwell_time_us);
     cfg.dose.pixel_size_a = Some(spec.pixel_size_a);
+    cfg.view = opts.view.clone();
+    cfg.view.enabled |= opts.keep_view;
     let popts = PublishOptions { format: opts.format, fps: opts.fps, ..PublishOptions::default() };
-    let (daemon, publisher) = run_pair(&spec, popts, cfg)?;
+    let (daemon, publisher) = run_pair(&spec, popts, cfg, opts.keep_view)?;
     Ok(DemoOutcome { daemon, publisher, dose_per_frame_e_per_a2: spec.dose_per_frame_e_per_a2() })
 }
 
 /// Runs the simulator (bound on a free loopback port) and the daemon (connected to it, alarms on a
-/// free loopback port) until the simulator's series are done.
+/// free loopback port) until the simulator's series are done; with `keep_view`, then serves the
+/// live view until Ctrl-C.
 pub fn run_pair(
     spec: &SeriesSpec,
     mut popts: PublishOptions,
     mut cfg: Config,
+    keep_view: bool,
 ) -> Result<(DaemonReport, PublishReport), Error> {
     popts.endpoint = "tcp://127.0.0.1:0".into();
     popts.mode = Mode::Bind;
@@ -95,9 +105,21 @@ pub fn run_pair(
         };
         cfg.ingest = IngestConfig { endpoint, mode: Mode::Connect, format, ..cfg.ingest };
         let rules = cfg.validate(std::path::Path::new("built-in settings"))?;
-        let report = daemon::run(cfg, rules, cancel.clone(), None).await;
+        let view_stop = CancellationToken::new();
+        let hooks = daemon::Hooks { ready: None, keep_view: keep_view.then(|| view_stop.clone()) };
+        let report = daemon::run_with(cfg, rules, cancel.clone(), hooks).await;
         // The daemon is done (or failed): the simulator need not wait for it any longer.
         cancel.cancel();
+        let report = match report {
+            Ok((report, Some(server))) => {
+                println!("demo done; the live view stays at {} until Ctrl-C", server.url);
+                tokio::spawn(daemon::stop_on_signal(view_stop.clone()));
+                server.wait(view_stop).await;
+                Ok(report)
+            }
+            Ok((report, None)) => Ok(report),
+            Err(e) => Err(e),
+        };
         let published = match sim.await {
             Ok(r) => r?,
             Err(e) => return Err(PublishError::Socket { endpoint: "simulator".into(), reason: e.to_string() }.into()),

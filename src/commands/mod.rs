@@ -13,4 +13,5 @@ pub mod map;
 pub mod replay;
 pub mod run;
 pub mod simulate;
+pub mod view;
 pub mod weights;

@@ -41,6 +41,8 @@ pub struct ReplayOptions {
     pub record_frames: bool,
     /// Per-frame overlay pictures at most (evenly spread, plus alarm frames).
     pub overlays: usize,
+    /// Serve the live view (`[view]`) while the replay runs, and after it until Ctrl-C.
+    pub view: bool,
 }
 
 /// `summary.json` of a replay.
@@ -113,6 +115,17 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
         frame_time_s: None,
         dose: info.dose,
     };
+    let rt = runtime()?;
+    let source_text = format!("replay of {}", opts.input.display());
+    let view = if opts.view {
+        let provenance = Provenance::new(&setup.settings, setup.weights.as_ref(), setup.choice.clone());
+        let meta = crate::view::HubMeta::of(&provenance, &source_text, true, &setup.backend_name());
+        let mut cfg = cfg.clone();
+        cfg.view.enabled = true;
+        rt.block_on(crate::daemon::start_view(&cfg, meta, CancellationToken::new()))
+    } else {
+        None
+    };
     let pipeline_opts = PipelineOptions {
         setup,
         rules,
@@ -125,9 +138,10 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
         queue_frames: 4,
         // A replay can wait: every frame is analysed.
         skip_to_newest: false,
-        source: format!("replay of {}", opts.input.display()),
+        source: source_text,
         context,
         cancel: CancellationToken::new(),
+        view: view.as_ref().map(|(hub, _)| hub.clone()),
     };
     let bar = crate::progress::items_bar(info.frames as u64, "replaying frames");
     let t0 = Instant::now();
@@ -135,7 +149,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
     let mut read_error = None;
     // (frame number, position in the file) of every frame read: the overlays look frames up by number.
     let mut positions: Vec<(u64, usize)> = Vec::with_capacity(info.frames.min(1 << 16));
-    let finished = runtime()?.block_on(async {
+    let finished = rt.block_on(async {
         let mut pipeline = Pipeline::start(pipeline_opts).await?;
         let provenance = pipeline.provenance().clone();
         let mut fed = pipeline.begin_series(start, false).await;
@@ -223,6 +237,14 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
     report::write_atomic(&summary.outputs.summary_json, &json)?;
     if let Some(e) = read_error {
         tracing::warn!("some frames could not be read; the first: {e}");
+    }
+    if let Some((_, server)) = view {
+        rt.block_on(async {
+            tracing::info!("replay done; the live view stays at {} until Ctrl-C", server.url);
+            let stop = CancellationToken::new();
+            tokio::spawn(crate::daemon::stop_on_signal(stop.clone()));
+            server.wait(stop).await;
+        });
     }
     if let Some(message) = died {
         return Err(PipelineError::AnalysisDied { message, report: Box::new(done) }.into());

@@ -21,7 +21,9 @@ use crate::ingest::bounded_pub::BoundedPub;
 use crate::ingest::{IngestError, Receiver};
 use crate::pipeline::stats::get;
 use crate::pipeline::{ComputeGone, Pipeline, PipelineError, PipelineOptions, PipelineReport, WhenFull};
+use crate::report::provenance::Provenance;
 use crate::telemetry::rss_mib;
+use crate::view::{Hub, HubMeta, ViewServer};
 
 /// What the daemon reports when it stops (also `daemon_report.json`): what it received, and what
 /// the pipeline made of it.
@@ -41,6 +43,8 @@ pub struct DaemonReport {
     pub republish_dropped: Option<u64>,
     pub rss_start_mib: Option<f64>,
     pub rss_end_mib: Option<f64>,
+    /// The live view's address, when it was served.
+    pub view_url: Option<String>,
     #[serde(flatten)]
     pub pipeline: PipelineReport,
 }
@@ -59,6 +63,16 @@ impl Received {
     }
 }
 
+/// What a caller may hand the daemon besides its configuration.
+#[derive(Default)]
+pub struct Hooks {
+    /// Receives the alarm PUB endpoint once the sockets are up.
+    pub ready: Option<tokio::sync::oneshot::Sender<String>>,
+    /// Keep the live view after the daemon stops, until this token fires (`demo --view`): the
+    /// server is handed back with the report. `None`: the view stops with the daemon.
+    pub keep_view: Option<CancellationToken>,
+}
+
 /// Runs the daemon until `cancel` fires, the configured number of series has ended, or the analysis
 /// dies. `ready` receives the alarm PUB endpoint once the sockets are up.
 pub async fn run(
@@ -67,6 +81,43 @@ pub async fn run(
     cancel: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<String>>,
 ) -> Result<DaemonReport, Error> {
+    run_with(cfg, rules, cancel, Hooks { ready, keep_view: None }).await.map(|(report, _)| report)
+}
+
+/// Starts the view `cfg` asks for; a view that cannot start is logged and left off (monitoring
+/// matters more than the page).
+pub async fn start_view(cfg: &Config, meta: HubMeta, cancel: CancellationToken) -> Option<(Hub, ViewServer)> {
+    if !cfg.view.enabled {
+        return None;
+    }
+    let hub = Hub::new(meta, cfg.view.event_buffer);
+    match crate::view::serve(hub.clone(), &cfg.view, cancel).await {
+        Ok(server) => {
+            match &server.token {
+                Some(_) => tracing::warn!(
+                    "live view on {} for other computers too: open {} (the token is needed)",
+                    server.addr,
+                    server.url
+                ),
+                None => tracing::info!("live view: {}", server.url),
+            }
+            Some((hub, server))
+        }
+        Err(e) => {
+            tracing::error!("{e}; monitoring goes on without the live view (set [view] bind, or enabled = false)");
+            None
+        }
+    }
+}
+
+/// [`run`] with the caller's [`Hooks`]; the view server comes back when `keep_view` asked for it.
+pub async fn run_with(
+    cfg: Config,
+    rules: Vec<Rule>,
+    cancel: CancellationToken,
+    hooks: Hooks,
+) -> Result<(DaemonReport, Option<ViewServer>), Error> {
+    let Hooks { ready, keep_view } = hooks;
     let started = SystemTime::now();
     let rss_start = rss_mib();
     // Our own listeners (guard, re-publisher, PUB sockets) stop with the caller's token or when
@@ -76,6 +127,11 @@ pub async fn run(
     let out = cfg.pipeline.out_dir.clone();
     crate::report::ensure_dir(&out)?;
     let setup = crate::damage::setup::prepare(&cfg.analysis)?;
+    let source = format!("live {}", cfg.ingest.endpoint);
+    let provenance = Provenance::new(&setup.settings, setup.weights.as_ref(), setup.choice.clone());
+    let meta = HubMeta::of(&provenance, &source, true, &setup.backend_name());
+    let view_stop = keep_view.clone().unwrap_or_else(|| internal.clone());
+    let view = start_view(&cfg, meta, view_stop).await;
     let mut context = serde_json::Map::new();
     context.insert("config".into(), serde_json::to_value(&cfg).unwrap_or_default());
     let mut pipeline = Pipeline::start(PipelineOptions {
@@ -91,9 +147,10 @@ pub async fn run(
         summaries_dir: out.clone(),
         queue_frames: cfg.pipeline.queue_frames,
         skip_to_newest: cfg.pipeline.skip_to_newest,
-        source: format!("live {}", cfg.ingest.endpoint),
+        source,
         context,
         cancel: internal.clone(),
+        view: view.as_ref().map(|(hub, _)| hub.clone()),
     })
     .await?;
     let republisher = match cfg.pipeline.republish.as_deref().filter(|r| !r.is_empty()) {
@@ -150,6 +207,7 @@ pub async fn run(
         let handed: Result<(), ComputeGone> = match decoder.decode(&refs) {
             Err(e) => {
                 *got.decode_errors.entry(e.kind).or_default() += 1;
+                crate::pipeline::stats::inc(&pipeline.stats().messages_rejected);
                 tracing::warn!(
                     "message {n} rejected ({} parts, {} bytes): {e}",
                     parts.len(),
@@ -204,7 +262,16 @@ pub async fn run(
         republish_dropped: republisher.as_ref().map(|r| get(&r.stats.dropped_queue) + get(&r.stats.dropped_slow)),
         rss_start_mib: rss_start,
         rss_end_mib: rss_mib(),
+        view_url: view.as_ref().map(|(_, server)| server.url.clone()),
         pipeline: pipeline_report,
+    };
+    let view = match view {
+        Some((_, server)) if keep_view.is_some() => Some(server),
+        Some((_, server)) => {
+            server.stop().await;
+            None
+        }
+        None => None,
     };
     let path = out.join("daemon_report.json");
     match serde_json::to_vec_pretty(&report) {
@@ -224,7 +291,7 @@ pub async fn run(
     );
     match died {
         Some(message) => Err(PipelineError::AnalysisDied { message, report: Box::new(report.pipeline) }.into()),
-        None => Ok(report),
+        None => Ok((report, view)),
     }
 }
 

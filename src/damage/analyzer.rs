@@ -129,6 +129,12 @@ impl Analyzer {
         self.calibration.noise_floor()
     }
 
+    /// The per-patch thresholds frames are judged by now (NaN: not judged); `None` before the
+    /// reference or while the threshold is being calibrated.
+    pub fn patch_thresholds(&self) -> Option<Vec<f32>> {
+        self.calibration.thresholds(self.grid()?.len())
+    }
+
     pub fn has_reference(&self) -> bool {
         self.reference.is_some()
     }

@@ -155,6 +155,15 @@ impl Calibration {
         }
     }
 
+    /// Per-patch thresholds for `n` patches (NaN: not judged), `None` while calibrating.
+    pub fn thresholds(&self, n: usize) -> Option<Vec<f32>> {
+        match self {
+            Self::Fixed(t) => Some(vec![*t; n]),
+            Self::Ready(f) => Some(f.thresholds()),
+            Self::Collecting { .. } => None,
+        }
+    }
+
     /// The threshold as one number (the median per-patch threshold), when there is one.
     pub fn typical(&self) -> Option<f32> {
         match self {
@@ -238,7 +247,7 @@ pub fn normal_upper_quantile(p: f64) -> f64 {
         -3.969683028665376e1,
         2.209460984245205e2,
         -2.759285104469687e2,
-        1.383577518672690e2,
+        1.383_577_518_672_69e2,
         -3.066479806614716e1,
         2.506628277459239,
     ];
@@ -292,7 +301,7 @@ mod tests {
         // patch's own level, whatever the overall scale.
         for scale in [1.0f32, 1000.0] {
             let mut cal = Calibration::new(PatchThreshold::default());
-            let level = |p: usize| if p % 2 == 0 { 0.1 } else { 0.3 };
+            let level = |p: usize| if p.is_multiple_of(2) { 0.1 } else { 0.3 };
             let noise = |p: usize, t: usize| (((p * 7 + t * 13) % 11) as f32 - 5.0) * 0.001;
             for t in 1..=2 {
                 let m = map((0..200).map(|p| scale * (level(p) + noise(p, t))).collect());
@@ -301,8 +310,8 @@ mod tests {
             let floor = cal.noise_floor().expect("calibrated").clone();
             assert_eq!(floor.frames, vec![1, 2]);
             let thr = cal.judge(&map(vec![0.0; 200]), 3).expect("judged");
-            for p in 0..200 {
-                let above = thr[p] / scale - level(p);
+            for (p, t) in thr.iter().enumerate() {
+                let above = t / scale - level(p);
                 assert!(above > 0.0 && above < 0.05, "patch {p}: threshold {} over its level", above);
             }
             assert!(floor.z > 3.0 && floor.z < 4.0, "z = {}", floor.z);

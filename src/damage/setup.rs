@@ -161,6 +161,14 @@ pub struct MetricSetup {
     pub choice: String,
 }
 
+impl MetricSetup {
+    /// Which hardware computes the features, in words ("CPU (2 threads)", "CUDA on …"); classical
+    /// metrics run on the CPU.
+    pub fn backend_name(&self) -> String {
+        self.engine.as_ref().map_or("CPU (classical metric)".into(), |e| e.backend().to_string())
+    }
+}
+
 /// Chooses the metric, finds and checks the weights it needs, and builds the feature engine.
 pub fn prepare(cfg: &AnalysisConfig) -> Result<MetricSetup, SetupError> {
     let needs_weights = cfg.metric.is_none_or(Metric::uses_features);

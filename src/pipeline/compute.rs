@@ -253,6 +253,7 @@ impl Compute {
                 for e in events {
                     self.emit(c, e);
                 }
+                let thresholds = c.analyzer.patch_thresholds();
                 let done = Analysed {
                     series: &f.msg.series,
                     frame: f.msg.index,
@@ -260,6 +261,8 @@ impl Compute {
                     received: f.received,
                     analysis: &a,
                     analysis_ms,
+                    frame_pixels: &f.msg.frame,
+                    thresholds: thresholds.as_deref(),
                 };
                 self.tell(&Event::Analysed(&done));
                 c.last_summary = Some(a.summary);

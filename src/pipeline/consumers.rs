@@ -14,7 +14,9 @@ use crate::alarms::sinks::Sinks;
 use crate::alarms::{Alarm, Clear};
 use crate::damage::{FrameAnalysis, Summary};
 use crate::dose::FrameDose;
+use crate::frame::Frame;
 use crate::record::recorder::Recorder;
+use crate::view::hub::{FrameUpdate, Hub, status_code};
 
 /// One analysed frame.
 pub struct Analysed<'a> {
@@ -25,6 +27,10 @@ pub struct Analysed<'a> {
     pub received: Instant,
     pub analysis: &'a FrameAnalysis,
     pub analysis_ms: f64,
+    /// The frame as received (the analysis' drift-corrected copy, if any, is in `analysis`).
+    pub frame_pixels: &'a Frame,
+    /// The per-patch thresholds the frame was judged by (NaN: not judged); `None` while calibrating.
+    pub thresholds: Option<&'a [f32]>,
 }
 
 pub enum Event<'a> {
@@ -71,6 +77,38 @@ impl Consumer for Recorder {
                 self.analysis(f.series, f.frame, f.analysis, f.analysis_ms, f.dose.cumulative_e_per_a2)
             }
             Event::SeriesEnded { summary, json } => self.end_series(&summary.series, Some(json.to_string())),
+        }
+    }
+}
+
+/// The live view: every result, as it happens (the hub only queues; its worker makes the images).
+impl Consumer for Hub {
+    fn on(&mut self, event: &Event<'_>) {
+        match event {
+            Event::Alarm(a) => self.alarm(*a),
+            Event::Cleared(c) => self.cleared(*c),
+            Event::Analysed(f) => {
+                let a = f.analysis;
+                let status: Vec<u8> = a.map.status.iter().map(|s| status_code(*s)).collect();
+                self.frame(FrameUpdate {
+                    series: f.series,
+                    frame: f.frame,
+                    dose: Some(f.dose),
+                    cumulative_e_per_a2: f.dose.cumulative_e_per_a2,
+                    summary: Some(&a.summary),
+                    mean: None,
+                    area: None,
+                    above: None,
+                    shift: a.shift,
+                    grid: a.map.grid,
+                    dissimilarity: &a.map.dissimilarity,
+                    status: &status,
+                    thresholds: f.thresholds.map(<[f32]>::to_vec),
+                    image: Some(a.aligned.as_ref().unwrap_or(f.frame_pixels)),
+                    pixel_size_a: f.dose.pixel_size_a.value,
+                });
+            }
+            Event::SeriesEnded { json, .. } => self.series_ended(json),
         }
     }
 }

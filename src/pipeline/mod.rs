@@ -50,7 +50,9 @@ use crate::record::recorder::{OnFailure, RecordConfig, Recorder};
 use crate::record::session::ReceivedRow;
 use crate::report::ReportError;
 use crate::report::provenance::Provenance;
-use crate::telemetry::Percentiles;
+use crate::record::recorder::RecordStats;
+use crate::telemetry::{Percentiles, rss_mib};
+use crate::view::hub::{Hub, Status};
 use compute::{Compute, FrameWork, Work};
 use stats::{SeriesBrief, Stats, get, inc};
 
@@ -79,8 +81,10 @@ pub struct PipelineOptions {
     pub source: String,
     /// Stored beside the provenance in every session file (the configuration, the input file).
     pub context: serde_json::Map<String, serde_json::Value>,
-    /// Ends the pipeline's async tasks (the alarm PUB socket).
+    /// Ends the pipeline's async tasks (the alarm PUB socket, the view's status updates).
     pub cancel: CancellationToken,
+    /// The live view, told every result and, once a second, the counters.
+    pub view: Option<Hub>,
 }
 
 /// What a source wants when the analysis queue is full.
@@ -185,6 +189,7 @@ pub struct Pipeline {
     sinks: Sinks,
     sink_task: tokio::task::JoinHandle<()>,
     stats: Arc<Stats>,
+    view: Option<ViewFeed>,
     provenance: Provenance,
     provenance_json: String,
     source: String,
@@ -238,6 +243,27 @@ impl Pipeline {
         if let Some((r, _)) = &recorder {
             consumers.push(Box::new(r.clone()));
         }
+        let view = opts.view.map(|hub| {
+            consumers.push(Box::new(hub.clone()));
+            let feed = ViewFeed {
+                hub,
+                stats: stats.clone(),
+                sinks: sinks.stats.clone(),
+                recorder: recorder.as_ref().map(|(r, _)| r.stats.clone()),
+                record_error: record_error.clone(),
+            };
+            let (f, cancel) = (feed.clone(), opts.cancel.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = every.tick() => f.update(),
+                    }
+                }
+            });
+            feed
+        });
         let compute = Compute {
             settings: setup.settings,
             engine: setup.engine,
@@ -262,6 +288,7 @@ impl Pipeline {
             sinks,
             sink_task,
             stats,
+            view,
             provenance,
             provenance_json,
             source: opts.source,
@@ -295,20 +322,7 @@ impl Pipeline {
 
     /// The recorder's state for a status line: `None` when recording is off.
     pub fn recording_status(&self) -> Option<String> {
-        if let Some(why) = &self.record_error {
-            return Some(format!("recording OFF ({why})"));
-        }
-        let (r, _) = self.recorder.as_ref()?;
-        let st = &r.stats;
-        Some(if st.failed.load(Relaxed) {
-            "recording STOPPED".to_string()
-        } else {
-            format!(
-                "{} frames recorded ({} flushed)",
-                st.frames_recorded.load(Relaxed),
-                st.frames_flushed.load(Relaxed)
-            )
-        })
+        recording_status(self.recorder.as_ref().map(|(r, _)| &*r.stats), self.record_error.as_deref())
     }
 
     /// A series begins: the recorder opens it, its dose account starts, the analysis is told. A
@@ -445,6 +459,10 @@ impl Pipeline {
             }),
         };
         self.sinks.flush().await;
+        if let Some(v) = &self.view {
+            // The view's last word on the counters (its status task may already have stopped).
+            v.update();
+        }
         let s = &self.stats;
         let k = &self.sinks.stats;
         let report = PipelineReport {
@@ -491,5 +509,51 @@ fn recorded_dose(r: RecordedDose, upper_estimate: bool) -> FrameDose {
         pixel_size_a: recorded,
         per_frame_from_config: false,
         upper_estimate,
+    }
+}
+
+/// The recorder's state in a few words: `None` when recording is off.
+fn recording_status(recorder: Option<&RecordStats>, record_error: Option<&str>) -> Option<String> {
+    if let Some(why) = record_error {
+        return Some(format!("recording OFF ({why})"));
+    }
+    let st = recorder?;
+    Some(if st.failed.load(Relaxed) {
+        let why = st.error.lock().ok().and_then(|e| e.clone()).unwrap_or_default();
+        format!("recording STOPPED {why}").trim_end().to_string()
+    } else {
+        format!("{} frames recorded ({} flushed)", st.frames_recorded.load(Relaxed), st.frames_flushed.load(Relaxed))
+    })
+}
+
+/// What the live view's status panel is fed from.
+#[derive(Clone)]
+struct ViewFeed {
+    hub: Hub,
+    stats: Arc<Stats>,
+    sinks: Arc<crate::alarms::sinks::SinkStats>,
+    recorder: Option<Arc<RecordStats>>,
+    record_error: Option<String>,
+}
+
+impl ViewFeed {
+    fn update(&self) {
+        let s = &self.stats;
+        let recorder = recording_status(self.recorder.as_deref(), self.record_error.as_deref());
+        let stopped = self.record_error.is_some() || self.recorder.as_ref().is_some_and(|r| r.failed.load(Relaxed));
+        self.hub.set_status(Status {
+            frames_received: get(&s.frames_received),
+            frames_analysed: get(&s.frames_analysed),
+            frames_skipped: get(&s.frames_skipped),
+            frames_rejected: get(&s.messages_rejected) + get(&s.analysis_errors),
+            frames_not_registered: get(&s.frames_not_registered),
+            frames_without_patches: get(&s.frames_without_patches),
+            alarms: get(&self.sinks.alarms),
+            recorder,
+            recorder_stopped: stopped,
+            rss_mib: rss_mib().map(|m| (m * 10.0).round() / 10.0),
+            cumulative_dose_e_per_a2: self.hub.current_dose(),
+            ..Status::default()
+        });
     }
 }

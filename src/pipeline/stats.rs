@@ -25,6 +25,8 @@ pub struct Stats {
     pub frames_not_registered: AtomicU64,
     /// Frames in which every patch was excluded (nothing compared).
     pub frames_without_patches: AtomicU64,
+    /// Messages the source could not decode (counted by the source, shown by the live view).
+    pub messages_rejected: AtomicU64,
     pub series_started: AtomicU64,
     pub series_ended: AtomicU64,
     pub analysis_ms: Mutex<Window>,
