@@ -122,14 +122,19 @@ struct Live {
 }
 
 fn start_daemon(dir: &Path) -> Live {
+    start_daemon_with(dir, "[analysis]\nmetric = \"psnr\"\n", "")
+}
+
+/// The daemon with `analysis` as its `[analysis]` table and `alarms` appended.
+fn start_daemon_with(dir: &Path, analysis: &str, alarms: &str) -> Live {
     let port = free_port();
     let cfg = dir.join("run.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[analysis]\nmetric = \"psnr\"\n[ingest]\nendpoint = \"tcp://127.0.0.1:{port}\"\n[pipeline]\nout_dir = \"{}\"\n\
+            "{analysis}[ingest]\nendpoint = \"tcp://127.0.0.1:{port}\"\n[pipeline]\nout_dir = \"{}\"\n\
              status_interval_s = 0\n[sinks]\npub_endpoint = \"tcp://127.0.0.1:0\"\n[view]\nbind = \"127.0.0.1:0\"\n\
-             event_buffer = 256\n",
+             event_buffer = 256\n{alarms}",
             dir.join("out").display()
         ),
     )
@@ -147,8 +152,13 @@ fn start_daemon(dir: &Path) -> Live {
 
 impl Live {
     fn simulate(&mut self, size: usize, frames: usize, onset: usize, fps: f64) {
+        self.simulate_series(size, frames, onset, fps, 1);
+    }
+
+    fn simulate_series(&mut self, size: usize, frames: usize, onset: usize, fps: f64, series: usize) {
         let sim = bin()
             .args(["simulate", "--endpoint", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args(["--series", &series.to_string()])
             .args(["--size", &size.to_string(), "--frames", &frames.to_string()])
             .args(["--onset-frame", &onset.to_string(), "--fps", &fps.to_string(), "--wait-s", "10"])
             .stdout(Stdio::null())
@@ -575,4 +585,75 @@ fn the_page_shows_the_alarm_the_curve_and_the_overlay_live_and_recorded() {
     assert!(browser.painted("#dosemap", [0x22, 0x22, 0x22]) > 10_000);
     browser.screenshot("view-recorded.png");
     drop(view);
+}
+
+// ---- benchmark ---------------------------------------------------------------------------------
+
+fn percentiles(v: &mut [f64]) -> String {
+    if v.is_empty() {
+        return "no samples".into();
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    format!("p50 {:.1} ms, p99 {:.1} ms ({} samples)", at(0.5), at(0.99), v.len())
+}
+
+/// Benchmark, not a test (no timing is asserted; run it with
+/// `cargo test --release --test view -- --ignored --nocapture`): alarm handed to the view → shown
+/// in the page (the page's own clock at the moment its banner changes) with 1 and 10 clients, and
+/// the analysis time per frame with 10 clients watching against none. ResNet-18 (synthetic
+/// weights) on 256² frames, 30 series of 6 frames at 8 frames/s; an alarm on every series' first
+/// compared frame.
+#[test]
+#[ignore]
+fn bench_view_alarm_latency_and_analysis_cost() {
+    let weights = common::synthetic_weights();
+    let analysis = format!("[analysis]\nmetric = \"resnet18\"\nweights = \"{}\"\n", weights.display());
+    let alarm = "[[alarms]]\nname = \"bench\"\nlevel = \"warning\"\nwhen = \"mean_dissimilarity\"\nabove = 1e-6\n";
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.to_string()))
+        .unwrap_or_default();
+    println!("{cpu}; {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    for clients in [0usize, 1, 10] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut live = start_daemon_with(tmp.path(), &analysis, alarm);
+        let hp = host_port(&live.url);
+        let browser = (clients >= 1).then(|| {
+            let b = Browser::start();
+            b.open(&live.url);
+            b.wait_for("return !!(window.bw && window.bw.connected)", Duration::from_secs(20), "page connected");
+            b
+        });
+        let raw: Vec<_> = (1..clients.max(1)).map(|_| subscribe(&hp)).collect();
+        live.simulate_series(256, 6, 3, 8.0, 30);
+        let started = Instant::now();
+        while live.log().matches("ended:").count() < 30 && started.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let mut page: Vec<f64> = browser
+            .as_ref()
+            .map(|b| b.eval("return window.bw.alarmLatencyMs"))
+            .and_then(|v| v.as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()))
+            .unwrap_or_default();
+        // The other clients read every event as it comes (their threads), like browsers.
+        drop(raw);
+        let out = tmp.path().join("out");
+        drop(browser);
+        live.stop();
+        let report: Value =
+            serde_json::from_slice(&std::fs::read(out.join("daemon_report.json")).expect("report")).expect("json");
+        let a = &report["analysis_ms"];
+        println!(
+            "{clients:>2} clients: analysis per frame p50 {:.1} ms p99 {:.1} ms; {} frames analysed, {} skipped; \
+             alarm handed to the view → shown in the page: {}; frame received → alarm on the PUB socket: p50 {:.1} ms",
+            a["p50"].as_f64().unwrap_or(f64::NAN),
+            a["p99"].as_f64().unwrap_or(f64::NAN),
+            report["frames_analysed"],
+            report["frames_skipped"],
+            percentiles(&mut page),
+            report["alarm_latency_ms"]["p50"].as_f64().unwrap_or(f64::NAN),
+        );
+    }
 }

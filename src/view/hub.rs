@@ -562,14 +562,18 @@ impl Hub {
         {
             st.rates.pop_front();
         }
-        if let (Some(&(t0, r0, d0)), Some(&(t1, r1, d1))) = (st.rates.front(), st.rates.back()) {
+        if let (Some(&(t0, r0, _)), Some(&(t1, r1, d1))) = (st.rates.front(), st.rates.back()) {
             let dt = t1.duration_since(t0).as_secs_f64();
             if dt > 0.5 {
                 status.frame_rate_hz = Some(r1.saturating_sub(r0) as f64 / dt);
-                status.dose_rate_e_per_a2_s = match (d0, d1) {
-                    (Some(a), Some(b)) if b >= a => Some((b - a) / dt),
-                    _ => None,
-                };
+            }
+            // From the oldest update that knew the dose (a series' first frames may not).
+            let first_dose = st.rates.iter().find_map(|&(t, _, d)| Some((t, d?)));
+            if let (Some((t0, a)), Some(b)) = (first_dose, d1) {
+                let dt = t1.duration_since(t0).as_secs_f64();
+                if dt > 0.5 && b >= a {
+                    status.dose_rate_e_per_a2_s = Some((b - a) / dt);
+                }
             }
         }
         if status != st.status {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::hub::{FrameUpdate, Hub, HubMeta};
+use super::hub::{FrameUpdate, Hub, HubMeta, Status};
 use crate::patches::PatchGrid;
 use crate::record::session::{SessionReader, is_session};
 use crate::record::{FrameSource, ReadError};
@@ -108,6 +108,19 @@ pub fn load(hub: &Hub, file: &Path) -> Result<(), ReadError> {
     }
     if let Some(s) = &summary {
         hub.series_ended(s);
+        let n = |k: &str| s[k].as_u64().unwrap_or(0);
+        hub.set_status(Status {
+            frames_received: n("frames_received"),
+            frames_analysed: n("frames_analysed"),
+            frames_skipped: n("frames_skipped"),
+            frames_rejected: n("analysis_errors"),
+            frames_not_registered: n("frames_not_registered"),
+            frames_without_patches: n("frames_without_patches"),
+            alarms: s["alarms"].as_array().map_or(0, |a| a.len() as u64),
+            recorder: Some(format!("recorded in {}", file.display())),
+            cumulative_dose_e_per_a2: s["last_dose"]["cumulative_e_per_a2"].as_f64(),
+            ..Status::default()
+        });
     }
     Ok(())
 }

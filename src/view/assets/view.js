@@ -80,6 +80,9 @@
     if (follow || !current || !seriesList.some((s) => s.n === current.n)) {
       follow = true;
       show(st.current);
+      // A late browser sees the newest alarm at once.
+      const last = st.current && st.current.alarms.length ? st.current.alarms[st.current.alarms.length - 1] : null;
+      if (last) showBanner(last);
     } else {
       fetch(`api/series/${current.n}`).then((r) => (r.ok ? r.json() : null)).then((d) => d && show(d));
     }
@@ -306,15 +309,17 @@
       ctx.fillRect(x, 14, 1, 4);
       ctx.fillText(fmt(t, 3), Math.min(Math.max(x, x0 + 12), x1 - 12), 28);
     }
+    ctx.textAlign = "left";
+    ctx.fillText(label, x0, 43);
     for (const m of marks || []) {
       const x = x0 + ((m.v - lo) / (hi - lo || 1)) * w;
       ctx.fillStyle = "#d50000";
       ctx.fillRect(x - 1, 0, 3, 18);
-      ctx.fillText(m.label, Math.min(Math.max(x, x0 + 40), x1 - 40), 42);
+      ctx.textAlign = "center";
+      ctx.fillText(m.label, Math.min(Math.max(x, x0 + 70), x1 - 70), 57);
       ctx.fillStyle = "#222";
     }
     ctx.textAlign = "left";
-    ctx.fillText(label, x0, 42);
   }
   function drawFrame() {
     const canvas = $("frame");
