@@ -39,8 +39,12 @@ pub struct ReplayArgs {
     /// Scan pixel size (Å), when the file does not say.
     #[arg(long)]
     pixel_size_a: Option<f64>,
-    /// Store the frames in the results session too.
+    /// Leave the frames out of the results session (by default it holds them, so the session is
+    /// complete on its own: HyperSpy / RosettaSciIO load frames and maps from it).
     #[arg(long)]
+    no_record_frames: bool,
+    /// The default since session format 2 (kept so older scripts still run).
+    #[arg(long, hide = true, conflicts_with = "no_record_frames")]
     record_frames: bool,
     /// Most per-frame overlay pictures to draw.
     #[arg(long, default_value_t = 12)]
@@ -100,7 +104,7 @@ impl ReplayArgs {
             frame_axis: self.frame_axis,
             config: cfg,
             out,
-            record_frames: self.record_frames,
+            record_frames: self.record_frames || !self.no_record_frames,
             overlays: self.overlays,
             view: self.view,
         })?;

@@ -14,8 +14,13 @@
 //!                       dissimilarity (M, rows, cols), status (M, rows, cols), mean, max,
 //!                       fraction_above, damaged_area, shift_dx_px, shift_dy_px, analysis_ms,
 //!                       cumulative_e_per_a2
-//! /alarms               (A, 4096) u8: one alarm JSON per row, NUL-padded
+//! /alarms               (A) fixed 4096-byte UTF-8 strings: one alarm JSON per row
+//! /data/frames          Berkeley EMD 0.2 group: data (= /frames), dim1 (= /frame_index), dim2 y, dim3 x
+//! /data/dissimilarity   EMD group: data (= /analysis/dissimilarity), dim1 (= /analysis/index), patch y, x
 //! ```
+//! `/frames`, `/frame_index`, `/analysis/dissimilarity` and `/analysis/index` are soft links to the
+//! EMD groups' datasets (a hard link would hide the EMD name from HDF5 visitors such as HyperSpy's).
+//! Every dataset has `units`, `axes` and `long_name` attributes.
 //! Unknown values are NaN (floats) or −1 (timestamps).
 
 use std::path::{Path, PathBuf};
@@ -32,10 +37,14 @@ use crate::frame::{Frame, PixelType};
 use crate::patches::PatchStatus;
 use crate::register::Shift;
 
-/// Root attribute value identifying our files.
-pub const FORMAT: &str = "beamwatch-session/1";
-/// Bytes per alarm row.
+/// Root attribute value identifying our files. Version 2 lays the frames and the dissimilarity maps
+/// out as Berkeley EMD 0.2 groups too, puts units on every dataset and stores alarms as strings;
+/// version 1 files are still read.
+pub const FORMAT: &str = "beamwatch-session/2";
+/// Bytes per alarm (a longer alarm JSON is cut at a character boundary).
 pub const ALARM_BYTES: usize = 4096;
+/// One alarm: its JSON, as a fixed-length UTF-8 string.
+type AlarmText = hdf5::types::FixedUnicode<ALARM_BYTES>;
 /// Rows per chunk of the one-column tables.
 const ROW_CHUNK: usize = 256;
 
@@ -107,6 +116,36 @@ pub struct ReceivedRow {
     pub dose: FrameDose,
 }
 
+/// (units, description) of a `/received` column.
+fn received_units(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "index" => ("", "frame number"),
+        "received_unix_ns" => ("ns", "when the frame arrived (Unix time)"),
+        "timestamp_ns" => ("ns", "the sender's timestamp (−1: none)"),
+        "dose_e_per_a2" => ("e-/Å^2", "dose of this frame (NaN: unknown)"),
+        "cumulative_e_per_a2" => ("e-/Å^2", "cumulative dose after this frame"),
+        "beam_current_pa" => ("pA", "beam current used for the dose"),
+        "dwell_time_us" => ("µs", "dwell time per scan pixel used for the dose"),
+        "pixel_size_a" => ("Å", "scan pixel size used for the dose"),
+        _ => ("", "where each dose input came from (see docs/session-format.md)"),
+    }
+}
+
+/// (units, description) of an `/analysis` column.
+fn analysis_units(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "mean" => ("", "mean patch dissimilarity"),
+        "max" => ("", "largest patch dissimilarity"),
+        "fraction_above" => ("", "share of analysed patches above their threshold"),
+        "damaged_area" => ("", "share of analysed patches in connected significant regions"),
+        "shift_dx_px" => ("px", "measured drift along x"),
+        "shift_dy_px" => ("px", "measured drift along y"),
+        "shift_peak" => ("", "phase-correlation peak of the drift measurement"),
+        "analysis_ms" => ("ms", "time to analyse the frame"),
+        _ => ("e-/Å^2", "cumulative dose at this frame"),
+    }
+}
+
 /// Source codes in `dose_sources`: 2 bits per input (current, dwell, pixel size).
 fn source_code(s: Source) -> u8 {
     match s {
@@ -158,6 +197,8 @@ pub struct SessionWriter {
     ana: Vec<(&'static str, Column)>,
     ana_grids: [Dataset; 3],
     alarms: Dataset,
+    /// The last scan pixel size (Å) a received frame knew: the EMD axes are calibrated with it.
+    pixel_size_a: Option<f64>,
     n_frames: usize,
     n_recv: usize,
     n_ana: usize,
@@ -205,6 +246,66 @@ fn u64_attr(loc: &hdf5::Location, name: &str, value: u64) -> hdf5::Result<()> {
     loc.new_attr::<u64>().create(name)?.write_scalar(&value)
 }
 
+/// What a dataset holds, for h5py, HyperSpy and people: `units` and `axes` (comma-separated axis
+/// names, slowest first) and a sentence.
+fn describe(ds: &Dataset, units: &str, axes: &str, what: &str) -> hdf5::Result<()> {
+    string_attr(ds, "units", units)?;
+    string_attr(ds, "axes", axes)?;
+    string_attr(ds, "long_name", what)
+}
+
+/// A Berkeley EMD 0.2 data group (`emd_group_type = 1`) under `/data`: `data` (N, H, W) with `dim1`
+/// (the growing first axis, a [`Column`] of frame numbers) and `dim2`/`dim3` (positions along y and
+/// x, in pixels of the frame until the pixel size is known at the end, see [`calibrate_dims`]).
+struct EmdGroup {
+    data: Dataset,
+    dim1: Column,
+}
+
+fn emd_group<T: H5Type>(
+    file: &File,
+    name: &str,
+    (h, w): (usize, usize),
+    deflate: u8,
+    step_px: f64,
+) -> hdf5::Result<EmdGroup> {
+    let g = file.create_group(&format!("data/{name}"))?;
+    g.new_attr::<i32>().create("emd_group_type")?.write_scalar(&1)?;
+    let data = stack::<T>(&g, "data", h, w, deflate)?;
+    let dim1 = Column::new::<u64>(&g, "dim1")?;
+    string_attr(&dim1.ds, "name", "frame")?;
+    for (dim, n, axis) in [("dim2", h, "y"), ("dim3", w, "x")] {
+        let pos: Vec<f64> = (0..n).map(|i| (i as f64 + 0.5 * f64::from(u8::from(step_px > 1.0))) * step_px).collect();
+        let ds = g.new_dataset::<f64>().shape(n.max(1)).create(dim)?;
+        if n > 0 {
+            ds.write(&pos)?;
+        }
+        string_attr(&ds, "name", axis)?;
+    }
+    Ok(EmdGroup { data, dim1 })
+}
+
+/// At the end of a series: the EMD groups' y/x axes in nm when the scan pixel size is known (units
+/// `[n_m]`, the EMD convention RosettaSciIO reads), else in pixels.
+fn calibrate_dims(f: &File, group: &str, step_px: f64, pixel_size_a: Option<f64>) -> hdf5::Result<()> {
+    let Ok(g) = f.group(&format!("data/{group}")) else { return Ok(()) };
+    for dim in ["dim2", "dim3"] {
+        let ds = g.dataset(dim)?;
+        let n = ds.size();
+        let (scale, units) = match pixel_size_a {
+            Some(a) => (step_px * a / 10.0, "[n_m]"),
+            None => (step_px, "[p_x]"),
+        };
+        let centre = if step_px > 1.0 { 0.5 } else { 0.0 };
+        let pos: Vec<f64> = (0..n).map(|i| (i as f64 + centre) * scale).collect();
+        if n > 0 && ds.shape().first() == Some(&n) {
+            ds.write(&pos)?;
+        }
+        string_attr(&ds, "units", units)?;
+    }
+    Ok(())
+}
+
 impl SessionWriter {
     /// Creates the file with every dataset, then switches it to SWMR writing.
     pub fn create(path: &Path, meta: SessionMeta) -> Result<Self, RecordError> {
@@ -233,23 +334,29 @@ impl SessionWriter {
         ] {
             u64_attr(root, name, v as u64).map_err(err("attributes"))?;
         }
+        for (name, v) in [("version_major", 0u64), ("version_minor", 2)] {
+            // Berkeley EMD 0.2: HyperSpy/RosettaSciIO and py4DSTEM read the /data groups.
+            u64_attr(root, name, v).map_err(err("attributes"))?;
+        }
         let (h, w) = (meta.height, meta.width);
-        let frames = if meta.frames_every > 0 {
+        let (frames, frame_index) = if meta.frames_every > 0 {
             let z = meta.deflate.min(9);
-            let ds = match meta.dtype {
-                PixelType::U8 => stack::<u8>(&file, "frames", h, w, z),
-                PixelType::U16 => stack::<u16>(&file, "frames", h, w, z),
-                PixelType::U32 => stack::<u32>(&file, "frames", h, w, z),
-                PixelType::F32 => stack::<f32>(&file, "frames", h, w, z),
+            let g = match meta.dtype {
+                PixelType::U8 => emd_group::<u8>(&file, "frames", (h, w), z, 1.0),
+                PixelType::U16 => emd_group::<u16>(&file, "frames", (h, w), z, 1.0),
+                PixelType::U32 => emd_group::<u32>(&file, "frames", (h, w), z, 1.0),
+                PixelType::F32 => emd_group::<f32>(&file, "frames", (h, w), z, 1.0),
             }
             .map_err(err("frames dataset"))?;
-            Some(ds)
+            let units = if meta.dtype == PixelType::F32 { "a.u." } else { "counts" };
+            describe(&g.data, units, "frame, y, x", "the stored frames as received").map_err(err("frames dataset"))?;
+            describe(&g.dim1.ds, "", "frame", "frame number of each stored frame").map_err(err("frames dataset"))?;
+            // The version-1 paths, for readers that know them.
+            file.link_soft("/data/frames/data", "frames").map_err(err("frames link"))?;
+            file.link_soft("/data/frames/dim1", "frame_index").map_err(err("frames link"))?;
+            (Some(g.data), Some(g.dim1))
         } else {
-            None
-        };
-        let frame_index = match frames {
-            Some(_) => Some(Column::new::<u64>(&file, "frame_index").map_err(err("frame_index"))?),
-            None => None,
+            (None, None)
         };
         let recv_g = file.create_group("received").map_err(err("received"))?;
         let mut recv = Vec::new();
@@ -261,29 +368,44 @@ impl SessionWriter {
                 _ => Column::new::<f64>(&recv_g, name),
             }
             .map_err(err("received"))?;
+            let (units, what) = received_units(name);
+            describe(&c.ds, units, "received frame", what).map_err(err("received"))?;
             recv.push((name, c));
         }
         let ana_g = file.create_group("analysis").map_err(err("analysis"))?;
-        let mut ana = Vec::new();
-        for name in ANA_COLUMNS {
-            let c = if name == "index" { Column::new::<u64>(&ana_g, name) } else { Column::new::<f64>(&ana_g, name) }
-                .map_err(err("analysis"))?;
-            ana.push((name, c));
-        }
         let (r, c) = (meta.grid_rows, meta.grid_cols);
+        let dis = emd_group::<f32>(&file, "dissimilarity", (r, c), 0, meta.patch_px as f64)
+            .map_err(err("analysis grids"))?;
+        describe(&dis.data, "", "analysed frame, patch row, patch column", "per-patch dissimilarity (NaN: not analysed)")
+            .map_err(err("analysis grids"))?;
+        describe(&dis.dim1.ds, "", "analysed frame", "frame number of each analysed frame (the reference is not a row)")
+            .map_err(err("analysis"))?;
+        ana_g.link_soft("/data/dissimilarity/data", "dissimilarity").map_err(err("analysis link"))?;
+        ana_g.link_soft("/data/dissimilarity/dim1", "index").map_err(err("analysis link"))?;
+        let mut ana = vec![("index", dis.dim1)];
+        for name in ANA_COLUMNS.into_iter().filter(|n| *n != "index") {
+            let col = Column::new::<f64>(&ana_g, name).map_err(err("analysis"))?;
+            let (units, what) = analysis_units(name);
+            describe(&col.ds, units, "analysed frame", what).map_err(err("analysis"))?;
+            ana.push((name, col));
+        }
         let grid = |name: &str, u8s: bool| {
             if u8s { stack::<u8>(&ana_g, name, r, c, 0) } else { stack::<f32>(&ana_g, name, r, c, 0) }
         };
-        let ana_grids = [
-            grid("similarity", false).map_err(err("analysis grids"))?,
-            grid("dissimilarity", false).map_err(err("analysis grids"))?,
-            grid("status", true).map_err(err("analysis grids"))?,
-        ];
+        let similarity = grid("similarity", false).map_err(err("analysis grids"))?;
+        let status = grid("status", true).map_err(err("analysis grids"))?;
+        let axes = "analysed frame, patch row, patch column";
+        describe(&similarity, "", axes, "per-patch similarity (NaN: not analysed)").map_err(err("analysis grids"))?;
+        describe(&status, "", axes, "0 analysed, 1 analysed with gaps filled, 2 excluded (gaps), 3 excluded (outside the drift overlap)")
+            .map_err(err("analysis grids"))?;
+        let ana_grids = [similarity, dis.data, status];
         let alarms = file
-            .new_dataset::<u8>()
-            .chunk((16, ALARM_BYTES))
-            .shape((0.., ALARM_BYTES))
+            .new_dataset::<AlarmText>()
+            .chunk(16)
+            .shape(0..)
             .create("alarms")
+            .map_err(err("alarms"))?;
+        describe(&alarms, "", "alarm", "one alarm per row: the JSON the PUB socket and the alarm log carry")
             .map_err(err("alarms"))?;
         file.start_swmr().map_err(err("start SWMR writing"))?;
         Ok(Self {
@@ -296,6 +418,7 @@ impl SessionWriter {
             ana,
             ana_grids,
             alarms,
+            pixel_size_a: None,
             n_frames: 0,
             n_recv: 0,
             n_ana: 0,
@@ -354,6 +477,9 @@ impl SessionWriter {
 
     pub fn received(&mut self, r: &ReceivedRow) -> Result<(), RecordError> {
         let d = &r.dose;
+        if let Some(a) = d.pixel_size_a.value.filter(|a| a.is_finite() && *a > 0.0) {
+            self.pixel_size_a = Some(a);
+        }
         let sources = source_code(d.beam_current_pa.source)
             | (source_code(d.dwell_time_us.source) << 2)
             | (source_code(d.pixel_size_a.source) << 4)
@@ -431,18 +557,18 @@ impl SessionWriter {
     }
 
     pub fn alarm(&mut self, json: &str) -> Result<(), RecordError> {
-        let mut row = vec![0u8; ALARM_BYTES];
-        let b = json.as_bytes();
-        let n = b.len().min(ALARM_BYTES);
-        row[..n].copy_from_slice(&b[..n]);
-        let i = self.n_alarms;
-        self.alarms.resize((i + 1, ALARM_BYTES)).map_err(self.err("alarms"))?;
-        let a = ndarray::Array2::from_shape_vec((1, ALARM_BYTES), row).map_err(|e| RecordError {
+        let mut end = json.len().min(ALARM_BYTES);
+        while !json.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text: AlarmText = json[..end].parse().map_err(|e| RecordError {
             path: self.path.clone(),
-            what: format!("alarm row: {e}"),
-            source: hdf5::Error::from("shape"),
+            what: format!("alarm text: {e}"),
+            source: hdf5::Error::from("string"),
         })?;
-        self.alarms.write_slice(&a, s![i..i + 1, ..]).map_err(self.err("alarms"))?;
+        let i = self.n_alarms;
+        self.alarms.resize(i + 1).map_err(self.err("alarms"))?;
+        self.alarms.write_slice(&[text], s![i..i + 1]).map_err(self.err("alarms"))?;
         self.n_alarms += 1;
         Ok(())
     }
@@ -465,12 +591,15 @@ impl SessionWriter {
     fn close(self, summary_json: Option<&str>, stopped_early: Option<&str>) -> Result<PathBuf, RecordError> {
         self.flush()?;
         let path = self.path.clone();
+        let (pixel_size_a, patch_px) = (self.pixel_size_a, self.meta.patch_px as f64);
         drop(self);
         let err = |what: &'static str| {
             let path = path.clone();
             move |source| RecordError { path, what: what.into(), source }
         };
         let f = File::open_rw(&path).map_err(err("reopen to finish"))?;
+        calibrate_dims(&f, "frames", 1.0, pixel_size_a).map_err(err("EMD axes"))?;
+        calibrate_dims(&f, "dissimilarity", patch_px, pixel_size_a).map_err(err("EMD axes"))?;
         u64_attr(&f, "complete", 1).map_err(err("complete flag"))?;
         if let Some(s) = summary_json {
             string_attr(&f, "summary", s).map_err(err("summary"))?;
@@ -641,12 +770,16 @@ impl SessionReader {
             .collect())
     }
 
-    /// Every stored alarm JSON.
+    /// Every stored alarm JSON (version 2: one string per alarm; version 1: NUL-padded byte rows).
     pub fn alarms(&self) -> Result<Vec<String>, ReadError> {
         let path = &self.info.path;
-        let ds = self.file.dataset("alarms").map_err(|e| ReadError::new(path, Some("alarms"), e.to_string()))?;
-        let rows: ndarray::Array2<u8> =
-            ds.read_2d().map_err(|e| ReadError::new(path, Some("alarms"), e.to_string()))?;
+        let bad = |e: hdf5::Error| ReadError::new(path, Some("alarms"), e.to_string());
+        let ds = self.file.dataset("alarms").map_err(bad)?;
+        if ds.ndim() == 1 {
+            let rows = ds.read_raw::<AlarmText>().map_err(bad)?;
+            return Ok(rows.iter().map(|t| t.as_str().to_string()).collect());
+        }
+        let rows: ndarray::Array2<u8> = ds.read_2d().map_err(bad)?;
         Ok(rows
             .outer_iter()
             .map(|r| {
