@@ -1,5 +1,7 @@
 //! Image files → frames: TIFF (8/16/32-bit and float, multi-page stacks), PNG (8/16-bit) and NumPy
-//! `.npy` (2-D, or 3-D with frames first). Every failure names the file and the problem.
+//! `.npy` (2-D, or 3-D with frames first), and the microscope files of [`crate::microscope`]
+//! (Gatan DM3/DM4, TIA `.emi`/`.ser`: one frame per image, n for a 3-D stack). Every failure
+//! names the file and the problem.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use ndarray_npy::ReadNpyExt;
 
 use crate::frame::{Frame, IntPixel};
 use crate::limits;
+use crate::microscope;
 
 /// A frame and where it came from (`file` or `file[page N]`).
 #[derive(Clone, Debug)]
@@ -56,7 +59,7 @@ fn sniff(path: &Path, head: &[u8]) -> Result<Format, ReadError> {
     } else if head.starts_with(b"\x93NUMPY") {
         Ok(Format::Npy)
     } else {
-        Err(err(path, "not a TIFF, PNG or .npy file (unrecognised content)"))
+        Err(err(path, "not a TIFF, PNG or .npy file, nor a Gatan DM3/DM4 or TIA .emi/.ser file (unrecognised content)"))
     }
 }
 
@@ -75,11 +78,16 @@ pub fn read_frames(path: &Path, mask_gaps: bool) -> Result<Vec<LoadedFrame>, Rea
             format!("file of {} bytes exceeds the {} byte limit", meta.len(), limits::MAX_IMAGE_FILE_BYTES),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
-    let frames = match sniff(path, &bytes[..bytes.len().min(16)])? {
-        Format::Tiff => read_tiff(path, &bytes, mask_gaps)?,
-        Format::Png => vec![read_png(path, &bytes, mask_gaps)?],
-        Format::Npy => read_npy(path, &bytes, mask_gaps)?,
+    let vendor = microscope::detect(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+    let frames = if let Some(format) = vendor {
+        read_microscope(path, format, mask_gaps)?
+    } else {
+        let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+        match sniff(path, &bytes[..bytes.len().min(16)])? {
+            Format::Tiff => read_tiff(path, &bytes, mask_gaps)?,
+            Format::Png => vec![read_png(path, &bytes, mask_gaps)?],
+            Format::Npy => read_npy(path, &bytes, mask_gaps)?,
+        }
     };
     if frames.is_empty() {
         return Err(err(path, "contains no images"));
@@ -91,6 +99,13 @@ pub fn read_frames(path: &Path, mask_gaps: bool) -> Result<Vec<LoadedFrame>, Rea
         .enumerate()
         .map(|(i, frame)| LoadedFrame { frame, source: if many { format!("{name}[page {i}]") } else { name.clone() } })
         .collect())
+}
+
+/// Every frame of a DM / TIA file's image (the first a series can be made of: see
+/// [`microscope::open`]).
+fn read_microscope(path: &Path, format: microscope::Format, mask: bool) -> Result<Vec<Frame>, ReadError> {
+    let opened = microscope::open(path, format).map_err(|p| err(path, p))?;
+    (0..opened.frames()).map(|i| opened.frame(i, mask).map_err(|p| err(path, p))).collect()
 }
 
 fn from_ints<P: IntPixel>(path: &Path, w: usize, h: usize, data: &[P], mask: bool) -> Result<Frame, ReadError> {

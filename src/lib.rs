@@ -20,7 +20,9 @@
 //! - [`decode`]: wire formats → frames: beamwatch's own, DECTRIS stream v1 and v2, bitshuffle-LZ4.
 //! - [`ingest`]: ZeroMQ sockets behind a frame-size guard → raw messages for [`decode`]; the
 //!   bounded PUB socket every publisher uses.
-//! - [`imagefile`]: TIFF / PNG / `.npy` files → frames.
+//! - [`microscope`]: Gatan DigitalMicrograph DM3/DM4 and TIA `.emi`/`.ser` files → images with
+//!   their calibration and acquisition metadata (pixel size, dwell time, beam current).
+//! - [`imagefile`]: TIFF / PNG / `.npy` files, and DM / TIA files through [`microscope`] → frames.
 //! - [`dose`]: electron dose per frame and cumulative, with the source of every input.
 //!
 //! **Analysis**
@@ -36,7 +38,7 @@
 //! **Decisions and outputs**
 //! - [`alarms`]: rules, debounce, the critical-dose forecast; the sinks (PUB socket, log, command).
 //! - [`record`]: HDF5 sessions — the recorder, and the readers replay uses (beamwatch sessions,
-//!   EMD, Velox, DECTRIS NeXus, datasets, image stacks).
+//!   EMD, Velox, DECTRIS NeXus, datasets, image stacks, DM and TIA files).
 //! - [`report`]: what people read and look at — CSV, JSON, PNG overlays and plots, HTML.
 //! - [`view`]: the live view — a page in the browser fed by server-sent events (axum), and the
 //!   same page for recorded sessions.
@@ -63,6 +65,7 @@ pub mod progress;
 pub mod frame;
 pub mod decode;
 pub mod ingest;
+pub mod microscope;
 pub mod imagefile;
 pub mod dose;
 pub mod patches;

@@ -3,7 +3,8 @@
 //! - [`session`]: beamwatch's own session file layout (documented in `docs/session-format.md`).
 //! - [`recorder`]: the recorder — one SWMR file per series, flushed at least every second.
 //! - [`readers`]: frames from files — beamwatch sessions, Berkeley EMD 0.2, Velox EMD, DECTRIS
-//!   NeXus, EMD 1.0, any 3-D dataset, TIFF stacks and image folders — behind one [`FrameSource`].
+//!   NeXus, EMD 1.0, any 3-D dataset, TIFF stacks, image folders, Gatan DM3/DM4 and TIA
+//!   `.emi`/`.ser` files — behind one [`FrameSource`].
 
 pub mod readers;
 pub mod recorder;
@@ -30,6 +31,10 @@ pub enum Layout {
     Dataset,
     TiffStack,
     ImageFolder,
+    /// A Gatan DigitalMicrograph DM3 or DM4 file.
+    GatanDm,
+    /// An FEI / Thermo Fisher TIA `.ser` file (named directly or through its `.emi`).
+    TiaSer,
 }
 
 /// What a file says about its series, and where each fact came from.

@@ -5,7 +5,10 @@
 //!   Velox EMD), `nexus` (DECTRIS NeXus master + data files, read by direct chunk reads and our
 //!   own bitshuffle-LZ4 decoder), `emd1` (EMD 1.0 / py4DSTEM). With `OpenOptions::dataset` set,
 //!   `dataset` reads that dataset of any HDF5 file instead.
-//! - Anything else: `images` (a TIFF stack, PNG, `.npy`, or a folder of them).
+//! - Image files: `images` (a TIFF stack, PNG, `.npy`, or a folder of them).
+//! - Microscope files, by [`crate::microscope::detect`]: `dm_tia` (Gatan DM3/DM4 by their
+//!   header — big-endian version 3 or 4, then the file size and a byte-order flag 0 or 1; TIA
+//!   `.ser` by ByteOrder 0x4949 and SeriesID 0x0197; TIA `.emi` by its extension).
 //!
 //! Every failure is a one-line [`ReadError`] naming the file, the dataset and the problem.
 //! beamwatch's own session files are the session reader's: they are refused here.
@@ -14,6 +17,7 @@ mod attrs;
 mod berkeley;
 mod chunks;
 mod dataset;
+mod dm_tia;
 mod emd1;
 mod geometry;
 mod h5frames;
@@ -44,7 +48,16 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSource>, Rea
     if images::is_image_file(path)? {
         return images::open_file(path, opts);
     }
-    Err(ReadError::new(path, None, "not an HDF5 file, TIFF, PNG or .npy image, nor a folder of images"))
+    let vendor =
+        crate::microscope::detect(path).map_err(|e| ReadError::new(path, None, format!("cannot read: {e}")))?;
+    if let Some(format) = vendor {
+        return dm_tia::open(path, format, opts);
+    }
+    Err(ReadError::new(
+        path,
+        None,
+        "not an HDF5 file, TIFF, PNG or .npy image, Gatan DM3/DM4 or TIA .emi/.ser file, nor a folder of images",
+    ))
 }
 
 /// Looks for the HDF5 signature where the format allows it.
