@@ -8,8 +8,9 @@ set -euo pipefail
 
 # System packages: a C toolchain (C parts of some crates), pkg-config and the HDF5 library
 # (session files and microscope HDF5 formats); Chromium and its WebDriver for the live view's
-# browser tests (tests/view.rs drives the page headless).
-packages=(build-essential pkg-config libhdf5-dev ca-certificates curl chromium chromium-driver)
+# browser tests (tests/view.rs drives the page headless); python3-venv for the Python client's
+# environment (Debian's python3 has no `-m venv` without it).
+packages=(build-essential pkg-config libhdf5-dev ca-certificates curl chromium chromium-driver python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -65,6 +66,23 @@ if [ -z "${BEAMWATCH_SKIP_NVRTC:-}" ]; then
     # The NVRTC tests fail rather than skip when the library cannot be loaded after all this.
     export BEAMWATCH_REQUIRE_NVRTC=1
 fi
+
+# The Python client (tools/python) in a virtual environment at .tools/venv, with what its tests
+# and examples use: pyzmq and numpy (the client), h5py (session files), rosettasciio (microscope
+# file formats). tests/python_client.rs runs the client against the daemon with
+# $BEAMWATCH_PYTHON. The client is installed editable, so changes to it need no reinstall.
+venv="$here/.tools/venv"
+if ! "$venv/bin/python" -c "import zmq, numpy, h5py, rsciio, beamwatch_client" >/dev/null 2>&1; then
+    # A venv that no longer runs (Python upgraded, checkout moved) is made again.
+    if [ -e "$venv" ] && ! "$venv/bin/python" -c "" >/dev/null 2>&1; then
+        rm -rf "$venv"
+    fi
+    echo "setup: creating the Python environment .tools/venv (pyzmq, numpy, h5py, rosettasciio, tools/python)"
+    python3 -m venv "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q pyzmq numpy h5py rosettasciio -e "$here/tools/python"
+fi
+export BEAMWATCH_PYTHON="$venv/bin/python"
 
 echo "setup: ready ($(cargo --version))"
 if [ "$#" -gt 0 ]; then
