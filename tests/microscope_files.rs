@@ -175,7 +175,7 @@ fn dose_metadata_and_notes_of_the_real_files() {
         assert!(info.dose.dwell_time_us.is_some_and(|us| close(us, 29.0)), "{:?}", info.dose);
         assert!(info.dose.pixel_size_a.is_some_and(|a| close(a, 0.10012704240403384)), "{:?}", info.dose);
         assert_eq!(info.dose.beam_current_pa, None);
-        assert!(info.notes.iter().any(|n| n == "beam current not in file: give it in [dose] beam_current_pa"));
+        assert!(info.notes.iter().any(|n| n == "beam current not in file: give it with --beam-current-pa or [dose] beam_current_pa"));
         assert_eq!(info.dtype, beamwatch::frame::PixelType::U16);
     }
     let mut a = emi;

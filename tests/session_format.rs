@@ -111,6 +111,54 @@ fn rosettasciio_loads_frames_and_maps_with_calibrated_axes() {
     let expected = summary["series"]["alarms"].as_array().map_or(0, Vec::len);
     assert_eq!(alarms.len(), expected, "{v}");
     assert!(alarms.iter().all(|a| a["type"] == "alarm" && a["rule"].is_string()), "{alarms:?}");
+
+    // Replaying the results session keeps the dose inputs it recorded, with their sources.
+    let again = tmp.path().join("again");
+    let o = beamwatch(&["replay", &session, "--out", again.to_str().expect("p"), "--metric", "psnr"], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s2: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(again.join("summary.json")).expect("summary")).expect("json");
+    let d = &s2["dose_inputs"];
+    for (key, value) in [("beam_current_pa", 4.0), ("dwell_time_us", 2.0), ("pixel_size_a", pixel_a)] {
+        assert_eq!(d[key]["value"].as_f64(), Some(value), "{key}: {d}");
+        assert_eq!(d[key]["source"], "config", "{key}: where the first replay took it from: {d}");
+    }
+    assert_eq!(d["per_frame_e_per_a2"], summary["dose_inputs"]["per_frame_e_per_a2"], "{d}");
+}
+
+#[test]
+fn a_dose_given_on_the_command_line_is_not_reported_missing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let tif = tmp.path().join("stack.tif");
+    common::write_tiff_stack(&tif, &Series::new(SeriesSpec::with_onset(100, 4, 2)));
+    let out = tmp.path().join("out");
+    let o = beamwatch(
+        &["replay", tif.to_str().expect("p"), "--out", out.to_str().expect("p"), "--metric", "psnr"],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = common::stdout(&o);
+    assert!(
+        text.contains("beam current not in file: give it with --beam-current-pa or [dose] beam_current_pa"),
+        "{text}"
+    );
+    let o = beamwatch(
+        &[
+            "replay",
+            tif.to_str().expect("p"),
+            "--out",
+            out.to_str().expect("p"),
+            "--metric",
+            "psnr",
+            "--beam-current-pa",
+            "7.5",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = common::stdout(&o);
+    assert!(!text.contains("give it with --beam-current-pa"), "{text}");
+    assert!(text.contains("7.5 pA from --beam-current-pa"), "{text}");
 }
 
 #[test]

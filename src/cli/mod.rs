@@ -96,7 +96,14 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BEAMWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("beamwatch={level},warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
+    // Colours only on a terminal: escape codes in a log file or a CI log are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(crate::progress::LogWriter)
+        .init();
 }
 
 #[cfg(test)]

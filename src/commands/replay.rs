@@ -81,7 +81,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
     let open =
         OpenOptions { dataset: opts.dataset.clone(), frame_axis: opts.frame_axis, mask_gaps: cfg.analysis.mask_gaps };
     let mut source = open_source(&opts.input, &open)?;
-    let info = source.info().clone();
+    let mut info = source.info().clone();
+    settle_dose_notes(&mut info.notes, &cfg.dose);
     if info.frames == 0 {
         return Err(ReadError::new(&opts.input, Some(&info.dataset), "no frames to replay").into());
     }
@@ -170,6 +171,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
             let recorded = source.recorded_dose(i).map(|(per_frame, cumulative)| RecordedDose {
                 per_frame_e_per_a2: per_frame,
                 cumulative_e_per_a2: cumulative,
+                inputs: source.recorded_inputs(i),
             });
             let msg = FrameMsg {
                 series: series.clone(),
@@ -608,3 +610,20 @@ pub fn publish_options(endpoint: String, format: WireFormat, fps: f64) -> Publis
     PublishOptions { endpoint, mode: Mode::Bind, format, fps, ..PublishOptions::default() }
 }
 
+
+/// A note that a dose input is missing from the file is replaced by where it came from when the
+/// command line or the configuration gives it.
+fn settle_dose_notes(notes: &mut [String], dose: &crate::dose::DoseConfig) {
+    use crate::record::readers::missing_dose_note;
+    for (what, key, value, unit) in [
+        ("beam current", "beam_current_pa", dose.beam_current_pa, "pA"),
+        ("dwell time", "dwell_time_us", dose.dwell_time_us, "µs"),
+        ("pixel size", "pixel_size_a", dose.pixel_size_a, "Å"),
+    ] {
+        let Some(v) = value else { continue };
+        let missing = missing_dose_note(what, key);
+        for n in notes.iter_mut().filter(|n| **n == missing) {
+            *n = format!("{what} not in file: {v} {unit} from --{} / [dose] {key}", key.replace('_', "-"));
+        }
+    }
+}

@@ -96,8 +96,9 @@ pub async fn connect_mode(
                         }
                     }
                     Err(_) => {
-                        stats.dial_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("guard: connecting to {remote} timed out");
+                        if stats.dial_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!("guard: connecting to {remote} timed out (will keep retrying)");
+                        }
                     }
                 }
             });

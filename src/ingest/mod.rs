@@ -13,7 +13,7 @@ pub mod zmtp;
 
 use std::sync::Arc;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use zeromq::{Socket, SocketRecv};
@@ -113,7 +113,13 @@ pub struct Receiver {
     pub describe: String,
     pub guard: Arc<GuardStats>,
     pub reconnects: u64,
+    /// Since when we wait for the peer, and when we last said so (one warning, then a reminder a
+    /// minute: a detector that is off between sessions must not flood the log).
+    waiting: Option<(Instant, Instant)>,
 }
+
+/// How often a daemon still waiting for its detector says so.
+const WAITING_REMINDER: Duration = Duration::from_secs(60);
 
 fn limits(cfg: &IngestConfig) -> zmtp::Limits {
     zmtp::Limits {
@@ -175,6 +181,7 @@ impl Receiver {
             describe: String::new(),
             guard: stats.clone(),
             reconnects: 0,
+            waiting: None,
         };
         if !cfg.guard {
             tracing::warn!(
@@ -228,31 +235,39 @@ impl Receiver {
     async fn connect(&mut self) -> Result<(), IngestError> {
         let Some(target) = self.target.clone() else { return Ok(()) };
         let mut delay = Duration::from_millis(100);
-        let mut warned = false;
         loop {
             let mut inner = Inner::new(self.cfg.socket);
             let monitor = inner.monitor();
             let attempt = tokio::time::timeout(Duration::from_secs(5), inner.connect(&target)).await;
-            match attempt {
+            let why = match attempt {
                 Ok(Ok(())) => {
                     self.subscribe(&mut inner).await?;
-                    if warned {
-                        tracing::info!("connected to {}", self.cfg.endpoint);
+                    if let Some((since, _)) = self.waiting.take() {
+                        tracing::info!("connected to {} after {:.0} s", self.cfg.endpoint, since.elapsed().as_secs_f64());
                     }
                     self.inner = Some(inner);
                     self.monitor = Some(monitor);
                     self.link = Link::Up;
                     return Ok(());
                 }
-                Ok(Err(e)) if !warned => {
-                    tracing::warn!("waiting for {} ({e}); retrying", self.cfg.endpoint);
-                    warned = true;
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer".to_string(),
+            };
+            let now = Instant::now();
+            match self.waiting {
+                None => {
+                    tracing::warn!("waiting for {} ({why}); retrying", self.cfg.endpoint);
+                    self.waiting = Some((now, now));
                 }
-                Err(_) if !warned => {
-                    tracing::warn!("waiting for {} (no answer); retrying", self.cfg.endpoint);
-                    warned = true;
+                Some((since, said)) if now.duration_since(said) >= WAITING_REMINDER => {
+                    tracing::info!(
+                        "still waiting for {} ({why}) after {:.0} s",
+                        self.cfg.endpoint,
+                        now.duration_since(since).as_secs_f64()
+                    );
+                    self.waiting = Some((since, now));
                 }
-                _ => {}
+                Some(_) => tracing::debug!("waiting for {} ({why})", self.cfg.endpoint),
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

@@ -101,6 +101,8 @@ pub enum WhenFull {
 pub struct RecordedDose {
     pub per_frame_e_per_a2: f64,
     pub cumulative_e_per_a2: f64,
+    /// Beam current, dwell time and pixel size as recorded, with their original sources.
+    pub inputs: Option<[dose::Input; 3]>,
 }
 
 /// The compute thread is gone: stop feeding the pipeline and call [`Pipeline::finish`], which says why.
@@ -498,15 +500,17 @@ impl Pipeline {
     }
 }
 
-/// A recorded dose: the values as the session file has them (its inputs are not re-derived).
+/// A recorded dose: the values as the session file has them (not re-derived), with the inputs and
+/// sources it recorded for them.
 fn recorded_dose(r: RecordedDose, upper_estimate: bool) -> FrameDose {
-    let recorded = dose::Input { value: None, source: dose::Source::FrameHeader };
+    let missing = dose::Input { value: None, source: dose::Source::Missing };
+    let [current, dwell, pixel] = r.inputs.unwrap_or([missing; 3]);
     FrameDose {
         per_frame_e_per_a2: Some(r.per_frame_e_per_a2),
         cumulative_e_per_a2: Some(r.cumulative_e_per_a2),
-        beam_current_pa: recorded,
-        dwell_time_us: recorded,
-        pixel_size_a: recorded,
+        beam_current_pa: current,
+        dwell_time_us: dwell,
+        pixel_size_a: pixel,
         per_frame_from_config: false,
         upper_estimate,
     }

@@ -78,6 +78,11 @@ pub trait FrameSource: Send {
     fn recorded_dose(&self, _i: usize) -> Option<(f64, f64)> {
         None
     }
+    /// The dose inputs (beam current, dwell time, pixel size, with their sources) beamwatch
+    /// recorded for frame `i` — session files only.
+    fn recorded_inputs(&self, _i: usize) -> Option<[crate::dose::Input; 3]> {
+        None
+    }
 }
 
 pub use crate::imagefile::ReadError;

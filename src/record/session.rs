@@ -32,7 +32,7 @@ use ndarray::{Array3, ArrayView3, s};
 use super::{FrameSource, Layout, ReadError, SourceFrame, SourceInfo};
 use crate::damage::{SimilarityMap, Summary};
 use crate::decode::{DoseHeader, WireFormat};
-use crate::dose::{FrameDose, Source};
+use crate::dose::{FrameDose, Input, Source};
 use crate::frame::{Frame, PixelType};
 use crate::patches::PatchStatus;
 use crate::register::Shift;
@@ -659,12 +659,39 @@ pub struct SessionReader {
     frame_index: Vec<u64>,
     /// (frame index, per-frame dose, cumulative dose) of every received frame.
     dose: Vec<(u64, f64, f64)>,
+    /// The dose inputs (beam current, dwell time, pixel size) each received frame was computed
+    /// from, with their sources, in the order of `dose`.
+    inputs: Vec<[Input; 3]>,
     mask_gaps: bool,
 }
 
 fn read_col<T: H5Type + Copy + Default>(file: &File, path: &Path, name: &str) -> Result<Vec<T>, ReadError> {
     let ds = file.dataset(name).map_err(|e| ReadError::new(path, Some(name), e.to_string()))?;
     ds.read_raw::<T>().map_err(|e| ReadError::new(path, Some(name), e.to_string()))
+}
+
+/// The recorded dose inputs of `n` received rows; rows a file lacks (or cannot read) are missing.
+fn recorded_inputs(file: &File, path: &Path, n: usize) -> Vec<[Input; 3]> {
+    let col = |name: &str| read_col::<f64>(file, path, name).unwrap_or_default();
+    let (current, dwell, pixel) =
+        (col("received/beam_current_pa"), col("received/dwell_time_us"), col("received/pixel_size_a"));
+    let sources: Vec<u8> = read_col(file, path, "received/dose_sources").unwrap_or_default();
+    let decode = |code: u8| match code & 3 {
+        1 => Source::FrameHeader,
+        2 => Source::SeriesHeader,
+        3 => Source::Config,
+        _ => Source::Missing,
+    };
+    (0..n)
+        .map(|k| {
+            let code = sources.get(k).copied().unwrap_or(0);
+            let input = |values: &[f64], shift: u8| {
+                let value = values.get(k).copied().filter(|v| v.is_finite() && *v > 0.0);
+                Input { value, source: if value.is_some() { decode(code >> shift) } else { Source::Missing } }
+            };
+            [input(&current, 0), input(&dwell, 2), input(&pixel, 4)]
+        })
+        .collect()
 }
 
 impl SessionReader {
@@ -692,7 +719,8 @@ impl SessionReader {
         let idx: Vec<u64> = read_col(&file, path, "received/index")?;
         let per: Vec<f64> = read_col(&file, path, "received/dose_e_per_a2")?;
         let cum: Vec<f64> = read_col(&file, path, "received/cumulative_e_per_a2")?;
-        let dose = idx.iter().zip(per.iter().zip(&cum)).map(|(&i, (&p, &c))| (i, p, c)).collect();
+        let dose: Vec<(u64, f64, f64)> = idx.iter().zip(per.iter().zip(&cum)).map(|(&i, (&p, &c))| (i, p, c)).collect();
+        let inputs = recorded_inputs(&file, path, dose.len());
         let mut notes = Vec::new();
         if read_u64_attr(&file, "complete") != Some(1) {
             notes.push(
@@ -721,7 +749,7 @@ impl SessionReader {
             dose: DoseHeader::default(),
             notes,
         };
-        Ok(Self { file, info, frames, frame_index: frame_index[..n].to_vec(), dose, mask_gaps })
+        Ok(Self { file, info, frames, frame_index: frame_index[..n].to_vec(), dose, inputs, mask_gaps })
     }
 
     /// Recorded (dose per frame, cumulative dose) of frame number `index`.
@@ -731,6 +759,13 @@ impl SessionReader {
             .find(|(i, ..)| *i == index)
             .map(|&(_, p, c)| (p, c))
             .filter(|(p, c)| p.is_finite() && c.is_finite())
+    }
+
+    /// The dose inputs frame number `index` was computed from (beam current, dwell time, pixel
+    /// size), with where each came from.
+    pub fn inputs_of(&self, index: u64) -> Option<[Input; 3]> {
+        let k = self.dose.iter().position(|(i, ..)| *i == index)?;
+        self.inputs.get(k).copied()
     }
 
     /// Every analysed frame stored in the file.
@@ -836,5 +871,9 @@ impl FrameSource for SessionReader {
 
     fn recorded_dose(&self, i: usize) -> Option<(f64, f64)> {
         self.frame_index.get(i).and_then(|&idx| self.dose_of(idx))
+    }
+
+    fn recorded_inputs(&self, i: usize) -> Option<[Input; 3]> {
+        self.frame_index.get(i).and_then(|&idx| self.inputs_of(idx))
     }
 }

@@ -119,6 +119,11 @@ fn file_stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
 }
 
+/// The note for a dose input a file does not hold: where the user gives it instead.
+pub fn missing_dose_note(what: &str, key: &str) -> String {
+    format!("{what} not in file: give it with --{} or [dose] {key}", key.replace('_', "-"))
+}
+
 /// One note per dose input the file does not hold, saying where the user gives it instead.
 fn note_missing_dose(dose: &DoseHeader, notes: &mut Vec<String>) {
     let missing = [
@@ -127,7 +132,7 @@ fn note_missing_dose(dose: &DoseHeader, notes: &mut Vec<String>) {
         (dose.pixel_size_a.is_none(), "pixel size", "pixel_size_a"),
     ];
     for (_, what, key) in missing.into_iter().filter(|m| m.0) {
-        notes.push(format!("{what} not in file: give it in [dose] {key}"));
+        notes.push(missing_dose_note(what, key));
     }
 }
 
