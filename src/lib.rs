@@ -48,6 +48,7 @@
 //! - [`pipeline`]: the one pipeline every source feeds — dose, recording, the compute thread,
 //!   alarms, consumers — with its report.
 //! - [`daemon`]: the live source: socket → decode → pipeline, until stopped.
+//! - [`watch`]: the exported-files source: image files appearing in a folder → pipeline.
 //! - [`simulate`]: synthetic STEM series with known damage, sent like a detector or written to HDF5.
 //! - [`evaluate`]: scoring metrics against known damage (AUC, onset delay, false alarms).
 //! - [`secondary`] (feature `secondary`, on by default): the conductivity CNN and the materials
@@ -80,6 +81,7 @@ pub mod view;
 pub mod config;
 pub mod pipeline;
 pub mod daemon;
+pub mod watch;
 pub mod simulate;
 pub mod evaluate;
 #[cfg(feature = "secondary")]

@@ -11,6 +11,7 @@ mod files;
 mod map;
 mod monitor;
 mod view;
+mod watch;
 mod weights;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,8 @@ pub enum Command {
     BenchLive(monitor::BenchLiveArgs),
     /// Simulator and monitor together on this machine: watch a simulated sample get damaged.
     Demo(monitor::DemoArgs),
+    /// Analyse image files as the microscope exports them into a folder (a live series per folder).
+    Watch(watch::WatchArgs),
     /// Serve the live view's page for recorded sessions (a session file or a folder of them).
     View(view::ViewArgs),
     /// Score comparison settings (metric × pre-filter × registration) on series with known damage.
@@ -78,6 +81,7 @@ pub fn run(cmd: Command) -> Result<(), Error> {
         Command::Demo(a) => a.run(),
         Command::Evaluate(a) => a.run(),
         Command::View(a) => a.run(),
+        Command::Watch(a) => a.run(),
         Command::Weights(w) => w.run(),
         #[cfg(feature = "secondary")]
         Command::Conductivity(c) => conductivity::run(c),

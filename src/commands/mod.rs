@@ -14,4 +14,5 @@ pub mod replay;
 pub mod run;
 pub mod simulate;
 pub mod view;
+pub mod watch;
 pub mod weights;
