@@ -150,26 +150,11 @@ pub async fn run(
     let mut context = serde_json::Map::new();
     context.insert("config".into(), serde_json::to_value(&cfg).unwrap_or_default());
     context.insert("watch".into(), serde_json::to_value(&opts).unwrap_or_default());
-    let mut pipeline = Pipeline::start(PipelineOptions {
-        setup,
-        rules,
-        dose: cfg.dose.clone(),
-        sinks: cfg.sinks.clone(),
-        alarm_log: out.join("alarms.jsonl"),
-        record: cfg
-            .record
-            .enabled
-            .then(|| (cfg.record.clone(), cfg.record.dir.clone().unwrap_or(out.join("sessions")))),
-        summaries_dir: out.clone(),
-        queue_frames: cfg.pipeline.queue_frames,
-        // Files wait on disk: every frame is analysed.
-        skip_to_newest: false,
-        source: source.clone(),
-        context,
-        cancel: internal.clone(),
-        view: view.as_ref().map(|(hub, _)| hub.clone()),
-    })
-    .await?;
+    let hub = view.as_ref().map(|(hub, _)| hub.clone());
+    let mut options = PipelineOptions::from_config(&cfg, setup, rules, source.clone(), context, internal.clone(), hub);
+    // Files wait on disk: every frame is analysed.
+    options.skip_to_newest = false;
+    let mut pipeline = Pipeline::start(options).await?;
     tracing::info!("watching {} for image files (every {} s)", opts.folder.display(), opts.poll_s);
     let mut seen: HashMap<PathBuf, Seen> = HashMap::new();
     let mut done: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();

@@ -110,3 +110,31 @@ impl AnalysisArgs {
         }
     }
 }
+
+/// The dose inputs a file may not hold, given on the command line (override `[dose]`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct DoseFlags {
+    /// Beam current (pA), when the file does not say.
+    #[arg(long)]
+    pub beam_current_pa: Option<f64>,
+    /// Dwell time per pixel (µs), when the file does not say.
+    #[arg(long)]
+    pub dwell_time_us: Option<f64>,
+    /// Scan pixel size (Å), when the file does not say.
+    #[arg(long)]
+    pub pixel_size_a: Option<f64>,
+}
+
+impl DoseFlags {
+    pub fn apply(&self, cfg: &mut crate::dose::DoseConfig) {
+        for (dst, src) in [
+            (&mut cfg.beam_current_pa, self.beam_current_pa),
+            (&mut cfg.dwell_time_us, self.dwell_time_us),
+            (&mut cfg.pixel_size_a, self.pixel_size_a),
+        ] {
+            if src.is_some() {
+                *dst = src;
+            }
+        }
+    }
+}

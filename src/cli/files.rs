@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::analysis::AnalysisArgs;
+use super::analysis::{AnalysisArgs, DoseFlags};
 use crate::Error;
 use crate::commands::evaluate::{self, EvaluateOptions, SuiteSpec};
 use crate::commands::{compare, replay};
@@ -30,15 +30,8 @@ pub struct ReplayArgs {
     /// Configuration ([analysis], [dose], [[alarms]], [record] of --config) and analysis flags.
     #[command(flatten)]
     analysis: AnalysisArgs,
-    /// Beam current (pA), when the file does not say.
-    #[arg(long)]
-    beam_current_pa: Option<f64>,
-    /// Dwell time per pixel (µs), when the file does not say.
-    #[arg(long)]
-    dwell_time_us: Option<f64>,
-    /// Scan pixel size (Å), when the file does not say.
-    #[arg(long)]
-    pixel_size_a: Option<f64>,
+    #[command(flatten)]
+    dose: DoseFlags,
     /// Leave the frames out of the results session (by default it holds them, so the session is
     /// complete on its own: HyperSpy / RosettaSciIO load frames and maps from it).
     #[arg(long)]
@@ -88,15 +81,7 @@ impl ReplayArgs {
             return Ok(());
         }
         let mut cfg = self.analysis.config()?;
-        for (dst, src) in [
-            (&mut cfg.dose.beam_current_pa, self.beam_current_pa),
-            (&mut cfg.dose.dwell_time_us, self.dwell_time_us),
-            (&mut cfg.dose.pixel_size_a, self.pixel_size_a),
-        ] {
-            if src.is_some() {
-                *dst = src;
-            }
-        }
+        self.dose.apply(&mut cfg.dose);
         let out = self.out.ok_or_else(|| Error::Usage("--out is required".into()))?;
         let s = replay::run(&replay::ReplayOptions {
             input: self.input,

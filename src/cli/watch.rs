@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::analysis::AnalysisArgs;
+use super::analysis::{AnalysisArgs, DoseFlags};
 use super::view::ViewFlags;
 use crate::Error;
 use crate::commands::watch;
@@ -38,15 +38,8 @@ pub struct WatchArgs {
     /// Stop when no new file has arrived for this many seconds (default: until Ctrl-C).
     #[arg(long)]
     exit_after_idle_s: Option<f64>,
-    /// Beam current (pA), when the files do not say.
-    #[arg(long)]
-    beam_current_pa: Option<f64>,
-    /// Dwell time per pixel (µs), when the files do not say.
-    #[arg(long)]
-    dwell_time_us: Option<f64>,
-    /// Scan pixel size (Å), when the files do not say.
-    #[arg(long)]
-    pixel_size_a: Option<f64>,
+    #[command(flatten)]
+    dose: DoseFlags,
     #[command(flatten)]
     view: ViewFlags,
 }
@@ -54,15 +47,7 @@ pub struct WatchArgs {
 impl WatchArgs {
     pub fn run(self) -> Result<(), Error> {
         let mut cfg = self.analysis.config()?;
-        for (dst, src) in [
-            (&mut cfg.dose.beam_current_pa, self.beam_current_pa),
-            (&mut cfg.dose.dwell_time_us, self.dwell_time_us),
-            (&mut cfg.dose.pixel_size_a, self.pixel_size_a),
-        ] {
-            if src.is_some() {
-                *dst = src;
-            }
-        }
+        self.dose.apply(&mut cfg.dose);
         if let Some(o) = self.out {
             cfg.pipeline.out_dir = o;
         }
@@ -84,7 +69,6 @@ impl WatchArgs {
             give_up_s: self.give_up_s,
             new_series_after_s: self.new_series_after_s,
             exit_after_idle_s: self.exit_after_idle_s,
-            ..WatchOptions::default()
         };
         let r = watch::run(cfg, opts)?;
         println!(

@@ -134,24 +134,9 @@ pub async fn run_with(
     let view = start_view(&cfg, meta, view_stop).await;
     let mut context = serde_json::Map::new();
     context.insert("config".into(), serde_json::to_value(&cfg).unwrap_or_default());
-    let mut pipeline = Pipeline::start(PipelineOptions {
-        setup,
-        rules,
-        dose: cfg.dose.clone(),
-        sinks: cfg.sinks.clone(),
-        alarm_log: out.join("alarms.jsonl"),
-        record: cfg
-            .record
-            .enabled
-            .then(|| (cfg.record.clone(), cfg.record.dir.clone().unwrap_or(out.join("sessions")))),
-        summaries_dir: out.clone(),
-        queue_frames: cfg.pipeline.queue_frames,
-        skip_to_newest: cfg.pipeline.skip_to_newest,
-        source,
-        context,
-        cancel: internal.clone(),
-        view: view.as_ref().map(|(hub, _)| hub.clone()),
-    })
+    let hub = view.as_ref().map(|(hub, _)| hub.clone());
+    let mut pipeline =
+        Pipeline::start(PipelineOptions::from_config(&cfg, setup, rules, source, context, internal.clone(), hub))
     .await?;
     let republisher = match cfg.pipeline.republish.as_deref().filter(|r| !r.is_empty()) {
         Some(ep) => {

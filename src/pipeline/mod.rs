@@ -87,6 +87,41 @@ pub struct PipelineOptions {
     pub view: Option<Hub>,
 }
 
+impl PipelineOptions {
+    /// A long-running source's pipeline as the configuration sets it up (the daemon, `watch`): the
+    /// alarm log, series summaries and sessions under `[pipeline] out_dir`, the configured sinks,
+    /// queue and recording.
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        setup: MetricSetup,
+        rules: Vec<Rule>,
+        source: String,
+        context: serde_json::Map<String, serde_json::Value>,
+        cancel: CancellationToken,
+        view: Option<Hub>,
+    ) -> Self {
+        let out = &cfg.pipeline.out_dir;
+        Self {
+            setup,
+            rules,
+            dose: cfg.dose.clone(),
+            sinks: cfg.sinks.clone(),
+            alarm_log: out.join("alarms.jsonl"),
+            record: cfg
+                .record
+                .enabled
+                .then(|| (cfg.record.clone(), cfg.record.dir.clone().unwrap_or(out.join("sessions")))),
+            summaries_dir: out.clone(),
+            queue_frames: cfg.pipeline.queue_frames,
+            skip_to_newest: cfg.pipeline.skip_to_newest,
+            source,
+            context,
+            cancel,
+            view,
+        }
+    }
+}
+
 /// What a source wants when the analysis queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WhenFull {
