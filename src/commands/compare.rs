@@ -14,6 +14,7 @@ use crate::frame::{Frame, PixelType, Scaling};
 use crate::imagefile::{self, LoadedFrame};
 use crate::patches::PatchGrid;
 use crate::register::Shift;
+use crate::report::format::sig;
 use crate::report::overlay::{self, Overlay};
 use crate::report::provenance::Provenance;
 use crate::report::{self, csv};
@@ -126,11 +127,13 @@ pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
         let shown: &Frame = a.aligned.as_ref().unwrap_or(&input.frame);
         let s = &a.summary;
         let subtitle = format!(
-            "mean {:.4}, max {:.4}; {}{}",
-            s.mean_dissimilarity.unwrap_or(f64::NAN),
-            s.max_dissimilarity.unwrap_or(f64::NAN),
+            "mean {}, max {}; {}{}",
+            sig(s.mean_dissimilarity.unwrap_or(f64::NAN), 4),
+            sig(s.max_dissimilarity.unwrap_or(f64::NAN), 4),
             match (s.fraction_above_threshold, s.damaged_area_fraction) {
-                (Some(f), Some(a)) => format!("{:.1}% of patches significant; damaged area {:.1}%", 100.0 * f, 100.0 * a),
+                (Some(f), Some(a)) => {
+                    format!("{}% of patches significant; damaged area {}%", sig(100.0 * f, 3), sig(100.0 * a, 3))
+                }
                 _ => "calibration frame (sets the noise floor)".into(),
             },
             a.shift.map(|d| format!("; drift ({:+.2}, {:+.2}) px", d.dx_px, d.dy_px)).unwrap_or_default()
@@ -144,6 +147,8 @@ pub fn run(opts: &CompareOptions) -> Result<CompareSummary, Error> {
             subtitle,
             colorbar_label: provenance.metric.dissimilarity.to_string(),
             warning: warning.clone(),
+            // Image files carry no pixel size here: no scale bar (the picture says so).
+            pixel_size_nm: None,
         })?;
         canvas.save_png(&opts.out.join(&png))?;
         frames.push(FrameReport {

@@ -26,6 +26,8 @@ use crate::record::session::{SessionReader, StoredAnalysis};
 use crate::record::{FrameSource, OpenOptions, ReadError, SourceInfo, open_source};
 use crate::damage::PatchThreshold;
 use crate::register::{self, Registration, Shift};
+use crate::report::dose_plot::XAxis;
+use crate::report::format::{dose as fmt_dose, sig};
 use crate::report::provenance::Provenance;
 use crate::report::{self, dose_map, dose_plot, html, overlay};
 use crate::simulate::publish::{self as pubsock, PublishOptions, SendSocket};
@@ -310,21 +312,61 @@ fn write_reports(
         ),
     };
     let calibration: Vec<u64> = floor.as_ref().map(|f| f.frames.clone()).unwrap_or_default();
+    // Against the cumulative dose when every analysed frame's dose is known, else the frame number.
+    let axis = if analyses.is_empty() {
+        if summary.dose_inputs.as_ref().is_some_and(|d| d.cumulative_e_per_a2.is_some()) {
+            XAxis::Dose
+        } else {
+            XAxis::Frame
+        }
+    } else {
+        XAxis::of(analyses.iter().map(|a| a.cumulative_e_per_a2))
+    };
     let alarm_marks: Vec<(f64, String)> = alarms
         .iter()
-        .filter_map(|a| Some((a.get("cumulative_dose_e_per_a2")?.as_f64()?, a.get("rule")?.as_str()?.to_string())))
+        .filter_map(|a| {
+            let x = match axis {
+                XAxis::Dose => a.get("cumulative_dose_e_per_a2")?.as_f64()?,
+                XAxis::Frame => a.get("frame")?.as_u64()? as f64,
+            };
+            Some((x, a.get("rule")?.as_str()?.to_string()))
+        })
         .collect();
+    // The scan pixel size for the scale bars: the frames' own, the series', or `[dose] pixel_size_a`.
+    let known = |a: Option<f64>| a.filter(|a| a.is_finite() && *a > 0.0);
+    let pixel_size: Option<(f64, &str)> = known(summary.dose_inputs.as_ref().and_then(|d| d.pixel_size_a.value))
+        .map(|a| (a, "dose inputs"))
+        .or_else(|| known(info.dose.pixel_size_a).map(|a| (a, "file metadata")))
+        .or_else(|| known(recorded_pixel_size_a(&info)).map(|a| (a, "recorded with the frames")))
+        .or_else(|| known(opts.config.dose.pixel_size_a).map(|a| (a, "[dose] pixel_size_a")));
+    let pixel_size_nm = pixel_size.map(|(a, _)| a / 10.0);
+    let pixel_note = match pixel_size_nm {
+        Some(nm) => format!("scale bar in nm (pixel size {} nm)", sig(nm, 4)),
+        None => "pixel size unknown: no scale bar".to_string(),
+    };
 
-    // Damage versus cumulative dose.
+    // Damage (mean, and damaged area beside it) versus cumulative dose or frame.
     let points: Vec<(f64, f64)> = analyses
         .iter()
-        .map(|a| (a.cumulative_e_per_a2, a.mean))
-        .filter(|(d, m)| d.is_finite() && m.is_finite())
+        .map(|a| (axis.x(a.index, a.cumulative_e_per_a2), a.mean))
+        .filter(|(x, m)| x.is_finite() && m.is_finite())
         .collect();
+    let area: Vec<(f64, f64)> = damaged_area(session)
+        .iter()
+        .zip(&analyses)
+        .map(|(&f, a)| (axis.x(a.index, a.cumulative_e_per_a2), f))
+        .filter(|(x, f)| x.is_finite() && f.is_finite())
+        .collect();
+    let versus = match axis {
+        XAxis::Dose => "dose",
+        XAxis::Frame => "frame",
+    };
     let plot = dose_plot::render(&dose_plot::DosePlot {
-        title: format!("damage versus dose — {}", info.series),
+        title: format!("damage versus {versus} — {}", info.series),
         subtitle: format!("{} · {}", provenance.metric.name, provenance.metric.dissimilarity),
+        x_axis: axis,
         points: &points,
+        area: &area,
         y_label: format!("mean {}", provenance.metric.dissimilarity),
         fit,
         threshold: None,
@@ -337,19 +379,22 @@ fn write_reports(
 
     // Critical-dose map over the reference frame.
     let reference = source.read(0)?.frame;
-    let series: Vec<(f64, &[f32])> = analyses
-        .iter()
-        .filter(|a| a.cumulative_e_per_a2.is_finite() && !calibration.contains(&a.index))
-        .map(|a| (a.cumulative_e_per_a2, a.dissimilarity.as_slice()))
-        .collect();
-    let crossings = dose_map::first_crossings(&series, &thresholds);
+    let frames: Vec<(u64, f64, &[f32])> =
+        analyses.iter().map(|a| (a.index, a.cumulative_e_per_a2, a.dissimilarity.as_slice())).collect();
+    let crossings = dose_map::series_crossings(&frames, &calibration, &thresholds, axis);
     let map = dose_map::render(&dose_map::DoseMap {
         reference: &reference,
         grid,
         first_crossing_dose: &crossings,
+        axis,
+        pixel_size_nm,
         title: format!("critical-dose map — {}", info.series),
         subtitle: format!(
-            "dose at which each patch first exceeded its threshold on {}: {threshold_text}",
+            "{} at which each patch first exceeded its threshold on {}: {threshold_text}",
+            match axis {
+                XAxis::Dose => "dose",
+                XAxis::Frame => "frame",
+            },
             provenance.metric.dissimilarity
         ),
         warning: warning.clone(),
@@ -394,14 +439,24 @@ fn write_reports(
             map: &map,
             vmax,
             threshold: typical,
-            title: format!("frame {} — {:.0} e⁻/Å² — {}", a.index, a.cumulative_e_per_a2, provenance.metric.name),
+            title: format!(
+                "frame {} — {} — {}",
+                a.index,
+                if a.cumulative_e_per_a2.is_finite() {
+                    format!("{} e⁻/Å²", fmt_dose(a.cumulative_e_per_a2))
+                } else {
+                    "dose unknown".to_string()
+                },
+                provenance.metric.name
+            ),
             subtitle: format!(
-                "mean {:.4}{}",
-                a.mean,
+                "mean {}{}",
+                sig(a.mean, 4),
                 a.shift.map(|s| format!("; drift ({:+.2}, {:+.2}) px", s.dx_px, s.dy_px)).unwrap_or_default()
             ),
             colorbar_label: provenance.metric.dissimilarity.to_string(),
             warning: warning.clone(),
+            pixel_size_nm,
         })?;
         let p = opts.out.join(format!("frame_{:04}.png", a.index));
         canvas.save_png(&p)?;
@@ -429,26 +484,29 @@ fn write_reports(
     if let Some(d) = &summary.dose_inputs {
         rows.push(vec![
             "dose per frame".into(),
-            d.per_frame_e_per_a2.map_or("unknown".into(), |v| format!("{v:.1} e⁻/Å²")),
+            d.per_frame_e_per_a2.map_or("unknown".into(), |v| format!("{} e⁻/Å²", fmt_dose(v))),
         ]);
         for (name, input) in
             [("beam current", &d.beam_current_pa), ("dwell time", &d.dwell_time_us), ("pixel size", &d.pixel_size_a)]
         {
             rows.push(vec![
                 name.into(),
-                format!("{} ({:?})", input.value.map_or("—".into(), |v| format!("{v}")), input.source),
+                format!("{} ({:?})", input.value.map_or("—".into(), |v| sig(v, 4)), input.source),
             ]);
         }
+    }
+    if let Some((a, from)) = pixel_size {
+        rows.push(vec!["scale bars".into(), format!("pixel size {} Å ({from})", sig(a, 4))]);
     }
     let note = summary.series.as_ref().and_then(|s| s.get("critical_dose_note")).and_then(|n| n.as_str());
     rows.push(vec![
         "critical dose".into(),
         match fit {
             Some(f) => format!(
-                "{:.0} ± {:.0} e⁻/Å² after an incubation dose of {:.0} e⁻/Å²",
-                f.critical_dose_e_per_a2,
-                f.critical_dose_sigma_e_per_a2.unwrap_or(f64::NAN),
-                f.onset_dose_e_per_a2
+                "{} ± {} e⁻/Å² after an incubation dose of {} e⁻/Å²",
+                fmt_dose(f.critical_dose_e_per_a2),
+                fmt_dose(f.critical_dose_sigma_e_per_a2.unwrap_or(f64::NAN)),
+                fmt_dose(f.onset_dose_e_per_a2)
             ),
             None => note.unwrap_or("not determined by this series").to_string(),
         },
@@ -459,7 +517,8 @@ fn write_reports(
             let g = |k: &str| {
                 a.get(k).map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).unwrap_or_default()
             };
-            vec![g("frame"), g("level"), g("rule"), g("cumulative_dose_e_per_a2"), g("message")]
+            let dose = a.get("cumulative_dose_e_per_a2").and_then(|v| v.as_f64()).map_or("unknown".into(), fmt_dose);
+            vec![g("frame"), g("level"), g("rule"), dose, g("message")]
         })
         .collect();
     let mut sections = vec![
@@ -468,16 +527,28 @@ fn write_reports(
     ];
     if let Some(p) = &outputs.damage_vs_dose_png {
         sections.push(html::Section::Image {
-            heading: "Damage versus dose".into(),
-            caption: "mean dissimilarity of every analysed frame against cumulative dose, with the fitted damage curve"
-                .into(),
+            heading: format!("Damage versus {versus}"),
+            caption: match axis {
+                XAxis::Dose => "mean dissimilarity of every analysed frame and the damaged area (right axis, %) \
+                                against cumulative dose, with the fitted damage curve"
+                    .into(),
+                XAxis::Frame => "mean dissimilarity of every analysed frame and the damaged area (right axis, %) \
+                                 against the frame number: the dose is unknown"
+                    .into(),
+            },
             png: p,
         });
     }
     if let Some(p) = &outputs.critical_dose_map_png {
         sections.push(html::Section::Image {
             heading: "Critical-dose map".into(),
-            caption: "dose at which each patch first crossed the patch threshold".into(),
+            caption: format!(
+                "{} at which each patch first crossed the patch threshold; {pixel_note}",
+                match axis {
+                    XAxis::Dose => "cumulative dose",
+                    XAxis::Frame => "frame (dose unknown)",
+                }
+            ),
             png: p,
         });
     }
@@ -486,8 +557,14 @@ fn write_reports(
         header: ["frame", "level", "rule", "cumulative dose (e⁻/Å²)", "message"].map(String::from).to_vec(),
         rows: alarm_rows,
     });
-    sections.push(html::Section::Gallery {
+    sections.push(html::Section::Paragraphs {
         heading: "Dissimilarity maps".into(),
+        paragraphs: vec![format!(
+            "selected frames, drift-corrected, each patch tinted by its dissimilarity; {pixel_note}"
+        )],
+    });
+    sections.push(html::Section::Gallery {
+        heading: String::new(),
         images: outputs
             .overlays
             .iter()
@@ -506,6 +583,26 @@ fn write_reports(
         &outputs.report_html,
     )?;
     Ok(())
+}
+
+/// The scan pixel size (Å) a replayed beamwatch session recorded with its frames (its reader puts
+/// the recorded doses, not the pixel size, in the frames' dose headers).
+fn recorded_pixel_size_a(info: &SourceInfo) -> Option<f64> {
+    if info.layout != crate::record::Layout::BeamwatchSession {
+        return None;
+    }
+    let f = crate::record::session::open_file(&info.path).ok()?;
+    let sizes = f.dataset("received/pixel_size_a").ok()?.read_raw::<f64>().ok()?;
+    sizes.into_iter().find(|a| a.is_finite() && *a > 0.0)
+}
+
+/// The damaged-area share of every analysed frame, in the order of [`SessionReader::analyses`]
+/// (NaN where not judged); empty if the session has no such column.
+fn damaged_area(session: &Path) -> Vec<f64> {
+    crate::record::session::open_file(session)
+        .ok()
+        .and_then(|f| f.dataset("analysis/damaged_area").ok()?.read_raw::<f64>().ok())
+        .unwrap_or_default()
 }
 
 // ---- Publishing a file over ZeroMQ ----

@@ -1,14 +1,14 @@
 //! The critical-dose map: the reference frame in gray with every patch that ever exceeded the damage
 //! threshold tinted by the cumulative dose at which it first did. Bright (yellow) = crossed early =
-//! the most beam-sensitive areas; patches that never crossed stay untinted.
+//! the most beam-sensitive areas; patches that never crossed stay untinted. Without a known dose, the
+//! frame of the first crossing takes the dose's place. A scale bar in nm when the pixel size is known.
 
-use plotters::coord::ranged1d::Ranged;
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::ReportError;
 use super::canvas::{self, Canvas};
-use super::dose_plot::{fmt_tick, tick_decimals};
+use super::dose_plot::XAxis;
+use super::format;
 use super::overlay::viridis;
 use crate::frame::Frame;
 use crate::patches::PatchGrid;
@@ -31,11 +31,35 @@ pub fn first_crossings(series: &[(f64, &[f32])], thresholds: &[f32]) -> Vec<Opti
     first
 }
 
+/// First crossings over a replayed series, as the map shows them: `frames` holds (frame number,
+/// cumulative dose, per-patch dissimilarity) of every analysed frame in order; the calibration
+/// frames (they set the thresholds, nobody judges them) are left out, as the analysis leaves them
+/// out of its judgement. The value of a crossing is its dose, or its frame number when `axis` is
+/// [`XAxis::Frame`] (dose unknown).
+pub fn series_crossings(
+    frames: &[(u64, f64, &[f32])],
+    calibration: &[u64],
+    thresholds: &[f32],
+    axis: XAxis,
+) -> Vec<Option<f64>> {
+    let series: Vec<(f64, &[f32])> = frames
+        .iter()
+        .filter(|(index, ..)| !calibration.contains(index))
+        .map(|&(index, dose, d)| (axis.x(index, dose), d))
+        .filter(|(x, _)| x.is_finite())
+        .collect();
+    first_crossings(&series, thresholds)
+}
+
 pub struct DoseMap<'a> {
     pub reference: &'a Frame,
     pub grid: PatchGrid,
-    /// Per patch, row-major (see [`first_crossings`]).
+    /// Per patch, row-major (see [`first_crossings`]): the dose of the first crossing, or its frame
+    /// number when `axis` is [`XAxis::Frame`].
     pub first_crossing_dose: &'a [Option<f64>],
+    pub axis: XAxis,
+    /// Size of one frame pixel in nm, for the scale bar; `None`: unknown (no bar, the legend says so).
+    pub pixel_size_nm: Option<f64>,
     pub title: String,
     pub subtitle: String,
     /// Shown in red at the bottom (e.g. "SYNTHETIC weights").
@@ -44,6 +68,8 @@ pub struct DoseMap<'a> {
 
 const TOP: u32 = 58;
 const LEFT: u32 = 12;
+/// Where the frame's top-left pixel is drawn on the canvas.
+pub const IMAGE_ORIGIN: (u32, u32) = (LEFT, TOP);
 const BAR_GAP: u32 = 22;
 const BAR_W: u32 = 22;
 /// Tick labels, the rotated bar label and the "early/late" notes right of the bar.
@@ -57,7 +83,13 @@ const ALPHA: f32 = 0.6;
 /// readable and a report that embeds it stays a sensible size.
 const MIN_SIDE: u32 = 560;
 const MAX_SIDE: u32 = 1400;
-const BAR_LABEL: &str = "dose at first crossing (e⁻/Å²)";
+/// The colour-bar label for each x axis.
+fn bar_label(axis: XAxis) -> &'static str {
+    match axis {
+        XAxis::Dose => "dose at first crossing (e⁻/Å²)",
+        XAxis::Frame => "frame of first crossing (dose unknown)",
+    }
+}
 
 /// Reversed viridis over the colour-bar range: the lowest dose (most alarming) is the bright yellow end.
 fn dose_colour(dose: f64, (lo, hi): (f64, f64)) -> [u8; 3] {
@@ -121,7 +153,7 @@ fn draw_frame(c: &mut Canvas, frame: &Frame, s: Scale) {
 
 /// Colour-bar range: from 0 when the earliest crossing is near the start, else from a round value
 /// below it, up to a round value above the latest crossing.
-fn bar_range(doses: &[Option<f64>]) -> (f64, f64) {
+fn bar_range(doses: &[Option<f64>], axis: XAxis) -> (f64, f64) {
     let finite = doses.iter().flatten().copied().filter(|d| d.is_finite());
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), d| (lo.min(d), hi.max(d)));
     if lo > hi {
@@ -131,13 +163,27 @@ fn bar_range(doses: &[Option<f64>]) -> (f64, f64) {
     if hi - lo <= f64::EPSILON * hi.abs().max(1.0) {
         return (lo - 0.5, hi + 0.5);
     }
-    let step = bar_ticks((lo, hi)).windows(2).map(|w| w[1] - w[0]).fold(f64::INFINITY, f64::min);
-    if step.is_finite() && step > 0.0 { ((lo / step).floor() * step, (hi / step).ceil() * step) } else { (lo, hi) }
+    let step = bar_step((lo, hi), axis);
+    ((lo / step + 1e-9).floor() * step, (hi / step - 1e-9).ceil() * step)
 }
 
-fn bar_ticks((lo, hi): (f64, f64)) -> Vec<f64> {
-    RangedCoordf64::from(lo..hi).key_points(6)
+/// Colour-bar tick step: 1, 2 or 5 × 10ⁿ (whole frames when the bar counts frames).
+fn bar_step((lo, hi): (f64, f64), axis: XAxis) -> f64 {
+    let step = format::nice_step(hi - lo, BAR_STEPS);
+    if axis == XAxis::Frame { step.max(1.0) } else { step }
 }
+
+/// Colour-bar ticks on round steps within the bar range.
+pub fn bar_ticks(range: (f64, f64), axis: XAxis) -> Vec<f64> {
+    let step = bar_step(range, axis);
+    format::ticks(range.0, range.1, BAR_STEPS)
+        .into_iter()
+        .filter(|v| (v / step - (v / step).round()).abs() < 1e-6)
+        .collect()
+}
+
+/// About this many colour-bar steps.
+const BAR_STEPS: usize = 6;
 
 /// Tints crossed patches and draws the patch grid (white, like the overlay).
 fn draw_patches(c: &mut Canvas, m: &DoseMap<'_>, s: Scale, range: (f64, f64)) {
@@ -179,7 +225,7 @@ pub fn render(m: &DoseMap<'_>) -> Result<Canvas, ReportError> {
     let height = TOP + (ih + BOTTOM).max(bh + BAR_BOTTOM);
     let mut c = Canvas::new(canvas_width(m, iw), height, [255, 255, 255]);
     draw_frame(&mut c, m.reference, s);
-    let range = bar_range(m.first_crossing_dose);
+    let range = bar_range(m.first_crossing_dose, m.axis);
     draw_patches(&mut c, m, s, range);
     let (bx, by) = (LEFT + iw + BAR_GAP, TOP);
     // Colour bar: top = highest dose (dark), bottom = lowest dose (bright).
@@ -191,28 +237,31 @@ pub fn render(m: &DoseMap<'_>) -> Result<Canvas, ReportError> {
         }
     }
     let crossed = m.first_crossing_dose.iter().take(m.grid.len()).flatten().filter(|d| d.is_finite()).count();
+    let nm_per_px = m.pixel_size_nm.map(|nm| nm * s.den as f64 / s.num as f64);
+    let scale_bar = canvas::scale_bar(&mut c, (LEFT, TOP, iw, ih), nm_per_px)?;
+    let label = bar_label(m.axis);
     c.draw(|area| {
         let black = RGBColor(0, 0, 0);
         canvas::text(area, &m.title, LEFT as i32, 8, 18.0, black)?;
         canvas::text(area, &m.subtitle, LEFT as i32, 32, 14.0, RGBColor(60, 60, 60))?;
         let bar = [(bx as i32, by as i32), ((bx + BAR_W) as i32, (by + bh) as i32)];
         area.draw(&Rectangle::new(bar, black)).map_err(|e| e.to_string())?;
-        let decimals = tick_decimals(range.0, range.1, 6);
+        let step = bar_step(range, m.axis);
         let mut label_w = 0;
-        for v in bar_ticks(range) {
+        for v in bar_ticks(range, m.axis) {
             let y = by as i32 + ((range.1 - v) / (range.1 - range.0) * (bh - 1) as f64).round() as i32;
             let x = (bx + BAR_W) as i32;
             area.draw(&PathElement::new(vec![(x, y), (x + 5, y)], black)).map_err(|e| e.to_string())?;
-            let label = fmt_tick(v, decimals);
+            let label = format::tick_label(v, step);
             label_w = label_w.max(canvas::text_size(area, &label, 12.0).0 as i32);
             canvas::text(area, &label, x + 8, y - 7, 12.0, black)?;
         }
         // The bar label runs up along the bar, right of the tick labels.
         let label_x = (bx + BAR_W) as i32 + 8 + label_w + 10;
-        let (lw, _) = canvas::text_size(area, BAR_LABEL, 14.0);
+        let (lw, _) = canvas::text_size(area, label, 14.0);
         let style = (canvas::FONT, 14).into_font().transform(FontTransform::Rotate270).color(&black);
         let label_y = by as i32 + (bh as i32 + lw as i32) / 2;
-        area.draw(&Text::new(BAR_LABEL, (label_x, label_y), style)).map_err(|e| e.to_string())?;
+        area.draw(&Text::new(label, (label_x, label_y), style)).map_err(|e| e.to_string())?;
         let notes_x = (bx as i32).min(label_x - 60);
         let gray = RGBColor(60, 60, 60);
         // Under the top tick label: above the bar it could run into a long subtitle.
@@ -221,6 +270,14 @@ pub fn render(m: &DoseMap<'_>) -> Result<Canvas, ReportError> {
         canvas::text(area, "most beam-sensitive", notes_x, (by + bh) as i32 + 20, 12.0, gray)?;
         let below = (TOP + ih) as i32;
         legend(area, crossed, m.grid.len(), below + 8)?;
+        if scale_bar.is_none() {
+            let note = if m.pixel_size_nm.is_some() {
+                "image too small for a scale bar"
+            } else {
+                "pixel size unknown: no scale bar"
+            };
+            canvas::text(area, note, LEFT as i32 + 20, below + 25, 12.0, gray)?;
+        }
         if let Some(w) = &m.warning {
             canvas::text(area, w, LEFT as i32, below + 38, 14.0, RGBColor(200, 0, 0))?;
         }
@@ -281,6 +338,8 @@ mod tests {
             reference: &frame,
             grid,
             first_crossing_dose: &doses,
+            axis: XAxis::Dose,
+            pixel_size_nm: Some(0.05),
             title: "critical-dose map".into(),
             subtitle: "threshold 0.3".into(),
             warning: Some("SYNTHETIC weights".into()),
@@ -302,6 +361,8 @@ mod tests {
             reference: &frame,
             grid,
             first_crossing_dose: &[None, Some(5.0)],
+            axis: XAxis::Frame,
+            pixel_size_nm: None,
             title: String::new(),
             subtitle: String::new(),
             warning: None,
@@ -326,6 +387,9 @@ mod tests {
     fn low_dose_is_the_bright_end() {
         let bright = |c: [u8; 3]| c.iter().map(|&v| v as u32).sum::<u32>();
         assert!(bright(dose_colour(0.0, (0.0, 100.0))) > bright(dose_colour(100.0, (0.0, 100.0))));
-        assert_eq!(bar_range(&[Some(120.0), Some(4870.0), None]), (0.0, 5000.0));
+        assert_eq!(bar_range(&[Some(120.0), Some(4870.0), None], XAxis::Dose), (0.0, 5000.0));
+        // Frames count in whole steps.
+        let frames = bar_range(&[Some(3.0), Some(5.0)], XAxis::Frame);
+        assert_eq!(bar_ticks(frames, XAxis::Frame), vec![3.0, 4.0, 5.0]);
     }
 }

@@ -1,19 +1,65 @@
-//! Damage versus cumulative dose: every analysed frame as a point, the fitted damage curve through
-//! them with its critical dose, the alarm threshold as a dashed line and alarms as vertical markers.
+//! Damage versus cumulative dose: every analysed frame as a point, the damaged area beside it (right
+//! axis, %), the fitted damage curve through the points with its critical dose, the alarm threshold
+//! as a dashed line and alarms as vertical markers. Without a known dose the x axis is the frame
+//! number, and says so.
 
-use plotters::coord::ranged1d::Ranged;
+use plotters::chart::DualCoordChartContext;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::ReportError;
 use super::canvas::{self, Area, Canvas, FONT, draw_err};
+use super::format::{self, sig};
+pub(crate) use super::format::{fmt_tick, tick_decimals};
 use crate::alarms::forecast::Fit;
+
+/// What the x axis counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XAxis {
+    /// Cumulative dose in e⁻/Å².
+    Dose,
+    /// Frame number: the dose is unknown.
+    Frame,
+}
+
+impl XAxis {
+    /// The dose axis when every frame's cumulative dose is known (and there is a frame), else the
+    /// frame number: a series whose dose became unknown part-way cannot be drawn against dose.
+    pub fn of(doses: impl IntoIterator<Item = f64>) -> Self {
+        let mut any = false;
+        for d in doses {
+            if !d.is_finite() {
+                return Self::Frame;
+            }
+            any = true;
+        }
+        if any { Self::Dose } else { Self::Frame }
+    }
+
+    /// The x value of a frame: its cumulative dose, or its number.
+    pub fn x(self, frame: u64, cumulative_dose: f64) -> f64 {
+        match self {
+            Self::Dose => cumulative_dose,
+            Self::Frame => frame as f64,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Dose => "cumulative dose (e⁻/Å²)",
+            Self::Frame => "frame (dose unknown)",
+        }
+    }
+}
 
 pub struct DosePlot<'a> {
     pub title: String,
     pub subtitle: String,
-    /// (cumulative dose in e⁻/Å², value) of every analysed frame.
+    pub x_axis: XAxis,
+    /// (x, value) of every analysed frame: x is the cumulative dose in e⁻/Å², or the frame number.
     pub points: &'a [(f64, f64)],
+    /// (x, damaged-area fraction 0–1) of every judged frame, drawn against the right axis in %.
+    pub area: &'a [(f64, f64)],
     /// y-axis label, e.g. "mean 1 − SSIM".
     pub y_label: String,
     /// Fitted damage curve drawn through the points; its critical dose is quoted only when
@@ -21,7 +67,7 @@ pub struct DosePlot<'a> {
     pub fit: Option<Fit>,
     /// Alarm threshold, drawn as a dashed horizontal line.
     pub threshold: Option<f64>,
-    /// Alarms: (cumulative dose, label), drawn as vertical markers with short labels.
+    /// Alarms: (x as for `points`, label), drawn as vertical markers with short labels.
     pub alarms: &'a [(f64, String)],
     /// Shown in red at the bottom (e.g. "SYNTHETIC weights").
     pub warning: Option<String>,
@@ -48,48 +94,13 @@ const CURVE: RGBColor = RGBColor(214, 39, 40);
 const THRESHOLD: RGBColor = RGBColor(90, 90, 90);
 const ALARM: RGBColor = RGBColor(230, 120, 0);
 const WARNING: RGBColor = RGBColor(200, 0, 0);
+const AREA: RGBColor = RGBColor(44, 160, 44);
+/// Damaged-area axis ticks.
+const AREA_LABELS: usize = 6;
 
-/// Decimals that tell apart the axis ticks plotters will place on `lo..hi` (plotters' steps are
-/// 1, 2 or 5 × 10ᵏ, so one significant digit of the step is enough).
-pub(crate) fn tick_decimals(lo: f64, hi: f64, max_ticks: usize) -> usize {
-    let ticks = RangedCoordf64::from(lo..hi).key_points(max_ticks);
-    let step = ticks.windows(2).map(|w| (w[1] - w[0]).abs()).fold(f64::INFINITY, f64::min);
-    if !step.is_finite() || step <= 0.0 {
-        return 2;
-    }
-    (-step.log10().floor()).clamp(0.0, 8.0) as usize
-}
-
-/// A tick label: fixed decimals, and never "-0".
-pub(crate) fn fmt_tick(v: f64, decimals: usize) -> String {
-    let s = format!("{v:.decimals$}");
-    if s.trim_start_matches('-').chars().all(|c| c == '0' || c == '.') {
-        s.trim_start_matches('-').to_owned()
-    } else {
-        s
-    }
-}
-
-/// A dose for annotations: whole e⁻/Å² when large, a few significant digits when small.
+/// A dose for annotations: 4 significant digits (the shared formatter).
 pub(crate) fn fmt_dose(d: f64) -> String {
-    match d.abs() {
-        a if a >= 100.0 => format!("{d:.0}"),
-        a if a >= 10.0 => format!("{d:.1}"),
-        _ => format!("{d:.2}"),
-    }
-}
-
-/// Three significant digits without exponent for ordinary magnitudes (thresholds, signal values).
-pub(crate) fn fmt_sig3(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return format!("{v}");
-    }
-    let mag = v.abs().log10().floor() as i32;
-    if !(-4..6).contains(&mag) {
-        return format!("{v:.2e}");
-    }
-    let decimals = (2 - mag).max(0) as usize;
-    format!("{v:.decimals$}")
+    format::dose(d)
 }
 
 /// Cuts `s` to `max` characters with an ellipsis.
@@ -131,6 +142,15 @@ fn y_range(points: &[(f64, f64)], curve: &[(f64, f64)], threshold: Option<f64>, 
     (if lo >= 0.0 { bottom.max(0.0) } else { bottom }, hi + top * span)
 }
 
+/// Top of the damaged-area axis in %: a round value above the largest area, with room for the alarm
+/// labels at the top as the left axis has; 100 % at most unless the data need more.
+fn area_top(area: &[(f64, f64)], alarms: bool) -> f64 {
+    let max = area.iter().map(|p| 100.0 * p.1).fold(0.0f64, f64::max);
+    let padded = max.max(1.0) * if alarms { 1.3 } else { 1.1 };
+    let top = format::nice_top(padded, AREA_LABELS - 1);
+    if top > 100.0 && padded <= 100.0 { 100.0 } else { top }
+}
+
 /// The fitted curve sampled over the x range.
 fn curve_points(fit: Option<&Fit>, (x0, x1): (f64, f64)) -> Vec<(f64, f64)> {
     let Some(fit) = fit else { return Vec::new() };
@@ -154,9 +174,13 @@ fn fit_label(fit: &Fit) -> String {
 
 pub fn render(p: &DosePlot<'_>) -> Result<Canvas, ReportError> {
     let points = finite_points(p.points);
+    let area = finite_points(p.area);
     let alarms: Vec<&(f64, String)> = p.alarms.iter().filter(|a| a.0.is_finite()).collect();
     let xr = x_range(&points, p.alarms);
-    let curve = curve_points(p.fit.as_ref(), xr);
+    // A fit is a curve over dose: it has no place on a frame axis.
+    let fit = p.fit.filter(|_| p.x_axis == XAxis::Dose);
+    let curve = curve_points(fit.as_ref(), xr);
+    let area_top = area_top(&area, !alarms.is_empty());
     let threshold = p.threshold.filter(|t| t.is_finite());
     let yr = y_range(&points, &curve, threshold, !alarms.is_empty());
     let mut c = Canvas::new(WIDTH, HEIGHT, [255, 255, 255]);
@@ -169,16 +193,21 @@ pub fn render(p: &DosePlot<'_>) -> Result<Canvas, ReportError> {
             .margin_top(4)
             .x_label_area_size(52)
             .y_label_area_size(84)
+            .right_y_label_area_size(if area.is_empty() { 0 } else { 70 })
             .build_cartesian_2d(xr.0..xr.1, yr.0..yr.1)
-            .map_err(draw_err)?;
+            .map_err(draw_err)?
+            .set_secondary_coord(xr.0..xr.1, 0.0..area_top);
         let (xd, yd) = (tick_decimals(xr.0, xr.1, X_LABELS), tick_decimals(yr.0, yr.1, Y_LABELS));
+        // Frame numbers are whole: no tick between two frames.
+        let whole = p.x_axis == XAxis::Frame;
+        let x_fmt = |v: &f64| if whole && v.fract() != 0.0 { String::new() } else { fmt_tick(*v, xd) };
         chart
             .configure_mesh()
             .x_labels(X_LABELS)
             .y_labels(Y_LABELS)
-            .x_label_formatter(&|v| fmt_tick(*v, xd))
+            .x_label_formatter(&x_fmt)
             .y_label_formatter(&|v| fmt_tick(*v, yd))
-            .x_desc("cumulative dose (e⁻/Å²)")
+            .x_desc(p.x_axis.label())
             .y_desc(p.y_label.as_str())
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 16))
@@ -186,9 +215,22 @@ pub fn render(p: &DosePlot<'_>) -> Result<Canvas, ReportError> {
             .light_line_style(RGBColor(242, 242, 242))
             .draw()
             .map_err(draw_err)?;
+        if !area.is_empty() {
+            let step = format::nice_step(area_top, AREA_LABELS - 1);
+            chart
+                .configure_secondary_axes()
+                .y_labels(AREA_LABELS)
+                .y_label_formatter(&|v| format::tick_label(*v, step))
+                .y_desc("damaged area (%)")
+                .label_style((FONT, 14).into_font().color(&AREA))
+                .axis_desc_style((FONT, 16).into_font().color(&AREA))
+                .draw()
+                .map_err(draw_err)?;
+        }
         draw_markers(&mut chart, threshold, &alarms, xr, yr)?;
-        draw_data(&mut chart, &points, &curve, p.fit.as_ref())?;
-        let has_legend = !points.is_empty() || p.fit.is_some() || threshold.is_some() || !alarms.is_empty();
+        draw_area(&mut chart, &area)?;
+        draw_data(&mut chart, &points, &curve, fit.as_ref())?;
+        let has_legend = !points.is_empty() || fit.is_some() || threshold.is_some() || !alarms.is_empty();
         if has_legend {
             chart
                 .configure_series_labels()
@@ -221,7 +263,27 @@ pub fn render(p: &DosePlot<'_>) -> Result<Canvas, ReportError> {
     Ok(c)
 }
 
-type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+type Xy = Cartesian2d<RangedCoordf64, RangedCoordf64>;
+type Chart<'a, 'b> = DualCoordChartContext<'a, canvas::Backend<'b>, Xy, Xy>;
+
+/// The damaged area (in %, right axis) as a line with small squares, under the mean's points.
+fn draw_area<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, area: &[(f64, f64)]) -> Result<(), String> {
+    if area.is_empty() {
+        return Ok(());
+    }
+    let pct: Vec<(f64, f64)> = area.iter().map(|&(x, a)| (x, 100.0 * a)).collect();
+    chart
+        .draw_secondary_series(LineSeries::new(pct.iter().copied(), AREA.stroke_width(2)))
+        .map_err(draw_err)?
+        .label("damaged area, % (right axis)")
+        .legend(|(x, y)| PathElement::new(vec![(x - 2, y), (x + 14, y)], AREA.stroke_width(2)));
+    chart
+        .draw_secondary_series(
+            pct.iter().map(|&xy| EmptyElement::at(xy) + Rectangle::new([(-2, -2), (2, 2)], AREA.filled())),
+        )
+        .map_err(draw_err)?;
+    Ok(())
+}
 
 /// The threshold as a dashed line across the plot and each alarm as a thin vertical line.
 fn draw_markers<'a, 'b: 'a>(
@@ -235,7 +297,7 @@ fn draw_markers<'a, 'b: 'a>(
         chart
             .draw_series(DashedLineSeries::new(vec![(xr.0, t), (xr.1, t)], 8, 6, THRESHOLD.stroke_width(2)))
             .map_err(draw_err)?
-            .label(format!("threshold {}", fmt_sig3(t)))
+            .label(format!("threshold {}", sig(t, 3)))
             .legend(|(x, y)| {
                 // Two dashes; composed elements take coordinates relative to the anchor.
                 let dash = |x0: i32| PathElement::new(vec![(x0, 0), (x0 + 5, 0)], THRESHOLD.stroke_width(2));
@@ -274,7 +336,7 @@ fn draw_data<'a, 'b: 'a>(
         chart
             .draw_series(points.iter().map(|&xy| Circle::new(xy, 3, POINT.filled())))
             .map_err(draw_err)?
-            .label(format!("analysed frames ({})", points.len()))
+            .label(format!("mean, analysed frames ({})", points.len()))
             .legend(|(x, y)| Circle::new((x + 6, y), 3, POINT.filled()));
     }
     Ok(())
@@ -339,7 +401,9 @@ mod tests {
         DosePlot {
             title: "damage vs dose".into(),
             subtitle: "series.h5".into(),
+            x_axis: XAxis::Dose,
             points,
+            area: &[],
             y_label: "mean 1 − SSIM".into(),
             fit: Some(fit()),
             threshold: Some(0.3),
@@ -377,7 +441,7 @@ mod tests {
         assert_eq!(tick_decimals(0.0, 0.33, 8), 2);
         assert_eq!(fmt_tick(0.1 + 0.2, 2), "0.30");
         assert_eq!(fmt_tick(-0.0001, 2), "0.00");
-        assert_eq!(fmt_sig3(0.3), "0.300");
+        assert_eq!(sig(0.3, 3), "0.3");
         assert_eq!(fmt_dose(1523.7), "1524");
     }
 

@@ -1,12 +1,14 @@
 //! The dissimilarity map over the frame (like the seed paper's Fig. 1E/F): the frame in gray, each
 //! analysed patch tinted by its dissimilarity, excluded patches hatched, the patch grid, and a colour
-//! bar with the damage threshold marked.
+//! bar (ticks on 1, 2, 5 × 10ⁿ steps) with the damage threshold marked, and a scale bar in nm when
+//! the pixel size is known.
 
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 
 use super::ReportError;
 use super::canvas::{self, Canvas};
+use super::format;
 use crate::damage::SimilarityMap;
 use crate::frame::Frame;
 
@@ -21,10 +23,18 @@ pub struct Overlay<'a> {
     pub colorbar_label: String,
     /// Shown in red at the bottom (e.g. "SYNTHETIC weights").
     pub warning: Option<String>,
+    /// Size of one frame pixel in nm, for the scale bar; `None`: unknown (no bar, and the legend
+    /// says so).
+    pub pixel_size_nm: Option<f64>,
 }
+
+/// Colour-bar ticks: about this many steps from 0 to the (rounded-up) top.
+const BAR_STEPS: usize = 4;
 
 const TOP: u32 = 58;
 const LEFT: u32 = 12;
+/// Where the frame's top-left pixel is drawn on the canvas.
+pub const IMAGE_ORIGIN: (u32, u32) = (LEFT, TOP);
 const BAR_GAP: u32 = 22;
 const BAR_W: u32 = 22;
 const RIGHT: u32 = 120;
@@ -52,6 +62,11 @@ pub(crate) fn display_range(frame: &Frame) -> (f32, f32) {
     if hi > lo { (lo, hi) } else { (lo, lo + 1.0) }
 }
 
+/// Colour-bar tick values: 0 to `vmax` (already a tick, see [`format::nice_top`]) in round steps.
+pub fn colorbar_ticks(vmax: f32) -> Vec<f64> {
+    format::ticks(0.0, vmax as f64, BAR_STEPS)
+}
+
 pub fn render(o: &Overlay<'_>) -> Result<Canvas, ReportError> {
     let (fw, fh) = (o.frame.width() as u32, o.frame.height() as u32);
     // Small frames are enlarged (nearest neighbour) so patches are big enough to see.
@@ -77,7 +92,8 @@ pub fn render(o: &Overlay<'_>) -> Result<Canvas, ReportError> {
     }
     let grid = o.map.grid;
     let pp = grid.patch_px as u32 * scale;
-    let vmax = o.vmax.max(f32::EPSILON);
+    // The top rounded up to a tick, so the bar ends on a labelled round value.
+    let vmax = format::nice_top(o.vmax.max(f32::EPSILON) as f64, BAR_STEPS) as f32;
     for p in 0..grid.len() {
         let (px, py) = grid.origin(p);
         let (x0, y0) = (LEFT + px as u32 * scale, TOP + py as u32 * scale);
@@ -104,6 +120,8 @@ pub fn render(o: &Overlay<'_>) -> Result<Canvas, ReportError> {
             c.put(bx + x, by + y, col);
         }
     }
+    let image_nm_per_px = o.pixel_size_nm.map(|nm| nm / scale as f64);
+    let bar = canvas::scale_bar(&mut c, (LEFT, TOP, iw, ih), image_nm_per_px)?;
     let thr_y = by as f32 + (1.0 - (o.threshold / vmax).clamp(0.0, 1.0)) * (bh - 1) as f32;
     c.draw(|area| {
         let black = RGBColor(0, 0, 0);
@@ -112,14 +130,15 @@ pub fn render(o: &Overlay<'_>) -> Result<Canvas, ReportError> {
         area.draw(&Rectangle::new([(bx as i32, by as i32), ((bx + BAR_W) as i32, (by + bh) as i32)], black))
             .map_err(|e| e.to_string())?;
         let ty = thr_y as i32;
-        for k in 0..=4 {
-            let v = vmax * (4 - k) as f32 / 4.0;
-            let y = by as i32 + (k as f32 / 4.0 * (bh - 1) as f32) as i32;
+        let ticks = colorbar_ticks(vmax);
+        let step = ticks.get(1).copied().unwrap_or(vmax as f64);
+        for v in ticks {
+            let y = by as i32 + ((1.0 - v / vmax as f64) * (bh - 1) as f64).round() as i32;
             area.draw(&PathElement::new(vec![((bx + BAR_W) as i32, y), ((bx + BAR_W + 5) as i32, y)], black))
                 .map_err(|e| e.to_string())?;
             // The threshold label takes precedence over a tick label it would cover.
             if (y - ty).abs() > 16 {
-                canvas::text(area, &format!("{v:.3}"), (bx + BAR_W + 8) as i32, y - 7, 12.0, black)?;
+                canvas::text(area, &format::tick_label(v, step), (bx + BAR_W + 8) as i32, y - 7, 12.0, black)?;
             }
         }
         area.draw(&PathElement::new(
@@ -129,7 +148,7 @@ pub fn render(o: &Overlay<'_>) -> Result<Canvas, ReportError> {
         .map_err(|e| e.to_string())?;
         canvas::text(
             area,
-            &format!("threshold {:.3}", o.threshold),
+            &format!("threshold {}", format::sig(o.threshold as f64, 3)),
             (bx + BAR_W + 8) as i32,
             ty - 7,
             12.0,
@@ -139,6 +158,15 @@ pub fn render(o: &Overlay<'_>) -> Result<Canvas, ReportError> {
         canvas::text(area, &o.colorbar_label, (bx as i32 - 40).max(0), label_y, 12.0, black)?;
         let legend = "red hatching: patch not analysed";
         canvas::text(area, legend, LEFT as i32, label_y, 12.0, RGBColor(200, 40, 40))?;
+        if bar.is_none() {
+            let w = canvas::text_size(area, legend, 12.0).0 as i32;
+            let note = if o.pixel_size_nm.is_some() {
+                "  ·  image too small for a scale bar"
+            } else {
+                "  ·  pixel size unknown: no scale bar"
+            };
+            canvas::text(area, note, LEFT as i32 + w, label_y, 12.0, RGBColor(60, 60, 60))?;
+        }
         if let Some(w) = &o.warning {
             canvas::text(area, w, LEFT as i32, label_y + 15, 12.0, RGBColor(200, 0, 0))?;
         }
