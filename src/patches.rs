@@ -111,6 +111,17 @@ impl PatchStatus {
     pub fn analysed(self) -> bool {
         matches!(self, Self::Ok | Self::Filled(_))
     }
+
+    /// The status as session files and the live view store it: 0 analysed, 1 analysed with gaps
+    /// filled, 2 excluded (gaps), 3 excluded (outside the drift overlap).
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Ok => 0,
+            Self::Filled(_) => 1,
+            Self::Masked => 2,
+            Self::OutsideOverlap => 3,
+        }
+    }
 }
 
 /// A frame cut into patches: scaled gray values `[n][patch²]` and a status per patch.

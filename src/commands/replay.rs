@@ -332,12 +332,12 @@ fn write_reports(
             Some((x, a.get("rule")?.as_str()?.to_string()))
         })
         .collect();
-    // The scan pixel size for the scale bars: the frames' own, the series', or `[dose] pixel_size_a`.
+    // The scan pixel size for the scale bars: the frames' dose inputs (for a replayed session, the
+    // ones it recorded), the file's metadata, or `[dose] pixel_size_a`.
     let known = |a: Option<f64>| a.filter(|a| a.is_finite() && *a > 0.0);
     let pixel_size: Option<(f64, &str)> = known(summary.dose_inputs.as_ref().and_then(|d| d.pixel_size_a.value))
         .map(|a| (a, "dose inputs"))
         .or_else(|| known(info.dose.pixel_size_a).map(|a| (a, "file metadata")))
-        .or_else(|| known(recorded_pixel_size_a(&info)).map(|a| (a, "recorded with the frames")))
         .or_else(|| known(opts.config.dose.pixel_size_a).map(|a| (a, "[dose] pixel_size_a")));
     let pixel_size_nm = pixel_size.map(|(a, _)| a / 10.0);
     let pixel_note = match pixel_size_nm {
@@ -583,17 +583,6 @@ fn write_reports(
         &outputs.report_html,
     )?;
     Ok(())
-}
-
-/// The scan pixel size (Å) a replayed beamwatch session recorded with its frames (its reader puts
-/// the recorded doses, not the pixel size, in the frames' dose headers).
-fn recorded_pixel_size_a(info: &SourceInfo) -> Option<f64> {
-    if info.layout != crate::record::Layout::BeamwatchSession {
-        return None;
-    }
-    let f = crate::record::session::open_file(&info.path).ok()?;
-    let sizes = f.dataset("received/pixel_size_a").ok()?.read_raw::<f64>().ok()?;
-    sizes.into_iter().find(|a| a.is_finite() && *a > 0.0)
 }
 
 /// The damaged-area share of every analysed frame, in the order of [`SessionReader::analyses`]

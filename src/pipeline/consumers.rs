@@ -16,7 +16,7 @@ use crate::damage::{FrameAnalysis, Summary};
 use crate::dose::FrameDose;
 use crate::frame::Frame;
 use crate::record::recorder::Recorder;
-use crate::view::hub::{FrameUpdate, Hub, status_code};
+use crate::view::hub::{FrameUpdate, Hub};
 
 /// One analysed frame.
 pub struct Analysed<'a> {
@@ -89,7 +89,7 @@ impl Consumer for Hub {
             Event::Cleared(c) => self.cleared(*c),
             Event::Analysed(f) => {
                 let a = f.analysis;
-                let status: Vec<u8> = a.map.status.iter().map(|s| status_code(*s)).collect();
+                let status: Vec<u8> = a.map.status.iter().map(|s| s.code()).collect();
                 self.frame(FrameUpdate {
                     series: f.series,
                     frame: f.frame,

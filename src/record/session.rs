@@ -34,7 +34,6 @@ use crate::damage::{SimilarityMap, Summary};
 use crate::decode::{DoseHeader, WireFormat};
 use crate::dose::{FrameDose, Input, Source};
 use crate::frame::{Frame, PixelType};
-use crate::patches::PatchStatus;
 use crate::register::Shift;
 
 /// Root attribute value identifying our files. Version 2 lays the frames and the dissimilarity maps
@@ -153,15 +152,6 @@ fn source_code(s: Source) -> u8 {
         Source::FrameHeader => 1,
         Source::SeriesHeader => 2,
         Source::Config => 3,
-    }
-}
-
-fn status_code(s: PatchStatus) -> u8 {
-    match s {
-        PatchStatus::Ok => 0,
-        PatchStatus::Filled(_) => 1,
-        PatchStatus::Masked => 2,
-        PatchStatus::OutsideOverlap => 3,
     }
 }
 
@@ -524,7 +514,7 @@ impl SessionWriter {
                 source: hdf5::Error::from("grid mismatch"),
             });
         }
-        let status: Vec<u8> = map.status.iter().map(|&s| status_code(s)).collect();
+        let status: Vec<u8> = map.status.iter().map(|&s| s.code()).collect();
         let sel = s![n..n + 1, .., ..];
         for ds in &self.ana_grids {
             ds.resize((n + 1, r, c)).map_err(self.err("analysis grids"))?;

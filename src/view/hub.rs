@@ -27,7 +27,7 @@ use crate::clock::rfc3339;
 use crate::damage::Summary;
 use crate::dose::FrameDose;
 use crate::frame::Frame;
-use crate::patches::{PatchGrid, PatchStatus};
+use crate::patches::PatchGrid;
 use crate::register::Shift;
 
 /// Series the view keeps; older ones leave the selector.
@@ -112,16 +112,6 @@ pub struct FrameUpdate<'a> {
     pub image: Option<&'a Frame>,
     /// Scan pixel size (Å), for the scale bar.
     pub pixel_size_a: Option<f64>,
-}
-
-/// The session code of a patch status (as session files store it).
-pub fn status_code(s: PatchStatus) -> u8 {
-    match s {
-        PatchStatus::Ok => 0,
-        PatchStatus::Filled(_) => 1,
-        PatchStatus::Masked => 2,
-        PatchStatus::OutsideOverlap => 3,
-    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
