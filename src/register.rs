@@ -34,9 +34,13 @@ pub enum Registration {
     Off,
     /// Whole-pixel shift: moves pixels without interpolating, so noise keeps its texture.
     Integer,
-    /// Sub-pixel shift by bilinear interpolation (the default: on a drifting, undamaged simulated
-    /// series it kept the noise floor flat where whole-pixel correction let it creep up and no
-    /// correction flagged every patch within a few frames).
+    /// Sub-pixel shift by Lanczos-3 interpolation (the default)
+    //
+    // On a drifting, undamaged simulated series it kept the noise floor flat where whole-pixel
+    // correction let it creep up and no correction flagged every patch within a few frames.
+    // Bilinear interpolation, used before, smoothed a lattice of 8 px period by 8 % per axis at
+    // half-pixel shifts and so raised every patch's dissimilarity as the drift grew (a false
+    // alarm on the last frame of an undamaged suite series).
     #[default]
     #[value(alias = "on")]
     Subpixel,
@@ -441,40 +445,80 @@ pub fn apply(frame: &Frame, shift: Shift, mode: Registration) -> (Frame, Rect) {
     };
     let (x0, x1) = span(dx, w);
     let (y0, y1) = span(dy, h);
-    let src = frame.pixels();
-    let mut out = vec![0f32; w * h];
-    let mut invalid = vec![true; w * h];
-    let clamp = |i: f64, n: usize| (i.max(0.0) as usize).min(n - 1);
-    for y in y0..y1 {
-        let sy = y as f64 + dy;
-        let (fy, iy0) = ((sy - sy.floor()) as f32, sy.floor());
-        let (iy, iy1) = (clamp(iy0, h), clamp(iy0 + 1.0, h));
-        for x in x0..x1 {
-            let sx = x as f64 + dx;
-            let (fx, ix0) = ((sx - sx.floor()) as f32, sx.floor());
-            let (ix, ix1) = (clamp(ix0, w), clamp(ix0 + 1.0, w));
-            let taps = [
-                (ix, iy, (1.0 - fx) * (1.0 - fy)),
-                (ix1, iy, fx * (1.0 - fy)),
-                (ix, iy1, (1.0 - fx) * fy),
-                (ix1, iy1, fx * fy),
-            ];
-            let mut v = 0.0;
-            let mut ok = true;
-            for (tx, ty, wgt) in taps {
-                if wgt > 0.0 {
-                    v += wgt * src[ty * w + tx];
-                    ok &= frame.is_valid(ty * w + tx);
-                }
-            }
-            out[y * w + x] = v;
-            invalid[y * w + x] = !ok;
-        }
-    }
+    let (out, invalid) = resample_separable(frame, dx, dy, (x0, x1), (y0, y1));
     let shifted = Frame::from_f32(w, h, out).map(|f| f.with_invalid(invalid));
     // from_f32 cannot fail here: same size as a valid frame and finite values.
     let shifted = shifted.unwrap_or_else(|_| frame.clone());
     (shifted, Rect { x0, y0, x1, y1 })
+}
+
+/// Lanczos-3 weights of the six taps at `floor(s) − 2 ..= floor(s) + 3` for a sample at `s`
+/// with fractional part `frac`, normalised to sum 1 (so a flat image stays flat). At a half-pixel
+/// shift its response stays within 1 % of flat up to 0.13 cycles/px and within 2.5 % up to 0.25
+/// (bilinear: 92 % and 71 %), where a lattice and the pre-filtered noise live, so the resampled
+/// frame keeps the reference's contrast whatever the shift's fraction.
+fn lanczos3(frac: f64) -> [f32; 6] {
+    let sinc = |t: f64| if t.abs() < 1e-12 { 1.0 } else { (std::f64::consts::PI * t).sin() / (std::f64::consts::PI * t) };
+    let mut w = [0f64; 6];
+    for (k, wk) in w.iter_mut().enumerate() {
+        let t = frac - (k as f64 - 2.0);
+        // Exactly 0 at whole-pixel distances (sin(πk) is not), so a whole-pixel shift copies
+        // pixels and an invalid neighbour does not spread.
+        *wk = if (t - t.round()).abs() < 1e-9 { f64::from(t.round() == 0.0) } else { sinc(t) * sinc(t / 3.0) };
+    }
+    let sum: f64 = w.iter().sum();
+    w.map(|v| (v / sum) as f32)
+}
+
+/// `frame` sampled at (x + dx, y + dy) for x in `xs`, y in `ys` (zero and invalid elsewhere), in two
+/// separable Lanczos-3 passes; sources beyond the edge are read clamped to it. A pixel is invalid
+/// when any tap with weight is.
+fn resample_separable(
+    frame: &Frame,
+    dx: f64,
+    dy: f64,
+    (x0, x1): (usize, usize),
+    (y0, y1): (usize, usize),
+) -> (Vec<f32>, Vec<bool>) {
+    let (w, h) = (frame.width(), frame.height());
+    let (src, mask) = (frame.pixels(), frame.invalid_mask());
+    let (wx, wy) = (lanczos3(dx - dx.floor()), lanczos3(dy - dy.floor()));
+    let (ox, oy) = (dx.floor() as i64 - 2, dy.floor() as i64 - 2);
+    let clamp = |i: i64, n: usize| i.clamp(0, n as i64 - 1) as usize;
+    // Horizontal pass over every source row a vertical tap can reach.
+    let (r0, r1) = (clamp(y0 as i64 + oy, h), clamp(y1 as i64 - 1 + oy + 5, h) + 1);
+    let mut tmp = vec![0f32; w * h];
+    let mut tmp_bad = vec![false; w * h];
+    for y in r0..r1 {
+        let row = &src[y * w..(y + 1) * w];
+        for x in x0..x1 {
+            let mut v = 0.0;
+            let mut bad = false;
+            for (k, &wk) in wx.iter().enumerate() {
+                let sx = clamp(x as i64 + ox + k as i64, w);
+                v += wk * row[sx];
+                bad |= wk != 0.0 && mask.is_some_and(|m| m[y * w + sx]);
+            }
+            tmp[y * w + x] = v;
+            tmp_bad[y * w + x] = bad;
+        }
+    }
+    let mut out = vec![0f32; w * h];
+    let mut invalid = vec![true; w * h];
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let mut v = 0.0;
+            let mut bad = false;
+            for (k, &wk) in wy.iter().enumerate() {
+                let sy = clamp(y as i64 + oy + k as i64, h);
+                v += wk * tmp[sy * w + x];
+                bad |= wk != 0.0 && tmp_bad[sy * w + x];
+            }
+            out[y * w + x] = v;
+            invalid[y * w + x] = bad;
+        }
+    }
+    (out, invalid)
 }
 
 #[cfg(test)]
