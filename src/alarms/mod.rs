@@ -110,7 +110,7 @@ pub struct RuleConfig {
 
 /// Onset rule defaults, chosen by the known-truth evaluation (docs/evaluation.md): the smallest
 /// cluster and hold with no false alarm in the suite's undamaged series and frames, for every metric.
-pub const DEFAULT_ONSET_CLUSTER_PATCHES: u32 = 3;
+pub const DEFAULT_ONSET_CLUSTER_PATCHES: u32 = 2;
 pub const DEFAULT_ONSET_HOLD_FRAMES: u32 = 1;
 
 /// The rules used when a configuration lists none. Every one is relative to the calibrated
