@@ -151,7 +151,7 @@ pub fn fit_scales(arch: Arch, input: &MemberInput<'_>) -> Scales {
 }
 
 /// The network inputs for `items` (image or sample indices). `rng` = training (random flipped
-/// crops); `None` = evaluation (centre crops).
+/// crops); `None` = one centre crop per item (GAP calibration; prediction uses [`predict_spread`]'s grid).
 pub fn batch(
     arch: Arch,
     ds: &Dataset,
