@@ -66,7 +66,10 @@ fn sniff(path: &Path, head: &[u8]) -> Result<Format, ReadError> {
     } else if head.starts_with(b"\x93NUMPY") {
         Ok(Format::Npy)
     } else {
-        Err(err(path, "not a TIFF, PNG, JPEG or .npy file, nor a Gatan DM3/DM4 or TIA .emi/.ser file (unrecognised content)"))
+        Err(err(
+            path,
+            "not a TIFF, PNG, JPEG or .npy file, nor a Gatan DM3/DM4 or TIA .emi/.ser file (unrecognised content)",
+        ))
     }
 }
 
@@ -166,7 +169,8 @@ fn read_tiff(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadEr
             ColorType::RGBA(_) => (4, true),
             other => return Err(err(path, format!("TIFF page {page}: unsupported colour type {other:?}"))),
         };
-        let palette = if palette_pages.contains(&page) { Some(read_palette(&mut dec).map_err(|e| terr(page, e))?) } else { None };
+        let palette =
+            if palette_pages.contains(&page) { Some(read_palette(&mut dec).map_err(|e| terr(page, e))?) } else { None };
         let img = dec.read_image().map_err(|e| terr(page, e))?;
         let frame = if let Some(map) = palette {
             let DecodingResult::U8(v) = img else {
@@ -210,9 +214,15 @@ fn classic_ifd_entries(bytes: &[u8]) -> Option<Vec<Vec<(usize, u16, u16, u32, [u
         b"MM\0*" => false,
         _ => return None,
     };
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) });
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) })
+    };
     let u32_at = |o: usize| {
-        bytes.get(o..o + 4).map(|b| if le { u32::from_le_bytes([b[0], b[1], b[2], b[3]]) } else { u32::from_be_bytes([b[0], b[1], b[2], b[3]]) })
+        bytes.get(o..o + 4).map(|b| {
+            if le { u32::from_le_bytes([b[0], b[1], b[2], b[3]]) } else { u32::from_be_bytes([b[0], b[1], b[2], b[3]]) }
+        })
     };
     let mut pages = Vec::new();
     let mut next = u32_at(4)? as usize;
@@ -254,13 +264,22 @@ fn palette_as_gray(bytes: &[u8]) -> Option<(Vec<u8>, Vec<usize>)> {
 }
 
 /// The page's ColorMap: red, green and blue 16-bit entries, 256 each for 8-bit indices.
-fn read_palette<R: std::io::Read + std::io::Seek>(dec: &mut tiff::decoder::Decoder<R>) -> tiff::TiffResult<Vec<[u16; 3]>> {
+fn read_palette<R: std::io::Read + std::io::Seek>(
+    dec: &mut tiff::decoder::Decoder<R>,
+) -> tiff::TiffResult<Vec<[u16; 3]>> {
     let v = dec.get_tag_u16_vec(tiff::tags::Tag::ColorMap)?;
     let n = v.len() / 3;
     Ok((0..n).map(|i| [v[i], v[n + i], v[2 * n + i]]).collect())
 }
 
-fn apply_palette(path: &Path, w: usize, h: usize, idx: &[u8], map: &[[u16; 3]], mask: bool) -> Result<Frame, ReadError> {
+fn apply_palette(
+    path: &Path,
+    w: usize,
+    h: usize,
+    idx: &[u8],
+    map: &[[u16; 3]],
+    mask: bool,
+) -> Result<Frame, ReadError> {
     if map.len() < 256 {
         return Err(err(path, format!("TIFF palette has {} entries; an 8-bit palette image needs 256", map.len())));
     }
@@ -347,7 +366,9 @@ fn fei_pixel_width(text: &str) -> Option<f64> {
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
             section = line.to_owned();
-        } else if let Some(v) = line.strip_prefix("PixelWidth=").and_then(|v| v.trim().parse::<f64>().ok()).and_then(positive) {
+        } else if let Some(v) =
+            line.strip_prefix("PixelWidth=").and_then(|v| v.trim().parse::<f64>().ok()).and_then(positive)
+        {
             if section == "[Scan]" {
                 return Some(v);
             }
@@ -360,13 +381,10 @@ fn fei_pixel_width(text: &str) -> Option<f64> {
 /// `Image Pixel Size = 2.481 nm` (or the line after `AP_PIXEL_SIZE`), unit pm, nm, µm/um or mm.
 fn zeiss_pixel_size(text: &str) -> Option<f64> {
     let lines: Vec<&str> = text.split(['\r', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect();
-    let value = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("Image Pixel Size").map(str::trim))
-        .or_else(|| {
-            let k = lines.iter().position(|l| *l == "AP_PIXEL_SIZE")?;
-            lines.get(k + 1).map(|l| l.split_once('=').map_or(*l, |(_, v)| v).trim())
-        })?;
+    let value = lines.iter().find_map(|l| l.strip_prefix("Image Pixel Size").map(str::trim)).or_else(|| {
+        let k = lines.iter().position(|l| *l == "AP_PIXEL_SIZE")?;
+        lines.get(k + 1).map(|l| l.split_once('=').map_or(*l, |(_, v)| v).trim())
+    })?;
     let value = value.trim_start_matches('=').trim();
     let (num, unit) = value.split_once(char::is_whitespace).unwrap_or((value, "nm"));
     let scale = match unit.trim() {
@@ -386,7 +404,10 @@ fn hitachi_sidecar(path: &Path) -> Option<PixelSize> {
         return None;
     }
     let text = String::from_utf8_lossy(&text);
-    let nm = text.lines().find_map(|l| l.trim().strip_prefix("PixelSize=")?.trim().parse::<f64>().ok()).and_then(positive)?;
+    let nm = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("PixelSize=")?.trim().parse::<f64>().ok())
+        .and_then(positive)?;
     Some(PixelSize { metres: nm * 1e-9, source: "Hitachi sidecar PixelSize" })
 }
 

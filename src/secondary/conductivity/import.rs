@@ -167,18 +167,17 @@ fn samples_from_names(dir: &Path, skip: bool, notes: &mut ImportNotes) -> Result
         match rows.iter().position(|r| r.sample.id == id) {
             Some(k) => files[k].push(p),
             None => {
-                rows.push(Row {
-                    line: 0,
-                    sample: Sample::image_only(id.to_owned(), Some(sigma)),
-                    images: None,
-                });
+                rows.push(Row { line: 0, sample: Sample::image_only(id.to_owned(), Some(sigma)), images: None });
                 files.push(vec![p]);
             }
         }
     }
     unmatched(dir, &bad, skip, "does not start with a conductivity in S/cm (like 2.01e-5 (2).tif)", notes)?;
     if rows.is_empty() {
-        return Err(ConductivityError::Image { path: dir.to_owned(), problem: "no images named by their conductivity".into() });
+        return Err(ConductivityError::Image {
+            path: dir.to_owned(),
+            problem: "no images named by their conductivity".into(),
+        });
     }
     Ok((rows, files))
 }
@@ -197,9 +196,15 @@ fn unmatched(dir: &Path, bad: &[PathBuf], skip: bool, why: &str, notes: &mut Imp
     if bad.is_empty() {
         return Ok(());
     }
-    let names: Vec<String> =
-        bad.iter().map(|p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())).collect();
-    let shown = if names.len() > 8 { format!("{}, … ({} in all)", names[..8].join(", "), names.len()) } else { names.join(", ") };
+    let names: Vec<String> = bad
+        .iter()
+        .map(|p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()))
+        .collect();
+    let shown = if names.len() > 8 {
+        format!("{}, … ({} in all)", names[..8].join(", "), names.len())
+    } else {
+        names.join(", ")
+    };
     if !skip {
         return Err(ConductivityError::Image {
             path: dir.to_owned(),
@@ -280,7 +285,8 @@ fn read_table(path: &Path, require_target: bool) -> Result<Vec<Row>> {
             if v.is_empty() {
                 return Ok(f64::NAN);
             }
-            let x: f64 = v.parse().map_err(|_| terr(Some(line), Some(c), format!("sample {id}: {v:?} is not a number")))?;
+            let x: f64 =
+                v.parse().map_err(|_| terr(Some(line), Some(c), format!("sample {id}: {v:?} is not a number")))?;
             if !x.is_finite() {
                 return Err(terr(Some(line), Some(c), format!("sample {id}: {v:?} is not a finite number")));
             }
@@ -293,9 +299,9 @@ fn read_table(path: &Path, require_target: bool) -> Result<Vec<Row>> {
                 return Err(terr(Some(line), Some(TARGET_COLUMN), format!("sample {id}: no conductivity given")));
             }
             Some(v) => {
-                let c: f64 = v
-                    .parse()
-                    .map_err(|_| terr(Some(line), Some(TARGET_COLUMN), format!("sample {id}: {v:?} is not a number")))?;
+                let c: f64 = v.parse().map_err(|_| {
+                    terr(Some(line), Some(TARGET_COLUMN), format!("sample {id}: {v:?} is not a number"))
+                })?;
                 if !(c.is_finite() && c > 0.0) {
                     return Err(terr(
                         Some(line),
@@ -326,7 +332,13 @@ pub fn is_image_file(p: &Path) -> bool {
 }
 
 /// The image files of every row, in a stable order (listed order, else sorted by name).
-fn assign_files(dir: &Path, table: &Path, rows: &[Row], skip: bool, notes: &mut ImportNotes) -> Result<Vec<Vec<PathBuf>>> {
+fn assign_files(
+    dir: &Path,
+    table: &Path,
+    rows: &[Row],
+    skip: bool,
+    notes: &mut ImportNotes,
+) -> Result<Vec<Vec<PathBuf>>> {
     if rows.iter().all(|r| r.images.is_some()) {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -356,8 +368,7 @@ fn assign_files(dir: &Path, table: &Path, rows: &[Row], skip: bool, notes: &mut 
         let owner = ids
             .iter()
             .filter(|(id, _)| {
-                stem == **id
-                    || stem.strip_prefix(**id).is_some_and(|rest| rest.starts_with(['_', '-', '.', ' ', '(']))
+                stem == **id || stem.strip_prefix(**id).is_some_and(|rest| rest.starts_with(['_', '-', '.', ' ', '(']))
             })
             .max_by_key(|(id, _)| id.len())
             .map(|(_, &i)| i);
@@ -402,7 +413,10 @@ pub fn read_image(path: &Path, sample: usize) -> Result<SemImage> {
                 tracing::warn!("{}: float pixels span {lo}..{hi}; scaled to 0..1 by their own range", path.display());
                 px.iter().map(|v| (v - lo) / (hi - lo)).collect()
             } else {
-                return Err(ConductivityError::Image { path: path.to_owned(), problem: "every pixel has the same value".into() });
+                return Err(ConductivityError::Image {
+                    path: path.to_owned(),
+                    problem: "every pixel has the same value".into(),
+                });
             }
         }
     };
