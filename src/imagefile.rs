@@ -1,7 +1,11 @@
-//! Image files → frames: TIFF (8/16/32-bit and float, multi-page stacks), PNG (8/16-bit) and NumPy
-//! `.npy` (2-D, or 3-D with frames first), and the microscope files of [`crate::microscope`]
-//! (Gatan DM3/DM4, TIA `.emi`/`.ser`: one frame per image, n for a 3-D stack). Every failure
-//! names the file and the problem.
+//! Image files → frames: TIFF (8/16/32-bit and float, gray, RGB or palette, multi-page stacks), PNG
+//! (8/16-bit), JPEG (8-bit) and NumPy `.npy` (2-D, or 3-D with frames first), and the microscope
+//! files of [`crate::microscope`] (Gatan DM3/DM4, TIA `.emi`/`.ser`: one frame per image, n for a
+//! 3-D stack). Every failure names the file and the problem.
+//!
+//! Palette TIFFs (what many SEMs export): a grey palette whose entry i is i (the usual identity
+//! ramp) gives the 8-bit indices as they are; any other palette is expanded to its 16-bit entries,
+//! coloured ones by Rec. 601 luminance. [`sem_pixel_size`] reads the pixel size SEM software writes.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -44,6 +48,7 @@ fn err(path: &Path, problem: impl Into<String>) -> ReadError {
 enum Format {
     Tiff,
     Png,
+    Jpeg,
     Npy,
 }
 
@@ -56,10 +61,15 @@ fn sniff(path: &Path, head: &[u8]) -> Result<Format, ReadError> {
         Ok(Format::Tiff)
     } else if head.starts_with(b"\x89PNG\r\n\x1a\n") {
         Ok(Format::Png)
+    } else if head.starts_with(b"\xff\xd8\xff") {
+        Ok(Format::Jpeg)
     } else if head.starts_with(b"\x93NUMPY") {
         Ok(Format::Npy)
     } else {
-        Err(err(path, "not a TIFF, PNG or .npy file, nor a Gatan DM3/DM4 or TIA .emi/.ser file (unrecognised content)"))
+        Err(err(
+            path,
+            "not a TIFF, PNG, JPEG or .npy file, nor a Gatan DM3/DM4 or TIA .emi/.ser file (unrecognised content)",
+        ))
     }
 }
 
@@ -86,6 +96,7 @@ pub fn read_frames(path: &Path, mask_gaps: bool) -> Result<Vec<LoadedFrame>, Rea
         match sniff(path, &bytes[..bytes.len().min(16)])? {
             Format::Tiff => read_tiff(path, &bytes, mask_gaps)?,
             Format::Png => vec![read_png(path, &bytes, mask_gaps)?],
+            Format::Jpeg => vec![read_jpeg(path, &bytes)?],
             Format::Npy => read_npy(path, &bytes, mask_gaps)?,
         }
     };
@@ -138,6 +149,10 @@ fn read_tiff(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadEr
     let terr = |page: usize, e: tiff::TiffError| err(path, format!("TIFF page {page}: {e}"));
     let mut limits = Limits::default();
     limits.decoding_buffer_size = limits::MAX_FRAME_PIXELS * 8;
+    // The tiff crate refuses palette images; they are decoded as gray indices and mapped here.
+    let patched = palette_as_gray(bytes);
+    let palette_pages = patched.as_ref().map(|(_, pages)| pages.clone()).unwrap_or_default();
+    let bytes = patched.as_ref().map_or(bytes, |(b, _)| b.as_slice());
     let mut dec = Decoder::new(Cursor::new(bytes)).map_err(|e| terr(0, e))?.with_limits(limits);
     let mut frames = Vec::new();
     for page in 0.. {
@@ -154,8 +169,15 @@ fn read_tiff(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadEr
             ColorType::RGBA(_) => (4, true),
             other => return Err(err(path, format!("TIFF page {page}: unsupported colour type {other:?}"))),
         };
+        let palette =
+            if palette_pages.contains(&page) { Some(read_palette(&mut dec).map_err(|e| terr(page, e))?) } else { None };
         let img = dec.read_image().map_err(|e| terr(page, e))?;
-        let frame = if channels == 1 {
+        let frame = if let Some(map) = palette {
+            let DecodingResult::U8(v) = img else {
+                return Err(err(path, format!("TIFF page {page}: only 8-bit palette images are supported")));
+            };
+            apply_palette(path, w, h, &v, &map, mask)?
+        } else if channels == 1 {
             match img {
                 DecodingResult::U8(v) => from_ints(path, w, h, &v, mask)?,
                 DecodingResult::U16(v) => from_ints(path, w, h, &v, mask)?,
@@ -183,6 +205,210 @@ fn read_tiff(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadEr
         dec.next_image().map_err(|e| terr(page + 1, e))?;
     }
     Ok(frames)
+}
+
+/// The IFD entries of a classic (not Big) TIFF: (offset of the entry, tag, type, count, value field).
+fn classic_ifd_entries(bytes: &[u8]) -> Option<Vec<Vec<(usize, u16, u16, u32, [u8; 4])>>> {
+    let le = match bytes.get(..4)? {
+        b"II*\0" => true,
+        b"MM\0*" => false,
+        _ => return None,
+    };
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| if le { u16::from_le_bytes([b[0], b[1]]) } else { u16::from_be_bytes([b[0], b[1]]) })
+    };
+    let u32_at = |o: usize| {
+        bytes.get(o..o + 4).map(|b| {
+            if le { u32::from_le_bytes([b[0], b[1], b[2], b[3]]) } else { u32::from_be_bytes([b[0], b[1], b[2], b[3]]) }
+        })
+    };
+    let mut pages = Vec::new();
+    let mut next = u32_at(4)? as usize;
+    let mut seen = std::collections::HashSet::new();
+    while next != 0 && pages.len() < limits::MAX_PAGES && seen.insert(next) {
+        let n = u16_at(next)? as usize;
+        let mut entries = Vec::with_capacity(n);
+        for k in 0..n {
+            let o = next + 2 + 12 * k;
+            let v = bytes.get(o + 8..o + 12)?;
+            entries.push((o, u16_at(o)?, u16_at(o + 2)?, u32_at(o + 4)?, [v[0], v[1], v[2], v[3]]));
+        }
+        pages.push(entries);
+        next = u32_at(next + 2 + 12 * n)? as usize;
+    }
+    Some(pages)
+}
+
+/// A copy of `bytes` whose palette pages say "gray" (PhotometricInterpretation 3 → 1), and which
+/// pages those were; `None` when there are none (or the file is not a classic TIFF).
+fn palette_as_gray(bytes: &[u8]) -> Option<(Vec<u8>, Vec<usize>)> {
+    const PHOTOMETRIC: u16 = 262;
+    const SHORT: u16 = 3;
+    let le = bytes.starts_with(b"II");
+    let mut out: Option<Vec<u8>> = None;
+    let mut pages = Vec::new();
+    for (page, entries) in classic_ifd_entries(bytes)?.into_iter().enumerate() {
+        for (o, tag, ty, count, v) in entries {
+            let value = if le { u16::from_le_bytes([v[0], v[1]]) } else { u16::from_be_bytes([v[0], v[1]]) };
+            if tag == PHOTOMETRIC && ty == SHORT && count == 1 && value == 3 {
+                let buf = out.get_or_insert_with(|| bytes.to_vec());
+                let one = if le { 1u16.to_le_bytes() } else { 1u16.to_be_bytes() };
+                buf[o + 8..o + 10].copy_from_slice(&one);
+                pages.push(page);
+            }
+        }
+    }
+    out.map(|b| (b, pages))
+}
+
+/// The page's ColorMap: red, green and blue 16-bit entries, 256 each for 8-bit indices.
+fn read_palette<R: std::io::Read + std::io::Seek>(
+    dec: &mut tiff::decoder::Decoder<R>,
+) -> tiff::TiffResult<Vec<[u16; 3]>> {
+    let v = dec.get_tag_u16_vec(tiff::tags::Tag::ColorMap)?;
+    let n = v.len() / 3;
+    Ok((0..n).map(|i| [v[i], v[n + i], v[2 * n + i]]).collect())
+}
+
+fn apply_palette(
+    path: &Path,
+    w: usize,
+    h: usize,
+    idx: &[u8],
+    map: &[[u16; 3]],
+    mask: bool,
+) -> Result<Frame, ReadError> {
+    if map.len() < 256 {
+        return Err(err(path, format!("TIFF palette has {} entries; an 8-bit palette image needs 256", map.len())));
+    }
+    let grey = map.iter().all(|c| c[0] == c[1] && c[1] == c[2]);
+    // Entry i = i·257 (or i·256): the palette says nothing the indices do not.
+    let identity = grey && map.iter().take(256).enumerate().all(|(i, c)| c[0] as usize / 256 == i);
+    if identity {
+        return from_ints(path, w, h, idx, mask);
+    }
+    let level = |c: &[u16; 3]| -> u16 {
+        if grey { c[0] } else { (0.299 * c[0] as f64 + 0.587 * c[1] as f64 + 0.114 * c[2] as f64).round() as u16 }
+    };
+    let lut: Vec<u16> = map.iter().take(256).map(level).collect();
+    let px: Vec<u16> = idx.iter().map(|&i| lut[i as usize]).collect();
+    from_ints(path, w, h, &px, mask)
+}
+
+fn read_jpeg(path: &Path, bytes: &[u8]) -> Result<Frame, ReadError> {
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image::ImageFormat::Jpeg);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some((limits::MAX_FRAME_PIXELS * 8) as u64);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| err(path, format!("JPEG: {e}")))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if img.color().has_color() {
+        let rgb = img.to_rgb8();
+        from_floats(path, w, h, to_gray(&rgb.as_raw().iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), 3, false))
+    } else {
+        from_ints(path, w, h, img.to_luma8().as_raw(), false)
+    }
+}
+
+/// A pixel size from an SEM file's metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PixelSize {
+    pub metres: f64,
+    /// Where it was read: `FEI/Thermo tag 34682 PixelWidth`, `Zeiss tag 34118 Image Pixel Size`,
+    /// `Hitachi sidecar PixelSize`.
+    pub source: &'static str,
+}
+
+/// The pixel size that SEM software writes, where present: FEI/Thermo Fisher TIFF tag 34682 (ini
+/// text, `[Scan] PixelWidth=` in metres), Zeiss SmartSEM TIFF tag 34118 (`Image Pixel Size = 2.5 nm`,
+/// or the value after `AP_PIXEL_SIZE`), and a Hitachi sidecar `NAME.txt` with `PixelSize=` (nm).
+/// JEOL sidecars give only a magnification and a scale-bar length, not a pixel size: not read.
+pub fn sem_pixel_size(path: &Path) -> Option<PixelSize> {
+    tiff_pixel_size(path).or_else(|| hitachi_sidecar(path))
+}
+
+fn tiff_pixel_size(path: &Path) -> Option<PixelSize> {
+    use tiff::decoder::{Decoder, ifd::Value};
+    use tiff::tags::Tag;
+    let bytes = std::fs::read(path).ok()?;
+    let patched = palette_as_gray(&bytes);
+    let bytes = patched.as_ref().map_or(bytes.as_slice(), |(b, _)| b.as_slice());
+    let mut dec = Decoder::new(Cursor::new(bytes)).ok()?;
+    let text = |v: Value| -> Option<String> {
+        match v {
+            Value::Ascii(s) => Some(s),
+            other => other.into_u8_vec().ok().map(|b| String::from_utf8_lossy(&b).into_owned()),
+        }
+    };
+    if let Some(t) = dec.find_tag(Tag::Unknown(34682)).ok().flatten().and_then(text)
+        && let Some(m) = fei_pixel_width(&t)
+    {
+        return Some(PixelSize { metres: m, source: "FEI/Thermo tag 34682 PixelWidth" });
+    }
+    if let Some(t) = dec.find_tag(Tag::Unknown(34118)).ok().flatten().and_then(text)
+        && let Some(m) = zeiss_pixel_size(&t)
+    {
+        return Some(PixelSize { metres: m, source: "Zeiss tag 34118 Image Pixel Size" });
+    }
+    None
+}
+
+fn positive(v: f64) -> Option<f64> {
+    (v.is_finite() && v > 0.0).then_some(v)
+}
+
+/// `PixelWidth=1.5e-009` in the `[Scan]` section (metres); the first one when there is no section.
+fn fei_pixel_width(text: &str) -> Option<f64> {
+    let mut section = String::new();
+    let mut any = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.to_owned();
+        } else if let Some(v) =
+            line.strip_prefix("PixelWidth=").and_then(|v| v.trim().parse::<f64>().ok()).and_then(positive)
+        {
+            if section == "[Scan]" {
+                return Some(v);
+            }
+            any = any.or(Some(v));
+        }
+    }
+    any
+}
+
+/// `Image Pixel Size = 2.481 nm` (or the line after `AP_PIXEL_SIZE`), unit pm, nm, µm/um or mm.
+fn zeiss_pixel_size(text: &str) -> Option<f64> {
+    let lines: Vec<&str> = text.split(['\r', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect();
+    let value = lines.iter().find_map(|l| l.strip_prefix("Image Pixel Size").map(str::trim)).or_else(|| {
+        let k = lines.iter().position(|l| *l == "AP_PIXEL_SIZE")?;
+        lines.get(k + 1).map(|l| l.split_once('=').map_or(*l, |(_, v)| v).trim())
+    })?;
+    let value = value.trim_start_matches('=').trim();
+    let (num, unit) = value.split_once(char::is_whitespace).unwrap_or((value, "nm"));
+    let scale = match unit.trim() {
+        "pm" => 1e-12,
+        "nm" => 1e-9,
+        "µm" | "um" | "μm" => 1e-6,
+        "mm" => 1e-3,
+        _ => return None,
+    };
+    num.trim().parse::<f64>().ok().and_then(positive).map(|v| v * scale)
+}
+
+/// Hitachi S-/SU-series `NAME.txt` beside `NAME.tif`: `PixelSize=2.480469` (nm).
+fn hitachi_sidecar(path: &Path) -> Option<PixelSize> {
+    let text = std::fs::read(path.with_extension("txt")).ok()?;
+    if text.len() > 1 << 20 {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&text);
+    let nm = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("PixelSize=")?.trim().parse::<f64>().ok())
+        .and_then(positive)?;
+    Some(PixelSize { metres: nm * 1e-9, source: "Hitachi sidecar PixelSize" })
 }
 
 fn read_png(path: &Path, bytes: &[u8], mask: bool) -> Result<Frame, ReadError> {

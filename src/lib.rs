@@ -22,7 +22,8 @@
 //!   bounded PUB socket every publisher uses.
 //! - [`microscope`]: Gatan DigitalMicrograph DM3/DM4 and TIA `.emi`/`.ser` files → images with
 //!   their calibration and acquisition metadata (pixel size, dwell time, beam current).
-//! - [`imagefile`]: TIFF / PNG / `.npy` files, and DM / TIA files through [`microscope`] → frames.
+//! - [`imagefile`]: TIFF (incl. palette) / PNG / JPEG / `.npy` files, and DM / TIA files through
+//!   [`microscope`] → frames; SEM pixel-size metadata.
 //! - [`dose`]: electron dose per frame and cumulative, with the source of every input.
 //!
 //! **Analysis**

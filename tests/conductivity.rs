@@ -81,7 +81,10 @@ fn import_matches_files_by_name_and_takes_any_size_and_bit_depth() {
     let table = tmp.path().join("t.csv");
     std::fs::write(&table, "sample_id,T2_c,x,y,T1_c,conductivity_s_per_cm,notes\nP1,1200,0.1,0.1,1000,1e-5,first\nP10,1250,0.2,0.05,1100,2.5e-6,\n")
         .expect("csv");
-    let ds = import::import(&ImportOptions { images_dir: dir, table, require_target: true }).expect("import");
+    let (ds, notes) =
+        import::import(&ImportOptions { images_dir: dir, table: Some(table), require_target: true, ..ImportOptions::default() })
+            .expect("import");
+    assert!(notes.cropped.is_empty() && notes.unmatched.is_empty());
     assert_eq!(ds.samples.len(), 2);
     assert_eq!(ds.samples[0].t2_c, 1200.0);
     assert_eq!(ds.images_of(0).len(), 2);
@@ -306,6 +309,10 @@ fn quick_protocol_end_to_end() {
     assert!(both > img + 0.1, "image + descriptors ({both:.3}) beats image only ({img:.3})");
     assert!(both > desc + 0.1, "image + descriptors ({both:.3}) beats descriptors only ({desc:.3})");
     assert!(r2("resnet18").is_finite());
+    // The simple baseline is evaluated beside the CNNs without being asked for, in the same folds.
+    assert!(r2("ridge").is_finite() && text.contains("Ridge on 8 image statistics"), "{text}");
+    let ridge_members = results::read_seen(&run.join("results.h5"), "ridge").expect("ridge seen");
+    assert_eq!(ridge_members.len(), 4);
     // The synthetic trunk is never passed off as an ImageNet transfer.
     assert!(metrics["report"]["trunk"].as_str().is_some_and(|t| t.contains("SYNTHETIC")), "{}", metrics["report"]["trunk"]);
 
@@ -388,4 +395,308 @@ fn settings_errors_name_the_file_image_or_key() {
     // The shipped example config is valid.
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/conductivity/train.toml");
     beamwatch::secondary::conductivity::config::ConductivityConfig::load(&shipped).expect("configs/conductivity/train.toml");
+}
+
+// ---- SEM exports: palette TIFF, JPEG, info bars, tables without descriptors ----------------------
+
+/// A classic little-endian 8-bit palette TIFF written byte by byte (the tiff crate cannot encode
+/// palettes): `palette[i]` = (r, g, b) 16-bit, one strip, optional ASCII tag `extra`.
+fn write_palette_tiff(path: &Path, w: u16, h: u16, idx: &[u8], palette: &[[u16; 3]; 256], extra: Option<(u16, &str)>) {
+    let mut entries: Vec<(u16, u16, u32, u32)> = Vec::new(); // tag, type, count, value/offset
+    let n_entries = 10 + usize::from(extra.is_some());
+    let ifd_len = 2 + 12 * n_entries + 4;
+    let cmap_at = 8 + ifd_len as u32;
+    let text_at = cmap_at + 2 * 768;
+    let text = extra.map(|(_, t)| format!("{t}\0")).unwrap_or_default();
+    let data_at = text_at + text.len() as u32;
+    entries.push((256, 3, 1, u32::from(w)));
+    entries.push((257, 3, 1, u32::from(h)));
+    entries.push((258, 3, 1, 8));
+    entries.push((259, 3, 1, 1));
+    entries.push((262, 3, 1, 3));
+    entries.push((273, 4, 1, data_at));
+    entries.push((277, 3, 1, 1));
+    entries.push((278, 3, 1, u32::from(h)));
+    entries.push((279, 4, 1, idx.len() as u32));
+    entries.push((320, 3, 768, cmap_at));
+    if let Some((tag, _)) = extra {
+        entries.push((tag, 2, text.len() as u32, text_at));
+    }
+    let mut b: Vec<u8> = b"II*\0".to_vec();
+    b.extend(8u32.to_le_bytes());
+    b.extend((entries.len() as u16).to_le_bytes());
+    for (tag, ty, count, v) in entries {
+        b.extend(tag.to_le_bytes());
+        b.extend(ty.to_le_bytes());
+        b.extend(count.to_le_bytes());
+        if ty == 3 && count == 1 {
+            b.extend((v as u16).to_le_bytes());
+            b.extend([0, 0]);
+        } else {
+            b.extend(v.to_le_bytes());
+        }
+    }
+    b.extend(0u32.to_le_bytes());
+    for c in 0..3 {
+        for e in palette {
+            b.extend(e[c].to_le_bytes());
+        }
+    }
+    b.extend(text.as_bytes());
+    b.extend(idx);
+    std::fs::write(path, b).expect("write palette tiff");
+}
+
+/// Micrograph-like texture (a continuum of grey levels) with a black info bar of `bar` rows at the
+/// bottom carrying white "text" blocks.
+fn micrograph_with_bar(w: usize, h: usize, bar: usize, seed: u32) -> Vec<u8> {
+    let mut px = vec![0u8; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let v = if y >= h - bar {
+                let (ty, tx) = (y - (h - bar), x);
+                let text = (3..bar.saturating_sub(3)).contains(&ty) && tx % 9 < 5 && (tx / 9) % 3 != 2 && tx > 4 && tx < w / 2;
+                if text { 255 } else { 0 }
+            } else {
+                let t = (x as f32 * 0.37 + seed as f32).sin() * (y as f32 * 0.23).cos() * 60.0
+                    + ((x * 7 + y * 13 + seed as usize * 31) % 41) as f32;
+                (110.0 + t).clamp(0.0, 255.0) as u8
+            };
+            px[y * w + x] = v;
+        }
+    }
+    px
+}
+
+#[test]
+fn sem_exports_palette_tiff_jpeg_info_bar_and_pixel_size_import() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("sem");
+    std::fs::create_dir(&dir).expect("dir");
+    let (w, h, bar) = (64usize, 60usize, 12usize);
+    let grey: [[u16; 3]; 256] = std::array::from_fn(|i| [(i * 257) as u16; 3]);
+    // A: grey palette TIFF with an info bar and the FEI/Thermo metadata tag.
+    let a = micrograph_with_bar(w, h, bar, 1);
+    write_palette_tiff(&dir.join("A_1.tif"), w as u16, h as u16, &a, &grey, Some((34682, "[User]\r\nDate=01/02/2025\r\n[Scan]\r\nPixelWidth=2.5e-009\r\n")));
+    // B: colour palette (index i → red i, green 0, blue 255 − i) with the Zeiss tag, no bar.
+    let colour: [[u16; 3]; 256] = std::array::from_fn(|i| [(i * 257) as u16, 0, ((255 - i) * 257) as u16]);
+    let b = micrograph_with_bar(w, h, 0, 2);
+    write_palette_tiff(&dir.join("B_1.tif"), w as u16, h as u16, &b, &colour, Some((34118, "AP_PIXEL_SIZE\r\nPixel Size = 4.2 nm\r\n")));
+    // C: a JPEG with an info bar, and a Hitachi-style sidecar next to an 8-bit TIFF.
+    let c = micrograph_with_bar(w, h, bar, 3);
+    let gray = image::GrayImage::from_raw(w as u32, h as u32, c.clone()).expect("gray");
+    let mut f = std::fs::File::create(dir.join("C_1.jpg")).expect("jpg");
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut f, 95).encode_image(&gray).expect("jpeg");
+    gray.save(dir.join("C_2.tif")).expect("tif");
+    std::fs::write(dir.join("C_2.txt"), "[SemImageFile]\r\nPixelSize=1.25\r\n").expect("sidecar");
+    // A table with no descriptor columns at all.
+    let table = tmp.path().join("samples.csv");
+    std::fs::write(&table, "sample_id,conductivity_s_per_cm\nA,1e-5\nB,2e-6\nC,3e-4\n").expect("csv");
+    let out = tmp.path().join("ds.h5");
+    let o = beamwatch(
+        &["conductivity", "import", "--images", path_str(&dir), "--table", path_str(&table), "--out", path_str(&out)],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("3 samples, 4 images"), "{text}");
+    assert!(text.contains("0 of 3 samples have them"), "{text}");
+    assert!(text.contains("info bar cut from 3 of 4 images (bottom 12 rows)"), "{text}");
+    assert!(text.contains("pixel size from metadata for 3 of 4 images: 1.250–4.200 nm"), "{text}");
+    assert!(common::stderr(&o).contains("cut a 12-row annotation band"), "{}", common::stderr(&o));
+
+    let ds = Dataset::read(&out).expect("read");
+    assert!(ds.samples.iter().all(|s| !s.has_descriptors() && s.x.is_nan()));
+    let by = |name: &str| ds.images.iter().find(|im| im.source.ends_with(name)).unwrap_or_else(|| panic!("{name}"));
+    // Grey palette: the indices, exactly; the bar rows are gone.
+    let ia = by("A_1.tif");
+    assert_eq!((ia.width, ia.height), (w, h - bar));
+    for k in [0, 5, 777, ia.pixels.len() - 1] {
+        assert!((ia.pixels[k] - f32::from(a[k]) / 255.0).abs() < 1e-6, "A pixel {k}");
+    }
+    // Colour palette: Rec. 601 luminance of the 16-bit entries; no bar, nothing cut.
+    let ib = by("B_1.tif");
+    assert_eq!(ib.height, h);
+    for k in [0, 100, 2000] {
+        let i = f64::from(b[k]);
+        let want = (0.299 * i * 257.0 + 0.114 * (255.0 - i) * 257.0).round() / 65535.0;
+        assert!((f64::from(ib.pixels[k]) - want).abs() < 1e-6, "B pixel {k}: {} vs {want}", ib.pixels[k]);
+    }
+    // JPEG: close to what was encoded (lossy), bar cut.
+    let ic = by("C_1.jpg");
+    assert_eq!((ic.width, ic.height), (w, h - bar));
+    let err = ic.pixels.iter().zip(&c).map(|(p, &v)| (p - f32::from(v) / 255.0).abs()).sum::<f32>() / ic.pixels.len() as f32;
+    assert!(err < 0.03, "JPEG mean error {err}");
+
+    // The same pixel sizes straight from the reader.
+    let ps = |n: &str| beamwatch::imagefile::sem_pixel_size(&dir.join(n)).map(|p| p.metres);
+    assert!((ps("A_1.tif").expect("FEI") - 2.5e-9).abs() < 1e-15);
+    assert!((ps("B_1.tif").expect("Zeiss") - 4.2e-9).abs() < 1e-15);
+    assert!((ps("C_2.tif").expect("Hitachi") - 1.25e-9).abs() < 1e-15);
+    assert_eq!(ps("C_1.jpg"), None);
+
+    // --crop-rows 0 keeps every row; --crop-rows 5 cuts exactly five from each image.
+    for (rows, want_a) in [("0", h), ("5", h - 5)] {
+        let o = beamwatch(
+            &["conductivity", "import", "--images", path_str(&dir), "--table", path_str(&table), "--out", path_str(&out), "--crop-rows", rows],
+            tmp.path(),
+        );
+        assert!(o.status.success(), "{}", common::stderr(&o));
+        let ds = Dataset::read(&out).expect("read");
+        assert_eq!(ds.images.iter().find(|im| im.source.ends_with("A_1.tif")).map(|im| im.height), Some(want_a));
+        assert!(ds.images.iter().all(|im| im.height == want_a));
+    }
+}
+
+#[test]
+fn info_bar_detector_cuts_bars_and_leaves_micrographs_alone() {
+    use beamwatch::secondary::conductivity::infobar::{self, Band, Edge};
+    let (w, h) = (80usize, 70usize);
+    let to_f = |v: Vec<u8>| v.into_iter().map(|p| f32::from(p) / 255.0).collect::<Vec<f32>>();
+    let with = to_f(micrograph_with_bar(w, h, 16, 4));
+    assert_eq!(infobar::detect(&with, w, h), Some(Band { edge: Edge::Bottom, rows: 16 }));
+    let without = to_f(micrograph_with_bar(w, h, 0, 4));
+    assert_eq!(infobar::detect(&without, w, h), None);
+    // A bar at the top (flip the image vertically).
+    let flipped: Vec<f32> = (0..h).rev().flat_map(|y| with[y * w..(y + 1) * w].to_vec()).collect();
+    assert_eq!(infobar::detect(&flipped, w, h), Some(Band { edge: Edge::Top, rows: 16 }));
+    // Synthetic pellets (grains, boundaries, pores, noise) never look like a bar.
+    let ds = synth::generate(&spec(6, (2, 2), 64, 9), || {}).expect("synth");
+    for im in &ds.images {
+        assert_eq!(infobar::detect(&im.pixels, im.width, im.height), None, "{}", im.source);
+    }
+}
+
+#[test]
+fn sample_identity_from_names_and_unmatched_files_are_one_clear_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("sem");
+    std::fs::create_dir(&dir).expect("dir");
+    let im = |seed: u32| image::GrayImage::from_raw(40, 40, micrograph_with_bar(40, 40, 0, seed)).expect("gray");
+    // File names made of σ values, with copy suffixes, as some groups name their exports.
+    im(1).save(dir.join("2.01e-5.tif")).expect("w");
+    im(2).save(dir.join("2.01e-5 (2).tif")).expect("w");
+    im(3).save(dir.join("8e-8_a.png")).expect("w");
+    im(4).save(dir.join("notes.png")).expect("w");
+    let out = tmp.path().join("ds.h5");
+    let run = |args: &[&str]| {
+        let mut a = vec!["conductivity", "import", "--images", path_str(&dir), "--out", path_str(&out)];
+        a.extend_from_slice(args);
+        beamwatch(&a, tmp.path())
+    };
+    // Without a table the leading number is the sample and its σ; a name without one is an error.
+    let line = assert_clean_error(&run(&[]), "notes.png");
+    assert!(line.contains("1 image file does not start with a conductivity"), "{line}");
+    let o = run(&["--skip-unmatched"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(stdout(&o).contains("left out 1 image file(s) that belong to no sample: notes.png"), "{}", stdout(&o));
+    let ds = Dataset::read(&out).expect("read");
+    assert_eq!(ds.samples.len(), 2);
+    let s = ds.samples.iter().position(|s| s.id == "2.01e-5").expect("2.01e-5");
+    assert_eq!(ds.images_of(s).len(), 2);
+    assert_eq!(ds.samples[s].conductivity_s_per_cm, Some(2.01e-5));
+
+    // With a table: `2.01e-5 (2).tif` belongs to sample 2.01e-5; notes.png to nobody → error.
+    let table = tmp.path().join("t.csv");
+    std::fs::write(&table, "sample_id,conductivity_s_per_cm\n2.01e-5,2.01e-5\n8e-8,8e-8\n").expect("csv");
+    let line = assert_clean_error(&run(&["--table", path_str(&table)]), "belong to no sample_id");
+    assert!(line.contains("notes.png") && !line.contains("(2).tif"), "{line}");
+    // Descriptor columns come together: three of four is an error naming the missing one.
+    std::fs::write(&table, "sample_id,x,y,T1_c,conductivity_s_per_cm\nA,0.1,0.1,1000,1e-5\n").expect("csv");
+    let line = assert_clean_error(&run(&["--table", path_str(&table), "--skip-unmatched"]), "missing column T2_c");
+    assert!(line.contains("leave all four out"), "{line}");
+}
+
+#[test]
+fn grid_crops_cover_the_whole_image() {
+    use beamwatch::secondary::conductivity::dataset::SemImage;
+    use beamwatch::secondary::conductivity::model::grid_crops;
+    let (w, h) = (100usize, 70usize);
+    let im = SemImage { sample: 0, width: w, height: h, pixels: (0..w * h).map(|i| i as f32).collect(), source: "t".into() };
+    let crops = grid_crops(&im, 32);
+    assert_eq!(crops.len(), 4 * 3);
+    let mut covered = vec![false; w * h];
+    for c in &crops {
+        assert_eq!(c.len(), 32 * 32);
+        for &v in c {
+            covered[v as usize] = true;
+        }
+    }
+    assert!(covered.iter().all(|&c| c), "every pixel is in some crop");
+    // An image the size of the crop is one crop, itself.
+    let one = SemImage { sample: 0, width: 32, height: 32, pixels: vec![0.5; 1024], source: "t".into() };
+    assert_eq!(grid_crops(&one, 32).len(), 1);
+}
+
+#[test]
+fn image_only_data_trains_the_image_models_and_skips_descriptor_models_with_one_line() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Synthetic pellets written as an SEM would: 8-bit grey palette TIFFs with a burnt-in info bar,
+    // one image as JPEG, a table with only sample_id and conductivity.
+    let ds = synth::generate(&spec(12, (2, 2), 40, 5), || {}).expect("synth");
+    let dir = tmp.path().join("sem");
+    std::fs::create_dir(&dir).expect("dir");
+    let grey: [[u16; 3]; 256] = std::array::from_fn(|i| [(i * 257) as u16; 3]);
+    let bar = 10usize;
+    let mut per_sample = vec![0usize; ds.samples.len()];
+    for (k, im) in ds.images.iter().enumerate() {
+        let (w, h) = (im.width, im.height + bar);
+        let mut px: Vec<u8> = im.pixels.iter().map(|&v| (v * 255.0).round() as u8).collect();
+        let band = micrograph_with_bar(w, bar + 20, bar, 0);
+        px.extend_from_slice(&band[20 * w..]);
+        per_sample[im.sample] += 1;
+        let name = format!("{}_{}", ds.samples[im.sample].id, per_sample[im.sample]);
+        if k == 0 {
+            let g = image::GrayImage::from_raw(w as u32, h as u32, px).expect("gray");
+            let mut f = std::fs::File::create(dir.join(format!("{name}.jpg"))).expect("jpg");
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut f, 95).encode_image(&g).expect("jpeg");
+        } else {
+            write_palette_tiff(&dir.join(format!("{name}.tif")), w as u16, h as u16, &px, &grey, None);
+        }
+    }
+    let mut table = String::from("sample_id,conductivity_s_per_cm\n");
+    for s in &ds.samples {
+        table.push_str(&format!("{},{:e}\n", s.id, s.conductivity_s_per_cm.expect("σ")));
+    }
+    std::fs::write(tmp.path().join("t.csv"), table).expect("csv");
+    let set = tmp.path().join("set.h5");
+    let o = beamwatch(
+        &["conductivity", "import", "--images", path_str(&dir), "--table", path_str(&tmp.path().join("t.csv")), "--out", path_str(&set)],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(stdout(&o).contains("info bar cut from 24 of 24 images (bottom 10 rows)"), "{}", stdout(&o));
+    let imported = Dataset::read(&set).expect("read");
+    // The palette TIFFs give back the pellets' pixels exactly; the bar is gone.
+    for (a, b) in imported.images.iter().zip(&ds.images).skip(1) {
+        assert_eq!((a.width, a.height), (b.width, b.height));
+        assert_eq!(a.pixels, b.pixels, "{}", a.source);
+    }
+    let run = tmp.path().join("run");
+    let o = beamwatch(
+        &[
+            "conductivity", "train", "--data", path_str(&set), "--out", path_str(&run), "--protocol", "kfold", "--folds", "3",
+            "--crop", "16", "--epochs", "2", "--patience", "2", "--crops-per-image", "2", "--models", "baseline,descriptors",
+            "--overlays", "1",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("descriptors: skipped — needs x, y, T1_c, T2_c for every sample; 12 of 12 samples lack them"), "{text}");
+    assert!(text.contains("the final model is baseline instead"), "{text}");
+    assert!(text.contains("Baseline (image only)") && text.contains("Ridge on 8 image statistics"), "{text}");
+    // No made-up descriptors in picture captions: the overlay is drawn and the dataset has none.
+    assert_eq!(std::fs::read_dir(run.join("segmentation")).expect("segmentation").count(), 1);
+    // predict reports the spread over each image's grid of crops.
+    let o = beamwatch(
+        &["conductivity", "predict", "--model", path_str(&run.join("model")), "--data", path_str(&set), "--out", path_str(&tmp.path().join("p"))],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let csv = std::fs::read_to_string(tmp.path().join("p/predictions.csv")).expect("csv");
+    assert!(csv.starts_with("sample_id,images,predicted_log10_s_per_cm,predicted_s_per_cm,crop_spread_log10"), "{csv}");
+    let spreads: Vec<f64> = csv.lines().skip(1).filter_map(|l| l.split(',').nth(4)?.parse().ok()).collect();
+    assert_eq!(spreads.len(), 12);
+    assert!(spreads.iter().all(|s| s.is_finite() && *s >= 0.0) && spreads.iter().any(|s| *s > 0.0), "{spreads:?}");
 }

@@ -167,7 +167,7 @@ fn bad_inputs_give_one_line_errors_naming_file_and_problem() {
 
     let junk = t.join("notes.txt");
     std::fs::write(&junk, b"hello, not an image").expect("write");
-    assert_clean_error(&compare(t, &[&good, &junk], &[]), "notes.txt: not a TIFF, PNG or .npy");
+    assert_clean_error(&compare(t, &[&good, &junk], &[]), "notes.txt: not a TIFF, PNG, JPEG or .npy");
 
     let dir = t.join("a_directory");
     std::fs::create_dir(&dir).expect("mkdir");

@@ -11,18 +11,28 @@ use crate::secondary::conductivity::synth::SynthSpec;
 
 #[derive(Subcommand)]
 pub enum ConductivityCommand {
-    /// Build the stage's HDF5 dataset from a folder of TIFF/PNG images and a CSV sample table
-    /// (columns sample_id, x, y, T1_c, T2_c, conductivity_s_per_cm; optional images = a;b;c).
+    /// Build the stage's HDF5 dataset from a folder of SEM images (TIFF incl. palette, PNG, JPEG)
+    /// and a CSV sample table (columns sample_id, conductivity_s_per_cm; optional x, y, T1_c, T2_c
+    /// for descriptor models; optional images = a;b;c), or without --table from file names that
+    /// start with the conductivity in S/cm. Burnt-in info bars are found and cut.
     Import {
         #[arg(long)]
         images: PathBuf,
+        /// The sample table; without it each file name starts with its conductivity (S/cm).
         #[arg(long)]
-        table: PathBuf,
+        table: Option<PathBuf>,
         #[arg(long, default_value = "conductivity-dataset.h5")]
         out: PathBuf,
         /// Accept samples without a measured conductivity (a set to predict, not to train on).
         #[arg(long)]
         allow_missing_target: bool,
+        /// Cut this many rows from the bottom of every image instead of finding the info bar
+        /// (0: cut nothing).
+        #[arg(long)]
+        crop_rows: Option<usize>,
+        /// Leave out image files that belong to no sample (listed) instead of failing.
+        #[arg(long)]
+        skip_unmatched: bool,
     },
     /// Synthetic pellets (Voronoi grains, boundaries, pores, β grains) with conductivity from a
     /// pixel-level Laplace solve: dataset.h5, PNG images, samples.csv and truth.csv in --out.
@@ -67,6 +77,9 @@ pub enum ConductivityCommand {
         /// ResNet-18 weights (resnet18 models; default: the file the model was trained with).
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// As for import: bottom rows to cut (default: find the info bar; 0: cut nothing).
+        #[arg(long)]
+        crop_rows: Option<usize>,
     },
     /// Time descriptor construction, a training step, inference, synthesis and trunk features;
     /// prints one JSON line.
@@ -134,6 +147,9 @@ pub struct ConductivitySettingsArgs {
     /// Crop edge, px (the paper: 512).
     #[arg(long)]
     crop: Option<usize>,
+    /// Random training crops of every image per epoch.
+    #[arg(long)]
+    crops_per_image: Option<usize>,
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -181,6 +197,7 @@ fn conductivity_config(a: &ConductivitySettingsArgs, base: ConductivityConfig) -
     }
     for (dst, src) in [
         (&mut c.train.crop_px, a.crop),
+        (&mut c.train.crops_per_image, a.crops_per_image),
         (&mut c.train.max_epochs, a.epochs),
         (&mut c.train.patience, a.patience),
         (&mut c.train.batch, a.batch),
@@ -206,8 +223,8 @@ fn conductivity_config(a: &ConductivitySettingsArgs, base: ConductivityConfig) -
 pub fn run(cmd: ConductivityCommand) -> Result<(), Error> {
     use crate::commands::conductivity as cond;
     match cmd {
-        ConductivityCommand::Import { images, table, out, allow_missing_target } => {
-            let s = cond::import(&cond::ImportOptions { images, table, out, allow_missing_target })?;
+        ConductivityCommand::Import { images, table, out, allow_missing_target, crop_rows, skip_unmatched } => {
+            let s = cond::import(&cond::ImportOptions { images, table, out, allow_missing_target, crop_rows, skip_unmatched })?;
             print_conductivity_summary(&s);
         }
         ConductivityCommand::Synth { out, set, seed } => {
@@ -250,20 +267,21 @@ pub fn run(cmd: ConductivityCommand) -> Result<(), Error> {
             print_train(&r);
         }
 
-        ConductivityCommand::Predict { model, data, images, table, out, weights } => {
-            let r = cond::predict(&cond::PredictOptions { model, data, images, table, out, weights })?;
+        ConductivityCommand::Predict { model, data, images, table, out, weights, crop_rows } => {
+            let r = cond::predict(&cond::PredictOptions { model, data, images, table, out, weights, crop_rows })?;
             println!("model: {}", r.model);
             println!(
-                "{:<16} {:>6} {:>14} {:>14} {:>14}",
-                "sample", "images", "log10 σ (S/cm)", "σ (S/cm)", "measured log10"
+                "{:<16} {:>6} {:>14} {:>14} {:>12} {:>14}",
+                "sample", "images", "log10 σ (S/cm)", "σ (S/cm)", "crop spread", "measured log10"
             );
             for s in &r.samples {
                 println!(
-                    "{:<16} {:>6} {:>14.3} {:>14.3e} {:>14}",
+                    "{:<16} {:>6} {:>14.3} {:>14.3e} {:>12.3} {:>14}",
                     s.sample_id,
                     s.images,
                     s.predicted_log10_s_per_cm,
                     s.predicted_s_per_cm,
+                    s.crop_spread_log10,
                     s.measured_log10_s_per_cm.map_or("-".into(), |m| format!("{m:.3}"))
                 );
             }
@@ -291,6 +309,36 @@ fn print_conductivity_summary(s: &crate::commands::conductivity::DatasetSummary)
         s.with_conductivity,
         s.log10_range.map_or(String::new(), |(a, b)| format!(", log10 σ {a:.2} … {b:.2} (S/cm)"))
     );
+    if s.with_descriptors < s.samples {
+        println!(
+            "descriptors (x, y, T1_c, T2_c): {} of {} samples have them; models with descriptors need all",
+            s.with_descriptors, s.samples
+        );
+    }
+    if let Some(n) = &s.import_notes {
+        if !n.cropped.is_empty() {
+            let rows: std::collections::BTreeSet<String> =
+                n.cropped.iter().map(|(_, b)| format!("{} {} rows", b.edge, b.rows)).collect();
+            println!(
+                "info bar cut from {} of {} images ({}); --crop-rows N sets it, --crop-rows 0 keeps every row",
+                n.cropped.len(),
+                s.images,
+                rows.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        if !n.unmatched.is_empty() {
+            println!("left out {} image file(s) that belong to no sample: {}", n.unmatched.len(), n.unmatched.join(", "));
+        }
+        if !n.pixel_size_nm.is_empty() {
+            let (lo, hi) = n.pixel_size_nm.iter().fold((f64::INFINITY, 0f64), |(a, b), p| (a.min(p.1), b.max(p.1)));
+            println!(
+                "pixel size from metadata for {} of {} images: {lo:.3}–{hi:.3} nm ({})",
+                n.pixel_size_nm.len(),
+                s.images,
+                n.pixel_size_nm[0].2
+            );
+        }
+    }
 }
 
 fn synth_spec(set: &SynthSetArgs, seed: u64) -> Result<SynthSpec, Error> {

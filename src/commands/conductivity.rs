@@ -25,10 +25,14 @@ use crate::secondary::conductivity::{
 
 pub struct ImportOptions {
     pub images: PathBuf,
-    pub table: PathBuf,
+    /// `None`: the file names start with the conductivity (S/cm).
+    pub table: Option<PathBuf>,
     pub out: PathBuf,
     /// Let samples without a measured conductivity through (data to predict).
     pub allow_missing_target: bool,
+    /// Bottom rows to cut from every image (`None`: find the annotation band; 0: cut nothing).
+    pub crop_rows: Option<usize>,
+    pub skip_unmatched: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -41,6 +45,10 @@ pub struct DatasetSummary {
     pub with_conductivity: usize,
     /// Range of log10 σ (S/cm) over the samples that have one.
     pub log10_range: Option<(f64, f64)>,
+    /// Samples with x, y, T1 and T2 (models with descriptors need every sample to have them).
+    pub with_descriptors: usize,
+    /// What the import cut, left out and read from metadata (imports only).
+    pub import_notes: Option<importer::ImportNotes>,
 }
 
 pub fn summarise(ds: &Dataset, path: &Path) -> DatasetSummary {
@@ -55,17 +63,23 @@ pub fn summarise(ds: &Dataset, path: &Path) -> DatasetSummary {
         log10_range: (!logs.is_empty()).then(|| {
             logs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)))
         }),
+        with_descriptors: ds.samples.iter().filter(|s| s.has_descriptors()).count(),
+        import_notes: None,
     }
 }
 
 pub fn import(opts: &ImportOptions) -> Result<DatasetSummary, Error> {
-    let ds = importer::import(&importer::ImportOptions {
+    let (ds, notes) = importer::import(&importer::ImportOptions {
         images_dir: opts.images.clone(),
         table: opts.table.clone(),
         require_target: !opts.allow_missing_target,
+        crop_rows: opts.crop_rows,
+        skip_unmatched: opts.skip_unmatched,
     })?;
     ds.write(&opts.out)?;
-    Ok(summarise(&ds, &opts.out))
+    let mut s = summarise(&ds, &opts.out);
+    s.import_notes = Some(notes);
+    Ok(s)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -221,8 +235,34 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, Error> {
             archs.push(a);
         }
     }
-    let final_arch = cfg.final_model()?;
+    // The simple baseline stands beside every image model, in the same folds.
+    if archs.iter().any(|a| a.is_cnn() || *a == Arch::Resnet18) && !archs.contains(&Arch::Ridge) {
+        archs.push(Arch::Ridge);
+    }
+    let mut final_arch = cfg.final_model()?;
     let mut skipped = Vec::new();
+    let lacking = ds.samples_without_descriptors();
+    if !lacking.is_empty() {
+        let shown = if lacking.len() > 5 { format!("{}, …", lacking[..5].join(", ")) } else { lacking.join(", ") };
+        let why = format!(
+            "needs x, y, T1_c, T2_c for every sample; {} of {} samples lack them ({shown})",
+            lacking.len(),
+            ds.samples.len()
+        );
+        for a in archs.iter().copied().filter(|a| a.uses_descriptors()) {
+            tracing::warn!("{a} skipped: {why}");
+            skipped.push((a, why.clone()));
+        }
+        archs.retain(|a| !a.uses_descriptors());
+        if let Some(f) = final_arch.filter(|a| a.uses_descriptors()) {
+            tracing::warn!("final model {f} → baseline: {why}");
+            skipped.push((f, format!("as the final model too; the final model is baseline instead ({why})")));
+            final_arch = Some(Arch::Baseline);
+        }
+    }
+    if archs.is_empty() {
+        return Err(ConductivityError::Settings("no model left to evaluate (see the skipped lines above)".into()).into());
+    }
     let needs_trunk = archs.contains(&Arch::Resnet18) || final_arch == Some(Arch::Resnet18);
     let trunk = if needs_trunk { Trunk::load(opts.weights.as_deref(), crop, opts.threads)? } else { None };
     if needs_trunk && trunk.is_none() {
@@ -436,10 +476,14 @@ fn interpretation(
     for s in picks {
         let Some(&i) = ds.images_of(s).first() else { continue };
         let sm = &ds.samples[s];
-        let caption = format!(
-            "{}  x={:.2} y={:.2} T1={:.0} °C T2={:.0} °C — measured log10 σ = {:.2}, fitted {:.2} (S/cm)",
-            sm.id, sm.x, sm.y, sm.t1_c, sm.t2_c, targets[s], pred[i]
-        );
+        // Descriptors only when the table gave them: no made-up zeros in a title.
+        let known = if sm.has_descriptors() {
+            format!("  x={:.2} y={:.2} T1={:.0} °C T2={:.0} °C", sm.x, sm.y, sm.t1_c, sm.t2_c)
+        } else {
+            String::new()
+        };
+        let caption =
+            format!("{}{known} — measured log10 σ = {:.2}, fitted {:.2} (S/cm)", sm.id, targets[s], pred[i]);
         let path = dir.join(format!("{}.png", sm.id));
         plots::overlay(&masks[i], crop, &caption, &path)?;
         overlays.push(path);
@@ -458,6 +502,8 @@ pub struct PredictOptions {
     pub table: Option<PathBuf>,
     pub out: PathBuf,
     pub weights: Option<PathBuf>,
+    /// As for import: `None` finds the annotation band, `Some(n)` cuts n bottom rows.
+    pub crop_rows: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -466,6 +512,9 @@ pub struct SamplePrediction {
     pub images: usize,
     pub predicted_log10_s_per_cm: f64,
     pub predicted_s_per_cm: f64,
+    /// Standard deviation of the crop predictions over each image's grid, averaged over the
+    /// sample's images (log10 S/cm): how much the prediction depends on where one looks.
+    pub crop_spread_log10: f64,
     pub measured_log10_s_per_cm: Option<f64>,
 }
 
@@ -483,31 +532,24 @@ pub struct PredictReport {
 }
 
 /// Images without a table: every image its own sample (descriptor models need the table).
-fn images_only(dir: &Path) -> Result<Dataset, Error> {
+fn images_only(dir: &Path, crop_rows: Option<usize>) -> Result<Dataset, Error> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| ConductivityError::Image { path: dir.to_owned(), problem: format!("cannot list: {e}") })?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["png", "tif", "tiff"].contains(&e.to_ascii_lowercase().as_str()))
-        })
+        .filter(|p| importer::is_image_file(p))
         .collect();
     names.sort();
     if names.is_empty() {
-        return Err(ConductivityError::Image { path: dir.to_owned(), problem: "no PNG or TIFF images".into() }.into());
+        return Err(ConductivityError::Image { path: dir.to_owned(), problem: "no PNG, TIFF or JPEG images".into() }.into());
     }
     let mut ds = Dataset { source: format!("images of {}", dir.display()), ..Dataset::default() };
     for (s, p) in names.iter().enumerate() {
-        ds.images.push(importer::read_image(p, s)?);
+        let mut im = importer::read_image(p, s)?;
+        importer::cut_band(&mut im, crop_rows)?;
+        ds.images.push(im);
         let id = p.file_stem().and_then(|s| s.to_str()).unwrap_or("image").to_owned();
         // No descriptors known: NaN makes any use of them fail loudly instead of predicting from zeros.
-        ds.samples.push(crate::secondary::conductivity::dataset::Sample {
-            id,
-            x: f64::NAN,
-            y: f64::NAN,
-            t1_c: f64::NAN,
-            t2_c: f64::NAN,
-            conductivity_s_per_cm: None,
-        });
+        ds.samples.push(crate::secondary::conductivity::dataset::Sample::image_only(id, None));
     }
     Ok(ds)
 }
@@ -521,9 +563,12 @@ pub fn predict(opts: &PredictOptions) -> Result<PredictReport, Error> {
         (None, Some(dir), Some(table)) => (
             importer::import(&importer::ImportOptions {
                 images_dir: dir.clone(),
-                table: table.clone(),
+                table: Some(table.clone()),
                 require_target: false,
-            })?,
+                crop_rows: opts.crop_rows,
+                skip_unmatched: false,
+            })?
+            .0,
             table.clone(),
         ),
         (None, Some(dir), None) => {
@@ -532,10 +577,19 @@ pub fn predict(opts: &PredictOptions) -> Result<PredictReport, Error> {
                     "model {arch} needs each sample's x, y, T1, T2: pass --table samples.csv with --images"
                 )));
             }
-            (images_only(dir)?, dir.clone())
+            (images_only(dir, opts.crop_rows)?, dir.clone())
         }
         _ => return Err(Error::Usage("give --data FILE.h5, or --images DIR (with --table CSV for descriptor models)".into())),
     };
+    let lacking = ds.samples_without_descriptors();
+    if arch.uses_descriptors() && !lacking.is_empty() {
+        return Err(Error::Usage(format!(
+            "model {arch} needs x, y, T1_c, T2_c for every sample; {} of {} lack them ({})",
+            lacking.len(),
+            ds.samples.len(),
+            lacking.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+        )));
+    }
     let features = if arch == Arch::Resnet18 {
         let trunk = Trunk::load(opts.weights.as_deref().or(ens.config.trunk.as_ref().map(|t| Path::new(&t.weights_path))), ens.config.crop_px, 0)?
             .ok_or_else(|| Error::Usage("the resnet18 model needs the ResNet-18 weights it was trained on: pass --weights".into()))?;
@@ -551,8 +605,11 @@ pub fn predict(opts: &PredictOptions) -> Result<PredictReport, Error> {
     } else {
         None
     };
-    let image_pred = ens.predict_images(&ds, features.as_deref())?;
+    let with_spread = ens.predict_images_spread(&ds, features.as_deref())?;
+    let image_pred: Vec<f64> = with_spread.iter().map(|p| p.0).collect();
+    let image_spread: Vec<f64> = with_spread.iter().map(|p| p.1).collect();
     let sample_pred = protocol::sample_means(&ds, &image_pred);
+    let sample_spread = protocol::sample_means(&ds, &image_spread);
     let samples: Vec<SamplePrediction> = ds
         .samples
         .iter()
@@ -562,6 +619,7 @@ pub fn predict(opts: &PredictOptions) -> Result<PredictReport, Error> {
             images: ds.images_of(s).len(),
             predicted_log10_s_per_cm: sample_pred[s],
             predicted_s_per_cm: 10f64.powf(sample_pred[s]),
+            crop_spread_log10: sample_spread[s],
             measured_log10_s_per_cm: sm.log10_conductivity(),
         })
         .collect();
@@ -572,20 +630,23 @@ pub fn predict(opts: &PredictOptions) -> Result<PredictReport, Error> {
     };
     crate::report::ensure_dir(&opts.out)?;
     let csv = opts.out.join("predictions.csv");
-    let mut text = String::from("sample_id,images,predicted_log10_s_per_cm,predicted_s_per_cm,measured_log10_s_per_cm\n");
+    let mut text = String::from(
+        "sample_id,images,predicted_log10_s_per_cm,predicted_s_per_cm,crop_spread_log10,measured_log10_s_per_cm\n",
+    );
     for s in &samples {
         text.push_str(&format!(
-            "{},{},{:.4},{:.4e},{}\n",
+            "{},{},{:.4},{:.4e},{:.4},{}\n",
             s.sample_id,
             s.images,
             s.predicted_log10_s_per_cm,
             s.predicted_s_per_cm,
+            s.crop_spread_log10,
             s.measured_log10_s_per_cm.map_or(String::new(), |m| format!("{m:.4}"))
         ));
     }
     crate::report::write_atomic(&csv, text.as_bytes())?;
     let h5 = opts.out.join("predictions.h5");
-    write_predictions_h5(&h5, &ds, &image_pred, &sample_pred, &source, &ens)?;
+    write_predictions_h5(&h5, &ds, &image_pred, &image_spread, &sample_pred, &source, &ens)?;
     Ok(PredictReport {
         model: format!("{} ({} members, {} px crops)", arch.label(), ens.nets.len(), ens.config.crop_px),
         images: ds
@@ -606,6 +667,7 @@ fn write_predictions_h5(
     path: &Path,
     ds: &Dataset,
     image_pred: &[f64],
+    image_spread: &[f64],
     sample_pred: &[f64],
     source: &Path,
     ens: &Ensemble,
@@ -631,6 +693,10 @@ fn write_predictions_h5(
         .with_data(&Array1::from(image_pred.to_vec()))
         .create("image_prediction_log10_s_per_cm")
         .map_err(e("/image_prediction_log10_s_per_cm"))?;
+    f.new_dataset_builder()
+        .with_data(&Array1::from(image_spread.to_vec()))
+        .create("image_crop_spread_log10")
+        .map_err(e("/image_crop_spread_log10"))?;
     let owner: Array1<u64> = ds.images.iter().map(|im| im.sample as u64).collect();
     f.new_dataset_builder().with_data(&owner).create("image_sample").map_err(e("/image_sample"))?;
     let src: Array1<VarLenUnicode> = ds.images.iter().map(|im| im.source.parse().unwrap_or_default()).collect();

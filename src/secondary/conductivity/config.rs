@@ -108,8 +108,8 @@ impl ConductivityConfig {
         if t.crop_px < 8 || !t.crop_px.is_multiple_of(4) {
             return bad("crop_px", format!("{} is not a multiple of 4 that is ≥ 8", t.crop_px));
         }
-        if t.max_epochs == 0 || t.batch == 0 || t.patience == 0 {
-            return bad("max_epochs / batch / patience", "must be ≥ 1".into());
+        if t.max_epochs == 0 || t.batch == 0 || t.patience == 0 || t.crops_per_image == 0 {
+            return bad("max_epochs / batch / patience / crops_per_image", "must be ≥ 1".into());
         }
         if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
             return bad("learning_rate", format!("{} is not a positive number", t.learning_rate));
@@ -125,7 +125,9 @@ impl ConductivityConfig {
         if self.run.models.is_empty() {
             return bad("models", "name at least one model".into());
         }
-        self.final_model()?;
+        if self.final_model()? == Some(Arch::Ridge) {
+            return bad("final_model", "ridge is the evaluation's baseline, not a model `predict` can load; name a network".into());
+        }
         Ok(())
     }
 }

@@ -20,7 +20,8 @@ use super::{ConductivityError, Result, h5err};
 pub const FORMAT: &str = "beamwatch-conductivity-dataset/1";
 
 /// One pellet: composition x, y of Li(1+2x+y) Ca(x) Zr(2−x) Si(y) P(3−y) O12, first and second
-/// heating temperatures, and the measured ionic conductivity at 30 °C.
+/// heating temperatures (NaN: not known — image-only data), and the measured ionic conductivity at
+/// 30 °C.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub id: String,
@@ -33,6 +34,16 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A sample known only by its images (and perhaps its conductivity).
+    pub fn image_only(id: String, conductivity_s_per_cm: Option<f64>) -> Self {
+        Self { id, x: f64::NAN, y: f64::NAN, t1_c: f64::NAN, t2_c: f64::NAN, conductivity_s_per_cm }
+    }
+
+    /// x, y, T1 and T2 are all known (models with descriptors need them).
+    pub fn has_descriptors(&self) -> bool {
+        [self.x, self.y, self.t1_c, self.t2_c].iter().all(|v| v.is_finite())
+    }
+
     pub fn log10_conductivity(&self) -> Option<f64> {
         self.conductivity_s_per_cm.map(f64::log10)
     }
@@ -83,6 +94,11 @@ impl Dataset {
         self.images.iter().enumerate().filter(|(_, im)| im.sample == s).map(|(i, _)| i).collect()
     }
 
+    /// Ids of the samples without all four descriptors (x, y, T1_c, T2_c).
+    pub fn samples_without_descriptors(&self) -> Vec<&str> {
+        self.samples.iter().filter(|s| !s.has_descriptors()).map(|s| s.id.as_str()).collect()
+    }
+
     /// Smallest image edge, px (crops must fit).
     pub fn min_edge_px(&self) -> usize {
         self.images.iter().map(|im| im.width.min(im.height)).min().unwrap_or(0)
@@ -120,7 +136,8 @@ impl Dataset {
                 return Err(ConductivityError::file(path, format!("sample {} (row {}) has no images", sample.id, s + 1)));
             }
             for (name, v) in [("x", sample.x), ("y", sample.y), ("T1_c", sample.t1_c), ("T2_c", sample.t2_c)] {
-                if !v.is_finite() {
+                // NaN = not known (image-only data); infinities are errors.
+                if v.is_infinite() {
                     return Err(ConductivityError::file(path, format!("sample {}: {name} is {v}", sample.id)));
                 }
             }

@@ -1,9 +1,20 @@
-//! A folder of SEM images (TIFF/PNG, any bit depth) plus a CSV sample table → [`Dataset`].
+//! A folder of SEM images (TIFF 8/16-bit incl. palette, PNG, JPEG) plus a CSV sample table, or the
+//! conductivity in the file names → [`Dataset`].
 //!
-//! The table has one line per sample with the columns [`REQUIRED_COLUMNS`] (any order, extra
-//! columns ignored) and optionally `images`: the sample's image files, relative to the folder,
-//! separated by `;`. Without an `images` column a file belongs to the sample whose id is its whole
-//! stem or the part before `_`, `-` or `.` (`S07_2.tif` → `S07`; the longest matching id wins).
+//! The table has one line per sample with `sample_id` and, for training, [`TARGET_COLUMN`] (any
+//! order, extra columns ignored). The descriptor columns [`DESCRIPTOR_COLUMNS`] are all present or
+//! all absent: image-only models need none, and an empty cell means "not known" for that sample.
+//! Optionally `images`: the sample's image files, relative to the folder, separated by `;`. Without
+//! an `images` column a file belongs to the sample whose id is its whole stem or the part before
+//! `_`, `-`, `.`, a space or `(` (`S07_2.tif` → `S07`, `2.01e-5 (2).tif` → `2.01e-5`; the longest
+//! matching id wins). A file that belongs to no sample is an error naming it (or skipped, when
+//! asked).
+//!
+//! Without a table ([`ImportOptions::table`] `None`) the sample id is the leading number of each
+//! file name and is the conductivity in S/cm (`2.01e-5 (2).tif` → sample `2.01e-5`, σ = 2.01e-5).
+//!
+//! Each image's burnt-in annotation band is found ([`super::infobar`]) and cut off, or a fixed
+//! number of bottom rows is cut (`crop_rows`), and every cut is reported.
 //!
 //! Every failure names the table line and column or the image file.
 
@@ -11,23 +22,41 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::dataset::{Dataset, Sample, SemImage};
+use super::infobar::{self, Band, Edge};
 use super::{ConductivityError, Result};
 use crate::frame::PixelType;
 
-pub const REQUIRED_COLUMNS: [&str; 5] = ["sample_id", "x", "y", "T1_c", "T2_c"];
+pub const ID_COLUMN: &str = "sample_id";
+pub const DESCRIPTOR_COLUMNS: [&str; 4] = ["x", "y", "T1_c", "T2_c"];
 pub const TARGET_COLUMN: &str = "conductivity_s_per_cm";
 pub const IMAGES_COLUMN: &str = "images";
 /// Smaller images cannot hold even the smallest useful crop.
 pub const MIN_EDGE_PX: usize = 16;
-const IMAGE_EXTENSIONS: [&str; 3] = ["png", "tif", "tiff"];
+pub const IMAGE_EXTENSIONS: [&str; 5] = ["png", "tif", "tiff", "jpg", "jpeg"];
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ImportOptions {
     pub images_dir: PathBuf,
-    pub table: PathBuf,
+    /// The sample table; `None`: each file name starts with the conductivity in S/cm.
+    pub table: Option<PathBuf>,
     /// Training data needs a finite, positive conductivity on every line; data to predict may leave
     /// the column out or empty.
     pub require_target: bool,
+    /// `None`: find and cut each image's annotation band; `Some(n)`: cut the bottom `n` rows of
+    /// every image (`Some(0)`: keep every row).
+    pub crop_rows: Option<usize>,
+    /// Leave out image files that belong to no sample (listed in the report) instead of failing.
+    pub skip_unmatched: bool,
+}
+
+/// What the import did beyond reading: bands cut, files left out.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ImportNotes {
+    /// (file, band) per image whose rows were cut.
+    pub cropped: Vec<(String, Band)>,
+    pub unmatched: Vec<String>,
+    /// (file, pixel size in nm, where it was read) for the images whose metadata gives one.
+    pub pixel_size_nm: Vec<(String, f64, &'static str)>,
 }
 
 /// One table line, parsed.
@@ -37,17 +66,27 @@ struct Row {
     images: Option<Vec<String>>,
 }
 
-pub fn import(opts: &ImportOptions) -> Result<Dataset> {
-    let rows = read_table(&opts.table, opts.require_target)?;
+pub fn import(opts: &ImportOptions) -> Result<(Dataset, ImportNotes)> {
     if !opts.images_dir.is_dir() {
         return Err(ConductivityError::Image { path: opts.images_dir.clone(), problem: "not a directory".into() });
     }
-    let files = assign_files(&opts.images_dir, &opts.table, &rows)?;
+    let mut notes = ImportNotes::default();
+    let (rows, files, where_) = match &opts.table {
+        Some(table) => {
+            let rows = read_table(table, opts.require_target)?;
+            let files = assign_files(&opts.images_dir, table, &rows, opts.skip_unmatched, &mut notes)?;
+            (rows, files, table.clone())
+        }
+        None => {
+            let (rows, files) = samples_from_names(&opts.images_dir, opts.skip_unmatched, &mut notes)?;
+            (rows, files, opts.images_dir.clone())
+        }
+    };
     let mut images = Vec::new();
     for (s, (row, paths)) in rows.iter().zip(&files).enumerate() {
         if paths.is_empty() {
             return Err(ConductivityError::table(
-                &opts.table,
+                &where_,
                 Some(row.line),
                 None,
                 format!(
@@ -60,17 +99,135 @@ pub fn import(opts: &ImportOptions) -> Result<Dataset> {
             ));
         }
         for p in paths {
-            images.push(read_image(p, s)?);
+            let mut im = read_image(p, s)?;
+            if let Some(band) = cut_band(&mut im, opts.crop_rows)? {
+                notes.cropped.push((im.source.clone(), band));
+            }
+            if let Some(ps) = crate::imagefile::sem_pixel_size(p) {
+                notes.pixel_size_nm.push((im.source.clone(), ps.metres * 1e9, ps.source));
+            }
+            images.push(im);
         }
     }
     let ds = Dataset {
         samples: rows.into_iter().map(|r| r.sample).collect(),
         images,
         truth: None,
-        source: format!("import of {} + {}", opts.images_dir.display(), opts.table.display()),
+        source: format!("import of {} + {}", opts.images_dir.display(), where_.display()),
     };
-    ds.check(&opts.table)?;
-    Ok(ds)
+    ds.check(&where_)?;
+    Ok((ds, notes))
+}
+
+/// Cuts the annotation band (found, or the `crop_rows` bottom rows) and says so.
+pub fn cut_band(im: &mut SemImage, crop_rows: Option<usize>) -> Result<Option<Band>> {
+    let band = match crop_rows {
+        Some(0) => return Ok(None),
+        Some(n) => Band { edge: Edge::Bottom, rows: n },
+        None => match infobar::detect(&im.pixels, im.width, im.height) {
+            Some(b) => b,
+            None => return Ok(None),
+        },
+    };
+    if im.height < band.rows + MIN_EDGE_PX {
+        return Err(ConductivityError::Image {
+            path: im.source.clone().into(),
+            problem: format!("cutting {} rows leaves less than {MIN_EDGE_PX} of its {} rows", band.rows, im.height),
+        });
+    }
+    let (pixels, h) = infobar::crop(&im.pixels, im.width, im.height, band);
+    tracing::warn!(
+        "{}: cut a {}-row {} at the {} ({}×{} → {}×{} px){}",
+        im.source,
+        band.rows,
+        if crop_rows.is_some() { "band (--crop-rows)" } else { "annotation band (info bar)" },
+        band.edge,
+        im.width,
+        im.height,
+        im.width,
+        h,
+        if crop_rows.is_some() { "" } else { "; --crop-rows N sets the rows yourself, 0 keeps them" }
+    );
+    im.pixels = pixels;
+    im.height = h;
+    Ok(Some(band))
+}
+
+/// No table: the leading number of each file name is the sample and its conductivity (S/cm).
+fn samples_from_names(dir: &Path, skip: bool, notes: &mut ImportNotes) -> Result<(Vec<Row>, Vec<Vec<PathBuf>>)> {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut files: Vec<Vec<PathBuf>> = Vec::new();
+    let mut bad = Vec::new();
+    for p in image_files(dir)? {
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let Some((id, sigma)) = leading_number(stem) else {
+            bad.push(p);
+            continue;
+        };
+        match rows.iter().position(|r| r.sample.id == id) {
+            Some(k) => files[k].push(p),
+            None => {
+                rows.push(Row { line: 0, sample: Sample::image_only(id.to_owned(), Some(sigma)), images: None });
+                files.push(vec![p]);
+            }
+        }
+    }
+    unmatched(dir, &bad, skip, "does not start with a conductivity in S/cm (like 2.01e-5 (2).tif)", notes)?;
+    if rows.is_empty() {
+        return Err(ConductivityError::Image {
+            path: dir.to_owned(),
+            problem: "no images named by their conductivity".into(),
+        });
+    }
+    Ok((rows, files))
+}
+
+/// The longest leading part of `stem` that is a positive finite number: (that text, the number).
+fn leading_number(stem: &str) -> Option<(&str, f64)> {
+    (1..=stem.len())
+        .rev()
+        .filter(|&k| stem.is_char_boundary(k))
+        .map(|k| &stem[..k])
+        .find_map(|t| t.parse::<f64>().ok().filter(|v| v.is_finite() && *v > 0.0).map(|v| (t, v)))
+}
+
+/// Files that belong to no sample: one error naming them, or (asked) a warning and the report.
+fn unmatched(dir: &Path, bad: &[PathBuf], skip: bool, why: &str, notes: &mut ImportNotes) -> Result<()> {
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = bad
+        .iter()
+        .map(|p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()))
+        .collect();
+    let shown = if names.len() > 8 {
+        format!("{}, … ({} in all)", names[..8].join(", "), names.len())
+    } else {
+        names.join(", ")
+    };
+    if !skip {
+        return Err(ConductivityError::Image {
+            path: dir.to_owned(),
+            problem: format!(
+                "{} image file{} {why}: {shown} (rename, list them in an `{IMAGES_COLUMN}` column, or pass --skip-unmatched)",
+                names.len(),
+                if names.len() == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    tracing::warn!("{}: left out {} image file(s) that {why}: {shown}", dir.display(), names.len());
+    notes.unmatched.extend(names);
+    Ok(())
+}
+
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ConductivityError::Image { path: dir.to_owned(), problem: format!("cannot list: {e}") })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_image(p))
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 fn read_table(path: &Path, require_target: bool) -> Result<Vec<Row>> {
@@ -82,9 +239,9 @@ fn read_table(path: &Path, require_target: bool) -> Result<Vec<Row>> {
         .map_err(|e| terr(None, None, format!("cannot read: {e}")))?;
     let headers = rdr.headers().map_err(|e| terr(Some(1), None, format!("cannot read the header line: {e}")))?.clone();
     let index: HashMap<&str, usize> = headers.iter().enumerate().map(|(i, h)| (h, i)).collect();
-    let missing: Vec<&str> = REQUIRED_COLUMNS
-        .iter()
-        .copied()
+    let has_descriptors = DESCRIPTOR_COLUMNS.iter().any(|c| index.contains_key(c));
+    let missing: Vec<&str> = std::iter::once(ID_COLUMN)
+        .chain(DESCRIPTOR_COLUMNS.iter().copied().filter(|_| has_descriptors))
         .chain(require_target.then_some(TARGET_COLUMN))
         .filter(|c| !index.contains_key(c))
         .collect();
@@ -93,11 +250,11 @@ fn read_table(path: &Path, require_target: bool) -> Result<Vec<Row>> {
             Some(1),
             None,
             format!(
-                "missing column{} {} (header has: {}; required: {}, {TARGET_COLUMN})",
+                "missing column{} {} (header has: {}; required: {ID_COLUMN}, {TARGET_COLUMN}; the descriptor columns {} come together, or leave all four out for image-only models)",
                 if missing.len() > 1 { "s" } else { "" },
                 missing.join(", "),
                 headers.iter().collect::<Vec<_>>().join(", "),
-                REQUIRED_COLUMNS.join(", ")
+                DESCRIPTOR_COLUMNS.join(", ")
             ),
         ));
     }
@@ -119,9 +276,17 @@ fn read_table(path: &Path, require_target: bool) -> Result<Vec<Row>> {
         if let Some(first) = seen.insert(id.clone(), line) {
             return Err(terr(Some(line), Some("sample_id"), format!("sample {id} already appears on line {first}")));
         }
+        // An absent column or an empty cell: not known (NaN); models that need it say so.
         let num = |c: &str| -> Result<f64> {
+            if !index.contains_key(c) {
+                return Ok(f64::NAN);
+            }
             let v = field(c);
-            let x: f64 = v.parse().map_err(|_| terr(Some(line), Some(c), format!("sample {id}: {v:?} is not a number")))?;
+            if v.is_empty() {
+                return Ok(f64::NAN);
+            }
+            let x: f64 =
+                v.parse().map_err(|_| terr(Some(line), Some(c), format!("sample {id}: {v:?} is not a number")))?;
             if !x.is_finite() {
                 return Err(terr(Some(line), Some(c), format!("sample {id}: {v:?} is not a finite number")));
             }
@@ -134,9 +299,9 @@ fn read_table(path: &Path, require_target: bool) -> Result<Vec<Row>> {
                 return Err(terr(Some(line), Some(TARGET_COLUMN), format!("sample {id}: no conductivity given")));
             }
             Some(v) => {
-                let c: f64 = v
-                    .parse()
-                    .map_err(|_| terr(Some(line), Some(TARGET_COLUMN), format!("sample {id}: {v:?} is not a number")))?;
+                let c: f64 = v.parse().map_err(|_| {
+                    terr(Some(line), Some(TARGET_COLUMN), format!("sample {id}: {v:?} is not a number"))
+                })?;
                 if !(c.is_finite() && c > 0.0) {
                     return Err(terr(
                         Some(line),
@@ -162,8 +327,18 @@ fn is_image(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+pub fn is_image_file(p: &Path) -> bool {
+    is_image(p)
+}
+
 /// The image files of every row, in a stable order (listed order, else sorted by name).
-fn assign_files(dir: &Path, table: &Path, rows: &[Row]) -> Result<Vec<Vec<PathBuf>>> {
+fn assign_files(
+    dir: &Path,
+    table: &Path,
+    rows: &[Row],
+    skip: bool,
+    notes: &mut ImportNotes,
+) -> Result<Vec<Vec<PathBuf>>> {
     if rows.iter().all(|r| r.images.is_some()) {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -184,12 +359,8 @@ fn assign_files(dir: &Path, table: &Path, rows: &[Row]) -> Result<Vec<Vec<PathBu
         }
         return Ok(out);
     }
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| ConductivityError::Image { path: dir.to_owned(), problem: format!("cannot list: {e}") })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && is_image(p))
-        .collect();
-    names.sort();
+    let names = image_files(dir)?;
+    let mut bad = Vec::new();
     let ids: BTreeMap<&str, usize> = rows.iter().enumerate().map(|(i, r)| (r.sample.id.as_str(), i)).collect();
     let mut out = vec![Vec::new(); rows.len()];
     for p in names {
@@ -197,16 +368,16 @@ fn assign_files(dir: &Path, table: &Path, rows: &[Row]) -> Result<Vec<Vec<PathBu
         let owner = ids
             .iter()
             .filter(|(id, _)| {
-                stem == **id
-                    || stem.strip_prefix(**id).is_some_and(|rest| rest.starts_with(['_', '-', '.']))
+                stem == **id || stem.strip_prefix(**id).is_some_and(|rest| rest.starts_with(['_', '-', '.', ' ', '(']))
             })
             .max_by_key(|(id, _)| id.len())
             .map(|(_, &i)| i);
         match owner {
             Some(i) => out[i].push(p),
-            None => tracing::warn!("{}: belongs to no sample in {} (ignored)", p.display(), table.display()),
+            None => bad.push(p),
         }
     }
+    unmatched(dir, &bad, skip, &format!("belong to no sample_id of {}", table.display()), notes)?;
     Ok(out)
 }
 
@@ -242,7 +413,10 @@ pub fn read_image(path: &Path, sample: usize) -> Result<SemImage> {
                 tracing::warn!("{}: float pixels span {lo}..{hi}; scaled to 0..1 by their own range", path.display());
                 px.iter().map(|v| (v - lo) / (hi - lo)).collect()
             } else {
-                return Err(ConductivityError::Image { path: path.to_owned(), problem: "every pixel has the same value".into() });
+                return Err(ConductivityError::Image {
+                    path: path.to_owned(),
+                    problem: "every pixel has the same value".into(),
+                });
             }
         }
     };

@@ -6,7 +6,10 @@
 //! ## Layout (modules follow the data)
 //! - [`config`]: `configs/conductivity/train.toml` → validated settings.
 //! - [`dataset`]: the stage's HDF5 dataset — images of any size, the sample table, image → sample.
-//! - [`import`]: a folder of TIFF/PNG images plus a CSV table → dataset (errors name row and file).
+//! - [`infobar`]: the SEM's burnt-in annotation band, found and cut before import.
+//! - [`import`]: a folder of TIFF/PNG/JPEG images plus a CSV table (or σ in the file names) →
+//!   dataset (errors name row and file).
+//! - [`imagestats`]: eight whole-image statistics and the ridge baseline on them.
 //! - [`synth`]: synthetic pellets with a known truth — Voronoi grains, boundaries, pores, β grains;
 //!   conductivity from [`laplace`], a pixel-level Laplace solve of the microstructure.
 //! - [`descriptors`]: the paper's 33 descriptors and their training-set standardisation.
@@ -28,7 +31,9 @@ pub mod dataset;
 pub mod descriptors;
 pub mod features;
 pub mod folds;
+pub mod imagestats;
 pub mod import;
+pub mod infobar;
 pub mod interpret;
 pub mod laplace;
 pub mod model;

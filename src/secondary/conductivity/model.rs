@@ -22,6 +22,8 @@
 //!   (which already hold every square and product the paper chose).
 //! - `resnet18`: frozen ResNet-18 trunk features (512-d, [`super::features`]) → fully connected → 1:
 //!   our substitute for the paper's ImageNet EfficientNet-B3 transfer model.
+//! - `ridge`: not a network — ridge regression on eight whole-image statistics
+//!   ([`super::imagestats`]), the honest baseline every CNN is reported beside.
 
 use std::sync::Mutex;
 
@@ -51,10 +53,12 @@ pub enum Arch {
     Attention,
     DescriptorsOnly,
     Resnet18,
+    Ridge,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 5] = [Arch::Baseline, Arch::Descriptors, Arch::Attention, Arch::DescriptorsOnly, Arch::Resnet18];
+    pub const ALL: [Arch; 6] =
+        [Arch::Baseline, Arch::Descriptors, Arch::Attention, Arch::DescriptorsOnly, Arch::Resnet18, Arch::Ridge];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -63,6 +67,7 @@ impl Arch {
             Self::Attention => "attention",
             Self::DescriptorsOnly => "descriptors-only",
             Self::Resnet18 => "resnet18",
+            Self::Ridge => "ridge",
         }
     }
 
@@ -74,6 +79,7 @@ impl Arch {
             Self::Attention => "Baseline with attention",
             Self::DescriptorsOnly => "Descriptors only",
             Self::Resnet18 => "ResNet-18 trunk + head (EfficientNet-B3 substitute)",
+            Self::Ridge => "Ridge on 8 image statistics (simple baseline)",
         }
     }
 
@@ -84,6 +90,11 @@ impl Arch {
 
     pub fn uses_descriptors(self) -> bool {
         matches!(self, Self::Descriptors | Self::DescriptorsOnly)
+    }
+
+    /// A candle network (everything but the ridge baseline).
+    pub fn is_net(self) -> bool {
+        !matches!(self, Self::Ridge)
     }
 
     pub fn uses_images(self) -> bool {
@@ -216,6 +227,8 @@ impl Net {
             Arch::Descriptors => GAP_CHANNELS + N_DESCRIPTORS,
             Arch::DescriptorsOnly => N_DESCRIPTORS,
             Arch::Resnet18 => RESNET_FEATURES,
+            // Not a network; a head of one input keeps `init` total.
+            Arch::Ridge => 1,
         }
     }
 
@@ -373,6 +386,7 @@ impl Net {
             }
             Arch::DescriptorsOnly => batch.descriptors.clone().ok_or_else(|| missing("descriptors"))?,
             Arch::Resnet18 => batch.features.clone().ok_or_else(|| missing("features"))?,
+            Arch::Ridge => return Err(candle_core::Error::Msg("ridge is not a network".into())),
         };
         let prediction = head_in.matmul(p("head.weight")?)?.broadcast_add(p("head.bias")?)?.squeeze(1)?;
         Ok(Output { prediction, gap, last_maps })
@@ -416,6 +430,20 @@ impl PixelScale {
 pub fn centre_crop(im: &SemImage, crop: usize) -> Vec<f32> {
     let (x0, y0) = ((im.width - crop) / 2, (im.height - crop) / 2);
     crop_at(im, crop, x0, y0, false, false)
+}
+
+/// Crops that cover the whole image: along each axis ⌈edge / crop⌉ windows spread evenly from one
+/// edge to the other (neighbours overlap when the edge is not a multiple of the crop), row by row.
+pub fn grid_crops(im: &SemImage, crop: usize) -> Vec<Vec<f32>> {
+    let starts = |edge: usize| -> Vec<usize> {
+        let n = edge.div_ceil(crop).max(1);
+        if n == 1 {
+            return vec![(edge - crop) / 2];
+        }
+        (0..n).map(|k| (k * (edge - crop) + (n - 1) / 2) / (n - 1)).collect()
+    };
+    let (xs, ys) = (starts(im.width), starts(im.height));
+    ys.iter().flat_map(|&y0| xs.iter().map(move |&x0| crop_at(im, crop, x0, y0, false, false))).collect()
 }
 
 /// A training crop: each of a horizontal and a vertical flip with probability ½, then a uniformly

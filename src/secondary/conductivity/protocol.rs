@@ -1,11 +1,13 @@
 //! The evaluation: for every architecture and outer fold, train the inner ensemble on the fold's
 //! training samples, predict each held-out image as the mean of the members, and each held-out
-//! sample as the mean over its images; score RMSE and R² over samples (and over images).
+//! sample as the mean over its images; score RMSE and R² over samples (and over images). The ridge
+//! baseline ([`super::imagestats`]) is fitted on the same outer folds' training samples.
 
 use serde::Serialize;
 
 use super::dataset::Dataset;
 use super::folds::{self, OuterFold, Protocol};
+use super::imagestats;
 use super::model::Arch;
 use super::train::{self, EpochLog, MemberInput, Progress, TrainSettings};
 use super::{ConductivityError, Result};
@@ -128,6 +130,8 @@ pub fn evaluate(
         }
     }
     let image_truth: Vec<f64> = ds.images.iter().map(|im| targets[im.sample]).collect();
+    let stats: Vec<[f64; imagestats::N_FEATURES]> =
+        if settings.archs.contains(&Arch::Ridge) { ds.images.iter().map(imagestats::features).collect() } else { Vec::new() };
     let mut results = Vec::new();
     let mut records = Vec::new();
     for &arch in &settings.archs {
@@ -138,6 +142,32 @@ pub fn evaluate(
         let mut image_prediction = vec![f64::NAN; ds.images.len()];
         for (o, fold) in plan.iter().enumerate() {
             let test_images = folds::images_of(ds, &fold.test_samples);
+            if arch == Arch::Ridge {
+                let train_samples: Vec<usize> =
+                    (0..ds.samples.len()).filter(|s| !fold.test_samples.contains(s)).collect();
+                let x = imagestats::sample_rows(ds, &stats, &train_samples);
+                let y: Vec<f64> = train_samples.iter().map(|&s| targets[s]).collect();
+                let fit = imagestats::fit_cv(&x, &y, member_seed(settings.seed, arch, o, 0));
+                for &i in &test_images {
+                    image_prediction[i] = fit.predict(&stats[i]);
+                }
+                let tag = Tag { arch, outer: o, n_outer: plan.len(), member: 0, n_members: 1 };
+                records.push(MemberRecord {
+                    arch,
+                    outer: o,
+                    member: 0,
+                    test_samples: fold.test_samples.clone(),
+                    train_samples: train_samples.clone(),
+                    val_samples: Vec::new(),
+                    seen: folds::images_of(ds, &train_samples),
+                    validated: Vec::new(),
+                    best_epoch: 0,
+                    best_val_mse: fit.cv_mse,
+                    epochs: Vec::new(),
+                });
+                on_event(Event::MemberDone(tag));
+                continue;
+            }
             let test_items = train::items(ds, arch, &fold.test_samples);
             let mut sum = vec![0.0; test_items.len()];
             for (m, member) in fold.members.iter().enumerate() {

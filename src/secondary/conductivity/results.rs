@@ -109,7 +109,7 @@ pub fn write(
         }
         b.new_dataset_builder().deflate(1).with_data(&seen).create("seen").map_err(h5err(path, format!("/members/{name}/seen")))?;
         // Learning curves, members × epochs, NaN after a member stopped.
-        let n_epochs = recs.iter().map(|m| m.epochs.len()).max().unwrap_or(0);
+        let n_epochs = recs.iter().map(|m| m.epochs.len()).max().unwrap_or(0).max(1);
         for (dname, get) in [("train_mse", 0usize), ("val_mse", 1)] {
             let mut a = Array2::<f64>::from_elem((recs.len(), n_epochs), f64::NAN);
             for (k, m) in recs.iter().enumerate() {

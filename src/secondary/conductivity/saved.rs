@@ -197,22 +197,31 @@ impl Ensemble {
 
     /// log10 σ of every image of `ds` (mean over members).
     pub fn predict_images(&self, ds: &Dataset, features: Option<&[Vec<f32>]>) -> Result<Vec<f64>> {
+        Ok(self.predict_images_spread(ds, features)?.into_iter().map(|(m, _)| m).collect())
+    }
+
+    /// Per image (log10 σ, spread): the mean over members of each member's mean over the image's
+    /// grid of crops, and the members' mean standard deviation over that grid (0 for models that see
+    /// no crops).
+    pub fn predict_images_spread(&self, ds: &Dataset, features: Option<&[Vec<f32>]>) -> Result<Vec<(f64, f64)>> {
         let crop = self.config.crop_px;
         super::protocol::check_crop(ds, crop)?;
         let arch = self.config.arch;
         let items: Vec<usize> = if arch.uses_images() { (0..ds.images.len()).collect() } else { (0..ds.samples.len()).collect() };
-        let mut sum = vec![0.0; items.len()];
+        let mut sum = vec![(0.0, 0.0); items.len()];
         for (net, mc) in self.nets.iter().zip(&self.config.members) {
-            let p = train::predict(net, &mc.scales, ds, crop, features, &items)?;
-            for (s, v) in sum.iter_mut().zip(p) {
-                *s += v;
+            let p = train::predict_spread(net, &mc.scales, ds, crop, features, &items)?;
+            for (s, (m, sd)) in sum.iter_mut().zip(p) {
+                s.0 += m;
+                s.1 += sd;
             }
         }
         let n = self.nets.len() as f64;
+        let avg = |s: &(f64, f64)| (s.0 / n, s.1 / n);
         Ok(if arch.uses_images() {
-            sum.iter().map(|s| s / n).collect()
+            sum.iter().map(avg).collect()
         } else {
-            ds.images.iter().map(|im| sum[im.sample] / n).collect()
+            ds.images.iter().map(|im| avg(&sum[im.sample])).collect()
         })
     }
 }

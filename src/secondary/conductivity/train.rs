@@ -1,6 +1,8 @@
 //! One ensemble member trained: MSE on (standardised) log10 σ, Adam, random flipped crops of the
-//! training images, centre crops for validation, early stopping on the validation loss with the best
-//! epoch's weights kept.
+//! training images (`crops_per_image` of each per epoch), early stopping on the validation loss with
+//! the best epoch's weights kept. Validation and prediction look at the whole image: the mean over
+//! a grid of crops that covers it ([`model::grid_crops`]), with the spread over the grid reported as
+//! the prediction's uncertainty.
 //!
 //! Each member standardises its inputs with statistics of *its own* training samples only: pixels,
 //! the 33 descriptors, trunk features, and the target (predictions are mapped back). Minimising MSE
@@ -40,6 +42,9 @@ pub struct TrainSettings {
     /// as many epochs as a CNN can afford — their comparison with the CNNs is not limited by budget.
     pub linear_max_epochs: usize,
     pub linear_patience: usize,
+    /// Random crops of every training image per epoch (an epoch then sees `crops_per_image` × the
+    /// image count crops; early stopping still checks once per epoch).
+    pub crops_per_image: usize,
 }
 
 impl Default for TrainSettings {
@@ -52,6 +57,7 @@ impl Default for TrainSettings {
             learning_rate: 3e-3,
             linear_max_epochs: 2000,
             linear_patience: 100,
+            crops_per_image: 1,
         }
     }
 }
@@ -127,7 +133,12 @@ pub fn fit_scales(arch: Arch, input: &MemberInput<'_>) -> Scales {
     let ds = input.ds;
     let train_images = super::folds::images_of(ds, input.train_samples);
     let pixels = PixelScale::fit(train_images.iter().map(|&i| &ds.images[i]));
-    let descriptors = Standardizer::fit(&descriptors::rows(input.train_samples.iter().map(|&s| &ds.samples[s])));
+    // Only models that read descriptors keep their statistics (image-only data has none: NaN).
+    let descriptors = if arch.uses_descriptors() {
+        Standardizer::fit(&descriptors::rows(input.train_samples.iter().map(|&s| &ds.samples[s])))
+    } else {
+        Standardizer::fit(&[])
+    };
     let features = input.features.filter(|_| arch == Arch::Resnet18).map(|f| {
         let rows: Vec<Vec<f64>> = train_images.iter().map(|&i| f[i].iter().map(|&v| v as f64).collect()).collect();
         Standardizer::fit(&rows)
@@ -140,7 +151,7 @@ pub fn fit_scales(arch: Arch, input: &MemberInput<'_>) -> Scales {
 }
 
 /// The network inputs for `items` (image or sample indices). `rng` = training (random flipped
-/// crops); `None` = evaluation (centre crops).
+/// crops); `None` = one centre crop per item (GAP calibration; prediction uses [`predict_spread`]'s grid).
 pub fn batch(
     arch: Arch,
     ds: &Dataset,
@@ -150,13 +161,26 @@ pub fn batch(
     items: &[usize],
     rng: Option<&mut ChaCha8Rng>,
 ) -> Result<Batch> {
+    let crops: Option<Vec<Vec<f32>>> = arch.is_cnn().then(|| match rng {
+        Some(rng) => items.iter().map(|&i| model::random_crop(&ds.images[i], crop, rng)).collect(),
+        None => items.iter().map(|&i| model::centre_crop(&ds.images[i], crop)).collect(),
+    });
+    batch_of(arch, ds, scales, crop, features, items, crops)
+}
+
+/// The network inputs for `items`, with `crops` (one per item, CNNs) already cut.
+fn batch_of(
+    arch: Arch,
+    ds: &Dataset,
+    scales: &Scales,
+    crop: usize,
+    features: Option<&[Vec<f32>]>,
+    items: &[usize],
+    crops: Option<Vec<Vec<f32>>>,
+) -> Result<Batch> {
     let mut b = Batch::default();
     let sample_of = |i: usize| if arch.uses_images() { ds.images[i].sample } else { i };
-    if arch.is_cnn() {
-        let crops: Vec<Vec<f32>> = match rng {
-            Some(rng) => items.iter().map(|&i| model::random_crop(&ds.images[i], crop, rng)).collect(),
-            None => items.iter().map(|&i| model::centre_crop(&ds.images[i], crop)).collect(),
-        };
+    if let Some(crops) = crops {
         b.images = Some(model::image_tensor(&crops, crop, scales.pixels)?);
     }
     if arch.uses_descriptors() {
@@ -177,7 +201,8 @@ pub fn batch(
     Ok(b)
 }
 
-/// Predictions in log10 S/cm for `items`, in batches.
+/// Predictions in log10 S/cm for `items`, in batches: for the CNNs the mean over the grid of crops
+/// covering each image.
 pub fn predict(
     net: &Net,
     scales: &Scales,
@@ -186,13 +211,55 @@ pub fn predict(
     features: Option<&[Vec<f32>]>,
     items: &[usize],
 ) -> Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(32) {
-        let b = batch(net.arch, ds, scales, crop, features, chunk, None)?;
-        let p = model::to_vec(&net.forward(&b, Mode::Eval)?.prediction)?;
-        out.extend(p.iter().map(|&v| v as f64 * scales.target_std + scales.target_mean));
+    Ok(predict_spread(net, scales, ds, crop, features, items)?.into_iter().map(|(m, _)| m).collect())
+}
+
+/// Per item (mean, standard deviation over the image's grid of crops) in log10 S/cm; the spread is
+/// 0 for models that see one input per item.
+pub fn predict_spread(
+    net: &Net,
+    scales: &Scales,
+    ds: &Dataset,
+    crop: usize,
+    features: Option<&[Vec<f32>]>,
+    items: &[usize],
+) -> Result<Vec<(f64, f64)>> {
+    let back = |v: f32| v as f64 * scales.target_std + scales.target_mean;
+    if !net.arch.is_cnn() {
+        let mut out = Vec::with_capacity(items.len());
+        for chunk in items.chunks(32) {
+            let b = batch(net.arch, ds, scales, crop, features, chunk, None)?;
+            let p = model::to_vec(&net.forward(&b, Mode::Eval)?.prediction)?;
+            out.extend(p.iter().map(|&v| (back(v), 0.0)));
+        }
+        return Ok(out);
     }
-    Ok(out)
+    // Every crop of every item, with its owner, forwarded in batches of 32 crops.
+    let mut owners = Vec::new();
+    let mut crops = Vec::new();
+    for (k, &i) in items.iter().enumerate() {
+        for c in model::grid_crops(&ds.images[i], crop) {
+            owners.push((k, i));
+            crops.push(c);
+        }
+    }
+    let mut per_item: Vec<Vec<f64>> = vec![Vec::new(); items.len()];
+    for (o, c) in owners.chunks(32).zip(crops.chunks(32)) {
+        let its: Vec<usize> = o.iter().map(|&(_, i)| i).collect();
+        let b = batch_of(net.arch, ds, scales, crop, features, &its, Some(c.to_vec()))?;
+        let p = model::to_vec(&net.forward(&b, Mode::Eval)?.prediction)?;
+        for (&(k, _), &v) in o.iter().zip(&p) {
+            per_item[k].push(back(v));
+        }
+    }
+    Ok(per_item
+        .iter()
+        .map(|v| {
+            let n = v.len().max(1) as f64;
+            let m = v.iter().sum::<f64>() / n;
+            (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt())
+        })
+        .collect())
 }
 
 /// Exact GAP statistics over the centre crops of the training images (see [`Net::calibrate`]).
@@ -240,8 +307,10 @@ pub fn train_member(
     let params = ParamsAdamW { lr: settings.learning_rate, weight_decay: 0.0, ..ParamsAdamW::default() };
     let mut opt = AdamW::new(net.vars(), params).map_err(terr("optimiser"))?;
     let batch_size = settings.batch.max(1);
-    let batches_per_epoch = train.len().div_ceil(batch_size);
-    let mut order = train.clone();
+    // CNNs see several random crops of each image per epoch; the other models one row per item.
+    let repeats = if arch.is_cnn() { settings.crops_per_image.max(1) } else { 1 };
+    let mut order: Vec<usize> = train.iter().copied().cycle().take(train.len() * repeats).collect();
+    let batches_per_epoch = order.len().div_ceil(batch_size);
     let (mut best, mut best_epoch, mut best_snap, mut since_best) = (f64::INFINITY, 0, net.snapshot()?, 0);
     let mut epochs = Vec::new();
     let mut seen = BTreeSet::new();
