@@ -1,0 +1,379 @@
+//! Hostile input, as an attacker would send it: files whose headers claim more than they hold,
+//! frames with absurd pixel values, series ids that are no file names, slow alarm commands. Each
+//! test writes the attack itself (files in a temporary folder, traffic on 127.0.0.1) and asserts
+//! that it ends in a clear error or a counted refusal, within a small memory bound — never an
+//! abort, never a hang.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
+use std::cell::Cell;
+use std::path::Path;
+
+use beamwatch::decode::WireFormat;
+use beamwatch::frame::PixelType;
+use beamwatch::record::readers::open;
+use beamwatch::record::session::{SessionMeta, SessionReader, SessionWriter};
+use beamwatch::record::OpenOptions;
+
+// ---------------------------------------------------------------------------------------------
+// Memory bounds: the largest block allocated on this thread (a counting global allocator, per
+// thread so tests running in parallel do not see each other), and the process's resident peak.
+
+struct Counting;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note_alloc(size: usize) {
+    let _ = LARGEST.try_with(|c| c.set(c.get().max(size)));
+}
+
+// SAFETY: forwards every call to the system allocator, only recording sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
+        note_alloc(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: AllocLayout) -> *mut u8 {
+        note_alloc(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
+        note_alloc(new_size);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Resident memory of this process (`VmRSS`), MiB.
+fn rss_mib() -> f64 {
+    beamwatch::telemetry::rss_mib().expect("VmRSS")
+}
+
+/// Runs `attack` on this thread and returns its result, asserting that no single block over
+/// `max_block` bytes was allocated and resident memory grew by less than 64 MiB.
+fn bounded<T>(what: &str, max_block: usize, attack: impl FnOnce() -> T) -> T {
+    LARGEST.with(|c| c.set(0));
+    let before = rss_mib();
+    let out = attack();
+    let largest = LARGEST.with(Cell::get);
+    let grew = rss_mib() - before;
+    assert!(largest <= max_block, "{what}: allocated a block of {largest} bytes (bound {max_block})");
+    assert!(grew < 64.0, "{what}: resident memory grew by {grew:.0} MiB");
+    out
+}
+
+fn read_error(what: &str, path: &Path) -> String {
+    let e = bounded(what, 8 << 20, || match open(path, &OpenOptions::default()) {
+        Ok(mut src) => {
+            // Opening may succeed for a file whose claims only show when frames are read.
+            let n = src.info().frames;
+            match (0..n.min(4)).try_for_each(|i| src.read(i).map(|_| ())) {
+                Ok(()) => panic!("{what}: {} opened and read ({n} frames) but should not", path.display()),
+                Err(e) => e.to_string(),
+            }
+        }
+        Err(e) => e.to_string(),
+    });
+    assert!(!e.contains('\n'), "{what}: not one line: {e}");
+    assert!(e.contains(&path.display().to_string()), "{what}: does not name the file: {e}");
+    e
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 4 of the issue: files whose index claims 2³⁴ rows; a Berkeley EMD claiming 2³⁰ frames.
+
+fn small_session(path: &Path) {
+    let meta = SessionMeta {
+        series: "s".into(),
+        source: "test".into(),
+        format: WireFormat::Beamwatch,
+        width: 8,
+        height: 8,
+        dtype: PixelType::U16,
+        patch_px: 8,
+        grid_rows: 1,
+        grid_cols: 1,
+        frames_every: 1,
+        deflate: 0,
+        provenance_json: "{}".into(),
+    };
+    let mut w = SessionWriter::create(path, meta).expect("session");
+    w.frame(0, &beamwatch::record::session::Pixels::U16(vec![7; 64])).expect("frame");
+    w.finish(None).expect("finish");
+}
+
+#[test]
+fn a_session_index_claiming_2_34_rows_is_refused_without_allocating_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    for column in ["frame_index", "received/index", "received/dose_e_per_a2"] {
+        let path = tmp.path().join(format!("{}.h5", column.replace('/', "_")));
+        small_session(&path);
+        assert!(SessionReader::open(&path, false).is_ok(), "the untouched session opens");
+        {
+            let f = hdf5::File::open_rw(&path).expect("rw");
+            f.dataset(column).expect(column).resize(1usize << 34).expect("resize");
+        }
+        let e = bounded(column, 8 << 20, || match SessionReader::open(&path, false) {
+            Ok(r) => r.analyses().map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        })
+        .expect_err("refused");
+        assert!(!e.contains('\n') && e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains(column) && e.contains("17179869184") && e.contains("refused"), "{e}");
+    }
+}
+
+#[test]
+fn a_berkeley_emd_claiming_2_30_frames_is_refused_at_open() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("claims.emd");
+    {
+        let f = hdf5::File::create(&path).expect("create");
+        f.new_attr::<i64>().create("version_major").and_then(|a| a.write_scalar(&0i64)).expect("attr");
+        let g = f.create_group("data").and_then(|d| d.create_group("series")).expect("group");
+        g.new_attr::<i64>().create("emd_group_type").and_then(|a| a.write_scalar(&1i64)).expect("attr");
+        // Chunked, resizable, one frame written, then extended to 2³⁰ frames: the file stays small.
+        let ds = g.new_dataset::<u16>().chunk((1, 4, 4)).shape((1.., 4, 4)).create("data").expect("data");
+        ds.write(&ndarray::Array3::<u16>::from_elem((1, 4, 4), 3)).expect("write");
+        ds.resize((1usize << 30, 4, 4)).expect("resize");
+    }
+    assert!(std::fs::metadata(&path).expect("meta").len() < 1 << 20);
+    let e = read_error("EMD 2^30 frames", &path);
+    assert!(e.contains("/data/series/data") && e.contains("refused"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 5: a small deflate TIFF of 120 large pages; a PNG header claiming 16384² 16-bit pixels.
+
+fn write_zero_tiff(path: &Path, pages: usize, side: u32) {
+    use tiff::encoder::{Compression, DeflateLevel, TiffEncoder, colortype::Gray8};
+    let file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut enc =
+        TiffEncoder::new(file).expect("tiff").with_compression(Compression::Deflate(DeflateLevel::Fast));
+    let zeros = vec![0u8; (side * side) as usize];
+    for _ in 0..pages {
+        enc.write_image::<Gray8>(side, side, &zeros).expect("page");
+    }
+}
+
+#[test]
+fn a_small_deflate_tiff_of_120_large_pages_is_read_one_page_at_a_time() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("stack.tif");
+    write_zero_tiff(&path, 120, 2048);
+    let len = std::fs::metadata(&path).expect("meta").len();
+    assert!(len < 4 << 20, "the attack file is small: {len} bytes");
+    // Replay's reader: every page read, one page (4 MiB of u8, 16 MiB as f32) in memory at a time.
+    let frames = bounded("TIFF stack via replay", 20 << 20, || {
+        let mut src = open(&path, &OpenOptions::default()).expect("open");
+        assert_eq!(src.info().frames, 120);
+        (0..120).map(|i| src.read(i).expect("page").frame.pixels()[0]).filter(|&v| v == 0.0).count()
+    });
+    assert_eq!(frames, 120);
+    // The readers that hold a whole file: refused from the page headers, before decoding.
+    let e = bounded("TIFF stack whole", 8 << 20, || beamwatch::imagefile::read_frames(&path, false))
+        .expect_err("120 pages of 2048² are more than is held at once");
+    assert!(e.to_string().contains("120 pages hold 503316480 pixels"), "{e}");
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend((data.len() as u32).to_be_bytes());
+    let mut body = kind.to_vec();
+    body.extend(data);
+    out.extend(&body);
+    out.extend(crc32(&body).to_be_bytes());
+}
+
+#[test]
+fn a_png_claiming_16384_squared_16_bit_pixels_is_refused_before_decoding() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("huge.png");
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend(16384u32.to_be_bytes());
+    ihdr.extend(16384u32.to_be_bytes());
+    ihdr.extend([16, 0, 0, 0, 0]); // 16-bit gray, deflate, adaptive filters, no interlace
+    png_chunk(&mut png, b"IHDR", &ihdr);
+    // A zlib stream of a few rows of zeros: the rest would have to be decoded to find it missing.
+    png_chunk(&mut png, b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x04, 0xff, 0xfb, 0, 0, 0, 0, 0, 0, 0, 1]);
+    png_chunk(&mut png, b"IEND", &[]);
+    std::fs::write(&path, &png).expect("write");
+    let e = read_error("PNG 16384² 16-bit", &path);
+    assert!(e.contains("limit"), "{e}");
+    let e = bounded("PNG whole", 8 << 20, || beamwatch::imagefile::read_frames(&path, false)).expect_err("refused");
+    assert!(e.to_string().contains("limit"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 10: a 1.5 KB bitshuffle-LZ4 blob whose header claims 1 GiB.
+
+#[test]
+fn a_small_bitshuffle_lz4_blob_claiming_a_gigabyte_allocates_nothing_large() {
+    use beamwatch::decode::bslz4::{decode_bslz4, decode_lz4_any, decode_lz4_framed};
+    let claimed = 1usize << 30;
+    let mut blob = (claimed as u64).to_be_bytes().to_vec();
+    blob.extend(8192u32.to_be_bytes());
+    // Blocks of 8192 bytes each claimed by 4 compressed bytes, 200 of them: 1.6 KB.
+    for _ in 0..200 {
+        blob.extend(4u32.to_be_bytes());
+        blob.extend([0x1f, 0, 0, 0]);
+    }
+    assert!(blob.len() < 2048);
+    let e = bounded("bslz4", 1 << 20, || decode_bslz4(&blob, 2, claimed)).expect_err("refused");
+    assert!(e.to_string().contains("cannot decode"), "{e}");
+    let e = bounded("lz4 framed", 1 << 20, || decode_lz4_framed(&blob, claimed)).expect_err("refused");
+    assert!(e.to_string().contains("cannot decode"), "{e}");
+    let e = bounded("lz4 bare", 1 << 20, || decode_lz4_any(&blob[12..], claimed)).expect_err("refused");
+    assert!(e.to_string().contains("cannot decode"), "{e}");
+    // A blob with every block present but the last missing: refused before allocating too.
+    let mut short = (claimed as u64).to_be_bytes().to_vec();
+    short.extend((1u32 << 20).to_be_bytes());
+    short.extend(8000u32.to_be_bytes());
+    short.extend(vec![0u8; 8000]);
+    let e = bounded("bslz4 short", 1 << 20, || decode_bslz4(&short, 2, claimed)).expect_err("refused");
+    assert!(e.to_string().contains("block 1: truncated"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 9: frames with finite pixels of ±3.4e38 (and ones far beyond the reference's range) are
+// bad frames, counted, never NaN metrics; good frames after them are analysed.
+
+mod live {
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+    use zeromq::{Socket, SocketSend, ZmqMessage};
+
+    use beamwatch::alarms::sinks::SinkConfig;
+    use beamwatch::config::{Config, IngestConfig, Mode, PipelineConfig};
+    use beamwatch::damage::Metric;
+    use beamwatch::decode::{DoseHeader, SeriesInfo, WireFormat};
+    use beamwatch::frame::PixelType;
+
+    pub fn config(out: &std::path::Path, endpoint: String) -> Config {
+        let mut cfg = Config::default();
+        cfg.analysis.metric = Some(Metric::Ssim);
+        cfg.ingest = IngestConfig { endpoint, mode: Mode::Connect, format: WireFormat::Auto, ..IngestConfig::default() };
+        cfg.pipeline = PipelineConfig {
+            out_dir: out.to_path_buf(),
+            max_series: 1,
+            status_interval_s: 0.0,
+            skip_to_newest: false,
+            queue_frames: 64,
+            ..PipelineConfig::default()
+        };
+        cfg.sinks = SinkConfig { pub_endpoint: Some("tcp://127.0.0.1:0".into()), ..SinkConfig::default() };
+        cfg
+    }
+
+    pub async fn sender() -> (zeromq::PushSocket, String) {
+        let mut s = zeromq::PushSocket::new();
+        let ep = s.bind("tcp://127.0.0.1:0").await.expect("bind").to_string();
+        (s, ep)
+    }
+
+    pub async fn send(s: &mut zeromq::PushSocket, parts: Vec<Vec<u8>>) {
+        let mut it = parts.into_iter();
+        let mut m = ZmqMessage::from(it.next().expect("part"));
+        for p in it {
+            m.push_back(p.into());
+        }
+        for _ in 0..500 {
+            match s.send(m).await {
+                Ok(()) => return,
+                Err(zeromq::ZmqError::ReturnToSender { message, .. }) => {
+                    m = message;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        panic!("no receiver");
+    }
+
+    pub fn lattice(w: usize, h: usize) -> Vec<f32> {
+        (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f32, (i / w) as f32);
+                1000.0 + 600.0 * (x * 0.6).sin() * (y * 0.5).cos()
+            })
+            .collect()
+    }
+
+    pub fn info(series: &str, w: usize, h: usize, dtype: PixelType) -> SeriesInfo {
+        SeriesInfo {
+            series: series.into(),
+            format: WireFormat::Beamwatch,
+            frames_expected: None,
+            shape: Some((h, w)),
+            dtype: Some(dtype),
+            frame_time_s: None,
+            dose: DoseHeader { beam_current_pa: Some(10.0), dwell_time_us: Some(1.0), pixel_size_a: Some(1.0) },
+        }
+    }
+
+    pub fn stop_token() -> CancellationToken {
+        CancellationToken::new()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_of_absurd_finite_pixels_are_counted_bad_frames_never_nan_metrics() {
+    use beamwatch::decode::{DecodeErrorKind, own};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (mut tx, ep) = live::sender().await;
+    let cfg = live::config(tmp.path(), ep);
+    let rules = cfg.validate(Path::new("test")).expect("valid");
+    let d = tokio::spawn(beamwatch::daemon::run(cfg, rules, live::stop_token(), None));
+    let (w, h) = (64, 48);
+    let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let frame = |i: u64, px: &[f32]| own::encode_frame("s1", i, h, w, PixelType::F32, f32_bytes(px), None, None);
+    let good = live::lattice(w, h);
+    live::send(&mut tx, own::encode_start(&live::info("s1", w, h, PixelType::F32))).await;
+    live::send(&mut tx, frame(0, &good)).await;
+    // ±3.4e38: finite, and the overflow of any difference taken of them.
+    let mut huge = good.clone();
+    huge[5] = 3.4e38;
+    huge[6] = -3.4e38;
+    live::send(&mut tx, frame(1, &huge)).await;
+    // 10¹¹: within the pixel limit but 10⁸ times the reference's range once scaled.
+    let bright: Vec<f32> = good.iter().map(|v| v * 1e8).collect();
+    live::send(&mut tx, frame(2, &bright)).await;
+    for i in 3..6 {
+        live::send(&mut tx, frame(i, &good)).await;
+    }
+    live::send(&mut tx, own::encode_end("s1")).await;
+    let report = tokio::time::timeout(std::time::Duration::from_secs(30), d)
+        .await
+        .expect("daemon finished")
+        .expect("task")
+        .expect("run");
+    assert_eq!(report.decode_errors.get(&DecodeErrorKind::Pixels), Some(&1), "{:?}", report.decode_errors);
+    assert_eq!(report.pipeline.analysis_errors, 1, "the frame far beyond the reference's range");
+    assert_eq!(report.pipeline.frames_analysed, 4, "the reference and the three good frames after the bad ones");
+    let series = report.pipeline.series.first().expect("series");
+    let file = tmp.path().join(&series.summary_file);
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let summary: serde_json::Value = serde_json::from_str(&text).expect("summary json");
+    let mean = summary["last_summary"]["mean_dissimilarity"].as_f64().expect("a mean dissimilarity");
+    assert!(mean.is_finite() && mean.abs() < 1e-3, "the good frames match the reference: {mean}");
+}
