@@ -14,7 +14,7 @@ use beamwatch::decode::WireFormat;
 use beamwatch::frame::PixelType;
 use beamwatch::record::readers::open;
 use beamwatch::record::session::{SessionMeta, SessionReader, SessionWriter};
-use beamwatch::record::OpenOptions;
+use beamwatch::record::{FrameSource, OpenOptions};
 
 // ---------------------------------------------------------------------------------------------
 // Memory bounds: the largest block allocated on this thread (a counting global allocator, per
@@ -376,4 +376,76 @@ async fn frames_of_absurd_finite_pixels_are_counted_bad_frames_never_nan_metrics
     let summary: serde_json::Value = serde_json::from_str(&text).expect("summary json");
     let mean = summary["last_summary"]["mean_dissimilarity"].as_f64().expect("a mean dissimilarity");
     assert!(mean.is_finite() && mean.abs() < 1e-3, "the good frames match the reference: {mean}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row 7: series ids are data. A 300-character id records (a bounded, collision-free file name);
+// a series whose file cannot be created is alarmed once and the next series records again; each
+// series keeps its summary.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_whose_file_cannot_be_made_costs_that_series_only() {
+    use beamwatch::decode::own;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    let sessions = out.join("sessions");
+    std::fs::create_dir_all(&out).expect("out");
+    // The sessions folder cannot be made while a plain file holds its name.
+    std::fs::write(&sessions, b"in the way").expect("block");
+    let (mut tx, ep) = live::sender().await;
+    let mut cfg = live::config(&out, ep);
+    cfg.pipeline.max_series = 2;
+    let rules = cfg.validate(Path::new("test")).expect("valid");
+    let d = tokio::spawn(beamwatch::daemon::run(cfg, rules, live::stop_token(), None));
+    let (w, h) = (64, 48);
+    let px: Vec<u8> = live::lattice(w, h).iter().flat_map(|v| (*v as u16).to_le_bytes()).collect();
+    // Two ids of 300 characters that differ only in their last one, with a slash in them.
+    let first = format!("{}/a", "x".repeat(298));
+    let second = format!("{}/b", "x".repeat(298));
+    for (k, id) in [&first, &second].into_iter().enumerate() {
+        live::send(&mut tx, own::encode_start(&live::info(id, w, h, PixelType::U16))).await;
+        for i in 0..3 {
+            live::send(&mut tx, own::encode_frame(id, i, h, w, PixelType::U16, px.clone(), None, None)).await;
+        }
+        live::send(&mut tx, own::encode_end(id)).await;
+        if k == 0 {
+            // Wait for the alarm of the first series, then clear the way for the second.
+            let log = out.join("alarms.jsonl");
+            let mut seen = false;
+            for _ in 0..500 {
+                if std::fs::read_to_string(&log).is_ok_and(|t| t.contains("series-not-recorded")) {
+                    seen = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            assert!(seen, "the first series' failure is alarmed");
+            std::fs::remove_file(&sessions).expect("unblock");
+        }
+    }
+    let report = tokio::time::timeout(std::time::Duration::from_secs(30), d)
+        .await
+        .expect("daemon finished")
+        .expect("task")
+        .expect("run");
+    let rec = report.pipeline.recording.as_ref().expect("recording");
+    assert!(!rec.failed, "recording did not stop for good: {rec:?}");
+    assert_eq!(rec.series_not_recorded, 1, "{rec:?}");
+    assert_eq!(rec.files.len(), 1, "the second series is recorded: {rec:?}");
+    let name = rec.files[0].file_name().expect("name").to_string_lossy().into_owned();
+    assert!(name.len() < 255, "{name}");
+    let r = SessionReader::open(&rec.files[0], false).expect("the second series' file opens");
+    assert_eq!(r.info().series, second);
+    assert_eq!(r.info().frames, 3);
+    // One alarm for the first series, none for the second; both series have their summary.
+    let alarms = std::fs::read_to_string(out.join("alarms.jsonl")).expect("alarm log");
+    assert_eq!(alarms.lines().filter(|l| l.contains("series-not-recorded")).count(), 1, "{alarms}");
+    assert_eq!(report.pipeline.series.len(), 2);
+    let files: Vec<&str> = report.pipeline.series.iter().map(|s| s.summary_file.as_str()).collect();
+    assert_ne!(files[0], files[1]);
+    for f in files {
+        let p = out.join(f);
+        let p = if p.exists() { p } else { std::path::PathBuf::from(f) };
+        assert!(p.exists(), "summary {f}");
+    }
 }
