@@ -449,3 +449,91 @@ async fn a_series_whose_file_cannot_be_made_costs_that_series_only() {
         assert!(p.exists(), "summary {f}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Row 6: an alarm with a 100 kB series id and a slow `command` sink. The timeout covers the whole
+// call (a command that never reads its stdin used to block the write before the timeout began);
+// a slow command delays neither the next alarm nor its command; commands beyond the queue are
+// dropped and counted.
+
+fn alarm(rule: &str, series: String) -> Box<beamwatch::alarms::Alarm> {
+    Box::new(beamwatch::alarms::Alarm {
+        kind: "alarm",
+        rule: rule.into(),
+        level: beamwatch::alarms::Level::Critical,
+        when: beamwatch::alarms::When::DamagedArea,
+        series,
+        frame: 3,
+        time: "2026-11-22T00:00:00Z".into(),
+        cumulative_dose_e_per_a2: Some(800.0),
+        dose_per_frame_e_per_a2: Some(200.0),
+        value: 0.2,
+        threshold: 0.1,
+        worst_patches: Vec::new(),
+        forecast: None,
+        message: "test".into(),
+        received: None,
+    })
+}
+
+/// Waits (up to 20 s) until `done` holds.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_alarm_command_is_bounded_by_its_timeout_and_delays_no_other_alarm() {
+    use beamwatch::alarms::sinks::{COMMAND_QUEUE, COMMANDS_AT_ONCE, SinkConfig, Sinks};
+    use std::sync::atomic::Ordering::Relaxed;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let stop = live::stop_token();
+    let huge_id = "s".repeat(100_000);
+
+    // A command that never reads its 100 kB stdin: killed at its 0.3 s timeout.
+    let cfg = SinkConfig {
+        pub_endpoint: None,
+        log: None,
+        command: Some(vec!["sleep".into(), "60".into()]),
+        command_timeout_s: 0.3,
+    };
+    let (sinks, _task) = Sinks::start(&cfg, tmp.path().join("a.jsonl"), stop.clone()).await.expect("sinks");
+    sinks.alarm(alarm("hangs", huge_id.clone()));
+    assert!(eventually(|| sinks.stats.commands_failed.load(Relaxed) == 1).await, "killed at its timeout");
+
+    // A command slow for one alarm only: the next alarm's command runs meanwhile.
+    let got = tmp.path().join("got");
+    let script = format!("if grep -q slow-one; then sleep 60; else echo ran >> '{}'; fi", got.display());
+    let cfg = SinkConfig { command: Some(vec!["sh".into(), "-c".into(), script]), command_timeout_s: 60.0, ..cfg };
+    let (sinks, _task) = Sinks::start(&cfg, tmp.path().join("b.jsonl"), stop.clone()).await.expect("sinks");
+    sinks.alarm(alarm("slow-one", huge_id.clone()));
+    sinks.alarm(alarm("next", "s".into()));
+    assert!(eventually(|| got.exists()).await, "the next alarm's command ran while the slow one still runs");
+    assert_eq!(sinks.stats.commands_ok.load(Relaxed), 1);
+    assert_eq!(sinks.stats.commands_failed.load(Relaxed), 0, "the slow one is still running");
+
+    // A flood of alarms at a command that takes a minute: every alarm is logged at once; the
+    // commands beyond the running ones and the queue are dropped and counted.
+    let cfg = SinkConfig { command: Some(vec!["sleep".into(), "60".into()]), command_timeout_s: 60.0, ..cfg };
+    let log = tmp.path().join("c.jsonl");
+    let (sinks, _task) = Sinks::start(&cfg, log.clone(), stop.clone()).await.expect("sinks");
+    let n = 300;
+    for i in 0..n {
+        sinks.alarm(alarm(&format!("flood-{i}"), "s".into()));
+        if i % 50 == 0 {
+            sinks.flush().await;
+        }
+    }
+    sinks.flush().await;
+    let logged = std::fs::read_to_string(&log).expect("log").lines().count();
+    assert_eq!(logged, n, "every alarm logged while the commands wait");
+    let dropped = sinks.stats.commands_dropped.load(Relaxed) as usize;
+    assert!(dropped >= n - COMMAND_QUEUE - COMMANDS_AT_ONCE - 1, "{dropped} commands dropped");
+    assert!(dropped < n, "{dropped}");
+    stop.cancel();
+}

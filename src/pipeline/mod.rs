@@ -179,6 +179,8 @@ pub struct PipelineReport {
     pub alarms_logged: u64,
     pub alarm_commands_ok: u64,
     pub alarm_commands_failed: u64,
+    /// Alarm commands not run because the command queue was full.
+    pub alarm_commands_dropped: u64,
     /// Frame received → alarm published (ms), recent window.
     pub alarm_latency_ms: Option<Percentiles>,
     /// Frame received → the frame's result published (ms), recent window.
@@ -526,6 +528,7 @@ impl Pipeline {
             alarms_logged: get(&k.logged),
             alarm_commands_ok: get(&k.commands_ok),
             alarm_commands_failed: get(&k.commands_failed),
+            alarm_commands_dropped: get(&k.commands_dropped),
             alarm_latency_ms: k.latency_ms.lock().ok().and_then(|w| w.percentiles()),
             frame_latency_ms: k.frame_latency_ms.lock().ok().and_then(|w| w.percentiles()),
             analysis_ms: s.analysis_ms.lock().ok().and_then(|w| w.percentiles()),
