@@ -156,8 +156,7 @@ fn a_berkeley_emd_claiming_2_30_frames_is_refused_at_open() {
 fn write_zero_tiff(path: &Path, pages: usize, side: u32) {
     use tiff::encoder::{Compression, DeflateLevel, TiffEncoder, colortype::Gray8};
     let file = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
-    let mut enc =
-        TiffEncoder::new(file).expect("tiff").with_compression(Compression::Deflate(DeflateLevel::Fast));
+    let mut enc = TiffEncoder::new(file).expect("tiff").with_compression(Compression::Deflate(DeflateLevel::Fast));
     let zeros = vec![0u8; (side * side) as usize];
     for _ in 0..pages {
         enc.write_image::<Gray8>(side, side, &zeros).expect("page");
@@ -272,7 +271,8 @@ mod live {
     pub fn config(out: &std::path::Path, endpoint: String) -> Config {
         let mut cfg = Config::default();
         cfg.analysis.metric = Some(Metric::Ssim);
-        cfg.ingest = IngestConfig { endpoint, mode: Mode::Connect, format: WireFormat::Auto, ..IngestConfig::default() };
+        cfg.ingest =
+            IngestConfig { endpoint, mode: Mode::Connect, format: WireFormat::Auto, ..IngestConfig::default() };
         cfg.pipeline = PipelineConfig {
             out_dir: out.to_path_buf(),
             max_series: 1,
@@ -536,4 +536,88 @@ async fn a_slow_alarm_command_is_bounded_by_its_timeout_and_delays_no_other_alar
     assert!(dropped >= n - COMMAND_QUEUE - COMMANDS_AT_ONCE - 1, "{dropped} commands dropped");
     assert!(dropped < n, "{dropped}");
     stop.cancel();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows 1, 2 and 8: zero-length multipart parts, more peers than the cap. The guard cuts the first
+// off at the part cap (empty parts count toward the message size too), refuses peers beyond the
+// cap on arrival; both are counted, and an honest sender afterwards is analysed.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_parts_and_a_crowd_of_idle_peers_are_refused_and_counted() {
+    use beamwatch::decode::own;
+    use beamwatch::ingest::accept::MAX_PEERS;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use zeromq::Socket;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+    let mut cfg = live::config(tmp.path(), format!("tcp://127.0.0.1:{port}"));
+    cfg.ingest.mode = beamwatch::config::Mode::Bind;
+    let rules = cfg.validate(Path::new("test")).expect("valid");
+    let (rtx, rrx) = tokio::sync::oneshot::channel();
+    let d = tokio::spawn(beamwatch::daemon::run(cfg, rules, live::stop_token(), Some(rtx)));
+    rrx.await.expect("ready");
+    let rss_before = rss_mib();
+
+    // A peer sending a million empty parts (2 MB on the wire) in one message.
+    let mut greeting = vec![0u8; 64];
+    greeting[0] = 0xff;
+    greeting[9] = 0x7f;
+    greeting[10] = 3;
+    greeting[12..16].copy_from_slice(b"NULL");
+    let mut evil = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    evil.write_all(&greeting).await.expect("greeting");
+    let mut theirs = [0u8; 64];
+    evil.read_exact(&mut theirs).await.expect("the socket answers the greeting");
+    let empties = b"\x01\x00".repeat(1 << 20);
+    let _ = evil.write_all(&empties).await; // the guard may close before it is all written
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), evil.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the guard closes the connection");
+
+    // More idle peers than the cap: the ones beyond it are closed on arrival.
+    let mut crowd = Vec::new();
+    for _ in 0..MAX_PEERS + 8 {
+        crowd.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect"));
+    }
+    let mut refused = 0;
+    for c in &mut crowd {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(std::time::Duration::from_millis(200), c.read(&mut b)).await {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 8, "{refused} of the crowd were closed on arrival");
+    drop(crowd);
+
+    // An honest sender afterwards is served and analysed.
+    let mut good = zeromq::PushSocket::new();
+    let ep = format!("tcp://127.0.0.1:{port}");
+    let mut connected = false;
+    for _ in 0..100 {
+        if good.connect(&ep).await.is_ok() {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(connected);
+    let (w, h) = (64, 48);
+    let px: Vec<u8> = live::lattice(w, h).iter().flat_map(|v| (*v as u16).to_le_bytes()).collect();
+    live::send(&mut good, own::encode_start(&live::info("ok", w, h, PixelType::U16))).await;
+    for i in 0..3 {
+        live::send(&mut good, own::encode_frame("ok", i, h, w, PixelType::U16, px.clone(), None, None)).await;
+    }
+    live::send(&mut good, own::encode_end("ok")).await;
+    let report = tokio::time::timeout(std::time::Duration::from_secs(30), d)
+        .await
+        .expect("daemon finished")
+        .expect("task")
+        .expect("run");
+    assert_eq!(report.guard_rejected, 1, "the empty-parts peer");
+    assert!(report.guard_peers_refused >= 8, "{}", report.guard_peers_refused);
+    assert_eq!(report.pipeline.frames_analysed, 3);
+    let grew = rss_mib() - rss_before;
+    assert!(grew < 64.0, "resident memory grew by {grew:.0} MiB");
+    let _ = good.close().await;
 }

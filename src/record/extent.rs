@@ -22,9 +22,10 @@ pub const MAX_UNMEASURED_ROWS: u64 = 1 << 24;
 /// returns that count, or the problem in words.
 pub fn verified_elements(ds: &hdf5::Dataset, elem_bytes: usize) -> Result<usize, String> {
     let shape = ds.shape();
-    let claimed = shape.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64)).ok_or_else(|| {
-        format!("shape {shape:?} declares more elements than can be counted")
-    })?;
+    let claimed = shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .ok_or_else(|| format!("shape {shape:?} declares more elements than can be counted"))?;
     let claimed_bytes = claimed.saturating_mul(elem_bytes as u64);
     let layout = ds.layout();
     let allowed = match layout {
@@ -38,7 +39,8 @@ pub fn verified_elements(ds: &hdf5::Dataset, elem_bytes: usize) -> Result<usize,
             };
             // A writer that died between extending a dataset and writing its rows leaves at most one
             // unwritten chunk: allow it.
-            let chunk_bytes = ds.chunk().map_or(0, |c| c.iter().map(|&d| d as u64).product::<u64>()) * elem_bytes as u64;
+            let chunk_bytes =
+                ds.chunk().map_or(0, |c| c.iter().map(|&d| d as u64).product::<u64>()) * elem_bytes as u64;
             ds.storage_size().saturating_mul(ratio).saturating_add(chunk_bytes)
         }
     };
