@@ -59,6 +59,8 @@ pub enum FrameError {
     NonFinite { count: usize, total: usize, x: usize, y: usize },
     #[error("every pixel is a gap or masked pixel (dtype maximum)")]
     AllInvalid,
+    #[error("{count} pixels exceed ±{max:e} in magnitude (first {value:e} at x={x}, y={y}): no detector counts that")]
+    Absurd { count: usize, value: f32, max: f32, x: usize, y: usize },
 }
 
 /// Integer pixel types a frame can be built from.
@@ -173,6 +175,20 @@ impl Frame {
         if bad > 0 {
             let first = pixels.iter().position(|v| !v.is_finite()).unwrap_or(0);
             return Err(FrameError::NonFinite { count: bad, total: pixels.len(), x: first % width, y: first / width });
+        }
+        // Finite but absurd values (±3.4e38) overflow the first difference or square taken of them
+        // and come back as NaN metrics: refused here like NaN itself.
+        let absurd = |v: &f32| v.abs() > limits::MAX_ABS_PIXEL;
+        let count = pixels.iter().filter(|v| absurd(v)).count();
+        if count > 0 {
+            let first = pixels.iter().position(absurd).unwrap_or(0);
+            return Err(FrameError::Absurd {
+                count,
+                value: pixels[first],
+                max: limits::MAX_ABS_PIXEL,
+                x: first % width,
+                y: first / width,
+            });
         }
         Ok(Self { width, height, pixels, invalid: None, dtype: PixelType::F32 })
     }
@@ -309,7 +325,26 @@ impl Scaling {
             ScaleMode::Dtype => (0.0, reference.dtype().gap_value().map_or(1.0, |m| 1.0 / m as f32)),
             ScaleMode::None => (0.0, 1.0),
         };
+        // A range too wide (it overflowed) or too narrow (a gain beyond f32) gives a gain of 0 or
+        // ∞, and every metric NaN.
+        if !(gain.is_finite() && gain.is_normal() && gain > 0.0 && offset.is_finite()) {
+            return Err(ScalingError::Gain { offset, gain });
+        }
         Ok(Self { mode, offset, gain })
+    }
+
+    /// Checks that `frame`'s valid pixels stay within [`limits::MAX_SCALED_PIXEL`] once scaled:
+    /// beyond it the network's sums overflow to NaN.
+    pub fn check(&self, frame: &Frame) -> Result<(), ScalingError> {
+        let (lo, hi) = frame.valid_range();
+        if lo > hi {
+            return Ok(());
+        }
+        let (a, b) = (self.apply(lo), self.apply(hi));
+        if !(a.abs() <= limits::MAX_SCALED_PIXEL && b.abs() <= limits::MAX_SCALED_PIXEL) {
+            return Err(ScalingError::OutOfRange { lo, hi, scaled_lo: a, scaled_hi: b, max: limits::MAX_SCALED_PIXEL });
+        }
+        Ok(())
     }
 
     pub fn apply(&self, v: f32) -> f32 {
@@ -322,6 +357,12 @@ impl Scaling {
 pub enum ScalingError {
     #[error("the reference frame is constant ({value}): nothing to normalise against")]
     Constant { value: f32 },
+    #[error("the reference frame's range gives an unusable intensity scale (offset {offset:e}, gain {gain:e})")]
+    Gain { offset: f32, gain: f32 },
+    #[error(
+        "pixels {lo:e} … {hi:e} scale to {scaled_lo:e} … {scaled_hi:e}, beyond ±{max:e} of the reference's range: a bad frame"
+    )]
+    OutOfRange { lo: f32, hi: f32, scaled_lo: f32, scaled_hi: f32, max: f32 },
 }
 
 #[cfg(test)]
@@ -345,6 +386,7 @@ mod tests {
         let e = Frame::from_f32(2, 2, vec![0.0, f32::NAN, 1.0, f32::INFINITY]);
         assert_eq!(e, Err(FrameError::NonFinite { count: 2, total: 4, x: 1, y: 0 }));
         assert_eq!(Frame::from_ints(1, 2, &[255u8, 255], true), Err(FrameError::AllInvalid));
+        assert!(matches!(Frame::from_f32(2, 1, vec![0.0, -3.4e38]), Err(FrameError::Absurd { count: 1, x: 1, .. })));
     }
 
     #[test]
@@ -354,6 +396,8 @@ mod tests {
         assert_eq!((s.apply(10.0), s.apply(30.0), s.apply(20.0)), (0.0, 1.0, 0.5));
         let c = Frame::from_f32(2, 1, vec![3.0, 3.0]).expect("frame");
         assert!(Scaling::from_reference(ScaleMode::Reference, &c).is_err());
+        assert!(s.check(&Frame::from_f32(2, 1, vec![10.0, 2e8]).expect("frame")).is_err());
+        assert!(s.check(&Frame::from_f32(2, 1, vec![10.0, 2e3]).expect("frame")).is_ok());
     }
 
     #[test]

@@ -143,25 +143,92 @@ fn to_gray(samples: &[f32], channels: usize, alpha: bool) -> Vec<f32> {
         .collect()
 }
 
-fn read_tiff(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadError> {
-    use tiff::ColorType;
-    use tiff::decoder::{Decoder, DecodingResult, Limits};
-    let terr = |page: usize, e: tiff::TiffError| err(path, format!("TIFF page {page}: {e}"));
-    let mut limits = Limits::default();
-    limits.decoding_buffer_size = limits::MAX_FRAME_PIXELS * 8;
-    // The tiff crate refuses palette images; they are decoded as gray indices and mapped here.
-    let patched = palette_as_gray(bytes);
-    let palette_pages = patched.as_ref().map(|(_, pages)| pages.clone()).unwrap_or_default();
-    let bytes = patched.as_ref().map_or(bytes, |(b, _)| b.as_slice());
-    let mut dec = Decoder::new(Cursor::new(bytes)).map_err(|e| terr(0, e))?.with_limits(limits);
-    let mut frames = Vec::new();
-    for page in 0.. {
-        if page >= limits::MAX_PAGES {
-            return Err(err(path, format!("more than {} pages", limits::MAX_PAGES)));
+/// The limits every TIFF page is decoded under: one frame of the largest size, in the widest
+/// sample type (8 bytes), and strips/tiles no larger.
+fn tiff_limits() -> tiff::decoder::Limits {
+    let mut limits = tiff::decoder::Limits::default();
+    limits.decoding_buffer_size = limits::MAX_FRAME_BYTES;
+    limits.intermediate_buffer_size = limits::MAX_FRAME_BYTES;
+    limits
+}
+
+/// A TIFF read one page at a time: a stack of any length costs one page of memory, and a page
+/// is refused by its header (size, colour type) before its pixels are decoded.
+pub struct TiffPages<R: std::io::Read + std::io::Seek> {
+    path: PathBuf,
+    dec: tiff::decoder::Decoder<R>,
+    pages: usize,
+    current: usize,
+    mask: bool,
+    /// Pages whose palette the reader applies itself (the tiff crate refuses palette images: they
+    /// are handed to it relabelled as gray, see [`palette_as_gray`]).
+    palette_pages: Vec<usize>,
+}
+
+impl TiffPages<std::io::BufReader<std::fs::File>> {
+    /// Opens the TIFF at `path` and counts its pages (their headers only).
+    pub fn open(path: &Path, mask: bool) -> Result<Self, ReadError> {
+        let file = std::fs::File::open(path).map_err(|e| err(path, format!("cannot open: {e}")))?;
+        Self::new(path, std::io::BufReader::new(file), mask)
+    }
+}
+
+impl<R: std::io::Read + std::io::Seek> TiffPages<R> {
+    pub fn new(path: &Path, reader: R, mask: bool) -> Result<Self, ReadError> {
+        let terr = |page: usize, e: tiff::TiffError| err(path, format!("TIFF page {page}: {e}"));
+        let mut dec = tiff::decoder::Decoder::new(reader).map_err(|e| terr(0, e))?.with_limits(tiff_limits());
+        let mut pages = 1;
+        while dec.more_images() {
+            if pages >= limits::MAX_PAGES {
+                return Err(err(path, format!("more than {} pages", limits::MAX_PAGES)));
+            }
+            dec.next_image().map_err(|e| terr(pages, e))?;
+            pages += 1;
         }
-        let (w, h) = dec.dimensions().map_err(|e| terr(page, e))?;
-        let (w, h) = (w as usize, h as usize);
-        let color = dec.colortype().map_err(|e| terr(page, e))?;
+        dec.seek_to_image(0).map_err(|e| terr(0, e))?;
+        Ok(Self { path: path.to_owned(), dec, pages, current: 0, mask, palette_pages: Vec::new() })
+    }
+
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// Page `page`'s (width, height) from its header, without decoding it.
+    pub fn dimensions(&mut self, page: usize) -> Result<(usize, usize), ReadError> {
+        self.seek(page)?;
+        let (w, h) = self.dec.dimensions().map_err(|e| self.terr(page, e))?;
+        Ok((w as usize, h as usize))
+    }
+
+    fn terr(&self, page: usize, e: tiff::TiffError) -> ReadError {
+        err(&self.path, format!("TIFF page {page}: {e}"))
+    }
+
+    fn seek(&mut self, page: usize) -> Result<(), ReadError> {
+        if page >= self.pages {
+            return Err(err(&self.path, format!("page {page} is out of range ({} pages)", self.pages)));
+        }
+        if page != self.current {
+            self.dec.seek_to_image(page).map_err(|e| self.terr(page, e))?;
+            self.current = page;
+        }
+        Ok(())
+    }
+
+    /// Decodes page `page`.
+    pub fn read(&mut self, page: usize) -> Result<Frame, ReadError> {
+        use tiff::ColorType;
+        use tiff::decoder::DecodingResult;
+        let (w, h) = self.dimensions(page)?;
+        let path = self.path.clone();
+        let path = path.as_path();
+        if w.checked_mul(h).is_none_or(|n| n > limits::MAX_FRAME_PIXELS) {
+            return Err(err(
+                path,
+                format!("TIFF page {page}: {w}×{h} px exceeds the limit of {} pixels", limits::MAX_FRAME_PIXELS),
+            ));
+        }
+        let color = self.dec.colortype().map_err(|e| self.terr(page, e))?;
         let (channels, alpha) = match color {
             ColorType::Gray(_) => (1, false),
             ColorType::GrayA(_) => (2, true),
@@ -169,25 +236,29 @@ fn read_tiff(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadEr
             ColorType::RGBA(_) => (4, true),
             other => return Err(err(path, format!("TIFF page {page}: unsupported colour type {other:?}"))),
         };
-        let palette =
-            if palette_pages.contains(&page) { Some(read_palette(&mut dec).map_err(|e| terr(page, e))?) } else { None };
-        let img = dec.read_image().map_err(|e| terr(page, e))?;
-        let frame = if let Some(map) = palette {
+        let palette = if self.palette_pages.contains(&page) {
+            Some(read_palette(&mut self.dec).map_err(|e| self.terr(page, e))?)
+        } else {
+            None
+        };
+        let img = self.dec.read_image().map_err(|e| self.terr(page, e))?;
+        let mask = self.mask;
+        if let Some(map) = palette {
             let DecodingResult::U8(v) = img else {
                 return Err(err(path, format!("TIFF page {page}: only 8-bit palette images are supported")));
             };
-            apply_palette(path, w, h, &v, &map, mask)?
+            apply_palette(path, w, h, &v, &map, mask)
         } else if channels == 1 {
             match img {
-                DecodingResult::U8(v) => from_ints(path, w, h, &v, mask)?,
-                DecodingResult::U16(v) => from_ints(path, w, h, &v, mask)?,
-                DecodingResult::U32(v) => from_ints(path, w, h, &v, mask)?,
-                DecodingResult::F32(v) => from_floats(path, w, h, v)?,
-                DecodingResult::F64(v) => from_floats(path, w, h, v.into_iter().map(|x| x as f32).collect())?,
-                DecodingResult::I8(v) => from_floats(path, w, h, v.into_iter().map(f32::from).collect())?,
-                DecodingResult::I16(v) => from_floats(path, w, h, v.into_iter().map(f32::from).collect())?,
-                DecodingResult::I32(v) => from_floats(path, w, h, v.into_iter().map(|x| x as f32).collect())?,
-                _ => return Err(err(path, format!("TIFF page {page}: unsupported sample format"))),
+                DecodingResult::U8(v) => from_ints(path, w, h, &v, mask),
+                DecodingResult::U16(v) => from_ints(path, w, h, &v, mask),
+                DecodingResult::U32(v) => from_ints(path, w, h, &v, mask),
+                DecodingResult::F32(v) => from_floats(path, w, h, v),
+                DecodingResult::F64(v) => from_floats(path, w, h, v.into_iter().map(|x| x as f32).collect()),
+                DecodingResult::I8(v) => from_floats(path, w, h, v.into_iter().map(f32::from).collect()),
+                DecodingResult::I16(v) => from_floats(path, w, h, v.into_iter().map(f32::from).collect()),
+                DecodingResult::I32(v) => from_floats(path, w, h, v.into_iter().map(|x| x as f32).collect()),
+                _ => Err(err(path, format!("TIFF page {page}: unsupported sample format"))),
             }
         } else {
             let samples: Vec<f32> = match img {
@@ -196,15 +267,39 @@ fn read_tiff(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadEr
                 DecodingResult::F32(v) => v,
                 _ => return Err(err(path, format!("TIFF page {page}: unsupported colour sample format"))),
             };
-            from_floats(path, w, h, to_gray(&samples, channels, alpha))?
-        };
-        frames.push(frame);
-        if !dec.more_images() {
-            break;
+            from_floats(path, w, h, to_gray(&samples, channels, alpha))
         }
-        dec.next_image().map_err(|e| terr(page + 1, e))?;
     }
-    Ok(frames)
+}
+
+/// Every page of a TIFF held in memory, up to [`limits::MAX_FILE_PIXELS`] in all (checked from
+/// each page's header before it is decoded).
+fn read_tiff(path: &Path, bytes: &[u8], mask: bool) -> Result<Vec<Frame>, ReadError> {
+    // Palette pages are decoded as gray indices and mapped here (held in memory: the relabelling
+    // edits the file's bytes, so a streamed stack of palette pages is not supported).
+    let patched = palette_as_gray(bytes);
+    let palette_pages = patched.as_ref().map(|(_, pages)| pages.clone()).unwrap_or_default();
+    let bytes = patched.as_ref().map_or(bytes, |(b, _)| b.as_slice());
+    let mut pages = TiffPages::new(path, Cursor::new(bytes), mask)?;
+    pages.palette_pages = palette_pages;
+    // Every page's size from its header first: a stack too large to hold is refused before any
+    // page is decoded.
+    let mut pixels = 0usize;
+    for page in 0..pages.pages() {
+        let (w, h) = pages.dimensions(page)?;
+        pixels = pixels.saturating_add(w.saturating_mul(h));
+    }
+    if pixels > limits::MAX_FILE_PIXELS {
+        return Err(err(
+            path,
+            format!(
+                "{} pages hold {pixels} pixels, more than the {} held at once (replay reads stacks page by page)",
+                pages.pages(),
+                limits::MAX_FILE_PIXELS
+            ),
+        ));
+    }
+    (0..pages.pages()).map(|page| pages.read(page)).collect()
 }
 
 /// The IFD entries of a classic (not Big) TIFF: (offset of the entry, tag, type, count, value field).
@@ -415,7 +510,9 @@ fn read_png(path: &Path, bytes: &[u8], mask: bool) -> Result<Frame, ReadError> {
     use image::DynamicImage;
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), image::ImageFormat::Png);
     let mut limits = image::Limits::default();
-    limits.max_alloc = Some((limits::MAX_FRAME_PIXELS * 8) as u64);
+    // One frame of the largest size, whatever the sample type: the decoder refuses a header that
+    // needs more before allocating it.
+    limits.max_alloc = Some(limits::MAX_FRAME_BYTES as u64);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| err(path, format!("PNG: {e}")))?;
     let (w, h) = (img.width() as usize, img.height() as usize);

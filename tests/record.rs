@@ -246,6 +246,11 @@ fn a_full_disk_stops_recording_with_an_alarm_and_monitoring_goes_on() {
     let log: Vec<String> = lines.try_iter().collect();
     assert!(status.success(), "{status:?}: {}", log.join("\n"));
     assert!(log.iter().any(|l| l.contains("recording stopped")), "one clear log line: {}", log.join("\n"));
+    // The line is written after the files are finished and says what became of them: no "closed
+    // cleanly" for a file whose end record then failed.
+    let stopped = log.iter().find(|l| l.contains("recording stopped")).expect("line");
+    assert!(stopped.contains("1 session file(s) closed cleanly"), "{stopped}");
+    assert!(!log.iter().any(|l| l.contains("end record could not be written")), "{}", log.join("\n"));
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("daemon_report.json")).expect("report")).expect("json");
     assert_eq!(report["recording"]["failed"], true, "{report}");

@@ -347,6 +347,28 @@ pub fn recording_stopped(why: &str) -> Alarm {
     }
 }
 
+/// Raised by the recorder when one series' session file cannot be created; recording goes on
+/// with the next series.
+pub fn series_not_recorded(series: &str, why: &str) -> Alarm {
+    Alarm {
+        kind: "alarm",
+        rule: "series-not-recorded".into(),
+        level: Level::Critical,
+        when: When::RecordingStopped,
+        series: series.to_string(),
+        frame: 0,
+        time: rfc3339(SystemTime::now()),
+        cumulative_dose_e_per_a2: None,
+        dose_per_frame_e_per_a2: None,
+        value: 0.0,
+        threshold: 0.0,
+        worst_patches: Vec::new(),
+        forecast: None,
+        message: format!("this series is not recorded, monitoring continues and the next series is recorded: {why}"),
+        received: None,
+    }
+}
+
 
 /// One rule's judgement of one frame.
 struct Verdict {

@@ -64,7 +64,10 @@ pub struct SinkStats {
     pub logged: AtomicU64,
     pub log_errors: AtomicU64,
     pub commands_ok: AtomicU64,
+    /// Commands that could not start, failed, or were killed at their timeout.
     pub commands_failed: AtomicU64,
+    /// Commands not run because [`COMMAND_QUEUE`] commands were already waiting.
+    pub commands_dropped: AtomicU64,
     pub dropped: AtomicU64,
     /// Frame received → alarm published, in milliseconds (recent window).
     pub latency_ms: std::sync::Mutex<Window>,
@@ -83,6 +86,7 @@ impl Default for SinkStats {
             log_errors: AtomicU64::new(0),
             commands_ok: AtomicU64::new(0),
             commands_failed: AtomicU64::new(0),
+            commands_dropped: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             latency_ms: std::sync::Mutex::new(Window::default()),
             frame_latency_ms: std::sync::Mutex::new(Window::default()),
@@ -118,6 +122,10 @@ pub struct Sinks {
 }
 
 const QUEUE: usize = 1024;
+/// Alarm commands waiting to run; more are dropped (counted).
+pub const COMMAND_QUEUE: usize = 64;
+/// Alarm commands running at once: a slow one delays neither the next alarm nor the next command.
+pub const COMMANDS_AT_ONCE: usize = 4;
 /// Per subscriber of the alarm/result PUB socket.
 const PUB_BUFFER_BYTES: u64 = 64 << 20;
 
@@ -200,14 +208,22 @@ async fn run(
     timeout_s: f64,
     stats: Arc<SinkStats>,
 ) {
-    // Commands run one at a time, in order, on their own task, so a slow command delays neither
-    // the log nor the PUB socket.
+    // Commands run off the alarm path, on their own tasks (up to COMMANDS_AT_ONCE at a time, each
+    // bounded by its timeout from spawn to exit), so a slow command delays neither the log, the PUB
+    // socket, nor the next alarm's command.
     let cmd_tx = command.filter(|a| !a.is_empty()).map(|argv| {
-        let (tx, mut cmd_rx) = mpsc::channel::<String>(64);
+        let (tx, mut cmd_rx) = mpsc::channel::<String>(COMMAND_QUEUE);
         let stats = stats.clone();
+        let argv = Arc::new(argv);
         tokio::spawn(async move {
+            let slots = Arc::new(tokio::sync::Semaphore::new(COMMANDS_AT_ONCE));
             while let Some(json) = cmd_rx.recv().await {
-                run_command(&argv, &json, timeout_s, &stats).await;
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let (argv, stats) = (argv.clone(), stats.clone());
+                tokio::spawn(async move {
+                    run_command(&argv, &json, timeout_s, &stats).await;
+                    drop(slot);
+                });
             }
         });
         tx
@@ -219,8 +235,8 @@ async fn run(
                 if let Some(tx) = &cmd_tx
                     && tx.try_send(json.clone()).is_err()
                 {
-                    stats.commands_failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("alarm command queue full: command not run for alarm {}", a.rule);
+                    stats.commands_dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("alarm command queue full: command not run for alarm {} (counted)", a.rule);
                 }
                 write_line(&mut log, &log_path, &json, &stats);
                 (ALARM_TOPIC, json, a.received)
@@ -276,41 +292,21 @@ fn write_line(log: &mut std::fs::File, path: &std::path::Path, json: &str, stats
     }
 }
 
+/// Runs the command with `json` on its stdin; the timeout covers the whole call (spawn, writing
+/// stdin — a command that never reads it would otherwise block the write — and the wait).
 async fn run_command(argv: &[String], json: &str, timeout_s: f64, stats: &SinkStats) {
-    use tokio::io::AsyncWriteExt;
     let started = Instant::now();
-    let child = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            stats.commands_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("alarm command {:?} could not start: {e}", argv[0]);
-            return;
-        }
-    };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(json.as_bytes()).await;
-        let _ = stdin.write_all(b"\n").await;
-    }
-    match tokio::time::timeout(Duration::from_secs_f64(timeout_s.max(0.1)), child.wait_with_output()).await {
+    let timeout = Duration::from_secs_f64(timeout_s.max(0.1));
+    match tokio::time::timeout(timeout, command_call(argv, json)).await {
         Ok(Ok(out)) if out.status.success() => {
             stats.commands_ok.fetch_add(1, Ordering::Relaxed);
             tracing::info!("alarm command {:?} done in {:.0} ms", argv[0], started.elapsed().as_secs_f64() * 1e3);
         }
         Ok(Ok(out)) => {
             stats.commands_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                "alarm command {:?} failed ({}): {}",
-                argv[0],
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stderr: String = stderr.trim().chars().take(500).collect();
+            tracing::error!("alarm command {:?} failed ({}): {stderr}", argv[0], out.status);
         }
         Ok(Err(e)) => {
             stats.commands_failed.fetch_add(1, Ordering::Relaxed);
@@ -322,4 +318,23 @@ async fn run_command(argv: &[String], json: &str, timeout_s: f64, stats: &SinkSt
             tracing::error!("alarm command {:?} killed after the {timeout_s} s timeout", argv[0]);
         }
     }
+}
+
+async fn command_call(argv: &[String], json: &str) -> std::io::Result<std::process::Output> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("could not start: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command may exit without reading its stdin: that is its business, not an error.
+        let _ = stdin.write_all(json.as_bytes()).await;
+        let _ = stdin.write_all(b"\n").await;
+    }
+    // stderr is read while waiting, so a chatty command cannot block on a full pipe.
+    child.wait_with_output().await
 }

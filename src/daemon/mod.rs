@@ -37,6 +37,10 @@ pub struct DaemonReport {
     pub ignored_messages: u64,
     pub guard_connections: u64,
     pub guard_rejected: u64,
+    /// Peers closed on arrival because the guard's socket had its cap of peers.
+    pub guard_peers_refused: u64,
+    /// Accept errors (e.g. out of file descriptors), retried with a pause.
+    pub guard_accept_errors: u64,
     /// Times the peer went away and the socket was rebuilt and reconnected.
     pub reconnects: u64,
     pub republished: Option<u64>,
@@ -242,6 +246,8 @@ pub async fn run_with(
         ignored_messages: got.ignored,
         guard_connections: get(&receiver.guard.connections),
         guard_rejected: get(&receiver.guard.rejected),
+        guard_peers_refused: get(&receiver.guard.accept.peers_refused),
+        guard_accept_errors: get(&receiver.guard.accept.accept_errors),
         reconnects: receiver.reconnects,
         republished: republisher.as_ref().map(|r| get(&r.stats.sent)),
         republish_dropped: republisher.as_ref().map(|r| get(&r.stats.dropped_queue) + get(&r.stats.dropped_slow)),

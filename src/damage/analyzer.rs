@@ -149,6 +149,7 @@ impl Analyzer {
         let frame = &*self.prefiltered(frame);
         let grid = PatchGrid::new(frame.width(), frame.height(), self.settings.patch_px)?;
         let scaling = Scaling::from_reference(self.settings.scale, frame)?;
+        scaling.check(frame)?;
         let patches = patches::extract(frame, &grid, &scaling, None, self.settings.max_invalid_fraction);
         let features = self.features(&patches);
         let registrar = (self.settings.registration != Registration::Off).then(|| Registrar::new(frame, index));
@@ -201,6 +202,7 @@ impl Analyzer {
                 got_h: frame.height(),
             });
         }
+        r.scaling.check(frame)?;
         // The drift is measured on the filtered frame (less noise), but undone on the frame as it
         // came, and only then filtered: the filter's edge handling then sees the same content at
         // the frame's edges as in the reference, instead of content moved by the drift.

@@ -50,6 +50,43 @@ fn header(blob: &[u8], expected: usize) -> Result<u32, CodecError> {
     be_u32(blob, 8).ok_or(CodecError::TooShort(blob.len()))
 }
 
+/// Most bytes one LZ4 block can decode to per compressed byte: a match of length 255·k + 19 takes
+/// k + 3 bytes, so about 255 : 1 (plus a few bytes for the shortest blocks).
+const LZ4_MAX_EXPANSION: usize = 255;
+
+/// Whether `compressed` LZ4 bytes can decode to `decoded` bytes at all.
+fn lz4_can_produce(compressed: usize, decoded: usize) -> bool {
+    decoded <= compressed.saturating_mul(LZ4_MAX_EXPANSION).saturating_add(16)
+}
+
+/// Walks the block size table from `HEADER` without decoding anything: every block must be
+/// present and able to produce its share of `total` bytes (blocks of `block` bytes, raw blocks
+/// allowed when `raw_allowed`), followed by exactly `tail` raw bytes. Checked before the output
+/// is allocated, so a short blob claiming gigabytes is refused without asking for them.
+fn check_blocks(blob: &[u8], total: usize, block: usize, tail: usize, raw_allowed: bool) -> Result<(), CodecError> {
+    let (mut pos, mut start, mut index) = (HEADER, 0usize, 0usize);
+    while start < total {
+        let len = block.min(total - start);
+        let bad = |what: String| CodecError::Block { index, what };
+        let size = be_u32(blob, pos).ok_or_else(|| bad("truncated before the block size".into()))? as usize;
+        pos += 4;
+        if blob.len() - pos < size {
+            return Err(bad(format!("{size} bytes announced, {} left", blob.len() - pos)));
+        }
+        if !(raw_allowed && size == len) && !lz4_can_produce(size, len) {
+            return Err(bad(format!("{size} compressed bytes cannot decode to the {len} bytes of the block")));
+        }
+        pos += size;
+        start += len;
+        index += 1;
+    }
+    match (blob.len() - pos).cmp(&tail) {
+        std::cmp::Ordering::Less => Err(CodecError::Block { index, what: "raw tail missing".into() }),
+        std::cmp::Ordering::Greater => Err(CodecError::Trailing(blob.len() - pos - tail)),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
 /// Reads one size-prefixed LZ4 block at `*pos` and decompresses it into `out` (exactly its length).
 /// A block whose stored size equals the decoded size is raw (LZ4 filter convention).
 fn read_block(blob: &[u8], pos: &mut usize, out: &mut [u8], index: usize, raw_allowed: bool) -> Result<(), CodecError> {
@@ -81,9 +118,10 @@ pub fn decode_bslz4(blob: &[u8], elem: usize, expected: usize) -> Result<Vec<u8>
     if block_bytes == 0 || !block_bytes.is_multiple_of(8 * elem) {
         return Err(CodecError::BlockSize { block, elem });
     }
-    let mut out = vec![0u8; expected];
     let leftover = expected % (8 * elem);
     let shuffled = expected - leftover;
+    check_blocks(blob, shuffled, block_bytes, leftover, false)?;
+    let mut out = vec![0u8; expected];
     let mut scratch = vec![0u8; block_bytes.min(shuffled.max(1))];
     let mut pos = HEADER;
     let mut start = 0;
@@ -112,6 +150,7 @@ pub fn decode_lz4_framed(blob: &[u8], expected: usize) -> Result<Vec<u8>, CodecE
     if block == 0 && expected > 0 {
         return Err(CodecError::BlockSize { block, elem: 1 });
     }
+    check_blocks(blob, expected, block as usize, 0, true)?;
     let mut out = vec![0u8; expected];
     let (mut pos, mut start, mut index) = (HEADER, 0, 0);
     while start < expected {
@@ -131,6 +170,12 @@ pub fn decode_lz4_framed(blob: &[u8], expected: usize) -> Result<Vec<u8>, CodecE
 pub fn decode_lz4_any(blob: &[u8], expected: usize) -> Result<Vec<u8>, CodecError> {
     if blob.len() >= HEADER && blob[..8] == (expected as u64).to_be_bytes() {
         return decode_lz4_framed(blob, expected);
+    }
+    if !lz4_can_produce(blob.len(), expected) {
+        return Err(CodecError::Block {
+            index: 0,
+            what: format!("LZ4: {} bytes cannot decode to the {expected} bytes expected", blob.len()),
+        });
     }
     let mut out = vec![0u8; expected];
     let n = lz4_flex::block::decompress_into(blob, &mut out)

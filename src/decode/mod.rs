@@ -103,7 +103,7 @@ pub enum DecodeErrorKind {
     Size,
     Compression,
     Checksum,
-    /// NaN or infinite float pixels, or nothing but gap pixels.
+    /// NaN, infinite or absurd (beyond ±10¹⁵) float pixels, or nothing but gap pixels.
     Pixels,
     /// The configured detector channel is not in the image.
     Channel,

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use zeromq::{Socket, SocketSend};
 
 use super::IngestError;
+use super::accept::{AcceptStats, Acceptor};
 use super::guard::tcp_addr;
 use super::zmtp::{self, Limits};
 
@@ -31,6 +32,8 @@ pub struct PubStats {
     /// Dropped for a subscriber whose buffer was full (per subscriber, summed).
     pub dropped_slow: AtomicU64,
     pub subscribers: AtomicU64,
+    /// Accept errors and subscribers refused over [`MAX_SUBSCRIBERS`].
+    pub accept: Arc<AcceptStats>,
 }
 
 pub struct BoundedPub {
@@ -42,6 +45,8 @@ pub struct BoundedPub {
 
 /// Messages waiting to enter the PUB socket.
 const QUEUE: usize = 64;
+/// Subscribers served at once (each with its own buffer); more are closed on arrival, counted.
+pub const MAX_SUBSCRIBERS: usize = 16;
 
 impl BoundedPub {
     pub async fn start(public: &str, buffer_bytes: u64, shutdown: CancellationToken) -> Result<Self, IngestError> {
@@ -72,14 +77,13 @@ impl BoundedPub {
         });
         let s = stats.clone();
         let stop = shutdown;
+        // Subscribers are capped: each holds up to `buffer_bytes`, so the cap bounds the total.
+        let mut acceptor = Acceptor::new(listener, MAX_SUBSCRIBERS, "PUB", stats.accept.clone());
         tokio::spawn(async move {
-            loop {
-                let (sub, addr) = tokio::select! {
-                    a = listener.accept() => match a { Ok(a) => a, Err(e) => { tracing::error!("PUB accept: {e}"); continue; } },
-                    _ = stop.cancelled() => break,
-                };
+            while let Some((sub, addr, slot)) = acceptor.next(&stop).await {
                 let (internal, s) = (internal.clone(), s.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let Ok(pubconn) = TcpStream::connect(&internal).await else {
                         tracing::error!("cannot reach our own PUB socket at {internal}");
                         return;
@@ -165,7 +169,7 @@ async fn downstream(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, budget: u
                 }
                 continue;
             }
-            len += h.len;
+            len += h.len + h.wire_len();
             if h.more {
                 continue;
             }

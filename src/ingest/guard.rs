@@ -16,13 +16,18 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::accept::{AcceptStats, Acceptor, MAX_PEERS};
 use super::zmtp::{self, Limits, ZmtpError};
 
 #[derive(Default, Debug)]
 pub struct GuardStats {
     pub connections: AtomicU64,
+    /// Peers disconnected for what they sent (oversized frames or messages, too many parts, a
+    /// stalled greeting or message).
     pub rejected: AtomicU64,
     pub dial_failures: AtomicU64,
+    /// Accept errors and peers refused over the cap.
+    pub accept: Arc<AcceptStats>,
 }
 
 /// `tcp://host:port` → `host:port` (`*` → all interfaces).
@@ -75,14 +80,12 @@ pub async fn connect_mode(
     let remote = tcp_addr(remote).map_err(std::io::Error::other)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let local = format!("tcp://{}", listener.local_addr()?);
+    let mut acceptor = Acceptor::new(listener, MAX_PEERS, "guard", stats.accept.clone());
     tokio::spawn(async move {
-        loop {
-            let (inner, _) = tokio::select! {
-                a = listener.accept() => match a { Ok(a) => a, Err(e) => { tracing::error!("guard accept: {e}"); continue; } },
-                _ = shutdown.cancelled() => break,
-            };
+        while let Some((inner, _, slot)) = acceptor.next(&shutdown).await {
             let (remote, stats) = (remote.clone(), stats.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&remote)).await {
                     Ok(Ok(peer)) => {
                         stats.connections.fetch_add(1, Ordering::Relaxed);
@@ -120,14 +123,12 @@ pub async fn bind_mode(
     let internal = tcp_addr(internal).map_err(std::io::Error::other)?;
     let listener = TcpListener::bind(&public).await?;
     let bound = format!("tcp://{}", listener.local_addr()?);
+    let mut acceptor = Acceptor::new(listener, MAX_PEERS, "guard", stats.accept.clone());
     tokio::spawn(async move {
-        loop {
-            let (peer, addr) = tokio::select! {
-                a = listener.accept() => match a { Ok(a) => a, Err(e) => { tracing::error!("guard accept: {e}"); continue; } },
-                _ = shutdown.cancelled() => break,
-            };
+        while let Some((peer, addr, slot)) = acceptor.next(&shutdown).await {
             let (internal, stats) = (internal.clone(), stats.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 match TcpStream::connect(&internal).await {
                     Ok(inner) => {
                         stats.connections.fetch_add(1, Ordering::Relaxed);

@@ -1,12 +1,14 @@
 //! Sockets → raw multipart messages.
 //!
 //! - [`zmtp`]: ZMTP 3 frames read and checked one by one.
+//! - [`accept`]: listening sockets with a cap on peers and accept errors retried with backoff.
 //! - [`guard`]: the relay that checks an untrusted peer's frame sizes before our socket sees them.
 //! - [`bounded_pub`]: a PUB socket with a bounded buffer per subscriber (re-publishing, alarms).
 //!
 //! [`Receiver::open`] sets up a PULL or SUB socket that connects or binds as configured, behind
 //! the guard unless the config turns it off.
 
+pub mod accept;
 pub mod bounded_pub;
 pub mod guard;
 pub mod zmtp;

@@ -17,6 +17,14 @@ pub struct Limits {
 }
 
 pub const GREETING_LEN: usize = 64;
+/// Parts in one multipart message: the formats here use at most a handful; a peer sending
+/// millions of empty parts makes the ZeroMQ socket keep every one.
+pub const MAX_PARTS: u64 = 256;
+/// A peer must finish its greeting within this.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Inside a frame or a multipart message, a peer that sends nothing for this long is cut off
+/// (slowloris); between messages a peer may be idle as long as it likes (a detector between series).
+pub const STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Command frames (READY, SUBSCRIBE, …) are small; a large one is not a real peer.
 pub const MAX_COMMAND_BYTES: u64 = 64 * 1024;
 
@@ -31,6 +39,10 @@ pub enum ZmtpError {
     MessageTooLarge { len: u64, max: u64 },
     #[error("command frame declares {len} bytes, over the {max}-byte limit")]
     CommandTooLarge { len: u64, max: u64 },
+    #[error("multipart message has more than {max} parts")]
+    TooManyParts { max: u64 },
+    #[error("peer stalled: nothing for {0:?} during the {1}")]
+    Stalled(std::time::Duration, &'static str),
     #[error("reserved frame flag bits set ({0:#04x})")]
     Flags(u8),
     #[error("{0}")]
@@ -46,6 +58,11 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
+    /// Bytes of the header on the wire (flags and length).
+    pub fn wire_len(&self) -> u64 {
+        if self.len > 255 { 9 } else { 2 }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let long = self.len > 255;
         let flags = u8::from(self.more) | (u8::from(long) << 1) | (u8::from(self.command) << 2);
@@ -89,7 +106,8 @@ pub async fn pipe_greeting<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(r: &mut 
 }
 
 /// Reads a frame header, checking flags and the declared length against `limits` (commands
-/// against [`MAX_COMMAND_BYTES`]). `message_so_far`: bytes of the current multipart message.
+/// against [`MAX_COMMAND_BYTES`]). `message_so_far`: bytes of the current multipart message,
+/// headers included — so empty parts count too (each costs the receiving socket a part).
 /// `Ok(None)` at a clean end of stream.
 pub async fn read_header<R: AsyncRead + Unpin>(
     r: &mut R,
@@ -114,7 +132,7 @@ pub async fn read_header<R: AsyncRead + Unpin>(
         if len > limits.max_frame_bytes {
             return Err(ZmtpError::FrameTooLarge { len, max: limits.max_frame_bytes });
         }
-        let total = message_so_far.saturating_add(len);
+        let total = message_so_far.saturating_add(len).saturating_add(h.wire_len());
         if total > limits.max_message_bytes {
             return Err(ZmtpError::MessageTooLarge { len: total, max: limits.max_message_bytes });
         }
@@ -130,17 +148,35 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    pipe_greeting(r, w).await?;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, pipe_greeting(r, w))
+        .await
+        .map_err(|_| ZmtpError::Stalled(HANDSHAKE_TIMEOUT, "greeting"))??;
     let mut forwarded = GREETING_LEN as u64;
-    let mut message = 0u64;
+    let (mut message, mut parts) = (0u64, 0u64);
     let mut buf = vec![0u8; 64 * 1024];
-    while let Some(h) = read_header(r, &limits, message).await? {
+    loop {
+        let next = read_header(r, &limits, message);
+        let h = if message > 0 || parts > 0 {
+            // Inside a multipart message: the next part must come.
+            tokio::time::timeout(STALL_TIMEOUT, next).await.map_err(|_| ZmtpError::Stalled(STALL_TIMEOUT, "message"))??
+        } else {
+            next.await?
+        };
+        let Some(h) = h else { break };
+        if !h.command {
+            parts += 1;
+            if parts > MAX_PARTS {
+                return Err(ZmtpError::TooManyParts { max: MAX_PARTS });
+            }
+        }
         let header = h.encode();
         w.write_all(&header).await?;
         let mut left = h.len;
         while left > 0 {
             let want = left.min(buf.len() as u64) as usize;
-            let n = r.read(&mut buf[..want]).await?;
+            let n = tokio::time::timeout(STALL_TIMEOUT, r.read(&mut buf[..want]))
+                .await
+                .map_err(|_| ZmtpError::Stalled(STALL_TIMEOUT, "frame"))??;
             if n == 0 {
                 return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "peer closed inside a frame").into());
             }
@@ -150,7 +186,7 @@ where
         w.flush().await?;
         forwarded += header.len() as u64 + h.len;
         if !h.command {
-            message = if h.more { message + h.len } else { 0 };
+            (message, parts) = if h.more { (message + h.len + h.wire_len(), parts) } else { (0, 0) };
         }
     }
     Ok(forwarded)

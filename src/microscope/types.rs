@@ -563,7 +563,7 @@ mod tests {
     fn shapes_beyond_the_limits_are_refused() {
         assert!(check_limits(&[2, 3]).is_ok());
         assert!(check_limits(&[limits::MAX_PAGES, 2, 2]).is_ok());
-        assert!(check_limits(&[16385, 16384]).unwrap_err().contains("per frame"));
+        assert!(check_limits(&[8193, 8192]).unwrap_err().contains("per frame"));
         assert!(check_limits(&[usize::MAX, 2]).is_err());
         assert!(check_limits(&[limits::MAX_PAGES + 1, 2, 2]).unwrap_err().contains("frames"));
         assert!(check_limits(&[usize::MAX, 2, 2, 2]).is_err());

@@ -46,7 +46,7 @@ use crate::alarms::sinks::{SinkConfig, SinkError, Sinks};
 use crate::damage::MetricSetup;
 use crate::decode::{DoseHeader, FrameMsg, SeriesInfo};
 use crate::dose::{self, DoseAccount, DoseConfig, FrameDose};
-use crate::record::recorder::{OnFailure, RecordConfig, Recorder};
+use crate::record::recorder::{Failure, OnFailure, RecordConfig, Recorder};
 use crate::record::session::ReceivedRow;
 use crate::report::ReportError;
 use crate::report::provenance::Provenance;
@@ -179,6 +179,8 @@ pub struct PipelineReport {
     pub alarms_logged: u64,
     pub alarm_commands_ok: u64,
     pub alarm_commands_failed: u64,
+    /// Alarm commands not run because the command queue was full.
+    pub alarm_commands_dropped: u64,
     /// Frame received → alarm published (ms), recent window.
     pub alarm_latency_ms: Option<Percentiles>,
     /// Frame received → the frame's result published (ms), recent window.
@@ -204,6 +206,8 @@ pub struct RecordingReport {
     pub analyses: u64,
     pub alarms: u64,
     pub failed: bool,
+    /// Series whose session file could not be created (each alarmed; later series recorded).
+    pub series_not_recorded: u64,
     pub error: Option<String>,
 }
 
@@ -258,7 +262,12 @@ impl Pipeline {
             Some((cfg, dir)) => {
                 let s = sinks.clone();
                 let on_failure: OnFailure =
-                    Box::new(move |why| s.alarm(Box::new(crate::alarms::recording_stopped(why))));
+                    Box::new(move |failure| {
+                        s.alarm(Box::new(match failure {
+                            Failure::Stopped { why } => crate::alarms::recording_stopped(why),
+                            Failure::Series { series, why } => crate::alarms::series_not_recorded(series, why),
+                        }))
+                    });
                 match Recorder::start(&cfg, dir, setup.settings.patch_px, on_failure) {
                     Ok(r) => (Some(r), None),
                     Err(e) => {
@@ -482,6 +491,7 @@ impl Pipeline {
                     analyses: stats.analyses.load(Relaxed),
                     alarms: stats.alarms.load(Relaxed),
                     failed: stats.failed.load(Relaxed),
+                    series_not_recorded: stats.series_not_recorded.load(Relaxed),
                     error: stats.error.lock().ok().and_then(|e| e.clone()),
                 })
             }
@@ -492,6 +502,7 @@ impl Pipeline {
                 analyses: 0,
                 alarms: 0,
                 failed: true,
+                series_not_recorded: 0,
                 error: Some(why),
             }),
         };
@@ -517,6 +528,7 @@ impl Pipeline {
             alarms_logged: get(&k.logged),
             alarm_commands_ok: get(&k.commands_ok),
             alarm_commands_failed: get(&k.commands_failed),
+            alarm_commands_dropped: get(&k.commands_dropped),
             alarm_latency_ms: k.latency_ms.lock().ok().and_then(|w| w.percentiles()),
             frame_latency_ms: k.frame_latency_ms.lock().ok().and_then(|w| w.percentiles()),
             analysis_ms: s.analysis_ms.lock().ok().and_then(|w| w.percentiles()),

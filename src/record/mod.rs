@@ -6,6 +6,7 @@
 //!   NeXus, EMD 1.0, any 3-D dataset, TIFF stacks, image folders, Gatan DM3/DM4 and TIA
 //!   `.emi`/`.ser` files — behind one [`FrameSource`].
 
+pub mod extent;
 pub mod readers;
 pub mod recorder;
 pub mod session;

@@ -10,7 +10,11 @@
 //! - Before each frame the room left on the disk (and under `ulimit -f`) is checked: when it runs
 //!   short, the files are closed cleanly and recording stops with a critical alarm and one log
 //!   line; monitoring goes on. A write error that slips past the check (quota, I/O error) stops
-//!   recording the same way, but the file then holds only what was flushed before it.
+//!   recording the same way, but the file then holds only what was flushed before it. The log
+//!   line is written after the files are finished, and says which ones got their end record.
+//! - A series id is data: its file name is a bounded, collision-free encoding of it
+//!   ([`super::file_stem`]). A file that cannot be created costs that series' recording only: one
+//!   `series-not-recorded` alarm, counted, and the next series is recorded again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -117,7 +121,11 @@ pub struct RecordStats {
     pub alarms: AtomicU64,
     /// Frames stored and flushed (what a crash would keep).
     pub frames_flushed: AtomicU64,
+    /// Recording stopped for good (a write failed, or the disk is nearly full).
     pub failed: AtomicBool,
+    /// Series whose file could not be created: each alarmed once; the next series records again.
+    pub series_not_recorded: AtomicU64,
+    /// Why recording stopped, or else why the last series went unrecorded.
     pub error: std::sync::Mutex<Option<String>>,
     pub files_written: std::sync::Mutex<Vec<PathBuf>>,
 }
@@ -158,8 +166,14 @@ pub enum Item {
     },
 }
 
-/// Called once when recording fails (the daemon raises an alarm).
-pub type OnFailure = Box<dyn Fn(&str) + Send>;
+/// What failed: recording as a whole (once), or one series' file (once per series).
+pub enum Failure<'a> {
+    Stopped { why: &'a str },
+    Series { series: &'a str, why: &'a str },
+}
+
+/// Called when recording fails (the daemon raises an alarm).
+pub type OnFailure = Box<dyn Fn(Failure<'_>) + Send>;
 
 /// Handle to the recorder thread.
 #[derive(Clone)]
@@ -173,6 +187,8 @@ pub struct Recorder {
 
 struct Open {
     writer: Option<SessionWriter>,
+    /// Its file could not be created: the series' items are dropped (it was alarmed once).
+    refused: bool,
     format: WireFormat,
     source: String,
     provenance_json: String,
@@ -308,8 +324,19 @@ fn run(
             if let Ok(mut e) = stats.error.lock() {
                 *e = Some(why.to_string());
             }
-            on_failure(why);
+            on_failure(Failure::Stopped { why });
         }
+    };
+    // A series' file could not be created: alarmed once for that series; recording goes on.
+    let not_recorded = |series: &str, why: String| {
+        stats.series_not_recorded.fetch_add(1, Ordering::Relaxed);
+        let shown: String = series.chars().take(80).collect();
+        let why = format!("series {shown}{}: {why}", if shown.len() < series.len() { "…" } else { "" });
+        tracing::error!("not recording {why}; monitoring continues, and the next series is recorded again");
+        if let Ok(mut e) = stats.error.lock() {
+            *e = Some(why.clone());
+        }
+        on_failure(Failure::Series { series, why: &why });
     };
     // A write failed: the open files are dropped as they are.
     let fail = |open: &mut HashMap<String, Open>, why: String| {
@@ -317,13 +344,30 @@ fn run(
         open.clear();
     };
     // Space ran short before any write failed: every file is closed cleanly, saying why.
+    // The files are finished first, so the one log line says what happened to them.
     let stop_clean = |open: &mut HashMap<String, Open>, closed: &mut u64, why: String| {
-        announce(&why, "the session files were closed cleanly");
+        let (mut clean, mut unfinished) = (0usize, Vec::new());
         for (_, o) in open.drain() {
             if let Some(w) = o.writer {
-                *closed += finish(w, End::Stopped(&why), &stats);
+                let path = w.path().to_owned();
+                let (frames, done) = finish(w, End::Stopped(&why), &stats);
+                *closed += frames;
+                match done {
+                    Ok(()) => clean += 1,
+                    Err(()) => unfinished.push(path.display().to_string()),
+                }
             }
         }
+        let files = match (clean, unfinished.len()) {
+            (0, 0) => "no session file was open".to_string(),
+            (n, 0) => format!("{n} session file(s) closed cleanly"),
+            (n, _) => format!(
+                "{n} session file(s) closed cleanly; {} without an end record, holding what was flushed before: {}",
+                unfinished.len(),
+                unfinished.join(", ")
+            ),
+        };
+        announce(&why, &files);
         stats.frames_flushed.store(*closed, Ordering::Relaxed);
     };
     loop {
@@ -336,7 +380,7 @@ fn run(
                 // what was recorded, without a summary).
                 for (_, o) in open.drain() {
                     if let Some(w) = o.writer {
-                        closed_frames += finish(w, End::Series(None), &stats);
+                        closed_frames += finish(w, End::Series(None), &stats).0;
                     }
                 }
                 stats.frames_flushed.store(closed_frames, Ordering::Relaxed);
@@ -351,19 +395,25 @@ fn run(
             }
             Some(_) if failed => {}
             Some(Item::Start { series, format, source, provenance_json }) => {
-                open.insert(series, Open { writer: None, format, source, provenance_json });
+                open.insert(series, Open { writer: None, refused: false, format, source, provenance_json });
             }
             Some(Item::Frame { series, index, width, height, dtype, pixels, received }) => {
                 let bytes = pixels.as_ref().map_or(0, Pixels::bytes);
                 let o = open.entry(series.clone()).or_insert_with(|| Open {
                     writer: None,
+                    refused: false,
                     format: WireFormat::Auto,
                     source: String::new(),
                     provenance_json: String::new(),
                 });
+                if o.refused {
+                    queued.fetch_sub(bytes, Ordering::Relaxed);
+                    continue;
+                }
                 if o.writer.is_none() {
                     if let Err(e) = std::fs::create_dir_all(&dir) {
-                        fail(&mut open, format!("{}: {e}", dir.display()));
+                        o.refused = true;
+                        not_recorded(&series, format!("{}: {e}", dir.display()));
                         queued.fetch_sub(bytes, Ordering::Relaxed);
                         continue;
                     }
@@ -389,7 +439,10 @@ fn run(
                             o.writer = Some(w);
                         }
                         Err(e) => {
-                            fail(&mut open, e.to_string());
+                            // One file that cannot be made (a name the file system refuses, a
+                            // permission) costs this series' recording, not every later one's.
+                            o.refused = true;
+                            not_recorded(&series, e.to_string());
                             queued.fetch_sub(bytes, Ordering::Relaxed);
                             continue;
                         }
@@ -461,7 +514,7 @@ fn run(
             }
             Some(Item::End { series, summary_json }) => {
                 if let Some(w) = open.remove(&series).and_then(|o| o.writer) {
-                    closed_frames += finish(w, End::Series(summary_json.as_deref()), &stats);
+                    closed_frames += finish(w, End::Series(summary_json.as_deref()), &stats).0;
                 }
             }
         }
@@ -492,9 +545,11 @@ enum End<'a> {
     Stopped(&'a str),
 }
 
-/// Finishes a file; returns the frames it holds.
-fn finish(w: SessionWriter, end: End<'_>, stats: &RecordStats) -> u64 {
+/// Finishes a file; returns the frames it holds, and whether its end record was written (the
+/// failure is logged: the file keeps what was flushed before and reads as "did not end cleanly").
+fn finish(w: SessionWriter, end: End<'_>, stats: &RecordStats) -> (u64, Result<(), ()>) {
     let frames = w.frames_written() as u64;
+    let path = w.path().to_owned();
     let done = match end {
         End::Series(summary) => w.finish(summary),
         End::Stopped(why) => w.finish_stopped(why),
@@ -505,8 +560,17 @@ fn finish(w: SessionWriter, end: End<'_>, stats: &RecordStats) -> u64 {
             if let Ok(mut v) = stats.files_written.lock() {
                 v.push(path);
             }
+            (frames, Ok(()))
         }
-        Err(e) => tracing::error!("session file not finished cleanly: {e}"),
+        Err(e) => {
+            tracing::error!(
+                "session file {}: its end record could not be written ({e}); it keeps the frames flushed before",
+                path.display()
+            );
+            if let Ok(mut v) = stats.files_written.lock() {
+                v.push(path);
+            }
+            (frames, Err(()))
+        }
     }
-    frames
 }

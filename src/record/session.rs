@@ -29,6 +29,7 @@ use hdf5::types::VarLenUnicode;
 use hdf5::{Dataset, File, H5Type};
 use ndarray::{Array3, ArrayView3, s};
 
+use super::extent;
 use super::{FrameSource, Layout, ReadError, SourceFrame, SourceInfo};
 use crate::damage::{SimilarityMap, Summary};
 use crate::decode::{DoseHeader, WireFormat};
@@ -657,7 +658,8 @@ pub struct SessionReader {
 
 fn read_col<T: H5Type + Copy + Default>(file: &File, path: &Path, name: &str) -> Result<Vec<T>, ReadError> {
     let ds = file.dataset(name).map_err(|e| ReadError::new(path, Some(name), e.to_string()))?;
-    ds.read_raw::<T>().map_err(|e| ReadError::new(path, Some(name), e.to_string()))
+    // The column's length is a claim: believed as far as its storage holds it, read in chunks.
+    extent::read_column::<T>(&ds).map_err(|e| ReadError::new(path, Some(name), e))
 }
 
 /// The recorded dose inputs of `n` received rows; rows a file lacks (or cannot read) are missing.
@@ -768,6 +770,7 @@ impl SessionReader {
         let dy: Vec<f64> = read_col(&self.file, path, "analysis/shift_dy_px")?;
         let grid = |name: &str| -> Result<Array3<f32>, ReadError> {
             let ds = self.file.dataset(name).map_err(|e| ReadError::new(path, Some(name), e.to_string()))?;
+            extent::verified_elements(&ds, 4).map_err(|e| ReadError::new(path, Some(name), e))?;
             ds.read::<f32, ndarray::Ix3>().map_err(|e| ReadError::new(path, Some(name), e.to_string()))
         };
         let sim = grid("analysis/similarity")?;
@@ -775,8 +778,10 @@ impl SessionReader {
         let st = self
             .file
             .dataset("analysis/status")
-            .and_then(|d| d.read::<u8, ndarray::Ix3>())
-            .map_err(|e| ReadError::new(path, Some("analysis/status"), e.to_string()))?;
+            .map_err(|e| e.to_string())
+            .and_then(|d| extent::verified_elements(&d, 1).map(|_| d))
+            .and_then(|d| d.read::<u8, ndarray::Ix3>().map_err(|e| e.to_string()))
+            .map_err(|e| ReadError::new(path, Some("analysis/status"), e))?;
         let n = idx.len().min(sim.shape()[0]).min(dis.shape()[0]).min(st.shape()[0]).min(mean.len()).min(cum.len());
         Ok((0..n)
             .map(|k| StoredAnalysis {
@@ -800,6 +805,8 @@ impl SessionReader {
         let path = &self.info.path;
         let bad = |e: hdf5::Error| ReadError::new(path, Some("alarms"), e.to_string());
         let ds = self.file.dataset("alarms").map_err(bad)?;
+        // One byte per element at least, whatever the row type: bounds the rows by the stored bytes.
+        extent::verified_elements(&ds, 1).map_err(|e| ReadError::new(path, Some("alarms"), e))?;
         if ds.ndim() == 1 {
             let rows = ds.read_raw::<AlarmText>().map_err(bad)?;
             return Ok(rows.iter().map(|t| t.as_str().to_string()).collect());

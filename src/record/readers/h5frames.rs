@@ -98,6 +98,9 @@ impl H5Frames {
     pub fn new(path: &Path, ds: hdf5::Dataset, name: &str, geom: Geometry, mask_gaps: bool) -> Result<Self, ReadError> {
         let fail = |p: String| ReadError::new(path, Some(name), p);
         let pixel = Pixel::of(&ds).map_err(fail)?;
+        // The frame count comes from the shape: believed only as far as the stored bytes reach, or a
+        // file claiming 2³⁰ frames would be "replayed" from fill values for ever.
+        crate::record::extent::verified_elements(&ds, pixel.size()).map_err(fail)?;
         let chunks = match chunks::codec_of(&ds).map_err(fail)? {
             Some(codec) => Some(ChunkReader::new(&ds, &geom, codec).map_err(fail)?),
             None => None,

@@ -47,6 +47,9 @@ fn image_notes() -> Vec<String> {
 /// [`limits::MAX_IMAGE_FILE_BYTES`]).
 pub(super) fn open_file(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSource>, ReadError> {
     let kind = image_kind(path)?.unwrap_or("image");
+    if kind == "TIFF" && crate::microscope::detect(path).ok().flatten().is_none() {
+        return open_tiff(path, opts);
+    }
     let frames: Vec<Frame> =
         imagefile::read_frames(path, opts.mask_gaps)?.into_iter().map(|l| l.frame).collect();
     let Some(first) = frames.first() else { return Err(ReadError::new(path, None, "contains no images")) };
@@ -81,6 +84,71 @@ pub(super) fn open_file(path: &Path, opts: &OpenOptions) -> Result<Box<dyn Frame
         notes: image_notes(),
     };
     Ok(Box::new(StackSource { info, frames }))
+}
+
+/// A TIFF stack, read page by page when asked: one page in memory however many the file holds.
+fn open_tiff(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSource>, ReadError> {
+    let meta = std::fs::metadata(path).map_err(|e| ReadError::new(path, None, format!("cannot open: {e}")))?;
+    if meta.len() > limits::MAX_IMAGE_FILE_BYTES {
+        return Err(ReadError::new(
+            path,
+            None,
+            format!("file of {} bytes exceeds the {} byte limit", meta.len(), limits::MAX_IMAGE_FILE_BYTES),
+        ));
+    }
+    let mut pages = imagefile::TiffPages::open(path, opts.mask_gaps)?;
+    let first = pages.read(0)?;
+    let n = pages.pages();
+    let info = SourceInfo {
+        path: path.to_owned(),
+        layout: Layout::TiffStack,
+        dataset: match n {
+            1 => "TIFF, 1 image".to_string(),
+            n => format!("TIFF, {n} images"),
+        },
+        series: file_stem(path),
+        frames: n,
+        width: first.width(),
+        height: first.height(),
+        dtype: first.dtype(),
+        dose: DoseHeader::default(),
+        notes: image_notes(),
+    };
+    Ok(Box::new(TiffSource { info, pages, first: Some(first) }))
+}
+
+struct TiffSource {
+    info: SourceInfo,
+    pages: imagefile::TiffPages<std::io::BufReader<std::fs::File>>,
+    /// Page 0, decoded at open to learn the series' size; handed out once.
+    first: Option<Frame>,
+}
+
+impl FrameSource for TiffSource {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+
+    fn read(&mut self, i: usize) -> Result<SourceFrame, ReadError> {
+        let frame = match (i, self.first.take()) {
+            (0, Some(f)) => f,
+            _ => self.pages.read(i)?,
+        };
+        if (frame.width(), frame.height()) != (self.info.width, self.info.height) {
+            return Err(ReadError::new(
+                &self.info.path,
+                None,
+                format!(
+                    "page {i} is {}×{} px, page 0 is {}×{}: a series needs one size",
+                    frame.width(),
+                    frame.height(),
+                    self.info.width,
+                    self.info.height
+                ),
+            ));
+        }
+        Ok(SourceFrame { index: i as u64, frame, dose: DoseHeader::default(), timestamp_ns: None })
+    }
 }
 
 struct StackSource {

@@ -1,0 +1,275 @@
+//! A fuzz suite on stable Rust: a plain seeded mutation loop per decoder, seeded from inputs the
+//! encoders here write (the same kinds of messages and blobs the fixtures hold). Each target
+//! asserts: no panic, and no single allocation over a small bound (a decoder must grow its output
+//! by what the input can produce, not by what a header claims).
+//!
+//! CI runs `BEAMWATCH_FUZZ_ITERS` (default 20,000) mutations per target; a long run:
+//! `BEAMWATCH_FUZZ_ITERS=100000000 BEAMWATCH_FUZZ_SEED=$RANDOM cargo test --release --test fuzz`.
+//! A crashing input is written to `tests/fuzz-regressions/` (commit it: every later run replays it).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::PathBuf;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use beamwatch::decode::bslz4::{decode_bslz4, decode_lz4_any, encode_bslz4, encode_lz4_framed};
+use beamwatch::decode::{Decoder, DoseHeader, SeriesInfo, WireFormat, dectris_v1, dectris_v2, own};
+use beamwatch::frame::PixelType;
+
+struct Counting;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator, only recording sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = LARGEST.try_with(|c| c.set(c.get().max(layout.size())));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let _ = LARGEST.try_with(|c| c.set(c.get().max(layout.size())));
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = LARGEST.try_with(|c| c.set(c.get().max(new_size)));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// No single block above this: the seeds are a few kB; a decoder that believes a forged header
+/// asks for far more.
+const MAX_BLOCK: usize = 64 << 20;
+
+fn iterations() -> usize {
+    std::env::var("BEAMWATCH_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+}
+
+fn seed() -> u64 {
+    std::env::var("BEAMWATCH_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(17)
+}
+
+fn regressions() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-regressions")
+}
+
+fn pack(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        out.extend((p.len() as u32).to_le_bytes());
+        out.extend(p);
+    }
+    out
+}
+
+fn unpack(mut b: &[u8]) -> Vec<Vec<u8>> {
+    let mut parts = Vec::new();
+    while b.len() >= 4 {
+        let n = (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).min(b.len() - 4);
+        parts.push(b[4..4 + n].to_vec());
+        b = &b[4 + n..];
+    }
+    parts
+}
+
+/// One mutation: flip bits, overwrite bytes with boundary values, insert, delete, splice a
+/// length field with a huge value, or cut a part.
+fn mutate(rng: &mut ChaCha8Rng, parts: &mut Vec<Vec<u8>>) {
+    if parts.is_empty() {
+        parts.push(Vec::new());
+    }
+    for _ in 0..rng.random_range(1..4) {
+        let (k, n_parts) = (rng.random_range(0..parts.len()), parts.len());
+        let p = &mut parts[k];
+        let at = if p.is_empty() { 0 } else { rng.random_range(0..p.len()) };
+        match rng.random_range(0..8) {
+            0 if !p.is_empty() => p[at] ^= 1 << rng.random_range(0..8),
+            1 if !p.is_empty() => p[at] = [0, 1, 0x7f, 0x80, 0xff][rng.random_range(0..5)],
+            2 => p.insert(at, rng.random()),
+            3 if !p.is_empty() => {
+                p.remove(at);
+            }
+            4 if p.len() >= at + 8 => {
+                let v: u64 = [u64::MAX, 1 << 40, 1 << 31, u32::MAX as u64, 0][rng.random_range(0..5)];
+                let bytes = if rng.random() { v.to_be_bytes() } else { v.to_le_bytes() };
+                p[at..at + 8].copy_from_slice(&bytes);
+            }
+            5 => p.truncate(at),
+            6 if n_parts > 1 => {
+                parts.remove(k);
+                return;
+            }
+            _ => {
+                let n = rng.random_range(0..16);
+                p.splice(at..at, std::iter::repeat_n(rng.random::<u8>(), n));
+            }
+        }
+    }
+}
+
+/// Runs `target` on every stored regression input, then on `iterations()` mutations of the seeds;
+/// a panicking or over-allocating input is saved and the test fails naming it.
+fn fuzz(name: &str, seeds: Vec<Vec<Vec<u8>>>, target: impl Fn(&[Vec<u8>])) {
+    let check = |parts: &[Vec<u8>]| -> Result<(), String> {
+        LARGEST.with(|c| c.set(0));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(parts)));
+        let largest = LARGEST.with(Cell::get);
+        match r {
+            Err(_) => Err("panicked".into()),
+            Ok(()) if largest > MAX_BLOCK => Err(format!("allocated a block of {largest} bytes")),
+            Ok(()) => Ok(()),
+        }
+    };
+    if let Ok(dir) = std::fs::read_dir(regressions()) {
+        for e in dir.filter_map(Result::ok) {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if file.starts_with(&format!("{name}-")) {
+                let parts = unpack(&std::fs::read(e.path()).expect("regression input"));
+                if let Err(why) = check(&parts) {
+                    panic!("{name}: regression {file} {why}");
+                }
+            }
+        }
+    }
+    for s in &seeds {
+        check(s).unwrap_or_else(|why| panic!("{name}: a seed {why}"));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed() ^ name.bytes().fold(0u64, |h, b| h.wrapping_mul(31) + u64::from(b)));
+    for i in 0..iterations() {
+        let mut parts = seeds[i % seeds.len()].clone();
+        mutate(&mut rng, &mut parts);
+        if let Err(why) = check(&parts) {
+            use sha2::Digest;
+            let bytes = pack(&parts);
+            let hash: String = sha2::Sha256::digest(&bytes).iter().take(8).map(|b| format!("{b:02x}")).collect();
+            let path = regressions().join(format!("{name}-{hash}.bin"));
+            let _ = std::fs::write(&path, &bytes);
+            panic!("{name}: mutation {i} {why}; input kept as {}", path.display());
+        }
+    }
+}
+
+fn pixels(n: usize) -> Vec<u8> {
+    (0..n * 2).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn refs(parts: &[Vec<u8>]) -> Vec<&[u8]> {
+    parts.iter().map(Vec::as_slice).collect()
+}
+
+#[test]
+fn fuzz_own_format() {
+    let info = SeriesInfo {
+        series: "s".into(),
+        format: WireFormat::Beamwatch,
+        frames_expected: Some(3),
+        shape: Some((12, 16)),
+        dtype: Some(PixelType::U16),
+        frame_time_s: Some(0.1),
+        dose: DoseHeader { beam_current_pa: Some(10.0), dwell_time_us: Some(1.0), pixel_size_a: Some(1.0) },
+    };
+    let seeds = vec![
+        own::encode_start(&info),
+        own::encode_frame("s", 1, 12, 16, PixelType::U16, pixels(192), None, None),
+        own::encode_end("s"),
+    ];
+    fuzz("own", seeds, |p| {
+        let _ = own::decode(&refs(p), true);
+    });
+}
+
+#[test]
+fn fuzz_dectris_v1() {
+    let seeds = vec![
+        dectris_v1::encode_header(3, 12, 16, PixelType::U16, 5, 0.1),
+        dectris_v1::encode_image(3, 0, 12, 16, PixelType::U16, &pixels(192), "bs16-lz4<", 0).expect("image"),
+        dectris_v1::encode_image(3, 1, 12, 16, PixelType::U16, &pixels(192), "lz4<", 0).expect("image"),
+        dectris_v1::encode_end(3),
+    ];
+    fuzz("dectris_v1", seeds, |p| {
+        let _ = dectris_v1::decode(&refs(p), true);
+    });
+}
+
+#[test]
+fn fuzz_dectris_v2_through_the_decoder() {
+    let px = pixels(192);
+    let seeds = vec![
+        dectris_v2::encode_start(4, 12, 16, PixelType::U16, 5, 0.1, &["threshold_1"]),
+        dectris_v2::encode_image(4, 0, 12, 16, PixelType::U16, &[("threshold_1", &px)], "bslz4", 0),
+        dectris_v2::encode_image(4, 1, 12, 16, PixelType::U16, &[("threshold_1", &px)], "lz4", 0),
+        dectris_v2::encode_end(4),
+    ];
+    fuzz("dectris_v2", seeds, |p| {
+        // Auto detection too; a fresh decoder each time, and one that saw the series start.
+        let _ = Decoder::new(WireFormat::Auto, None, true).decode(&refs(p));
+        let mut d = Decoder::new(WireFormat::DectrisV2, None, true);
+        let start = dectris_v2::encode_start(4, 12, 16, PixelType::U16, 5, 0.1, &["threshold_1"]);
+        let _ = d.decode(&refs(&start));
+        let _ = d.decode(&refs(p));
+    });
+}
+
+#[test]
+fn fuzz_bitshuffle_lz4_and_lz4() {
+    let px = pixels(512);
+    let seeds = vec![vec![encode_bslz4(&px, 2, 256)], vec![encode_lz4_framed(&px, 256)]];
+    fuzz("bslz4", seeds, |p| {
+        let blob = p.first().map(Vec::as_slice).unwrap_or_default();
+        for elem in [1, 2, 4] {
+            let _ = decode_bslz4(blob, elem, px.len());
+        }
+        let _ = decode_lz4_any(blob, px.len());
+        // The size a mutated header claims, as a caller trusting it would pass it (bounded).
+        if blob.len() >= 8 {
+            let claimed = u64::from_be_bytes(blob[..8].try_into().unwrap_or_default()).min(1 << 30) as usize;
+            let _ = decode_bslz4(blob, 2, claimed);
+            let _ = decode_lz4_any(blob, claimed);
+        }
+    });
+}
+
+#[test]
+fn fuzz_zmtp_guard() {
+    use beamwatch::ingest::zmtp::{FrameHeader, Limits, pipe_checked};
+    let mut stream = vec![0u8; 64];
+    stream[0] = 0xff;
+    stream[9] = 0x7f;
+    stream[10] = 3;
+    stream[12..16].copy_from_slice(b"NULL");
+    stream.extend(FrameHeader { more: false, command: true, len: 5 }.encode());
+    stream.extend(b"READY");
+    stream.extend(FrameHeader { more: true, command: false, len: 3 }.encode());
+    stream.extend(b"abc");
+    stream.extend(FrameHeader { more: false, command: false, len: 300 }.encode());
+    stream.extend(vec![7u8; 300]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    let limits = Limits { max_frame_bytes: 4096, max_message_bytes: 8192 };
+    fuzz("zmtp", vec![vec![stream]], |p| {
+        let input = p.first().cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        let _ = rt.block_on(pipe_checked(&mut input.as_slice(), &mut out, limits));
+        assert!(out.len() <= input.len() + 64, "the guard forwards no more than it got");
+    });
+}
+
+#[test]
+fn fuzz_config() {
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/default.toml"))
+        .expect("default config");
+    fuzz("config", vec![vec![text.into_bytes()]], |p| {
+        let text = String::from_utf8_lossy(p.first().map(Vec::as_slice).unwrap_or_default()).into_owned();
+        if let Ok(cfg) = beamwatch::config::Config::parse(std::path::Path::new("fuzz.toml"), &text) {
+            let _ = cfg.validate(std::path::Path::new("fuzz.toml"));
+        }
+    });
+}
