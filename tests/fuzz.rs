@@ -7,8 +7,6 @@
 //! `BEAMWATCH_FUZZ_ITERS=100000000 BEAMWATCH_FUZZ_SEED=$RANDOM cargo test --release --test fuzz`.
 //! A crashing input is written to `tests/fuzz-regressions/` (commit it: every later run replays it).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
@@ -18,33 +16,8 @@ use beamwatch::decode::bslz4::{decode_bslz4, decode_lz4_any, encode_bslz4, encod
 use beamwatch::decode::{Decoder, DoseHeader, SeriesInfo, WireFormat, dectris_v1, dectris_v2, own};
 use beamwatch::frame::PixelType;
 
-struct Counting;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to the system allocator, only recording sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = LARGEST.try_with(|c| c.set(c.get().max(layout.size())));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let _ = LARGEST.try_with(|c| c.set(c.get().max(layout.size())));
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = LARGEST.try_with(|c| c.set(c.get().max(new_size)));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
+#[path = "common/largest_alloc.rs"]
+mod largest_alloc;
 
 /// No single block above this: the seeds are a few kB; a decoder that believes a forged header
 /// asks for far more.
@@ -120,9 +93,9 @@ fn mutate(rng: &mut ChaCha8Rng, parts: &mut Vec<Vec<u8>>) {
 /// a panicking or over-allocating input is saved and the test fails naming it.
 fn fuzz(name: &str, seeds: Vec<Vec<Vec<u8>>>, target: impl Fn(&[Vec<u8>])) {
     let check = |parts: &[Vec<u8>]| -> Result<(), String> {
-        LARGEST.with(|c| c.set(0));
+        largest_alloc::reset();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(parts)));
-        let largest = LARGEST.with(Cell::get);
+        let largest = largest_alloc::largest();
         match r {
             Err(_) => Err("panicked".into()),
             Ok(()) if largest > MAX_BLOCK => Err(format!("allocated a block of {largest} bytes")),

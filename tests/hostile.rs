@@ -5,9 +5,9 @@
 //! abort, never a hang.
 
 mod common;
+#[path = "common/largest_alloc.rs"]
+mod largest_alloc;
 
-use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
-use std::cell::Cell;
 use std::path::Path;
 
 use beamwatch::decode::WireFormat;
@@ -17,40 +17,6 @@ use beamwatch::record::session::{SessionMeta, SessionReader, SessionWriter};
 use beamwatch::record::{FrameSource, OpenOptions};
 
 // ---------------------------------------------------------------------------------------------
-// Memory bounds: the largest block allocated on this thread (a counting global allocator, per
-// thread so tests running in parallel do not see each other), and the process's resident peak.
-
-struct Counting;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note_alloc(size: usize) {
-    let _ = LARGEST.try_with(|c| c.set(c.get().max(size)));
-}
-
-// SAFETY: forwards every call to the system allocator, only recording sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
-        note_alloc(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: AllocLayout) -> *mut u8 {
-        note_alloc(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
-        note_alloc(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 /// Resident memory of this process (`VmRSS`), MiB.
 fn rss_mib() -> f64 {
@@ -60,10 +26,10 @@ fn rss_mib() -> f64 {
 /// Runs `attack` on this thread and returns its result, asserting that no single block over
 /// `max_block` bytes was allocated and resident memory grew by less than 64 MiB.
 fn bounded<T>(what: &str, max_block: usize, attack: impl FnOnce() -> T) -> T {
-    LARGEST.with(|c| c.set(0));
+    largest_alloc::reset();
     let before = rss_mib();
     let out = attack();
-    let largest = LARGEST.with(Cell::get);
+    let largest = largest_alloc::largest();
     let grew = rss_mib() - before;
     assert!(largest <= max_block, "{what}: allocated a block of {largest} bytes (bound {max_block})");
     assert!(grew < 64.0, "{what}: resident memory grew by {grew:.0} MiB");

@@ -6,13 +6,12 @@
 //! size fields — that must end in an error without a panic or a large allocation.
 
 mod common;
+#[path = "common/largest_alloc.rs"]
+mod largest_alloc;
 
-use std::alloc::{GlobalAlloc, Layout as AllocLayout, System};
-use std::cell::Cell;
 use std::io::Cursor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use beamwatch::imagefile;
 use beamwatch::microscope::dm::{read_dm_each_from, read_dm_from};
@@ -758,47 +757,12 @@ fn damaged_files_through_replay_and_compare_end_in_one_line_naming_the_file() {
     assert!(tally.ok + tally.err == 9 * 25 && tally.err > 0, "{tally:?}");
 }
 
-// The largest allocation made on this thread, by a counting global allocator (per thread, so
-// tests running in parallel do not see each other's allocations).
-struct Counting;
 
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note_alloc(size: usize) {
-    let _ = LARGEST.try_with(|c| c.set(c.get().max(size)));
-}
-
-// SAFETY: forwards every call to the system allocator, only recording sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: AllocLayout) -> *mut u8 {
-        note_alloc(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: AllocLayout) -> *mut u8 {
-        note_alloc(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: AllocLayout, new_size: usize) -> *mut u8 {
-        note_alloc(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: AllocLayout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Runs `read`, asserting it errs within a second and allocates no block over 1 MiB.
+/// Runs `read`, asserting it errs and allocates no block over 1 MiB.
 fn fails_small_and_fast(what: &str, read: impl FnOnce() -> Result<(), String>) -> String {
-    LARGEST.with(|c| c.set(0));
-    let t = Instant::now();
+    largest_alloc::reset();
     let err = read().expect_err(what);
-    let largest = LARGEST.with(Cell::get);
-    assert!(t.elapsed().as_secs_f64() < 1.0, "{what}: took {:?}", t.elapsed());
+    let largest = largest_alloc::largest();
     assert!(largest < 1 << 20, "{what}: allocated a block of {largest} bytes");
     assert!(!err.contains('\n'), "{what}: {err}");
     err

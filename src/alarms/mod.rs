@@ -328,31 +328,24 @@ pub enum Event {
 
 /// The alarm raised when recording stops (monitoring goes on).
 pub fn recording_stopped(why: &str) -> Alarm {
-    Alarm {
-        kind: "alarm",
-        rule: "recording-stopped".into(),
-        level: Level::Critical,
-        when: When::RecordingStopped,
-        series: String::new(),
-        frame: 0,
-        time: rfc3339(SystemTime::now()),
-        cumulative_dose_e_per_a2: None,
-        dose_per_frame_e_per_a2: None,
-        value: 0.0,
-        threshold: 0.0,
-        worst_patches: Vec::new(),
-        forecast: None,
-        message: format!("session recording stopped, monitoring continues: {why}"),
-        received: None,
-    }
+    recorder_alarm("recording-stopped", "", format!("session recording stopped, monitoring continues: {why}"))
 }
 
 /// Raised by the recorder when one series' session file cannot be created; recording goes on
 /// with the next series.
 pub fn series_not_recorded(series: &str, why: &str) -> Alarm {
+    recorder_alarm(
+        "series-not-recorded",
+        series,
+        format!("this series is not recorded, monitoring continues and the next series is recorded: {why}"),
+    )
+}
+
+/// A critical alarm about the recording, not about a frame.
+fn recorder_alarm(rule: &str, series: &str, message: String) -> Alarm {
     Alarm {
         kind: "alarm",
-        rule: "series-not-recorded".into(),
+        rule: rule.into(),
         level: Level::Critical,
         when: When::RecordingStopped,
         series: series.to_string(),
@@ -364,11 +357,10 @@ pub fn series_not_recorded(series: &str, why: &str) -> Alarm {
         threshold: 0.0,
         worst_patches: Vec::new(),
         forecast: None,
-        message: format!("this series is not recorded, monitoring continues and the next series is recorded: {why}"),
+        message,
         received: None,
     }
 }
-
 
 /// One rule's judgement of one frame.
 struct Verdict {
