@@ -173,20 +173,7 @@ fn msg(parts: Vec<Vec<u8>>) -> ZmqMessage {
     m
 }
 
-async fn send(s: &mut zeromq::PushSocket, parts: Vec<Vec<u8>>) {
-    let mut m = msg(parts);
-    for _ in 0..500 {
-        match s.send(m).await {
-            Ok(()) => return,
-            Err(zeromq::ZmqError::ReturnToSender { message, .. }) => {
-                m = message;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => panic!("send: {e}"),
-        }
-    }
-    panic!("no receiver");
-}
+use common::push_parts as send;
 
 /// A ZMTP 3.0 greeting with the NULL mechanism, as a client sends it.
 fn zmtp_greeting() -> Vec<u8> {

@@ -223,10 +223,9 @@ fn a_small_bitshuffle_lz4_blob_claiming_a_gigabyte_allocates_nothing_large() {
 // bad frames, counted, never NaN metrics; good frames after them are analysed.
 
 mod live {
-    use std::time::Duration;
 
     use tokio_util::sync::CancellationToken;
-    use zeromq::{Socket, SocketSend, ZmqMessage};
+    use zeromq::Socket;
 
     use beamwatch::alarms::sinks::SinkConfig;
     use beamwatch::config::{Config, IngestConfig, Mode, PipelineConfig};
@@ -257,24 +256,7 @@ mod live {
         (s, ep)
     }
 
-    pub async fn send(s: &mut zeromq::PushSocket, parts: Vec<Vec<u8>>) {
-        let mut it = parts.into_iter();
-        let mut m = ZmqMessage::from(it.next().expect("part"));
-        for p in it {
-            m.push_back(p.into());
-        }
-        for _ in 0..500 {
-            match s.send(m).await {
-                Ok(()) => return,
-                Err(zeromq::ZmqError::ReturnToSender { message, .. }) => {
-                    m = message;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(e) => panic!("send: {e}"),
-            }
-        }
-        panic!("no receiver");
-    }
+    pub use super::common::push_parts as send;
 
     pub fn lattice(w: usize, h: usize) -> Vec<f32> {
         (0..w * h)

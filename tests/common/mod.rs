@@ -161,3 +161,25 @@ pub fn write_pth(path: &Path, sd: &StateDict) {
     zip.write_all(b"3\n").expect("zip");
     zip.finish().expect("zip");
 }
+
+/// Sends `parts` as one multipart message on a PUSH socket, retrying (up to 5 s) while no peer has
+/// connected yet.
+pub async fn push_parts(s: &mut zeromq::PushSocket, parts: Vec<Vec<u8>>) {
+    use zeromq::{SocketSend, ZmqMessage};
+    let mut it = parts.into_iter();
+    let mut m = ZmqMessage::from(it.next().expect("part"));
+    for p in it {
+        m.push_back(p.into());
+    }
+    for _ in 0..500 {
+        match s.send(m).await {
+            Ok(()) => return,
+            Err(zeromq::ZmqError::ReturnToSender { message, .. }) => {
+                m = message;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("send: {e}"),
+        }
+    }
+    panic!("no receiver");
+}
