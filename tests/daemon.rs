@@ -497,23 +497,7 @@ async fn a_stalled_subscriber_costs_at_most_its_buffer() {
 }
 
 fn test_alarm(rule: &str) -> Box<beamwatch::alarms::Alarm> {
-    Box::new(beamwatch::alarms::Alarm {
-        kind: "alarm",
-        rule: rule.into(),
-        level: beamwatch::alarms::Level::Critical,
-        when: beamwatch::alarms::When::DamagedArea,
-        series: "s".into(),
-        frame: 3,
-        time: "2026-11-22T00:00:00Z".into(),
-        cumulative_dose_e_per_a2: Some(800.0),
-        dose_per_frame_e_per_a2: Some(200.0),
-        value: 0.2,
-        threshold: 0.1,
-        worst_patches: Vec::new(),
-        forecast: None,
-        message: "test".into(),
-        received: None,
-    })
+    common::test_alarm(rule, "s".into())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

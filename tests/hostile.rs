@@ -404,25 +404,7 @@ async fn a_series_whose_file_cannot_be_made_costs_that_series_only() {
 // a slow command delays neither the next alarm nor its command; commands beyond the queue are
 // dropped and counted.
 
-fn alarm(rule: &str, series: String) -> Box<beamwatch::alarms::Alarm> {
-    Box::new(beamwatch::alarms::Alarm {
-        kind: "alarm",
-        rule: rule.into(),
-        level: beamwatch::alarms::Level::Critical,
-        when: beamwatch::alarms::When::DamagedArea,
-        series,
-        frame: 3,
-        time: "2026-11-22T00:00:00Z".into(),
-        cumulative_dose_e_per_a2: Some(800.0),
-        dose_per_frame_e_per_a2: Some(200.0),
-        value: 0.2,
-        threshold: 0.1,
-        worst_patches: Vec::new(),
-        forecast: None,
-        message: "test".into(),
-        received: None,
-    })
-}
+use common::test_alarm as alarm;
 
 /// Waits (up to 20 s) until `done` holds.
 async fn eventually(mut done: impl FnMut() -> bool) -> bool {

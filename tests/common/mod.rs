@@ -183,3 +183,24 @@ pub async fn push_parts(s: &mut zeromq::PushSocket, parts: Vec<Vec<u8>>) {
     }
     panic!("no receiver");
 }
+
+/// A critical damaged-area alarm of series `series` at frame 3, for the sink tests.
+pub fn test_alarm(rule: &str, series: String) -> Box<beamwatch::alarms::Alarm> {
+    Box::new(beamwatch::alarms::Alarm {
+        kind: "alarm",
+        rule: rule.into(),
+        level: beamwatch::alarms::Level::Critical,
+        when: beamwatch::alarms::When::DamagedArea,
+        series,
+        frame: 3,
+        time: "2026-11-22T00:00:00Z".into(),
+        cumulative_dose_e_per_a2: Some(800.0),
+        dose_per_frame_e_per_a2: Some(200.0),
+        value: 0.2,
+        threshold: 0.1,
+        worst_patches: Vec::new(),
+        forecast: None,
+        message: "test".into(),
+        received: None,
+    })
+}
