@@ -25,6 +25,8 @@
 //! - [`imagefile`]: TIFF (incl. palette) / PNG / JPEG / `.npy` files, and DM / TIA files through
 //!   [`microscope`] → frames; SEM pixel-size metadata.
 //! - [`dose`]: electron dose per frame and cumulative, with the source of every input.
+//! - [`fourd`]: 4D-STEM — diffraction patterns per probe position → virtual STEM images per scan,
+//!   and Bragg-spot fading against dose.
 //!
 //! **Analysis**
 //! - [`patches`]: the patch grid; frames → scaled patch batches.
@@ -70,6 +72,7 @@ pub mod ingest;
 pub mod microscope;
 pub mod imagefile;
 pub mod dose;
+pub mod fourd;
 pub mod patches;
 pub mod register;
 pub mod weights;
