@@ -17,6 +17,8 @@
 //!
 //! **Frames in**
 //! - [`frame`]: a frame — f32 pixels, gap mask, the pixel type it came in.
+//! - [`fourd`]: 4D-STEM — diffraction patterns per probe position → virtual STEM images per scan,
+//!   and Bragg-spot fading against dose.
 //! - [`decode`]: wire formats → frames: beamwatch's own, DECTRIS stream v1 and v2, bitshuffle-LZ4.
 //! - [`ingest`]: ZeroMQ sockets behind a frame-size guard → raw messages for [`decode`]; the
 //!   bounded PUB socket every publisher uses.
@@ -25,8 +27,6 @@
 //! - [`imagefile`]: TIFF (incl. palette) / PNG / JPEG / `.npy` files, and DM / TIA files through
 //!   [`microscope`] → frames; SEM pixel-size metadata.
 //! - [`dose`]: electron dose per frame and cumulative, with the source of every input.
-//! - [`fourd`]: 4D-STEM — diffraction patterns per probe position → virtual STEM images per scan,
-//!   and Bragg-spot fading against dose.
 //!
 //! **Analysis**
 //! - [`patches`]: the patch grid; frames → scaled patch batches.
@@ -67,12 +67,12 @@ pub mod clock;
 pub mod telemetry;
 pub mod progress;
 pub mod frame;
+pub mod fourd;
 pub mod decode;
 pub mod ingest;
 pub mod microscope;
 pub mod imagefile;
 pub mod dose;
-pub mod fourd;
 pub mod patches;
 pub mod register;
 pub mod weights;
