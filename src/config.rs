@@ -9,6 +9,7 @@ use crate::alarms::sinks::SinkConfig;
 use crate::alarms::{Rule, RuleConfig};
 pub use crate::damage::AnalysisConfig;
 use crate::dose::DoseConfig;
+use crate::fourd::{DetectorKind, FourDConfig, ScanShape};
 pub use crate::ingest::{IngestConfig, Mode, SocketKind};
 use crate::record::recorder::RecordConfig;
 pub use crate::view::ViewConfig;
@@ -45,6 +46,13 @@ pub struct Config {
     /// Absent: [`crate::alarms::default_rules`]; an empty list: no damage alarms.
     #[serde(default)]
     pub alarms: Option<Vec<RuleConfig>>,
+    /// `[fourd]`: 4D-STEM (one diffraction pattern per probe position); off unless enabled.
+    #[serde(default)]
+    pub fourd: FourDConfig,
+    /// `--scan-shape ROWSxCOLS`: not a file key (the command line outranks `[fourd] scan_rows/cols`
+    /// and is recorded as such).
+    #[serde(skip)]
+    pub scan_shape_cli: Option<ScanShape>,
 }
 
 /// `[pipeline]`: how received frames reach the analysis.
@@ -148,7 +156,13 @@ impl Config {
         if self.sinks.command.as_ref().is_some_and(|c| c.is_empty()) {
             return Err(invalid("sinks.command", "[]".into(), "give the program and its arguments, or omit the key"));
         }
-        let configured = self.alarms.clone().unwrap_or_else(crate::alarms::default_rules);
+        if let Some((key, value, why)) = fourd_invalid(&self.fourd) {
+            return Err(invalid(key, value, &why));
+        }
+        let mut configured = self.alarms.clone().unwrap_or_else(crate::alarms::default_rules);
+        if self.fourd.enabled && self.alarms.is_none() {
+            configured.extend(crate::alarms::default_fourd_rules());
+        }
         let mut rules = Vec::with_capacity(configured.len());
         for (k, a) in configured.iter().enumerate() {
             let rule = a.validate().map_err(|why| ConfigError::Invalid {
@@ -183,6 +197,87 @@ impl Config {
         cfg.validate(path)?;
         Ok(cfg)
     }
+}
+
+/// What is wrong with `[fourd]`, by key; `None` when nothing is.
+fn fourd_invalid(f: &FourDConfig) -> Option<(&'static str, String, String)> {
+    match (f.scan_rows, f.scan_cols) {
+        (Some(0), _) | (_, Some(0)) => {
+            return Some(("fourd.scan_rows", format!("{:?}×{:?}", f.scan_rows, f.scan_cols), "must be positive".into()));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Some((
+                "fourd.scan_rows",
+                format!("{:?}×{:?}", f.scan_rows, f.scan_cols),
+                "give both scan_rows and scan_cols, or neither".into(),
+            ));
+        }
+        _ => {}
+    }
+    if f.detectors.is_empty() {
+        return Some(("fourd.detectors", "[]".into(), "at least one detector is needed".into()));
+    }
+    for (k, d) in f.detectors.iter().enumerate() {
+        if d.name.trim().is_empty() || f.detectors[..k].iter().any(|e| e.name == d.name) {
+            return Some(("fourd.detectors", format!("{:?}", d.name), "names must be non-empty and unique".into()));
+        }
+        let radii: Vec<Option<f64>> = match d.kind {
+            DetectorKind::Disk { radius_px, radius_mrad } => vec![radius_px, radius_mrad],
+            DetectorKind::Annulus { inner_px, outer_px, inner_mrad, outer_mrad } => {
+                if let (Some(i), Some(o)) = (inner_px, outer_px)
+                    && i >= o
+                {
+                    return Some(("fourd.detectors", format!("{:?}", d.name), "inner_px must be below outer_px".into()));
+                }
+                vec![outer_px, outer_mrad, inner_mrad, inner_px.filter(|v| *v != 0.0)]
+            }
+            _ => Vec::new(),
+        };
+        if radii.iter().flatten().any(|r| !(r.is_finite() && *r > 0.0)) {
+            return Some(("fourd.detectors", format!("{:?}", d.name), "radii must be positive numbers".into()));
+        }
+        let mrad = match d.kind {
+            DetectorKind::Disk { radius_mrad, .. } => radius_mrad.is_some(),
+            DetectorKind::Annulus { inner_mrad, outer_mrad, .. } => inner_mrad.is_some() || outer_mrad.is_some(),
+            _ => false,
+        };
+        if mrad && f.pixel_mrad.is_none() {
+            return Some(("fourd.pixel_mrad", "none".into(), format!("detector {:?} has radii in mrad", d.name)));
+        }
+    }
+    if !f.detectors.iter().any(|d| d.name == f.analyse) {
+        return Some(("fourd.analyse", format!("{:?}", f.analyse), "names no configured detector".into()));
+    }
+    if f.centre_patterns == 0 {
+        return Some(("fourd.centre_patterns", "0".into(), "must be at least 1".into()));
+    }
+    if let Some((x, y)) = f.centre_px
+        && !(x.is_finite() && y.is_finite())
+    {
+        return Some(("fourd.centre_px", format!("{:?}", f.centre_px), "must be finite".into()));
+    }
+    if let Some(p) = f.pixel_mrad
+        && !(p.is_finite() && p > 0.0)
+    {
+        return Some(("fourd.pixel_mrad", p.to_string(), "must be positive".into()));
+    }
+    if f.regions_rows == 0 || f.regions_cols == 0 {
+        return Some((
+            "fourd.regions_rows",
+            format!("{}×{}", f.regions_rows, f.regions_cols),
+            "regions_rows and regions_cols must be at least 1".into(),
+        ));
+    }
+    let s = &f.spots;
+    if !(s.min_snr.is_finite() && s.min_snr > 0.0) {
+        return Some(("fourd.spots.min_snr", s.min_snr.to_string(), "must be positive".into()));
+    }
+    if let Some(r) = s.radius_px
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Some(("fourd.spots.radius_px", r.to_string(), "must be positive".into()));
+    }
+    None
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ pub enum Source {
     /// The series start message.
     SeriesHeader,
     Config,
+    /// 4D-STEM with a counting detector and no current known: the mean counts per pattern over the
+    /// pattern frame time × e (1 count = 1 electron).
+    EstimatedFromCounts,
     Missing,
 }
 

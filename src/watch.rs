@@ -237,6 +237,7 @@ pub async fn run(
                     dtype: Some(info.dtype),
                     frame_time_s: None,
                     dose: info.dose,
+                    scan_hint: None,
                 };
                 if alive.is_ok() {
                     alive = pipeline.begin_series(start, false).await;
@@ -256,6 +257,7 @@ pub async fn run(
                     timestamp_ns: f.timestamp_ns,
                     dose: merged(f.dose, info.dose),
                     format: WireFormat::Auto,
+                    scan: None,
                 };
                 o.next_index += 1;
                 frames_handed += 1;

@@ -214,6 +214,7 @@ async fn bad_messages_are_counted_and_skipped_and_later_frames_analysed() {
         dtype: Some(PixelType::U16),
         frame_time_s: None,
         dose: DoseHeader { beam_current_pa: Some(10.0), dwell_time_us: Some(1.0), pixel_size_a: Some(1.0) },
+        scan_hint: None,
     };
     let frame = |i: u64, px: Vec<u8>, rows: usize, cols: usize| {
         own::encode_frame("s1", i, rows, cols, PixelType::U16, px, None, None)
@@ -310,6 +311,7 @@ async fn a_forged_frame_length_is_stopped_at_the_guard() {
         dtype: None,
         frame_time_s: None,
         dose: DoseHeader::default(),
+        scan_hint: None,
     };
     good.send(msg(own::encode_start(&info))).await.expect("send");
     for i in 0..3 {

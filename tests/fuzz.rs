@@ -149,6 +149,7 @@ fn fuzz_own_format() {
         dtype: Some(PixelType::U16),
         frame_time_s: Some(0.1),
         dose: DoseHeader { beam_current_pa: Some(10.0), dwell_time_us: Some(1.0), pixel_size_a: Some(1.0) },
+        scan_hint: None,
     };
     let seeds = vec![
         own::encode_start(&info),

@@ -70,6 +70,7 @@ fn small_session(path: &Path) {
         frames_every: 1,
         deflate: 0,
         provenance_json: "{}".into(),
+        fourd: None,
     };
     let mut w = SessionWriter::create(path, meta).expect("session");
     w.frame(0, &beamwatch::record::session::Pixels::U16(vec![7; 64])).expect("frame");
@@ -276,6 +277,7 @@ mod live {
             dtype: Some(dtype),
             frame_time_s: None,
             dose: DoseHeader { beam_current_pa: Some(10.0), dwell_time_us: Some(1.0), pixel_size_a: Some(1.0) },
+            scan_hint: None,
         }
     }
 

@@ -41,6 +41,12 @@ pub enum When {
     DoseBudget,
     /// The fitted damage curve predicts `signal` reaches `above` within `within_frames` frames.
     Forecast,
+    /// 4D-STEM: the summed Bragg-spot intensity has lost at least `above` (a fraction) of the
+    /// reference scan's, by more than 3σ of its Poisson noise.
+    SpotFading,
+    /// 4D-STEM: the fitted spot fading predicts the fraction lost reaches `above` within
+    /// `within_frames` scans.
+    SpotForecast,
     /// Not a rule: raised by the daemon itself when the session recording stops (e.g. disk full).
     RecordingStopped,
 }
@@ -144,6 +150,27 @@ pub fn default_rules() -> Vec<RuleConfig> {
     ]
 }
 
+/// The rules added to the defaults when `[fourd]` is enabled (and the configuration lists none):
+/// spot fading of 30 % (critical), and its forecast within 3 scans (warning).
+pub fn default_fourd_rules() -> Vec<RuleConfig> {
+    let rule = |name: &str, level, when| RuleConfig {
+        name: name.into(),
+        level,
+        when,
+        above: Some(0.3),
+        patches: None,
+        budget_e_per_a2: None,
+        signal: None,
+        within_frames: None,
+        hold_frames: 1,
+        clear_fraction: 0.5,
+    };
+    vec![
+        rule("spot-fading", Level::Critical, When::SpotFading),
+        RuleConfig { within_frames: Some(3.0), ..rule("spot-forecast", Level::Warning, When::SpotForecast) },
+    ]
+}
+
 /// A validated rule.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
@@ -151,6 +178,8 @@ pub enum Kind {
     Cluster { patches: usize },
     DoseBudget { budget_e_per_a2: f64 },
     Forecast { signal: Signal, above: f64, within_frames: f64 },
+    SpotFading { above: f64 },
+    SpotForecast { above: f64, within_frames: f64 },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -205,6 +234,16 @@ impl RuleConfig {
             }
             When::RecordingStopped => {
                 return Err("`when = \"recording_stopped\"` is raised by beamwatch itself, not a rule".into());
+            }
+            When::SpotFading | When::SpotForecast => {
+                let above = positive("above", self.above)?;
+                if above >= 1.0 {
+                    return Err(format!("`above` = {above} is a fraction of the spot intensity lost: below 1"));
+                }
+                match self.when {
+                    When::SpotFading => Kind::SpotFading { above },
+                    _ => Kind::SpotForecast { above, within_frames: positive("within_frames", self.within_frames)? },
+                }
             }
             When::Forecast => Kind::Forecast {
                 signal: self.signal.unwrap_or(Signal::MeanDissimilarity),
@@ -573,8 +612,54 @@ impl AlarmEngine {
                     message,
                 })
             }
-            Kind::DoseBudget { .. } => None,
+            Kind::DoseBudget { .. } | Kind::SpotFading { .. } | Kind::SpotForecast { .. } => None,
         }
+    }
+
+    /// Spot-fading rules on a 4D-STEM scan.
+    pub fn observe_spots(&mut self, o: &SpotObservation<'_>) -> Vec<Event> {
+        let mut out = Vec::new();
+        for st in &mut self.rules {
+            let Some(v) = spot_verdict(&st.rule, o) else { continue };
+            if st.active {
+                if v.clears {
+                    st.active = false;
+                    st.held = 0;
+                    out.push(Event::Clear(Clear {
+                        kind: "clear",
+                        rule: st.rule.name.clone(),
+                        series: o.series.into(),
+                        frame: o.frame,
+                        time: rfc3339(o.time),
+                        value: v.value,
+                    }));
+                }
+                continue;
+            }
+            st.held = if v.firing { st.held + 1 } else { 0 };
+            if st.held < st.rule.hold_frames {
+                continue;
+            }
+            st.active = true;
+            out.push(Event::Alarm(Box::new(Alarm {
+                kind: "alarm",
+                rule: st.rule.name.clone(),
+                level: st.rule.level,
+                when: v.when,
+                series: o.series.to_string(),
+                frame: o.frame,
+                time: rfc3339(o.time),
+                cumulative_dose_e_per_a2: o.dose.cumulative_e_per_a2,
+                dose_per_frame_e_per_a2: o.dose.per_frame_e_per_a2,
+                value: v.value,
+                threshold: v.threshold,
+                worst_patches: Vec::new(),
+                forecast: None,
+                message: v.message,
+                received: o.received,
+            })));
+        }
+        out
     }
 
     /// Forecast of `signal` reaching `above`, only while it has not (a forecast of what already
@@ -598,6 +683,80 @@ impl AlarmEngine {
             _ => None,
         };
         Some(ForecastInfo { fit, target: above, dose_to_target_e_per_a2: d_star, frames_to_target: frames })
+    }
+}
+
+/// One 4D-STEM scan, as the spot rules see it.
+pub struct SpotObservation<'a> {
+    pub series: &'a str,
+    /// The scan's frame index (its scan number).
+    pub frame: u64,
+    pub time: SystemTime,
+    pub received: Option<Instant>,
+    pub dose: &'a FrameDose,
+    /// Summed background-subtracted spot intensity of the reference (first) scan and of this one.
+    pub reference_intensity: f64,
+    pub intensity: f64,
+    /// The fading fit over the series so far, when the data determine it.
+    pub fit: Option<&'a crate::fourd::FadingFit>,
+}
+
+/// The fraction of the reference spot intensity lost, and the loss in units of its Poisson σ
+/// (σ² = I_ref + I_now: 1 count = 1 electron, the background's own noise left out, so this σ is a
+/// lower bound). `None` without a positive reference.
+pub fn spot_loss(reference: f64, now: f64) -> Option<(f64, f64)> {
+    if !(reference.is_finite() && reference > 0.0 && now.is_finite()) {
+        return None;
+    }
+    let sigma = (reference + now.max(0.0)).sqrt().max(1e-12);
+    Some(((reference - now) / reference, (reference - now) / sigma))
+}
+
+fn spot_verdict(rule: &Rule, o: &SpotObservation<'_>) -> Option<Verdict> {
+    match rule.kind {
+        Kind::SpotFading { above } => {
+            let (lost, z) = spot_loss(o.reference_intensity, o.intensity)?;
+            Some(Verdict {
+                when: When::SpotFading,
+                firing: lost >= above && z > 3.0,
+                clears: lost < rule.clear_fraction * above,
+                value: lost,
+                threshold: above,
+                forecast: None,
+                message: format!(
+                    "Bragg spots lost {:.1} % of their reference intensity ({z:.1}σ; rule: ≥ {:.0} %)",
+                    100.0 * lost,
+                    100.0 * above
+                ),
+            })
+        }
+        Kind::SpotForecast { above, within_frames } => {
+            let fit = o.fit?;
+            let (lost, _) = spot_loss(o.reference_intensity, o.intensity)?;
+            let now = o.dose.cumulative_e_per_a2?;
+            let per_scan = o.dose.per_frame_e_per_a2.filter(|d| *d > 0.0)?;
+            if lost >= above || fit.points < 3 {
+                return None;
+            }
+            // I(D) = I₀·exp(−D/Dc) + c loses the fraction 1 − exp(−D/Dc) of I₀ by dose D.
+            let d_star = -fit.dc_e_per_a2 * (1.0 - above).ln();
+            let scans = ((d_star - now) / per_scan).max(0.0);
+            Some(Verdict {
+                when: When::SpotForecast,
+                firing: scans <= within_frames,
+                clears: false,
+                value: scans,
+                threshold: within_frames,
+                forecast: None,
+                message: format!(
+                    "Bragg spots predicted to lose {:.0} % in {scans:.1} scans (at {d_star:.0} e⁻/Å²); spot-fading Dc {:.0} ± {:.0} e⁻/Å²",
+                    100.0 * above,
+                    fit.dc_e_per_a2,
+                    fit.dc_sigma_e_per_a2
+                ),
+            })
+        }
+        _ => None,
     }
 }
 

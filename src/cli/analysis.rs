@@ -138,3 +138,39 @@ impl DoseFlags {
         }
     }
 }
+
+/// 4D-STEM input: diffraction patterns, one per probe position (override `[fourd]`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct FourDFlags {
+    /// Treat every frame as a diffraction pattern of a 4D-STEM scan (turns `[fourd]` on): the
+    /// virtual images of each scan are analysed, and the Bragg spots' fading against dose.
+    #[arg(long)]
+    pub fourd: bool,
+    /// The scan shape, e.g. 256x256 (implies --fourd; outranks `[fourd] scan_rows/cols`, the
+    /// stream's and the file's own).
+    #[arg(long, value_name = "ROWSxCOLS", value_parser = parse_scan_shape)]
+    pub scan_shape: Option<crate::fourd::ScanShape>,
+}
+
+impl FourDFlags {
+    pub fn apply(&self, cfg: &mut Config) {
+        if self.fourd || self.scan_shape.is_some() {
+            cfg.fourd.enabled = true;
+        }
+        if self.scan_shape.is_some() {
+            cfg.scan_shape_cli = self.scan_shape;
+        }
+    }
+}
+
+/// `ROWSxCOLS` (or `ROWS×COLS`, `ROWS,COLS`), both positive.
+pub fn parse_scan_shape(s: &str) -> Result<crate::fourd::ScanShape, String> {
+    let bad = || format!("{s:?}: give the scan shape as ROWSxCOLS, e.g. 256x256");
+    let (r, c) = s.split_once(['x', 'X', '×', ',']).ok_or_else(bad)?;
+    let rows: usize = r.trim().parse().map_err(|_| bad())?;
+    let cols: usize = c.trim().parse().map_err(|_| bad())?;
+    if rows == 0 || cols == 0 {
+        return Err(format!("{s:?}: the scan shape must be positive"));
+    }
+    Ok(crate::fourd::ScanShape { rows, cols })
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::analysis::{AnalysisArgs, DoseFlags};
+use super::analysis::{AnalysisArgs, DoseFlags, FourDFlags};
 use crate::Error;
 use crate::commands::evaluate::{self, EvaluateOptions, SuiteSpec};
 use crate::commands::{compare, replay};
@@ -32,6 +32,8 @@ pub struct ReplayArgs {
     analysis: AnalysisArgs,
     #[command(flatten)]
     dose: DoseFlags,
+    #[command(flatten)]
+    fourd: FourDFlags,
     /// Leave the frames out of the results session (by default it holds them, so the session is
     /// complete on its own: HyperSpy / RosettaSciIO load frames and maps from it).
     #[arg(long)]
@@ -82,6 +84,7 @@ impl ReplayArgs {
         }
         let mut cfg = self.analysis.config()?;
         self.dose.apply(&mut cfg.dose);
+        self.fourd.apply(&mut cfg);
         let out = self.out.ok_or_else(|| Error::Usage("--out is required".into()))?;
         let s = replay::run(&replay::ReplayOptions {
             input: self.input,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::analysis::AnalysisArgs;
+use super::analysis::{AnalysisArgs, FourDFlags};
 use super::view::ViewFlags;
 use crate::Error;
 use crate::commands::{bench, bench_live, demo, run as daemon_cmd, simulate};
@@ -41,11 +41,14 @@ pub struct RunArgs {
     max_series: Option<u64>,
     #[command(flatten)]
     view: ViewFlags,
+    #[command(flatten)]
+    fourd: FourDFlags,
 }
 
 impl RunArgs {
     pub fn run(self) -> Result<(), Error> {
         let mut cfg = self.analysis.config()?;
+        self.fourd.apply(&mut cfg);
         if let Some(e) = self.endpoint {
             cfg.ingest.endpoint = e;
         }

@@ -21,7 +21,10 @@ use crate::dose::FrameDose;
 use crate::frame::{Frame, PixelType};
 use crate::ingest::Mode;
 use crate::patches::PatchGrid;
-use crate::pipeline::{Pipeline, PipelineError, PipelineOptions, RecordedDose, WhenFull, runtime};
+use crate::decode::Message;
+use crate::fourd::{ScanShape, ShapeSource};
+use crate::pipeline::scans::ScanStage;
+use crate::pipeline::{Handed, Pipeline, PipelineError, PipelineOptions, RecordedDose, WhenFull, runtime};
 use crate::record::session::{SessionReader, StoredAnalysis};
 use crate::record::{FrameSource, OpenOptions, ReadError, SourceInfo, open_source};
 use crate::damage::PatchThreshold;
@@ -93,7 +96,10 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
     }
     let setup = crate::damage::setup::prepare(&cfg.analysis)?;
     let patch = setup.settings.patch_px;
-    if info.width < patch || info.height < patch {
+    // 4D-STEM: the frames are diffraction patterns; the analysed images are the scans, whose size
+    // the scan stage knows.
+    let fourd = cfg.fourd.enabled;
+    if !fourd && (info.width < patch || info.height < patch) {
         let why = format!(
             "frames of {}×{} px are smaller than one {patch}×{patch} px patch: nothing to compare",
             info.width, info.height
@@ -117,6 +123,7 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
         dtype: Some(info.dtype),
         frame_time_s: None,
         dose: info.dose,
+        scan_hint: info.scan_shape.map(|(rows, cols)| (ScanShape { rows, cols }, ShapeSource::FileMetadata)),
     };
     let rt = runtime()?;
     let source_text = format!("replay of {}", opts.input.display());
@@ -155,7 +162,14 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
     let finished = rt.block_on(async {
         let mut pipeline = Pipeline::start(pipeline_opts).await?;
         let provenance = pipeline.provenance().clone();
-        let mut fed = pipeline.begin_series(start, false).await;
+        // Patterns → scans in 4D-STEM mode; every message unchanged otherwise.
+        let mut scans = ScanStage::from_config(cfg);
+        let mut fed = Ok(());
+        for m in scans.process(Message::SeriesStart(start), pipeline.stats()) {
+            if fed.is_ok() {
+                fed = pipeline.hand(m, None, Instant::now(), WhenFull::Wait).await.map(|_| ());
+            }
+        }
         for i in 0..info.frames {
             if fed.is_err() {
                 break;
@@ -170,7 +184,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
                 }
             };
             positions.push((f.index, i));
-            let recorded = source.recorded_dose(i).map(|(per_frame, cumulative)| RecordedDose {
+            // A recorded dose belongs to a recorded frame, not to a pattern of a scan.
+            let recorded = source.recorded_dose(i).filter(|_| !fourd).map(|(per_frame, cumulative)| RecordedDose {
                 per_frame_e_per_a2: per_frame,
                 cumulative_e_per_a2: cumulative,
                 inputs: source.recorded_inputs(i),
@@ -182,13 +197,26 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
                 timestamp_ns: f.timestamp_ns,
                 dose: f.dose,
                 format: WireFormat::Auto,
+                scan: None,
             };
-            fed = pipeline.frame(Box::new(msg), recorded, Instant::now(), WhenFull::Wait).await.map(|dose| {
-                first_dose.get_or_insert(dose);
-            });
+            for m in scans.process(Message::Frame(Box::new(msg)), pipeline.stats()) {
+                if fed.is_err() {
+                    break;
+                }
+                fed = pipeline.hand(m, recorded, Instant::now(), WhenFull::Wait).await.map(|h| {
+                    if let Handed::Frame(dose) = h {
+                        first_dose.get_or_insert(dose);
+                    }
+                });
+            }
             bar.inc(1);
         }
         if fed.is_ok() {
+            for m in scans.process(Message::SeriesEnd { series: series.clone() }, pipeline.stats()) {
+                if pipeline.hand(m, None, Instant::now(), WhenFull::Wait).await.is_err() {
+                    break;
+                }
+            }
             let _ = pipeline.end_series(false).await;
         }
         Ok::<_, Error>((pipeline.finish().await, provenance))
@@ -232,7 +260,10 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
         analysis_died: died.clone(),
         outputs: Outputs::default(),
     };
-    if let Some(path) = &session {
+    if fourd {
+        // The pictures are drawn over the file's frames, which here are diffraction patterns.
+        tracing::info!("4D-STEM replay: the results session and summary.json hold the virtual images, spots and fits; no pictures");
+    } else if let Some(path) = &session {
         write_reports(opts, source.as_mut(), &positions, path, &settings, &provenance, &summary, &mut outputs)?;
     }
     let summary = ReplaySummary { outputs, ..summary };
@@ -637,6 +668,7 @@ pub fn publish_file(opts: &PublishFileOptions) -> Result<u64, Error> {
                 dtype: Some(dtype),
                 frame_time_s: None,
                 dose: info.dose,
+                scan_hint: None,
             }),
         };
         pubsock::send(&mut out, start, deadline, &ep).await?;

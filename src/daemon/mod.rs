@@ -19,8 +19,9 @@ use crate::config::Config;
 use crate::decode::{DecodeErrorKind, Decoder, Message};
 use crate::ingest::bounded_pub::BoundedPub;
 use crate::ingest::{IngestError, Receiver};
+use crate::pipeline::scans::ScanStage;
 use crate::pipeline::stats::get;
-use crate::pipeline::{ComputeGone, Pipeline, PipelineError, PipelineOptions, PipelineReport, WhenFull};
+use crate::pipeline::{ComputeGone, Handed, Pipeline, PipelineError, PipelineOptions, PipelineReport, WhenFull};
 use crate::report::provenance::Provenance;
 use crate::telemetry::rss_mib;
 use crate::view::{Hub, HubMeta, ViewServer};
@@ -162,6 +163,7 @@ pub async fn run_with(
         let _ = r.send(pipeline.alarm_endpoint().unwrap_or_default().to_string());
     }
     let mut decoder = Decoder::new(cfg.ingest.format, cfg.ingest.channel.clone(), cfg.analysis.mask_gaps);
+    let mut scans = ScanStage::from_config(&cfg);
     let mut got = Received::default();
     let status_every = Duration::from_secs_f64(cfg.pipeline.status_interval_s.max(0.0));
     let mut next_status = Instant::now() + status_every;
@@ -193,7 +195,7 @@ pub async fn run_with(
             r.send(parts.clone());
         }
         let refs: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
-        let handed: Result<(), ComputeGone> = match decoder.decode(&refs) {
+        let decoded = match decoder.decode(&refs) {
             Err(e) => {
                 *got.decode_errors.entry(e.kind).or_default() += 1;
                 crate::pipeline::stats::inc(&pipeline.stats().messages_rejected);
@@ -202,35 +204,45 @@ pub async fn run_with(
                     parts.len(),
                     parts.iter().map(Bytes::len).sum::<usize>()
                 );
-                Ok(())
+                continue 'receive;
             }
             Ok(Message::Ignored(what)) => {
                 got.ignored += 1;
                 tracing::debug!("message {n}: {what} (not needed)");
-                Ok(())
+                continue 'receive;
             }
-            Ok(Message::SeriesStart(info)) => pipeline.begin_series(info, false).await,
-            Ok(Message::Frame(f)) => pipeline.frame(f, None, received, WhenFull::Skip).await.map(|_| ()),
-            Ok(Message::SeriesEnd { series }) if pipeline.open_series() == Some(series.as_str()) => {
-                let ended = pipeline.end_series(false).await;
-                series_done += 1;
-                if ended.is_ok() && cfg.pipeline.max_series > 0 && series_done >= cfg.pipeline.max_series {
-                    tracing::info!("{series_done} series done: stopping as configured");
-                    break 'receive;
-                }
-                ended
-            }
-            Ok(Message::SeriesEnd { series }) => {
-                tracing::warn!("end of series {series}, which is not the open series");
-                Ok(())
-            }
+            Ok(m) => m,
         };
+        // In 4D-STEM mode the patterns become one frame per scan here; otherwise unchanged.
+        let mut handed: Result<(), ComputeGone> = Ok(());
+        for m in scans.process(decoded, pipeline.stats()) {
+            match pipeline.hand(m, None, received, WhenFull::Skip).await {
+                Ok(Handed::SeriesEnded) => {
+                    series_done += 1;
+                    if cfg.pipeline.max_series > 0 && series_done >= cfg.pipeline.max_series {
+                        tracing::info!("{series_done} series done: stopping as configured");
+                        break 'receive;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    handed = Err(e);
+                    break;
+                }
+            }
+        }
         if handed.is_err() {
             tracing::error!("the compute thread stopped; shutting down");
             break 'receive;
         }
     }
 
+    // The scan being filled when the source stops comes out (incomplete) before the pipeline ends.
+    for m in scans.finish(pipeline.stats()) {
+        if pipeline.hand(m, None, Instant::now(), WhenFull::Skip).await.is_err() {
+            break;
+        }
+    }
     let finished = pipeline.finish().await;
     let (pipeline_report, died) = match finished {
         Ok(r) => (r, None),

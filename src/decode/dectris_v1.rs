@@ -99,6 +99,17 @@ pub fn parse_encoding(s: &str) -> Result<Encoding, DecodeError> {
     }
 }
 
+/// The scan shape in a header appendix: the first JSON part after the detector config that
+/// carries `scan_rows` / `scan_cols` (flat-field and mask parts are skipped as non-matching).
+fn appendix_scan_hint(parts: &[&[u8]]) -> Option<(crate::fourd::ScanShape, crate::fourd::ShapeSource)> {
+    parts
+        .iter()
+        .filter(|p| p.first() == Some(&b'{'))
+        .filter_map(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        .find_map(|v| super::scan_hint_json(&v))
+        .map(|s| (s, crate::fourd::ShapeSource::HeaderAppendix))
+}
+
 pub fn decode(parts: &[&[u8]], mask_gaps: bool) -> Result<Message, DecodeError> {
     let first = parts.first().ok_or_else(|| derr(DecodeErrorKind::Parts, "empty message"))?;
     let h: Header = json(first, "header")?;
@@ -141,6 +152,7 @@ pub fn decode(parts: &[&[u8]], mask_gaps: bool) -> Result<Message, DecodeError> 
                 dtype,
                 frame_time_s: cfg.frame_time,
                 dose: DoseHeader::default(),
+                scan_hint: appendix_scan_hint(parts.get(2..).unwrap_or_default()),
             }))
         }
         "dimage-1.0" => {
@@ -203,6 +215,7 @@ pub fn decode(parts: &[&[u8]], mask_gaps: bool) -> Result<Message, DecodeError> 
                 timestamp_ns: cfg.start_time,
                 dose: DoseHeader::default(),
                 format: WireFormat::DectrisV1,
+                scan: None,
             })))
         }
         "dseries_end-1.0" => {

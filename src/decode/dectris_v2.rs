@@ -145,6 +145,19 @@ fn column_to_row_major(b: &[u8], rows: usize, cols: usize, elem: usize) -> Vec<u
     out
 }
 
+/// `scan_rows` / `scan_cols` in the start message's `user_data` map, at its top level or inside
+/// its `"beamwatch"` map (docs/wire-format.md).
+fn user_data_scan_hint(v: Option<&Value>) -> Option<(crate::fourd::ScanShape, crate::fourd::ShapeSource)> {
+    let pair = |m: &[(Value, Value)]| {
+        let n = |k: &str| int(get(m, k)).filter(|&n| n > 0).and_then(|n| usize::try_from(n).ok());
+        Some(crate::fourd::ScanShape { rows: n("scan_rows")?, cols: n("scan_cols")? })
+    };
+    let m = v?.as_map()?;
+    pair(m)
+        .or_else(|| get(m, "beamwatch").and_then(Value::as_map).and_then(|b| pair(b)))
+        .map(|s| (s, crate::fourd::ShapeSource::StreamUserData))
+}
+
 impl State {
     pub fn new(channel: Option<String>) -> Self {
         Self { channel, announced: Vec::new() }
@@ -201,6 +214,7 @@ impl State {
             dtype,
             frame_time_s: float(get(map, "frame_time")),
             dose: DoseHeader::default(),
+            scan_hint: user_data_scan_hint(get(map, "user_data")),
         }))
     }
 
@@ -227,6 +241,7 @@ impl State {
             timestamp_ns: rational_ns(get(map, "start_time")),
             dose: DoseHeader::default(),
             format: WireFormat::DectrisV2,
+            scan: None,
         })))
     }
 }

@@ -16,6 +16,7 @@ pub mod own;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fourd::{ScanResult, ScanShape, ShapeSource, Spot};
 use crate::frame::{Frame, PixelType};
 use crate::limits;
 
@@ -62,6 +63,9 @@ pub struct SeriesInfo {
     pub dtype: Option<PixelType>,
     pub frame_time_s: Option<f64>,
     pub dose: DoseHeader,
+    /// The 4D-STEM scan shape the stream announces (stream-v2 `user_data`, a stream-v1 header
+    /// appendix: `scan_rows` / `scan_cols`, see docs/wire-format.md), with where it came from.
+    pub scan_hint: Option<(ScanShape, ShapeSource)>,
 }
 
 /// One decoded frame.
@@ -73,6 +77,26 @@ pub struct FrameMsg {
     pub timestamp_ns: Option<u64>,
     pub dose: DoseHeader,
     pub format: WireFormat,
+    /// A 4D-STEM scan's results when this frame is a virtual image made of one scan's patterns
+    /// (set by the scan stage, `None` from every decoder).
+    pub scan: Option<std::sync::Arc<ScanFrame>>,
+}
+
+/// The 4D-STEM scan behind a frame: the assembler's result and what it was measured with (the
+/// session's `fourd` group records them).
+#[derive(Debug)]
+pub struct ScanFrame {
+    pub result: ScanResult,
+    /// The Bragg spots integrated (found in the reference scan's mean pattern).
+    pub spots: Vec<Spot>,
+    /// Pattern centre (x, y) and bright-field disk radius, px, once known.
+    pub centre_px: Option<(f64, f64)>,
+    pub bf_radius_px: Option<f64>,
+    pub shape_source: ShapeSource,
+    /// The virtual detector whose image is the frame.
+    pub analysed: String,
+    /// The `[fourd]` regions grid (rows, cols) the region spot intensities follow.
+    pub regions: (usize, usize),
 }
 
 #[derive(Clone, Debug)]
@@ -199,6 +223,16 @@ pub fn frame_from_bytes(
             Frame::from_f32(cols, rows, v).map_err(pixels)
         }
     }
+}
+
+/// `scan_rows` and `scan_cols` (positive integers) at the top level of a JSON header appendix or
+/// inside its `"beamwatch"` map; `None` when the pair is not there.
+pub fn scan_hint_json(v: &serde_json::Value) -> Option<ScanShape> {
+    let pair = |m: &serde_json::Value| {
+        let n = |k: &str| m.get(k)?.as_u64().filter(|&n| n > 0).and_then(|n| usize::try_from(n).ok());
+        Some(ScanShape { rows: n("scan_rows")?, cols: n("scan_cols")? })
+    };
+    pair(v).or_else(|| v.get("beamwatch").and_then(pair))
 }
 
 /// Decodes multipart messages of one socket, keeping what a format carries across messages.

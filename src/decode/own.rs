@@ -115,6 +115,7 @@ pub fn decode(parts: &[&[u8]], mask_gaps: bool) -> Result<Message, DecodeError> 
                 dtype: s.dtype.as_deref().map(pixel_type).transpose()?,
                 frame_time_s: s.frame_time_s,
                 dose: s.dose.unwrap_or_default(),
+                scan_hint: None,
             }))
         }
         HTYPE_FRAME => {
@@ -135,6 +136,7 @@ pub fn decode(parts: &[&[u8]], mask_gaps: bool) -> Result<Message, DecodeError> 
                 timestamp_ns: f.timestamp_ns,
                 dose: f.dose.unwrap_or_default(),
                 format: WireFormat::Beamwatch,
+                scan: None,
             })))
         }
         HTYPE_END => {
@@ -211,6 +213,7 @@ mod tests {
             dtype: Some(PixelType::U16),
             frame_time_s: Some(0.5),
             dose: DoseHeader { beam_current_pa: Some(40.0), dwell_time_us: Some(2.0), pixel_size_a: Some(0.5) },
+            scan_hint: None,
         };
         match decode(&refs(&encode_start(&info)), true) {
             Ok(Message::SeriesStart(s)) => assert_eq!(s, info),

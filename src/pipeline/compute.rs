@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 
 use super::consumers::{Analysed, Consumer, Event};
 use super::stats::{self, SeriesBrief, Stats};
-use super::summary::{self, RegistrationNote, SeriesSummary, TimelinePoint};
-use crate::alarms::{AlarmEngine, AlarmRecord, Level, Observation, Rule, Signal};
+use super::summary::{self, Diffraction, Fading, RegionFading, RegistrationNote, SeriesSummary, TimelinePoint};
+use crate::alarms::{AlarmEngine, AlarmRecord, Level, Observation, Rule, Signal, SpotObservation};
 use crate::clock::rfc3339;
 use crate::damage::{AnalysisError, AnalysisSettings, Analyzer, FrameAnalysis, NoiseFloor, PatchThreshold, Summary};
 use crate::decode::{FrameMsg, SeriesInfo};
@@ -79,6 +79,93 @@ struct Current {
     last_summary: Option<Summary>,
     alarms: Vec<AlarmRecord>,
     timeline: Vec<TimelinePoint>,
+    /// 4D-STEM: the spot intensities of every scan against dose.
+    spots: Option<SpotHistory>,
+}
+
+/// Per series, the history the spot-fading fits use: one point per scan.
+struct SpotHistory {
+    spots: usize,
+    regions: (usize, usize),
+    /// Cumulative dose after each scan (`None`: unknown, and no fit can be made).
+    dose: Vec<Option<f64>>,
+    /// Σ over spots of each spot's background-subtracted intensity, per scan.
+    total: Vec<f64>,
+    /// The same per region (row-major), per scan.
+    region_total: Vec<Vec<f64>>,
+    incomplete: u64,
+    per_scan_e_per_a2: Option<f64>,
+    dwell_s: Option<f64>,
+    current_source: Option<crate::dose::Source>,
+}
+
+impl SpotHistory {
+    fn push(&mut self, scan: &crate::decode::ScanFrame, dose: &FrameDose) {
+        let r = &scan.result;
+        self.spots = self.spots.max(r.spot_intensity.len());
+        self.dose.push(dose.cumulative_e_per_a2);
+        self.total.push(r.spot_intensity.iter().sum());
+        self.region_total.push(r.region_spot_intensity.iter().map(|v| v.iter().sum()).collect());
+        if !r.complete {
+            self.incomplete += 1;
+        }
+        self.per_scan_e_per_a2 = dose.per_frame_e_per_a2.or(self.per_scan_e_per_a2);
+        self.dwell_s = dose.dwell_time_us.value.map(|us| us * 1e-6).or(self.dwell_s);
+        self.current_source = Some(dose.beam_current_pa.source);
+    }
+
+    /// The fit of one intensity history, or why there is none.
+    fn fit(&self, intensity: &[f64]) -> Result<crate::fourd::FadingFit, String> {
+        if self.spots == 0 {
+            return Err("no Bragg spots were found in the reference scan".into());
+        }
+        let Some(dose) = self.dose.iter().copied().collect::<Option<Vec<f64>>>() else {
+            return Err("the dose is unknown (set [dose] beam_current_pa and pixel_size_a = the probe step)".into());
+        };
+        if dose.len() < 3 {
+            return Err(format!("{} scans; a fit needs at least 3", dose.len()));
+        }
+        crate::fourd::fit_fading(&dose, intensity)
+            .ok_or_else(|| "the data do not determine Dc (no decay, or σ larger than Dc)".to_string())
+    }
+
+    fn whole_fit(&self) -> Option<crate::fourd::FadingFit> {
+        self.fit(&self.total).ok()
+    }
+
+    fn summary(&self) -> Diffraction {
+        let (rows, cols) = self.regions;
+        let n_regions = self.region_total.iter().map(Vec::len).max().unwrap_or(0);
+        let regions = (0..n_regions)
+            .map(|k| {
+                let series: Vec<f64> =
+                    self.region_total.iter().map(|v| v.get(k).copied().unwrap_or(f64::NAN)).collect();
+                RegionFading { row: k / cols.max(1), col: k % cols.max(1), fading: Fading::of(self.fit(&series)) }
+            })
+            .collect();
+        let _ = rows;
+        let reference = self.total.first().copied();
+        let last = self.total.last().copied();
+        Diffraction {
+            scans: self.total.len(),
+            scans_incomplete: self.incomplete,
+            spots: self.spots,
+            dose_per_scan_e_per_a2: self.per_scan_e_per_a2,
+            dose_rate_e_per_a2_per_s: match (self.per_scan_e_per_a2, self.dwell_s) {
+                (Some(d), Some(t)) if t > 0.0 => Some(d / t),
+                _ => None,
+            },
+            beam_current_source: self.current_source,
+            reference_spot_intensity: reference,
+            last_spot_intensity: last,
+            measured_fraction_lost: match (reference, last) {
+                (Some(r), Some(l)) if r > 0.0 => Some((r - l) / r),
+                _ => None,
+            },
+            fading: Fading::of(self.fit(&self.total)),
+            regions,
+        }
+    }
 }
 
 impl Compute {
@@ -152,6 +239,7 @@ impl Compute {
                             last_summary: None,
                             alarms: Vec::new(),
                             timeline: Vec::new(),
+                            spots: None,
                         });
                     }
                     Err(e) => tracing::error!("series {}: cannot analyse: {e}", info.series),
@@ -163,6 +251,10 @@ impl Compute {
                     self.emit(c, e);
                 }
                 c.last_dose = Some(f.dose.clone());
+                if let Some(scan) = f.msg.scan.clone() {
+                    // Every scan counts for the spot fading, analysed or passed over.
+                    self.observe_scan(c, alarms, &f, &scan);
+                }
                 if c.analyzer.has_reference() && self.skip_to_newest && newer_waiting {
                     c.skipped += 1;
                     stats::inc(&self.stats.frames_skipped);
@@ -283,6 +375,42 @@ impl Compute {
         }
     }
 
+    fn observe_scan(
+        &mut self,
+        c: &mut Current,
+        alarms: &mut AlarmEngine,
+        f: &FrameWork,
+        scan: &crate::decode::ScanFrame,
+    ) {
+        let h = c.spots.get_or_insert_with(|| SpotHistory {
+            spots: 0,
+            regions: scan.regions,
+            dose: Vec::new(),
+            total: Vec::new(),
+            region_total: Vec::new(),
+            incomplete: 0,
+            per_scan_e_per_a2: None,
+            dwell_s: None,
+            current_source: None,
+        });
+        h.push(scan, &f.dose);
+        let fit = h.whole_fit();
+        let (Some(&reference), Some(&now)) = (h.total.first(), h.total.last()) else { return };
+        let obs = SpotObservation {
+            series: &f.msg.series,
+            frame: f.msg.index,
+            time: SystemTime::now(),
+            received: Some(f.received),
+            dose: &f.dose,
+            reference_intensity: reference,
+            intensity: now,
+            fit: fit.as_ref(),
+        };
+        for e in alarms.observe_spots(&obs) {
+            self.emit(c, e);
+        }
+    }
+
     fn tell(&mut self, event: &Event<'_>) {
         for consumer in &mut self.consumers {
             consumer.on(event);
@@ -353,6 +481,7 @@ impl Compute {
             critical_dose_note,
             alarms: c.alarms,
             timeline: c.timeline,
+            diffraction: c.spots.as_ref().map(SpotHistory::summary),
             provenance: self.provenance.clone(),
         };
         tracing::info!(
@@ -365,7 +494,7 @@ impl Compute {
             summary.frames_without_patches,
             summary.analysis_errors,
             summary.alarms.len(),
-            summary.fit_text()
+            format!("{}{}", summary.fit_text(), summary.diffraction_text())
         );
         if summary.noise_floor.is_none() && matches!(summary.patch_threshold, PatchThreshold::Calibrated { .. }) {
             tracing::warn!(
@@ -401,6 +530,7 @@ impl Compute {
             total_dose_e_per_a2: summary.last_dose.as_ref().and_then(|d| d.cumulative_e_per_a2),
             critical_dose_fit: summary.critical_dose_fit,
             critical_dose_note: summary.critical_dose_note,
+            diffraction: summary.diffraction,
             alarms: summary.alarms,
             summary_file: path.display().to_string(),
         });

@@ -29,6 +29,7 @@
 
 pub mod compute;
 pub mod consumers;
+pub mod scans;
 pub mod stats;
 pub mod summary;
 
@@ -131,6 +132,16 @@ pub enum WhenFull {
     Skip,
 }
 
+/// What [`Pipeline::hand`] did with a message.
+#[derive(Debug)]
+pub enum Handed {
+    /// A frame, with its dose.
+    Frame(FrameDose),
+    /// The open series ended.
+    SeriesEnded,
+    Other,
+}
+
 /// Dose per frame and cumulative (e⁻/Å²) as a session file recorded them, reused on replay.
 #[derive(Clone, Copy, Debug)]
 pub struct RecordedDose {
@@ -174,6 +185,8 @@ pub struct PipelineReport {
     pub frames_without_patches: u64,
     pub series_started: u64,
     pub series_ended: u64,
+    /// 4D-STEM: patterns → scans (all zero when `[fourd]` is off).
+    pub scans: stats::ScanCounters,
     pub alarms: u64,
     pub alarms_published: u64,
     pub alarms_logged: u64,
@@ -414,13 +427,18 @@ impl Pipeline {
                 dtype: Some(msg.frame.dtype()),
                 frame_time_s: None,
                 dose: DoseHeader::default(),
+                scan_hint: None,
             };
             self.begin_series(info, true).await?;
         }
         let Some(open) = self.open.as_mut() else { return Err(ComputeGone) };
         inc(&self.stats.frames_received);
         open.received += 1;
-        let computed = open.dose.add_frame(&msg.dose);
+        let mut computed = open.dose.add_frame(&msg.dose);
+        if msg.scan.is_some() && computed.beam_current_pa.source == dose::Source::FrameHeader {
+            // The scan stage puts a current in a scan frame's header only when it estimated it.
+            computed.beam_current_pa.source = dose::Source::EstimatedFromCounts;
+        }
         let dose = match recorded {
             Some(r) => recorded_dose(r, computed.upper_estimate),
             None => computed,
@@ -432,6 +450,9 @@ impl Pipeline {
         if let Some((r, _)) = &self.recorder {
             let received_unix_ns =
                 SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            if let Some(scan) = &msg.scan {
+                r.scan(&msg.series, scan.clone(), &dose);
+            }
             r.frame(
                 &msg.series,
                 msg.index,
@@ -455,6 +476,35 @@ impl Pipeline {
             }
         }
         Ok(dose)
+    }
+
+    /// One decoded message (after the [`scans::ScanStage`]) in: a series start, a frame (with its
+    /// recorded dose on a session replay) or an end of the open series. `when_full` applies to
+    /// ordinary frames; a 4D-STEM scan's frame always waits for room: it stands for a whole scan of
+    /// patterns, and its spot intensities make the series' fading history.
+    pub async fn hand(
+        &mut self,
+        m: crate::decode::Message,
+        recorded: Option<RecordedDose>,
+        received: Instant,
+        when_full: WhenFull,
+    ) -> Result<Handed, ComputeGone> {
+        use crate::decode::Message;
+        match m {
+            Message::SeriesStart(info) => self.begin_series(info, false).await.map(|_| Handed::Other),
+            Message::Frame(f) => {
+                let when = if f.scan.is_some() { WhenFull::Wait } else { when_full };
+                self.frame(f, recorded, received, when).await.map(Handed::Frame)
+            }
+            Message::SeriesEnd { series } if self.open_series() == Some(series.as_str()) => {
+                self.end_series(false).await.map(|_| Handed::SeriesEnded)
+            }
+            Message::SeriesEnd { series } => {
+                tracing::warn!("end of series {series}, which is not the open series");
+                Ok(Handed::Other)
+            }
+            Message::Ignored(_) => Ok(Handed::Other),
+        }
     }
 
     /// Ends the open series (if any); `implicit`: it ended without an end message.
@@ -523,6 +573,7 @@ impl Pipeline {
             frames_without_patches: get(&s.frames_without_patches),
             series_started: get(&s.series_started),
             series_ended: get(&s.series_ended),
+            scans: s.scan_counters(),
             alarms: get(&k.alarms),
             alarms_published: get(&k.published),
             alarms_logged: get(&k.logged),

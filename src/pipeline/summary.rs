@@ -73,10 +73,86 @@ pub struct SeriesSummary {
     pub critical_dose_note: Option<String>,
     pub alarms: Vec<AlarmRecord>,
     pub timeline: Vec<TimelinePoint>,
+    /// 4D-STEM: Bragg-spot fading against dose, beside the real-space damage above; `null` for
+    /// series of real-space frames.
+    pub diffraction: Option<Diffraction>,
     pub provenance: Provenance,
 }
 
+/// A spot-fading fit I(D) = I₀·exp(−D/Dc) + c, or why there is none (never numbers for a fit the
+/// data do not determine).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Fading {
+    pub dc_e_per_a2: Option<f64>,
+    pub dc_sigma_e_per_a2: Option<f64>,
+    /// Fraction of the initial spot intensity lost at the last scan (from the fit).
+    pub fraction_lost: Option<f64>,
+    pub i0: Option<f64>,
+    pub background: Option<f64>,
+    pub points: usize,
+    /// "not determined: …" when there is no fit.
+    pub note: Option<String>,
+}
+
+impl Fading {
+    pub fn of(fit: Result<crate::fourd::FadingFit, String>) -> Self {
+        match fit {
+            Ok(f) => Self {
+                dc_e_per_a2: Some(f.dc_e_per_a2),
+                dc_sigma_e_per_a2: Some(f.dc_sigma_e_per_a2),
+                fraction_lost: Some(f.fraction_lost),
+                i0: Some(f.i0),
+                background: Some(f.background),
+                points: f.points,
+                note: None,
+            },
+            Err(why) => Self { note: Some(format!("not determined: {why}")), ..Self::default() },
+        }
+    }
+}
+
+/// One region of the scan (regions row-major) and its own spot fading.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RegionFading {
+    pub row: usize,
+    pub col: usize,
+    #[serde(flatten)]
+    pub fading: Fading,
+}
+
+/// What the diffraction side of a 4D-STEM series shows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Diffraction {
+    pub scans: usize,
+    pub scans_incomplete: u64,
+    pub spots: usize,
+    /// Dose per scan at every probe position, I·t_dwell/(e·step²).
+    pub dose_per_scan_e_per_a2: Option<f64>,
+    /// Dose rate while the probe dwells on a position, I/(e·step²).
+    pub dose_rate_e_per_a2_per_s: Option<f64>,
+    /// Where the beam current came from (an estimate from counts says so).
+    pub beam_current_source: Option<crate::dose::Source>,
+    /// Summed spot intensity of the reference scan and the last, and the fraction lost between.
+    pub reference_spot_intensity: Option<f64>,
+    pub last_spot_intensity: Option<f64>,
+    pub measured_fraction_lost: Option<f64>,
+    #[serde(flatten)]
+    pub fading: Fading,
+    pub regions: Vec<RegionFading>,
+}
+
 impl SeriesSummary {
+    /// The spot-fading result for a log line (4D-STEM series only).
+    pub fn diffraction_text(&self) -> String {
+        match &self.diffraction {
+            Some(Diffraction { fading: Fading { dc_e_per_a2: Some(dc), dc_sigma_e_per_a2: Some(s), .. }, spots, .. }) => {
+                format!("; spot fading ({spots} spots) Dc {dc:.0} ± {s:.0} e⁻/Å²")
+            }
+            Some(Diffraction { fading: Fading { note: Some(n), .. }, .. }) => format!("; spot fading {n}"),
+            _ => String::new(),
+        }
+    }
+
     /// One log line's worth: the fitted critical dose, or why there is none.
     pub fn fit_text(&self) -> String {
         match (self.critical_dose_fit, &self.critical_dose_note) {

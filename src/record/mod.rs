@@ -7,6 +7,7 @@
 //!   `.emi`/`.ser` files — behind one [`FrameSource`].
 
 pub mod extent;
+pub mod fourd_group;
 pub mod readers;
 pub mod recorder;
 pub mod session;
@@ -56,6 +57,10 @@ pub struct SourceInfo {
     /// Plain-language notes for the output: which metadata was found, which was missing, how the
     /// frames were taken from the dataset.
     pub notes: Vec<String>,
+    /// A 4-D dataset (Rx, Ry, Qy, Qx): its two leading axes, the 4D-STEM scan shape (rows, cols)
+    /// when its frames are read as diffraction patterns.
+    #[serde(default)]
+    pub scan_shape: Option<(usize, usize)>,
 }
 
 /// One frame read from a file.

@@ -160,6 +160,12 @@ pub enum Item {
         series: String,
         json: String,
     },
+    /// A 4D-STEM scan (sent before its frame, so the file is made with its `/fourd` group).
+    Scan {
+        series: String,
+        scan: Arc<crate::decode::ScanFrame>,
+        dose: crate::dose::FrameDose,
+    },
     End {
         series: String,
         summary_json: Option<String>,
@@ -192,6 +198,8 @@ struct Open {
     format: WireFormat,
     source: String,
     provenance_json: String,
+    /// A scan that came before the file was made: it shapes the `/fourd` group, then is written.
+    pending_scan: Option<(Arc<crate::decode::ScanFrame>, crate::dose::FrameDose)>,
 }
 
 impl Recorder {
@@ -276,6 +284,11 @@ impl Recorder {
 
     pub fn alarm(&self, series: &str, json: String) {
         self.send(Item::Alarm { series: series.into(), json });
+    }
+
+    /// A 4D-STEM scan's virtual images, mask and spot intensities (before its frame).
+    pub fn scan(&self, series: &str, scan: Arc<crate::decode::ScanFrame>, dose: &crate::dose::FrameDose) {
+        self.send(Item::Scan { series: series.into(), scan, dose: dose.clone() });
     }
 
     pub fn end_series(&self, series: &str, summary_json: Option<String>) {
@@ -395,7 +408,7 @@ fn run(
             }
             Some(_) if failed => {}
             Some(Item::Start { series, format, source, provenance_json }) => {
-                open.insert(series, Open { writer: None, refused: false, format, source, provenance_json });
+                open.insert(series, Open { writer: None, refused: false, format, source, provenance_json, pending_scan: None });
             }
             Some(Item::Frame { series, index, width, height, dtype, pixels, received }) => {
                 let bytes = pixels.as_ref().map_or(0, Pixels::bytes);
@@ -405,6 +418,7 @@ fn run(
                     format: WireFormat::Auto,
                     source: String::new(),
                     provenance_json: String::new(),
+                    pending_scan: None,
                 });
                 if o.refused {
                     queued.fetch_sub(bytes, Ordering::Relaxed);
@@ -431,6 +445,10 @@ fn run(
                         frames_every: cfg.frames_every,
                         deflate: cfg.deflate,
                         provenance_json: o.provenance_json.clone(),
+                        fourd: o
+                            .pending_scan
+                            .as_ref()
+                            .map(|(s, d)| crate::record::fourd_group::FourDMeta::of(s, &s.analysed, d)),
                     };
                     match SessionWriter::create(&file_name(&dir, &series), meta) {
                         Ok(w) => {
@@ -482,6 +500,11 @@ fn run(
                             tracing::warn!("series {series} frame {index}: {width}×{height} px does not fit the file's frames; dose recorded, pixels not");
                         }
                     }
+                    if r.is_ok()
+                        && let Some((scan, dose)) = o.pending_scan.take()
+                    {
+                        r = w.scan(&scan, &dose);
+                    }
                     r
                 });
                 queued.fetch_sub(bytes, Ordering::Relaxed);
@@ -510,6 +533,26 @@ fn run(
                         }
                         Err(e) => fail(&mut open, e.to_string()),
                     }
+                }
+            }
+            Some(Item::Scan { series, scan, dose }) => {
+                let o = open.entry(series).or_insert_with(|| Open {
+                    writer: None,
+                    refused: false,
+                    format: WireFormat::Auto,
+                    source: String::new(),
+                    provenance_json: String::new(),
+                    pending_scan: None,
+                });
+                match o.writer.as_mut() {
+                    Some(w) => match w.scan(&scan, &dose) {
+                        Ok(()) => {
+                            dirty_since.get_or_insert_with(Instant::now);
+                        }
+                        Err(e) => fail(&mut open, e.to_string()),
+                    },
+                    None if !o.refused => o.pending_scan = Some((scan, dose)),
+                    None => {}
                 }
             }
             Some(Item::End { series, summary_json }) => {

@@ -105,6 +105,8 @@ pub struct SessionMeta {
     /// Deflate level for frames (0: none).
     pub deflate: u8,
     pub provenance_json: String,
+    /// A 4D-STEM series: its `/fourd` group (see [`super::fourd_group`]).
+    pub fourd: Option<super::fourd_group::FourDMeta>,
 }
 
 /// One received frame's dose record.
@@ -150,7 +152,9 @@ fn analysis_units(name: &str) -> (&'static str, &'static str) {
 fn source_code(s: Source) -> u8 {
     match s {
         Source::Missing => 0,
-        Source::FrameHeader => 1,
+        // Two bits per input: an estimate from counts is stored as the frame's own (the session's
+        // `fourd` group says it was estimated).
+        Source::FrameHeader | Source::EstimatedFromCounts => 1,
         Source::SeriesHeader => 2,
         Source::Config => 3,
     }
@@ -188,6 +192,7 @@ pub struct SessionWriter {
     ana: Vec<(&'static str, Column)>,
     ana_grids: [Dataset; 3],
     alarms: Dataset,
+    fourd: Option<super::fourd_group::FourDGroup>,
     /// The last scan pixel size (Å) a received frame knew: the EMD axes are calibrated with it.
     pixel_size_a: Option<f64>,
     n_frames: usize,
@@ -398,6 +403,10 @@ impl SessionWriter {
             .map_err(err("alarms"))?;
         describe(&alarms, "", "alarm", "one alarm per row: the JSON the PUB socket and the alarm log carry")
             .map_err(err("alarms"))?;
+        let fourd = match &meta.fourd {
+            Some(m) => Some(super::fourd_group::FourDGroup::create(&file, m.clone()).map_err(err("fourd group"))?),
+            None => None,
+        };
         file.start_swmr().map_err(err("start SWMR writing"))?;
         Ok(Self {
             path: path.to_owned(),
@@ -409,6 +418,7 @@ impl SessionWriter {
             ana,
             ana_grids,
             alarms,
+            fourd,
             pixel_size_a: None,
             n_frames: 0,
             n_recv: 0,
@@ -565,6 +575,15 @@ impl SessionWriter {
     }
 
     /// Makes everything written so far durable and visible to SWMR readers.
+    /// Appends a 4D-STEM scan to `/fourd` (a file made without the group ignores it).
+    pub fn scan(&mut self, scan: &crate::decode::ScanFrame, dose: &FrameDose) -> Result<(), RecordError> {
+        let path = self.path.clone();
+        match self.fourd.as_mut() {
+            Some(g) => g.push(scan, dose).map_err(|source| RecordError { path, what: "fourd".into(), source }),
+            None => Ok(()),
+        }
+    }
+
     pub fn flush(&self) -> Result<(), RecordError> {
         self.file.flush().map_err(self.err("flush"))
     }
@@ -740,6 +759,7 @@ impl SessionReader {
             dtype,
             dose: DoseHeader::default(),
             notes,
+            scan_shape: None,
         };
         Ok(Self { file, info, frames, frame_index: frame_index[..n].to_vec(), dose, inputs, mask_gaps })
     }

@@ -38,6 +38,7 @@ pub fn write(series: &dyn Simulation, path: &Path, mut on_frame: impl FnMut(usiz
         frames_every: 1,
         deflate: 1,
         provenance_json: serde_json::json!({ "simulation": series.provenance() }).to_string(),
+        fourd: None,
     };
     let mut writer = SessionWriter::create(path, meta)?;
     let known = |v| Input { value: Some(v), source: Source::SeriesHeader };

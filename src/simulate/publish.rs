@@ -169,6 +169,7 @@ fn start_message(series: &Series, opts: &PublishOptions, id: u64) -> Vec<Vec<u8>
             } else {
                 DoseHeader::default()
             },
+            scan_hint: None,
         }),
         WireFormat::DectrisV1 => {
             dectris_v1::encode_header(id, s.size_px, s.size_px, PixelType::U16, s.frames as u64, s.frame_time_s())

@@ -52,6 +52,7 @@ pub(super) fn open(path: &Path, format: Format, opts: &OpenOptions) -> Result<Bo
         dtype: opened.pixel_type(),
         dose,
         notes,
+        scan_shape: None,
     };
     Ok(Box::new(MicroscopeSource { info, opened, mask_gaps: opts.mask_gaps }))
 }

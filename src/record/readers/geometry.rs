@@ -95,6 +95,14 @@ impl Geometry {
         Ok(Self { shape: shape.to_vec(), frame_axes, fixed, y_axis, x_axis, frames, height, width })
     }
 
+    /// Two frame axes (a 4-D dataset, Rx × Ry scan of Qy × Qx patterns): the scan shape.
+    pub fn scan_shape(&self) -> Option<(usize, usize)> {
+        match self.frame_axes[..] {
+            [r, c] => Some((self.shape[r], self.shape[c])),
+            _ => None,
+        }
+    }
+
     /// The index of frame `i` (`i < frames`) on every axis (0 on the image axes).
     pub fn index(&self, i: usize) -> Vec<usize> {
         let mut index = vec![0usize; self.shape.len()];

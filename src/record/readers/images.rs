@@ -82,6 +82,7 @@ pub(super) fn open_file(path: &Path, opts: &OpenOptions) -> Result<Box<dyn Frame
         dtype: first.dtype(),
         dose: DoseHeader::default(),
         notes: image_notes(),
+        scan_shape: None,
     };
     Ok(Box::new(StackSource { info, frames }))
 }
@@ -113,6 +114,7 @@ fn open_tiff(path: &Path, opts: &OpenOptions) -> Result<Box<dyn FrameSource>, Re
         dtype: first.dtype(),
         dose: DoseHeader::default(),
         notes: image_notes(),
+        scan_shape: None,
     };
     Ok(Box::new(TiffSource { info, pages, first: Some(first) }))
 }
@@ -190,6 +192,7 @@ pub(super) fn open_folder(dir: &Path, opts: &OpenOptions) -> Result<Box<dyn Fram
         dtype: first.dtype(),
         dose: DoseHeader::default(),
         notes,
+        scan_shape: None,
     };
     Ok(Box::new(FolderSource { info, files, mask_gaps: opts.mask_gaps }))
 }

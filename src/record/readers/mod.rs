@@ -157,6 +157,7 @@ fn source_info(path: &Path, frames: &H5Frames, d: Described) -> SourceInfo {
         dtype: frames.pixel.pixel_type(),
         dose: d.dose,
         notes: d.notes,
+        scan_shape: frames.geom.scan_shape(),
     }
 }
 

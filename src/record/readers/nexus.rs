@@ -100,6 +100,7 @@ pub(super) fn detect(
         dtype: first.frames.pixel.pixel_type(),
         dose,
         notes,
+        scan_shape: None,
     };
     Ok(Some(Box::new(NexusSource { info, parts, _master: file.clone() })))
 }

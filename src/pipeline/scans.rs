@@ -1,0 +1,367 @@
+//! The scan stage: in 4D-STEM mode (`[fourd] enabled`), the decoded messages of a series are
+//! diffraction patterns, one per probe position; this stage turns them into one STEM frame per
+//! completed scan (the `analyse` virtual detector's image, carrying every detector's image and the
+//! spot intensities in [`FrameMsg::scan`]) before the [`super::Pipeline`] sees them. With `[fourd]`
+//! off it passes every message through unchanged, so the daemon and replay have one path.
+//!
+//! Nothing here fails a source: a series without a usable scan shape is refused with one error line
+//! (its patterns counted as refused); a pattern of the wrong size, a late or a duplicate pattern is
+//! counted and its position masked, never shifted.
+
+use std::sync::Arc;
+
+use crate::decode::{DoseHeader, FrameMsg, Message, ScanFrame, SeriesInfo, WireFormat};
+use crate::dose::DoseConfig;
+use crate::fourd::geometry::{ShapeHints, resolve_shape};
+use crate::fourd::{FourDConfig, FourDError, ScanAssembler, ScanEvent, ScanResult, ScanShape, ShapeSource};
+use crate::frame::{Frame, PixelType};
+
+use super::stats::{Stats, add, inc};
+
+/// Elementary charge (C): a counting detector's counts per second × e is the beam current.
+const ELECTRON_C: f64 = 1.602_176_634e-19;
+
+/// The series being assembled.
+struct OpenScan {
+    series: String,
+    format: WireFormat,
+    assembler: ScanAssembler,
+    shape: ScanShape,
+    /// The detector whose image is analysed.
+    analyse: String,
+    source: ShapeSource,
+    regions: (usize, usize),
+    /// The pattern pixel type (integer: a counting detector, whose counts estimate the current).
+    dtype: Option<PixelType>,
+    /// Per-pattern frame time from the stream (s): the dwell time of each probe position.
+    frame_time_s: Option<f64>,
+    /// The series header's beam current, or the configuration's: when neither is known, a counting
+    /// detector's counts estimate it.
+    current_known: bool,
+    late_seen: u64,
+    scans_out: u64,
+    last_timestamp_ns: Option<u64>,
+}
+
+/// Patterns → scans for one source (see the module notes).
+pub struct ScanStage {
+    cfg: FourDConfig,
+    cli_shape: Option<ScanShape>,
+    dose: DoseConfig,
+    open: Option<OpenScan>,
+    /// A series refused for want of a scan shape: its patterns are counted and dropped.
+    refused: Option<String>,
+}
+
+impl ScanStage {
+    pub fn new(cfg: &FourDConfig, cli_shape: Option<ScanShape>, dose: &DoseConfig) -> Self {
+        Self { cfg: cfg.clone(), cli_shape, dose: dose.clone(), open: None, refused: None }
+    }
+
+    /// The stage's configuration as a [`crate::config::Config`] gives it.
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        Self::new(&cfg.fourd, cfg.scan_shape_cli, &cfg.dose)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cfg.enabled
+    }
+
+    /// One decoded message in; what the pipeline should see, in order.
+    pub fn process(&mut self, msg: Message, stats: &Stats) -> Vec<Message> {
+        if !self.cfg.enabled {
+            return vec![msg];
+        }
+        match msg {
+            Message::SeriesStart(info) => {
+                let mut out = self.close(stats);
+                out.extend(self.start(info, stats));
+                out
+            }
+            Message::Frame(f) => self.pattern(f, stats),
+            Message::SeriesEnd { series } => {
+                if self.refused.as_deref() == Some(series.as_str()) {
+                    self.refused = None;
+                    return Vec::new();
+                }
+                if self.open.as_ref().is_some_and(|o| o.series == series) {
+                    let mut out = self.close(stats);
+                    out.push(Message::SeriesEnd { series });
+                    return out;
+                }
+                vec![Message::SeriesEnd { series }]
+            }
+            other => vec![other],
+        }
+    }
+
+    /// The source ends: the scan being filled comes out (incomplete).
+    pub fn finish(&mut self, stats: &Stats) -> Vec<Message> {
+        if !self.cfg.enabled {
+            return Vec::new();
+        }
+        self.close(stats)
+    }
+
+    fn start(&mut self, info: SeriesInfo, stats: &Stats) -> Vec<Message> {
+        self.refused = None;
+        let hints = ShapeHints {
+            command_line: self.cli_shape,
+            config: match (self.cfg.scan_rows, self.cfg.scan_cols) {
+                (Some(rows), Some(cols)) => Some(ScanShape { rows, cols }),
+                _ => None,
+            },
+            stream: info.scan_hint,
+            images: info.frames_expected,
+        };
+        let resolved = resolve_shape(&hints)
+            .and_then(|(shape, source, scans)| Ok((ScanAssembler::new(&self.cfg, shape)?, shape, source, scans)));
+        let (assembler, shape, source, scans) = match resolved {
+            Ok(r) => r,
+            Err(e) => {
+                inc(&stats.series_refused);
+                tracing::error!(
+                    "series {} refused as 4D-STEM ({} patterns announced): {e}; its patterns are counted and dropped",
+                    info.series,
+                    info.frames_expected.map_or("no count of".to_string(), |n| n.to_string())
+                );
+                self.refused = Some(info.series);
+                return Vec::new();
+            }
+        };
+        let how = format!(
+            "series {}: scan {}×{} ({}){}",
+            info.series,
+            shape.rows,
+            shape.cols,
+            source_text(source),
+            scans.map(|k| format!(", {k} scans")).unwrap_or_default()
+        );
+        if source == ShapeSource::PerfectSquare {
+            tracing::warn!("{how}: the square root of the image count, a guess — set --scan-shape or [fourd] scan_rows/cols");
+        } else {
+            tracing::info!("{how}");
+        }
+        let current_known = info.dose.beam_current_pa.is_some()
+            || self.dose.beam_current_pa.is_some()
+            || self.dose.per_frame_e_per_a2.is_some();
+        self.open = Some(OpenScan {
+            series: info.series.clone(),
+            format: info.format,
+            assembler,
+            shape,
+            analyse: self.cfg.analyse.clone(),
+            source,
+            regions: (self.cfg.regions_rows, self.cfg.regions_cols),
+            dtype: info.dtype,
+            frame_time_s: info.frame_time_s.filter(|t| t.is_finite() && *t > 0.0),
+            current_known,
+            late_seen: 0,
+            scans_out: 0,
+            last_timestamp_ns: None,
+        });
+        let positions = shape.positions() as f64;
+        vec![Message::SeriesStart(SeriesInfo {
+            series: info.series,
+            format: info.format,
+            frames_expected: scans,
+            shape: Some((shape.rows, shape.cols)),
+            dtype: Some(PixelType::F32),
+            // One STEM frame per scan.
+            frame_time_s: info.frame_time_s.map(|t| t * positions),
+            dose: info.dose,
+            scan_hint: Some((shape, source)),
+        })]
+    }
+
+    fn pattern(&mut self, f: Box<FrameMsg>, stats: &Stats) -> Vec<Message> {
+        inc(&stats.patterns_received);
+        if self.refused.as_deref() == Some(f.series.as_str()) {
+            inc(&stats.patterns_refused);
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if self.open.as_ref().is_none_or(|o| o.series != f.series) {
+            // Patterns without a start message: the series starts here, its shape from the
+            // command line or the configuration (no image count to check it against).
+            out.extend(self.close(stats));
+            let info = SeriesInfo {
+                series: f.series.clone(),
+                format: f.format,
+                frames_expected: None,
+                shape: Some((f.frame.height(), f.frame.width())),
+                dtype: Some(f.frame.dtype()),
+                frame_time_s: None,
+                dose: f.dose,
+                scan_hint: None,
+            };
+            out.extend(self.start(info, stats));
+            if self.refused.is_some() {
+                inc(&stats.patterns_refused);
+                return out;
+            }
+        }
+        let Some(o) = self.open.as_mut() else { return out };
+        o.dtype.get_or_insert(f.frame.dtype());
+        if f.timestamp_ns.is_some() {
+            o.last_timestamp_ns = f.timestamp_ns;
+        }
+        let (w, h) = (f.frame.width(), f.frame.height());
+        match o.assembler.push(f.index, w, h, f.frame.pixels(), f.frame.invalid_mask()) {
+            Ok(events) => {
+                let late = o.assembler.late();
+                if late > o.late_seen {
+                    add(&stats.patterns_late, late - o.late_seen);
+                    tracing::warn!(
+                        "series {} pattern {}: its scan is already complete (late, counted and dropped)",
+                        o.series,
+                        f.index
+                    );
+                    o.late_seen = late;
+                }
+                let dose = self.dose.clone();
+                for e in events {
+                    if let Some(m) = scan_frame(o, e, &dose, stats) {
+                        out.push(m);
+                    }
+                }
+            }
+            Err(e @ FourDError::PatternSize { .. }) => {
+                inc(&stats.patterns_wrong_size);
+                let n = crate::pipeline::stats::get(&stats.patterns_wrong_size);
+                if n <= 10 || n.is_power_of_two() {
+                    tracing::warn!(
+                        "series {} pattern {} dropped ({} so far), its position masked: {e}",
+                        o.series,
+                        f.index,
+                        n
+                    );
+                }
+            }
+            Err(e) => {
+                inc(&stats.patterns_wrong_size);
+                tracing::warn!("series {} pattern {} dropped: {e}", o.series, f.index);
+            }
+        }
+        out
+    }
+
+    /// Ends the open series' assembly: the scan being filled comes out incomplete.
+    fn close(&mut self, stats: &Stats) -> Vec<Message> {
+        let Some(mut o) = self.open.take() else { return Vec::new() };
+        let dose = self.dose.clone();
+        let events = o.assembler.finish();
+        let late = o.assembler.late();
+        if late > o.late_seen {
+            add(&stats.patterns_late, late - o.late_seen);
+        }
+        events.into_iter().filter_map(|e| scan_frame(&mut o, e, &dose, stats)).collect()
+    }
+}
+
+fn source_text(s: ShapeSource) -> &'static str {
+    match s {
+        ShapeSource::Config => "from [fourd] scan_rows/cols",
+        ShapeSource::CommandLine => "from --scan-shape",
+        ShapeSource::StreamUserData => "from the stream's user_data",
+        ShapeSource::HeaderAppendix => "from the header appendix",
+        ShapeSource::FileMetadata => "from the file's metadata",
+        ShapeSource::PerfectSquare => "the square root of the image count",
+    }
+}
+
+/// A completed (or incomplete) scan → the STEM frame the pipeline analyses; `None` for other events.
+fn scan_frame(o: &mut OpenScan, e: ScanEvent, dose: &DoseConfig, stats: &Stats) -> Option<Message> {
+    let ScanEvent::Complete(result) = e else { return None };
+    let result: ScanResult = *result;
+    add(&stats.patterns_masked_missing, result.missing);
+    add(&stats.patterns_duplicate, result.duplicates);
+    if result.complete {
+        inc(&stats.scans_completed);
+    } else {
+        inc(&stats.scans_incomplete);
+        tracing::warn!(
+            "series {} scan {} is incomplete: the series ended with {} of {} positions missing (masked)",
+            o.series,
+            result.scan,
+            result.missing,
+            result.shape.positions()
+        );
+    }
+    if result.missing > 0 || result.duplicates > 0 {
+        tracing::warn!(
+            "series {} scan {}: {} positions missing and {} duplicated: masked, the rest of the image unchanged",
+            o.series,
+            result.scan,
+            result.missing,
+            result.duplicates
+        );
+    }
+    let Some(analyse) = result.detector_names.iter().position(|n| *n == o.analyse) else {
+        inc(&stats.scans_not_analysable);
+        tracing::warn!("series {} scan {}: no `{}` image to analyse", o.series, result.scan, o.analyse);
+        return None;
+    };
+    let frame = scan_image(&result.images[analyse], &result.masked, o.shape);
+    let frame = match frame {
+        Ok(f) => f,
+        Err(why) => {
+            inc(&stats.scans_not_analysable);
+            tracing::warn!("series {} scan {}: its {} image cannot be analysed: {why}", o.series, result.scan, o.analyse);
+            return None;
+        }
+    };
+    let mut header = DoseHeader { dwell_time_us: o.frame_time_s.map(|t| t * 1e6), ..DoseHeader::default() };
+    if !o.current_known {
+        header.beam_current_pa = estimated_current_pa(o, &result, dose);
+    }
+    o.scans_out += 1;
+    Some(Message::Frame(Box::new(FrameMsg {
+        series: o.series.clone(),
+        index: result.scan,
+        frame,
+        timestamp_ns: o.last_timestamp_ns,
+        dose: header,
+        format: o.format,
+        scan: Some(Arc::new(ScanFrame {
+            spots: o.assembler.spots.clone(),
+            centre_px: o.assembler.detectors.as_ref().map(|d| d.centre_px),
+            bf_radius_px: o.assembler.detectors.as_ref().map(|d| d.bf_radius_px),
+            shape_source: o.source,
+            regions: o.regions,
+            analysed: o.analyse.clone(),
+            result,
+        })),
+    })))
+}
+
+/// The analysed virtual image as a frame: masked positions marked invalid and filled with the
+/// image's valid mean (nothing non-finite reaches the analysis).
+fn scan_image(image: &[f32], masked: &[bool], shape: ScanShape) -> Result<Frame, String> {
+    let ok = |i: usize, v: f32| !masked.get(i).copied().unwrap_or(false) && v.is_finite();
+    let (sum, n) = image.iter().enumerate().filter(|&(i, &v)| ok(i, v)).fold((0f64, 0usize), |(s, n), (_, &v)| (s + v as f64, n + 1));
+    if n == 0 {
+        return Err("every position is masked".into());
+    }
+    let mean = (sum / n as f64) as f32;
+    let pixels: Vec<f32> = image.iter().enumerate().map(|(i, &v)| if ok(i, v) { v } else { mean }).collect();
+    let invalid: Vec<bool> = (0..pixels.len()).map(|i| !ok(i, image[i])).collect();
+    let frame = Frame::from_f32(shape.cols, shape.rows, pixels).map_err(|e| e.to_string())?;
+    Ok(if invalid.iter().any(|&b| b) { frame.with_invalid(invalid) } else { frame })
+}
+
+/// A counting detector (integer patterns, 1 count = 1 electron): the mean counts per pattern over
+/// the pattern frame time, × e, estimate the beam current (pA). Only when no current is known and
+/// the frame time is (the stream's, else `[dose] dwell_time_us`).
+fn estimated_current_pa(o: &OpenScan, r: &ScanResult, dose: &DoseConfig) -> Option<f64> {
+    if matches!(o.dtype, Some(PixelType::F32) | None) {
+        return None;
+    }
+    let t_s = o.frame_time_s.or(dose.dwell_time_us.map(|us| us * 1e-6))?;
+    let valid = r.masked.iter().filter(|m| !**m).count();
+    if valid == 0 || !(r.total_counts.is_finite() && r.total_counts > 0.0) {
+        return None;
+    }
+    let per_pattern = r.total_counts / valid as f64;
+    Some(per_pattern / t_s * ELECTRON_C * 1e12).filter(|i| i.is_finite() && *i > 0.0)
+}
