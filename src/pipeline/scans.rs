@@ -138,7 +138,9 @@ impl ScanStage {
             scans.map(|k| format!(", {k} scans")).unwrap_or_default()
         );
         if source == ShapeSource::PerfectSquare {
-            tracing::warn!("{how}: the square root of the image count, a guess — set --scan-shape or [fourd] scan_rows/cols");
+            tracing::warn!(
+                "{how}: the square root of the image count, a guess — set --scan-shape or [fourd] scan_rows/cols"
+            );
         } else {
             tracing::info!("{how}");
         }
@@ -307,7 +309,12 @@ fn scan_frame(o: &mut OpenScan, e: ScanEvent, dose: &DoseConfig, stats: &Stats) 
         Ok(f) => f,
         Err(why) => {
             inc(&stats.scans_not_analysable);
-            tracing::warn!("series {} scan {}: its {} image cannot be analysed: {why}", o.series, result.scan, o.analyse);
+            tracing::warn!(
+                "series {} scan {}: its {} image cannot be analysed: {why}",
+                o.series,
+                result.scan,
+                o.analyse
+            );
             return None;
         }
     };
@@ -339,7 +346,11 @@ fn scan_frame(o: &mut OpenScan, e: ScanEvent, dose: &DoseConfig, stats: &Stats) 
 /// image's valid mean (nothing non-finite reaches the analysis).
 fn scan_image(image: &[f32], masked: &[bool], shape: ScanShape) -> Result<Frame, String> {
     let ok = |i: usize, v: f32| !masked.get(i).copied().unwrap_or(false) && v.is_finite();
-    let (sum, n) = image.iter().enumerate().filter(|&(i, &v)| ok(i, v)).fold((0f64, 0usize), |(s, n), (_, &v)| (s + v as f64, n + 1));
+    let (sum, n) = image
+        .iter()
+        .enumerate()
+        .filter(|&(i, &v)| ok(i, v))
+        .fold((0f64, 0usize), |(s, n), (_, &v)| (s + v as f64, n + 1));
     if n == 0 {
         return Err("every position is masked".into());
     }

@@ -132,11 +132,21 @@ impl FourDGroup {
         let mut virtual_images = Vec::new();
         for name in &meta.detectors {
             let ds = images::<f32>(&vg, name, rows, cols)?;
-            describe(&ds, "counts", "scan, scan row, scan column", &format!("virtual detector `{name}`, one image per scan"))?;
+            describe(
+                &ds,
+                "counts",
+                "scan, scan row, scan column",
+                &format!("virtual detector `{name}`, one image per scan"),
+            )?;
             virtual_images.push(ds);
         }
         let masked = images::<u8>(&g, "masked", rows, cols)?;
-        describe(&masked, "", "scan, scan row, scan column", "1: no pattern, or more than one, arrived for this position")?;
+        describe(
+            &masked,
+            "",
+            "scan, scan row, scan column",
+            "1: no pattern, or more than one, arrived for this position",
+        )?;
         let scan_index = column::<u64>(&g, "scan_index")?;
         describe(&scan_index, "", "scan", "scan number of each row")?;
         let complete = column::<u8>(&g, "complete")?;
@@ -145,11 +155,16 @@ impl FourDGroup {
         let spots = g.new_dataset::<f64>().shape((n, 5)).create("spots")?;
         if n > 0 {
             let flat: Vec<f64> = meta.spots.iter().flatten().copied().collect();
-            spots.write(&Array2::from_shape_vec((n, 5), flat).map_err(|e| hdf5::Error::from(e.to_string().as_str()))?)?;
+            spots
+                .write(&Array2::from_shape_vec((n, 5), flat).map_err(|e| hdf5::Error::from(e.to_string().as_str()))?)?;
         }
-        describe(&spots, "px", "spot, (x, y, radius, background inner, background outer)", "Bragg spots found in the reference scan's mean pattern")?;
-        let spot_intensity =
-            g.new_dataset::<f64>().chunk((1, n.max(1))).shape((0.., 0..)).create("spot_intensity")?;
+        describe(
+            &spots,
+            "px",
+            "spot, (x, y, radius, background inner, background outer)",
+            "Bragg spots found in the reference scan's mean pattern",
+        )?;
+        let spot_intensity = g.new_dataset::<f64>().chunk((1, n.max(1))).shape((0.., 0..)).create("spot_intensity")?;
         describe(&spot_intensity, "counts", "scan, spot", "background-subtracted spot intensity summed over the scan")?;
         let regions = meta.regions.0 * meta.regions.1;
         let region_spot_intensity = g
@@ -157,11 +172,21 @@ impl FourDGroup {
             .chunk((1, regions.max(1), n.max(1)))
             .shape((0.., 0.., 0..))
             .create("region_spot_intensity")?;
-        describe(&region_spot_intensity, "counts", "scan, region (row-major), spot", "spot intensity per region of the scan")?;
+        describe(
+            &region_spot_intensity,
+            "counts",
+            "scan, region (row-major), spot",
+            "spot intensity per region of the scan",
+        )?;
         let cumulative = column::<f64>(&g, "cumulative_dose_e_per_a2")?;
         describe(&cumulative, "e-/Å^2", "scan", "dose at every probe position after this scan (NaN: unknown)")?;
         let dose_map = images::<f32>(&g, "dose_map_e_per_a2", rows, cols)?;
-        describe(&dose_map, "e-/Å^2", "scan, scan row, scan column", "cumulative dose per probe position after this scan (masked positions too: the beam was there)")?;
+        describe(
+            &dose_map,
+            "e-/Å^2",
+            "scan, scan row, scan column",
+            "cumulative dose per probe position after this scan (masked positions too: the beam was there)",
+        )?;
         Ok(Self {
             dose_now: vec![0.0; rows * cols],
             meta,
@@ -184,7 +209,9 @@ impl FourDGroup {
         if r.shape.rows != rows || r.shape.cols != cols {
             return Err(hdf5::Error::from("a scan of another shape than the series' first"));
         }
-        let shaped = |v: Vec<f32>| Array3::from_shape_vec((1, rows, cols), v).map_err(|e| hdf5::Error::from(e.to_string().as_str()));
+        let shaped = |v: Vec<f32>| {
+            Array3::from_shape_vec((1, rows, cols), v).map_err(|e| hdf5::Error::from(e.to_string().as_str()))
+        };
         for (ds, name) in self.virtual_images.iter().zip(&self.meta.detectors) {
             let Some(i) = r.detector_names.iter().position(|n| n == name) else { continue };
             ds.resize((k + 1, rows, cols))?;
