@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::alarms::sinks::SinkConfig;
-use crate::alarms::{Rule, RuleConfig};
+use crate::alarms::{Rule, RuleConfig, When};
 pub use crate::damage::AnalysisConfig;
 use crate::dose::DoseConfig;
 use crate::fourd::{DetectorKind, FourDConfig, ScanShape};
@@ -160,7 +160,11 @@ impl Config {
             return Err(invalid(key, value, &why));
         }
         let mut configured = self.alarms.clone().unwrap_or_else(crate::alarms::default_rules);
-        if self.fourd.enabled && self.alarms.is_none() {
+        // 4D-STEM: the spot rules join whatever rules are listed, unless the list names one itself
+        // or is explicitly empty (alarms off).
+        let spot_rule = |r: &RuleConfig| matches!(r.when, When::SpotFading | When::SpotForecast);
+        if self.fourd.enabled && !configured.iter().any(spot_rule) && self.alarms.as_ref().is_none_or(|a| !a.is_empty())
+        {
             configured.extend(crate::alarms::default_fourd_rules());
         }
         let mut rules = Vec::with_capacity(configured.len());
@@ -311,5 +315,34 @@ mod tests {
         );
         let e = Config::parse(p, "[analysis]\ncalibration_frames = 1\n").expect_err("one frame shows no noise");
         assert!(e.to_string().contains("analysis.calibration_frames"), "{e}");
+    }
+
+    #[test]
+    fn the_fourd_section_is_validated_and_documented() {
+        let p = Path::new("test.toml");
+        // The commented [fourd] block of configs/default.toml, uncommented, is a valid section.
+        let text = include_str!("../configs/default.toml");
+        let at = text.find("# [fourd]").expect("a [fourd] section in configs/default.toml");
+        let block: String = text[at..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse(p, &block).expect("the documented [fourd] section parses");
+        assert_eq!(c.fourd.scan_rows, Some(256));
+        assert_eq!(c.fourd.detectors.len(), 3);
+        let rules = c.validate(p).expect("valid");
+        assert!(rules.iter().any(|r| r.name == "spot-fading"), "4D rules join the defaults when enabled");
+        let e = Config::parse(p, "[fourd]\nenabled = true\nanalyse = \"haadf\"\n").expect_err("unknown detector");
+        assert!(e.to_string().contains("fourd.analyse"), "{e}");
+        let e = Config::parse(p, "[fourd]\nscan_rows = 16\n").expect_err("rows without cols");
+        assert!(e.to_string().contains("fourd.scan_rows"), "{e}");
+        let e = Config::parse(p, "[fourd]\n[[fourd.detectors]]\nname = \"adf\"\nkind = \"annulus\"\ninner_px = 9.0\nouter_px = 4.0\n")
+            .expect_err("inner above outer");
+        assert!(e.to_string().contains("fourd.detectors"), "{e}");
+        let off = Config::parse(p, "").expect("defaults");
+        assert!(!off.fourd.enabled);
+        assert!(!off.validate(p).expect("valid").iter().any(|r| r.name.starts_with("spot-")));
     }
 }

@@ -395,7 +395,8 @@ async fn bad_4d_input_is_counted_and_the_next_series_analysed() {
     assert_eq!(s.patterns_refused, 20, "{s:?}");
     assert_eq!(s.patterns_wrong_size, 11, "{s:?}");
     assert_eq!(s.patterns_received, 20 + 4 * n, "{s:?}");
-    assert_eq!(s.scans_completed, 4, "{s:?}");
+    // Series 2's last scan never filled its ten positions: it ends incomplete, masked there.
+    assert_eq!((s.scans_completed, s.scans_incomplete), (3, 1), "{s:?}");
     let third = report.pipeline.series.iter().find(|b| b.series == "3").expect("series 3 analysed");
     assert_eq!(third.frames_received, 2);
     assert_eq!(third.frames_analysed, 2, "{third:?}");
