@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
 use super::CudaError;
-use super::kernels::{SOURCES, compile};
+use super::kernels::{Loaded, SOURCES, compile_for};
 use super::tables::{CONV_THREADS, ConvTables, DevicePlan};
 use crate::engine::{Features, Plan};
 use crate::weights::layout::LAYER_CHANNELS;
@@ -63,10 +63,10 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    fn load(ctx: &Arc<CudaContext>, arch: &str) -> Result<Self, CudaError> {
+    fn load(ctx: &Arc<CudaContext>, how: &Loaded) -> Result<Self, CudaError> {
         let mut modules: Vec<(&str, Arc<CudaModule>)> = Vec::new();
         for src in SOURCES {
-            let ptx = compile(src, arch)?;
+            let ptx = compile_for(src, how)?;
             let module = ctx.load_module(ptx).map_err(|e| CudaError::driver(format!("loading kernels/{}", src.file), e))?;
             modules.push((src.file, module));
         }
@@ -159,9 +159,9 @@ fn i32_arg(v: usize, what: &str) -> Result<i32, CudaError> {
 }
 
 impl Trunk {
-    pub(super) fn new(ctx: Arc<CudaContext>, arch: &str, plan: &Plan) -> Result<Self, CudaError> {
+    pub(super) fn new(ctx: Arc<CudaContext>, how: &Loaded, plan: &Plan) -> Result<Self, CudaError> {
         let stream = ctx.default_stream();
-        let k = Kernels::load(&ctx, arch)?;
+        let k = Kernels::load(&ctx, how)?;
         let dp = DevicePlan::new(plan).map_err(|e| CudaError::Setup(e.to_string()))?;
         let up = "uploading the plan";
         let blocks = dp
