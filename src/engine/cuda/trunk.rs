@@ -14,6 +14,9 @@ use crate::weights::layout::LAYER_CHANNELS;
 /// Threads per block of the grid-stride element kernels and the per-patch reductions.
 const ELEMENT_THREADS: u32 = 256;
 const ROW_THREADS: u32 = 128;
+// The per-patch and summary reductions (patches.cu, similarity.cu) halve a power-of-two block.
+const _: () = assert!(ELEMENT_THREADS.is_power_of_two() && ELEMENT_THREADS <= 256);
+const _: () = assert!(ROW_THREADS.is_power_of_two() && ROW_THREADS <= 256);
 /// Most patches one pass holds on the device (a 2048² frame of 20×20 patches is 10,404); larger
 /// inputs run in several passes. Fewer when the device memory cannot hold them: see [`batch_limit`].
 pub const MAX_BATCH: usize = 16_384;
@@ -298,6 +301,7 @@ impl Trunk {
             start += m;
         }
         self.stream.synchronize().map_err(|e| CudaError::driver("finishing the trunk", e))?;
+        self.check_stored()?;
         Ok(out)
     }
 
@@ -395,6 +399,12 @@ fn conv(
 }
 
 impl Trunk {
+    /// Errors cudarc could only store (from frees and drops, which return nothing): read after
+    /// every synchronisation, so a failure there is an error of this frame, not a silent one.
+    pub(super) fn check_stored(&self) -> Result<(), CudaError> {
+        self.ctx.check_err().map_err(|e| CudaError::driver("an earlier asynchronous GPU operation", e))
+    }
+
     /// Layer4 features (`[n][512]`) of the last trunk run.
     pub(super) fn layer4(&self, n: usize) -> Result<cudarc::driver::CudaView<'_, f32>, CudaError> {
         let ws = self.ws.as_ref().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
