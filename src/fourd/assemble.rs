@@ -401,10 +401,11 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    const W: usize = 48;
+    const W: usize = 52;
     const SHAPE: ScanShape = ScanShape { rows: 6, cols: 5 };
-    const BEAM: (f64, f64) = (24.3, 23.6);
-    const SPOTS: [(f64, f64); 4] = [(38.3, 23.6), (10.3, 23.6), (24.3, 37.6), (24.3, 9.6)];
+    const BEAM: (f64, f64) = (25.3, 25.6);
+    /// 16 px from the beam: the spots' background annuli stay clear of the bright-field disk.
+    const SPOTS: [(f64, f64); 4] = [(41.3, 25.6), (9.3, 25.6), (25.3, 41.6), (25.3, 9.6)];
 
     /// An integer pattern for series image `index`: Poisson-like background, a bright-field disk
     /// whose brightness follows the position, Bragg spots of total `spot_total` each.

@@ -407,11 +407,12 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
 
 /// The direct-beam centre (x, y) and bright-field disk radius of a mean pattern.
 ///
-/// Light 3×3 smoothing (against hot pixels and Poisson noise), then the connected region (4-
-/// connected) around the brightest pixel that stands above half-way between the background
-/// (median) and the maximum: the direct beam, not the weaker Bragg spots, which are separate
-/// regions. Centre = that region's background-subtracted centroid; radius = √(area/π). A flat or
-/// empty pattern gives the detector centre and a radius of 1/8 of its smaller side.
+/// Light 3×3 smoothing (against hot pixels and Poisson noise); the background is the median.
+/// The regions (4-connected) standing above 20 % of the way from the background to the maximum are
+/// compared by their integrated intensity above the background: the direct beam is the largest,
+/// even where a small Bragg spot peaks higher (up to about 4× the beam). That region is then taken again at half of its own
+/// maximum. Centre = its background-subtracted centroid; radius = √(area/π). A flat or empty
+/// pattern gives the detector centre and a radius of 1/8 of its smaller side.
 pub fn find_centre(mean: &[f64], width: usize, height: usize) -> ((f64, f64), f64) {
     let n = width * height;
     let fallback = (((width as f64 - 1.0) / 2.0, (height as f64 - 1.0) / 2.0), (width.min(height) as f64 / 8.0).max(1.0));
@@ -419,50 +420,75 @@ pub fn find_centre(mean: &[f64], width: usize, height: usize) -> ((f64, f64), f6
         return fallback;
     }
     let s = box3(mean, width, height);
-    let Some((seed, &max)) =
-        s.iter().enumerate().filter(|(_, v)| v.is_finite()).max_by(|a, b| a.1.total_cmp(b.1))
-    else {
+    let Some(max) = s.iter().copied().filter(|v| v.is_finite()).max_by(f64::total_cmp) else {
         return fallback;
     };
     let bg = median(&mut s.iter().copied().filter(|v| v.is_finite()).collect::<Vec<_>>());
     if max.is_nan() || max <= bg {
         return fallback;
     }
-    let threshold = bg + 0.5 * (max - bg);
+    // Low enough that the beam stands out even next to a spot peaking ~4× higher.
+    let select = bg + 0.2 * (max - bg);
     let mut seen = vec![false; n];
+    let mut best: Option<Region> = None;
+    for seed in 0..n {
+        if seen[seed] || s[seed].is_nan() || s[seed] <= select {
+            continue;
+        }
+        let r = flood(&s, width, height, seed, select, bg, &mut seen);
+        if best.as_ref().is_none_or(|b| r.weight > b.weight) {
+            best = Some(r);
+        }
+    }
+    let Some(beam) = best else { return fallback };
+    let own = bg + 0.5 * (beam.max - bg);
+    let r = flood(&s, width, height, beam.argmax, own, bg, &mut vec![false; n]);
+    if r.weight.is_nan() || r.weight <= 0.0 {
+        return fallback;
+    }
+    ((r.wx / r.weight, r.wy / r.weight), (r.area as f64 / std::f64::consts::PI).sqrt().max(1.0))
+}
+
+struct Region {
+    area: usize,
+    weight: f64,
+    wx: f64,
+    wy: f64,
+    max: f64,
+    argmax: usize,
+}
+
+/// The 4-connected region of pixels above `threshold` around `seed` (marked in `seen`), with its
+/// area, weight Σ(s − bg), weighted coordinate sums and maximum.
+fn flood(s: &[f64], width: usize, height: usize, seed: usize, threshold: f64, bg: f64, seen: &mut [bool]) -> Region {
+    let mut r = Region { area: 0, weight: 0.0, wx: 0.0, wy: 0.0, max: f64::NEG_INFINITY, argmax: seed };
     let mut stack = vec![seed];
     seen[seed] = true;
-    let (mut area, mut w_sum, mut wx, mut wy) = (0usize, 0.0, 0.0, 0.0);
     while let Some(i) = stack.pop() {
         let (x, y) = (i % width, i / width);
-        area += 1;
+        r.area += 1;
         let w = s[i] - bg;
-        w_sum += w;
-        wx += w * x as f64;
-        wy += w * y as f64;
-        let mut visit = |j: usize| {
+        r.weight += w;
+        r.wx += w * x as f64;
+        r.wy += w * y as f64;
+        if s[i] > r.max {
+            r.max = s[i];
+            r.argmax = i;
+        }
+        let neighbours = [
+            (x > 0).then(|| i - 1),
+            (x + 1 < width).then(|| i + 1),
+            (y > 0).then(|| i - width),
+            (y + 1 < height).then(|| i + width),
+        ];
+        for j in neighbours.into_iter().flatten() {
             if !seen[j] && s[j] > threshold {
                 seen[j] = true;
                 stack.push(j);
             }
-        };
-        if x > 0 {
-            visit(i - 1);
-        }
-        if x + 1 < width {
-            visit(i + 1);
-        }
-        if y > 0 {
-            visit(i - width);
-        }
-        if y + 1 < height {
-            visit(i + width);
         }
     }
-    if w_sum.is_nan() || w_sum <= 0.0 {
-        return fallback;
-    }
-    ((wx / w_sum, wy / w_sum), (area as f64 / std::f64::consts::PI).sqrt().max(1.0))
+    r
 }
 
 #[cfg(test)]
@@ -606,6 +632,15 @@ mod tests {
         img[10 * 96 + 10] = 5000.0;
         let ((cx, cy), _) = find_centre(&img, 96, 96);
         assert!((cx - 47.3).abs() < 0.5 && (cy - 45.8).abs() < 0.5, "centre ({cx}, {cy})");
+        // A small spot peaking above the beam is not the beam.
+        let mut img = synthetic_mean(10);
+        for y in 5..8 {
+            for x in 80..83 {
+                img[y * 96 + x] += 2500.0;
+            }
+        }
+        let ((cx, cy), r) = find_centre(&img, 96, 96);
+        assert!((cx - 47.3).abs() < 0.5 && (cy - 45.8).abs() < 0.5 && (r - 8.0).abs() < 1.0, "({cx}, {cy}) r {r}");
         // Flat pattern: the detector centre.
         assert_eq!(find_centre(&vec![3.0; 64 * 32], 64, 32), ((31.5, 15.5), 4.0));
     }

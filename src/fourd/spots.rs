@@ -150,9 +150,12 @@ fn refine(
     for _ in 0..4 {
         let spot = spot_at(c.0, c.1, r);
         let (bg, _) = background(mean, width, height, &spot, &[]);
+        // A sloping background (the diffuse halo around the beam) would pull the centroid uphill:
+        // take out the plane fitted to the annulus.
+        let (gx, gy) = background_slope(mean, width, height, &spot);
         let (mut w, mut wx, mut wy) = (0.0, 0.0, 0.0);
         for (i, _) in pixels_within(width, height, c, r) {
-            let v = mean[i] - bg;
+            let v = mean[i] - bg - gx * ((i % width) as f64 - c.0) - gy * ((i / width) as f64 - c.1);
             w += v;
             wx += v * (i % width) as f64;
             wy += v * (i / width) as f64;
@@ -196,6 +199,34 @@ fn refine(
         0.0
     };
     (intensity.is_finite() && intensity > 0.0).then_some(Candidate { spot, intensity, snr })
+}
+
+/// Slope (per px in x, in y) of the plane fitted to the spot's background annulus.
+fn background_slope(img: &[f64], width: usize, height: usize, spot: &Spot) -> (f64, f64) {
+    let c = (spot.x_px, spot.y_px);
+    let pts: Vec<(f64, f64, f64)> = pixels_within(width, height, c, spot.background_outer_px)
+        .filter(|&(_, d)| d >= spot.background_inner_px)
+        .map(|(i, _)| ((i % width) as f64 - c.0, (i / width) as f64 - c.1, img[i]))
+        .collect();
+    if pts.len() < 3 {
+        return (0.0, 0.0);
+    }
+    let n = pts.len() as f64;
+    let (mx, my, mv) = pts.iter().fold((0.0, 0.0, 0.0), |a, p| (a.0 + p.0 / n, a.1 + p.1 / n, a.2 + p.2 / n));
+    let (mut sxx, mut syy, mut sxy, mut sxv, mut syv) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(x, y, v) in &pts {
+        let (x, y, v) = (x - mx, y - my, v - mv);
+        sxx += x * x;
+        syy += y * y;
+        sxy += x * y;
+        sxv += x * v;
+        syv += y * v;
+    }
+    let det = sxx * syy - sxy * sxy;
+    if det.abs() < 1e-12 || !det.is_finite() {
+        return (0.0, 0.0);
+    }
+    ((sxv * syy - syv * sxy) / det, (syv * sxx - sxv * sxy) / det)
 }
 
 fn annulus_area(s: &Spot) -> f64 {
