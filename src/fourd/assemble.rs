@@ -30,7 +30,10 @@ pub struct ScanResult {
 #[derive(Clone, Debug)]
 pub enum ScanEvent {
     /// Rows newly filled in the current scan (for the live view).
-    Rows { scan: u64, rows: std::ops::Range<usize> },
+    Rows {
+        scan: u64,
+        rows: std::ops::Range<usize>,
+    },
     Complete(Box<ScanResult>),
 }
 
@@ -166,7 +169,8 @@ impl ScanAssembler {
             // A later scan ends the first one: the centre comes from what was held.
             if first_scan.is_some_and(|f| scan > f) {
                 self.resolve_centre(&mut events)?;
-            } else if self.cfg.centre_px.is_some() && !self.cfg.detectors.iter().any(super::detectors::needs_bf_radius) {
+            } else if self.cfg.centre_px.is_some() && !self.cfg.detectors.iter().any(super::detectors::needs_bf_radius)
+            {
                 self.build_detectors(self.cfg.centre_px.unwrap_or_default(), f64::NAN)?;
             } else {
                 self.held.push((index, pixels.to_vec(), invalid.map(<[bool]>::to_vec)));
@@ -213,7 +217,8 @@ impl ScanAssembler {
 
     fn build_detectors(&mut self, centre: (f64, f64), bf_radius_px: f64) -> Result<(), FourDError> {
         let (w, h) = self.size.unwrap_or((0, 0));
-        self.detectors = Some(VirtualDetectors::new(&self.cfg.detectors, w, h, centre, bf_radius_px, self.cfg.pixel_mrad)?);
+        self.detectors =
+            Some(VirtualDetectors::new(&self.cfg.detectors, w, h, centre, bf_radius_px, self.cfg.pixel_mrad)?);
         Ok(())
     }
 
@@ -234,7 +239,13 @@ impl ScanAssembler {
         mean.iter_mut().for_each(|m| *m /= k);
         let (found, bf) = super::detectors::find_centre(&mean, w, h);
         let centre = self.cfg.centre_px.unwrap_or(found);
-        tracing::info!(centre_x_px = centre.0, centre_y_px = centre.1, bf_radius_px = bf, patterns = held.len(), "4D pattern centre");
+        tracing::info!(
+            centre_x_px = centre.0,
+            centre_y_px = centre.1,
+            bf_radius_px = bf,
+            patterns = held.len(),
+            "4D pattern centre"
+        );
         self.build_detectors(centre, bf)?;
         for (index, p, inv) in &held {
             self.process(*index, p, inv.as_deref(), events);
@@ -373,7 +384,10 @@ impl ScanAssembler {
                 if n == 0 {
                     vec![f64::NAN; self.spots.len()]
                 } else {
-                    super::spots::integrate_spots(sum, w.max(1), &self.spots).into_iter().map(|v| v * scale(positions, n)).collect()
+                    super::spots::integrate_spots(sum, w.max(1), &self.spots)
+                        .into_iter()
+                        .map(|v| v * scale(positions, n))
+                        .collect()
                 }
             })
             .collect();
@@ -437,7 +451,15 @@ mod tests {
             enabled: true,
             detectors: vec![
                 d("bf", DetectorKind::Disk { radius_px: Some(5.0), radius_mrad: None }),
-                d("adf", DetectorKind::Annulus { inner_px: Some(7.0), outer_px: Some(15.0), inner_mrad: None, outer_mrad: None }),
+                d(
+                    "adf",
+                    DetectorKind::Annulus {
+                        inner_px: Some(7.0),
+                        outer_px: Some(15.0),
+                        inner_mrad: None,
+                        outer_mrad: None,
+                    },
+                ),
                 d("sum", DetectorKind::Sum),
             ],
             analyse: "adf".into(),
@@ -465,7 +487,11 @@ mod tests {
 
     /// Pushes the images `indices` (pattern of each from `pattern(index, spot_total(scan))`),
     /// then finishes; all Complete results in order.
-    fn run(cfg: &FourDConfig, indices: impl IntoIterator<Item = u64>, spot_total: impl Fn(u64) -> f64) -> (ScanAssembler, Vec<ScanResult>) {
+    fn run(
+        cfg: &FourDConfig,
+        indices: impl IntoIterator<Item = u64>,
+        spot_total: impl Fn(u64) -> f64,
+    ) -> (ScanAssembler, Vec<ScanResult>) {
         let mut a = ScanAssembler::new(cfg, SHAPE).expect("valid config");
         let mut events = Vec::new();
         for i in indices {
@@ -490,7 +516,8 @@ mod tests {
                 assert_eq!(s.images[1][p as usize], brute(&pat, BEAM, 7.0, 15.0), "adf at {p}");
                 assert_eq!(s.images[2][p as usize], brute(&pat, BEAM, -1.0, f64::INFINITY), "sum at {p}");
             }
-            let total: f64 = (0..n).map(|p| brute(&pattern(s.scan * n + p, 2000.0), BEAM, -1.0, f64::INFINITY) as f64).sum();
+            let total: f64 =
+                (0..n).map(|p| brute(&pattern(s.scan * n + p, 2000.0), BEAM, -1.0, f64::INFINITY) as f64).sum();
             assert_eq!(s.total_counts, total);
         }
     }
@@ -576,9 +603,9 @@ mod tests {
         let mut events = Vec::new();
         for i in 0..n {
             if i == 11 {
-                let err = a.push(i, W - 1, W, &vec![1.0; (W - 1) * W], None).map(|_| ()).unwrap_err();
+                let err = a.push(i, W - 1, W, &vec![1.0; (W - 1) * W], None).err().expect("an error");
                 assert_eq!(err, FourDError::PatternSize { got_w: W - 1, got_h: W, want_w: W, want_h: W });
-                let err = a.push(i, W, W, &vec![1.0; 10], None).map(|_| ()).unwrap_err();
+                let err = a.push(i, W, W, &[1.0; 10], None).err().expect("an error");
                 assert!(matches!(err, FourDError::PatternSize { .. }));
             }
             events.extend(a.push(i, W, W, &pattern(i, 2000.0), None).expect("ok"));
@@ -597,7 +624,10 @@ mod tests {
             events.extend(a.push(i, W, W, &pattern(i, 2000.0), None).expect("ok"));
         }
         let before_finish = completes(&events);
-        assert_eq!(before_finish.iter().map(|s| (s.scan, s.complete)).collect::<Vec<_>>(), [(0, true), (1, true), (2, true)]);
+        assert_eq!(
+            before_finish.iter().map(|s| (s.scan, s.complete)).collect::<Vec<_>>(),
+            [(0, true), (1, true), (2, true)]
+        );
         events.extend(a.finish());
         let all = completes(&events);
         assert_eq!(all.len(), 4);
@@ -624,7 +654,13 @@ mod tests {
     #[test]
     fn spots_found_in_the_first_scan_fade_with_their_amplitude() {
         let n = SHAPE.positions();
-        let cfg = FourDConfig { enabled: true, centre_patterns: 10, regions_rows: 2, regions_cols: 1, ..FourDConfig::default() };
+        let cfg = FourDConfig {
+            enabled: true,
+            centre_patterns: 10,
+            regions_rows: 2,
+            regions_cols: 1,
+            ..FourDConfig::default()
+        };
         let scale = |scan: u64| 0.7f64.powi(scan as i32);
         let (a, scans) = run(&cfg, 0..4 * n, |scan| 3000.0 * scale(scan));
         assert_eq!(a.spots.len(), 4, "{:?}", a.spots);
@@ -642,7 +678,11 @@ mod tests {
                 assert!((per_pattern / want - 1.0).abs() < 0.05, "scan {} spot {k}: {per_pattern} vs {want}", s.scan);
                 for region in &s.region_spot_intensity {
                     // Each region holds half the positions.
-                    assert!((2.0 * region[k] / s.spot_intensity[k] - 1.0).abs() < 0.05, "{region:?} vs {:?}", s.spot_intensity);
+                    assert!(
+                        (2.0 * region[k] / s.spot_intensity[k] - 1.0).abs() < 0.05,
+                        "{region:?} vs {:?}",
+                        s.spot_intensity
+                    );
                 }
             }
         }
@@ -694,7 +734,9 @@ mod tests {
         assert!(ScanAssembler::new(&c, SHAPE).is_err());
         let mut c = base.clone();
         c.detectors[0].kind = DetectorKind::Disk { radius_px: None, radius_mrad: Some(10.0) };
-        assert!(matches!(ScanAssembler::new(&c, SHAPE).err(), Some(FourDError::Detector { why, .. }) if why.contains("pixel_mrad")));
+        assert!(
+            matches!(ScanAssembler::new(&c, SHAPE).err(), Some(FourDError::Detector { why, .. }) if why.contains("pixel_mrad"))
+        );
         assert!(ScanAssembler::new(&base, ScanShape { rows: 0, cols: 4 }).is_err());
     }
 }

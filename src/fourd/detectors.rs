@@ -9,9 +9,17 @@ use super::FourDError;
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum DetectorKind {
     /// Disk around the centre; radius in detector pixels or (with `pixel_mrad`) mrad.
-    Disk { radius_px: Option<f64>, radius_mrad: Option<f64> },
+    Disk {
+        radius_px: Option<f64>,
+        radius_mrad: Option<f64>,
+    },
     /// Annulus inner ≤ r < outer around the centre.
-    Annulus { inner_px: Option<f64>, outer_px: Option<f64>, inner_mrad: Option<f64>, outer_mrad: Option<f64> },
+    Annulus {
+        inner_px: Option<f64>,
+        outer_px: Option<f64>,
+        inner_mrad: Option<f64>,
+        outer_mrad: Option<f64>,
+    },
     /// Every valid pixel.
     Sum,
     /// Centre of mass, x (columns) or y (rows), in detector pixels relative to the centre.
@@ -293,8 +301,14 @@ impl VirtualDetectors {
                 }
                 DetectorKind::Annulus { inner_px, outer_px, inner_mrad, outer_mrad } => {
                     let inner = radius_px(name, "inner radius", inner_px, inner_mrad, pixel_mrad, bf.map(|b| 1.5 * b))?;
-                    let outer =
-                        radius_px(name, "outer radius", outer_px, outer_mrad, pixel_mrad, bf.map(|b| (4.0 * b).min(edge)))?;
+                    let outer = radius_px(
+                        name,
+                        "outer radius",
+                        outer_px,
+                        outer_mrad,
+                        pixel_mrad,
+                        bf.map(|b| (4.0 * b).min(edge)),
+                    )?;
                     if outer <= inner {
                         return Err(FourDError::Detector {
                             name: name.into(),
@@ -415,7 +429,8 @@ pub(crate) fn median(v: &mut [f64]) -> f64 {
 /// pattern gives the detector centre and a radius of 1/8 of its smaller side.
 pub fn find_centre(mean: &[f64], width: usize, height: usize) -> ((f64, f64), f64) {
     let n = width * height;
-    let fallback = (((width as f64 - 1.0) / 2.0, (height as f64 - 1.0) / 2.0), (width.min(height) as f64 / 8.0).max(1.0));
+    let fallback =
+        (((width as f64 - 1.0) / 2.0, (height as f64 - 1.0) / 2.0), (width.min(height) as f64 / 8.0).max(1.0));
     if n == 0 || mean.len() != n {
         return fallback;
     }
@@ -522,7 +537,10 @@ mod tests {
         let c = (47.3, 44.6);
         let specs = vec![
             spec("bf", DetectorKind::Disk { radius_px: Some(9.5), radius_mrad: None }),
-            spec("adf", DetectorKind::Annulus { inner_px: None, outer_px: None, inner_mrad: Some(12.0), outer_mrad: None }),
+            spec(
+                "adf",
+                DetectorKind::Annulus { inner_px: None, outer_px: None, inner_mrad: Some(12.0), outer_mrad: None },
+            ),
             spec("sum", DetectorKind::Sum),
             spec("com_x", DetectorKind::ComX),
             spec("com_y", DetectorKind::ComY),
@@ -579,18 +597,25 @@ mod tests {
 
     #[test]
     fn radius_errors_say_what_is_wrong() {
-        let err = |kind| VirtualDetectors::new(&[spec("x", kind)], 64, 64, (32.0, 32.0), 6.0, None).map(|_| ()).unwrap_err();
+        let err =
+            |kind| VirtualDetectors::new(&[spec("x", kind)], 64, 64, (32.0, 32.0), 6.0, None).err().expect("an error");
         let e = err(DetectorKind::Disk { radius_px: None, radius_mrad: Some(3.0) });
         assert!(matches!(&e, FourDError::Detector { name, why } if name == "x" && why.contains("pixel_mrad")), "{e}");
         let e = err(DetectorKind::Disk { radius_px: Some(3.0), radius_mrad: Some(3.0) });
         assert!(e.to_string().contains("both"), "{e}");
-        let e = err(DetectorKind::Annulus { inner_px: Some(20.0), outer_px: Some(10.0), inner_mrad: None, outer_mrad: None });
+        let e = err(DetectorKind::Annulus {
+            inner_px: Some(20.0),
+            outer_px: Some(10.0),
+            inner_mrad: None,
+            outer_mrad: None,
+        });
         assert!(e.to_string().contains("outer radius"), "{e}");
         // Default outer radius clipped below the inner one near an edge.
-        let e = VirtualDetectors::new(&default_detectors(), 64, 64, (3.0, 32.0), 6.0, None).map(|_| ()).unwrap_err();
+        let e = VirtualDetectors::new(&default_detectors(), 64, 64, (3.0, 32.0), 6.0, None).err().expect("an error");
         assert!(matches!(&e, FourDError::Detector { name, .. } if name == "adf"), "{e}");
         // No bright-field radius and no radius given.
-        let e = VirtualDetectors::new(&default_detectors(), 64, 64, (32.0, 32.0), f64::NAN, None).map(|_| ()).unwrap_err();
+        let e =
+            VirtualDetectors::new(&default_detectors(), 64, 64, (32.0, 32.0), f64::NAN, None).err().expect("an error");
         assert!(e.to_string().contains("not set"), "{e}");
         let two = [spec("a", DetectorKind::Sum), spec("a", DetectorKind::ComX)];
         assert!(VirtualDetectors::new(&two, 8, 8, (4.0, 4.0), 2.0, None).is_err());

@@ -94,7 +94,9 @@ pub fn fit_fading(dose_e_per_a2: &[f64], intensity: &[f64]) -> Option<FadingFit>
     let d_last = d[n - 1];
     let fraction_lost = 1.0 - (-k * d_last).exp();
     let fit = FadingFit { i0, dc_e_per_a2: dc, dc_sigma_e_per_a2: sigma, background: c, fraction_lost, points: n };
-    let finite = [fit.i0, fit.dc_e_per_a2, fit.dc_sigma_e_per_a2, fit.background, fit.fraction_lost].iter().all(|v| v.is_finite());
+    let finite = [fit.i0, fit.dc_e_per_a2, fit.dc_sigma_e_per_a2, fit.background, fit.fraction_lost]
+        .iter()
+        .all(|v| v.is_finite());
     (finite && sigma <= dc).then_some(fit)
 }
 
@@ -126,12 +128,12 @@ fn invert3(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
         return None;
     }
     let mut inv = [[0.0; 3]; 3];
-    for r in 0..3 {
-        for c in 0..3 {
+    for (r, row) in inv.iter_mut().enumerate() {
+        for (c, v) in row.iter_mut().enumerate() {
             // Cofactor of (c, r), for the transpose.
             let (r1, r2) = ((c + 1) % 3, (c + 2) % 3);
             let (c1, c2) = ((r + 1) % 3, (r + 2) % 3);
-            inv[r][c] = (m[r1][c1] * m[r2][c2] - m[r1][c2] * m[r2][c1]) / det;
+            *v = (m[r1][c1] * m[r2][c2] - m[r1][c2] * m[r2][c1]) / det;
         }
     }
     Some(inv)
@@ -173,8 +175,10 @@ mod tests {
         let mut covered = 0;
         for trial in 0..20 {
             let d: Vec<f64> = (0..8).map(|i| i as f64 * 2.0 * dc / 7.0).collect();
-            let y: Vec<f64> =
-                d.iter().map(|&x| model(x, 1000.0, dc, 50.0) * (1.0 + 0.01 * 1.732 * (2.0 * rng.random::<f64>() - 1.0))).collect();
+            let y: Vec<f64> = d
+                .iter()
+                .map(|&x| model(x, 1000.0, dc, 50.0) * (1.0 + 0.01 * 1.732 * (2.0 * rng.random::<f64>() - 1.0)))
+                .collect();
             let fit = fit_fading(&d, &y).unwrap_or_else(|| panic!("trial {trial}: no fit"));
             assert!((fit.dc_e_per_a2 / dc - 1.0).abs() < 0.10, "trial {trial}: {fit:?}");
             assert!(fit.dc_sigma_e_per_a2.is_finite() && fit.dc_sigma_e_per_a2 > 0.0, "{fit:?}");

@@ -44,7 +44,11 @@ impl ScanShape {
     pub fn position(&self, index: u64) -> ScanPos {
         let p = self.positions().max(1);
         let within = index % p;
-        ScanPos { scan: index / p, row: (within / self.cols.max(1) as u64) as usize, col: (within % self.cols.max(1) as u64) as usize }
+        ScanPos {
+            scan: index / p,
+            row: (within / self.cols.max(1) as u64) as usize,
+            col: (within % self.cols.max(1) as u64) as usize,
+        }
     }
 }
 
@@ -71,7 +75,11 @@ pub fn resolve_shape(hints: &ShapeHints) -> Result<(ScanShape, ShapeSource, Opti
     for (shape, source, what) in [
         (hints.command_line, ShapeSource::CommandLine, "command line"),
         (hints.config, ShapeSource::Config, "config [fourd] scan_rows/scan_cols"),
-        (hints.stream.map(|(s, _)| s), hints.stream.map_or(ShapeSource::StreamUserData, |(_, src)| src), "stream/file metadata"),
+        (
+            hints.stream.map(|(s, _)| s),
+            hints.stream.map_or(ShapeSource::StreamUserData, |(_, src)| src),
+            "stream/file metadata",
+        ),
     ] {
         match shape {
             Some(s) if usable(&s) => {

@@ -132,7 +132,8 @@ fn pixels_within(width: usize, height: usize, c: (f64, f64), outer: f64) -> impl
     let y0 = (c.1 - outer).floor().max(0.0) as usize;
     let x1 = ((c.0 + outer).ceil().max(0.0) as usize).min(width.saturating_sub(1));
     let y1 = ((c.1 + outer).ceil().max(0.0) as usize).min(height.saturating_sub(1));
-    (y0..=y1).flat_map(move |y| (x0..=x1).map(move |x| (y * width + x, dist((x as f64, y as f64), c))))
+    (y0..=y1)
+        .flat_map(move |y| (x0..=x1).map(move |x| (y * width + x, dist((x as f64, y as f64), c))))
         .filter(move |&(_, d)| d < outer)
 }
 
@@ -241,7 +242,8 @@ fn background(img: &[f64], width: usize, height: usize, spot: &Spot, others: &[S
         .filter(|&(i, d)| {
             d >= spot.background_inner_px
                 && !others.iter().any(|o| {
-                    !std::ptr::eq(o, spot) && dist(((i % width) as f64, (i / width) as f64), (o.x_px, o.y_px)) < o.radius_px
+                    !std::ptr::eq(o, spot)
+                        && dist(((i % width) as f64, (i / width) as f64), (o.x_px, o.y_px)) < o.radius_px
                 })
         })
         .map(|(i, _)| img[i])
@@ -262,7 +264,7 @@ fn background(img: &[f64], width: usize, height: usize, spot: &Spot, others: &[S
 /// fall inside another spot's disk are left out of that mean. Pixel centres at integer (x, y);
 /// disk r < radius, annulus inner ≤ r < outer.
 pub fn integrate_spots(summed: &[f64], width: usize, spots: &[Spot]) -> Vec<f64> {
-    if width == 0 || summed.len() % width != 0 {
+    if width == 0 || !summed.len().is_multiple_of(width) {
         return vec![f64::NAN; spots.len()];
     }
     let height = summed.len() / width;
@@ -353,7 +355,9 @@ mod tests {
                 let (j, s) = found
                     .iter()
                     .enumerate()
-                    .min_by(|a, b| dist((a.1.x_px, a.1.y_px), (*x, *y)).total_cmp(&dist((b.1.x_px, b.1.y_px), (*x, *y))))
+                    .min_by(|a, b| {
+                        dist((a.1.x_px, a.1.y_px), (*x, *y)).total_cmp(&dist((b.1.x_px, b.1.y_px), (*x, *y)))
+                    })
                     .expect("spots");
                 assert!(dist((s.x_px, s.y_px), (*x, *y)) < 0.2, "spot {k} at {x},{y}: found {s:?}");
                 assert!(s.radius_px >= 4.0 && s.radius_px <= 7.0, "{s:?}");
