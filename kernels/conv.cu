@@ -41,7 +41,7 @@ extern "C" __global__ void stem_conv(const float* __restrict__ patches, int n, i
 // followed by + bias (+ residual) (+ ReLU). Output rows of a class are contiguous in `out` from
 // first_slot*n*cout, so the epilogue writes a plain row-major tile.
 //
-// Tiling: 64x64 output tile per block, K in steps of 16 (cin is a multiple of 64, so a K step
+// Tiling: 64x64 output tile per block, K in steps of 16 (cin is a multiple of 16, so a K step
 // never crosses a tap), 256 threads each owning a 4x4 register tile. cout must be a multiple of 64.
 #define CG_TM 64
 #define CG_TN 64

@@ -151,13 +151,53 @@ fn device_tables_run_as_the_kernels_index_them_give_the_cpu_features() {
     }
 }
 
+/// GPU passes are sized by bytes of device memory, not by a patch count: a fixed 16,384-patch
+/// workspace would be ≈ 16 GiB at 64 px patches and ≈ 64 GiB at 128 px.
+#[test]
+fn gpu_passes_are_sized_by_device_memory() {
+    use beamwatch::engine::cuda::trunk::{FREE_MEMORY_SHARE, MAX_BATCH, batch_limit, workspace_bytes_per_patch};
+    let net = network();
+    let gib = 1usize << 30;
+    let mut per_patch = Vec::new();
+    for patch in [20usize, 64, 128] {
+        let engine = Engine::new(&net, patch, 1).expect("engine");
+        let dp = DevicePlan::new(engine.plan()).expect("device plan");
+        let bytes = workspace_bytes_per_patch(patch, dp.max_activation_per_patch());
+        per_patch.push(bytes);
+        for free in [2 * gib, 16 * gib, 80 * gib] {
+            match batch_limit(bytes, free) {
+                Some(n) => {
+                    assert!(n <= MAX_BATCH && n >= 64);
+                    let used = n * bytes;
+                    println!("{patch} px: {} KiB/patch, {} GiB free → {n} patches ({:.2} GiB)", bytes >> 10, free / gib, used as f64 / gib as f64);
+                    assert!(used as f64 <= free as f64 * FREE_MEMORY_SHARE, "{patch} px at {free} B free: {used} B");
+                }
+                None => assert!(64 * bytes > (free as f64 * FREE_MEMORY_SHARE) as usize, "{patch} px: 64 patches would fit"),
+            }
+        }
+    }
+    assert!(per_patch[0] < per_patch[1] && per_patch[1] < per_patch[2], "{per_patch:?}");
+    // 20 px patches on a large GPU still run a 2048² frame (10,404 patches) in one pass.
+    assert_eq!(batch_limit(per_patch[0], 80 * gib), Some(MAX_BATCH));
+    // 128 px patches: far fewer than MAX_BATCH per pass.
+    assert!(batch_limit(per_patch[2], 16 * gib).is_some_and(|n| n < MAX_BATCH / 2));
+}
+
 // ---- 2. without a GPU -------------------------------------------------------------------------
+
+/// `BEAMWATCH_REQUIRE_GPU=1` (set by `tools/gpu-check.sh` on a GPU machine) turns "no usable GPU"
+/// into a failure, so a GPU that fails to open can never pass as a skip.
+fn gpu_required() -> bool {
+    std::env::var("BEAMWATCH_REQUIRE_GPU").is_ok_and(|v| v.trim() == "1")
+}
 
 fn gpu_present() -> Option<String> {
     match Engine::for_backend(&network(), 20, 1, BackendChoice::Cuda) {
         Ok(e) => Some(e.backend().to_string()),
         Err(e) => {
-            eprintln!("no usable GPU here: {e} ({:?})", std::error::Error::source(&e).map(|s| s.to_string()));
+            let why = format!("{e} ({:?})", std::error::Error::source(&e).map(|s| s.to_string()));
+            assert!(!gpu_required(), "BEAMWATCH_REQUIRE_GPU=1 but the GPU path does not open: {why}");
+            eprintln!("no usable GPU here: {why}");
             None
         }
     }
@@ -225,7 +265,10 @@ fn gpu_features_and_similarities_equal_the_cpu_path_and_pytorch_within_1e4() {
     let big: Vec<f32> = (0..(beamwatch::engine::cuda::trunk::MAX_BATCH + 37) * 400)
         .map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 1000.0)
         .collect();
-    let dev = rel_dev(&engine.features(&big), &engine.cpu_features(&big));
+    let big_gpu = engine.features(&big);
+    // features() falls back to the CPU when a GPU pass fails: without this, CPU would be compared with CPU.
+    assert!(matches!(engine.backend(), ActiveBackend::Cuda { .. }), "the two-pass batch fell back to the CPU");
+    let dev = rel_dev(&big_gpu, &engine.cpu_features(&big));
     println!("{} patches: GPU vs CPU max rel {}", big.len() / 400, exp(&dev));
     assert!(dev.iter().all(|d| *d < 1e-4), "{dev:?}");
 

@@ -2,7 +2,9 @@
 //! NVRTC library, which `tools/setup.sh` installs from PyPI's nvidia-cuda-nvrtc-cu12 wheel and puts
 //! on LD_LIBRARY_PATH (it also sets BEAMWATCH_REQUIRE_NVRTC=1, so CI fails instead of skipping).
 
-use beamwatch::engine::cuda::kernels::{SOURCES, compile, nvrtc_available};
+use beamwatch::engine::cuda::kernels::{
+    Loaded, SOURCES, compile, compile_cubin, compile_for, nvrtc_available, plan_for_device, supported_archs,
+};
 
 fn nvrtc_or_skip() -> bool {
     if nvrtc_available() {
@@ -47,4 +49,44 @@ fn a_broken_kernel_reports_file_arch_and_log() {
     };
     let msg = compile(&bad, "sm_90").expect_err("must not compile").to_string();
     assert!(msg.contains("broken.cu") && msg.contains("sm_90") && msg.contains("undefined_name"), "{msg}");
+}
+
+/// A CUBIN is an ELF image of machine code for one architecture: the driver loads it without a
+/// PTX JIT, so a driver older than NVRTC (R535–R570 against NVRTC 12.9's PTX ISA 8.8) still runs it.
+#[test]
+fn every_kernel_compiles_to_a_cubin_for_sm80_and_sm90() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let archs = supported_archs().expect("NVRTC lists its architectures");
+    assert!(archs.contains(&80) && archs.contains(&90), "NVRTC supports {archs:?}");
+    for sm in [80, 90] {
+        for src in SOURCES {
+            let bin = compile_cubin(src, sm).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&bin[..4], b"\x7fELF", "{}: the sm_{sm} CUBIN is not an ELF image", src.file);
+            // ELF e_flags carry the SM version in their low byte for CUDA images.
+            let e_flags = u32::from_le_bytes([bin[48], bin[49], bin[50], bin[51]]);
+            assert_eq!(e_flags & 0xff, sm as u32, "{}: CUBIN e_flags {e_flags:#x} are not for sm_{sm}", src.file);
+            for f in src.functions {
+                let name = f.as_bytes();
+                assert!(bin.windows(name.len()).any(|w| w == name), "{}: no symbol {f} in the sm_{sm} CUBIN", src.file);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_known_gpu_gets_a_cubin_and_a_newer_one_ptx_it_can_jit() {
+    let nvrtc = [75, 80, 86, 89, 90];
+    assert_eq!(plan_for_device((9, 0), &nvrtc).unwrap(), Loaded::Cubin { arch: "sm_90".into() });
+    assert_eq!(plan_for_device((8, 6), &nvrtc).unwrap(), Loaded::Cubin { arch: "sm_86".into() });
+    // A GPU newer than this NVRTC: PTX for the newest architecture below it, JIT-compiled by its driver.
+    assert_eq!(plan_for_device((12, 0), &nvrtc).unwrap(), Loaded::Ptx { arch: "compute_90".into() });
+    assert!(plan_for_device((6, 1), &nvrtc).is_err(), "a GPU older than every architecture NVRTC has");
+    if nvrtc_or_skip() {
+        let how = Loaded::Cubin { arch: "sm_90".into() };
+        for src in SOURCES {
+            compile_for(src, &how).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
 }

@@ -3,6 +3,12 @@
 //! reference features kept on the device; only the similarities and the summary come back.
 //! Frame n+1 is uploaded on its own stream while frame n computes (two device frame buffers;
 //! cudarc's per-buffer events order the copies and kernels).
+//!
+//! **A throughput path, not an analysis path**: `run`, `replay` and `demo` never use it. It fills
+//! detector gaps whatever `mask_gaps` says, does not exclude patches over the invalid-pixel limit
+//! (the kernel's count is not read back), applies no pre-filter and no registration, and takes the
+//! cosine in f32 where the analysis uses f64. The analysis runs the GPU trunk through
+//! `Engine::features` and does everything else on the host, identically to the CPU path.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,6 +55,12 @@ impl<'t, T: GpuPixel> FramePipeline<'t, T> {
             return Err(CudaError::Setup(format!("a {width}×{height} frame holds no {p}×{p} patch")));
         }
         let n = rows * cols;
+        if n > trunk.max_batch() {
+            return Err(CudaError::Setup(format!(
+                "a {width}×{height} frame has {n} patches; one GPU pass on this device holds {}",
+                trunk.max_batch()
+            )));
+        }
         let ctx = trunk.ctx.clone();
         let upload = ctx.new_stream().map_err(|e| CudaError::driver("creating the upload stream", e))?;
         let len = width * height;
@@ -112,6 +124,7 @@ impl<'t, T: GpuPixel> FramePipeline<'t, T> {
         s.memcpy_dtod(&self.trunk.layer4(n)?, &mut self.reference)
             .map_err(|e| CudaError::driver("keeping the reference features", e))?;
         s.synchronize().map_err(|e| CudaError::driver("computing the reference", e))?;
+        self.trunk.check_stored()?;
 
         let timing = Some(CUevent_flags::CU_EVENT_DEFAULT);
         let mut out = Vec::with_capacity(frames.len().saturating_sub(1));
@@ -137,6 +150,7 @@ impl<'t, T: GpuPixel> FramePipeline<'t, T> {
             s.memcpy_dtoh(&self.summary, &mut host_summary[..])
                 .map_err(|e| CudaError::driver("downloading the summary", e))?;
             s.synchronize().map_err(|e| CudaError::driver("finishing a frame", e))?;
+            self.trunk.check_stored()?;
             let kernel_ms = e0.elapsed_ms(&e1).map_err(|e| CudaError::driver("reading event times", e))?;
             out.push(FrameTiming {
                 kernel_ms,

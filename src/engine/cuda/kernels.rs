@@ -1,5 +1,13 @@
 //! The CUDA sources (`kernels/*.cu`), embedded in the binary and compiled at run time with NVRTC, so
-//! building beamwatch needs no CUDA toolkit and the PTX always matches the GPU it runs on.
+//! building beamwatch needs no CUDA toolkit and the code always matches the GPU it runs on.
+//!
+//! For the GPU the kernels run on, NVRTC makes a CUBIN for the device's own architecture
+//! (`sm_XY`): machine code the driver loads as it is, whatever PTX ISA version the driver
+//! understands. PTX would tie us to drivers at least as new as NVRTC (NVRTC 12.9 emits PTX ISA 8.8,
+//! which drivers before R575 refuse with `CUDA_ERROR_UNSUPPORTED_PTX_VERSION`). Only a GPU newer
+//! than NVRTC knows gets PTX for the newest architecture NVRTC has, JIT-compiled by its driver.
+
+use std::ffi::{CString, c_char, c_int};
 
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 
@@ -52,12 +60,8 @@ pub fn nvrtc_available() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
-/// Compiles one source for a virtual architecture such as `compute_90` (or a real one, `sm_90`).
-pub fn compile(src: &KernelSource, arch: &str) -> Result<Ptx, NvrtcError> {
-    if !nvrtc_available() {
-        return Err(NvrtcError::Missing);
-    }
-    let opts = CompileOptions {
+fn options(arch: &str) -> CompileOptions {
+    CompileOptions {
         // Exact IEEE fp32 (no fast-math, no flush-to-zero): the GPU path is compared with the CPU
         // path to 1e-4 relative, and fused multiply-add is the only rounding difference we accept.
         ftz: Some(false),
@@ -65,14 +69,152 @@ pub fn compile(src: &KernelSource, arch: &str) -> Result<Ptx, NvrtcError> {
         prec_sqrt: Some(true),
         fmad: Some(true),
         options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
-        name: Some(src.file.into()),
         ..Default::default()
-    };
+    }
+}
+
+/// The same flags as [`options`], as NVRTC takes them.
+fn option_strings(arch: &str) -> Vec<String> {
+    vec![
+        "--ftz=false".into(),
+        "--prec-sqrt=true".into(),
+        "--prec-div=true".into(),
+        "--fmad=true".into(),
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".into(),
+    ]
+}
+
+/// Compiles one source to PTX for a virtual architecture such as `compute_90` (or a real one).
+pub fn compile(src: &KernelSource, arch: &str) -> Result<Ptx, NvrtcError> {
+    if !nvrtc_available() {
+        return Err(NvrtcError::Missing);
+    }
+    let opts = CompileOptions { name: Some(src.file.into()), ..options(arch) };
     cudarc::nvrtc::compile_ptx_with_opts(src.source, opts).map_err(|e| NvrtcError::Compile {
         file: src.file,
         arch: arch.into(),
         message: describe(e),
     })
+}
+
+/// The NVRTC library's version (major, minor), `None` without one.
+pub fn nvrtc_version() -> Option<(i32, i32)> {
+    if !nvrtc_available() {
+        return None;
+    }
+    let (mut major, mut minor): (c_int, c_int) = (0, 0);
+    // SAFETY: two valid out-pointers; the library is present (checked above).
+    let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    (r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
+}
+
+/// The real architectures NVRTC can make a CUBIN for (e.g. 75, 80, 86, 89, 90, …).
+pub fn supported_archs() -> Result<Vec<i32>, NvrtcError> {
+    use cudarc::nvrtc::sys::{self, nvrtcResult::NVRTC_SUCCESS};
+    if !nvrtc_available() {
+        return Err(NvrtcError::Missing);
+    }
+    let fail = |what: &str| NvrtcError::Compile { file: "-", arch: "-".into(), message: format!("{what} failed") };
+    let mut n: c_int = 0;
+    // SAFETY: a valid out-pointer.
+    if unsafe { sys::nvrtcGetNumSupportedArchs(&mut n) } != NVRTC_SUCCESS || n < 0 {
+        return Err(fail("nvrtcGetNumSupportedArchs"));
+    }
+    let mut archs = vec![0 as c_int; n as usize];
+    // SAFETY: `archs` holds the `n` entries NVRTC said it writes.
+    if unsafe { sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()) } != NVRTC_SUCCESS {
+        return Err(fail("nvrtcGetSupportedArchs"));
+    }
+    Ok(archs)
+}
+
+/// Compiles one source to a CUBIN for a real architecture (`sm` = 80 for sm_80, 90 for sm_90).
+pub fn compile_cubin(src: &KernelSource, sm: i32) -> Result<Vec<u8>, NvrtcError> {
+    use cudarc::nvrtc::{result, sys};
+    if !nvrtc_available() {
+        return Err(NvrtcError::Missing);
+    }
+    let arch = format!("sm_{sm}");
+    let err = |message: String| NvrtcError::Compile { file: src.file, arch: arch.clone(), message };
+    let code = CString::new(src.source).map_err(|_| err("the source holds a NUL byte".into()))?;
+    let name = CString::new(src.file).map_err(|_| err("the file name holds a NUL byte".into()))?;
+    let prog = result::create_program(&code, Some(&name)).map_err(|e| err(format!("{e:?}")))?;
+    // SAFETY: `prog` was created above and is destroyed once, below, after its last use.
+    let out = unsafe {
+        match result::compile_program(prog, &option_strings(&arch)) {
+            Err(e) => {
+                let log = result::get_program_log(prog).map(|l| c_chars_to_string(&l)).unwrap_or_default();
+                Err(err(format!("{e:?}: {}", log.trim())))
+            }
+            Ok(()) => {
+                let mut size = 0usize;
+                if sys::nvrtcGetCUBINSize(prog, &mut size) != sys::nvrtcResult::NVRTC_SUCCESS || size == 0 {
+                    Err(err("nvrtcGetCUBINSize failed".into()))
+                } else {
+                    let mut bin = vec![0u8; size];
+                    if sys::nvrtcGetCUBIN(prog, bin.as_mut_ptr() as *mut c_char) == sys::nvrtcResult::NVRTC_SUCCESS {
+                        Ok(bin)
+                    } else {
+                        Err(err("nvrtcGetCUBIN failed".into()))
+                    }
+                }
+            }
+        }
+    };
+    // SAFETY: created above, not used after this.
+    let _ = unsafe { result::destroy_program(prog) };
+    out
+}
+
+fn c_chars_to_string(v: &[c_char]) -> String {
+    let bytes: Vec<u8> = v.iter().take_while(|c| **c != 0).map(|c| *c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// What was compiled for a device, for the log and the provenance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loaded {
+    /// Machine code for the device's own architecture.
+    Cubin { arch: String },
+    /// PTX for the newest architecture NVRTC knows (the device is newer); the driver JIT-compiles it.
+    Ptx { arch: String },
+}
+
+impl std::fmt::Display for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cubin { arch } => write!(f, "CUBIN for {arch}"),
+            Self::Ptx { arch } => write!(f, "PTX for {arch} (JIT by the driver)"),
+        }
+    }
+}
+
+/// Chooses how to build for a device of compute capability `cc`: CUBIN when NVRTC supports its
+/// architecture, else PTX for the newest virtual architecture below it that NVRTC supports.
+pub fn plan_for_device(cc: (i32, i32), supported: &[i32]) -> Result<Loaded, NvrtcError> {
+    let sm = cc.0 * 10 + cc.1;
+    if supported.contains(&sm) {
+        return Ok(Loaded::Cubin { arch: format!("sm_{sm}") });
+    }
+    supported.iter().copied().filter(|a| *a <= sm).max().map(|a| Loaded::Ptx { arch: format!("compute_{a}") }).ok_or_else(
+        || NvrtcError::Compile {
+            file: "-",
+            arch: format!("sm_{sm}"),
+            message: format!("NVRTC supports none of the architectures up to sm_{sm} (it has {supported:?})"),
+        },
+    )
+}
+
+/// Compiles one source as [`plan_for_device`] chose, ready for `load_module`.
+pub fn compile_for(src: &KernelSource, how: &Loaded) -> Result<Ptx, NvrtcError> {
+    match how {
+        Loaded::Cubin { arch } => {
+            let sm = arch.trim_start_matches("sm_").parse::<i32>().unwrap_or(0);
+            compile_cubin(src, sm).map(Ptx::from_binary)
+        }
+        Loaded::Ptx { arch } => compile(src, arch),
+    }
 }
 
 fn describe(e: CompileError) -> String {

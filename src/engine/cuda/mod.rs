@@ -43,12 +43,17 @@ pub struct GpuInfo {
     pub name: String,
     pub compute_capability: (i32, i32),
     pub memory_mib: usize,
+    /// The driver's CUDA version as it reports it (12080 = CUDA 12.8), when it answers.
+    pub driver_version: Option<i32>,
+    /// What NVRTC compiled and the driver loaded.
+    pub loaded: kernels::Loaded,
 }
 
 impl std::fmt::Display for GpuInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (ma, mi) = self.compute_capability;
-        write!(f, "{} (sm_{ma}{mi}, {} MiB)", self.name, self.memory_mib)
+        let driver = self.driver_version.map_or("?".into(), |v| format!("{}.{}", v / 1000, (v % 1000) / 10));
+        write!(f, "{} (sm_{ma}{mi}, {} MiB; driver CUDA {driver}; kernels: {})", self.name, self.memory_mib, self.loaded)
     }
 }
 
@@ -69,12 +74,23 @@ pub fn open(plan: &Plan) -> Result<(Trunk, GpuInfo), CudaError> {
     }
     let ctx = CudaContext::new(0).map_err(|e| CudaError::driver("creating a context on GPU 0", e))?;
     let cc = ctx.compute_capability().map_err(|e| CudaError::driver("reading the compute capability", e))?;
+    let how = kernels::plan_for_device(cc, &kernels::supported_archs()?)?;
     let info = GpuInfo {
         name: ctx.name().unwrap_or_else(|_| "unknown GPU".into()),
         compute_capability: cc,
         memory_mib: ctx.total_mem().map_or(0, |b| b >> 20),
+        driver_version: driver_version(),
+        loaded: how.clone(),
     };
-    let arch = format!("sm_{}{}", cc.0, cc.1);
-    let trunk = Trunk::new(ctx, &arch, plan)?;
+    tracing::info!("GPU: {info}; NVRTC {:?}", kernels::nvrtc_version());
+    let trunk = Trunk::new(ctx, &how, plan)?;
     Ok((trunk, info))
+}
+
+/// The driver's CUDA version (e.g. 13000), `None` when it does not answer.
+pub fn driver_version() -> Option<i32> {
+    let mut v: std::ffi::c_int = 0;
+    // SAFETY: a valid out-pointer; only called once the driver library is known to be present.
+    let r = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut v) };
+    (r == cudarc::driver::sys::CUresult::CUDA_SUCCESS).then_some(v)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
 use super::CudaError;
-use super::kernels::{SOURCES, compile};
+use super::kernels::{Loaded, SOURCES, compile_for};
 use super::tables::{CONV_THREADS, ConvTables, DevicePlan};
 use crate::engine::{Features, Plan};
 use crate::weights::layout::LAYER_CHANNELS;
@@ -14,9 +14,28 @@ use crate::weights::layout::LAYER_CHANNELS;
 /// Threads per block of the grid-stride element kernels and the per-patch reductions.
 const ELEMENT_THREADS: u32 = 256;
 const ROW_THREADS: u32 = 128;
+// The per-patch and summary reductions (patches.cu, similarity.cu) halve a power-of-two block.
+const _: () = assert!(ELEMENT_THREADS.is_power_of_two() && ELEMENT_THREADS <= 256);
+const _: () = assert!(ROW_THREADS.is_power_of_two() && ROW_THREADS <= 256);
 /// Most patches one pass holds on the device (a 2048² frame of 20×20 patches is 10,404); larger
-/// inputs run in several passes.
+/// inputs run in several passes. Fewer when the device memory cannot hold them: see [`batch_limit`].
 pub const MAX_BATCH: usize = 16_384;
+/// The share of the device's free memory one workspace may take (the rest is left to the driver,
+/// the frame buffers and other processes on a shared GPU).
+pub const FREE_MEMORY_SHARE: f64 = 0.5;
+
+/// Device bytes one patch needs in the workspace: its pixels, its invalid count, four activation
+/// buffers of the largest layer and the four layer taps.
+pub fn workspace_bytes_per_patch(patch_px: usize, max_activation_per_patch: usize) -> usize {
+    4 * (patch_px * patch_px + 1 + 4 * max_activation_per_patch + LAYER_CHANNELS.iter().sum::<usize>())
+}
+
+/// Patches per pass for `free_bytes` of free device memory: by bytes, not a fixed count (64 px
+/// patches need ≈ 1 MiB each, so 16,384 of them would be 16 GiB). `None` when not even 64 fit.
+pub fn batch_limit(bytes_per_patch: usize, free_bytes: usize) -> Option<usize> {
+    let n = ((free_bytes as f64 * FREE_MEMORY_SHARE) / bytes_per_patch.max(1) as f64) as usize;
+    (n >= 64).then(|| n.min(MAX_BATCH))
+}
 
 /// Frame pixel types the extraction kernels take (kernels/patches.cu).
 pub trait GpuPixel: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Copy + Default {
@@ -63,10 +82,10 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    fn load(ctx: &Arc<CudaContext>, arch: &str) -> Result<Self, CudaError> {
+    fn load(ctx: &Arc<CudaContext>, how: &Loaded) -> Result<Self, CudaError> {
         let mut modules: Vec<(&str, Arc<CudaModule>)> = Vec::new();
         for src in SOURCES {
-            let ptx = compile(src, arch)?;
+            let ptx = compile_for(src, how)?;
             let module = ctx.load_module(ptx).map_err(|e| CudaError::driver(format!("loading kernels/{}", src.file), e))?;
             modules.push((src.file, module));
         }
@@ -146,6 +165,8 @@ pub struct Trunk {
     windows: CudaSlice<i32>,
     blocks: Vec<DevBlock>,
     ws: Option<Workspace>,
+    /// Patches per pass, from the device's free memory when the trunk was made.
+    max_batch: usize,
 }
 
 fn grid_for(elements: usize, threads: u32) -> LaunchConfig {
@@ -159,10 +180,21 @@ fn i32_arg(v: usize, what: &str) -> Result<i32, CudaError> {
 }
 
 impl Trunk {
-    pub(super) fn new(ctx: Arc<CudaContext>, arch: &str, plan: &Plan) -> Result<Self, CudaError> {
+    pub(super) fn new(ctx: Arc<CudaContext>, how: &Loaded, plan: &Plan) -> Result<Self, CudaError> {
         let stream = ctx.default_stream();
-        let k = Kernels::load(&ctx, arch)?;
+        let k = Kernels::load(&ctx, how)?;
         let dp = DevicePlan::new(plan).map_err(|e| CudaError::Setup(e.to_string()))?;
+        let per_patch = workspace_bytes_per_patch(dp.patch, dp.max_activation_per_patch());
+        let (free, _) = ctx.mem_get_info().map_err(|e| CudaError::driver("reading the free device memory", e))?;
+        let max_batch = batch_limit(per_patch, free).ok_or_else(|| {
+            CudaError::Setup(format!(
+                "{} MiB free on the GPU hold fewer than 64 patches of {} px ({} KiB each)",
+                free >> 20,
+                dp.patch,
+                per_patch >> 10
+            ))
+        })?;
+        tracing::debug!("GPU passes of at most {max_batch} patches ({} KiB each, {} MiB free)", per_patch >> 10, free >> 20);
         let up = "uploading the plan";
         let blocks = dp
             .blocks
@@ -186,6 +218,7 @@ impl Trunk {
             stream,
             k,
             ws: None,
+            max_batch,
         })
     }
 
@@ -193,12 +226,23 @@ impl Trunk {
         self.plan.patch
     }
 
-    /// Makes sure the workspace holds `n` patches (≤ MAX_BATCH).
+    /// Patches one pass may hold on this device.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Makes sure the workspace holds `n` patches (≤ [`Self::max_batch`]).
     fn reserve(&mut self, n: usize) -> Result<(), CudaError> {
+        if n > self.max_batch {
+            return Err(CudaError::Setup(format!(
+                "{n} patches in one pass exceed the {} the GPU's memory holds",
+                self.max_batch
+            )));
+        }
         if self.ws.as_ref().is_some_and(|w| w.cap >= n) {
             return Ok(());
         }
-        let cap = n.next_power_of_two().clamp(64, MAX_BATCH).max(n);
+        let cap = n.next_power_of_two().clamp(64, self.max_batch).max(n);
         let act = self.plan.max_activation_per_patch() * cap;
         let pp = self.plan.patch * self.plan.patch;
         let s = &self.stream;
@@ -227,8 +271,21 @@ impl Trunk {
         let mut out = Features::zeros(n);
         let mut start = 0;
         while start < n {
-            let m = (n - start).min(MAX_BATCH);
-            self.reserve(m)?;
+            let m = (n - start).min(self.max_batch);
+            match self.reserve(m) {
+                Ok(()) => {}
+                // Another process took memory since we measured it: halve the pass and go on,
+                // rather than losing the GPU for the session.
+                Err(CudaError::Driver { source, .. })
+                    if source.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY && self.max_batch > 64 =>
+                {
+                    self.max_batch = (self.max_batch / 2).max(64);
+                    self.ws = None;
+                    tracing::warn!("GPU out of memory: passes of at most {} patches from now on", self.max_batch);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
             self.stream
                 .memcpy_htod(&pixels[start * pp..(start + m) * pp], &mut ws.patches)
@@ -244,6 +301,7 @@ impl Trunk {
             start += m;
         }
         self.stream.synchronize().map_err(|e| CudaError::driver("finishing the trunk", e))?;
+        self.check_stored()?;
         Ok(out)
     }
 
@@ -341,6 +399,12 @@ fn conv(
 }
 
 impl Trunk {
+    /// Errors cudarc could only store (from frees and drops, which return nothing): read after
+    /// every synchronisation, so a failure there is an error of this frame, not a silent one.
+    pub(super) fn check_stored(&self) -> Result<(), CudaError> {
+        self.ctx.check_err().map_err(|e| CudaError::driver("an earlier asynchronous GPU operation", e))
+    }
+
     /// Layer4 features (`[n][512]`) of the last trunk run.
     pub(super) fn layer4(&self, n: usize) -> Result<cudarc::driver::CudaView<'_, f32>, CudaError> {
         let ws = self.ws.as_ref().ok_or_else(|| CudaError::Setup("no workspace".into()))?;

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# gpu-check: the first run of beamwatch's GPU path, in one go, on a machine that has the NVIDIA
+# driver, PyTorch and onnxruntime but no Rust toolchain and no libhdf5 (kernels/README.md).
+#
+#   tools/gpu-check.sh gather [BUNDLE]   here: build the release binary and the GPU test binaries,
+#                                        gather them with their shared libraries (ldd), NVRTC, the
+#                                        golden files and the weights' generator into BUNDLE
+#                                        (default .tools/gpu-check), compressed, and check the size.
+#   tools/gpu-check.sh run [BUNDLE] [OUT] there: print the driver, run the GPU tests with every skip
+#                                        turned into a failure (BEAMWATCH_REQUIRE_GPU=1), bench
+#                                        --backend cuda at 1024² and 2048², and write OUT/gpu-check.json.
+#   tools/gpu-check.sh local [OUT]       both halves on this machine (CI): without a GPU the JSON
+#                                        records "no GPU" and the NVRTC compile still runs.
+#
+# The device tool: carry .tools/gpu-check and run `tools/gpu-check.sh run .tools/gpu-check $OUT`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MAX_MIB=${GPU_CHECK_MAX_MIB:-60}
+# xz level for the bundle: -6 keeps NVRTC (102 MB) at ≈ 31 MB.
+XZ_LEVEL=${GPU_CHECK_XZ:--6}
+
+say() { echo "gpu-check: $*" >&2; }
+
+# Absolute path of one cargo test binary (built if needed).
+test_binary() {
+    cargo test --release --no-run --test "$1" --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    try: m=json.loads(l)
+    except ValueError: continue
+    if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]==sys.argv[1]: print(m["executable"])' "$1" | tail -n1
+}
+
+pack() { # pack SRC DEST.xz: strip binaries, compress
+    local src=$1 dest=$2 tmp
+    tmp=$(mktemp)
+    cp "$src" "$tmp"
+    strip --strip-unneeded "$tmp" 2>/dev/null || true
+    xz -T2 "$XZ_LEVEL" -c "$tmp" >"$dest"
+    rm -f "$tmp"
+}
+
+gather() {
+    local B=${1:-.tools/gpu-check}
+    export PATH=$HOME/.cargo/bin:$PATH
+    local gpu nvrtc_test bin
+    if [ -n "${GPU_CHECK_BEAMWATCH:-}" ]; then
+        # Called from `cargo test` (tests/gpu_check.rs), which has built everything already.
+        bin=$GPU_CHECK_BEAMWATCH gpu=${GPU_CHECK_GPU_TESTS:?} nvrtc_test=${GPU_CHECK_NVRTC_TESTS:?}
+    else
+        say "building the release binary and the GPU test binaries"
+        cargo build --release --quiet
+        bin=target/release/beamwatch
+        gpu=$(test_binary gpu)
+        nvrtc_test=$(test_binary kernels_nvrtc)
+    fi
+    [ -x "$bin" ] && [ -x "$gpu" ] && [ -x "$nvrtc_test" ] || { say "binaries not found ($bin, $gpu, $nvrtc_test)"; exit 1; }
+    rm -rf "$B" && mkdir -p "$B/bin" "$B/lib" "$B/nvrtc" "$B/shared/golden" "$B/shared/weights"
+    pack "$bin" "$B/bin/beamwatch.xz"
+    pack "$gpu" "$B/bin/gpu-tests.xz"
+    pack "$nvrtc_test" "$B/bin/kernels-nvrtc.xz"
+    # Shared libraries beyond the C runtime, which every Linux machine has.
+    ldd "$bin" "$gpu" | awk '/=> \//{print $3}' | sort -u |
+        grep -Ev '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s)\.so' |
+        while read -r lib; do xz -T2 "$XZ_LEVEL" -c "$lib" >"$B/lib/$(basename "$lib").xz"; done
+    local nv=${NVRTC_DIR:-$ROOT/.tools/nvrtc/nvidia/cuda_nvrtc/lib}
+    if [ -e "$nv/libnvrtc.so.12" ]; then
+        for f in libnvrtc.so.12 libnvrtc-builtins.so.12.9; do
+            [ -e "$nv/$f" ] && xz -T2 "$XZ_LEVEL" -c "$nv/$f" >"$B/nvrtc/$f.xz"
+        done
+    else
+        say "no NVRTC at $nv: the run will use the GPU machine's own"
+    fi
+    local shared=${BEAMWATCH_SHARED:-$ROOT/../shared}
+    cp "$shared"/golden/*.npy "$B/shared/golden/"
+    cp "$shared/weights/make_synthetic_weights.py" "$B/shared/weights/"
+    sha256sum "$shared/weights/resnet18_synthetic_seed0.safetensors" | cut -d' ' -f1 >"$B/shared/weights/expected.sha256"
+    git rev-parse HEAD >"$B/commit" 2>/dev/null || echo unknown >"$B/commit"
+    local kib
+    kib=$(du -sk "$B" | cut -f1)
+    echo "$kib" >"$B/size_kib"
+    say "bundle $B: $((kib / 1024)) MiB (limit $MAX_MIB MiB)"
+    [ "$kib" -le $((MAX_MIB * 1024)) ] || { say "bundle over $MAX_MIB MiB"; exit 1; }
+}
+
+run() {
+    local B=${1:-.tools/gpu-check} OUT=${2:-gpu-check-out}
+    B=$(cd "$B" && pwd)
+    mkdir -p "$OUT"
+    OUT=$(cd "$OUT" && pwd)
+    local W
+    W=$(mktemp -d)
+    mkdir -p "$W/bin" "$W/lib" "$W/nvrtc"
+    for f in "$B"/bin/*.xz; do xz -dc "$f" >"$W/bin/$(basename "$f" .xz)"; chmod +x "$W/bin/$(basename "$f" .xz)"; done
+    for f in "$B"/lib/*.xz; do [ -e "$f" ] && xz -dc "$f" >"$W/lib/$(basename "$f" .xz)"; done
+    local nvrtc_source="bundled NVRTC 12.9"
+    if compgen -G "$B/nvrtc/*.xz" >/dev/null; then
+        for f in "$B"/nvrtc/*.xz; do xz -dc "$f" >"$W/nvrtc/$(basename "$f" .xz)"; done
+    else
+        # The machine's own NVRTC (CUDA toolkit or PyTorch's wheel), under a name cudarc tries.
+        local found
+        found=$(ls /usr/local/cuda/lib64/libnvrtc.so* 2>/dev/null | head -n1 || true)
+        [ -n "$found" ] || found=$(python3 -c 'import nvidia.cuda_nvrtc as m, glob, os; print(sorted(glob.glob(os.path.join(list(m.__path__)[0], "lib", "libnvrtc.so*")))[0])' 2>/dev/null || true)
+        [ -n "$found" ] && ln -sf "$found" "$W/nvrtc/libnvrtc.so"
+        nvrtc_source="machine's own: ${found:-none found}"
+    fi
+    export LD_LIBRARY_PATH="$W/lib:$W/nvrtc:${LD_LIBRARY_PATH:-}"
+    export BEAMWATCH_SHARED="$B/shared" BEAMWATCH_REQUIRE_NVRTC=1
+    local gpu_present=false driver="no NVIDIA driver (nvidia-smi absent)"
+    if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+        gpu_present=true
+        driver=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n1)
+        export BEAMWATCH_REQUIRE_GPU=1
+    fi
+    say "GPU: $driver; NVRTC: $nvrtc_source"
+    # Weights: regenerated from their deterministic generator where PyTorch is (46 MB do not fit
+    # the bundle); here the original is used.
+    local weights="$B/shared/weights/resnet18_synthetic_seed0.safetensors" weights_note
+    if [ -e "${BEAMWATCH_SHARED_ORIG:-$ROOT/../shared}/weights/resnet18_synthetic_seed0.safetensors" ] && [ "$gpu_present" = false ]; then
+        weights="${BEAMWATCH_SHARED_ORIG:-$ROOT/../shared}/weights/resnet18_synthetic_seed0.safetensors"
+        weights_note="original file"
+        ln -sf "$weights" "$B/shared/weights/resnet18_synthetic_seed0.safetensors" 2>/dev/null || true
+    else
+        (cd "$B/shared/weights" && python3 make_synthetic_weights.py resnet18_synthetic_seed0.safetensors >"$OUT/weights.log" 2>&1) || true
+        if [ "$(sha256sum "$weights" 2>/dev/null | cut -d' ' -f1)" = "$(cat "$B/shared/weights/expected.sha256")" ]; then
+            weights_note="regenerated, identical (sha256)"
+        else
+            weights_note="regenerated, NOT identical to the original (GPU and CPU still run the same weights)"
+        fi
+    fi
+    say "weights: $weights_note"
+    local t0 rc_nvrtc rc_gpu
+    t0=$(date +%s)
+    set +e
+    "$W/bin/kernels-nvrtc" --test-threads=1 >"$OUT/kernels_nvrtc.log" 2>&1
+    rc_nvrtc=$?
+    "$W/bin/gpu-tests" --test-threads=1 --nocapture >"$OUT/gpu_tests.log" 2>&1
+    rc_gpu=$?
+    local benches=()
+    if [ "$gpu_present" = true ]; then
+        for size in 1024 2048; do
+            "$W/bin/beamwatch" bench --backend cuda --size $size --frames 20 --metric resnet18 --weights "$weights" \
+                >"$OUT/bench_cuda_$size.json" 2>"$OUT/bench_cuda_$size.log"
+            benches+=("$OUT/bench_cuda_$size.json")
+        done
+    fi
+    set -e
+    python3 - "$OUT" "$gpu_present" "$driver" "$nvrtc_source" "$weights_note" "$rc_nvrtc" "$rc_gpu" "$(cat "$B/commit")" "$(( $(date +%s) - t0 ))" "$(cat "$B/size_kib")" "${benches[@]}" <<'PY'
+import json, sys, pathlib
+out, gpu, driver, nvrtc, weights, rc_nvrtc, rc_gpu, commit, secs, size_kib, *benches = sys.argv[1:]
+out = pathlib.Path(out)
+def lines(name, keys):
+    p = out / name
+    return [l for l in p.read_text(errors="replace").splitlines() if any(k in l for k in keys)] if p.exists() else []
+summary = {
+    "commit": commit,
+    "gpu": driver if gpu == "true" else "no GPU",
+    "nvrtc": nvrtc,
+    "weights": weights,
+    "kernels_nvrtc_tests": {"passed": rc_nvrtc == "0", "lines": lines("kernels_nvrtc.log", ["test result", "panicked"])},
+    "gpu_tests": {"passed": rc_gpu == "0", "required_gpu": gpu == "true",
+                  "lines": lines("gpu_tests.log", ["GPU", "max rel", "vs PyTorch", "skipped", "test result", "panicked"])},
+    "bench_cuda": {},
+    "seconds": int(secs),
+    "bundle_mib": round(int(size_kib) / 1024, 1),
+}
+for b in benches:
+    try:
+        summary["bench_cuda"][pathlib.Path(b).stem] = json.loads(pathlib.Path(b).read_text())
+    except (OSError, ValueError) as e:
+        summary["bench_cuda"][pathlib.Path(b).stem] = {"error": str(e), "log": lines(pathlib.Path(b).stem + ".log", [""])[-5:]}
+(out / "gpu-check.json").write_text(json.dumps(summary, indent=2))
+print(json.dumps(summary, indent=2))
+PY
+    rm -rf "$W"
+    [ "$rc_nvrtc" = 0 ] && [ "$rc_gpu" = 0 ]
+}
+
+case "${1:-}" in
+gather) gather "${2:-}" ;;
+run) run "${2:-}" "${3:-}" ;;
+local)
+    B=$(mktemp -d)/bundle
+    gather "$B"
+    run "$B" "${2:-gpu-check-out}"
+    rm -rf "$(dirname "$B")"
+    ;;
+*)
+    sed -n '2,16p' "$0"
+    exit 2
+    ;;
+esac
