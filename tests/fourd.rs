@@ -35,8 +35,8 @@ use beamwatch::record::h5sync;
 use common::push_parts as send;
 
 /// Pattern edge (px), pattern centre, scan shape, scans per series.
-const PX: usize = 32;
-const CENTRE: f64 = 16.0;
+const PX: usize = 48;
+const CENTRE: f64 = 24.0;
 const ROWS: usize = 16;
 const COLS: usize = 16;
 const SCANS: usize = 6;
@@ -48,8 +48,8 @@ const STEP_A: f64 = 1.0;
 const DC_TRUTH: [f64; 4] = [60.0, 100.0, 160.0, 250.0];
 /// The virtual detectors the test configures (and computes itself).
 const BF_RADIUS: f64 = 4.0;
-const ADF_INNER: f64 = 7.0;
-const ADF_OUTER: f64 = 13.0;
+const ADF_INNER: f64 = 9.0;
+const ADF_OUTER: f64 = 16.0;
 
 fn beam_current_pa() -> f64 {
     DOSE_PER_SCAN * 1.602_176_634e-19 * STEP_A * STEP_A / FRAME_TIME_S * 1e12
@@ -60,15 +60,16 @@ fn r_px(x: usize, y: usize) -> f64 {
 }
 
 /// The pattern of scan `k` at (`row`, `col`): u16 counts. The bright-field disk (r ≤ 2.5) carries
-/// a value that encodes the position; the ring 8.5 ≤ r ≤ 11.5 a small diffuse background and four
-/// 3 × 3 Bragg spots at r = 10 fading as exp(−D/Dc) of their region. Nothing lies within 1.5 px of
-/// a detector edge (4, 7, 13).
+/// a value that encodes the position; the ring 10.5 ≤ r ≤ 13.5 a small diffuse background and four
+/// 3 × 3 Bragg spots at r = 12 fading as exp(−D/Dc) of their region. Nothing lies within 1.5 px of
+/// a detector edge (4, 9, 16).
 fn pattern(k: usize, row: usize, col: usize) -> Vec<u16> {
     let dose = (k + 1) as f64 * DOSE_PER_SCAN;
     let region = (row * 2 / ROWS) * 2 + col * 2 / COLS;
     let spot = (300.0 * (-dose / DC_TRUTH[region]).exp()).round() as u16;
-    let bf = 50 + ((row * 7 + col * 3 + k * 5) % 23) as u16;
-    let spots = [(26usize, 16usize), (6, 16), (16, 26), (16, 6)];
+    // The direct beam outshines the spots, as in a real pattern (the beam is found as the brightest region).
+    let bf = 2000 + 10 * ((row * 7 + col * 3 + k * 5) % 23) as u16;
+    let spots = [(36usize, 24usize), (12, 24), (24, 36), (24, 12)];
     let mut p = vec![0u16; PX * PX];
     for y in 0..PX {
         for x in 0..PX {
@@ -76,7 +77,7 @@ fn pattern(k: usize, row: usize, col: usize) -> Vec<u16> {
             let v = &mut p[y * PX + x];
             if r <= 2.5 {
                 *v = bf;
-            } else if (8.5..=11.5).contains(&r) {
+            } else if (10.5..=13.5).contains(&r) {
                 *v = 3 + ((x * 31 + y * 17 + row * 13 + col * 7 + k * 3) % 4) as u16;
                 if spots.iter().any(|&(sx, sy)| sx.abs_diff(x) <= 1 && sy.abs_diff(y) <= 1) {
                     *v += spot;
@@ -407,6 +408,22 @@ async fn bad_4d_input_is_counted_and_the_next_series_analysed() {
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains("session_2_")))
         .unwrap_or_else(|| panic!("no session of series 2 in {files:?}"));
     check_virtual_images(second, 2, &wrong);
+}
+
+/// The patterns hold what the spot finder must find: four spots, clear of the beam.
+#[test]
+fn the_test_patterns_spots_are_found() {
+    let n = (ROWS * COLS) as f64;
+    let mut mean = vec![0f64; PX * PX];
+    for pos in 0..ROWS * COLS {
+        for (m, v) in mean.iter_mut().zip(pattern(0, pos / COLS, pos % COLS)) {
+            *m += v as f64 / n;
+        }
+    }
+    let (centre, bf) = beamwatch::fourd::detectors::find_centre(&mean, PX, PX);
+    let spots = beamwatch::fourd::find_spots(&mean, PX, PX, (CENTRE, CENTRE), bf, &Default::default());
+    assert!((centre.0 - CENTRE).abs() < 0.5 && (centre.1 - CENTRE).abs() < 0.5, "{centre:?} {bf}");
+    assert_eq!(spots.len(), 4, "centre {centre:?}, bf {bf}: {spots:?}");
 }
 
 // ---- Files: an ARINA-layout NeXus pair and an EMD 1.0 datacube, replayed ----
