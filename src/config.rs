@@ -329,9 +329,11 @@ mod tests {
             .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
             .collect::<Vec<_>>()
             .join("\n");
-        let c = Config::parse(p, &block).expect("the documented [fourd] section parses");
+        let mut c = Config::parse(p, &block).expect("the documented [fourd] section parses");
         assert_eq!(c.fourd.scan_rows, Some(256));
         assert_eq!(c.fourd.detectors.len(), 3);
+        assert!(!c.fourd.enabled, "documented as off");
+        c.fourd.enabled = true;
         let rules = c.validate(p).expect("valid");
         assert!(rules.iter().any(|r| r.name == "spot-fading"), "4D rules join the defaults when enabled");
         let e = Config::parse(p, "[fourd]\nenabled = true\nanalyse = \"haadf\"\n").expect_err("unknown detector");
@@ -341,6 +343,9 @@ mod tests {
         let e = Config::parse(p, "[fourd]\n[[fourd.detectors]]\nname = \"adf\"\nkind = \"annulus\"\ninner_px = 9.0\nouter_px = 4.0\n")
             .expect_err("inner above outer");
         assert!(e.to_string().contains("fourd.detectors"), "{e}");
+        let e = Config::parse(p, "[fourd]\n[[fourd.detectors]]\nname = \"bf\"\nkind = \"disk\"\nradius = 4.0\n")
+            .expect_err("a misspelt key");
+        assert!(e.to_string().contains("radius"), "{e}");
         let off = Config::parse(p, "").expect("defaults");
         assert!(!off.fourd.enabled);
         assert!(!off.validate(p).expect("valid").iter().any(|r| r.name.starts_with("spot-")));

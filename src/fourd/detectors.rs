@@ -6,7 +6,7 @@ use super::FourDError;
 
 /// What a virtual detector measures.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
 pub enum DetectorKind {
     /// Disk around the centre; radius in detector pixels or (with `pixel_mrad`) mrad.
     Disk {
@@ -29,7 +29,8 @@ pub enum DetectorKind {
 
 /// A configured detector: a name (`bf`, `adf`, …) and what it measures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Not deny_unknown_fields here: serde cannot combine it with `flatten` (every key would be
+// refused, `kind` too); the flattened DetectorKind refuses unknown keys itself.
 pub struct DetectorSpec {
     pub name: String,
     #[serde(flatten)]
