@@ -260,6 +260,10 @@ fn gpu_features_and_similarities_equal_the_cpu_path_and_pytorch_within_1e4() {
         let dev = rel_dev(&gpu_f, &engine.cpu_features(&px));
         println!("{name}: GPU vs CPU features, max |Δ|/max per layer: {}", exp(&dev));
         assert!(dev.iter().all(|d| *d < 1e-4), "{name}: {dev:?}");
+        // The resnet18 metric asks for layer4 alone: the same numbers, the other layers not copied.
+        let l4 = engine.features_of_layers(&px, [false, false, false, true]);
+        assert_eq!(l4.layers[3], gpu_f.layers[3], "{name}: layer4 alone differs");
+        assert!(l4.layers[0].iter().all(|v| *v == 0.0), "{name}: layer1 was copied back");
     }
     // A batch larger than one pass (MAX_BATCH) and not a multiple of the tiles.
     let big: Vec<f32> = (0..(beamwatch::engine::cuda::trunk::MAX_BATCH + 37) * 400)

@@ -264,6 +264,11 @@ impl Trunk {
 
     /// Features of `pixels.len() / patch²` patches, copied back to the host.
     pub fn features(&mut self, pixels: &[f32]) -> Result<Features, CudaError> {
+        self.features_of_layers(pixels, [true; 4])
+    }
+
+    /// Features of the `layers` asked for (the others stay zero), copied back to the host.
+    pub fn features_of_layers(&mut self, pixels: &[f32], layers: crate::engine::Layers) -> Result<Features, CudaError> {
         // The compute thread may not be the one that created the context.
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the GPU context", e))?;
         let pp = self.plan.patch * self.plan.patch;
@@ -292,7 +297,7 @@ impl Trunk {
                 .map_err(|e| CudaError::driver("uploading patches", e))?;
             self.run_trunk(m)?;
             let ws = self.ws.as_ref().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
-            for (l, &c) in LAYER_CHANNELS.iter().enumerate() {
+            for (l, &c) in LAYER_CHANNELS.iter().enumerate().filter(|(l, _)| layers[*l]) {
                 let dst = &mut out.layers[l][start * c..(start + m) * c];
                 self.stream
                     .memcpy_dtoh(&ws.taps[l].slice(0..m * c), dst)
