@@ -383,3 +383,62 @@ impl BenchLiveArgs {
         Ok(())
     }
 }
+
+#[derive(clap::Args)]
+pub struct Bench4dArgs {
+    /// Only the bitshuffle-LZ4 decoding (the 4D-STEM reduction is benchmarked once it exists).
+    #[arg(long, required = true)]
+    decode_only: bool,
+    /// Pattern sizes (square, u16 pixels).
+    #[arg(long, value_delimiter = ',', default_values_t = [96usize, 192])]
+    sizes: Vec<usize>,
+    /// Patterns per size (decoded five times by each decoder).
+    #[arg(long, default_value_t = 20000)]
+    patterns: usize,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Also write each size's blobs to DIR/bslz4_<size>.bin for tools/bench_bitshuffle.py.
+    #[arg(long)]
+    blobs_dir: Option<PathBuf>,
+    /// Print JSON lines instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Bench4dArgs {
+    pub fn run(self) -> Result<(), Error> {
+        use crate::commands::bench_4d;
+        if !self.decode_only {
+            return Ok(());
+        }
+        if !self.json {
+            println!(
+                "pattern  threads  kernel  bytes/pattern  old patterns/s  old MB/s  new patterns/s  new MB/s  new/old"
+            );
+        }
+        for &px in &self.sizes {
+            let blobs = bench_4d::compress_patterns(&bench_4d::counting_patterns(px, self.patterns.max(1), 20));
+            if let Some(dir) = &self.blobs_dir {
+                let path = dir.join(format!("bslz4_{px}.bin"));
+                bench_4d::write_blobs(&path, &blobs).map_err(|e| Error::Output { path, problem: e.to_string() })?;
+            }
+            let b = bench_4d::bench_blobs(&blobs, px, self.threads, 5);
+            if self.json {
+                println!("{}", serde_json::to_string(&b).unwrap_or_default());
+            } else {
+                println!(
+                    "{px:>3}×{px:<3}  {:>7}  {:>6}  {:>13.0}  {:>14.0}  {:>8.0}  {:>14.0}  {:>8.0}  {:>6.2}×",
+                    b.threads,
+                    b.kernel,
+                    b.compressed_bytes_per_pattern,
+                    b.old.patterns_per_s,
+                    b.old.mb_per_s_out,
+                    b.new.patterns_per_s,
+                    b.new.mb_per_s_out,
+                    b.new.patterns_per_s / b.old.patterns_per_s
+                );
+            }
+        }
+        Ok(())
+    }
+}
