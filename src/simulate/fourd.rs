@@ -387,6 +387,8 @@ pub async fn publish(
     let mut report = FourdReport { endpoint: ep.clone(), patterns_sent: 0, messages_sent: 0, seconds: 0.0 };
     send(&mut out, sim.start_message(format, id), deadline, &ep).await?;
     report.messages_sent += 1;
+    // The rate counts from the first message a receiver took, not from the wait for one.
+    let started = Instant::now();
     let period = (patterns_per_s > 0.0).then(|| Duration::from_secs_f64(1.0 / patterns_per_s));
     let mut next = Instant::now();
     while let Some(parts) = rx.recv().await {
