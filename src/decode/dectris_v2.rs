@@ -253,7 +253,22 @@ pub fn encode_start(
     frame_time_s: f64,
     channels: &[&str],
 ) -> Vec<Vec<u8>> {
-    let m = Value::Map(vec![
+    encode_start_with_user_data(series_id, rows, cols, dtype, frames, frame_time_s, channels, None)
+}
+
+/// [`encode_start`] with a `user_data` entry (what a detector's `header_appendix` becomes).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_start_with_user_data(
+    series_id: u64,
+    rows: usize,
+    cols: usize,
+    dtype: PixelType,
+    frames: u64,
+    frame_time_s: f64,
+    channels: &[&str],
+    user_data: Option<&serde_json::Value>,
+) -> Vec<Vec<u8>> {
+    let mut m = vec![
         (text("type"), text("start")),
         (text("series_id"), Value::Integer(series_id.into())),
         (text("series_unique_id"), text(&format!("beamwatch-sim-{series_id}"))),
@@ -264,8 +279,11 @@ pub fn encode_start(
         (text("frame_time"), Value::Float(frame_time_s)),
         (text("count_time"), Value::Float(frame_time_s)),
         (text("channels"), Value::Array(channels.iter().map(|c| Value::Map(vec![(text("name"), text(c))])).collect())),
-    ]);
-    vec![to_bytes(&m)]
+    ];
+    if let Some(ud) = user_data.and_then(|u| Value::serialized(u).ok()) {
+        m.push((text("user_data"), ud));
+    }
+    vec![to_bytes(&Value::Map(m))]
 }
 
 /// `channels`: (name, little-endian pixels); `compression`: "bslz4", "lz4" or "none".

@@ -205,23 +205,28 @@ pub fn frame_from_bytes(
 pub struct Decoder {
     format: WireFormat,
     mask_gaps: bool,
+    v1: dectris_v1::State,
     v2: dectris_v2::State,
 }
 
 impl Decoder {
     /// `channel`: the stream-v2 channel to analyse (`None`: the first one announced).
     pub fn new(format: WireFormat, channel: Option<String>, mask_gaps: bool) -> Self {
-        Self { format, mask_gaps, v2: dectris_v2::State::new(channel) }
+        Self { format, mask_gaps, v1: dectris_v1::State::new(), v2: dectris_v2::State::new(channel) }
     }
 
     pub fn decode(&mut self, parts: &[&[u8]]) -> Result<Message, DecodeError> {
+        // A stream-v1 detector config sent as a message of its own has no htype to detect it by.
+        if let Some(m) = self.v1.follow_up(parts) {
+            return m;
+        }
         let format = match self.format {
             WireFormat::Auto => detect(parts)?,
             f => f,
         };
         match format {
             WireFormat::Beamwatch => own::decode(parts, self.mask_gaps),
-            WireFormat::DectrisV1 => dectris_v1::decode(parts, self.mask_gaps),
+            WireFormat::DectrisV1 => self.v1.decode(parts, self.mask_gaps),
             WireFormat::DectrisV2 => self.v2.decode(parts, self.mask_gaps),
             WireFormat::Auto => Err(derr(DecodeErrorKind::Format, "format not recognised")),
         }
@@ -277,6 +282,22 @@ mod tests {
             frame_from_bytes(&nan, 1, 2, PixelType::F32, false, true).expect_err("nan").kind,
             DecodeErrorKind::Pixels
         );
+    }
+
+    #[test]
+    fn the_decoder_takes_a_v1_header_sent_as_two_messages() {
+        for format in [WireFormat::Auto, WireFormat::DectrisV1] {
+            let mut d = Decoder::new(format, None, true);
+            let parts = dectris_v1::encode_header(34, 96, 96, PixelType::U16, 1024, 0.001);
+            assert!(matches!(d.decode(&[&parts[0]]), Ok(Message::Ignored(_))));
+            assert!(
+                matches!(d.decode(&[&parts[1]]), Ok(Message::SeriesStart(s)) if s.frames_expected == Some(1024)),
+                "{format:?}"
+            );
+            // A config with no dheader before it is refused as today.
+            let e = d.decode(&[&parts[1]]).expect_err("unexpected");
+            assert!(matches!(e.kind, DecodeErrorKind::Format | DecodeErrorKind::Json), "{format:?}: {e}");
+        }
     }
 
     #[test]
