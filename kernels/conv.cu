@@ -52,11 +52,21 @@ extern "C" __global__ void conv_classes(const float* __restrict__ in, float* __r
                                         const float* __restrict__ residual, int has_residual, int relu,
                                         const float* __restrict__ weights, const float* __restrict__ bias,
                                         const int* __restrict__ gathers, const int* __restrict__ desc, int n,
-                                        int cin, int cout) {
+                                        int cin, int cout, int n_classes) {
     __shared__ float As[CG_TK][CG_TM + 4];
     __shared__ float Bs[CG_TK][CG_TN];
 
-    const int* d = desc + 5 * blockIdx.z;
+    // The grid's x runs over every class's row tiles back to back (sum over classes of
+    // ceil(n_pos * n / CG_TM)), so no block is launched without work. Uniform per block.
+    // Must match ConvTables::block_tile in src/engine/cuda/tables.rs.
+    int cls = 0;
+    int tile = blockIdx.x;
+    for (; cls < n_classes - 1; ++cls) {
+        const int tiles = (desc[5 * cls + 1] * n + CG_TM - 1) / CG_TM;
+        if (tile < tiles) break;
+        tile -= tiles;
+    }
+    const int* d = desc + 5 * cls;
     const int first_slot = d[0];
     const int n_pos = d[1];
     const int n_taps = d[2];
@@ -64,9 +74,9 @@ extern "C" __global__ void conv_classes(const float* __restrict__ in, float* __r
     const float* w = weights + d[4];
     const int M = n_pos * n;
     const int K = n_taps * cin;
-    const int m0 = blockIdx.x * CG_TM;
+    const int m0 = tile * CG_TM;
     const int n0 = blockIdx.y * CG_TN;
-    // Uniform per block: blocks past this class's rows leave before any barrier.
+    // Uniform per block; only a grid larger than the tiles would take this exit.
     if (m0 >= M) return;
 
     const int tid = threadIdx.x;

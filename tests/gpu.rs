@@ -37,18 +37,28 @@ fn exp(d: &[f64; 4]) -> String {
 
 // ---- 1. the device tables, executed by a transcription of the kernels --------------------------
 
-/// kernels/conv.cu `conv_classes`, element by element: the same desc/gather/weight/residual
-/// indexing, without the tiling.
+/// kernels/conv.cu `conv_classes` over its grid: each block's (class, row tile) as the kernel
+/// finds it, the rows of partial tiles cut at the class's end, the same desc/gather/weight/residual
+/// indexing; the K loop and the column tiles are not transcribed. Every output row must be
+/// written exactly once.
 fn conv_classes(t: &ConvTables, input: &[f32], residual: Option<&[f32]>, relu: bool, n: usize) -> Vec<f32> {
+    use beamwatch::engine::cuda::tables::CONV_TILE_M;
     let (cin, cout) = (t.cin, t.cout);
     let mut out = vec![f32::NAN; t.out_slots * n * cout];
-    for c in 0..t.n_classes {
+    let mut writes = vec![0u8; t.out_slots * n];
+    let (gx, _, gz) = t.grid(n);
+    assert_eq!(gz, 1);
+    for x in 0..gx as usize {
+        let (c, tile) = t.block_tile(n, x);
         let d = &t.desc[5 * c..5 * c + 5];
         let (first_slot, n_pos, n_taps) = (d[0] as usize, d[1] as usize, d[2] as usize);
         let gather = &t.gathers[d[3] as usize..];
         let w = &t.weights[d[4] as usize..];
         let base = first_slot * n * cout;
-        for m in 0..n_pos * n {
+        let m0 = tile * CONV_TILE_M;
+        assert!(m0 < n_pos * n, "block {x} (class {c}, tile {tile}) has no rows: the grid is larger than the work");
+        for m in m0..(m0 + CONV_TILE_M).min(n_pos * n) {
+            writes[first_slot * n + m] += 1;
             let (pos, patch) = (m / n, m % n);
             for co in 0..cout {
                 let mut acc = 0f32;
@@ -69,6 +79,7 @@ fn conv_classes(t: &ConvTables, input: &[f32], residual: Option<&[f32]>, relu: b
         }
     }
     assert!(out.iter().all(|v| !v.is_nan()), "the classes do not cover every output slot");
+    assert!(writes.iter().all(|w| *w == 1), "an output row is written by more than one block");
     out
 }
 
@@ -260,6 +271,10 @@ fn gpu_features_and_similarities_equal_the_cpu_path_and_pytorch_within_1e4() {
         let dev = rel_dev(&gpu_f, &engine.cpu_features(&px));
         println!("{name}: GPU vs CPU features, max |Δ|/max per layer: {}", exp(&dev));
         assert!(dev.iter().all(|d| *d < 1e-4), "{name}: {dev:?}");
+        // The resnet18 metric asks for layer4 alone: the same numbers, the other layers not copied.
+        let l4 = engine.features_of_layers(&px, [false, false, false, true]);
+        assert_eq!(l4.layers[3], gpu_f.layers[3], "{name}: layer4 alone differs");
+        assert!(l4.layers[0].iter().all(|v| *v == 0.0), "{name}: layer1 was copied back");
     }
     // A batch larger than one pass (MAX_BATCH) and not a multiple of the tiles.
     let big: Vec<f32> = (0..(beamwatch::engine::cuda::trunk::MAX_BATCH + 37) * 400)

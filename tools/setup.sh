@@ -83,6 +83,12 @@ if ! "$venv/bin/python" -c "import zmq, numpy, h5py, rsciio, beamwatch_client" >
     "$venv/bin/python" -m pip install -q pyzmq numpy h5py rosettasciio -e "$here/tools/python"
 fi
 export BEAMWATCH_PYTHON="$venv/bin/python"
+# The C bitshuffle library, only for tools/bench_bitshuffle.py (the decoder benchmark's anchor):
+# it builds from source where no wheel fits, so a failure here is reported and not fatal.
+if ! "$venv/bin/python" -c "import bitshuffle" >/dev/null 2>&1; then
+    "$venv/bin/python" -m pip install -q bitshuffle \
+        || echo "setup: bitshuffle did not install; tools/bench_bitshuffle.py will not run (nothing else needs it)"
+fi
 
 echo "setup: ready ($(cargo --version))"
 if [ "$#" -gt 0 ]; then

@@ -47,6 +47,9 @@ pub enum Command {
     Bench(monitor::BenchArgs),
     /// Time the live daemon end to end over loopback sockets (latency, sustainable frame rate).
     BenchLive(monitor::BenchLiveArgs),
+    /// Time the 4D-STEM path on synthetic electron-counting patterns (--decode-only: bitshuffle-LZ4).
+    #[command(name = "bench-4d")]
+    Bench4d(monitor::Bench4dArgs),
     /// Simulator and monitor together on this machine: watch a simulated sample get damaged.
     Demo(monitor::DemoArgs),
     /// Analyse image files as the microscope exports them into a folder (a live series per folder).
@@ -78,6 +81,7 @@ pub fn run(cmd: Command) -> Result<(), Error> {
         Command::Compare(a) => a.run(),
         Command::Bench(a) => a.run(),
         Command::BenchLive(a) => a.run(),
+        Command::Bench4d(a) => a.run(),
         Command::Demo(a) => a.run(),
         Command::Evaluate(a) => a.run(),
         Command::View(a) => a.run(),

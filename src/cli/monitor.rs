@@ -125,10 +125,54 @@ pub struct SimulateArgs {
     /// Random seed of the damage sites and the noise.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// 4D-STEM: scan a crystal and send one diffraction pattern per probe position (u16,
+    /// bitshuffle-LZ4, --format dectris-v1 or dectris-v2; --fps is patterns/s, 0 = as fast as
+    /// possible); spots fade at a known critical dose per region.
+    #[arg(long)]
+    fourd: bool,
+    #[command(flatten)]
+    fourd_args: FourdArgs,
+}
+
+/// The 4D-STEM simulator's settings (with --fourd).
+#[derive(Args)]
+pub struct FourdArgs {
+    /// Scan shape ROWSxCOLS.
+    #[arg(long, default_value = "32x32", value_parser = parse_shape)]
+    scan_shape: (usize, usize),
+    /// Scans of the same area (the first is the reference).
+    #[arg(long, default_value_t = 8)]
+    scans: usize,
+    /// Detector pixels per side.
+    #[arg(long, default_value_t = 96)]
+    pattern_px: usize,
+    #[arg(long, default_value_t = 5000.0)]
+    electrons_per_pattern: f64,
+    /// Dwell time per probe position (= frame time), µs.
+    #[arg(long, default_value_t = 100.0)]
+    dwell_us: f64,
+    /// Scan step (scan pixel size), Å.
+    #[arg(long, default_value_t = 11.0)]
+    step_a: f64,
+    /// Damage regions ROWSxCOLS over the scan.
+    #[arg(long, default_value = "2x2", value_parser = parse_shape)]
+    regions: (usize, usize),
+    /// Critical dose per region (e⁻/Å², row-major over the regions).
+    #[arg(long, value_delimiter = ',', default_values_t = [60.0, 120.0, 240.0, 480.0])]
+    critical_doses: Vec<f64>,
+}
+
+fn parse_shape(s: &str) -> Result<(usize, usize), String> {
+    let (r, c) = s.split_once(['x', 'X', ',']).ok_or_else(|| format!("'{s}' is not ROWSxCOLS"))?;
+    let n = |v: &str| v.trim().parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| format!("'{s}' is not ROWSxCOLS"));
+    Ok((n(r)?, n(c)?))
 }
 
 impl SimulateArgs {
     pub fn run(self) -> Result<(), Error> {
+        if self.fourd {
+            return self.run_fourd();
+        }
         let mut spec = SeriesSpec::new(self.size, self.frames, self.onset_frame, self.electrons_per_px);
         spec.model = self.damage;
         spec.seed = self.seed;
@@ -193,6 +237,55 @@ impl SimulateArgs {
             r.messages_sent,
             r.endpoint,
             r.onset_frame.map_or("-".into(), |f| f.to_string())
+        );
+        Ok(())
+    }
+}
+
+impl SimulateArgs {
+    fn run_fourd(self) -> Result<(), Error> {
+        use crate::simulate::fourd::FourdSpec;
+        let a = self.fourd_args;
+        let spec = FourdSpec {
+            scan_rows: a.scan_shape.0,
+            scan_cols: a.scan_shape.1,
+            scans: a.scans.max(1),
+            detector_px: a.pattern_px.max(8),
+            electrons_per_pattern: a.electrons_per_pattern,
+            dwell_time_us: a.dwell_us,
+            pixel_size_a: a.step_a,
+            regions_rows: a.regions.0,
+            regions_cols: a.regions.1,
+            critical_doses_e_per_a2: a.critical_doses,
+            seed: self.seed,
+        };
+        let dose = spec.dose_per_scan_e_per_a2();
+        let format = if self.format == WireFormat::DectrisV2 { WireFormat::DectrisV2 } else { WireFormat::DectrisV1 };
+        let r = simulate::run_fourd(&simulate::FourdOptions {
+            spec,
+            publish: PublishOptions {
+                endpoint: self.endpoint,
+                mode: if self.connect { Mode::Connect } else { Mode::Bind },
+                socket: if self.publish { SendSocket::Pub } else { SendSocket::Push },
+                format,
+                encoding: String::new(),
+                fps: self.fps,
+                series_count: 1,
+                first_series_id: 1,
+                dose_in_header: true,
+                wait_for_peer_s: self.wait_s,
+            },
+            patterns_per_s: self.fps,
+            truth: self.truth,
+        })?;
+        println!(
+            "sent {} patterns ({} messages, {}) on {} in {:.1} s ({:.0} patterns/s); {dose:.1} e⁻/Å² per scan",
+            r.patterns_sent,
+            r.messages_sent,
+            format.name(),
+            r.endpoint,
+            r.seconds,
+            r.patterns_sent as f64 / r.seconds.max(1e-9)
         );
         Ok(())
     }
@@ -383,6 +476,65 @@ impl BenchLiveArgs {
             weights: self.weights,
         })?;
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
+        Ok(())
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Bench4dArgs {
+    /// Only the bitshuffle-LZ4 decoding (the 4D-STEM reduction is benchmarked once it exists).
+    #[arg(long, required = true)]
+    decode_only: bool,
+    /// Pattern sizes (square, u16 pixels).
+    #[arg(long, value_delimiter = ',', default_values_t = [96usize, 192])]
+    sizes: Vec<usize>,
+    /// Patterns per size (decoded five times by each decoder).
+    #[arg(long, default_value_t = 20000)]
+    patterns: usize,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Also write each size's blobs to DIR/bslz4_<size>.bin for tools/bench_bitshuffle.py.
+    #[arg(long)]
+    blobs_dir: Option<PathBuf>,
+    /// Print JSON lines instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+impl Bench4dArgs {
+    pub fn run(self) -> Result<(), Error> {
+        use crate::commands::bench_4d;
+        if !self.decode_only {
+            return Ok(());
+        }
+        if !self.json {
+            println!(
+                "pattern  threads  kernel  bytes/pattern  old patterns/s  old MB/s  new patterns/s  new MB/s  new/old"
+            );
+        }
+        for &px in &self.sizes {
+            let blobs = bench_4d::compress_patterns(&bench_4d::counting_patterns(px, self.patterns.max(1), 20));
+            if let Some(dir) = &self.blobs_dir {
+                let path = dir.join(format!("bslz4_{px}.bin"));
+                bench_4d::write_blobs(&path, &blobs).map_err(|e| Error::Output { path, problem: e.to_string() })?;
+            }
+            let b = bench_4d::bench_blobs(&blobs, px, self.threads, 5);
+            if self.json {
+                println!("{}", serde_json::to_string(&b).unwrap_or_default());
+            } else {
+                println!(
+                    "{px:>3}×{px:<3}  {:>7}  {:>6}  {:>13.0}  {:>14.0}  {:>8.0}  {:>14.0}  {:>8.0}  {:>6.2}×",
+                    b.threads,
+                    b.kernel,
+                    b.compressed_bytes_per_pattern,
+                    b.old.patterns_per_s,
+                    b.old.mb_per_s_out,
+                    b.new.patterns_per_s,
+                    b.new.mb_per_s_out,
+                    b.new.patterns_per_s / b.old.patterns_per_s
+                );
+            }
+        }
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! option structs and prints what they return.
 
 pub mod bench;
+pub mod bench_4d;
 pub mod bench_live;
 pub mod compare;
 #[cfg(feature = "secondary")]

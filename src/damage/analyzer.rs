@@ -176,7 +176,7 @@ impl Analyzer {
 
     fn features(&self, patches: &Patches) -> Option<Features> {
         match (&self.engine, self.settings.metric.uses_features()) {
-            (Some(engine), true) => Some(engine.features(&patches.pixels)),
+            (Some(engine), true) => Some(engine.features_of_layers(&patches.pixels, self.settings.metric.feature_layers())),
             _ => None,
         }
     }

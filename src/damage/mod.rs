@@ -57,6 +57,15 @@ impl Metric {
         matches!(self, Self::Resnet18 | Self::Lpips)
     }
 
+    /// The ResNet-18 layers the metric reads (layer1..layer4); the GPU copies back only these.
+    pub fn feature_layers(self) -> crate::engine::Layers {
+        match self {
+            Self::Resnet18 => [false, false, false, true],
+            Self::Lpips => [true; 4],
+            Self::Ssim | Self::Psnr | Self::Ncc => [false; 4],
+        }
+    }
+
     pub fn similarity_label(self) -> &'static str {
         match self {
             Self::Resnet18 => "cosine similarity of ResNet-18 layer4 features",

@@ -110,6 +110,34 @@ fn read_block(blob: &[u8], pos: &mut usize, out: &mut [u8], index: usize, raw_al
 
 /// Decodes a bitshuffle-LZ4 blob of elements of `elem` bytes into exactly `expected` bytes.
 pub fn decode_bslz4(blob: &[u8], elem: usize, expected: usize) -> Result<Vec<u8>, CodecError> {
+    // Checked before the output is allocated: a short blob claiming gigabytes asks for nothing.
+    let block_bytes = check_bslz4(blob, elem, expected)?;
+    let mut out = vec![0u8; expected];
+    let mut scratch = Vec::with_capacity(block_bytes.min(expected));
+    decode_checked(blob, elem, block_bytes, &mut out, &mut scratch, Kernel::detect())?;
+    Ok(out)
+}
+
+/// Decodes a bitshuffle-LZ4 blob into `out`, which must be exactly as long as the decoded data
+/// (the header must claim `out.len()` bytes). `scratch` holds one decompressed block; it grows to
+/// the block size once and is reused, so a caller decoding pattern after pattern allocates nothing.
+pub fn decode_bslz4_into(blob: &[u8], elem: usize, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<(), CodecError> {
+    let block_bytes = check_bslz4(blob, elem, out.len())?;
+    decode_checked(blob, elem, block_bytes, out, scratch, Kernel::detect())
+}
+
+/// [`decode_bslz4`] as it was before the SIMD kernel: a new output and scratch per blob and the
+/// portable untranspose. Kept for the decoder benchmark's old-against-new comparison.
+pub fn decode_bslz4_scalar(blob: &[u8], elem: usize, expected: usize) -> Result<Vec<u8>, CodecError> {
+    let block_bytes = check_bslz4(blob, elem, expected)?;
+    let mut out = vec![0u8; expected];
+    let mut scratch = Vec::with_capacity(block_bytes.min(expected));
+    decode_checked(blob, elem, block_bytes, &mut out, &mut scratch, Kernel::Scalar)?;
+    Ok(out)
+}
+
+/// Header, block size and the whole block table, checked without decoding: the block size in bytes.
+fn check_bslz4(blob: &[u8], elem: usize, expected: usize) -> Result<usize, CodecError> {
     if ![1, 2, 4, 8].contains(&elem) {
         return Err(CodecError::ElemSize(elem));
     }
@@ -119,21 +147,36 @@ pub fn decode_bslz4(blob: &[u8], elem: usize, expected: usize) -> Result<Vec<u8>
         return Err(CodecError::BlockSize { block, elem });
     }
     let leftover = expected % (8 * elem);
+    check_blocks(blob, expected - leftover, block_bytes, leftover, false)?;
+    Ok(block_bytes)
+}
+
+/// The decoding proper, after [`check_bslz4`] accepted the blob for `out.len()` bytes.
+fn decode_checked(
+    blob: &[u8],
+    elem: usize,
+    block_bytes: usize,
+    out: &mut [u8],
+    scratch: &mut Vec<u8>,
+    kernel: Kernel,
+) -> Result<(), CodecError> {
+    let expected = out.len();
+    let leftover = expected % (8 * elem);
     let shuffled = expected - leftover;
-    check_blocks(blob, shuffled, block_bytes, leftover, false)?;
-    let mut out = vec![0u8; expected];
-    let mut scratch = vec![0u8; block_bytes.min(shuffled.max(1))];
-    let mut pos = HEADER;
-    let mut start = 0;
-    let mut index = 0;
+    let need = block_bytes.min(shuffled);
+    if scratch.len() < need {
+        scratch.resize(need, 0);
+    }
+    let (mut pos, mut start, mut index) = (HEADER, 0, 0);
     while start < shuffled {
         let len = block_bytes.min(shuffled - start);
         let tmp = &mut scratch[..len];
         read_block(blob, &mut pos, tmp, index, false)?;
-        untranspose(tmp, &mut out[start..start + len], elem);
+        kernel.untranspose(tmp, &mut out[start..start + len], elem);
         start += len;
         index += 1;
     }
+    // The elements after the last whole group of 8 are stored raw (bitshuffle's format).
     let tail =
         blob.get(pos..pos + leftover).ok_or_else(|| CodecError::Block { index, what: "raw tail missing".into() })?;
     out[shuffled..].copy_from_slice(tail);
@@ -141,7 +184,7 @@ pub fn decode_bslz4(blob: &[u8], elem: usize, expected: usize) -> Result<Vec<u8>
     if pos != blob.len() {
         return Err(CodecError::Trailing(blob.len() - pos));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes an LZ4 blob (HDF5 filter 32004 framing) into exactly `expected` bytes.
@@ -196,12 +239,53 @@ fn transpose8(mut x: u64) -> u64 {
     x ^ t ^ (t << 28)
 }
 
-/// Bit-rows → elements for one block (`input.len()` = n · elem bytes, n a multiple of 8).
-fn untranspose(input: &[u8], out: &mut [u8], elem: usize) {
+/// Which bit-untranspose runs: the SIMD one where the CPU has it, else the portable one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Sse2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("sse2") {
+            return Self::Sse2;
+        }
+        Self::Scalar
+    }
+
+    /// Every kernel this CPU runs (the tests compare them).
+    pub fn available() -> Vec<Self> {
+        let mut k = vec![Self::Scalar];
+        if Self::detect() != Self::Scalar {
+            k.push(Self::detect());
+        }
+        k
+    }
+
+    /// Bit-rows → elements for one block (`input.len()` = n · elem bytes, n a multiple of 8).
+    pub fn untranspose(self, input: &[u8], out: &mut [u8], elem: usize) {
+        match self {
+            Self::Scalar => untranspose_cols(input, out, elem, 0),
+            #[cfg(target_arch = "x86_64")]
+            Self::Sse2 => {
+                // SAFETY: `Sse2` is only constructed after the CPU reported SSE2.
+                let done = unsafe { sse2::untranspose(input, out, elem) };
+                untranspose_cols(input, out, elem, done);
+            }
+        }
+    }
+}
+
+/// Bit-rows → elements for one block, from column (group of 8 elements) `from` on.
+fn untranspose_cols(input: &[u8], out: &mut [u8], elem: usize, from: usize) {
     let n = input.len() / elem;
     let row = n / 8;
     for b in 0..elem {
-        for i in 0..row {
+        for i in from..row {
             let mut x = 0u64;
             for k in 0..8 {
                 x |= (input[(b * 8 + k) * row + i] as u64) << (8 * k);
@@ -211,6 +295,120 @@ fn untranspose(input: &[u8], out: &mut [u8], elem: usize) {
                 out[(8 * i + j) * elem + b] = (y >> (8 * j)) as u8;
             }
         }
+    }
+}
+
+/// The SSE2 bit-untranspose, after the C bitshuffle library's: a byte transpose gathers, for 16
+/// groups of 8 elements at once, the 8 bit-rows of each byte of the elements into one vector;
+/// `_mm_movemask_epi8` then reads one bit of 16 row bytes at a time, i.e. one bit position of two
+/// element bytes, and seven shifts give the other bits.
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_slli_epi16, _mm_unpackhi_epi8, _mm_unpackhi_epi16,
+        _mm_unpackhi_epi32, _mm_unpackhi_epi64, _mm_unpacklo_epi8, _mm_unpacklo_epi16, _mm_unpacklo_epi32,
+        _mm_unpacklo_epi64,
+    };
+
+    /// Loads 16 bytes at `at` (bounds checked).
+    #[inline(always)]
+    fn load(input: &[u8], at: usize) -> __m128i {
+        let s: &[u8; 16] = input[at..at + 16].try_into().expect("16 bytes");
+        // SAFETY: `s` is 16 readable bytes; loadu has no alignment requirement.
+        unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
+    }
+
+    /// 8 rows × 16 columns of bytes → 8 vectors, vector m holding column 2m's 8 bytes (row order)
+    /// then column 2m + 1's.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn columns8(r: [__m128i; 8]) -> [__m128i; 8] {
+        let a = [
+            _mm_unpacklo_epi8(r[0], r[1]),
+            _mm_unpackhi_epi8(r[0], r[1]),
+            _mm_unpacklo_epi8(r[2], r[3]),
+            _mm_unpackhi_epi8(r[2], r[3]),
+            _mm_unpacklo_epi8(r[4], r[5]),
+            _mm_unpackhi_epi8(r[4], r[5]),
+            _mm_unpacklo_epi8(r[6], r[7]),
+            _mm_unpackhi_epi8(r[6], r[7]),
+        ];
+        // Rows 0-3 (b[0..4]) and rows 4-7 (b[4..8]), 4 columns per vector.
+        let b = [
+            _mm_unpacklo_epi16(a[0], a[2]),
+            _mm_unpackhi_epi16(a[0], a[2]),
+            _mm_unpacklo_epi16(a[1], a[3]),
+            _mm_unpackhi_epi16(a[1], a[3]),
+            _mm_unpacklo_epi16(a[4], a[6]),
+            _mm_unpackhi_epi16(a[4], a[6]),
+            _mm_unpacklo_epi16(a[5], a[7]),
+            _mm_unpackhi_epi16(a[5], a[7]),
+        ];
+        [
+            _mm_unpacklo_epi32(b[0], b[4]),
+            _mm_unpackhi_epi32(b[0], b[4]),
+            _mm_unpacklo_epi32(b[1], b[5]),
+            _mm_unpackhi_epi32(b[1], b[5]),
+            _mm_unpacklo_epi32(b[2], b[6]),
+            _mm_unpackhi_epi32(b[2], b[6]),
+            _mm_unpacklo_epi32(b[3], b[7]),
+            _mm_unpackhi_epi32(b[3], b[7]),
+        ]
+    }
+
+    /// Eight movemasks of `v` (bit 7 first): entry j holds bit j of each of the 16 bytes.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn bit_planes(mut v: __m128i) -> [u16; 8] {
+        let mut m = [0u16; 8];
+        for j in (0..8).rev() {
+            m[j] = _mm_movemask_epi8(v) as u16;
+            v = _mm_slli_epi16::<1>(v);
+        }
+        m
+    }
+
+    /// Untransposes whole tiles of 16 columns; returns the first column left for the scalar code.
+    #[target_feature(enable = "sse2")]
+    pub(super) fn untranspose(input: &[u8], out: &mut [u8], elem: usize) -> usize {
+        let row = input.len() / elem / 8;
+        let mut i = 0;
+        while i + 16 <= row {
+            if elem == 1 {
+                let c = columns8(std::array::from_fn(|k| load(input, k * row + i)));
+                for (m, v) in c.into_iter().enumerate() {
+                    let bits = bit_planes(v);
+                    // Low byte of entry j: element 8·(i + 2m) + j; high byte: the next column's.
+                    let lo: [u8; 8] = std::array::from_fn(|j| bits[j] as u8);
+                    let hi: [u8; 8] = std::array::from_fn(|j| (bits[j] >> 8) as u8);
+                    let at = 8 * (i + 2 * m);
+                    out[at..at + 8].copy_from_slice(&lo);
+                    out[at + 8..at + 16].copy_from_slice(&hi);
+                }
+            } else {
+                // Bytes 2p and 2p + 1 of every element come from the 16 rows 16p..16p + 16.
+                for p in 0..elem / 2 {
+                    let lo = columns8(std::array::from_fn(|k| load(input, (16 * p + k) * row + i)));
+                    let hi = columns8(std::array::from_fn(|k| load(input, (16 * p + 8 + k) * row + i)));
+                    for m in 0..8 {
+                        for (h, col) in [(0, 2 * m), (1, 2 * m + 1)] {
+                            let v = if h == 0 {
+                                _mm_unpacklo_epi64(lo[m], hi[m])
+                            } else {
+                                _mm_unpackhi_epi64(lo[m], hi[m])
+                            };
+                            let bits = bit_planes(v);
+                            for (j, pair) in bits.iter().enumerate() {
+                                let at = (8 * (i + col) + j) * elem + 2 * p;
+                                out[at..at + 2].copy_from_slice(&pair.to_le_bytes());
+                            }
+                        }
+                    }
+                }
+            }
+            i += 16;
+        }
+        i
     }
 }
 
@@ -298,6 +496,91 @@ mod tests {
                 assert_eq!(decode_lz4_any(&lz4_flex::block::compress(&data), data.len()), Ok(data.clone()));
             }
         }
+    }
+
+    /// Electron-counting-like u16 data: mostly 0-3 counts, a few bright pixels, gap pixels at 65535.
+    fn counting(n: usize, seed: u64) -> Vec<u8> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n)
+            .map(|i| match rng.random_range(0..100u32) {
+                0 => u16::MAX,
+                1..=3 => rng.random_range(4..2000u16),
+                r => (r % 4) as u16 * u16::from(i % 3 == 0),
+            })
+            .flat_map(u16::to_le_bytes)
+            .collect()
+    }
+
+    #[test]
+    fn every_kernel_decodes_the_encoders_bytes() {
+        use rand::{RngCore, SeedableRng};
+        let kernels = Kernel::available();
+        #[cfg(target_arch = "x86_64")]
+        assert!(kernels.contains(&Kernel::Sse2), "x86_64 always has SSE2: {kernels:?}");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut scratch = Vec::new();
+        for elem in [1usize, 2, 4] {
+            // Element counts with partial last blocks, partial 16-column tiles and raw tails.
+            for n in [8usize, 16 * 8 - 8, 128, 4096, 4096 + 8 * 17 + 5, 9216, 36864 + 3] {
+                let random: Vec<u8> = (0..n * elem).map(|_| rng.next_u32() as u8).collect();
+                let counts = counting(n * elem / 2 + 1, n as u64)[..n * elem].to_vec();
+                for data in [random, counts] {
+                    for block in [8192usize, 1024, 8 * elem * 24] {
+                        let blob = encode_bslz4(&data, elem, block);
+                        for &k in &kernels {
+                            let mut out = vec![0xa5; data.len()];
+                            decode_with(k, &blob, elem, &mut out, &mut scratch).expect("decode");
+                            assert!(out == data, "{k:?} elem {elem} n {n} block {block}");
+                        }
+                        let mut out = vec![0u8; data.len()];
+                        decode_bslz4_into(&blob, elem, &mut out, &mut scratch).expect("into");
+                        assert!(out == data && decode_bslz4(&blob, elem, data.len()).as_ref() == Ok(&data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`decode_checked`] with a chosen kernel.
+    fn decode_with(
+        k: Kernel,
+        blob: &[u8],
+        elem: usize,
+        out: &mut [u8],
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        let block_bytes = check_bslz4(blob, elem, out.len())?;
+        let leftover = out.len() % (8 * elem);
+        let shuffled = out.len() - leftover;
+        scratch.resize(block_bytes.min(shuffled), 0);
+        let (mut pos, mut start, mut index) = (HEADER, 0, 0);
+        while start < shuffled {
+            let len = block_bytes.min(shuffled - start);
+            read_block(blob, &mut pos, &mut scratch[..len], index, false)?;
+            k.untranspose(&scratch[..len], &mut out[start..start + len], elem);
+            start += len;
+            index += 1;
+        }
+        out[shuffled..].copy_from_slice(&blob[pos..]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_raw_tail_is_the_last_elements_verbatim() {
+        // 4099 u16 elements: 4096 shuffled, 3 raw; the blob ends with their 6 bytes as they are.
+        let data = counting(4099, 3);
+        let blob = encode_bslz4(&data, 2, 8192);
+        assert_eq!(&blob[blob.len() - 6..], &data[data.len() - 6..]);
+        let mut out = vec![0u8; data.len()];
+        decode_bslz4_into(&blob, 2, &mut out, &mut Vec::new()).expect("decode");
+        assert!(out == data);
+        // A wrong-sized output is the header's size mismatch, not a panic.
+        let mut short = vec![0u8; data.len() - 2];
+        assert!(matches!(
+            decode_bslz4_into(&blob, 2, &mut short, &mut Vec::new()),
+            Err(CodecError::SizeMismatch { .. })
+        ));
     }
 
     #[test]

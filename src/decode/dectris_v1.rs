@@ -99,15 +99,14 @@ pub fn parse_encoding(s: &str) -> Result<Encoding, DecodeError> {
     }
 }
 
-/// The scan shape in a header appendix: the first JSON part after the detector config that
-/// carries `scan_rows` / `scan_cols` (flat-field and mask parts are skipped as non-matching).
-fn appendix_scan_hint(parts: &[&[u8]]) -> Option<(crate::fourd::ScanShape, crate::fourd::ShapeSource)> {
+/// The header appendix: the first JSON object after the detector config without an `htype`
+/// (flat-field, mask and count-rate headers have one).
+fn appendix_json(parts: &[&[u8]]) -> Option<serde_json::Value> {
     parts
         .iter()
         .filter(|p| p.first() == Some(&b'{'))
         .filter_map(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
-        .find_map(|v| super::scan_hint_json(&v))
-        .map(|s| (s, crate::fourd::ShapeSource::HeaderAppendix))
+        .find(|v| v.is_object() && v.get("htype").is_none())
 }
 
 pub fn decode(parts: &[&[u8]], mask_gaps: bool) -> Result<Message, DecodeError> {
@@ -127,33 +126,7 @@ pub fn decode(parts: &[&[u8]], mask_gaps: bool) -> Result<Message, DecodeError> 
                     ));
                 }
             };
-            let shape = match (cfg.y_pixels_in_detector, cfg.x_pixels_in_detector) {
-                (Some(r), Some(c)) => {
-                    check_shape(r, c)?;
-                    Some((r, c))
-                }
-                _ => None,
-            };
-            let dtype = match cfg.bit_depth_image {
-                Some(8) => Some(PixelType::U8),
-                Some(16) => Some(PixelType::U16),
-                Some(32) => Some(PixelType::U32),
-                _ => None,
-            };
-            let frames = match (cfg.nimages, cfg.ntrigger) {
-                (Some(n), Some(t)) => n.checked_mul(t),
-                (n, _) => n,
-            };
-            Ok(Message::SeriesStart(SeriesInfo {
-                series: series.to_string(),
-                format: WireFormat::DectrisV1,
-                frames_expected: frames,
-                shape,
-                dtype,
-                frame_time_s: cfg.frame_time,
-                dose: DoseHeader::default(),
-                scan_hint: appendix_scan_hint(parts.get(2..).unwrap_or_default()),
-            }))
+            series_start(series, &cfg, parts.get(2..).unwrap_or_default())
         }
         "dimage-1.0" => {
             if parts.len() != 4 {
@@ -226,6 +199,100 @@ pub fn decode(parts: &[&[u8]], mask_gaps: bool) -> Result<Message, DecodeError> 
         "dpixelmask-1.0" => Ok(Message::Ignored("dpixelmask")),
         "dcountrate_table-1.0" => Ok(Message::Ignored("dcountrate_table")),
         other => Err(derr(DecodeErrorKind::UnknownMessage, format!("unknown htype '{other}'"))),
+    }
+}
+
+/// The series a `dheader` starts, with what its detector config tells.
+/// `appendix`: the parts after the detector config (flat field, mask, …, the header appendix).
+fn series_start(series: u64, cfg: &DetectorConfig, appendix: &[&[u8]]) -> Result<Message, DecodeError> {
+    let shape = match (cfg.y_pixels_in_detector, cfg.x_pixels_in_detector) {
+        (Some(r), Some(c)) => {
+            check_shape(r, c)?;
+            Some((r, c))
+        }
+        _ => None,
+    };
+    let dtype = match cfg.bit_depth_image {
+        Some(8) => Some(PixelType::U8),
+        Some(16) => Some(PixelType::U16),
+        Some(32) => Some(PixelType::U32),
+        _ => None,
+    };
+    let frames = match (cfg.nimages, cfg.ntrigger) {
+        (Some(n), Some(t)) => n.checked_mul(t),
+        (n, _) => n,
+    };
+    Ok(Message::SeriesStart(SeriesInfo {
+        series: series.to_string(),
+        format: WireFormat::DectrisV1,
+        frames_expected: frames,
+        shape,
+        dtype,
+        frame_time_s: cfg.frame_time,
+        dose: appendix_json(appendix).map(|v| super::dose_json(&v)).unwrap_or_default(),
+        scan_hint: appendix_json(appendix)
+            .and_then(|v| super::scan_hint_json(&v))
+            .map(|s| (s, crate::fourd::ShapeSource::HeaderAppendix)),
+    }))
+}
+
+/// What stream v1 carries across messages of one socket: a `dheader` sent as a message of its own
+/// (LiberTEM-rs's DECTRIS simulator sends the header as two single-part messages, the `dheader`
+/// and then the detector config) waits for its config in the next message.
+#[derive(Debug, Default)]
+pub struct State {
+    /// The series of a single-part `dheader` whose detector config has not come yet.
+    awaiting_config: Option<u64>,
+}
+
+impl State {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The series whose `dheader` came alone and awaits its detector config.
+    pub fn awaiting_config(&self) -> Option<u64> {
+        self.awaiting_config
+    }
+
+    /// Takes `parts` as the detector config of a `dheader` that came alone, when one waits and
+    /// this is a single JSON object without `htype` (a config has none). Anything else ends the
+    /// wait (`None`: decode the message as usual); a series whose config never came then starts
+    /// implicitly with its first image, with unknown counts and frame time.
+    pub fn follow_up(&mut self, parts: &[&[u8]]) -> Option<Result<Message, DecodeError>> {
+        let series = self.awaiting_config.take()?;
+        if let [part] = parts
+            && part.first() == Some(&b'{')
+        {
+            #[derive(Deserialize)]
+            struct H {
+                htype: Option<serde::de::IgnoredAny>,
+            }
+            if let Ok(H { htype: None }) = serde_json::from_slice::<H>(part) {
+                return Some(
+                    json::<DetectorConfig>(part, "detector config").and_then(|cfg| series_start(series, &cfg, &[])),
+                );
+            }
+        }
+        tracing::warn!(
+            "stream v1: the dheader of series {series} came without its detector config; frame count and frame time unknown"
+        );
+        None
+    }
+
+    /// Decodes one stream-v1 message; a single-part `dheader` that announces a config (detail
+    /// `basic` or `all`) is held until the next message (see [`State::follow_up`]).
+    pub fn decode(&mut self, parts: &[&[u8]], mask_gaps: bool) -> Result<Message, DecodeError> {
+        if let [first] = parts
+            && let Ok(h) = serde_json::from_slice::<Header>(first)
+            && h.htype == "dheader-1.0"
+            && h.header_detail.as_deref().unwrap_or("basic") != "none"
+            && let Some(series) = h.series
+        {
+            self.awaiting_config = Some(series);
+            return Ok(Message::Ignored("dheader (its detector config follows as a message of its own)"));
+        }
+        decode(parts, mask_gaps)
     }
 }
 
@@ -311,6 +378,56 @@ mod tests {
             matches!(decode(&refs(&m), true), Ok(Message::SeriesStart(s)) if s.shape == Some((3, 5)) && s.frames_expected == Some(10))
         );
         assert!(matches!(decode(&refs(&encode_end(3)), true), Ok(Message::SeriesEnd { series }) if series == "3"));
+    }
+
+    fn config_json() -> Vec<u8> {
+        encode_header(34, 96, 128, PixelType::U16, 1024, 0.001).swap_remove(1)
+    }
+
+    #[test]
+    fn a_header_in_two_single_part_messages_starts_the_series_with_its_config() {
+        for detail in ["basic", "all"] {
+            let mut st = State::new();
+            let dheader = format!(r#"{{"header_detail":"{detail}","htype":"dheader-1.0","series":34}}"#);
+            assert!(matches!(st.decode(&[dheader.as_bytes()], true), Ok(Message::Ignored(_))), "{detail}");
+            assert_eq!(st.awaiting_config(), Some(34));
+            let cfg = config_json();
+            match st.follow_up(&[&cfg]) {
+                Some(Ok(Message::SeriesStart(s))) => {
+                    assert_eq!((s.series.as_str(), s.frames_expected, s.shape), ("34", Some(1024), Some((96, 128))));
+                    assert_eq!((s.frame_time_s, s.dtype), (Some(0.001), Some(PixelType::U16)));
+                }
+                other => panic!("{detail}: {other:?}"),
+            }
+            assert_eq!(st.awaiting_config(), None);
+            // With nothing awaited, a config alone is not taken.
+            assert!(st.follow_up(&[&cfg]).is_none());
+        }
+        // The one-message form is unchanged.
+        let mut st = State::new();
+        let m = encode_header(3, 8, 8, PixelType::U16, 10, 0.1);
+        assert!(matches!(st.decode(&refs(&m), true), Ok(Message::SeriesStart(s)) if s.frames_expected == Some(10)));
+        assert_eq!(st.awaiting_config(), None);
+        // header_detail "none" has no config: the series starts at once.
+        let none = br#"{"header_detail":"none","htype":"dheader-1.0","series":5}"#;
+        assert!(matches!(st.decode(&[none], true), Ok(Message::SeriesStart(s)) if s.frames_expected.is_none()));
+    }
+
+    #[test]
+    fn a_missing_follow_up_leaves_the_image_to_be_decoded() {
+        let mut st = State::new();
+        assert!(st.decode(&[br#"{"htype":"dheader-1.0","series":34,"header_detail":"basic"}"#], true).is_ok());
+        let px: Vec<u8> = (0..64u16).flat_map(|v| v.to_le_bytes()).collect();
+        let img = encode_image(34, 0, 8, 8, PixelType::U16, &px, "bs16-lz4<", 0).expect("encode");
+        assert!(st.follow_up(&refs(&img)).is_none(), "an image is no config");
+        assert_eq!(st.awaiting_config(), None);
+        assert!(
+            matches!(st.decode(&refs(&img), true), Ok(Message::Frame(f)) if f.series == "34" && f.frame.at(3, 0) == 3.0)
+        );
+        // A config that is not JSON of a config is an error, not a series.
+        st.decode(&[br#"{"htype":"dheader-1.0","series":35}"#], true).expect("dheader");
+        let e = st.follow_up(&[br#"{"nimages": "many"}"#]).expect("taken").expect_err("bad config");
+        assert_eq!(e.kind, DecodeErrorKind::Json);
     }
 
     #[test]

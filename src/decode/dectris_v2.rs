@@ -145,17 +145,9 @@ fn column_to_row_major(b: &[u8], rows: usize, cols: usize, elem: usize) -> Vec<u
     out
 }
 
-/// `scan_rows` / `scan_cols` in the start message's `user_data` map, at its top level or inside
-/// its `"beamwatch"` map (docs/wire-format.md).
-fn user_data_scan_hint(v: Option<&Value>) -> Option<(crate::fourd::ScanShape, crate::fourd::ShapeSource)> {
-    let pair = |m: &[(Value, Value)]| {
-        let n = |k: &str| int(get(m, k)).filter(|&n| n > 0).and_then(|n| usize::try_from(n).ok());
-        Some(crate::fourd::ScanShape { rows: n("scan_rows")?, cols: n("scan_cols")? })
-    };
-    let m = v?.as_map()?;
-    pair(m)
-        .or_else(|| get(m, "beamwatch").and_then(Value::as_map).and_then(|b| pair(b)))
-        .map(|s| (s, crate::fourd::ShapeSource::StreamUserData))
+/// The start message's `user_data` (what the detector's `header_appendix` becomes) as JSON.
+fn user_data(map: &[(Value, Value)]) -> Option<serde_json::Value> {
+    get(map, "user_data")?.deserialized::<serde_json::Value>().ok().filter(serde_json::Value::is_object)
 }
 
 impl State {
@@ -213,8 +205,11 @@ impl State {
             shape,
             dtype,
             frame_time_s: float(get(map, "frame_time")),
-            dose: DoseHeader::default(),
-            scan_hint: user_data_scan_hint(get(map, "user_data")),
+            // beamwatch's keys in user_data (docs/wire-format.md): scan shape and dose inputs.
+            dose: user_data(map).map(|v| super::dose_json(&v)).unwrap_or_default(),
+            scan_hint: user_data(map)
+                .and_then(|v| super::scan_hint_json(&v))
+                .map(|s| (s, crate::fourd::ShapeSource::StreamUserData)),
         }))
     }
 
@@ -268,7 +263,22 @@ pub fn encode_start(
     frame_time_s: f64,
     channels: &[&str],
 ) -> Vec<Vec<u8>> {
-    let m = Value::Map(vec![
+    encode_start_with_user_data(series_id, rows, cols, dtype, frames, frame_time_s, channels, None)
+}
+
+/// [`encode_start`] with a `user_data` entry (what a detector's `header_appendix` becomes).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_start_with_user_data(
+    series_id: u64,
+    rows: usize,
+    cols: usize,
+    dtype: PixelType,
+    frames: u64,
+    frame_time_s: f64,
+    channels: &[&str],
+    user_data: Option<&serde_json::Value>,
+) -> Vec<Vec<u8>> {
+    let mut m = vec![
         (text("type"), text("start")),
         (text("series_id"), Value::Integer(series_id.into())),
         (text("series_unique_id"), text(&format!("beamwatch-sim-{series_id}"))),
@@ -279,8 +289,11 @@ pub fn encode_start(
         (text("frame_time"), Value::Float(frame_time_s)),
         (text("count_time"), Value::Float(frame_time_s)),
         (text("channels"), Value::Array(channels.iter().map(|c| Value::Map(vec![(text("name"), text(c))])).collect())),
-    ]);
-    vec![to_bytes(&m)]
+    ];
+    if let Some(ud) = user_data.and_then(|u| Value::serialized(u).ok()) {
+        m.push((text("user_data"), ud));
+    }
+    vec![to_bytes(&Value::Map(m))]
 }
 
 /// `channels`: (name, little-endian pixels); `compression`: "bslz4", "lz4" or "none".

@@ -235,27 +235,42 @@ pub fn scan_hint_json(v: &serde_json::Value) -> Option<ScanShape> {
     pair(v).or_else(|| v.get("beamwatch").and_then(pair))
 }
 
+/// Dose inputs in a header appendix / `user_data` (`beam_current_pa`, `dwell_time_us`,
+/// `pixel_size_a`: positive numbers, at the top level or inside `"beamwatch"`), as the series'.
+pub fn dose_json(v: &serde_json::Value) -> DoseHeader {
+    let num = |k: &str| {
+        let at = |m: &serde_json::Value| m.get(k).and_then(serde_json::Value::as_f64).filter(|x| x.is_finite() && *x > 0.0);
+        at(v).or_else(|| v.get("beamwatch").and_then(at))
+    };
+    DoseHeader { beam_current_pa: num("beam_current_pa"), dwell_time_us: num("dwell_time_us"), pixel_size_a: num("pixel_size_a") }
+}
+
 /// Decodes multipart messages of one socket, keeping what a format carries across messages.
 pub struct Decoder {
     format: WireFormat,
     mask_gaps: bool,
+    v1: dectris_v1::State,
     v2: dectris_v2::State,
 }
 
 impl Decoder {
     /// `channel`: the stream-v2 channel to analyse (`None`: the first one announced).
     pub fn new(format: WireFormat, channel: Option<String>, mask_gaps: bool) -> Self {
-        Self { format, mask_gaps, v2: dectris_v2::State::new(channel) }
+        Self { format, mask_gaps, v1: dectris_v1::State::new(), v2: dectris_v2::State::new(channel) }
     }
 
     pub fn decode(&mut self, parts: &[&[u8]]) -> Result<Message, DecodeError> {
+        // A stream-v1 detector config sent as a message of its own has no htype to detect it by.
+        if let Some(m) = self.v1.follow_up(parts) {
+            return m;
+        }
         let format = match self.format {
             WireFormat::Auto => detect(parts)?,
             f => f,
         };
         match format {
             WireFormat::Beamwatch => own::decode(parts, self.mask_gaps),
-            WireFormat::DectrisV1 => dectris_v1::decode(parts, self.mask_gaps),
+            WireFormat::DectrisV1 => self.v1.decode(parts, self.mask_gaps),
             WireFormat::DectrisV2 => self.v2.decode(parts, self.mask_gaps),
             WireFormat::Auto => Err(derr(DecodeErrorKind::Format, "format not recognised")),
         }
@@ -311,6 +326,22 @@ mod tests {
             frame_from_bytes(&nan, 1, 2, PixelType::F32, false, true).expect_err("nan").kind,
             DecodeErrorKind::Pixels
         );
+    }
+
+    #[test]
+    fn the_decoder_takes_a_v1_header_sent_as_two_messages() {
+        for format in [WireFormat::Auto, WireFormat::DectrisV1] {
+            let mut d = Decoder::new(format, None, true);
+            let parts = dectris_v1::encode_header(34, 96, 96, PixelType::U16, 1024, 0.001);
+            assert!(matches!(d.decode(&[&parts[0]]), Ok(Message::Ignored(_))));
+            assert!(
+                matches!(d.decode(&[&parts[1]]), Ok(Message::SeriesStart(s)) if s.frames_expected == Some(1024)),
+                "{format:?}"
+            );
+            // A config with no dheader before it is refused as today.
+            let e = d.decode(&[&parts[1]]).expect_err("unexpected");
+            assert!(matches!(e.kind, DecodeErrorKind::Format | DecodeErrorKind::Json), "{format:?}: {e}");
+        }
     }
 
     #[test]

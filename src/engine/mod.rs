@@ -46,6 +46,9 @@ pub struct Features {
     pub layers: [Vec<f32>; 4],
 }
 
+/// Which of layer1..layer4 a caller needs.
+pub type Layers = [bool; 4];
+
 impl Features {
     pub fn zeros(n: usize) -> Self {
         Self { n, layers: std::array::from_fn(|l| vec![0.0; n * LAYER_CHANNELS[l]]) }
@@ -185,7 +188,13 @@ impl Engine {
 
     /// Features of `pixels.len() / patch²` patches (`[n][patch²]`, scaled gray values).
     pub fn features(&self, pixels: &[f32]) -> Features {
-        if let Some(f) = self.gpu_features(pixels) {
+        self.features_of_layers(pixels, [true; 4])
+    }
+
+    /// Like [`Self::features`], for callers that read only some layers: the GPU path copies back
+    /// only those (layer4 alone is 512 of the 960 floats per patch); the others may be left zero.
+    pub fn features_of_layers(&self, pixels: &[f32], layers: Layers) -> Features {
+        if let Some(f) = self.gpu_features(pixels, layers) {
             return f;
         }
         self.cpu_features(pixels)
@@ -193,13 +202,13 @@ impl Engine {
 
     /// The GPU result, or `None` (no GPU, or it failed: then the CPU path takes over for good, so
     /// a GPU fault costs speed, never the session).
-    fn gpu_features(&self, pixels: &[f32]) -> Option<Features> {
+    fn gpu_features(&self, pixels: &[f32], layers: Layers) -> Option<Features> {
         let g = self.gpu.as_ref()?;
         let mut st = g.state.lock().ok()?;
         if st.failed {
             return None;
         }
-        match st.trunk.features(pixels) {
+        match st.trunk.features_of_layers(pixels, layers) {
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::error!("GPU feature engine failed ({e}); continuing on the CPU path ({} threads)", self.threads);

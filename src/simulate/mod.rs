@@ -6,6 +6,7 @@
 //! per pixel and an optional drift. Everything is seeded: the same inputs give the same frames.
 
 pub mod file;
+pub mod fourd;
 pub mod image;
 pub mod publish;
 pub mod series;

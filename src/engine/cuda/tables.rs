@@ -64,10 +64,31 @@ impl ConvTables {
         })
     }
 
-    /// `conv_classes` grid for `n` patches: (row tiles of the largest class, column tiles, classes).
+    /// Row tiles of class `c` for `n` patches.
+    fn class_tiles(&self, c: usize, n: usize) -> usize {
+        (self.desc[5 * c + 1] as usize * n).div_ceil(CONV_TILE_M)
+    }
+
+    /// `conv_classes` grid for `n` patches: (every class's row tiles back to back, column tiles, 1).
+    /// Sized to the work: a grid over the largest class × all classes left 42 % of the blocks idle.
     pub fn grid(&self, n: usize) -> (u32, u32, u32) {
-        let rows = (self.max_pos * n).div_ceil(CONV_TILE_M);
-        (rows as u32, (self.cout / CONV_TILE_N) as u32, self.n_classes as u32)
+        let rows: usize = (0..self.n_classes).map(|c| self.class_tiles(c, n)).sum();
+        (rows as u32, (self.cout / CONV_TILE_N) as u32, 1)
+    }
+
+    /// The (class, row tile) block `x` of the grid computes — kernels/conv.cu's own loop, here so
+    /// the tests can check every output row is covered once without a GPU.
+    pub fn block_tile(&self, n: usize, x: usize) -> (usize, usize) {
+        let (mut c, mut tile) = (0, x);
+        while c + 1 < self.n_classes {
+            let t = self.class_tiles(c, n);
+            if tile < t {
+                break;
+            }
+            tile -= t;
+            c += 1;
+        }
+        (c, tile)
     }
 }
 

@@ -181,7 +181,8 @@ fn i32_arg(v: usize, what: &str) -> Result<i32, CudaError> {
 
 impl Trunk {
     pub(super) fn new(ctx: Arc<CudaContext>, how: &Loaded, plan: &Plan) -> Result<Self, CudaError> {
-        let stream = ctx.default_stream();
+        // A stream of our own: the legacy default stream synchronises with every other stream.
+        let stream = ctx.new_stream().map_err(|e| CudaError::driver("creating the compute stream", e))?;
         let k = Kernels::load(&ctx, how)?;
         let dp = DevicePlan::new(plan).map_err(|e| CudaError::Setup(e.to_string()))?;
         let per_patch = workspace_bytes_per_patch(dp.patch, dp.max_activation_per_patch());
@@ -264,6 +265,11 @@ impl Trunk {
 
     /// Features of `pixels.len() / patch²` patches, copied back to the host.
     pub fn features(&mut self, pixels: &[f32]) -> Result<Features, CudaError> {
+        self.features_of_layers(pixels, [true; 4])
+    }
+
+    /// Features of the `layers` asked for (the others stay zero), copied back to the host.
+    pub fn features_of_layers(&mut self, pixels: &[f32], layers: crate::engine::Layers) -> Result<Features, CudaError> {
         // The compute thread may not be the one that created the context.
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the GPU context", e))?;
         let pp = self.plan.patch * self.plan.patch;
@@ -292,7 +298,7 @@ impl Trunk {
                 .map_err(|e| CudaError::driver("uploading patches", e))?;
             self.run_trunk(m)?;
             let ws = self.ws.as_ref().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
-            for (l, &c) in LAYER_CHANNELS.iter().enumerate() {
+            for (l, &c) in LAYER_CHANNELS.iter().enumerate().filter(|(l, _)| layers[*l]) {
                 let dst = &mut out.layers[l][start * c..(start + m) * c];
                 self.stream
                     .memcpy_dtoh(&ws.taps[l].slice(0..m * c), dst)
@@ -385,12 +391,12 @@ fn conv(
     }
     let cfg = LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (CONV_THREADS, 1, 1), shared_mem_bytes: 0 };
     let (has_res, relu_i) = (residual.is_some() as i32, relu as i32);
-    let (n_i, cin, cout) = (i32_arg(n, "patches")?, c.t.cin as i32, c.t.cout as i32);
+    let (n_i, cin, cout, classes) = (i32_arg(n, "patches")?, c.t.cin as i32, c.t.cout as i32, c.t.n_classes as i32);
     // Without a residual the kernel never reads it; it still needs a valid device pointer.
     let res = residual.unwrap_or(&c.bias);
     let mut b = s.launch_builder(f);
     b.arg(input).arg(out).arg(res).arg(&has_res).arg(&relu_i).arg(&c.weights).arg(&c.bias);
-    b.arg(&c.gathers).arg(&c.desc).arg(&n_i).arg(&cin).arg(&cout);
+    b.arg(&c.gathers).arg(&c.desc).arg(&n_i).arg(&cin).arg(&cout).arg(&classes);
     // SAFETY: desc/gathers/weights are the plan's own tables (offsets and slots checked when the
     // plan was built); every class reads input slots < the input's slot count and writes rows
     // first_slot·n .. (first_slot+n_pos)·n of `out`, all within out_slots·n·cout ≤ the buffer
