@@ -238,6 +238,23 @@ fn sessions(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Opens a finished session for reading. A child process another test spawns (h5py) inherits
+/// the open file descriptors of the moment, and with them HDF5's lock on a session still being
+/// written then: the lock is held until that child exits, so the open is retried for a while.
+fn open_h5(path: &Path) -> hdf5::File {
+    let mut tries = 0;
+    loop {
+        match hdf5::File::open(path) {
+            Ok(f) => return f,
+            Err(e) if tries < 100 && e.to_string().contains("lock") => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+}
+
 /// (scans, rows, cols) of a recorded `/fourd` dataset, flattened.
 fn read_cube<T: hdf5::H5Type + Copy>(file: &hdf5::File, name: &str) -> (Vec<usize>, Vec<T>) {
     let a: ArrayD<T> = file.dataset(name).unwrap_or_else(|e| panic!("{name}: {e}")).read_dyn().expect("read");
@@ -247,7 +264,7 @@ fn read_cube<T: hdf5::H5Type + Copy>(file: &hdf5::File, name: &str) -> (Vec<usiz
 /// Checks the session's virtual images against the detectors computed here, scan by scan, and
 /// that exactly `masked` (scan, position) are masked. `sent(k, pos)` is the pattern that arrived.
 fn check_virtual_images(session: &Path, scans: usize, masked: &[(usize, usize)]) {
-    let file = hdf5::File::open(session).expect("session");
+    let file = open_h5(session);
     let (shape, bf) = read_cube::<f32>(&file, "fourd/virtual/bf");
     assert_eq!(shape, vec![scans, ROWS, COLS], "{}", session.display());
     let (_, adf) = read_cube::<f32>(&file, "fourd/virtual/adf");
@@ -430,6 +447,29 @@ fn the_test_patterns_spots_are_found() {
 
 const BSLZ4: i32 = 32008;
 
+fn python() -> PathBuf {
+    let p = std::env::var_os("BEAMWATCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/python"));
+    assert!(p.exists(), "{}: no Python with h5py; run ./tools/setup.sh first", p.display());
+    p
+}
+
+/// Reads `/fourd` of a session with h5py: shapes, attributes and the first scan's first BF row.
+const H5PY_CHECK: &str = r#"
+import json, sys
+import h5py
+f = h5py.File(sys.argv[1], "r")
+g = f["fourd"]
+out = {k: list(g[k].shape) for k in ("virtual/bf", "masked", "spots", "spot_intensity",
+        "region_spot_intensity", "dose_map_e_per_a2", "cumulative_dose_e_per_a2")}
+out["scan_rows"] = int(g.attrs["scan_rows"])
+d = g.attrs["detectors"]
+out["detectors"] = d.decode() if isinstance(d, bytes) else str(d)
+out["bf_first_row"] = [float(v) for v in g["virtual/bf"][0, 0, :]]
+print(json.dumps(out))
+"#;
+
 /// A dataset chunked one pattern per chunk, declaring the bitshuffle filter (OPTIONAL: it is not
 /// registered here) and written with direct chunk writes, as the DECTRIS file writer does.
 fn write_bslz4(group: &hdf5::Group, name: &str, patterns: &[Vec<u16>]) {
@@ -507,10 +547,19 @@ fn write_emd1(path: &Path) {
     g.new_dataset_builder().with_data(&cube).create("data").expect("data");
 }
 
-fn replay(input: &Path, out: &Path, scan_shape: Option<ScanShape>) -> beamwatch::commands::replay::ReplaySummary {
+/// `current`: state the beam current; without it a counting detector's counts estimate it.
+fn replay(
+    input: &Path,
+    out: &Path,
+    scan_shape: Option<ScanShape>,
+    current: bool,
+) -> beamwatch::commands::replay::ReplaySummary {
     let mut cfg = config(out, "tcp://127.0.0.1:1".into());
     cfg.dose.dwell_time_us = Some(FRAME_TIME_S * 1e6);
     cfg.scan_shape_cli = scan_shape;
+    if !current {
+        cfg.dose.beam_current_pa = None;
+    }
     beamwatch::commands::replay::run(&beamwatch::commands::replay::ReplayOptions {
         input: input.to_path_buf(),
         dataset: None,
@@ -531,7 +580,7 @@ fn replayed_arina_nexus_and_emd1_datacube_give_the_same_virtual_images() {
     let tmp = tempfile::tempdir().expect("tmp");
     let master = write_arina(tmp.path(), "arina", 2);
     let out = tmp.path().join("nexus-out");
-    let s = replay(&master, &out, Some(ScanShape { rows: ROWS, cols: COLS }));
+    let s = replay(&master, &out, Some(ScanShape { rows: ROWS, cols: COLS }), true);
     assert_eq!(s.frames, 2 * ROWS * COLS);
     let session = s.outputs.session.expect("results session");
     check_virtual_images(&session, 2, &[]);
@@ -539,14 +588,45 @@ fn replayed_arina_nexus_and_emd1_datacube_give_the_same_virtual_images() {
     let emd = tmp.path().join("cube.emd");
     write_emd1(&emd);
     let out = tmp.path().join("emd-out");
-    let s = replay(&emd, &out, None);
+    let s = replay(&emd, &out, None, false);
     assert_eq!(s.input.scan_shape, Some((ROWS, COLS)));
     let session = s.outputs.session.expect("results session");
     check_virtual_images(&session, 1, &[]);
-    let file = hdf5::File::open(&session).expect("session");
+    let file = open_h5(&session);
     let source: VarLenUnicode =
         file.group("fourd").and_then(|g| g.attr("shape_source")).and_then(|a| a.read_scalar()).expect("attr");
     assert_eq!(source.as_str(), "file_metadata");
+    // No current was given: the u16 patterns (a counting detector) estimate it, and say so.
+    let current: VarLenUnicode =
+        file.group("fourd").and_then(|g| g.attr("beam_current_source")).and_then(|a| a.read_scalar()).expect("attr");
+    assert!(current.as_str().starts_with("estimated from counts"), "{}", current.as_str());
+    let series = s.series.expect("series summary");
+    assert_eq!(series["diffraction"]["beam_current_source"], "estimated_from_counts", "{series}");
+    let mean_counts = (0..ROWS * COLS).map(|i| virtual_of(&pattern(0, i / COLS, i % COLS)).2 as f64).sum::<f64>()
+        / (ROWS * COLS) as f64;
+    // I = (counts per pattern / t)·e, so the dose per scan I·t/(e·step²) is the counts per step².
+    let want = mean_counts / STEP_A.powi(2);
+    let got = series["diffraction"]["dose_per_scan_e_per_a2"].as_f64().expect("dose per scan");
+    assert!((got - want).abs() < 1e-3 * want, "dose per scan {got} from counts, want {want}");
+    drop(file);
+    // h5py (a real client) reads the documented layout.
+    let run = std::process::Command::new(python())
+        .args(["-c", H5PY_CHECK, session.to_str().expect("path")])
+        .output()
+        .expect("python runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).expect("python's json");
+    assert_eq!(v["virtual/bf"], serde_json::json!([1, ROWS, COLS]), "{v}");
+    assert_eq!(v["masked"], serde_json::json!([1, ROWS, COLS]), "{v}");
+    assert_eq!(v["dose_map_e_per_a2"], serde_json::json!([1, ROWS, COLS]), "{v}");
+    assert_eq!(v["spots"][1], 5, "{v}");
+    let n_spots = v["spots"][0].as_u64().expect("spots");
+    assert_eq!(v["spot_intensity"], serde_json::json!([1, n_spots]), "{v}");
+    assert_eq!(v["region_spot_intensity"], serde_json::json!([1, 4, n_spots]), "{v}");
+    assert_eq!(v["scan_rows"], ROWS as u64);
+    assert_eq!(v["detectors"], "bf,adf,sum");
+    let bf0: Vec<f32> = (0..ROWS * COLS).map(|i| virtual_of(&pattern(0, i / COLS, i % COLS)).0).collect();
+    assert_eq!(v["bf_first_row"], serde_json::json!(bf0[..COLS]), "{v}");
 }
 
 // ---- The 4D simulator over real sockets ----
@@ -633,7 +713,7 @@ async fn simulator_v1_and_v2_spot_fading_dc_per_region_within_15_percent() {
         assert_eq!(s.patterns_masked_missing + s.patterns_duplicate + s.patterns_late, 0, "{name}: {s:?}");
         // The images.
         let files = sessions(&tmp.path().join("sessions"));
-        let file = hdf5::File::open(&files[0]).expect("session");
+        let file = open_h5(&files[0]);
         let (shape, bf) = read_cube::<f32>(&file, "fourd/virtual/bf");
         let (_, adf) = read_cube::<f32>(&file, "fourd/virtual/adf");
         assert_eq!(shape, vec![spec.scans, 16, 16], "{name}");
