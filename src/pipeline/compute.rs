@@ -134,7 +134,7 @@ impl SpotHistory {
     }
 
     fn summary(&self) -> Diffraction {
-        let (rows, cols) = self.regions;
+        let cols = self.regions.1;
         let n_regions = self.region_total.iter().map(Vec::len).max().unwrap_or(0);
         let regions = (0..n_regions)
             .map(|k| {
@@ -143,7 +143,6 @@ impl SpotHistory {
                 RegionFading { row: k / cols.max(1), col: k % cols.max(1), fading: Fading::of(self.fit(&series)) }
             })
             .collect();
-        let _ = rows;
         let reference = self.total.first().copied();
         let last = self.total.last().copied();
         Diffraction {

@@ -78,7 +78,7 @@ impl ScanStage {
                 out.extend(self.start(info, stats));
                 out
             }
-            Message::Frame(f) => self.pattern(f, stats),
+            Message::Frame(f) => self.pattern(&f, stats),
             Message::SeriesEnd { series } => {
                 if self.refused.as_deref() == Some(series.as_str()) {
                     self.refused = None;
@@ -176,7 +176,7 @@ impl ScanStage {
         })]
     }
 
-    fn pattern(&mut self, f: Box<FrameMsg>, stats: &Stats) -> Vec<Message> {
+    fn pattern(&mut self, f: &FrameMsg, stats: &Stats) -> Vec<Message> {
         inc(&stats.patterns_received);
         if self.refused.as_deref() == Some(f.series.as_str()) {
             inc(&stats.patterns_refused);
