@@ -16,18 +16,8 @@ const CHART_TOP: u32 = 56;
 const WARNING_H: u32 = 24;
 const CURVE_SAMPLES: usize = 200;
 
-/// The whole scan first, then the regions (tab10 without the whole-scan black).
-const COLOURS: [RGBColor; 9] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-];
+/// The whole scan first, then the regions.
+const COLOURS: [RGBColor; 10] = canvas::TAB10;
 
 /// One fading history: a name ("whole scan", "region 1 (rows 0–15, cols 0–15)"), the points and
 /// the fit (`None`: not determined).
