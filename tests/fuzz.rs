@@ -269,7 +269,11 @@ fn shared_file(name: &str) -> Vec<u8> {
 }
 
 /// A file reader's target: the mutated bytes written to `file` in a private folder, then `read`.
-fn file_target<'a>(dir: &'a std::path::Path, file: &'a str, read: impl Fn(&std::path::Path) + 'a) -> impl Fn(&[Vec<u8>]) + 'a {
+fn file_target<'a>(
+    dir: &'a std::path::Path,
+    file: &'a str,
+    read: impl Fn(&std::path::Path) + 'a,
+) -> impl Fn(&[Vec<u8>]) + 'a {
     move |p: &[Vec<u8>]| {
         let path = dir.join(file);
         std::fs::write(&path, p.first().map(Vec::as_slice).unwrap_or_default()).expect("write");
@@ -297,20 +301,25 @@ fn fuzz_tiff_reader() {
     let tmp = tempfile::tempdir().expect("tmp");
     let seeds = vec![vec![small_tiff(3, false)], vec![small_tiff(2, true)]];
     // The page reader (compare, watch, monitor) and replay's stack reader, one page at a time.
-    fuzz_n("tiff", seeds, iterations() / 10, file_target(tmp.path(), "x.tif", |path| {
-        if let Ok(mut pages) = beamwatch::imagefile::TiffPages::open(path, true) {
-            for i in 0..pages.pages().min(4) {
-                let _ = pages.dimensions(i);
-                let _ = pages.read(i);
+    fuzz_n(
+        "tiff",
+        seeds,
+        iterations() / 10,
+        file_target(tmp.path(), "x.tif", |path| {
+            if let Ok(mut pages) = beamwatch::imagefile::TiffPages::open(path, true) {
+                for i in 0..pages.pages().min(4) {
+                    let _ = pages.dimensions(i);
+                    let _ = pages.read(i);
+                }
             }
-        }
-        if let Ok(mut src) = beamwatch::record::readers::open(path, &OpenOptions::default()) {
-            for i in 0..src.info().frames.min(4) {
-                let _ = src.read(i);
+            if let Ok(mut src) = beamwatch::record::readers::open(path, &OpenOptions::default()) {
+                for i in 0..src.info().frames.min(4) {
+                    let _ = src.read(i);
+                }
             }
-        }
-        let _ = beamwatch::imagefile::sem_pixel_size(path);
-    }));
+            let _ = beamwatch::imagefile::sem_pixel_size(path);
+        }),
+    );
 }
 
 #[test]
@@ -320,16 +329,25 @@ fn fuzz_png_reader() {
     for sixteen in [false, true] {
         let mut out = std::io::Cursor::new(Vec::new());
         let img = if sixteen {
-            image::DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(20, 12, |x, y| image::Luma([(x * 300 + y) as u16])))
+            image::DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(20, 12, |x, y| {
+                image::Luma([(x * 300 + y) as u16])
+            }))
         } else {
-            image::DynamicImage::ImageLuma8(image::ImageBuffer::from_fn(20, 12, |x, y| image::Luma([(x * 7 + y) as u8])))
+            image::DynamicImage::ImageLuma8(image::ImageBuffer::from_fn(20, 12, |x, y| {
+                image::Luma([(x * 7 + y) as u8])
+            }))
         };
         img.write_to(&mut out, image::ImageFormat::Png).expect("png");
         seeds.push(vec![out.into_inner()]);
     }
-    fuzz_n("png", seeds, iterations() / 10, file_target(tmp.path(), "x.png", |path| {
-        let _ = beamwatch::imagefile::read_frames(path, true);
-    }));
+    fuzz_n(
+        "png",
+        seeds,
+        iterations() / 10,
+        file_target(tmp.path(), "x.png", |path| {
+            let _ = beamwatch::imagefile::read_frames(path, true);
+        }),
+    );
 }
 
 #[test]
@@ -349,9 +367,14 @@ fn fuzz_npy_reader() {
         write(&p).expect("npy");
         seeds.push(vec![std::fs::read(&p).expect("read")]);
     }
-    fuzz_n("npy", seeds, iterations() / 10, file_target(tmp.path(), "x.npy", |path| {
-        let _ = beamwatch::imagefile::read_frames(path, true);
-    }));
+    fuzz_n(
+        "npy",
+        seeds,
+        iterations() / 10,
+        file_target(tmp.path(), "x.npy", |path| {
+            let _ = beamwatch::imagefile::read_frames(path, true);
+        }),
+    );
 }
 
 #[test]
