@@ -297,7 +297,7 @@ fn small_tiff(pages: usize, deflate: bool) -> Vec<u8> {
 
 #[test]
 fn fuzz_tiff_reader() {
-    use beamwatch::record::{FrameSource, OpenOptions};
+    use beamwatch::record::OpenOptions;
     let tmp = tempfile::tempdir().expect("tmp");
     let seeds = vec![vec![small_tiff(3, false)], vec![small_tiff(2, true)]];
     // The page reader (compare, watch, monitor) and replay's stack reader, one page at a time.
