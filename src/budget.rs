@@ -280,8 +280,8 @@ mod tests {
     #[test]
     fn the_frame_limit_follows_the_budget() {
         let small = Budget::from_config(&LimitsConfig { memory_mib: 256.0 });
-        // 128 MiB for one frame at 80 B/px: 1.68 M px (a 1296² frame fits, a 2048² does not).
-        assert!(small.max_frame_pixels() >= 1296 * 1296 && small.max_frame_pixels() < 2048 * 2048);
+        // 128 MiB for one frame at 80 B/px: 1.68 M px (a 1280² frame fits, a 2048² does not).
+        assert!(small.max_frame_pixels() >= 1280 * 1280 && small.max_frame_pixels() < 2048 * 2048);
         let default = Budget::from_config(&LimitsConfig::default());
         assert!(default.max_frame_pixels() >= 5760 * 4092, "a K3 frame fits the default");
         assert!(Budget::unlimited().max_frame_pixels() == limits::MAX_FRAME_PIXELS);
