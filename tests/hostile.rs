@@ -749,7 +749,7 @@ fn lz4_zeros_image(series: u64, frame: u64, side: usize) -> Vec<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lz4_frames_whose_analysis_would_not_fit_the_budget_are_refused_and_counted() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut d = budgeted::Daemon::start(tmp.path(), 256.0, "", "skip_to_newest = false");
+    let mut d = budgeted::Daemon::start(tmp.path(), 256.0, "", "skip_to_newest = false\nqueue_frames = 16");
     let mut tx = budgeted::push_to(&d.endpoint()).await;
     // 16384²: over the fixed limit. 8192² and 2048²: within it, but their analysis (80 B/px)
     // would take 5 GiB and 320 MiB of a 256 MiB budget.
@@ -797,7 +797,7 @@ async fn lz4_frames_whose_analysis_would_not_fit_the_budget_are_refused_and_coun
 async fn six_peers_sending_messages_at_the_limit_at_once_get_two_places_and_the_rest_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut d = budgeted::Daemon::start(tmp.path(), 256.0, "", "");
+    let mut d = budgeted::Daemon::start(tmp.path(), 256.0, "", "skip_to_newest = false\nqueue_frames = 16");
     // 256 MiB: one message in flight may take 32 MiB, all of them together 64 MiB.
     let body = (32usize << 20) - 1024;
     let half = vec![0x5au8; body / 2];
