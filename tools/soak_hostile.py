@@ -88,14 +88,19 @@ while not stop:
     # Keep 40 idle peers; the daemon closes ones over its cap or after its greeting timeout.
     alive = []
     for s in idle:
+        # Read what the socket sent (its greeting) to see whether it has closed since.
+        closed = False
         try:
             s.settimeout(0)
-            if s.recv(1, socket.MSG_PEEK) == b"":
-                s.close()
-                continue
+            while True:
+                if s.recv(65536) == b"":
+                    closed = True
+                    break
         except BlockingIOError:
             pass
         except OSError:
+            closed = True
+        if closed:
             s.close()
             continue
         alive.append(s)
