@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::budget::LimitsConfig;
 use crate::alarms::sinks::SinkConfig;
 use crate::alarms::{Rule, RuleConfig, When};
 pub use crate::damage::AnalysisConfig;
@@ -43,6 +44,8 @@ pub struct Config {
     pub record: RecordConfig,
     #[serde(default)]
     pub view: ViewConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Absent: [`crate::alarms::default_rules`]; an empty list: no damage alarms.
     #[serde(default)]
     pub alarms: Option<Vec<RuleConfig>>,
@@ -102,6 +105,9 @@ impl Config {
         };
         if let Some((key, value, why)) = self.analysis.invalid() {
             return Err(invalid(key, value, &why));
+        }
+        if let Some((key, value, why)) = self.limits.invalid() {
+            return Err(invalid(key, value, why));
         }
         if let Some((key, value, why)) = self.record.invalid() {
             return Err(invalid(key, value, why));

@@ -152,6 +152,71 @@ fn tiff_limits() -> tiff::decoder::Limits {
     limits
 }
 
+/// Refuses a TIFF in which a tag claims more values than the file holds, before the tiff crate
+/// reads it: the crate reserves a tag's value vector by its count (32 bytes a value, up to its
+/// decoding limit), so a 3 kB file could make it reserve a quarter of a GiB per tag.
+fn check_tag_counts<R: std::io::Read + std::io::Seek>(r: &mut R) -> Result<(), String> {
+    use std::io::SeekFrom;
+    let io = |e: std::io::Error| format!("cannot read: {e}");
+    let len = r.seek(SeekFrom::End(0)).map_err(io)?;
+    let mut head = [0u8; 16];
+    r.seek(SeekFrom::Start(0)).map_err(io)?;
+    let got = r.read(&mut head).map_err(io)?;
+    let le = match &head[..2] {
+        b"II" => true,
+        b"MM" => false,
+        _ => return r.seek(SeekFrom::Start(0)).map(|_| ()).map_err(io),
+    };
+    let uint = |b: &[u8]| -> u64 {
+        let mut v = 0u64;
+        for k in 0..b.len() {
+            let byte = if le { b[b.len() - 1 - k] } else { b[k] };
+            v = (v << 8) | u64::from(byte);
+        }
+        v
+    };
+    let big = match uint(&head[2..4]) {
+        42 => false,
+        43 => true,
+        _ => return r.seek(SeekFrom::Start(0)).map(|_| ()).map_err(io),
+    };
+    let (entry_len, count_len) = if big { (20u64, 8usize) } else { (12, 2) };
+    let mut next = if big && got >= 16 { uint(&head[8..16]) } else { uint(&head[4..8]) };
+    let mut seen = std::collections::HashSet::new();
+    // Malformed chains (past the end, cycles) are left for the tiff crate to report.
+    while next != 0 && next < len && seen.insert(next) && seen.len() <= limits::MAX_PAGES {
+        r.seek(SeekFrom::Start(next)).map_err(io)?;
+        let mut n = [0u8; 8];
+        r.read_exact(&mut n[..count_len]).map_err(io)?;
+        let entries = uint(&n[..count_len]);
+        if entries.saturating_mul(entry_len) > len {
+            return Err(format!("an IFD at byte {next} claims {entries} entries, more than the file holds"));
+        }
+        let mut e = vec![0u8; entry_len as usize];
+        for _ in 0..entries {
+            r.read_exact(&mut e).map_err(io)?;
+            let (tag, kind) = (uint(&e[0..2]), uint(&e[2..4]));
+            let count = if big { uint(&e[4..12]) } else { uint(&e[4..8]) };
+            let size = match kind {
+                3 | 8 => 2,
+                4 | 9 | 11 | 13 => 4,
+                5 | 10 | 12 | 16 | 17 | 18 => 8,
+                _ => 1,
+            };
+            if count.saturating_mul(size) > len {
+                return Err(format!("tag {tag} claims {count} values, more than the file's {len} bytes hold (refused)"));
+            }
+        }
+        let mut n = [0u8; 8];
+        let off_len = if big { 8 } else { 4 };
+        if r.read_exact(&mut n[..off_len]).is_err() {
+            break;
+        }
+        next = uint(&n[..off_len]);
+    }
+    r.seek(SeekFrom::Start(0)).map(|_| ()).map_err(io)
+}
+
 /// A TIFF read one page at a time: a stack of any length costs one page of memory, and a page
 /// is refused by its header (size, colour type) before its pixels are decoded.
 pub struct TiffPages<R: std::io::Read + std::io::Seek> {
@@ -174,7 +239,8 @@ impl TiffPages<std::io::BufReader<std::fs::File>> {
 }
 
 impl<R: std::io::Read + std::io::Seek> TiffPages<R> {
-    pub fn new(path: &Path, reader: R, mask: bool) -> Result<Self, ReadError> {
+    pub fn new(path: &Path, mut reader: R, mask: bool) -> Result<Self, ReadError> {
+        check_tag_counts(&mut reader).map_err(|e| err(path, e))?;
         let terr = |page: usize, e: tiff::TiffError| err(path, format!("TIFF page {page}: {e}"));
         let mut dec = tiff::decoder::Decoder::new(reader).map_err(|e| terr(0, e))?.with_limits(tiff_limits());
         let mut pages = 1;
@@ -215,6 +281,44 @@ impl<R: std::io::Read + std::io::Seek> TiffPages<R> {
         Ok(())
     }
 
+    /// Refuses a page whose header claims more pixel bytes than its strips or tiles could hold:
+    /// their stored bytes times the most its compression can expand (uncompressed 1, PackBits 128,
+    /// deflate 1032, LZW and anything else 4096). The tiff crate sizes its output by the claim.
+    fn check_stored(&mut self, page: usize, w: usize, h: usize) -> Result<(), ReadError> {
+        use tiff::tags::Tag;
+        let samples = self.dec.find_tag_unsigned::<u64>(Tag::SamplesPerPixel).ok().flatten().unwrap_or(1);
+        let bits: u64 = self
+            .dec
+            .find_tag_unsigned_vec::<u64>(Tag::BitsPerSample)
+            .ok()
+            .flatten()
+            .and_then(|b| b.into_iter().max())
+            .unwrap_or(1);
+        let claimed = (w as u64).saturating_mul(h as u64).saturating_mul(samples).saturating_mul(bits) / 8;
+        let counts = match self.dec.find_tag_unsigned_vec::<u64>(Tag::StripByteCounts).ok().flatten() {
+            Some(c) => Some(c),
+            None => self.dec.find_tag_unsigned_vec::<u64>(Tag::TileByteCounts).ok().flatten(),
+        };
+        let Some(counts) = counts else { return Ok(()) };
+        let stored = counts.iter().fold(0u64, |a, &c| a.saturating_add(c));
+        let ratio = match self.dec.find_tag_unsigned::<u64>(Tag::Compression).ok().flatten().unwrap_or(1) {
+            1 => 1,
+            32773 => 128,
+            8 | 32946 => 1032,
+            _ => 4096,
+        };
+        // Slack for padding of the last row or strip.
+        if claimed > stored.saturating_mul(ratio).saturating_add(64 * 1024) {
+            return Err(err(
+                &self.path,
+                format!(
+                    "TIFF page {page}: {w}×{h} px claims {claimed} bytes, but its strips store {stored} bytes (refused)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Decodes page `page`.
     pub fn read(&mut self, page: usize) -> Result<Frame, ReadError> {
         use tiff::ColorType;
@@ -236,6 +340,7 @@ impl<R: std::io::Read + std::io::Seek> TiffPages<R> {
             ColorType::RGBA(_) => (4, true),
             other => return Err(err(path, format!("TIFF page {page}: unsupported colour type {other:?}"))),
         };
+        self.check_stored(page, w, h)?;
         let palette = if self.palette_pages.contains(&page) {
             Some(read_palette(&mut self.dec).map_err(|e| self.terr(page, e))?)
         } else {
@@ -430,6 +535,7 @@ fn tiff_pixel_size(path: &Path) -> Option<PixelSize> {
     let bytes = std::fs::read(path).ok()?;
     let patched = palette_as_gray(&bytes);
     let bytes = patched.as_ref().map_or(bytes.as_slice(), |(b, _)| b.as_slice());
+    check_tag_counts(&mut Cursor::new(bytes)).ok()?;
     let mut dec = Decoder::new(Cursor::new(bytes)).ok()?;
     let text = |v: Value| -> Option<String> {
         match v {

@@ -12,6 +12,7 @@
 //!
 //! **Foundations**
 //! - [`limits`]: input limits every reader and decoder checks before allocating.
+//! - [`budget`]: the daemon's one memory budget; every queue and buffer draws its bytes from it.
 //! - [`clock`], [`telemetry`]: timestamps; percentiles of recent timings, resident memory.
 //! - [`progress`]: progress bars for long work.
 //!
@@ -63,6 +64,7 @@
 //! `main.rs` only parses the command line, runs it and prints an error once.
 
 pub mod limits;
+pub mod budget;
 pub mod clock;
 pub mod telemetry;
 pub mod progress;

@@ -151,7 +151,9 @@ pub async fn run(
     context.insert("config".into(), serde_json::to_value(&cfg).unwrap_or_default());
     context.insert("watch".into(), serde_json::to_value(&opts).unwrap_or_default());
     let hub = view.as_ref().map(|(hub, _)| hub.clone());
-    let mut options = PipelineOptions::from_config(&cfg, setup, rules, source.clone(), context, internal.clone(), hub);
+    let budget = crate::budget::Budget::from_config(&cfg.limits);
+    let mut options =
+        PipelineOptions::from_config(&cfg, setup, rules, source.clone(), context, internal.clone(), hub, budget);
     // Files wait on disk: every frame is analysed.
     options.skip_to_newest = false;
     let mut pipeline = Pipeline::start(options).await?;

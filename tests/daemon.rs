@@ -453,7 +453,13 @@ async fn a_stalled_subscriber_costs_at_most_its_buffer() {
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let stop = CancellationToken::new();
-    let p = BoundedPub::start("tcp://127.0.0.1:0", 4 << 20, stop).await.expect("bind");
+    let p = BoundedPub::start(
+        "tcp://127.0.0.1:0",
+        4 << 20,
+        beamwatch::budget::Budget::unlimited(),
+        beamwatch::budget::Kind::Republish,
+        stop,
+    ).await.expect("bind");
     let addr = p.endpoint.trim_start_matches("tcp://").to_string();
     // A subscriber that shakes hands, subscribes to everything, and never reads again.
     let mut stalled = tokio::net::TcpStream::connect(&addr).await.expect("connect");

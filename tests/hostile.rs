@@ -553,3 +553,365 @@ async fn empty_parts_and_a_crowd_of_idle_peers_are_refused_and_counted() {
     assert!(grew < 64.0, "resident memory grew by {grew:.0} MiB");
     let _ = good.close().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rows 3 and 8, and the memory budget: the daemon runs as its own process (the built binary) with
+// a small `[limits] memory_mib`, so its peak resident memory (`VmHWM`) can be held against the
+// budget plus the documented fixed overhead. Attacks: frames whose analysis would not fit (LZ4
+// blobs of half a megabyte claiming 8192² and 16384² pixels), six peers sending messages at the
+// limit at once, twenty subscribers that never read.
+
+mod budgeted {
+    use std::io::Read;
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use beamwatch::budget::FIXED_OVERHEAD_MIB;
+
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port()
+    }
+
+    /// A daemon process listening (bind mode) on `port`, results published on `pub_port`.
+    pub struct Daemon {
+        child: Child,
+        pub out: PathBuf,
+        pub memory_mib: f64,
+        pub port: u16,
+        pub pub_port: u16,
+    }
+
+    impl Daemon {
+        /// `extra`: more TOML for the `[analysis]` and `[pipeline]` tables (their keys, one a line).
+        pub fn start(dir: &Path, memory_mib: f64, analysis: &str, pipeline: &str) -> Self {
+            let (port, pub_port) = (free_port(), free_port());
+            let out = dir.join("out");
+            let cfg = dir.join("daemon.toml");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "[limits]\nmemory_mib = {memory_mib}\n[analysis]\nmetric = \"ssim\"\n{analysis}\n\
+                     [ingest]\nendpoint = \"tcp://127.0.0.1:{port}\"\nmode = \"bind\"\n\
+                     [pipeline]\nout_dir = \"{}\"\nstatus_interval_s = 0\n{pipeline}\n\
+                     [sinks]\npub_endpoint = \"tcp://127.0.0.1:{pub_port}\"\n[view]\nenabled = false\n",
+                    out.display()
+                ),
+            )
+            .expect("config");
+            let home = dir.join("home");
+            let child = Command::new(env!("CARGO_BIN_EXE_beamwatch"))
+                .args(["run", "--config", cfg.to_str().expect("utf-8 path")])
+                .env("HOME", &home)
+                .env("XDG_DATA_HOME", home.join("data"))
+                .env("TORCH_HOME", home.join("torch"))
+                .env("BEAMWATCH_LOG", "beamwatch=info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start the daemon");
+            let d = Self { child, out, memory_mib, port, pub_port };
+            // Listening once the results PUB socket accepts (it binds after the ingest socket).
+            for _ in 0..600 {
+                if std::net::TcpStream::connect(("127.0.0.1", pub_port)).is_ok() {
+                    return d;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("the daemon did not start listening");
+        }
+
+        pub fn endpoint(&self) -> String {
+            format!("tcp://127.0.0.1:{}", self.port)
+        }
+
+        fn status(&self, key: &str) -> f64 {
+            let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+            let line = s.lines().find(|l| l.starts_with(key)).unwrap_or_else(|| panic!("{key} in {s}"));
+            let kb: f64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("kB");
+            kb / 1024.0
+        }
+
+        /// Asserts the daemon is alive and its peak resident memory so far is within the budget
+        /// plus the fixed overhead; returns the peak (MiB).
+        pub fn assert_peak_within_budget(&mut self) -> f64 {
+            assert!(self.child.try_wait().expect("wait").is_none(), "the daemon is alive");
+            let peak = self.status("VmHWM:");
+            let bound = self.memory_mib + FIXED_OVERHEAD_MIB;
+            assert!(peak < bound, "peak resident memory {peak:.0} MiB, over {bound:.0} MiB");
+            peak
+        }
+
+        /// Waits (up to 120 s) for the summary of `series`, i.e. its end was analysed.
+        pub fn wait_for_series(&self, series: &str) -> serde_json::Value {
+            for _ in 0..2400 {
+                if let Ok(dir) = std::fs::read_dir(&self.out) {
+                    for e in dir.filter_map(Result::ok) {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if name.starts_with("series_")
+                            && name.ends_with(".json")
+                            && let Ok(text) = std::fs::read_to_string(e.path())
+                            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                            && v["series"] == series
+                        {
+                            return v;
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("no summary of series {series}");
+        }
+
+        /// SIGTERM; the daemon's report.
+        pub fn stop(mut self) -> serde_json::Value {
+            let term = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+            assert!(term.success());
+            let status = self.child.wait().expect("exit");
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            assert!(status.success(), "exit {status:?}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+            let text = std::fs::read(self.out.join("daemon_report.json")).expect("daemon_report.json");
+            serde_json::from_slice(&text).expect("report json")
+        }
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A good series of `n` 256×256 frames in the daemon's own format.
+    pub async fn good_series(s: &mut zeromq::PushSocket, id: &str, n: u64) {
+        use beamwatch::decode::own;
+        use beamwatch::frame::PixelType;
+        let (w, h) = (256, 256);
+        let px: Vec<u8> = super::live::lattice(w, h).iter().flat_map(|v| (*v as u16).to_le_bytes()).collect();
+        super::live::send(s, own::encode_start(&super::live::info(id, w, h, PixelType::U16))).await;
+        for i in 0..n {
+            super::live::send(s, own::encode_frame(id, i, h, w, PixelType::U16, px.clone(), None, None)).await;
+        }
+        super::live::send(s, own::encode_end(id)).await;
+    }
+
+    pub async fn push_to(endpoint: &str) -> zeromq::PushSocket {
+        use zeromq::Socket;
+        let mut s = zeromq::PushSocket::new();
+        for _ in 0..100 {
+            if s.connect(endpoint).await.is_ok() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("cannot connect to {endpoint}");
+    }
+
+    /// A ZMTP 3 greeting (NULL mechanism) and a READY command for `socket_type`.
+    pub fn handshake(socket_type: &str) -> Vec<u8> {
+        let mut g = vec![0u8; 64];
+        g[0] = 0xff;
+        g[9] = 0x7f;
+        g[10] = 3;
+        g[12..16].copy_from_slice(b"NULL");
+        let mut body = b"\x05READY\x0bSocket-Type".to_vec();
+        body.extend((socket_type.len() as u32).to_be_bytes());
+        body.extend(socket_type.as_bytes());
+        g.push(0x04);
+        g.push(body.len() as u8);
+        g.extend(body);
+        g
+    }
+}
+
+/// A DECTRIS stream-v1 image message claiming `side`² u16 pixels, its LZ4 blob the real
+/// compression of that many zeros (1 MiB blocks; a few kB each on the wire).
+fn lz4_zeros_image(series: u64, frame: u64, side: usize) -> Vec<Vec<u8>> {
+    use beamwatch::decode::bslz4::encode_lz4_framed;
+    let block = 1usize << 20;
+    let total = side * side * 2;
+    let one = encode_lz4_framed(&vec![0u8; block], block);
+    let mut blob = Vec::new();
+    blob.extend((total as u64).to_be_bytes());
+    blob.extend((block as u32).to_be_bytes());
+    for _ in 0..total / block {
+        blob.extend(&one[12..]);
+    }
+    let h = serde_json::json!({"htype": "dimage-1.0", "series": series, "frame": frame});
+    let d = serde_json::json!({"htype": "dimage_d-1.0", "shape": [side, side], "type": "uint16",
+        "encoding": "lz4<", "size": blob.len()});
+    let c = serde_json::json!({"htype": "dconfig-1.0", "start_time": 0, "stop_time": 0, "real_time": 0});
+    vec![h.to_string().into_bytes(), d.to_string().into_bytes(), blob, c.to_string().into_bytes()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lz4_frames_whose_analysis_would_not_fit_the_budget_are_refused_and_counted() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut d = budgeted::Daemon::start(tmp.path(), 256.0, "", "skip_to_newest = false\nqueue_frames = 16");
+    let mut tx = budgeted::push_to(&d.endpoint()).await;
+    // 16384²: over the fixed limit. 8192² and 2048²: within it, but their analysis (80 B/px)
+    // would take 5 GiB and 320 MiB of a 256 MiB budget.
+    let claims = [(16384, 4), (8192, 6), (2048, 6)];
+    let mut wire = 0;
+    for (k, &(side, n)) in claims.iter().enumerate() {
+        for i in 0..n {
+            let m = lz4_zeros_image(k as u64 + 1, i, side);
+            wire = wire.max(m[2].len());
+            live::send(&mut tx, m).await;
+        }
+    }
+    assert!(wire < 4 << 20, "the largest blob is {wire} bytes on the wire");
+    // 1024² frames fit (80 MiB each): at most three wait at once; the rest are passed over.
+    {
+        use beamwatch::decode::own;
+        let px: Vec<u8> = (0..1024 * 1024).flat_map(|i: u32| ((i * 7 % 4001) as u16).to_le_bytes()).collect();
+        live::send(&mut tx, own::encode_start(&live::info("mid", 1024, 1024, PixelType::U16))).await;
+        for i in 0..12 {
+            live::send(&mut tx, own::encode_frame("mid", i, 1024, 1024, PixelType::U16, px.clone(), None, None)).await;
+        }
+        live::send(&mut tx, own::encode_end("mid")).await;
+    }
+    // Once those are worked off, a good series is analysed whole.
+    d.wait_for_series("mid");
+    budgeted::good_series(&mut tx, "after", 4).await;
+    let summary = d.wait_for_series("after");
+    let peak = d.assert_peak_within_budget();
+    let report = d.stop();
+    assert_eq!(report["decode_errors"]["shape"], 4, "{report:#}");
+    assert_eq!(report["decode_errors"]["over_budget"], 12, "{report:#}");
+    assert_eq!(report["budget_refused"]["frame_size"], 12, "{report:#}");
+    assert_eq!(report["memory_budget_mib"], 256.0);
+    let held = report["budget_peak_mib"].as_f64().expect("peak");
+    assert!(held <= 256.0 && held >= 80.0, "the budget held {held} MiB at most");
+    // Every 1024² frame is accounted for: analysed or passed over (queue or budget).
+    let mid = report["series"].as_array().expect("series").iter().find(|s| s["series"] == "mid").expect("mid");
+    let (analysed, skipped) = (mid["frames_analysed"].as_u64().expect("n"), mid["frames_skipped"].as_u64().expect("n"));
+    assert_eq!(analysed + skipped, 12, "{mid}");
+    assert_eq!(summary["frames_analysed"], 4, "the good series afterwards: {summary}");
+    eprintln!("peak RSS {peak:.0} MiB; budget held at most {held} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_peers_sending_messages_at_the_limit_at_once_get_two_places_and_the_rest_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut d = budgeted::Daemon::start(tmp.path(), 256.0, "", "skip_to_newest = false\nqueue_frames = 16");
+    // 256 MiB: one message in flight may take 32 MiB, all of them together 64 MiB.
+    let body = (32usize << 20) - 1024;
+    let half = vec![0x5au8; body / 2];
+    let mut peers = Vec::new();
+    for _ in 0..6 {
+        let mut p = tokio::net::TcpStream::connect(("127.0.0.1", d.port)).await.expect("connect");
+        p.write_all(&budgeted::handshake("PUSH")).await.expect("handshake");
+        let mut greeting = [0u8; 64];
+        p.read_exact(&mut greeting).await.expect("the socket's greeting");
+        // One part of `body` bytes (LONG frame), half of it sent now.
+        let mut head = vec![0x02u8];
+        head.extend((body as u64).to_be_bytes());
+        p.write_all(&head).await.expect("header");
+        let _ = p.write_all(&half).await; // a refused peer may be closed before it is all written
+        peers.push(p);
+    }
+    // The guard cuts off the peers whose message does not fit (the socket's READY may come first).
+    let mut open = Vec::new();
+    let mut cut = 0;
+    for mut p in peers {
+        let mut b = vec![0u8; 4096];
+        let mut closed = false;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), p.read(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed = true;
+                    break;
+                }
+                Ok(Ok(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        if closed {
+            cut += 1;
+        } else {
+            open.push(p);
+        }
+    }
+    assert_eq!(cut, 4, "two messages at the limit fit the ingest share, the other four peers are cut off");
+    let peak_during = d.assert_peak_within_budget();
+    for mut p in open {
+        p.write_all(&half[..body - body / 2]).await.expect("the rest");
+        p.flush().await.expect("flush");
+    }
+    let mut tx = budgeted::push_to(&d.endpoint()).await;
+    budgeted::good_series(&mut tx, "after", 3).await;
+    assert_eq!(d.wait_for_series("after")["frames_analysed"], 3);
+    let peak = d.assert_peak_within_budget();
+    let report = d.stop();
+    assert_eq!(report["guard_rejected"], 4, "{report:#}");
+    assert_eq!(report["budget_refused"]["ingest"], 4, "{report:#}");
+    assert_eq!(report["decode_errors"]["format"], 2, "the two whole messages, garbage: {report:#}");
+    eprintln!("peak RSS {peak_during:.0} MiB with the peers, {peak:.0} MiB at the end");
+}
+
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_subscribers_that_never_read_cost_a_bounded_share_and_their_drops_are_reported() {
+    use beamwatch::decode::own;
+    use beamwatch::ingest::bounded_pub::MAX_SUBSCRIBERS;
+    use tokio::io::AsyncWriteExt;
+    use zeromq::{Socket, SocketRecv};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut d = budgeted::Daemon::start(tmp.path(), 128.0, "patch_px = 8", "skip_to_newest = false");
+    // One subscriber that reads (it paces the sender), then twenty that never read.
+    let mut reader = zeromq::SubSocket::new();
+    reader.connect(&format!("tcp://127.0.0.1:{}", d.pub_port)).await.expect("reader");
+    reader.subscribe("beamwatch.frame").await.expect("subscribe");
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("rcvbuf");
+        let mut s = sock.connect(([127, 0, 0, 1], d.pub_port).into()).await.expect("connect");
+        let mut hello = budgeted::handshake("SUB");
+        hello.extend([0x00, 0x01, 0x01]); // a ZMTP 3.0 subscription to everything
+        let _ = s.write_all(&hello).await;
+        stalled.push(s);
+    }
+    let mut tx = budgeted::push_to(&d.endpoint()).await;
+    let (w, h) = (1024, 512);
+    let px: Vec<u8> = live::lattice(w, h).iter().flat_map(|v| (*v as u16).to_le_bytes()).collect();
+    live::send(&mut tx, own::encode_start(&live::info("subs", w, h, PixelType::U16))).await;
+    let frames = 200u64;
+    let mut results = 0u64;
+    for i in 0..frames {
+        live::send(&mut tx, own::encode_frame("subs", i, h, w, PixelType::U16, px.clone(), None, None)).await;
+        // One frame at a time: wait for its result (the reader still gets every result).
+        if i > 0 {
+            let m =
+                tokio::time::timeout(Duration::from_secs(60), reader.recv()).await.expect("a result").expect("recv");
+            assert!(m.get(0).is_some_and(|t| t.as_ref() == b"beamwatch.frame"));
+            results += 1;
+        }
+    }
+    live::send(&mut tx, own::encode_end("subs")).await;
+    d.wait_for_series("subs");
+    let peak = d.assert_peak_within_budget();
+    // The ones over the cap were closed on arrival; the others are still connected, unread.
+    let mut closed = 0;
+    for s in &mut stalled {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(100), s.peek(&mut b)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 20 - (MAX_SUBSCRIBERS - 1), "{closed} closed");
+    let report = d.stop();
+    assert_eq!(results, frames - 1);
+    let dropped = report["results_dropped_slow_subscribers"].as_u64().expect("dropped count");
+    assert!(dropped > 0, "the stalled subscribers' results are dropped and counted: {report:#}");
+    assert!(report["budget_peak_mib"].as_f64().expect("peak") <= 128.0);
+    eprintln!("peak RSS {peak:.0} MiB; {dropped} results dropped for stalled subscribers");
+    drop(stalled);
+}

@@ -119,6 +119,8 @@ pub struct Sinks {
     pub stats: Arc<SinkStats>,
     /// The bound PUB endpoint (with the real port when 0 was asked for).
     pub pub_endpoint: Option<String>,
+    /// The PUB socket's counters (sent, dropped for slow subscribers, dropped for the budget).
+    pub pub_stats: Option<Arc<crate::ingest::bounded_pub::PubStats>>,
 }
 
 const QUEUE: usize = 1024;
@@ -130,11 +132,22 @@ pub const COMMANDS_AT_ONCE: usize = 4;
 const PUB_BUFFER_BYTES: u64 = 64 << 20;
 
 impl Sinks {
-    /// Binds the PUB socket, opens the log, starts the task (inside a tokio runtime).
+    /// Binds the PUB socket, opens the log, starts the task (inside a tokio runtime); no memory
+    /// budget beyond the per-subscriber allowance.
     pub async fn start(
         cfg: &SinkConfig,
         default_log: PathBuf,
         shutdown: CancellationToken,
+    ) -> Result<(Self, tokio::task::JoinHandle<()>), SinkError> {
+        Self::start_within(cfg, default_log, shutdown, crate::budget::Budget::unlimited()).await
+    }
+
+    /// [`Self::start`] with the PUB socket's queue and subscribers drawing from `budget`.
+    pub async fn start_within(
+        cfg: &SinkConfig,
+        default_log: PathBuf,
+        shutdown: CancellationToken,
+        budget: Arc<crate::budget::Budget>,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), SinkError> {
         let log_path = cfg.log.clone().unwrap_or(default_log);
         if let Some(dir) = log_path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -147,7 +160,7 @@ impl Sinks {
             .map_err(|source| SinkError::Log { path: log_path.clone(), source })?;
         let (socket, bound) = match cfg.pub_endpoint.as_deref().filter(|e| !e.is_empty()) {
             Some(ep) => {
-                let p = BoundedPub::start(ep, PUB_BUFFER_BYTES, shutdown)
+                let p = BoundedPub::start(ep, PUB_BUFFER_BYTES, budget, crate::budget::Kind::ResultsPub, shutdown)
                     .await
                     .map_err(|e| SinkError::Bind(e.to_string()))?;
                 let bound = p.endpoint.clone();
@@ -155,11 +168,12 @@ impl Sinks {
             }
             None => (None, None),
         };
+        let pub_stats = socket.as_ref().map(|p| p.stats.clone());
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(SinkStats::default());
         let task =
             tokio::spawn(run(rx, socket, log, log_path, cfg.command.clone(), cfg.command_timeout_s, stats.clone()));
-        Ok((Self { tx, stats, pub_endpoint: bound }, task))
+        Ok((Self { tx, stats, pub_endpoint: bound, pub_stats }, task))
     }
 
     fn push(&self, item: Item) {

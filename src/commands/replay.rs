@@ -152,6 +152,8 @@ pub fn run(opts: &ReplayOptions) -> Result<ReplaySummary, Error> {
         context,
         cancel: CancellationToken::new(),
         view: view.as_ref().map(|(hub, _)| hub.clone()),
+        // A replay waits for room in the budget rather than skipping.
+        budget: crate::budget::Budget::from_config(&cfg.limits),
     };
     let bar = crate::progress::items_bar(info.frames as u64, "replaying frames");
     let t0 = Instant::now();

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::alarms::Rule;
+use crate::budget::{Budget, Kind};
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::decode::{DecodeErrorKind, Decoder, Message};
@@ -46,6 +47,12 @@ pub struct DaemonReport {
     pub reconnects: u64,
     pub republished: Option<u64>,
     pub republish_dropped: Option<u64>,
+    /// `[limits] memory_mib`: what the queues and buffers below may hold together.
+    pub memory_budget_mib: f64,
+    /// The most they held at once.
+    pub budget_peak_mib: f64,
+    /// What did not fit, by what it was for (messages, frames, subscriber messages), dropped whole.
+    pub budget_refused: BTreeMap<Kind, u64>,
     pub rss_start_mib: Option<f64>,
     pub rss_end_mib: Option<f64>,
     /// The live view's address, when it was served.
@@ -140,19 +147,34 @@ pub async fn run_with(
     let mut context = serde_json::Map::new();
     context.insert("config".into(), serde_json::to_value(&cfg).unwrap_or_default());
     let hub = view.as_ref().map(|(hub, _)| hub.clone());
-    let mut pipeline =
-        Pipeline::start(PipelineOptions::from_config(&cfg, setup, rules, source, context, internal.clone(), hub))
+    let budget = Budget::from_config(&cfg.limits);
+    tracing::info!(
+        "memory budget {} MiB: frames up to {} px, messages up to {} MiB in flight",
+        cfg.limits.memory_mib,
+        budget.max_frame_pixels(),
+        budget.max_message_bytes() >> 20
+    );
+    let mut pipeline = Pipeline::start(PipelineOptions::from_config(
+        &cfg,
+        setup,
+        rules,
+        source,
+        context,
+        internal.clone(),
+        hub,
+        budget.clone(),
+    ))
     .await?;
     let republisher = match cfg.pipeline.republish.as_deref().filter(|r| !r.is_empty()) {
         Some(ep) => {
-            let budget = (cfg.pipeline.republish_buffer_mib * 1024.0 * 1024.0) as u64;
-            let r = BoundedPub::start(ep, budget, internal.clone()).await?;
+            let allowance = (cfg.pipeline.republish_buffer_mib * 1024.0 * 1024.0) as u64;
+            let r = BoundedPub::start(ep, allowance, budget.clone(), Kind::Republish, internal.clone()).await?;
             tracing::info!("re-publishing every received message on {}", r.endpoint);
             Some(r)
         }
         None => None,
     };
-    let mut receiver = Receiver::open(&cfg.ingest, internal.clone()).await?;
+    let mut receiver = Receiver::open(&cfg.ingest, internal.clone(), budget.clone()).await?;
     tracing::info!(
         "beamwatch daemon: {}; metric {}; alarms on {}",
         receiver.describe,
@@ -162,7 +184,8 @@ pub async fn run_with(
     if let Some(r) = ready {
         let _ = r.send(pipeline.alarm_endpoint().unwrap_or_default().to_string());
     }
-    let mut decoder = Decoder::new(cfg.ingest.format, cfg.ingest.channel.clone(), cfg.analysis.mask_gaps);
+    let mut decoder =
+        Decoder::new(cfg.ingest.format, cfg.ingest.channel.clone(), cfg.analysis.mask_gaps).within(&budget);
     let mut scans = ScanStage::from_config(&cfg);
     let mut got = Received::default();
     let status_every = Duration::from_secs_f64(cfg.pipeline.status_interval_s.max(0.0));
@@ -197,6 +220,9 @@ pub async fn run_with(
         let refs: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
         let decoded = match decoder.decode(&refs) {
             Err(e) => {
+                if e.kind == DecodeErrorKind::OverBudget {
+                    budget.refuse(Kind::FrameSize);
+                }
                 *got.decode_errors.entry(e.kind).or_default() += 1;
                 crate::pipeline::stats::inc(&pipeline.stats().messages_rejected);
                 tracing::warn!(
@@ -263,6 +289,9 @@ pub async fn run_with(
         reconnects: receiver.reconnects,
         republished: republisher.as_ref().map(|r| get(&r.stats.sent)),
         republish_dropped: republisher.as_ref().map(|r| get(&r.stats.dropped_queue) + get(&r.stats.dropped_slow)),
+        memory_budget_mib: cfg.limits.memory_mib,
+        budget_peak_mib: (budget.peak_bytes() as f64 / 1048576.0 * 10.0).round() / 10.0,
+        budget_refused: budget.refused(),
         rss_start_mib: rss_start,
         rss_end_mib: rss_mib(),
         view_url: view.as_ref().map(|(_, server)| server.url.clone()),

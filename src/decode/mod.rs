@@ -123,6 +123,8 @@ pub enum DecodeErrorKind {
     Dtype,
     /// A shape that is zero, inconsistent or beyond the frame limits.
     Shape,
+    /// A frame whose analysis would take more than one frame's share of the memory budget.
+    OverBudget,
     /// Pixel bytes do not match shape × dtype.
     Size,
     Compression,
@@ -154,17 +156,38 @@ pub(crate) fn derr(kind: DecodeErrorKind, detail: impl Into<String>) -> DecodeEr
     DecodeError { kind, detail: detail.into() }
 }
 
-/// Checks a claimed frame shape against the limits before anything is sized by it.
+thread_local! {
+    /// The frame limit of the [`Decoder`] decoding on this thread (its memory budget's share), set
+    /// for the duration of one [`Decoder::decode`]; the fixed limit otherwise.
+    static MAX_PIXELS: std::cell::Cell<Option<(usize, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Checks a claimed frame shape against the limits before anything is sized by it: the fixed
+/// [`limits::MAX_FRAME_PIXELS`], and the decoding [`Decoder`]'s memory budget.
 pub(crate) fn check_shape(rows: usize, cols: usize) -> Result<(), DecodeError> {
     if rows == 0 || cols == 0 {
         return Err(derr(DecodeErrorKind::Shape, format!("empty shape {rows}×{cols}")));
     }
-    match rows.checked_mul(cols) {
-        Some(n) if n <= limits::MAX_FRAME_PIXELS => Ok(()),
-        _ => Err(derr(
-            DecodeErrorKind::Shape,
-            format!("shape {rows}×{cols} exceeds the limit of {} pixels", limits::MAX_FRAME_PIXELS),
+    let n = match rows.checked_mul(cols) {
+        Some(n) if n <= limits::MAX_FRAME_PIXELS => n,
+        _ => {
+            return Err(derr(
+                DecodeErrorKind::Shape,
+                format!("shape {rows}×{cols} exceeds the limit of {} pixels", limits::MAX_FRAME_PIXELS),
+            ));
+        }
+    };
+    match MAX_PIXELS.with(std::cell::Cell::get) {
+        Some((max, budget_bytes)) if n > max => Err(derr(
+            DecodeErrorKind::OverBudget,
+            format!(
+                "shape {rows}×{cols} ({n} px) is over the {max}-pixel limit of the memory budget ({} MiB, \
+                 [limits] memory_mib): its analysis would need {} MiB, more than half of it",
+                budget_bytes >> 20,
+                crate::budget::Budget::frame_bytes(n) >> 20
+            ),
         )),
+        _ => Ok(()),
     }
 }
 
@@ -251,15 +274,32 @@ pub struct Decoder {
     mask_gaps: bool,
     v1: dectris_v1::State,
     v2: dectris_v2::State,
+    /// Frames over this many pixels are refused before their pixels are decoded (and the budget's
+    /// size, for the message); `None`: the fixed limit only.
+    max_pixels: Option<(usize, u64)>,
 }
 
 impl Decoder {
     /// `channel`: the stream-v2 channel to analyse (`None`: the first one announced).
     pub fn new(format: WireFormat, channel: Option<String>, mask_gaps: bool) -> Self {
-        Self { format, mask_gaps, v1: dectris_v1::State::new(), v2: dectris_v2::State::new(channel) }
+        Self { format, mask_gaps, v1: dectris_v1::State::new(), v2: dectris_v2::State::new(channel), max_pixels: None }
+    }
+
+    /// Refuses frames whose analysis would not fit one frame's share of `budget`, before their
+    /// pixels are decoded.
+    pub fn within(mut self, budget: &crate::budget::Budget) -> Self {
+        self.max_pixels = Some((budget.max_frame_pixels(), budget.total_bytes()));
+        self
     }
 
     pub fn decode(&mut self, parts: &[&[u8]]) -> Result<Message, DecodeError> {
+        let before = MAX_PIXELS.with(|m| m.replace(self.max_pixels));
+        let r = self.decode_within(parts);
+        MAX_PIXELS.with(|m| m.set(before));
+        r
+    }
+
+    fn decode_within(&mut self, parts: &[&[u8]]) -> Result<Message, DecodeError> {
         // A stream-v1 detector config sent as a message of its own has no htype to detect it by.
         if let Some(m) = self.v1.follow_up(parts) {
             return m;

@@ -3,7 +3,11 @@
 //! the real PUB socket binds on loopback only, and every external subscriber is served by a relay
 //! that reads the PUB stream as fast as it comes and holds at most `buffer_bytes` of whole messages
 //! for its subscriber; beyond that it drops whole messages and counts them. The queue into the PUB
-//! socket is bounded too.
+//! socket is bounded too. Both draw their bytes from the daemon's memory budget as well
+//! ([`crate::budget`]): the queue as its owner's kind, every subscriber's buffer as
+//! [`Kind::Subscribers`] — so sixteen stalled subscribers hold at most the subscribers' share of the
+//! budget, not sixteen allowances; a message that does not fit is dropped for that subscriber and
+//! counted.
 //!
 //! Used for re-publishing every received message (a second consumer still sees all frames: DECTRIS
 //! PUSH hands each message to one PULL client only) and for alarms and results.
@@ -20,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use zeromq::{Socket, SocketSend};
 
 use super::IngestError;
+use crate::budget::{Budget, Kind, Reservation};
 use super::accept::{AcceptStats, Acceptor};
 use super::guard::tcp_addr;
 use super::zmtp::{self, Limits};
@@ -32,12 +37,17 @@ pub struct PubStats {
     /// Dropped for a subscriber whose buffer was full (per subscriber, summed).
     pub dropped_slow: AtomicU64,
     pub subscribers: AtomicU64,
+    /// Of the drops above, those because the memory budget (or its share for this kind) was spent.
+    pub dropped_budget: AtomicU64,
     /// Accept errors and subscribers refused over [`MAX_SUBSCRIBERS`].
     pub accept: Arc<AcceptStats>,
 }
 
 pub struct BoundedPub {
-    tx: mpsc::Sender<Vec<Bytes>>,
+    tx: mpsc::Sender<(Vec<Bytes>, Option<Reservation>)>,
+    budget: Arc<Budget>,
+    /// What the queue's bytes count as.
+    kind: Kind,
     pub stats: Arc<PubStats>,
     /// The public endpoint subscribers connect to.
     pub endpoint: String,
@@ -47,9 +57,19 @@ pub struct BoundedPub {
 const QUEUE: usize = 64;
 /// Subscribers served at once (each with its own buffer); more are closed on arrival, counted.
 pub const MAX_SUBSCRIBERS: usize = 16;
+/// PUB sockets a daemon runs (results, re-publishing): their subscribers split the budget's share.
+const PUB_SOCKETS: u64 = 2;
 
 impl BoundedPub {
-    pub async fn start(public: &str, buffer_bytes: u64, shutdown: CancellationToken) -> Result<Self, IngestError> {
+    /// `buffer_bytes`: each subscriber's allowance; `kind`: what the queue into the socket counts as
+    /// in `budget`.
+    pub async fn start(
+        public: &str,
+        buffer_bytes: u64,
+        budget: Arc<Budget>,
+        kind: Kind,
+        shutdown: CancellationToken,
+    ) -> Result<Self, IngestError> {
         let err = |reason: String| IngestError::Socket { endpoint: public.to_string(), reason };
         let mut socket = zeromq::PubSocket::new();
         let internal = socket.bind("tcp://127.0.0.1:0").await.map_err(|e| err(e.to_string()))?.to_string();
@@ -57,10 +77,11 @@ impl BoundedPub {
         let listener = TcpListener::bind(tcp_addr(public).map_err(err)?).await.map_err(|e| err(e.to_string()))?;
         let endpoint = format!("tcp://{}", listener.local_addr().map_err(|e| err(e.to_string()))?);
         let stats = Arc::new(PubStats::default());
-        let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(Vec<Bytes>, Option<Reservation>)>(QUEUE);
         let s = stats.clone();
         tokio::spawn(async move {
-            while let Some(parts) = rx.recv().await {
+            // The reservation goes when the socket has the message (our relays read it at once).
+            while let Some((parts, _held)) = rx.recv().await {
                 let mut it = parts.into_iter();
                 let Some(first) = it.next() else { continue };
                 let mut msg = zeromq::ZmqMessage::from(first);
@@ -77,11 +98,19 @@ impl BoundedPub {
         });
         let s = stats.clone();
         let stop = shutdown;
+        let b = budget.clone();
+        let allowance = budget.subscriber_allowance(buffer_bytes, PUB_SOCKETS * MAX_SUBSCRIBERS as u64);
+        if allowance < buffer_bytes {
+            tracing::info!(
+                "PUB {endpoint}: {} KiB per subscriber (an equal part of the memory budget's share for subscribers)",
+                allowance >> 10
+            );
+        }
         // Subscribers are capped: each holds up to `buffer_bytes`, so the cap bounds the total.
         let mut acceptor = Acceptor::new(listener, MAX_SUBSCRIBERS, "PUB", stats.accept.clone());
         tokio::spawn(async move {
             while let Some((sub, addr, slot)) = acceptor.next(&stop).await {
-                let (internal, s) = (internal.clone(), s.clone());
+                let (internal, s, b) = (internal.clone(), s.clone(), b.clone());
                 tokio::spawn(async move {
                     let _slot = slot;
                     let Ok(pubconn) = TcpStream::connect(&internal).await else {
@@ -90,31 +119,41 @@ impl BoundedPub {
                     };
                     s.subscribers.fetch_add(1, Ordering::Relaxed);
                     tracing::info!("PUB {addr} subscribed");
-                    serve(sub, pubconn, buffer_bytes, &s).await;
+                    serve(sub, pubconn, allowance, &b, &s).await;
                     s.subscribers.fetch_sub(1, Ordering::Relaxed);
                     tracing::info!("PUB {addr} left");
                 });
             }
         });
-        Ok(Self { tx, stats, endpoint })
+        Ok(Self { tx, budget, kind, stats, endpoint })
     }
 
-    /// Queues a message; drops it (counted) if the queue is full. `false` when dropped.
+    /// Queues a message; drops it (counted) if the queue is full or its bytes do not fit the
+    /// budget. `false` when dropped.
     pub fn send(&self, parts: Vec<Bytes>) -> bool {
-        let ok = self.tx.try_send(parts).is_ok();
+        let bytes = parts.iter().map(|p| p.len() as u64).sum();
+        let Some(held) = self.budget.try_reserve(bytes, self.kind) else {
+            self.stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped_budget.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let ok = self.tx.try_send((parts, Some(held))).is_ok();
         if !ok {
             self.stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
         }
         ok
     }
 
-    /// Queues a message, waiting for room (for messages that must not be dropped here).
+    /// Queues a message, waiting for room (alarms: small, and never dropped here — they take
+    /// budget when there is some, and go without when there is none).
     pub async fn send_waiting(&self, parts: Vec<Bytes>) -> bool {
-        self.tx.send(parts).await.is_ok()
+        let bytes = parts.iter().map(|p| p.len() as u64).sum();
+        let held = self.budget.reserve_quietly(bytes, self.kind);
+        self.tx.send((parts, held)).await.is_ok()
     }
 }
 
-async fn serve(sub: TcpStream, pubconn: TcpStream, budget: u64, stats: &PubStats) {
+async fn serve(sub: TcpStream, pubconn: TcpStream, allowance: u64, budget: &Arc<Budget>, stats: &PubStats) {
     let (mut sr, mut sw) = sub.into_split();
     let (mut pr, mut pw) = pubconn.into_split();
     // Subscriber → PUB: greeting, READY, SUBSCRIBE — small frames only.
@@ -122,32 +161,42 @@ async fn serve(sub: TcpStream, pubconn: TcpStream, budget: u64, stats: &PubStats
     let up = async {
         let _ = zmtp::pipe_checked(&mut sr, &mut pw, small).await;
     };
-    let down = downstream(&mut pr, &mut sw, budget, stats);
+    let down = downstream(&mut pr, &mut sw, allowance, budget, stats);
     tokio::select! {
         _ = up => {},
         _ = down => {},
     }
 }
 
-/// PUB → subscriber: whole messages through a byte budget; beyond it, whole messages are dropped.
-async fn downstream(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, budget: u64, stats: &PubStats) {
+/// PUB → subscriber: whole messages through the subscriber's allowance and the shared budget;
+/// beyond either, whole messages are dropped.
+async fn downstream(
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    allowance: u64,
+    shared: &Arc<Budget>,
+    stats: &PubStats,
+) {
     if zmtp::pipe_greeting(from, to).await.is_err() {
         return;
     }
-    let budget = budget.clamp(1, (Semaphore::MAX_PERMITS / 2).min(u32::MAX as usize) as u64) as usize;
+    let budget = allowance.clamp(1, (Semaphore::MAX_PERMITS / 2).min(u32::MAX as usize) as u64) as usize;
     let sem = Arc::new(Semaphore::new(budget));
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, usize)>();
+    // Unbounded in count, bounded in bytes: every message in it holds permits and budget.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, usize, Option<Reservation>)>();
     let writer_sem = sem.clone();
     let writer = async move {
-        while let Some((bytes, permits)) = rx.recv().await {
+        while let Some((bytes, permits, held)) = rx.recv().await {
             if to.write_all(&bytes).await.is_err() || to.flush().await.is_err() {
                 return;
             }
             writer_sem.add_permits(permits);
+            drop(held);
         }
     };
-    // Our own PUB socket is trusted, but a frame larger than the budget could never be delivered.
-    let limits = Limits { max_frame_bytes: budget as u64, max_message_bytes: budget as u64 };
+    // Our own PUB socket is trusted (what it sends passed the guard or is ours); a message larger
+    // than the allowance is read and dropped like any other that does not fit.
+    let limits = Limits { max_frame_bytes: u64::MAX / 4, max_message_bytes: u64::MAX / 4 };
     let reader = async {
         let mut msg: Vec<u8> = Vec::new();
         let mut len = 0u64;
@@ -164,7 +213,7 @@ async fn downstream(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, budget: u
             }
             if h.command {
                 // Handshake commands always go through (tiny, and the session needs them).
-                if tx.send((std::mem::take(&mut msg), 0)).is_err() {
+                if tx.send((std::mem::take(&mut msg), 0, None)).is_err() {
                     return;
                 }
                 continue;
@@ -174,14 +223,19 @@ async fn downstream(from: &mut OwnedReadHalf, to: &mut OwnedWriteHalf, budget: u
                 continue;
             }
             let size = msg.len();
-            match sem.clone().try_acquire_many_owned(size as u32) {
-                Ok(p) => {
+            let permits = u32::try_from(size).ok().and_then(|n| sem.clone().try_acquire_many_owned(n).ok());
+            let held = permits.as_ref().and_then(|_| shared.try_reserve(size as u64, Kind::Subscribers));
+            match (permits, held) {
+                (Some(p), Some(held)) => {
                     p.forget();
-                    if tx.send((std::mem::take(&mut msg), size)).is_err() {
+                    if tx.send((std::mem::take(&mut msg), size, Some(held))).is_err() {
                         return;
                     }
                 }
-                Err(_) => {
+                (p, _) => {
+                    if p.is_some() {
+                        stats.dropped_budget.fetch_add(1, Ordering::Relaxed);
+                    }
                     stats.dropped_slow.fetch_add(1, Ordering::Relaxed);
                     msg.clear();
                 }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::accept::{AcceptStats, Acceptor, MAX_PEERS};
 use super::zmtp::{self, Limits, ZmtpError};
+use crate::budget::Budget;
 
 #[derive(Default, Debug)]
 pub struct GuardStats {
@@ -41,13 +42,20 @@ pub fn tcp_addr(endpoint: &str) -> Result<String, String> {
 }
 
 /// Relays one connection: `untrusted` → `trusted` checked, the other way as it is.
-async fn relay(untrusted: TcpStream, trusted: TcpStream, limits: Limits, stats: Arc<GuardStats>, peer: String) {
+async fn relay(
+    untrusted: TcpStream,
+    trusted: TcpStream,
+    limits: Limits,
+    budget: Arc<Budget>,
+    stats: Arc<GuardStats>,
+    peer: String,
+) {
     let _ = untrusted.set_nodelay(true);
     let _ = trusted.set_nodelay(true);
     let (mut ur, mut uw) = untrusted.into_split();
     let (mut tr, mut tw) = trusted.into_split();
     let inbound = async {
-        let r = zmtp::pipe_checked(&mut ur, &mut tw, limits).await;
+        let r = zmtp::pipe_within(&mut ur, &mut tw, limits, Some(&budget)).await;
         let _ = tw.shutdown().await;
         r
     };
@@ -74,6 +82,7 @@ async fn relay(untrusted: TcpStream, trusted: TcpStream, limits: Limits, stats: 
 pub async fn connect_mode(
     remote: &str,
     limits: Limits,
+    budget: Arc<Budget>,
     stats: Arc<GuardStats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<String> {
@@ -83,14 +92,14 @@ pub async fn connect_mode(
     let mut acceptor = Acceptor::new(listener, MAX_PEERS, "guard", stats.accept.clone());
     tokio::spawn(async move {
         while let Some((inner, _, slot)) = acceptor.next(&shutdown).await {
-            let (remote, stats) = (remote.clone(), stats.clone());
+            let (remote, stats, budget) = (remote.clone(), stats.clone(), budget.clone());
             tokio::spawn(async move {
                 let _slot = slot;
                 match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(&remote)).await {
                     Ok(Ok(peer)) => {
                         stats.connections.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("guard: connected to {remote}");
-                        relay(peer, inner, limits, stats, remote).await;
+                        relay(peer, inner, limits, budget, stats, remote).await;
                     }
                     Ok(Err(e)) => {
                         // Logged at debug after the first: the socket retries every second.
@@ -116,6 +125,7 @@ pub async fn bind_mode(
     public: &str,
     internal: &str,
     limits: Limits,
+    budget: Arc<Budget>,
     stats: Arc<GuardStats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<String> {
@@ -126,14 +136,14 @@ pub async fn bind_mode(
     let mut acceptor = Acceptor::new(listener, MAX_PEERS, "guard", stats.accept.clone());
     tokio::spawn(async move {
         while let Some((peer, addr, slot)) = acceptor.next(&shutdown).await {
-            let (internal, stats) = (internal.clone(), stats.clone());
+            let (internal, stats, budget) = (internal.clone(), stats.clone(), budget.clone());
             tokio::spawn(async move {
                 let _slot = slot;
                 match TcpStream::connect(&internal).await {
                     Ok(inner) => {
                         stats.connections.fetch_add(1, Ordering::Relaxed);
                         tracing::info!("guard: {addr} connected");
-                        relay(peer, inner, limits, stats, addr.to_string()).await;
+                        relay(peer, inner, limits, budget, stats, addr.to_string()).await;
                     }
                     Err(e) => tracing::error!("guard: cannot reach our own socket at {internal}: {e}"),
                 }

@@ -22,6 +22,7 @@ use zeromq::{Socket, SocketRecv};
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::Budget;
 use crate::decode::WireFormat;
 use guard::GuardStats;
 
@@ -123,10 +124,12 @@ pub struct Receiver {
 /// How often a daemon still waiting for its detector says so.
 const WAITING_REMINDER: Duration = Duration::from_secs(60);
 
-fn limits(cfg: &IngestConfig) -> zmtp::Limits {
+/// The configured limits, within the memory budget's share for one message in flight.
+fn limits(cfg: &IngestConfig, budget: &Budget) -> zmtp::Limits {
+    let most = budget.max_message_bytes();
     zmtp::Limits {
-        max_frame_bytes: (cfg.max_frame_mib * 1024.0 * 1024.0) as u64,
-        max_message_bytes: (cfg.max_message_mib * 1024.0 * 1024.0) as u64,
+        max_frame_bytes: ((cfg.max_frame_mib * 1024.0 * 1024.0) as u64).min(most),
+        max_message_bytes: ((cfg.max_message_mib * 1024.0 * 1024.0) as u64).min(most),
     }
 }
 
@@ -170,7 +173,8 @@ impl Inner {
 
 impl Receiver {
     /// Sets the socket up. In connect mode the peer need not be there yet: [`Self::recv`] waits.
-    pub async fn open(cfg: &IngestConfig, shutdown: CancellationToken) -> Result<Self, IngestError> {
+    /// Behind the guard, messages in flight draw from `budget`.
+    pub async fn open(cfg: &IngestConfig, shutdown: CancellationToken, budget: Arc<Budget>) -> Result<Self, IngestError> {
         let err = |reason: String| IngestError::Socket { endpoint: cfg.endpoint.clone(), reason };
         let stats = Arc::new(GuardStats::default());
         let mut r = Self {
@@ -192,7 +196,7 @@ impl Receiver {
         }
         match (cfg.mode, cfg.guard) {
             (Mode::Connect, true) => {
-                let local = guard::connect_mode(&cfg.endpoint, limits(cfg), stats, shutdown)
+                let local = guard::connect_mode(&cfg.endpoint, limits(cfg, &budget), budget.clone(), stats, shutdown)
                     .await
                     .map_err(|e| err(e.to_string()))?;
                 r.target = Some(local);
@@ -206,7 +210,7 @@ impl Receiver {
                 let mut inner = Inner::new(cfg.socket);
                 let public = if guarded {
                     let internal = inner.bind("tcp://127.0.0.1:0").await.map_err(|e| err(e.to_string()))?;
-                    guard::bind_mode(&cfg.endpoint, &internal, limits(cfg), stats, shutdown)
+                    guard::bind_mode(&cfg.endpoint, &internal, limits(cfg, &budget), budget.clone(), stats, shutdown)
                         .await
                         .map_err(|e| err(e.to_string()))?
                 } else {

@@ -41,6 +41,8 @@ pub enum ZmtpError {
     CommandTooLarge { len: u64, max: u64 },
     #[error("multipart message has more than {max} parts")]
     TooManyParts { max: u64 },
+    #[error("message of {len} bytes so far does not fit the memory budget's share for messages in flight")]
+    OverBudget { len: u64 },
     #[error("peer stalled: nothing for {0:?} during the {1}")]
     Stalled(std::time::Duration, &'static str),
     #[error("reserved frame flag bits set ({0:#04x})")]
@@ -148,6 +150,29 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    pipe_within(r, w, limits, None).await
+}
+
+/// What the receiving socket keeps per part besides its bytes (the part's handle in the message).
+pub const PART_OVERHEAD_BYTES: u64 = 64;
+
+/// [`pipe_checked`], with every message's bytes reserved from `budget` ([`Kind::Ingest`]) before
+/// they are forwarded: a message that does not fit is refused (the peer disconnected, counted). The
+/// socket keeps a message until the daemon takes it, so its reservation is held until the peer
+/// starts its next message or leaves.
+///
+/// [`Kind::Ingest`]: crate::budget::Kind::Ingest
+pub async fn pipe_within<R, W>(
+    r: &mut R,
+    w: &mut W,
+    limits: Limits,
+    budget: Option<&std::sync::Arc<crate::budget::Budget>>,
+) -> Result<u64, ZmtpError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut held: Vec<crate::budget::Reservation> = Vec::new();
     tokio::time::timeout(HANDSHAKE_TIMEOUT, pipe_greeting(r, w))
         .await
         .map_err(|_| ZmtpError::Stalled(HANDSHAKE_TIMEOUT, "greeting"))??;
@@ -167,6 +192,18 @@ where
             parts += 1;
             if parts > MAX_PARTS {
                 return Err(ZmtpError::TooManyParts { max: MAX_PARTS });
+            }
+            if let Some(b) = budget {
+                if parts == 1 {
+                    // A new message: the socket has handed the previous one on (or holds it, and
+                    // then holds back this one until the daemon takes it).
+                    held.clear();
+                }
+                let cost = h.len + h.wire_len() + PART_OVERHEAD_BYTES;
+                match b.try_reserve(cost, crate::budget::Kind::Ingest) {
+                    Some(r) => held.push(r),
+                    None => return Err(ZmtpError::OverBudget { len: message + cost }),
+                }
             }
         }
         let header = h.encode();

@@ -33,6 +33,9 @@ pub struct FrameWork {
     pub msg: Box<FrameMsg>,
     pub dose: FrameDose,
     pub received: Instant,
+    /// The frame's analysis bytes from the memory budget, given back when the work is dropped
+    /// (analysed or passed over).
+    pub held: Option<crate::budget::Reservation>,
 }
 
 pub enum Work {

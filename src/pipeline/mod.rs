@@ -43,6 +43,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
 use crate::alarms::Rule;
+use crate::budget::{Budget, Kind};
 use crate::alarms::sinks::{SinkConfig, SinkError, Sinks};
 use crate::damage::MetricSetup;
 use crate::decode::{DoseHeader, FrameMsg, SeriesInfo};
@@ -86,12 +87,14 @@ pub struct PipelineOptions {
     pub cancel: CancellationToken,
     /// The live view, told every result and, once a second, the counters.
     pub view: Option<Hub>,
+    /// The memory budget the analysis queue, the recorder's queue and the result PUB draw from.
+    pub budget: Arc<Budget>,
 }
 
 impl PipelineOptions {
     /// A long-running source's pipeline as the configuration sets it up (the daemon, `watch`): the
     /// alarm log, series summaries and sessions under `[pipeline] out_dir`, the configured sinks,
-    /// queue and recording.
+    /// queue and recording; `budget` is the one the caller's sockets draw from too.
     pub fn from_config(
         cfg: &crate::config::Config,
         setup: MetricSetup,
@@ -100,6 +103,7 @@ impl PipelineOptions {
         context: serde_json::Map<String, serde_json::Value>,
         cancel: CancellationToken,
         view: Option<Hub>,
+        budget: Arc<Budget>,
     ) -> Self {
         let out = &cfg.pipeline.out_dir;
         Self {
@@ -119,6 +123,7 @@ impl PipelineOptions {
             context,
             cancel,
             view,
+            budget,
         }
     }
 }
@@ -178,6 +183,11 @@ pub struct PipelineReport {
     pub frames_analysed: u64,
     pub frames_skipped: u64,
     pub frames_dropped_queue_full: u64,
+    /// Passed over because their analysis did not fit the memory budget at the time (also in
+    /// `frames_skipped`).
+    pub frames_dropped_budget: u64,
+    /// Refused: one frame's analysis would take more than half the memory budget.
+    pub frames_over_budget: u64,
     pub analysis_errors: u64,
     /// Frames whose drift could not be established (a jump, a lost lock): not compared.
     pub frames_not_registered: u64,
@@ -203,6 +213,11 @@ pub struct PipelineReport {
     pub provenance: Provenance,
     /// Where alarms are published (with the real port).
     pub alarm_pub_endpoint: Option<String>,
+    /// Alarm/result messages published, and dropped: for subscribers too slow to take them (their
+    /// allowance or the memory budget's subscriber share full), or at the queue into the socket.
+    pub results_published: Option<u64>,
+    pub results_dropped_slow_subscribers: Option<u64>,
+    pub results_dropped_queue: Option<u64>,
     /// The most recent series (at most 64), in brief.
     pub series: Vec<SeriesBrief>,
     pub recording: Option<RecordingReport>,
@@ -249,6 +264,7 @@ pub struct Pipeline {
     source: String,
     dose: DoseConfig,
     open: Option<Open>,
+    budget: Arc<Budget>,
 }
 
 /// A multi-threaded tokio runtime for the sockets and sinks; the analysis has its own threads.
@@ -270,7 +286,8 @@ impl Pipeline {
         let mut context = opts.context;
         context.insert("provenance".into(), serde_json::to_value(&provenance).unwrap_or_default());
         let provenance_json = serde_json::Value::Object(context).to_string();
-        let (sinks, sink_task) = Sinks::start(&opts.sinks, opts.alarm_log, opts.cancel.clone()).await?;
+        let (sinks, sink_task) =
+            Sinks::start_within(&opts.sinks, opts.alarm_log, opts.cancel.clone(), opts.budget.clone()).await?;
         let (recorder, record_error) = match opts.record {
             Some((cfg, dir)) => {
                 let s = sinks.clone();
@@ -282,7 +299,7 @@ impl Pipeline {
                         }))
                     });
                 match Recorder::start(&cfg, dir, setup.settings.patch_px, on_failure) {
-                    Ok(r) => (Some(r), None),
+                    Ok((r, handle)) => (Some((r.within(opts.budget.clone()), handle)), None),
                     Err(e) => {
                         // Without a recorder nothing is recorded; say so, and keep monitoring.
                         let why = format!("cannot start the recorder thread: {e}");
@@ -353,6 +370,7 @@ impl Pipeline {
             source: opts.source,
             dose: opts.dose,
             open: None,
+            budget: opts.budget,
         })
     }
 
@@ -460,8 +478,43 @@ impl Pipeline {
                 ReceivedRow { index: msg.index, received_unix_ns, timestamp_ns: msg.timestamp_ns, dose: dose.clone() },
             );
         }
-        let work = Work::Frame(FrameWork { msg, dose: dose.clone(), received });
-        if !open.reference_sent || when_full == WhenFull::Wait {
+        // The frame's analysis draws from the memory budget: one over its share is never
+        // analysable; one that does not fit now is passed over like a frame that finds the queue full.
+        let pixels = msg.frame.len();
+        if pixels > self.budget.max_frame_pixels() {
+            self.budget.refuse(Kind::FrameSize);
+            inc(&self.stats.frames_over_budget);
+            open.dropped += 1;
+            tracing::warn!(
+                "series {} frame {}: {}×{} px is over the memory budget's frame limit ({} px for {} MiB, \
+                 [limits] memory_mib); not analysed (counted)",
+                open.series,
+                msg.index,
+                msg.frame.width(),
+                msg.frame.height(),
+                self.budget.max_frame_pixels(),
+                self.budget.total_bytes() >> 20
+            );
+            return Ok(dose);
+        }
+        let bytes = Budget::frame_bytes(pixels);
+        let must_go = !open.reference_sent || when_full == WhenFull::Wait;
+        let held = if must_go {
+            reserve_waiting(&self.budget, bytes).await
+        } else {
+            match self.budget.try_reserve(bytes, Kind::AnalysisQueue) {
+                Some(r) => r,
+                None => {
+                    open.dropped += 1;
+                    inc(&self.stats.frames_skipped);
+                    inc(&self.stats.frames_dropped_budget);
+                    return Ok(dose);
+                }
+            }
+        };
+        let held = Some(held);
+        let work = Work::Frame(FrameWork { msg, dose: dose.clone(), received, held });
+        if must_go {
             open.reference_sent = true;
             self.tx.send(work).await.map_err(|_| ComputeGone)?;
         } else {
@@ -568,6 +621,8 @@ impl Pipeline {
             frames_analysed: get(&s.frames_analysed),
             frames_skipped: get(&s.frames_skipped),
             frames_dropped_queue_full: get(&s.frames_dropped_queue_full),
+            frames_dropped_budget: get(&s.frames_dropped_budget),
+            frames_over_budget: get(&s.frames_over_budget),
             analysis_errors: get(&s.analysis_errors),
             frames_not_registered: get(&s.frames_not_registered),
             frames_without_patches: get(&s.frames_without_patches),
@@ -585,6 +640,9 @@ impl Pipeline {
             analysis_ms: s.analysis_ms.lock().ok().and_then(|w| w.percentiles()),
             provenance: self.provenance,
             alarm_pub_endpoint: self.sinks.pub_endpoint.clone(),
+            results_published: self.sinks.pub_stats.as_ref().map(|p| get(&p.sent)),
+            results_dropped_slow_subscribers: self.sinks.pub_stats.as_ref().map(|p| get(&p.dropped_slow)),
+            results_dropped_queue: self.sinks.pub_stats.as_ref().map(|p| get(&p.dropped_queue)),
             series: s.series.lock().map(|q| q.iter().cloned().collect()).unwrap_or_default(),
             recording,
             analysis_died: died.clone(),
@@ -595,6 +653,21 @@ impl Pipeline {
             Some(message) => Err(PipelineError::AnalysisDied { message, report: Box::new(report) }),
             None => Ok(report),
         }
+    }
+}
+
+/// Waits for `bytes` of the budget: a series' reference frame and a replay's frames are never
+/// passed over. The frame fits the budget's frame share, and the analysis gives back what it holds
+/// as it goes, so the wait ends; sockets and subscribers refused meanwhile are counted as usual.
+async fn reserve_waiting(budget: &Arc<Budget>, bytes: u64) -> crate::budget::Reservation {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        // Polled: this frame is not refused, so nothing is counted while it waits.
+        if let Some(r) = budget.reserve_quietly(bytes, Kind::AnalysisQueue) {
+            return r;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

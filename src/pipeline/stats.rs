@@ -19,6 +19,11 @@ pub struct Stats {
     pub frames_skipped: AtomicU64,
     /// Passed over at once because the queue was full (also counted in `frames_skipped`).
     pub frames_dropped_queue_full: AtomicU64,
+    /// Passed over because their analysis did not fit the memory budget at the time (also counted
+    /// in `frames_skipped`).
+    pub frames_dropped_budget: AtomicU64,
+    /// Never analysable: one frame's analysis would take more than its share of the budget.
+    pub frames_over_budget: AtomicU64,
     /// Frames that could not be analysed (e.g. shape changed mid-series, constant reference).
     pub analysis_errors: AtomicU64,
     /// Frames whose drift could not be established (not compared, no alarms).

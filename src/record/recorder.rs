@@ -146,6 +146,8 @@ pub enum Item {
         dtype: PixelType,
         pixels: Option<Pixels>,
         received: ReceivedRow,
+        /// The pixels' bytes from the memory budget, given back when the item is done with.
+        held: Option<crate::budget::Reservation>,
     },
     Analysis {
         series: String,
@@ -189,6 +191,8 @@ pub struct Recorder {
     queued: Arc<AtomicUsize>,
     budget: usize,
     frames_every: u32,
+    /// The daemon's memory budget (pixels waiting for the disk draw from it too).
+    memory: Arc<crate::budget::Budget>,
 }
 
 struct Open {
@@ -219,7 +223,14 @@ impl Recorder {
             .name("bw-record".into())
             .spawn(move || run(rx, c, dir, patch_px, s, q, on_failure))?;
         let budget = (cfg.max_queue_mib * 1024.0 * 1024.0) as usize;
-        Ok((Self { tx, stats, queued, budget, frames_every: cfg.frames_every }, handle))
+        let memory = crate::budget::Budget::unlimited();
+        Ok((Self { tx, stats, queued, budget, frames_every: cfg.frames_every, memory }, handle))
+    }
+
+    /// Pixels waiting for the disk draw from `memory` as well as from `max_queue_mib`.
+    pub fn within(mut self, memory: Arc<crate::budget::Budget>) -> Self {
+        self.memory = memory;
+        self
     }
 
     fn send(&self, item: Item) {
@@ -236,9 +247,12 @@ impl Recorder {
     /// disk keeps up.
     pub fn frame(&self, series: &str, index: u64, frame: &crate::frame::Frame, received: ReceivedRow) {
         let wanted = self.frames_every > 0 && index.is_multiple_of(self.frames_every as u64);
+        let mut held = None;
         let pixels = if wanted {
             let bytes = frame.len() * frame.dtype().bytes();
-            if self.queued.load(Ordering::Relaxed) + bytes <= self.budget {
+            let fits = self.queued.load(Ordering::Relaxed) + bytes <= self.budget;
+            held = fits.then(|| self.memory.try_reserve(bytes as u64, crate::budget::Kind::Recorder)).flatten();
+            if held.is_some() {
                 self.queued.fetch_add(bytes, Ordering::Relaxed);
                 Some(Pixels::from_frame(frame))
             } else {
@@ -260,6 +274,7 @@ impl Recorder {
             dtype: frame.dtype(),
             pixels,
             received,
+            held,
         });
     }
 
@@ -410,7 +425,7 @@ fn run(
             Some(Item::Start { series, format, source, provenance_json }) => {
                 open.insert(series, Open { writer: None, refused: false, format, source, provenance_json, pending_scan: None });
             }
-            Some(Item::Frame { series, index, width, height, dtype, pixels, received }) => {
+            Some(Item::Frame { series, index, width, height, dtype, pixels, received, .. }) => {
                 let bytes = pixels.as_ref().map_or(0, Pixels::bytes);
                 let o = open.entry(series.clone()).or_insert_with(|| Open {
                     writer: None,

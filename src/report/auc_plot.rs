@@ -24,18 +24,7 @@ pub struct AucPlot<'a> {
 
 const W: u32 = 1300;
 const H: u32 = 560;
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
+const PALETTE: [RGBColor; 10] = canvas::TAB10;
 
 pub fn render(p: &AucPlot<'_>) -> Result<Canvas, ReportError> {
     let max_frame = p.lines.iter().flat_map(|l| l.points.iter().map(|q| q.0)).fold(1.0, f64::max);

@@ -24,6 +24,20 @@ use super::{ReportError, write_atomic};
 /// Font family name registered for all text.
 pub const FONT: &str = "sans-serif";
 
+/// matplotlib's "tab10" colours: what our users' own plots use for categories.
+pub const TAB10: [plotters::style::RGBColor; 10] = [
+    plotters::style::RGBColor(31, 119, 180),
+    plotters::style::RGBColor(255, 127, 14),
+    plotters::style::RGBColor(44, 160, 44),
+    plotters::style::RGBColor(214, 39, 40),
+    plotters::style::RGBColor(148, 103, 189),
+    plotters::style::RGBColor(140, 86, 75),
+    plotters::style::RGBColor(227, 119, 194),
+    plotters::style::RGBColor(127, 127, 127),
+    plotters::style::RGBColor(188, 189, 34),
+    plotters::style::RGBColor(23, 190, 207),
+];
+
 /// Registers the embedded font once; text drawn before this would have no glyphs.
 pub fn ensure_font() -> Result<(), ReportError> {
     static DONE: OnceLock<bool> = OnceLock::new();

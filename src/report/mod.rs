@@ -5,6 +5,7 @@ pub mod canvas;
 pub mod csv;
 pub mod dose_map;
 pub mod dose_plot;
+pub mod fading_plot;
 pub mod format;
 pub mod html;
 pub mod overlay;
