@@ -210,7 +210,8 @@ pub struct FullOptions {
     pub rounds: usize,
 }
 
-/// Nanoseconds per pattern of each stage of decode + reduce, one thread.
+/// Nanoseconds per pattern of each stage of decode + reduce, one thread (median over a scan's patterns;
+/// the spot integration at each scan's end is left out of the medians, it is once per scan).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct StageNs {
     pub decode: f64,
@@ -218,7 +219,7 @@ pub struct StageNs {
     /// `VirtualDetectors::apply` (bf, adf, sum, com_x, com_y).
     pub detectors: f64,
     /// The rest of `ScanAssembler::push`: adding the pattern to its region's summed pattern (for
-    /// the spot intensities), the scan bookkeeping and, per completed scan, the spot integration.
+    /// the spot intensities) and the scan bookkeeping.
     pub region_sums: f64,
 }
 
@@ -430,7 +431,9 @@ fn stage_ns(blobs: &[Vec<u8>], px: usize, scan: ScanShape, cfg: &FourDConfig) ->
         return StageNs::default();
     };
     let mut values = vec![0.0; det.names.len()];
-    let mut ns = [0u128; 4];
+    // Per-pattern times, medians per stage: on the shared machine a preempted pattern would
+    // otherwise charge its wait to whichever stage it fell in.
+    let mut ns: [Vec<u64>; 4] = Default::default();
     for index in positions..2 * positions {
         let blob = &blobs[(index % blobs.len() as u64) as usize];
         let t0 = Instant::now();
@@ -445,17 +448,15 @@ fn stage_ns(blobs: &[Vec<u8>], px: usize, scan: ScanShape, cfg: &FourDConfig) ->
         let t4 = Instant::now();
         drop(events);
         for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)].into_iter().enumerate() {
-            ns[k] += (b - a).as_nanos();
+            ns[k].push((b - a).as_nanos() as u64);
         }
     }
-    let per = |v: u128| v as f64 / positions as f64;
+    let [decode, convert, detectors, push] = ns.map(|mut v| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0) as f64
+    });
     // push = detectors + the rest; the rest is what the region sums and bookkeeping cost.
-    StageNs {
-        decode: per(ns[0]),
-        convert: per(ns[1]),
-        detectors: per(ns[2]),
-        region_sums: (per(ns[3]) - per(ns[2])).max(0.0),
-    }
+    StageNs { decode, convert, detectors, region_sums: (push - detectors).max(0.0) }
 }
 
 /// The Python with the C bitshuffle library: `BEAMWATCH_PYTHON`, else `.tools/venv/bin/python`
