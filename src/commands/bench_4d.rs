@@ -1,12 +1,14 @@
-//! `beamwatch bench-4d --decode-only`: bitshuffle-LZ4 decoding of 4D-STEM diffraction patterns,
-//! the first stage of the 4D-STEM path — the old decoder (allocating, portable untranspose:
-//! [`decode_bslz4_scalar`]) against the buffer-reusing SIMD [`decode_bslz4_into`] on the same
-//! blobs, alternating, in the same run.
+//! `beamwatch bench-4d`: the 4D-STEM pattern path, decode and reduce. In one run, alternating
+//! round by round on the same blobs: the old decoder ([`decode_bslz4_scalar`]: allocating,
+//! portable untranspose, `lz4_flex`), the buffer-reusing SIMD decoder with `lz4_flex` and with the
+//! C liblz4 ([`decode_bslz4_into_with`]), and decode + reduce (decode → u16→f32 →
+//! [`ScanAssembler::push`], one assembler per thread over its band of scan rows: [`BandReducer`]);
+//! then each stage timed alone on one thread. `--decode-only` times the decoders alone.
 //!
-//! The patterns are synthetic electron-counting frames like an ARINA's: u16, Poisson counts of
-//! about one electron per pixel with a bright central disk, compressed in 8192-byte blocks as
-//! DECTRIS does. The blobs can be written out so that the C bitshuffle library decodes the very
-//! same bytes (`tools/bench_bitshuffle.py`).
+//! The patterns are synthetic electron-counting diffraction patterns like an ARINA's: u16, Poisson
+//! counts on a weak diffuse background with a bright central disk and six Bragg spots, compressed
+//! in 8192-byte blocks as DECTRIS does. The C bitshuffle library decodes the very same bytes for
+//! the anchor (`tools/bench_bitshuffle.py`, run by the benchmark when its Python is found).
 
 use std::io::Write;
 use std::path::Path;
