@@ -482,17 +482,31 @@ impl BenchLiveArgs {
 
 #[derive(clap::Args)]
 pub struct Bench4dArgs {
-    /// Only the bitshuffle-LZ4 decoding (the 4D-STEM reduction is benchmarked once it exists).
-    #[arg(long, required = true)]
+    /// Only the bitshuffle-LZ4 decoding (old decoder, new with lz4_flex, new with liblz4).
+    #[arg(long)]
     decode_only: bool,
     /// Pattern sizes (square, u16 pixels).
     #[arg(long, value_delimiter = ',', default_values_t = [96usize, 192])]
     sizes: Vec<usize>,
-    /// Patterns per size (decoded five times by each decoder).
-    #[arg(long, default_value_t = 20000)]
-    patterns: usize,
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// --decode-only: patterns per size (decoded five times by each decoder). Full mode: distinct
+    /// synthetic patterns per size (the scans cycle through them).
+    #[arg(long)]
+    patterns: Option<usize>,
+    /// Threads (default: 1 with --decode-only, 2 otherwise).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Full mode: the scan shape, ROWSxCOLS.
+    #[arg(long, default_value = "64x64", value_parser = parse_scan_shape)]
+    scan: crate::fourd::ScanShape,
+    /// Full mode: scans per timed round.
+    #[arg(long, default_value_t = 2)]
+    scans_per_round: usize,
+    /// Full mode: timed rounds (the best of each decoder and of decode + reduce counts).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Full mode: skip the C bitshuffle library anchor even where its Python package is installed.
+    #[arg(long)]
+    no_c_anchor: bool,
     /// Also write each size's blobs to DIR/bslz4_<size>.bin for tools/bench_bitshuffle.py.
     #[arg(long)]
     blobs_dir: Option<PathBuf>,
@@ -501,37 +515,113 @@ pub struct Bench4dArgs {
     json: bool,
 }
 
+fn parse_scan_shape(s: &str) -> Result<crate::fourd::ScanShape, String> {
+    let (r, c) = s.split_once(['x', '×']).ok_or_else(|| format!("expected ROWSxCOLS, got {s:?}"))?;
+    let n = |v: &str| v.trim().parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| format!("bad scan size {v:?}"));
+    Ok(crate::fourd::ScanShape { rows: n(r)?, cols: n(c)? })
+}
+
 impl Bench4dArgs {
     pub fn run(self) -> Result<(), Error> {
         use crate::commands::bench_4d;
+        let cpu = bench_4d::cpu_model();
         if !self.decode_only {
-            return Ok(());
+            return self.run_full(&cpu);
         }
+        let threads = self.threads.unwrap_or(1);
+        let patterns = self.patterns.unwrap_or(20000);
         if !self.json {
+            println!("CPU: {cpu}");
             println!(
-                "pattern  threads  kernel  bytes/pattern  old patterns/s  old MB/s  new patterns/s  new MB/s  new/old"
+                "pattern  threads  kernel  bytes/pattern  old patterns/s  old MB/s  new+lz4_flex patterns/s  new+liblz4 patterns/s  new MB/s  new/old"
             );
         }
         for &px in &self.sizes {
-            let blobs = bench_4d::compress_patterns(&bench_4d::counting_patterns(px, self.patterns.max(1), 20));
+            let blobs = bench_4d::compress_patterns(&bench_4d::counting_patterns(px, patterns.max(1), 20));
             if let Some(dir) = &self.blobs_dir {
                 let path = dir.join(format!("bslz4_{px}.bin"));
                 bench_4d::write_blobs(&path, &blobs).map_err(|e| Error::Output { path, problem: e.to_string() })?;
             }
-            let b = bench_4d::bench_blobs(&blobs, px, self.threads, 5);
+            let b = bench_4d::bench_blobs(&blobs, px, threads, 5);
             if self.json {
                 println!("{}", serde_json::to_string(&b).unwrap_or_default());
             } else {
                 println!(
-                    "{px:>3}×{px:<3}  {:>7}  {:>6}  {:>13.0}  {:>14.0}  {:>8.0}  {:>14.0}  {:>8.0}  {:>6.2}×",
+                    "{px:>3}×{px:<3}  {:>7}  {:>6}  {:>13.0}  {:>14.0}  {:>8.0}  {:>23.0}  {:>21.0}  {:>8.0}  {:>6.2}×",
                     b.threads,
                     b.kernel,
                     b.compressed_bytes_per_pattern,
                     b.old.patterns_per_s,
                     b.old.mb_per_s_out,
+                    b.new_flex.patterns_per_s,
                     b.new.patterns_per_s,
                     b.new.mb_per_s_out,
                     b.new.patterns_per_s / b.old.patterns_per_s
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn run_full(&self, cpu: &str) -> Result<(), Error> {
+        use crate::commands::bench_4d;
+        let threads = self.threads.unwrap_or(2).max(1);
+        let python = if self.no_c_anchor { None } else { bench_4d::python_with_bitshuffle() };
+        if !self.json {
+            println!("CPU: {cpu}");
+            println!(
+                "decode + reduce = decode_bslz4_into (liblz4) → u16→f32 → ScanAssembler::push (bf, adf, sum, com_x, com_y, 2×2 region sums for the spots); one assembler per thread over its band of scan rows"
+            );
+            match &python {
+                Some(py) => println!("C bitshuffle anchor: {} tools/bench_bitshuffle.py, OMP_NUM_THREADS=1, 1 thread", py.display()),
+                None => println!(
+                    "C bitshuffle anchor: not measured (no Python with `bitshuffle`; run with --blobs-dir DIR, then OMP_NUM_THREADS=1 python tools/bench_bitshuffle.py DIR/bslz4_96.bin …)"
+                ),
+            }
+            println!(
+                "pattern  threads  scan    bytes/pattern  old pat/s  new+lz4_flex pat/s  new+liblz4 pat/s  decode+reduce pat/s  reduce MB/s  spots  ns/pattern (1 thread): decode convert detectors region-sums  C bitshuffle pat/s (1 thread)"
+            );
+        }
+        for &px in &self.sizes {
+            let opts = bench_4d::FullOptions {
+                pattern_px: px,
+                distinct: self.patterns.unwrap_or(2048),
+                scan: self.scan,
+                scans_per_round: self.scans_per_round,
+                threads,
+                rounds: self.rounds,
+            };
+            let b = bench_4d::bench_full(&opts, python.as_deref());
+            if let Some(dir) = &self.blobs_dir {
+                let blobs = bench_4d::compress_patterns(&bench_4d::counting_patterns(px, opts.distinct.max(1), 20));
+                let path = dir.join(format!("bslz4_{px}.bin"));
+                bench_4d::write_blobs(&path, &blobs).map_err(|e| Error::Output { path, problem: e.to_string() })?;
+            }
+            if self.json {
+                let mut v = serde_json::to_value(&b).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("cpu".into(), cpu.into());
+                }
+                println!("{v}");
+            } else {
+                let s = &b.stages_ns_per_pattern;
+                let c = b.c_bitshuffle.map_or_else(|| "-".to_string(), |r| format!("{:.0}", r.patterns_per_s));
+                println!(
+                    "{px:>3}×{px:<3}  {:>7}  {:>3}×{:<3}  {:>13.0}  {:>9.0}  {:>18.0}  {:>16.0}  {:>19.0}  {:>11.0}  {:>5}  {:>6.0} {:>7.0} {:>9.0} {:>11.0}  {c:>10}",
+                    b.threads,
+                    b.scan_rows,
+                    b.scan_cols,
+                    b.compressed_bytes_per_pattern,
+                    b.old.patterns_per_s,
+                    b.new_flex.patterns_per_s,
+                    b.new.patterns_per_s,
+                    b.reduce.patterns_per_s,
+                    b.reduce.mb_per_s_out,
+                    b.spots_found,
+                    s.decode,
+                    s.convert,
+                    s.detectors,
+                    s.region_sums,
                 );
             }
         }

@@ -1,12 +1,14 @@
-//! `beamwatch bench-4d --decode-only`: bitshuffle-LZ4 decoding of 4D-STEM diffraction patterns,
-//! the first stage of the 4D-STEM path — the old decoder (allocating, portable untranspose:
-//! [`decode_bslz4_scalar`]) against the buffer-reusing SIMD [`decode_bslz4_into`] on the same
-//! blobs, alternating, in the same run.
+//! `beamwatch bench-4d`: the 4D-STEM pattern path, decode and reduce. In one run, alternating
+//! round by round on the same blobs: the old decoder ([`decode_bslz4_scalar`]: allocating,
+//! portable untranspose, `lz4_flex`), the buffer-reusing SIMD decoder with `lz4_flex` and with the
+//! C liblz4 ([`decode_bslz4_into_with`]), and decode + reduce (decode → u16→f32 →
+//! [`ScanAssembler::push`], one assembler per thread over its band of scan rows: [`BandReducer`]);
+//! then each stage timed alone on one thread. `--decode-only` times the decoders alone.
 //!
-//! The patterns are synthetic electron-counting frames like an ARINA's: u16, Poisson counts of
-//! about one electron per pixel with a bright central disk, compressed in 8192-byte blocks as
-//! DECTRIS does. The blobs can be written out so that the C bitshuffle library decodes the very
-//! same bytes (`tools/bench_bitshuffle.py`).
+//! The patterns are synthetic electron-counting diffraction patterns like an ARINA's: u16, Poisson
+//! counts on a weak diffuse background with a bright central disk and six Bragg spots, compressed
+//! in 8192-byte blocks as DECTRIS does. The C bitshuffle library decodes the very same bytes for
+//! the anchor (`tools/bench_bitshuffle.py`, run by the benchmark when its Python is found).
 
 use std::io::Write;
 use std::path::Path;
@@ -17,7 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Poisson};
 use serde::Serialize;
 
-use crate::decode::bslz4::{DEFAULT_BLOCK_BYTES, decode_bslz4_into, decode_bslz4_scalar, encode_bslz4};
+use crate::decode::bslz4::{DEFAULT_BLOCK_BYTES, Lz4, decode_bslz4_into_with, decode_bslz4_scalar, encode_bslz4};
+use crate::fourd::{FourDConfig, ScanAssembler, ScanEvent, ScanResult, ScanShape, VirtualDetectors};
 
 /// One decoder's throughput.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -36,33 +39,43 @@ pub struct DecodeBench {
     pub compressed_bytes_per_pattern: f64,
     /// The old `decode_bslz4`: a new output vector and scratch block per pattern, scalar untranspose.
     pub old: Rate,
-    /// `decode_bslz4_into`: the caller's buffers, the SIMD untranspose where the CPU has it.
+    /// `decode_bslz4_into` with `lz4_flex` for the LZ4 blocks.
+    pub new_flex: Rate,
+    /// `decode_bslz4_into` as it runs: the caller's buffers, the SIMD untranspose where the CPU
+    /// has it, the C liblz4 for the LZ4 blocks.
     pub new: Rate,
     pub kernel: String,
 }
 
-/// Synthetic electron-counting patterns (u16 little-endian bytes), deterministic from `seed`:
-/// about 0.6 e⁻ per pixel outside a central disk of radius px/12 at 25 e⁻ per pixel.
+/// Synthetic electron-counting diffraction patterns (u16 little-endian bytes), deterministic from
+/// `seed`: about 0.6 e⁻ per pixel of diffuse background, a central bright-field disk of radius
+/// px/12 at 25 e⁻ per pixel, and six Bragg spots (a hexagon at radius px/4, Gaussian σ = px/64,
+/// at least 1 px, peak 12 e⁻ per pixel) that the spot finder finds in a scan's mean pattern.
 pub fn counting_patterns(pattern_px: usize, patterns: usize, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let c = (pattern_px as f64 - 1.0) / 2.0;
     let r2 = (pattern_px as f64 / 12.0).powi(2);
-    let means: Vec<f64> = (0..pattern_px * pattern_px)
-        .map(|i| {
-            let (y, x) = ((i / pattern_px) as f64 - c, (i % pattern_px) as f64 - c);
-            if x * x + y * y <= r2 { 25.0 } else { 0.6 }
+    let sigma = (pattern_px as f64 / 64.0).max(1.0);
+    let ring = pattern_px as f64 / 4.0;
+    let spots: Vec<(f64, f64)> = (0..6)
+        .map(|k| {
+            let a = std::f64::consts::PI / 3.0 * k as f64 + 0.2;
+            (c + ring * a.cos(), c + ring * a.sin())
         })
         .collect();
-    let dists: Vec<Poisson<f64>> = [0.6, 25.0].iter().filter_map(|&m| Poisson::new(m).ok()).collect();
+    let dists: Vec<Option<Poisson<f64>>> = (0..pattern_px * pattern_px)
+        .map(|i| {
+            let (y, x) = ((i / pattern_px) as f64, (i % pattern_px) as f64);
+            let mut m = if (x - c).powi(2) + (y - c).powi(2) <= r2 { 25.0 } else { 0.6 };
+            for &(sx, sy) in &spots {
+                m += 12.0 * (-((x - sx).powi(2) + (y - sy).powi(2)) / (2.0 * sigma * sigma)).exp();
+            }
+            Poisson::new(m).ok()
+        })
+        .collect();
     (0..patterns)
         .map(|_| {
-            means
-                .iter()
-                .flat_map(|&m| {
-                    let d = &dists[usize::from(m > 1.0)];
-                    (d.sample(&mut rng) as u16).to_le_bytes()
-                })
-                .collect()
+            dists.iter().flat_map(|d| (d.as_ref().map_or(0.0, |d| d.sample(&mut rng)) as u16).to_le_bytes()).collect()
         })
         .collect()
 }
@@ -83,27 +96,41 @@ pub fn write_blobs(path: &Path, blobs: &[Vec<u8>]) -> std::io::Result<()> {
     f.flush()
 }
 
-/// Decodes `blobs` once on each of `threads` threads (each its own share), old or new decoder.
-/// Returns the wall time in seconds and whether every pattern decoded to `expected_bytes`.
-fn decode_all(blobs: &[Vec<u8>], expected_bytes: usize, threads: usize, new: bool) -> (f64, bool) {
-    let share = blobs.len().div_ceil(threads.max(1)).max(1);
+/// Which decoder a timed pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decoder {
+    /// `decode_bslz4_scalar`: allocating, portable untranspose, `lz4_flex`.
+    Old,
+    /// `decode_bslz4_into_with` and the given LZ4 block decoder.
+    New(Lz4),
+}
+
+/// Decodes `n` patterns cycling through `blobs`, split over `threads` threads (each its own
+/// share). Returns the wall time in seconds and whether every pattern decoded to `expected_bytes`.
+fn decode_all(blobs: &[Vec<u8>], n: usize, expected_bytes: usize, threads: usize, decoder: Decoder) -> (f64, bool) {
+    let share = n.div_ceil(threads.max(1)).max(1);
     let start = Instant::now();
     let ok = std::thread::scope(|s| {
-        let handles: Vec<_> = blobs
-            .chunks(share)
-            .map(|chunk| {
+        let handles: Vec<_> = (0..n)
+            .step_by(share)
+            .map(|first| {
+                let range = first..(first + share).min(n);
                 s.spawn(move || {
                     let mut ok = true;
-                    if new {
-                        let mut out = vec![0u8; expected_bytes];
-                        let mut scratch = Vec::new();
-                        for b in chunk {
-                            ok &= decode_bslz4_into(b, 2, &mut out, &mut scratch).is_ok();
+                    let blob = |i: usize| &blobs[i % blobs.len()];
+                    match decoder {
+                        Decoder::New(lz4) => {
+                            let mut out = vec![0u8; expected_bytes];
+                            let mut scratch = Vec::new();
+                            for i in range {
+                                ok &= decode_bslz4_into_with(blob(i), 2, &mut out, &mut scratch, lz4).is_ok();
+                            }
+                            std::hint::black_box(&out);
                         }
-                        std::hint::black_box(&out);
-                    } else {
-                        for b in chunk {
-                            ok &= std::hint::black_box(decode_bslz4_scalar(b, 2, expected_bytes)).is_ok();
+                        Decoder::Old => {
+                            for i in range {
+                                ok &= std::hint::black_box(decode_bslz4_scalar(blob(i), 2, expected_bytes)).is_ok();
+                            }
                         }
                     }
                     ok
@@ -115,6 +142,13 @@ fn decode_all(blobs: &[Vec<u8>], expected_bytes: usize, threads: usize, new: boo
     (start.elapsed().as_secs_f64(), ok)
 }
 
+fn rate(patterns: usize, bytes_per_pattern: usize, seconds: f64) -> Rate {
+    Rate {
+        patterns_per_s: patterns as f64 / seconds,
+        mb_per_s_out: (patterns * bytes_per_pattern) as f64 / seconds / 1e6,
+    }
+}
+
 /// Times old and new decoders on `patterns` synthetic patterns of `pattern_px`² u16 pixels, on
 /// `threads` threads, alternating old/new over `rounds` rounds (the best round of each counts:
 /// the 2-core machine is shared and the best round is the least disturbed).
@@ -123,29 +157,374 @@ pub fn bench_decode(pattern_px: usize, patterns: usize, threads: usize) -> Decod
     bench_blobs(&blobs, pattern_px, threads, 5)
 }
 
+/// Best-of-`rounds` seconds of each decoder on `blobs`, alternating: (old, new with lz4_flex, new
+/// with liblz4).
+fn time_decoders(blobs: &[Vec<u8>], n: usize, bytes: usize, threads: usize, rounds: usize) -> [f64; 3] {
+    let decoders = [Decoder::Old, Decoder::New(Lz4::Flex), Decoder::New(Lz4::C)];
+    let mut best = [f64::INFINITY; 3];
+    for _ in 0..rounds.max(1) {
+        for (b, &d) in best.iter_mut().zip(&decoders) {
+            let (t, ok) = decode_all(blobs, n, bytes, threads, d);
+            assert!(ok, "the benchmark's own blobs decode");
+            *b = b.min(t);
+        }
+    }
+    best
+}
+
 /// [`bench_decode`] on given blobs (all of `pattern_px`² u16 pixels).
 pub fn bench_blobs(blobs: &[Vec<u8>], pattern_px: usize, threads: usize, rounds: usize) -> DecodeBench {
     let bytes = pattern_px * pattern_px * 2;
-    let (mut old_s, mut new_s) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..rounds.max(1) {
-        let (t, ok) = decode_all(blobs, bytes, threads, false);
-        assert!(ok, "the benchmark's own blobs decode");
-        old_s = old_s.min(t);
-        let (t, ok) = decode_all(blobs, bytes, threads, true);
-        assert!(ok, "the benchmark's own blobs decode");
-        new_s = new_s.min(t);
-    }
-    let rate =
-        |s: f64| Rate { patterns_per_s: blobs.len() as f64 / s, mb_per_s_out: (blobs.len() * bytes) as f64 / s / 1e6 };
+    let [old_s, flex_s, c_s] = time_decoders(blobs, blobs.len(), bytes, threads, rounds);
     DecodeBench {
         pattern_px,
         patterns: blobs.len(),
         threads,
-        compressed_bytes_per_pattern: blobs.iter().map(Vec::len).sum::<usize>() as f64 / blobs.len().max(1) as f64,
-        old: rate(old_s),
-        new: rate(new_s),
+        compressed_bytes_per_pattern: mean_len(blobs),
+        old: rate(blobs.len(), bytes, old_s),
+        new_flex: rate(blobs.len(), bytes, flex_s),
+        new: rate(blobs.len(), bytes, c_s),
         kernel: format!("{:?}", crate::decode::bslz4::Kernel::detect()),
     }
+}
+
+fn mean_len(blobs: &[Vec<u8>]) -> f64 {
+    blobs.iter().map(Vec::len).sum::<usize>() as f64 / blobs.len().max(1) as f64
+}
+
+/// u16 little-endian bytes → f32 pixels (exact: every u16 is an f32).
+pub fn u16_to_f32(bytes: &[u8], out: &mut [f32]) {
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = f32::from(u16::from_le_bytes([c[0], c[1]]));
+    }
+}
+
+/// How the full benchmark runs.
+#[derive(Clone, Debug)]
+pub struct FullOptions {
+    pub pattern_px: usize,
+    /// Distinct synthetic patterns generated; the scans cycle through them.
+    pub distinct: usize,
+    pub scan: ScanShape,
+    /// Scans reduced per round (each round: scans × positions patterns).
+    pub scans_per_round: usize,
+    pub threads: usize,
+    pub rounds: usize,
+}
+
+/// Nanoseconds per pattern of each stage of decode + reduce, one thread (median over a scan's patterns;
+/// the spot integration at each scan's end is left out of the medians, it is once per scan).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StageNs {
+    pub decode: f64,
+    pub convert: f64,
+    /// `VirtualDetectors::apply` (bf, adf, sum, com_x, com_y).
+    pub detectors: f64,
+    /// The rest of `ScanAssembler::push`: adding the pattern to its region's summed pattern (for
+    /// the spot intensities) and the scan bookkeeping.
+    pub region_sums: f64,
+}
+
+/// One size of the full benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct FullBench {
+    pub pattern_px: usize,
+    pub distinct_patterns: usize,
+    /// Patterns per timed pass (decoders alone and decode + reduce alike).
+    pub patterns: usize,
+    pub threads: usize,
+    pub scan_rows: usize,
+    pub scan_cols: usize,
+    pub compressed_bytes_per_pattern: f64,
+    pub kernel: String,
+    /// Decoding alone, on `threads` threads.
+    pub old: Rate,
+    pub new_flex: Rate,
+    pub new: Rate,
+    /// Decode (`decode_bslz4_into`, liblz4) + u16→f32 + `ScanAssembler::push` on `threads`
+    /// threads, one assembler per thread over its own band of scan rows.
+    pub reduce: Rate,
+    pub stages_ns_per_pattern: StageNs,
+    /// Scans completed in the last round, summed over the bands.
+    pub scans_completed: usize,
+    /// Bragg spots found in band 0's reference scan.
+    pub spots_found: usize,
+    /// The C bitshuffle library on the same blobs, one thread (when its Python package is there).
+    pub c_bitshuffle: Option<Rate>,
+}
+
+/// The rows [start, end) of band `b` of `bands` (as even as the rows allow).
+pub fn band_rows(rows: usize, bands: usize, b: usize) -> (usize, usize) {
+    (b * rows / bands, (b + 1) * rows / bands)
+}
+
+/// One thread's share of decode + reduce: its own assembler over a band of scan rows, its own
+/// decode buffers. A daemon can use the same split: frame index → (scan, row, col) is known on
+/// arrival, so a pattern goes to the worker owning its row band; with the default 2×2 regions and
+/// 2 bands, each band holds whole regions, so per-region spot sums need no merging, and the scan's
+/// images are the bands' images one above the other.
+pub struct BandReducer {
+    pub assembler: ScanAssembler,
+    pub rows: (usize, usize),
+    cols: usize,
+    positions: u64,
+    bytes: Vec<u8>,
+    scratch: Vec<u8>,
+    pixels: Vec<f32>,
+    pub results: Vec<ScanResult>,
+}
+
+impl BandReducer {
+    pub fn new(cfg: &FourDConfig, scan: ScanShape, bands: usize, b: usize, pattern_px: usize) -> Self {
+        let rows = band_rows(scan.rows, bands, b);
+        let band = ScanShape { rows: rows.1 - rows.0, cols: scan.cols };
+        let mut cfg = cfg.clone();
+        // The band's share of the scan's region rows (2 regions over 2 bands: one each).
+        cfg.regions_rows = (cfg.regions_rows / bands).max(1);
+        let assembler = ScanAssembler::new(&cfg, band).expect("the benchmark's configuration is valid");
+        Self {
+            assembler,
+            rows,
+            cols: scan.cols,
+            positions: scan.positions(),
+            bytes: vec![0; pattern_px * pattern_px * 2],
+            scratch: Vec::new(),
+            pixels: vec![0.0; pattern_px * pattern_px],
+            results: Vec::new(),
+        }
+    }
+
+    /// Whether series image `index` falls in this band.
+    pub fn owns(&self, index: u64) -> bool {
+        let row = ((index % self.positions) / self.cols as u64) as usize;
+        (self.rows.0..self.rows.1).contains(&row)
+    }
+
+    /// Decodes and reduces series image `index` (which this band owns); scans completed are kept
+    /// when `keep` (the correctness test), counted otherwise.
+    pub fn push(&mut self, index: u64, blob: &[u8], px: usize, keep: bool) -> usize {
+        decode_bslz4_into_with(blob, 2, &mut self.bytes, &mut self.scratch, Lz4::C)
+            .expect("the benchmark's own blobs decode");
+        u16_to_f32(&self.bytes, &mut self.pixels);
+        let scan = index / self.positions;
+        let local = index % self.positions - (self.rows.0 * self.cols) as u64;
+        let band_positions = ((self.rows.1 - self.rows.0) * self.cols) as u64;
+        let events = self
+            .assembler
+            .push(scan * band_positions + local, px, px, &self.pixels, None)
+            .expect("the benchmark's patterns fit");
+        self.count(events, keep)
+    }
+
+    fn count(&mut self, events: Vec<ScanEvent>, keep: bool) -> usize {
+        let mut n = 0;
+        for e in events {
+            if let ScanEvent::Complete(r) = e {
+                n += 1;
+                if keep {
+                    self.results.push(*r);
+                }
+            }
+        }
+        n
+    }
+
+    pub fn finish(&mut self, keep: bool) -> usize {
+        let events = self.assembler.finish();
+        self.count(events, keep)
+    }
+}
+
+/// Runs series images `first..first + n` through `reducers` (one thread each, each taking the
+/// images of its band, in order); the patterns cycle through `blobs`. Returns scans completed.
+pub fn reduce_range(
+    reducers: &mut [BandReducer],
+    blobs: &[Vec<u8>],
+    px: usize,
+    first: u64,
+    n: u64,
+    keep: bool,
+) -> usize {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = reducers
+            .iter_mut()
+            .map(|r| {
+                s.spawn(move || {
+                    let mut done = 0;
+                    for index in first..first + n {
+                        if r.owns(index) {
+                            done += r.push(index, &blobs[(index % blobs.len() as u64) as usize], px, keep);
+                        }
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    })
+}
+
+/// The configuration the benchmark reduces with: the default detectors (bf, adf, sum, com_x,
+/// com_y; centre and radii found from the first patterns) and the default 2×2 spot regions.
+pub fn bench_config() -> FourDConfig {
+    FourDConfig { enabled: true, ..FourDConfig::default() }
+}
+
+/// The full benchmark for one size: decoders alone (old, new with lz4_flex, new with liblz4) and
+/// decode + reduce, alternating over `rounds` rounds (best round of each), then the stages one by
+/// one on one thread.
+pub fn bench_full(opts: &FullOptions, c_anchor: Option<&Path>) -> FullBench {
+    let px = opts.pattern_px;
+    let bytes = px * px * 2;
+    let blobs = compress_patterns(&counting_patterns(px, opts.distinct.max(1), 20));
+    let per_round = opts.scan.positions() * opts.scans_per_round.max(1) as u64;
+    let threads = opts.threads.max(1);
+    let cfg = bench_config();
+    let mut reducers: Vec<BandReducer> =
+        (0..threads).map(|b| BandReducer::new(&cfg, opts.scan, threads, b, px)).collect();
+    // Warm-up scan: the centre is found and the spots in the reference scan, before timing.
+    reduce_range(&mut reducers, &blobs, px, 0, opts.scan.positions(), false);
+    let mut next = opts.scan.positions();
+    let mut best = [f64::INFINITY; 4];
+    let mut scans_completed = 0;
+    for _ in 0..opts.rounds.max(1) {
+        // The decoders alone decode as many patterns as a reduce round (cycling the same blobs).
+        let t = time_decoders(&blobs, per_round as usize, bytes, threads, 1);
+        for k in 0..3 {
+            best[k] = best[k].min(t[k]);
+        }
+        let start = Instant::now();
+        scans_completed = reduce_range(&mut reducers, &blobs, px, next, per_round, false);
+        best[3] = best[3].min(start.elapsed().as_secs_f64());
+        next += per_round;
+    }
+    let spots_found = reducers[0].assembler.spots.len();
+    let stages = stage_ns(&blobs, px, opts.scan, &cfg);
+    let n = per_round as usize;
+    FullBench {
+        pattern_px: px,
+        distinct_patterns: blobs.len(),
+        patterns: n,
+        threads,
+        scan_rows: opts.scan.rows,
+        scan_cols: opts.scan.cols,
+        compressed_bytes_per_pattern: mean_len(&blobs),
+        kernel: format!("{:?}", crate::decode::bslz4::Kernel::detect()),
+        old: rate(n, bytes, best[0]),
+        new_flex: rate(n, bytes, best[1]),
+        new: rate(n, bytes, best[2]),
+        reduce: rate(n, bytes, best[3]),
+        stages_ns_per_pattern: stages,
+        scans_completed,
+        spots_found,
+        c_bitshuffle: c_anchor.and_then(|py| c_bitshuffle_rate(py, &blobs, px)),
+    }
+}
+
+/// Each stage timed on its own, one thread, over one scan after a warm-up scan (centre and spots
+/// found): decode, convert, detectors, and the rest of `push` (region sums, bookkeeping).
+fn stage_ns(blobs: &[Vec<u8>], px: usize, scan: ScanShape, cfg: &FourDConfig) -> StageNs {
+    let mut r = BandReducer::new(cfg, scan, 1, 0, px);
+    let positions = scan.positions();
+    for index in 0..positions {
+        r.push(index, &blobs[(index % blobs.len() as u64) as usize], px, false);
+    }
+    let Some(det): Option<VirtualDetectors> = r.assembler.detectors.clone() else {
+        return StageNs::default();
+    };
+    let mut values = vec![0.0; det.names.len()];
+    // Per-pattern times, medians per stage: on the shared machine a preempted pattern would
+    // otherwise charge its wait to whichever stage it fell in.
+    let mut ns: [Vec<u64>; 4] = Default::default();
+    for index in positions..2 * positions {
+        let blob = &blobs[(index % blobs.len() as u64) as usize];
+        let t0 = Instant::now();
+        decode_bslz4_into_with(blob, 2, &mut r.bytes, &mut r.scratch, Lz4::C).expect("own blobs decode");
+        let t1 = Instant::now();
+        u16_to_f32(&r.bytes, &mut r.pixels);
+        let t2 = Instant::now();
+        det.apply(&r.pixels, None, &mut values);
+        std::hint::black_box(&values);
+        let t3 = Instant::now();
+        let events = r.assembler.push(index, px, px, &r.pixels, None).expect("the benchmark's patterns fit");
+        let t4 = Instant::now();
+        drop(events);
+        for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)].into_iter().enumerate() {
+            ns[k].push((b - a).as_nanos() as u64);
+        }
+    }
+    let [decode, convert, detectors, push] = ns.map(|mut v| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0) as f64
+    });
+    // push = detectors + the rest; the rest is what the region sums and bookkeeping cost.
+    StageNs { decode, convert, detectors, region_sums: (push - detectors).max(0.0) }
+}
+
+/// The Python with the C bitshuffle library: `BEAMWATCH_PYTHON`, else `.tools/venv/bin/python`
+/// under the current directory or the source tree; `None` when it cannot `import bitshuffle`.
+pub fn python_with_bitshuffle() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("BEAMWATCH_PYTHON").map(std::path::PathBuf::from),
+        Some(Path::new(".tools/venv/bin/python").to_path_buf()),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/python")),
+    ];
+    candidates.into_iter().flatten().find(|py| {
+        std::process::Command::new(py)
+            .args(["-c", "import bitshuffle"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// The script that times the C library (`tools/bench_bitshuffle.py`), from the current directory
+/// or the source tree.
+pub fn bitshuffle_script() -> Option<std::path::PathBuf> {
+    [
+        Path::new("tools/bench_bitshuffle.py").to_path_buf(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_bitshuffle.py"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+/// The C bitshuffle library's single-thread rate on `blobs` (tools/bench_bitshuffle.py in `py`,
+/// OMP_NUM_THREADS=1); `None` when it cannot run.
+fn c_bitshuffle_rate(py: &Path, blobs: &[Vec<u8>], px: usize) -> Option<Rate> {
+    let script = bitshuffle_script()?;
+    let dir = tempfile_dir()?;
+    let path = dir.join(format!("bslz4_{px}.bin"));
+    write_blobs(&path, blobs).ok()?;
+    let out = std::process::Command::new(py).arg(&script).arg(&path).env("OMP_NUM_THREADS", "1").output().ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "96×96         94376       1739": size, patterns/s, MB/s.
+    let line = text.lines().find(|l| l.trim_start().starts_with(&format!("{px}×")))?;
+    let mut f = line.split_whitespace().skip(1).filter_map(|v| v.parse::<f64>().ok());
+    Some(Rate { patterns_per_s: f.next()?, mb_per_s_out: f.next()? })
+}
+
+/// A fresh private directory under the system temp directory.
+fn tempfile_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("beamwatch-bench4d-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir)
+}
+
+/// The CPU model line of /proc/cpuinfo ("model name : …"), or "unknown".
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@
 //! whole multiple of 8 elements are stored raw at the end.
 //!
 //! No well-kept Rust crate implements the bit transpose (the existing ones wrap the C library), so
-//! it is written here; LZ4 blocks are `lz4_flex`'s. Every length is checked against the header and
+//! it is written here. LZ4 blocks are decoded by the C liblz4 (`LZ4_decompress_safe`, through the
+//! `lz4` crate): on electron-counting data, whose high bit-planes are long zero runs, it decodes
+//! the overlapping matches far faster than `lz4_flex` (figures in Cargo.toml; `beamwatch bench-4d`
+//! measures both). `lz4_flex` stays for encoding and for the comparison. Every length is checked against the header and
 //! the caller's expectation before anything is allocated.
 
 /// Why a blob could not be decoded.
@@ -87,9 +90,47 @@ fn check_blocks(blob: &[u8], total: usize, block: usize, tail: usize, raw_allowe
     }
 }
 
+/// Which LZ4 block decoder runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lz4 {
+    /// The C liblz4's `LZ4_decompress_safe` (bounds-checked on malformed input; allocates nothing).
+    C,
+    /// `lz4_flex`'s safe decoder (pure Rust).
+    Flex,
+}
+
+impl Lz4 {
+    /// Decompresses one LZ4 block into `out`; the number of bytes written.
+    fn decompress(self, data: &[u8], out: &mut [u8]) -> Result<usize, String> {
+        match self {
+            Self::Flex => lz4_flex::block::decompress_into(data, out).map_err(|e| e.to_string()),
+            Self::C => {
+                // liblz4 takes i32 sizes; a larger block cannot be one of ours (checked, not cast).
+                let cap = i32::try_from(out.len()).map_err(|_| format!("block of {} bytes too large", out.len()))?;
+                if i32::try_from(data.len()).is_err() {
+                    return Err(format!("{} compressed bytes too many", data.len()));
+                }
+                lz4::block::decompress_to_buffer(data, Some(cap), out).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
 /// Reads one size-prefixed LZ4 block at `*pos` and decompresses it into `out` (exactly its length).
 /// A block whose stored size equals the decoded size is raw (LZ4 filter convention).
 fn read_block(blob: &[u8], pos: &mut usize, out: &mut [u8], index: usize, raw_allowed: bool) -> Result<(), CodecError> {
+    read_block_with(blob, pos, out, index, raw_allowed, Lz4::C)
+}
+
+fn read_block_with(
+    blob: &[u8],
+    pos: &mut usize,
+    out: &mut [u8],
+    index: usize,
+    raw_allowed: bool,
+    lz4: Lz4,
+) -> Result<(), CodecError> {
     let bad = |what: String| CodecError::Block { index, what };
     let size = be_u32(blob, *pos).ok_or_else(|| bad("truncated before the block size".into()))? as usize;
     *pos += 4;
@@ -101,7 +142,7 @@ fn read_block(blob: &[u8], pos: &mut usize, out: &mut [u8], index: usize, raw_al
         out.copy_from_slice(data);
         return Ok(());
     }
-    let n = lz4_flex::block::decompress_into(data, out).map_err(|e| bad(format!("LZ4: {e}")))?;
+    let n = lz4.decompress(data, out).map_err(|e| bad(format!("LZ4: {e}")))?;
     if n != out.len() {
         return Err(bad(format!("LZ4 block decoded to {n} bytes, expected {}", out.len())));
     }
@@ -114,7 +155,7 @@ pub fn decode_bslz4(blob: &[u8], elem: usize, expected: usize) -> Result<Vec<u8>
     let block_bytes = check_bslz4(blob, elem, expected)?;
     let mut out = vec![0u8; expected];
     let mut scratch = Vec::with_capacity(block_bytes.min(expected));
-    decode_checked(blob, elem, block_bytes, &mut out, &mut scratch, Kernel::detect())?;
+    decode_checked(blob, elem, block_bytes, &mut out, &mut scratch, Kernel::detect(), Lz4::C)?;
     Ok(out)
 }
 
@@ -122,17 +163,28 @@ pub fn decode_bslz4(blob: &[u8], elem: usize, expected: usize) -> Result<Vec<u8>
 /// (the header must claim `out.len()` bytes). `scratch` holds one decompressed block; it grows to
 /// the block size once and is reused, so a caller decoding pattern after pattern allocates nothing.
 pub fn decode_bslz4_into(blob: &[u8], elem: usize, out: &mut [u8], scratch: &mut Vec<u8>) -> Result<(), CodecError> {
-    let block_bytes = check_bslz4(blob, elem, out.len())?;
-    decode_checked(blob, elem, block_bytes, out, scratch, Kernel::detect())
+    decode_bslz4_into_with(blob, elem, out, scratch, Lz4::C)
 }
 
-/// [`decode_bslz4`] as it was before the SIMD kernel: a new output and scratch per blob and the
-/// portable untranspose. Kept for the decoder benchmark's old-against-new comparison.
+/// [`decode_bslz4_into`] with a chosen LZ4 block decoder (the benchmark compares them).
+pub fn decode_bslz4_into_with(
+    blob: &[u8],
+    elem: usize,
+    out: &mut [u8],
+    scratch: &mut Vec<u8>,
+    lz4: Lz4,
+) -> Result<(), CodecError> {
+    let block_bytes = check_bslz4(blob, elem, out.len())?;
+    decode_checked(blob, elem, block_bytes, out, scratch, Kernel::detect(), lz4)
+}
+
+/// [`decode_bslz4`] as it was before the SIMD kernel and liblz4: a new output and scratch per
+/// blob, the portable untranspose and `lz4_flex`. Kept for the decoder benchmark's old-against-new comparison.
 pub fn decode_bslz4_scalar(blob: &[u8], elem: usize, expected: usize) -> Result<Vec<u8>, CodecError> {
     let block_bytes = check_bslz4(blob, elem, expected)?;
     let mut out = vec![0u8; expected];
     let mut scratch = Vec::with_capacity(block_bytes.min(expected));
-    decode_checked(blob, elem, block_bytes, &mut out, &mut scratch, Kernel::Scalar)?;
+    decode_checked(blob, elem, block_bytes, &mut out, &mut scratch, Kernel::Scalar, Lz4::Flex)?;
     Ok(out)
 }
 
@@ -159,6 +211,7 @@ fn decode_checked(
     out: &mut [u8],
     scratch: &mut Vec<u8>,
     kernel: Kernel,
+    lz4: Lz4,
 ) -> Result<(), CodecError> {
     let expected = out.len();
     let leftover = expected % (8 * elem);
@@ -171,7 +224,7 @@ fn decode_checked(
     while start < shuffled {
         let len = block_bytes.min(shuffled - start);
         let tmp = &mut scratch[..len];
-        read_block(blob, &mut pos, tmp, index, false)?;
+        read_block_with(blob, &mut pos, tmp, index, false, lz4)?;
         kernel.untranspose(tmp, &mut out[start..start + len], elem);
         start += len;
         index += 1;
@@ -221,8 +274,7 @@ pub fn decode_lz4_any(blob: &[u8], expected: usize) -> Result<Vec<u8>, CodecErro
         });
     }
     let mut out = vec![0u8; expected];
-    let n = lz4_flex::block::decompress_into(blob, &mut out)
-        .map_err(|e| CodecError::Block { index: 0, what: format!("LZ4: {e}") })?;
+    let n = Lz4::C.decompress(blob, &mut out).map_err(|e| CodecError::Block { index: 0, what: format!("LZ4: {e}") })?;
     if n != expected {
         return Err(CodecError::SizeMismatch { claimed: n as u64, expected });
     }
@@ -564,6 +616,37 @@ mod tests {
         }
         out[shuffled..].copy_from_slice(&blob[pos..]);
         Ok(())
+    }
+
+    #[test]
+    fn liblz4_and_lz4_flex_decode_alike_and_both_refuse_corrupt_blocks() {
+        let mut scratch = Vec::new();
+        for n in [4096usize, 9216, 36864 + 3] {
+            let data = counting(n, n as u64);
+            let blob = encode_bslz4(&data, 2, DEFAULT_BLOCK_BYTES);
+            for lz4 in [Lz4::C, Lz4::Flex] {
+                let mut out = vec![0x5a; data.len()];
+                decode_bslz4_into_with(&blob, 2, &mut out, &mut scratch, lz4).expect("decodes");
+                assert!(out == data, "{lz4:?} n {n}");
+                // Every byte of the first block's LZ4 data flipped in turn: an error or other
+                // bytes, never a panic or a write past the block.
+                let first = u32::from_be_bytes([blob[12], blob[13], blob[14], blob[15]]) as usize;
+                for at in (16..16 + first).step_by(3) {
+                    let mut bad = blob.clone();
+                    bad[at] ^= 0xff;
+                    let _ = decode_bslz4_into_with(&bad, 2, &mut out, &mut scratch, lz4);
+                }
+            }
+            // A block that decodes to fewer bytes than its share is an error from both.
+            let short = lz4_flex::block::compress(&data[..100]);
+            for lz4 in [Lz4::C, Lz4::Flex] {
+                let mut out = vec![0u8; 200];
+                assert!(lz4.decompress(&short, &mut out).is_ok_and(|k| k == 100), "{lz4:?}");
+                let mut tiny = vec![0u8; 50];
+                assert!(lz4.decompress(&short, &mut tiny).is_err(), "{lz4:?}: output too small");
+                assert!(lz4.decompress(&short[..short.len() - 3], &mut out).is_err(), "{lz4:?}: truncated");
+            }
+        }
     }
 
     #[test]
