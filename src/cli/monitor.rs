@@ -318,13 +318,20 @@ pub struct DemoArgs {
     view: bool,
     #[command(flatten)]
     view_flags: ViewFlags,
+    /// 4D-STEM: a scanned crystal whose Bragg spots fade at a known critical dose per region,
+    /// one diffraction pattern per probe position (stream v1 or v2, bitshuffle-LZ4 u16).
+    #[arg(long)]
+    fourd: bool,
+    /// With --fourd: patterns per second sent (0: as fast as the monitor takes them).
+    #[arg(long, default_value_t = 20_000.0, requires = "fourd")]
+    patterns_per_s: f64,
 }
 
 impl DemoArgs {
     pub fn run(self) -> Result<(), Error> {
         let mut view = crate::view::ViewConfig::default();
         self.view_flags.apply(&mut view)?;
-        let o = demo::run(&demo::DemoOptions {
+        let opts = demo::DemoOptions {
             out: self.out.clone(),
             weights: self.weights,
             format: self.format,
@@ -334,7 +341,16 @@ impl DemoArgs {
             fps: self.fps,
             view,
             keep_view: self.view,
-        })?;
+            patterns_per_s: self.patterns_per_s,
+        };
+        if self.fourd {
+            // 80×80 probe positions: a virtual image of 4×4 patches for the real-space analysis.
+            let spec = crate::simulate::fourd::FourdSpec { scan_rows: 80, scan_cols: 80, ..Default::default() };
+            let o = demo::run_fourd(&opts, spec)?;
+            print_fourd_demo(&o, &self.out);
+            return Ok(());
+        }
+        let o = demo::run(&opts)?;
         print_demo(&o, &self.out);
         Ok(())
     }
@@ -391,6 +407,77 @@ fn print_demo(o: &demo::DemoOutcome, out: &Path) {
     }
     if let Some(l) = &p.alarm_latency_ms {
         println!("frame received → alarm published: p50 {:.1} ms, p99 {:.1} ms", l.p50, l.p99);
+    }
+    println!("alarm log: {}", out.join("alarms.jsonl").display());
+}
+
+fn print_fourd_demo(o: &demo::FourdDemoOutcome, out: &Path) {
+    let (d, spec) = (&o.daemon, &o.spec);
+    let p = &d.pipeline;
+    let sim = crate::simulate::fourd::FourdSim::new(spec.clone());
+    println!(
+        "simulated: {} scans of {}×{} positions, {}×{} px patterns, {} patterns sent in {:.1} s; {:.1} e⁻/Å² per scan",
+        spec.scans,
+        spec.scan_rows,
+        spec.scan_cols,
+        spec.detector_px,
+        spec.detector_px,
+        o.publisher.patterns_sent,
+        o.publisher.seconds,
+        spec.dose_per_scan_e_per_a2()
+    );
+    let sc = &p.scans;
+    println!(
+        "monitor: {} patterns received, {} scans completed ({} incomplete), {} masked (missing), {} duplicate, {} late, {} rejected",
+        sc.patterns_received,
+        sc.scans_completed,
+        sc.scans_incomplete,
+        sc.patterns_masked_missing,
+        sc.patterns_duplicate,
+        sc.patterns_late,
+        sc.patterns_refused + sc.patterns_wrong_size + d.decode_errors.values().sum::<u64>()
+    );
+    println!(
+        "virtual images: {} analysed with {} (the `{}` detector)",
+        p.frames_analysed,
+        p.provenance.metric_choice,
+        crate::fourd::FourDConfig::default().analyse
+    );
+    for s in &p.series {
+        let Some(x) = &s.diffraction else { continue };
+        let show = |f: &crate::pipeline::summary::Fading| match (f.dc_e_per_a2, f.dc_sigma_e_per_a2) {
+            (Some(dc), Some(sd)) => {
+                format!("Dc = {} ± {} e⁻/Å²", crate::report::format::dose(dc), crate::report::format::dose(sd))
+            }
+            _ => f.note.clone().unwrap_or_else(|| "not determined".into()),
+        };
+        println!("spot fading, series {} ({} spots): whole scan {}", s.series, x.spots, show(&x.fading));
+        for (k, r) in x.regions.iter().enumerate() {
+            println!(
+                "  region {} (row {}, col {}): {}   (simulated: Dc = {} e⁻/Å²)",
+                k + 1,
+                r.row,
+                r.col,
+                show(&r.fading),
+                crate::report::format::dose(sim.critical_dose(k))
+            );
+        }
+        println!("alarms in series {}:", s.series);
+        if s.alarms.is_empty() {
+            println!("  (none)");
+        }
+        for a in &s.alarms {
+            println!(
+                "  scan {:>3}  {:>8}  {:<17} at {:>8.0} e⁻/Å²: {}",
+                a.frame,
+                format!("{:?}", a.level).to_lowercase(),
+                a.rule,
+                a.cumulative_dose_e_per_a2.unwrap_or(f64::NAN),
+                a.message
+            );
+        }
+        println!("summary: {}", s.summary_file);
+        println!("spot-fading plot: {}", out.join(format!("fading_{}.png", crate::record::file_stem(&s.series))).display());
     }
     println!("alarm log: {}", out.join("alarms.jsonl").display());
 }

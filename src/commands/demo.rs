@@ -13,6 +13,7 @@ use crate::daemon::{self, DaemonReport};
 use crate::decode::WireFormat;
 use crate::pipeline::runtime;
 use crate::simulate::publish::{self, PublishError, PublishOptions, PublishReport};
+use crate::simulate::fourd::{self, FourdReport, FourdSim, FourdSpec};
 use crate::simulate::series::SeriesSpec;
 
 pub struct DemoOptions {
@@ -27,6 +28,8 @@ pub struct DemoOptions {
     pub view: crate::view::ViewConfig,
     /// Keep the live view up after the demo, until Ctrl-C.
     pub keep_view: bool,
+    /// 4D-STEM demo: patterns per second (0: as fast as the monitor takes them).
+    pub patterns_per_s: f64,
 }
 
 impl Default for DemoOptions {
@@ -41,6 +44,7 @@ impl Default for DemoOptions {
             fps: 8.0,
             view: crate::view::ViewConfig::default(),
             keep_view: false,
+            patterns_per_s: 20_000.0,
         }
     }
 }
@@ -77,10 +81,28 @@ pub fn run(opts: &DemoOptions) -> Result<DemoOutcome, Error> {
 /// live view until Ctrl-C.
 pub fn run_pair(
     spec: &SeriesSpec,
+    popts: PublishOptions,
+    cfg: Config,
+    keep_view: bool,
+) -> Result<(DaemonReport, PublishReport), Error> {
+    let spec = spec.clone();
+    run_with(popts, cfg, keep_view, move |popts, stop, bound| {
+        tokio::spawn(async move { publish::publish(&spec, &popts, stop, Some(bound)).await })
+    })
+}
+
+/// [`run_pair`] with any simulator: `start` spawns it on the options (endpoint and mode set),
+/// a stop token and the channel that receives its bound endpoint.
+fn run_with<R: Send + 'static>(
     mut popts: PublishOptions,
     mut cfg: Config,
     keep_view: bool,
-) -> Result<(DaemonReport, PublishReport), Error> {
+    start: impl FnOnce(
+        PublishOptions,
+        CancellationToken,
+        oneshot::Sender<String>,
+    ) -> tokio::task::JoinHandle<Result<R, PublishError>>,
+) -> Result<(DaemonReport, R), Error> {
     popts.endpoint = "tcp://127.0.0.1:0".into();
     popts.mode = Mode::Bind;
     cfg.pipeline.max_series = popts.series_count;
@@ -92,10 +114,7 @@ pub fn run_pair(
         let cancel = CancellationToken::new();
         tokio::spawn(daemon::stop_on_signal(cancel.clone()));
         let (btx, brx) = oneshot::channel();
-        let sim = {
-            let (spec, stop) = (spec.clone(), cancel.clone());
-            tokio::spawn(async move { publish::publish(&spec, &popts, stop, Some(btx)).await })
-        };
+        let sim = start(popts, cancel.clone(), btx);
         // The simulator's own error says why it did not start.
         let Ok(endpoint) = brx.await else {
             return match sim.await {
@@ -126,4 +145,35 @@ pub fn run_pair(
         };
         Ok::<_, Error>((report?, published))
     })
+}
+
+/// What the 4D-STEM demo gives back.
+pub struct FourdDemoOutcome {
+    pub daemon: DaemonReport,
+    pub publisher: FourdReport,
+    pub spec: FourdSpec,
+}
+
+/// `beamwatch demo --fourd`: the 4D-STEM simulator (a crystal whose Bragg spots fade at a known
+/// critical dose per region) and the daemon with `[fourd]` on, over loopback. The scan shape, beam
+/// current, dwell time and step travel in the stream header, as a detector's header appendix would
+/// carry them.
+pub fn run_fourd(opts: &DemoOptions, spec: FourdSpec) -> Result<FourdDemoOutcome, Error> {
+    let mut cfg = Config::default();
+    cfg.analysis.weights = opts.weights.clone();
+    cfg.pipeline = PipelineConfig { out_dir: opts.out.clone(), status_interval_s: 0.0, ..PipelineConfig::default() };
+    cfg.fourd.enabled = true;
+    cfg.fourd.regions_rows = spec.regions_rows;
+    cfg.fourd.regions_cols = spec.regions_cols;
+    cfg.view = opts.view.clone();
+    cfg.view.enabled |= opts.keep_view;
+    // Stream v1 or v2 only: the beamwatch format has no 4D-STEM header.
+    let format = if opts.format == WireFormat::DectrisV1 { WireFormat::DectrisV1 } else { WireFormat::DectrisV2 };
+    let popts = PublishOptions { format, ..PublishOptions::default() };
+    let sim = std::sync::Arc::new(FourdSim::new(spec.clone()));
+    let rate = opts.patterns_per_s;
+    let (daemon, publisher) = run_with(popts, cfg, opts.keep_view, move |popts, stop, bound| {
+        tokio::spawn(async move { fourd::publish(sim, &popts, rate, stop, Some(bound)).await })
+    })?;
+    Ok(FourdDemoOutcome { daemon, publisher, spec })
 }

@@ -132,6 +132,38 @@ impl SpotHistory {
             .ok_or_else(|| "the data do not determine Dc (no decay, or σ larger than Dc)".to_string())
     }
 
+    /// The fading picture: spot intensity against dose, whole scan and regions, with the fits.
+    /// Nothing when the dose is unknown (there is no dose axis to draw on).
+    fn plot(&self, series: &str, path: &std::path::Path) -> Result<(), crate::report::ReportError> {
+        use crate::report::fading_plot::{FadingPlot, Track, render};
+        let Some(dose) = self.dose.iter().copied().collect::<Option<Vec<f64>>>() else { return Ok(()) };
+        let pts = |v: &[f64]| -> Vec<(f64, f64)> { dose.iter().copied().zip(v.iter().copied()).collect() };
+        let n_regions = self.region_total.iter().map(Vec::len).max().unwrap_or(0);
+        let region_series: Vec<Vec<f64>> = (0..n_regions)
+            .map(|k| self.region_total.iter().map(|v| v.get(k).copied().unwrap_or(f64::NAN)).collect())
+            .collect();
+        let whole_pts = pts(&self.total);
+        let region_pts: Vec<Vec<(f64, f64)>> = region_series.iter().map(|v| pts(v)).collect();
+        let whole_fit = self.fit(&self.total).ok();
+        let region_fits: Vec<Option<crate::fourd::FadingFit>> = region_series.iter().map(|v| self.fit(v).ok()).collect();
+        let cols = self.regions.1.max(1);
+        let mut tracks = vec![Track { name: "whole scan".into(), points: &whole_pts, fit: whole_fit.as_ref() }];
+        for (k, (p, f)) in region_pts.iter().zip(&region_fits).enumerate() {
+            tracks.push(Track { name: format!("region {} (row {}, col {})", k + 1, k / cols, k % cols), points: p, fit: f.as_ref() });
+        }
+        let canvas = render(&FadingPlot {
+            title: format!("Bragg spot fading — series {series}"),
+            subtitle: format!(
+                "{} spots, background-subtracted, summed over each scan; fit I₀·exp(−D/Dc) + c",
+                self.spots
+            ),
+            tracks,
+            warning: (self.current_source == Some(crate::dose::Source::EstimatedFromCounts))
+                .then(|| "dose from a beam current estimated from detector counts".to_string()),
+        })?;
+        canvas.save_png(path)
+    }
+
     fn whole_fit(&self) -> Option<crate::fourd::FadingFit> {
         self.fit(&self.total).ok()
     }
@@ -513,6 +545,12 @@ impl Compute {
                 }
             }
             Err(e) => tracing::error!("series summary not serialised: {e}"),
+        }
+        if let Some(h) = &c.spots {
+            let png = self.summaries_dir.join(format!("fading_{}.png", crate::record::file_stem(&summary.series)));
+            if let Err(e) = h.plot(&summary.series, &png) {
+                tracing::error!("spot-fading plot not written: {e}");
+            }
         }
         if let Ok(json) = serde_json::to_value(&summary) {
             self.tell(&Event::SeriesEnded { summary: &summary, json: &json });
