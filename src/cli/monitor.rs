@@ -447,7 +447,7 @@ fn print_fourd_demo(o: &demo::FourdDemoOutcome, out: &Path) {
         let Some(x) = &s.diffraction else { continue };
         let show = |f: &crate::pipeline::summary::Fading| match (f.dc_e_per_a2, f.dc_sigma_e_per_a2) {
             (Some(dc), Some(sd)) => {
-                format!("Dc = {} ± {} e⁻/Å²", crate::report::format::dose(dc), crate::report::format::dose(sd))
+                format!("Dc = {} ± {} e⁻/Å²", crate::report::format::dose(dc), crate::report::format::sig(sd, 2))
             }
             _ => f.note.clone().unwrap_or_else(|| "not determined".into()),
         };

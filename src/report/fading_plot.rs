@@ -85,18 +85,6 @@ pub fn render(p: &FadingPlot<'_>) -> Result<Canvas, ReportError> {
             .light_line_style(RGBColor(242, 242, 242))
             .draw()
             .map_err(draw_err)?;
-        // 1/e of the initial spot intensity: where the dose reaches Dc.
-        let e_line = (-1.0f64).exp();
-        chart
-            .draw_series(DashedLineSeries::new(
-                vec![(xr.0, e_line), (xr.1, e_line)],
-                6,
-                6,
-                RGBColor(150, 150, 150).stroke_width(1),
-            ))
-            .map_err(draw_err)?
-            .label("1/e of the fading part (Dc)")
-            .legend(|(x, y)| PathElement::new(vec![(x - 2, y), (x + 14, y)], RGBColor(150, 150, 150)));
         for (i, (t, r)) in p.tracks.iter().zip(&rel).enumerate() {
             let Some((first, pts)) = r else { continue };
             let colour = COLOURS[i % COLOURS.len()];
@@ -167,7 +155,7 @@ mod tests {
         };
         let c = render(&p).expect("render");
         assert_eq!((c.width, c.height), (WIDTH, HEIGHT));
-        assert!(legend("whole scan", Some(&f1)).contains("Dc = 120 ± 6"));
+        assert!(legend("whole scan", Some(&f1)).contains("Dc = 120 ± 6"), "{}", legend("whole scan", Some(&f1)));
         assert!(legend("region 2", None).contains("not determined"));
     }
 
