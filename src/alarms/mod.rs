@@ -420,6 +420,59 @@ struct RuleState {
     active: bool,
 }
 
+/// Where and when a verdict was reached: what an alarm or a clear reports beside the verdict.
+struct At<'a> {
+    series: &'a str,
+    frame: u64,
+    time: SystemTime,
+    received: Option<Instant>,
+    dose: &'a FrameDose,
+}
+
+impl RuleState {
+    /// Debounce and hysteresis, the same for every rule: an inactive rule fires after
+    /// `hold_frames` firing verdicts in a row; an active one clears when its verdict says so.
+    fn step(&mut self, v: Verdict, at: &At<'_>, worst: impl FnOnce() -> Vec<WorstPatch>) -> Option<Event> {
+        if self.active {
+            if !v.clears {
+                return None;
+            }
+            self.active = false;
+            self.held = 0;
+            return Some(Event::Clear(Clear {
+                kind: "clear",
+                rule: self.rule.name.clone(),
+                series: at.series.into(),
+                frame: at.frame,
+                time: rfc3339(at.time),
+                value: v.value,
+            }));
+        }
+        self.held = if v.firing { self.held + 1 } else { 0 };
+        if self.held < self.rule.hold_frames {
+            return None;
+        }
+        self.active = true;
+        Some(Event::Alarm(Box::new(Alarm {
+            kind: "alarm",
+            rule: self.rule.name.clone(),
+            level: self.rule.level,
+            when: v.when,
+            series: at.series.to_string(),
+            frame: at.frame,
+            time: rfc3339(at.time),
+            cumulative_dose_e_per_a2: at.dose.cumulative_e_per_a2,
+            dose_per_frame_e_per_a2: at.dose.per_frame_e_per_a2,
+            value: v.value,
+            threshold: v.threshold,
+            worst_patches: worst(),
+            forecast: v.forecast,
+            message: v.message,
+            received: at.received,
+        })))
+    }
+}
+
 /// One analysed frame, as the rules see it.
 pub struct Observation<'a> {
     pub series: &'a str,
@@ -507,47 +560,11 @@ impl AlarmEngine {
         if let Some(total) = o.dose.cumulative_e_per_a2 {
             self.history.push((total, o.summary.clone()));
         }
+        let at = At { series: o.series, frame: o.frame, time: o.time, received: o.received, dose: o.dose };
         let mut out = Vec::new();
         for i in 0..self.rules.len() {
             let Some(v) = self.verdict(i, o) else { continue };
-            let st = &mut self.rules[i];
-            if st.active {
-                if v.clears {
-                    st.active = false;
-                    st.held = 0;
-                    out.push(Event::Clear(Clear {
-                        kind: "clear",
-                        rule: st.rule.name.clone(),
-                        series: o.series.into(),
-                        frame: o.frame,
-                        time: rfc3339(o.time),
-                        value: v.value,
-                    }));
-                }
-                continue;
-            }
-            st.held = if v.firing { st.held + 1 } else { 0 };
-            if st.held < st.rule.hold_frames {
-                continue;
-            }
-            st.active = true;
-            out.push(Event::Alarm(Box::new(Alarm {
-                kind: "alarm",
-                rule: st.rule.name.clone(),
-                level: st.rule.level,
-                when: v.when,
-                series: o.series.to_string(),
-                frame: o.frame,
-                time: rfc3339(o.time),
-                cumulative_dose_e_per_a2: o.dose.cumulative_e_per_a2,
-                dose_per_frame_e_per_a2: o.dose.per_frame_e_per_a2,
-                value: v.value,
-                threshold: v.threshold,
-                worst_patches: worst_patches(o.map, 5),
-                forecast: v.forecast,
-                message: v.message,
-                received: o.received,
-            })));
+            out.extend(self.rules[i].step(v, &at, || worst_patches(o.map, 5)));
         }
         out
     }
@@ -618,46 +635,11 @@ impl AlarmEngine {
 
     /// Spot-fading rules on a 4D-STEM scan.
     pub fn observe_spots(&mut self, o: &SpotObservation<'_>) -> Vec<Event> {
+        let at = At { series: o.series, frame: o.frame, time: o.time, received: o.received, dose: o.dose };
         let mut out = Vec::new();
         for st in &mut self.rules {
             let Some(v) = spot_verdict(&st.rule, o) else { continue };
-            if st.active {
-                if v.clears {
-                    st.active = false;
-                    st.held = 0;
-                    out.push(Event::Clear(Clear {
-                        kind: "clear",
-                        rule: st.rule.name.clone(),
-                        series: o.series.into(),
-                        frame: o.frame,
-                        time: rfc3339(o.time),
-                        value: v.value,
-                    }));
-                }
-                continue;
-            }
-            st.held = if v.firing { st.held + 1 } else { 0 };
-            if st.held < st.rule.hold_frames {
-                continue;
-            }
-            st.active = true;
-            out.push(Event::Alarm(Box::new(Alarm {
-                kind: "alarm",
-                rule: st.rule.name.clone(),
-                level: st.rule.level,
-                when: v.when,
-                series: o.series.to_string(),
-                frame: o.frame,
-                time: rfc3339(o.time),
-                cumulative_dose_e_per_a2: o.dose.cumulative_e_per_a2,
-                dose_per_frame_e_per_a2: o.dose.per_frame_e_per_a2,
-                value: v.value,
-                threshold: v.threshold,
-                worst_patches: Vec::new(),
-                forecast: None,
-                message: v.message,
-                received: o.received,
-            })));
+            out.extend(st.step(v, &at, Vec::new));
         }
         out
     }
