@@ -119,10 +119,9 @@ pub struct RuleConfig {
 pub const DEFAULT_ONSET_CLUSTER_PATCHES: u32 = 2;
 pub const DEFAULT_ONSET_HOLD_FRAMES: u32 = 1;
 
-/// The rules used when a configuration lists none. Every one is relative to the calibrated
-/// per-patch threshold (significant patches), so it means the same for every metric and weights.
-pub fn default_rules() -> Vec<RuleConfig> {
-    let rule = |name: &str, level, when, above| RuleConfig {
+/// A built-in rule: fires on one frame above `above`, clears below half of it.
+fn built_in(name: &str, level: Level, when: When, above: f64) -> RuleConfig {
+    RuleConfig {
         name: name.into(),
         level,
         when,
@@ -133,7 +132,13 @@ pub fn default_rules() -> Vec<RuleConfig> {
         within_frames: None,
         hold_frames: 1,
         clear_fraction: 0.5,
-    };
+    }
+}
+
+/// The rules used when a configuration lists none. Every one is relative to the calibrated
+/// per-patch threshold (significant patches), so it means the same for every metric and weights.
+pub fn default_rules() -> Vec<RuleConfig> {
+    let rule = built_in;
     vec![
         RuleConfig {
             above: None,
@@ -153,18 +158,7 @@ pub fn default_rules() -> Vec<RuleConfig> {
 /// The rules added to the defaults when `[fourd]` is enabled (and the configuration lists none):
 /// spot fading of 30 % (critical), and its forecast within 3 scans (warning).
 pub fn default_fourd_rules() -> Vec<RuleConfig> {
-    let rule = |name: &str, level, when| RuleConfig {
-        name: name.into(),
-        level,
-        when,
-        above: Some(0.3),
-        patches: None,
-        budget_e_per_a2: None,
-        signal: None,
-        within_frames: None,
-        hold_frames: 1,
-        clear_fraction: 0.5,
-    };
+    let rule = |name: &str, level, when| built_in(name, level, when, 0.3);
     vec![
         rule("spot-fading", Level::Critical, When::SpotFading),
         RuleConfig { within_frames: Some(3.0), ..rule("spot-forecast", Level::Warning, When::SpotForecast) },
