@@ -81,6 +81,7 @@ fn trial(
         when: crate::alarms::When::MeanDissimilarity,
         above: Some(1e-6),
         patches: None,
+        block_false_every_frames: None,
         budget_e_per_a2: None,
         signal: None,
         within_frames: None,

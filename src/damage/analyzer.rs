@@ -261,7 +261,11 @@ impl Analyzer {
         let map = SimilarityMap { grid: r.grid, similarity, dissimilarity, status };
         let thresholds = self.calibration.judge(&map, index);
         let typical = thresholds.as_ref().and(self.calibration.typical());
-        let summary = Summary::of(&map, thresholds.as_deref(), typical, s.min_region_patches);
+        let z = thresholds.as_ref().and_then(|_| self.calibration.z_scores(&map));
+        let correlation =
+            self.calibration.noise_floor().and_then(|f| f.neighbour_correlation).unwrap_or([0.0; 2]);
+        let summary =
+            Summary::of(&map, thresholds.as_deref(), typical, z.as_deref().map(|z| (z, correlation)), s.min_region_patches);
         let aligned = tracked.is_some().then_some(aligned);
         Ok(FrameAnalysis {
             map,

@@ -15,6 +15,7 @@
 //! Σ_l ‖f̂_l(a) − f̂_l(b)‖² = 2 Σ_l (1 − cos_l) = 8 × its dissimilarity.
 
 pub mod analyzer;
+pub mod blocks;
 pub mod calibrate;
 pub mod classical;
 pub mod regions;
@@ -137,12 +138,22 @@ pub struct Summary {
     pub min_region_patches: usize,
     /// Size of the largest connected region of significant patches, in patches.
     pub largest_region_patches: Option<usize>,
+    /// The strongest block of patches per block edge, by summed z-score (empty while calibrating
+    /// and with a fixed threshold, which has no noise scale).
+    pub blocks: Vec<blocks::Block>,
 }
 
 impl Summary {
     /// `thresholds`: per patch (NaN: not judged), or `None` while the threshold is calibrated;
-    /// `typical`: the threshold as one number, for people.
-    pub fn of(map: &SimilarityMap, thresholds: Option<&[f32]>, typical: Option<f32>, min_region_patches: usize) -> Self {
+    /// `typical`: the threshold as one number, for people; `z`: per-patch z-scores against the
+    /// calibrated noise floor with the correlation of neighbouring patches' noise, when there is one.
+    pub fn of(
+        map: &SimilarityMap,
+        thresholds: Option<&[f32]>,
+        typical: Option<f32>,
+        z: Option<(&[f32], [f64; 2])>,
+        min_region_patches: usize,
+    ) -> Self {
         let analysed: Vec<usize> = (0..map.status.len()).filter(|&i| map.status[i].analysed()).collect();
         let n = analysed.len();
         let max = analysed.iter().copied().max_by(|&a, &b| map.dissimilarity[a].total_cmp(&map.dissimilarity[b]));
@@ -170,6 +181,7 @@ impl Summary {
             damaged_area_fraction: judged.and_then(|j| frac(j.1)),
             min_region_patches: min_region,
             largest_region_patches: judged.filter(|_| n > 0).map(|j| j.2),
+            blocks: z.map(|(z, c)| blocks::strongest(z, map.grid.rows, map.grid.cols, c)).unwrap_or_default(),
         }
     }
 }
@@ -190,13 +202,13 @@ mod tests {
         let mut status = vec![PatchStatus::Ok; 12];
         status[11] = PatchStatus::Masked;
         let map = SimilarityMap { grid, similarity: d.iter().map(|v| 1.0 - v).collect(), dissimilarity: d, status };
-        let s = Summary::of(&map, Some(&[0.5; 12]), Some(0.5), 2);
+        let s = Summary::of(&map, Some(&[0.5; 12]), Some(0.5), None, 2);
         assert_eq!((s.analysed_patches, s.excluded_patches), (11, 1));
         assert_eq!(s.max_at, Some((0, 0)));
         assert!((s.fraction_above_threshold.expect("some") - 4.0 / 11.0).abs() < 1e-12);
         assert!((s.damaged_area_fraction.expect("some") - 3.0 / 11.0).abs() < 1e-12);
         assert_eq!(s.largest_region_patches, Some(3));
-        let calibrating = Summary::of(&map, None, None, 2);
+        let calibrating = Summary::of(&map, None, None, None, 2);
         assert!(calibrating.calibrating && calibrating.damaged_area_fraction.is_none());
         assert_eq!(calibrating.mean_dissimilarity, s.mean_dissimilarity);
         assert!((s.mean_dissimilarity.expect("some") - 3.0 / 11.0).abs() < 1e-6);
