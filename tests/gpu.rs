@@ -480,67 +480,94 @@ fn max_rel(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / max
 }
 
-/// The new conv kernel's tiling, transcribed, against the engine's CPU convolution and the plain
-/// convolution: every ResNet-18 convolution shape (3×3 stride 1 and 2, 1×1 downsample, 64–512
-/// channels) and odd shapes that leave partial tiles in every dimension — M (class rows ≠ k·128,
-/// above and below 128), N (cout not a multiple of 64 or 128) and K (taps·cin not a multiple of 8,
-/// cin = 4 < the K slice, so one slice spans several taps) — with both tile widths.
-#[test]
-fn the_tiled_conv_kernel_transcribed_equals_the_cpu_convolution_with_partial_tiles_everywhere() {
-    // (cin, cout, k, stride, input side, patches)
-    let shapes: &[(usize, usize, usize, usize, usize, usize)] = &[
-        (64, 64, 3, 1, 10, 3),   // layer1 (a 10×10 map: 64 interior positions · 3 = 192 rows)
-        (64, 128, 3, 2, 5, 7),   // layer2.0.conv1
-        (64, 128, 1, 2, 5, 7),   // layer2.0.downsample
-        (128, 128, 3, 1, 6, 9),  // layer2 (16 interior positions · 9 = 144 rows)
-        (128, 256, 3, 2, 3, 9),  // layer3.0.conv1
-        (128, 256, 1, 2, 3, 9),  // layer3.0.downsample
-        (256, 256, 3, 1, 2, 9),  // layer3
-        (256, 512, 3, 2, 2, 5),  // layer4.0.conv1
-        (256, 512, 1, 2, 2, 5),  // layer4.0.downsample
-        (512, 512, 3, 1, 1, 5),  // layer4 on a 1×1 map: the centre tap only
-        (20, 72, 3, 1, 6, 9),    // K = 9·20 = 180, cout 72
-        (4, 12, 3, 1, 4, 40),    // cin 4: a K slice spans two taps; 160 interior rows
-        (12, 200, 3, 2, 7, 5),   // cout 200 = 128 + 72 = 3·64 + 8; K = 108
-    ];
-    let (mut partial_m, mut full_and_partial_m, mut partial_k) = (false, false, false);
-    let mut partial_n = [false; 2];
-    for (si, &(cin, cout, k, stride, side, n)) in shapes.iter().enumerate() {
-        let pad = k / 2;
+/// Convolution shapes for the conv kernel's tests: (cin, cout, k, stride, input side, patches).
+/// Every ResNet-18 convolution shape (3×3 stride 1 and 2, 1×1 downsample, 64–512 channels) and odd
+/// shapes that leave partial tiles in every dimension — M (class rows ≠ k·128, above and below
+/// 128), N (cout not a multiple of 64 or 128) and K (taps·cin not a multiple of 8; cin = 4 < the K
+/// slice, so one slice spans two taps).
+const CONV_SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (64, 64, 3, 1, 10, 3),  // layer1 (a 10×10 map: 64 interior positions · 3 = 192 rows)
+    (64, 128, 3, 2, 5, 7),  // layer2.0.conv1
+    (64, 128, 1, 2, 5, 7),  // layer2.0.downsample
+    (128, 128, 3, 1, 6, 9), // layer2 (16 interior positions · 9 = 144 rows)
+    (128, 256, 3, 2, 3, 9), // layer3.0.conv1
+    (128, 256, 1, 2, 3, 9), // layer3.0.downsample
+    (256, 256, 3, 1, 2, 9), // layer3
+    (256, 512, 3, 2, 2, 5), // layer4.0.conv1
+    (256, 512, 1, 2, 2, 5), // layer4.0.downsample
+    (512, 512, 3, 1, 1, 5), // layer4 on a 1×1 map: the centre tap only
+    (20, 72, 3, 1, 6, 9),   // K = 9·20 = 180, cout 72
+    (4, 12, 3, 1, 4, 40),   // cin 4: a K slice spans two taps; 160 interior rows
+    (12, 200, 3, 2, 7, 5),  // cout 200 = 128 + 72 = 3·64 + 8; K = 108
+];
+
+/// One of [`CONV_SHAPES`] with deterministic weights, input and residual.
+struct ConvCase {
+    conv: FoldedConv,
+    plan: ConvPlan,
+    tables: ConvTables,
+    side: usize,
+    n: usize,
+    input: Vec<f32>,
+    residual: Vec<f32>,
+}
+
+impl ConvCase {
+    fn new(si: usize) -> Self {
+        let (cin, cout, k, stride, side, n) = CONV_SHAPES[si];
         let conv = FoldedConv {
             cout,
             cin,
             k,
             stride,
-            pad,
+            pad: k / 2,
             weight: (0..cout * cin * k * k).map(|i| noise(3 * si, i) / (cin * k * k) as f32).collect(),
             bias: (0..cout).map(|i| 0.1 * noise(3 * si + 1, i)).collect(),
         };
         let plan = ConvPlan::standalone(&conv, side, side).expect("plan");
         let tables = ConvTables::new(&plan).expect("tables");
-        let input: Vec<f32> = (0..side * side * n * cin).map(|i| noise(3 * si + 2, i).max(0.0)).collect();
-        let residual: Vec<f32> = (0..plan.out_slots() * n * cout).map(|i| 0.5 * noise(1000 + si, i)).collect();
-        let cpu = cpu::conv_once(&plan, &input, n, Some(&residual), true);
-        let plain = direct_conv(&conv, &plan, (side, side), &input, n, Some(&residual));
+        assert!(tables.consistent());
+        let input = (0..side * side * n * cin).map(|i| noise(3 * si + 2, i).max(0.0)).collect();
+        let residual = (0..plan.out_slots() * n * cout).map(|i| 0.5 * noise(1000 + si, i)).collect();
+        Self { conv, plan, tables, side, n, input, residual }
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.conv;
+        format!("{}→{} {}×{}/{} on {}², {} patches", c.cin, c.cout, c.k, c.k, c.stride, self.side, self.n)
+    }
+}
+
+/// The conv kernel's tiling, transcribed, against the engine's CPU convolution and the plain
+/// convolution on [`CONV_SHAPES`], with both tile widths.
+#[test]
+fn the_tiled_conv_kernel_transcribed_equals_the_cpu_convolution_with_partial_tiles_everywhere() {
+    let (mut partial_m, mut full_and_partial_m, mut partial_k) = (false, false, false);
+    let mut partial_n = [false; 2];
+    for si in 0..CONV_SHAPES.len() {
+        let c = ConvCase::new(si);
+        let (t, n, cin, cout) = (&c.tables, c.n, c.conv.cin, c.conv.cout);
+        let cpu = cpu::conv_once(&c.plan, &c.input, n, Some(&c.residual), true);
+        let plain = direct_conv(&c.conv, &c.plan, (c.side, c.side), &c.input, n, Some(&c.residual));
         let d_cpu = max_rel(&cpu, &plain);
-        assert!(d_cpu < 1e-5, "shape {si}: the CPU path vs the plain convolution {d_cpu:.2e}");
-        for c in 0..tables.n_classes {
-            let (rows, kk) = (tables.desc[5 * c + 1] as usize * n, tables.desc[5 * c + 2] as usize * cin);
+        assert!(d_cpu < 1e-5, "{}: the CPU path vs the plain convolution {d_cpu:.2e}", c.describe());
+        for k in 0..t.n_classes {
+            let (rows, kk) = (t.desc[5 * k + 1] as usize * n, t.desc[5 * k + 2] as usize * cin);
             partial_m |= !rows.is_multiple_of(CONV_TILE_M);
             full_and_partial_m |= rows > CONV_TILE_M && !rows.is_multiple_of(CONV_TILE_M);
             partial_k |= !kk.is_multiple_of(CONV_TILE_K);
         }
         for (ti, tile) in ConvTile::ALL.into_iter().enumerate() {
             partial_n[ti] |= !cout.is_multiple_of(tile.n());
-            let gpu = conv_tiled(&tables, tile, &input, Some(&residual), true, n);
+            let gpu = conv_tiled(t, tile, &c.input, Some(&c.residual), true, n);
             let (d, d_plain) = (max_rel(&gpu, &cpu), max_rel(&gpu, &plain));
-            println!("{cin}→{cout} {k}×{k}/{stride} on {side}², {n} patches, {}: vs CPU {d:.2e}, vs plain {d_plain:.2e}", tile.kernel());
-            assert!(d < 1e-5 && d_plain < 1e-5, "shape {si} with {}: {d:.2e}, {d_plain:.2e}", tile.kernel());
+            println!("{}, {}: vs CPU {d:.2e}, vs plain {d_plain:.2e}", c.describe(), tile.kernel());
+            assert!(d < 1e-5 && d_plain < 1e-5, "{} with {}: {d:.2e}, {d_plain:.2e}", c.describe(), tile.kernel());
         }
         // Without residual or ReLU: the epilogue's other branch.
-        let gpu = conv_tiled(&tables, tables.tile(), &input, None, false, n);
-        let d = max_rel(&gpu, &cpu::conv_once(&plan, &input, n, None, false));
-        assert!(d < 1e-5, "shape {si} without residual and ReLU: {d:.2e}");
+        let gpu = conv_tiled(t, t.tile(), &c.input, None, false, n);
+        let d = max_rel(&gpu, &cpu::conv_once(&c.plan, &c.input, n, None, false));
+        assert!(d < 1e-5, "{} without residual and ReLU: {d:.2e}", c.describe());
     }
     assert!(partial_m && full_and_partial_m && partial_k && partial_n == [true; 2], "the shapes miss an edge");
 }
@@ -692,6 +719,33 @@ fn without_a_gpu_cuda_is_a_clear_error_and_auto_falls_back_to_the_cpu() {
 }
 
 // ---- 3. with a GPU ----------------------------------------------------------------------------
+
+/// The conv kernels themselves on [`CONV_SHAPES`] — ResNet-18's shapes and the partial column and
+/// K tiles the trunk never launches — against the CPU convolution, and how close the hardware comes
+/// to the transcription (same fmaf order: ideally bit-exact).
+#[test]
+fn gpu_conv_kernels_equal_the_cpu_convolution_with_partial_tiles_everywhere() {
+    let Some(gpu) = gpu_present() else {
+        eprintln!("skipped: no usable GPU (NVIDIA driver + libnvrtc.so.12) on this machine");
+        return;
+    };
+    let engine = Engine::for_backend(&network(), 20, 1, BackendChoice::Cuda).expect("cuda engine");
+    for si in 0..CONV_SHAPES.len() {
+        let c = ConvCase::new(si);
+        let cpu = cpu::conv_once(&c.plan, &c.input, c.n, Some(&c.residual), true);
+        for tile in ConvTile::ALL {
+            let dev = engine
+                .with_gpu_trunk(|tr| tr.conv_once(&c.tables, tile, &c.input, Some(&c.residual), true, c.n))
+                .expect("GPU trunk")
+                .unwrap_or_else(|e| panic!("{gpu}: {} with {}: {e}", c.describe(), tile.kernel()));
+            let emulated = conv_tiled(&c.tables, tile, &c.input, Some(&c.residual), true, c.n);
+            let (d, d_t) = (max_rel(&dev, &cpu), max_rel(&dev, &emulated));
+            println!("GPU {} {}: vs CPU {d:.2e}, vs transcription {d_t:.2e} (bit-exact: {})", tile.kernel(), c.describe(), dev == emulated);
+            assert!(d < 1e-5, "{} with {}: {d:.2e}", c.describe(), tile.kernel());
+        }
+    }
+}
+
 
 #[test]
 fn gpu_features_and_similarities_equal_the_cpu_path_and_pytorch_within_1e4() {

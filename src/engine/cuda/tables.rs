@@ -104,6 +104,33 @@ impl ConvTables {
         })
     }
 
+    /// Whether every class's rows, gathers and weights lie inside the tables and the channel
+    /// counts fit the kernel: what a launch relies on for tables not made by [`Self::new`].
+    pub fn consistent(&self) -> bool {
+        let channels_ok = self.cin > 0
+            && self.cout > 0
+            && self.cin.is_multiple_of(CONV_VECTOR)
+            && self.cout.is_multiple_of(CONV_VECTOR)
+            && self.bias.len() >= self.cout;
+        channels_ok
+            && self.n_classes > 0
+            && self.desc.len() == 5 * self.n_classes
+            && self.desc.chunks_exact(5).all(|d| {
+                let [first, pos, taps, g, w] = [d[0], d[1], d[2], d[3], d[4]].map(|v| usize::try_from(v).ok());
+                match (first, pos, taps, g, w) {
+                    (Some(first), Some(pos), Some(taps), Some(g), Some(w)) => {
+                        pos > 0
+                            && taps > 0
+                            && first + pos <= self.out_slots
+                            && g + pos * taps <= self.gathers.len()
+                            && w + taps * self.cin * self.cout <= self.weights.len()
+                            && self.gathers[g..g + pos * taps].iter().all(|&s| s >= 0)
+                    }
+                    _ => false,
+                }
+            })
+    }
+
     /// Row tiles of class `c` for `n` patches.
     fn class_tiles(&self, c: usize, n: usize) -> usize {
         (self.desc[5 * c + 1] as usize * n).div_ceil(CONV_TILE_M)

@@ -139,6 +139,10 @@ fn nonempty_i32(v: &[i32]) -> Vec<i32> {
     if v.is_empty() { vec![0] } else { v.to_vec() }
 }
 
+fn nonempty_f32(v: &[f32]) -> Vec<f32> {
+    if v.is_empty() { vec![0.0] } else { v.to_vec() }
+}
+
 struct DevBlock {
     conv1: DevConv,
     conv2: DevConv,
@@ -355,11 +359,11 @@ impl Trunk {
         for (bi, blk) in self.blocks.iter().enumerate() {
             let has_ds = blk.downsample.is_some();
             if let Some(ds) = &blk.downsample {
-                conv(s, &self.k, ds, &ws.x, &mut ws.r, None, false, n)?;
+                conv(s, &self.k, ds, ds.t.tile(), &ws.x, &mut ws.r, None, false, n)?;
             }
-            conv(s, &self.k, &blk.conv1, &ws.x, &mut ws.t, None, true, n)?;
+            conv(s, &self.k, &blk.conv1, blk.conv1.t.tile(), &ws.x, &mut ws.t, None, true, n)?;
             let residual = if has_ds { &ws.r } else { &ws.x };
-            conv(s, &self.k, &blk.conv2, &ws.t, &mut ws.a, Some(residual), true, n)?;
+            conv(s, &self.k, &blk.conv2, blk.conv2.t.tile(), &ws.t, &mut ws.a, Some(residual), true, n)?;
             std::mem::swap(&mut ws.x, &mut ws.a);
             if bi % 2 == 1 {
                 let l = bi / 2;
@@ -382,13 +386,13 @@ fn conv(
     s: &Arc<CudaStream>,
     k: &Kernels,
     c: &DevConv,
+    tile: ConvTile,
     input: &CudaSlice<f32>,
     out: &mut CudaSlice<f32>,
     residual: Option<&CudaSlice<f32>>,
     relu: bool,
     n: usize,
 ) -> Result<(), CudaError> {
-    let tile = c.t.tile();
     let f = match tile {
         ConvTile::Wide => &k.conv_wide,
         ConvTile::Narrow => &k.conv_narrow,
@@ -416,6 +420,41 @@ fn conv(
 }
 
 impl Trunk {
+    /// One convolution on the device, outside the trunk, with either tile: the GPU tests run
+    /// shapes ResNet-18 lacks (column and K tiles cut short) through the kernel with it. `input`
+    /// is `[in slot][n][cin]`, `residual` and the result `[out slot][n][cout]`.
+    pub fn conv_once(
+        &self,
+        t: &ConvTables,
+        tile: ConvTile,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+        n: usize,
+    ) -> Result<Vec<f32>, CudaError> {
+        if !t.consistent() {
+            return Err(CudaError::Setup("inconsistent convolution tables".into()));
+        }
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the GPU context", e))?;
+        let in_slots = t.gathers.iter().map(|&g| g as usize + 1).max().unwrap_or(0);
+        let out_len = t.out_slots * n * t.cout;
+        if input.len() < in_slots * n * t.cin || residual.is_some_and(|r| r.len() != out_len) {
+            return Err(CudaError::Setup("convolution buffers do not match the tables".into()));
+        }
+        let s = &self.stream;
+        let what = "a single convolution";
+        let c = DevConv::upload(s, t)?;
+        let d_in = s.clone_htod(&nonempty_f32(input)).map_err(|e| CudaError::driver(what, e))?;
+        let d_res = residual.map(|r| s.clone_htod(r)).transpose().map_err(|e| CudaError::driver(what, e))?;
+        let mut d_out = s.alloc_zeros::<f32>(out_len.max(1)).map_err(|e| CudaError::driver(what, e))?;
+        conv(s, &self.k, &c, tile, &d_in, &mut d_out, d_res.as_ref(), relu, n)?;
+        let mut out = s.clone_dtoh(&d_out).map_err(|e| CudaError::driver(what, e))?;
+        s.synchronize().map_err(|e| CudaError::driver(what, e))?;
+        self.check_stored()?;
+        out.truncate(out_len);
+        Ok(out)
+    }
+
     /// Errors cudarc could only store (from frees and drops, which return nothing): read after
     /// every synchronisation, so a failure there is an error of this frame, not a silent one.
     pub(super) fn check_stored(&self) -> Result<(), CudaError> {
