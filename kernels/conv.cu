@@ -34,35 +34,50 @@ extern "C" __global__ void stem_conv(const float* __restrict__ patches, int n, i
     }
 }
 
-// All classes of one convolution in one launch: blockIdx.z = class. Per class c, desc[5c..5c+5] =
+// All classes of one convolution in one launch. Per class c, desc[5c..5c+5] =
 // {first_slot, n_pos, n_taps, gather offset, weight offset}. The class is a GEMM
 //   out[m][co] = sum_k A[m][k] * W[k][co],  m = pos*n + patch,  k = tap*cin + ci,
 //   A[m][k] = in[(gather[pos][tap]*n + patch)*cin + ci],
 // followed by + bias (+ residual) (+ ReLU). Output rows of a class are contiguous in `out` from
 // first_slot*n*cout, so the epilogue writes a plain row-major tile.
 //
-// Tiling: 64x64 output tile per block, K in steps of 16 (cin is a multiple of 16, so a K step
-// never crosses a tap), 256 threads each owning a 4x4 register tile. cout must be a multiple of 64.
-#define CG_TM 64
-#define CG_TN 64
-#define CG_TK 16
-#define CG_THREADS 256
+// Tiling (kernels/README.md has the budget): a 128 x BN output tile per block (BN = 128, or 64 for
+// layer1's 64 channels), K in slices of 8, 2*BN threads each owning 8 x 8 outputs: rows
+// {4ty..4ty+3, 64+4ty..64+4ty+3}, columns {4tx..4tx+3, BN/2+4tx..BN/2+4tx+3}. Per k a thread reads
+// 4 float4 from shared memory for 64 FMAs (the old 64x64 kernel: 8 scalar loads per 16).
+// Shared tiles are double-buffered: slice k+1 is fetched from global memory into registers before
+// slice k is multiplied and stored into the other buffer after it, one barrier per slice.
+// Every load and store is a float4, so cin and cout must be multiples of 4 (ResNet-18: 64..512);
+// a 4-group of k never crosses a tap because taps start at multiples of cin. Partial tiles in M
+// (class rows), N (cout not a multiple of BN) and K (n_taps*cin not a multiple of 8) load zeros
+// and store nothing outside the class.
+#define CT_BM 128
+#define CT_BK 8
+// As is stored transposed ([k][m]); each warp's A store writes 16 rows at k and k+4. A row pitch
+// of 132 floats puts k+4 sixteen banks away from k, so the 32 lanes hit 32 banks; with 128 the two
+// halves would collide (2-way). Bs is stored as it is read (rows of float4), conflict-free unpadded.
+#define CT_APAD 4
 
-extern "C" __global__ void conv_classes(const float* __restrict__ in, float* __restrict__ out,
-                                        const float* __restrict__ residual, int has_residual, int relu,
-                                        const float* __restrict__ weights, const float* __restrict__ bias,
-                                        const int* __restrict__ gathers, const int* __restrict__ desc, int n,
-                                        int cin, int cout, int n_classes) {
-    __shared__ float As[CG_TK][CG_TM + 4];
-    __shared__ float Bs[CG_TK][CG_TN];
+template <int BN>
+__device__ __forceinline__ void conv_tiled(const float* __restrict__ in, float* __restrict__ out,
+                                           const float* __restrict__ residual, int has_residual, int relu,
+                                           const float* __restrict__ weights, const float* __restrict__ bias,
+                                           const int* __restrict__ gathers, const int* __restrict__ desc, int n,
+                                           int cin, int cout, int n_classes) {
+    constexpr int THREADS = 2 * BN;
+    constexpr int TX = BN / 8;                          // threads across the columns
+    constexpr int A_LOADS = CT_BM * CT_BK / 4 / THREADS;  // float4 of A per thread per slice: 1 or 2
+    constexpr int B_ROW4 = BN / 4;                      // float4 per row of a B slice
+    __shared__ __align__(16) float As[2][CT_BK][CT_BM + CT_APAD];
+    __shared__ __align__(16) float Bs[2][CT_BK][BN];
 
     // The grid's x runs over every class's row tiles back to back (sum over classes of
-    // ceil(n_pos * n / CG_TM)), so no block is launched without work. Uniform per block.
+    // ceil(n_pos * n / CT_BM)), so no block is launched without work. Uniform per block.
     // Must match ConvTables::block_tile in src/engine/cuda/tables.rs.
     int cls = 0;
     int tile = blockIdx.x;
     for (; cls < n_classes - 1; ++cls) {
-        const int tiles = (desc[5 * cls + 1] * n + CG_TM - 1) / CG_TM;
+        const int tiles = (desc[5 * cls + 1] * n + CT_BM - 1) / CT_BM;
         if (tile < tiles) break;
         tile -= tiles;
     }
@@ -74,70 +89,152 @@ extern "C" __global__ void conv_classes(const float* __restrict__ in, float* __r
     const float* w = weights + d[4];
     const int M = n_pos * n;
     const int K = n_taps * cin;
-    const int m0 = tile * CG_TM;
-    const int n0 = blockIdx.y * CG_TN;
+    const int m0 = tile * CT_BM;
+    const int n0 = blockIdx.y * BN;
     // Uniform per block; only a grid larger than the tiles would take this exit.
     if (m0 >= M) return;
 
     const int tid = threadIdx.x;
-    const int tx = tid % 16;  // 4 output columns each
-    const int ty = tid / 16;  // 4 output rows each
+    const int tx = tid % TX;
+    const int ty = tid / TX;
 
-    // The 4 A rows this thread loads: row = ty + 16*i, column kk = tx.
-    int a_pos[4];
-    int a_patch[4];
-    bool a_ok[4];
-    for (int i = 0; i < 4; ++i) {
-        const int m = m0 + ty + 16 * i;
-        a_ok[i] = m < M;
-        a_pos[i] = a_ok[i] ? m / n : 0;
-        a_patch[i] = a_ok[i] ? m % n : 0;
+    // A loads: float4 e = tid + THREADS*i covers row e/2, k = k0 + 4*(e%2); THREADS is even, so
+    // every load of a thread has the same k and one (tap, ci) walks the K slices for all of them.
+    const int a_kq = (tid & 1) * 4;
+    int a_gather[A_LOADS];  // pos * n_taps, or -1 past the class's last row
+    int a_patch[A_LOADS];
+    int a_row[A_LOADS];
+#pragma unroll
+    for (int i = 0; i < A_LOADS; ++i) {
+        a_row[i] = (tid + THREADS * i) / 2;
+        const int m = m0 + a_row[i];
+        a_gather[i] = m < M ? (m / n) * n_taps : -1;
+        a_patch[i] = m < M ? m % n : 0;
     }
+    int a_tap = a_kq / cin;
+    int a_ci = a_kq % cin;
+    // B loads: one float4 per thread, row kb of the slice, columns cb..cb+3 of the tile.
+    const int b_k = tid / B_ROW4;
+    const int b_c = (tid % B_ROW4) * 4;
+    const bool b_col_ok = n0 + b_c < cout;
 
-    float acc[4][4];
-    for (int i = 0; i < 4; ++i)
-        for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+    float4 a_reg[A_LOADS];
+    float4 b_reg;
+    const float4 zero4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 
-    for (int k0 = 0; k0 < K; k0 += CG_TK) {
-        const int tap = k0 / cin;
-        const int ci = k0 % cin + tx;
-        for (int i = 0; i < 4; ++i) {
-            float v = 0.0f;
-            if (a_ok[i]) {
-                const int slot = gather[a_pos[i] * n_taps + tap];
-                v = in[((size_t)slot * n + a_patch[i]) * cin + ci];
+    // Slice k0 from global memory into registers (zeros outside the class, K or cout).
+    auto fetch = [&](int k0) {
+        const bool k_ok = k0 + a_kq < K;
+#pragma unroll
+        for (int i = 0; i < A_LOADS; ++i) {
+            a_reg[i] = zero4;
+            if (k_ok && a_gather[i] >= 0) {
+                const int slot = gather[a_gather[i] + a_tap];
+                a_reg[i] = *reinterpret_cast<const float4*>(in + ((size_t)slot * n + a_patch[i]) * cin + a_ci);
             }
-            As[tx][ty + 16 * i] = v;
         }
-        for (int i = 0; i < 4; ++i) {
-            const int e = tid + CG_THREADS * i;
-            const int kk = e / CG_TN;
-            const int col = e % CG_TN;
-            Bs[kk][col] = w[(size_t)(k0 + kk) * cout + n0 + col];
+        b_reg = zero4;
+        if (k0 + b_k < K && b_col_ok) b_reg = *reinterpret_cast<const float4*>(w + (size_t)(k0 + b_k) * cout + n0 + b_c);
+    };
+    // Registers into shared buffer s: A transposed to [k][m], B as it is.
+    auto stash = [&](int s) {
+#pragma unroll
+        for (int i = 0; i < A_LOADS; ++i) {
+            As[s][a_kq + 0][a_row[i]] = a_reg[i].x;
+            As[s][a_kq + 1][a_row[i]] = a_reg[i].y;
+            As[s][a_kq + 2][a_row[i]] = a_reg[i].z;
+            As[s][a_kq + 3][a_row[i]] = a_reg[i].w;
         }
-        __syncthreads();
-        for (int kk = 0; kk < CG_TK; ++kk) {
-            float a[4];
-            float b[4];
-            for (int i = 0; i < 4; ++i) a[i] = As[kk][ty + 16 * i];
-            for (int j = 0; j < 4; ++j) b[j] = Bs[kk][tx * 4 + j];
-            for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+        *reinterpret_cast<float4*>(&Bs[s][b_k][b_c]) = b_reg;
+    };
+    // The next slice's (tap, ci): cin >= 4, so a slice of 8 crosses at most two tap starts.
+    auto advance = [&]() {
+        a_ci += CT_BK;
+        while (a_ci >= cin) {
+            a_ci -= cin;
+            ++a_tap;
         }
+    };
+
+    float acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[i][j] = 0.0f;
+
+    const int slices = (K + CT_BK - 1) / CT_BK;
+    fetch(0);
+    stash(0);
+    __syncthreads();
+    for (int ks = 0; ks < slices; ++ks) {
+        const int s = ks & 1;
+        const bool more = ks + 1 < slices;
+        if (more) {
+            advance();
+            fetch((ks + 1) * CT_BK);  // in flight while slice ks is multiplied
+        }
+#pragma unroll
+        for (int kk = 0; kk < CT_BK; ++kk) {
+            const float4 a0 = *reinterpret_cast<const float4*>(&As[s][kk][4 * ty]);
+            const float4 a1 = *reinterpret_cast<const float4*>(&As[s][kk][64 + 4 * ty]);
+            const float4 b0 = *reinterpret_cast<const float4*>(&Bs[s][kk][4 * tx]);
+            const float4 b1 = *reinterpret_cast<const float4*>(&Bs[s][kk][BN / 2 + 4 * tx]);
+            const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+            const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+            for (int i = 0; i < 8; ++i)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+        // Buffer s^1 was last read in slice ks-1, before the barrier that ended it.
+        if (more) stash(s ^ 1);
         __syncthreads();
     }
 
     float* o = out + (size_t)first_slot * n * cout;
     const float* r = residual + (size_t)first_slot * n * cout;
-    for (int i = 0; i < 4; ++i) {
-        const int m = m0 + ty + 16 * i;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const int m = m0 + (i < 4 ? 4 * ty + i : 64 + 4 * ty + i - 4);
         if (m >= M) continue;
-        for (int j = 0; j < 4; ++j) {
-            const int co = n0 + tx * 4 + j;
-            float v = acc[i][j] + bias[co];
-            if (has_residual) v += r[(size_t)m * cout + co];
-            if (relu) v = v > 0.0f ? v : 0.0f;
-            o[(size_t)m * cout + co] = v;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int co = n0 + (h == 0 ? 4 * tx : BN / 2 + 4 * tx);
+            if (co >= cout) continue;
+            const float4 bv = *reinterpret_cast<const float4*>(bias + co);
+            float v[4] = {acc[i][4 * h] + bv.x, acc[i][4 * h + 1] + bv.y, acc[i][4 * h + 2] + bv.z,
+                          acc[i][4 * h + 3] + bv.w};
+            if (has_residual) {
+                const float4 rv = *reinterpret_cast<const float4*>(r + (size_t)m * cout + co);
+                v[0] += rv.x;
+                v[1] += rv.y;
+                v[2] += rv.z;
+                v[3] += rv.w;
+            }
+            if (relu)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) v[j] = v[j] > 0.0f ? v[j] : 0.0f;
+            *reinterpret_cast<float4*>(o + (size_t)m * cout + co) = make_float4(v[0], v[1], v[2], v[3]);
         }
     }
+}
+
+// 128x128 tiles for cout a multiple of 128 (layers 2-4); 128x64 for layer1 (cout 64) and any cout
+// that 128 does not divide. The launch bounds give the block size only: ptxas then allocates
+// 125-128 and 136-139 registers without spilling (2 and 3 blocks per SM); asking for 2 blocks of 256 (a cap of
+// 128) made it spill 24 bytes (NVRTC 12.9, sm_80 and sm_90; tests/kernels_nvrtc.rs checks this).
+extern "C" __global__ void __launch_bounds__(256)
+    conv_tiled_128x128(const float* __restrict__ in, float* __restrict__ out, const float* __restrict__ residual,
+                       int has_residual, int relu, const float* __restrict__ weights, const float* __restrict__ bias,
+                       const int* __restrict__ gathers, const int* __restrict__ desc, int n, int cin, int cout,
+                       int n_classes) {
+    conv_tiled<128>(in, out, residual, has_residual, relu, weights, bias, gathers, desc, n, cin, cout, n_classes);
+}
+
+extern "C" __global__ void __launch_bounds__(128)
+    conv_tiled_128x64(const float* __restrict__ in, float* __restrict__ out, const float* __restrict__ residual,
+                      int has_residual, int relu, const float* __restrict__ weights, const float* __restrict__ bias,
+                      const int* __restrict__ gathers, const int* __restrict__ desc, int n, int cin, int cout,
+                      int n_classes) {
+    conv_tiled<64>(in, out, residual, has_residual, relu, weights, bias, gathers, desc, n, cin, cout, n_classes);
 }

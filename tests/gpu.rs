@@ -11,8 +11,10 @@ mod common;
 use ndarray::{Array1, Array2};
 use ndarray_npy::read_npy;
 
-use beamwatch::engine::cuda::tables::{ConvTables, DevicePlan};
-use beamwatch::engine::{ActiveBackend, BackendChoice, Engine, Features, Network};
+use beamwatch::engine::cuda::tables::{CONV_A_PAD, CONV_TILE_K, CONV_TILE_M, ConvTables, ConvTile, DevicePlan};
+use beamwatch::engine::network::FoldedConv;
+use beamwatch::engine::plan::ConvPlan;
+use beamwatch::engine::{ActiveBackend, BackendChoice, Engine, Features, Network, cpu};
 use beamwatch::weights::StateDict;
 use beamwatch::weights::layout::LAYER_CHANNELS;
 use common::*;
@@ -37,49 +39,321 @@ fn exp(d: &[f64; 4]) -> String {
 
 // ---- 1. the device tables, executed by a transcription of the kernels --------------------------
 
-/// kernels/conv.cu `conv_classes` over its grid: each block's (class, row tile) as the kernel
-/// finds it, the rows of partial tiles cut at the class's end, the same desc/gather/weight/residual
-/// indexing; the K loop and the column tiles are not transcribed. Every output row must be
-/// written exactly once.
-fn conv_classes(t: &ConvTables, input: &[f32], residual: Option<&[f32]>, relu: bool, n: usize) -> Vec<f32> {
-    use beamwatch::engine::cuda::tables::CONV_TILE_M;
-    let (cin, cout) = (t.cin, t.cout);
-    let mut out = vec![f32::NAN; t.out_slots * n * cout];
-    let mut writes = vec![0u8; t.out_slots * n];
-    let (gx, _, gz) = t.grid(n);
-    assert_eq!(gz, 1);
-    for x in 0..gx as usize {
-        let (c, tile) = t.block_tile(n, x);
-        let d = &t.desc[5 * c..5 * c + 5];
-        let (first_slot, n_pos, n_taps) = (d[0] as usize, d[1] as usize, d[2] as usize);
-        let gather = &t.gathers[d[3] as usize..];
-        let w = &t.weights[d[4] as usize..];
-        let base = first_slot * n * cout;
-        let m0 = tile * CONV_TILE_M;
-        assert!(m0 < n_pos * n, "block {x} (class {c}, tile {tile}) has no rows: the grid is larger than the work");
-        for m in m0..(m0 + CONV_TILE_M).min(n_pos * n) {
-            writes[first_slot * n + m] += 1;
-            let (pos, patch) = (m / n, m % n);
-            for co in 0..cout {
-                let mut acc = 0f32;
-                for k in 0..n_taps * cin {
-                    let (tap, ci) = (k / cin, k % cin);
-                    let slot = gather[pos * n_taps + tap] as usize;
-                    acc += input[(slot * n + patch) * cin + ci] * w[k * cout + co];
+const BM: usize = CONV_TILE_M;
+const BK: usize = CONV_TILE_K;
+/// Row pitch of the transposed A tile `As[2][BK][BM + CT_APAD]`.
+const A_PITCH: usize = CONV_TILE_M + CONV_A_PAD;
+const NEVER: u32 = u32::MAX;
+const MANY: u32 = u32::MAX;
+
+/// One block's shared memory (`As` then `Bs`, as declared in kernels/conv.cu) with a race check:
+/// between two barriers no thread may read a word another thread wrote, nor overwrite a word
+/// another thread read or wrote; no word may be read before it was written. A missing barrier or
+/// a double buffer written while it is read fails here.
+struct Shared {
+    v: Vec<f32>,
+    w_epoch: Vec<u32>,
+    writer: Vec<u32>,
+    r_epoch: Vec<u32>,
+    reader: Vec<u32>,
+    epoch: u32,
+}
+
+impl Shared {
+    fn new(words: usize) -> Self {
+        let never = vec![NEVER; words];
+        Self { v: vec![0.0; words], w_epoch: never.clone(), writer: never.clone(), r_epoch: never.clone(), reader: never, epoch: 0 }
+    }
+
+    fn barrier(&mut self) {
+        self.epoch += 1;
+    }
+
+    fn read(&mut self, tid: u32, i: usize) -> f32 {
+        assert!(self.w_epoch[i] != NEVER, "thread {tid} reads shared word {i}, never written");
+        assert!(
+            self.w_epoch[i] != self.epoch || self.writer[i] == tid,
+            "race: thread {tid} reads shared word {i} that thread {} wrote since the last barrier",
+            self.writer[i]
+        );
+        if self.r_epoch[i] != self.epoch {
+            (self.r_epoch[i], self.reader[i]) = (self.epoch, tid);
+        } else if self.reader[i] != tid {
+            self.reader[i] = MANY;
+        }
+        self.v[i]
+    }
+
+    fn write(&mut self, tid: u32, i: usize, v: f32) {
+        let e = self.epoch;
+        assert!(self.w_epoch[i] != e || self.writer[i] == tid, "race: threads {} and {tid} write shared word {i}", self.writer[i]);
+        assert!(self.r_epoch[i] != e || self.reader[i] == tid, "race: thread {tid} overwrites shared word {i} read since the last barrier");
+        (self.w_epoch[i], self.writer[i], self.v[i]) = (e, tid, v);
+    }
+
+    /// A float4 access: 16-byte aligned (both arrays start 16-byte aligned; `As` is 8448 bytes).
+    fn read4(&mut self, tid: u32, i: usize) -> [f32; 4] {
+        assert_eq!(i % 4, 0, "unaligned float4 shared load at word {i}");
+        std::array::from_fn(|j| self.read(tid, i + j))
+    }
+
+    fn write4(&mut self, tid: u32, i: usize, v: [f32; 4]) {
+        assert_eq!(i % 4, 0, "unaligned float4 shared store at word {i}");
+        for (j, x) in v.into_iter().enumerate() {
+            self.write(tid, i + j, x);
+        }
+    }
+}
+
+/// A float4 global load: in bounds (else the index panics) and 16-byte aligned.
+fn load4(buf: &[f32], off: usize) -> [f32; 4] {
+    assert_eq!(off % 4, 0, "unaligned float4 global load at {off}");
+    [buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]
+}
+
+/// `conv_tiled<BN>`'s compile-time shape.
+#[derive(Clone, Copy)]
+struct Geometry {
+    bn: usize,
+    threads: usize,
+    tx_n: usize,
+    a_loads: usize,
+    b_row4: usize,
+}
+
+impl Geometry {
+    fn of(tile: ConvTile) -> Self {
+        let bn = tile.n();
+        let threads = 2 * bn;
+        assert_eq!(threads, tile.threads());
+        Self { bn, threads, tx_n: bn / 8, a_loads: BM * BK / 4 / threads, b_row4: bn / 4 }
+    }
+
+    fn as_idx(&self, s: usize, k: usize, m: usize, pitch: usize) -> usize {
+        (s * BK + k) * pitch + m
+    }
+
+    fn bs_idx(&self, s: usize, k: usize, c: usize) -> usize {
+        2 * BK * A_PITCH + (s * BK + k) * self.bn + c
+    }
+
+    fn shared_words(&self) -> usize {
+        2 * BK * A_PITCH + 2 * BK * self.bn
+    }
+}
+
+/// What one block reads (the kernel's locals before the K loop).
+struct Block<'a> {
+    input: &'a [f32],
+    gather: &'a [i32],
+    w: &'a [f32],
+    n: usize,
+    cin: usize,
+    cout: usize,
+    n_taps: usize,
+    m_rows: usize,
+    k_len: usize,
+    m0: usize,
+    n0: usize,
+}
+
+/// One thread's registers.
+struct Thread {
+    tid: u32,
+    tx: usize,
+    ty: usize,
+    a_kq: usize,
+    a_gather: [Option<usize>; 2],
+    a_patch: [usize; 2],
+    a_row: [usize; 2],
+    a_tap: usize,
+    a_ci: usize,
+    b_k: usize,
+    b_c: usize,
+    b_col_ok: bool,
+    a_reg: [[f32; 4]; 2],
+    b_reg: [f32; 4],
+    acc: [[f32; 8]; 8],
+}
+
+impl Thread {
+    fn new(g: &Geometry, b: &Block, tid: usize) -> Self {
+        let a_kq = (tid & 1) * 4;
+        let (mut a_gather, mut a_patch, mut a_row) = ([None; 2], [0; 2], [0; 2]);
+        for i in 0..g.a_loads {
+            a_row[i] = (tid + g.threads * i) / 2;
+            let m = b.m0 + a_row[i];
+            a_gather[i] = (m < b.m_rows).then(|| (m / b.n) * b.n_taps);
+            a_patch[i] = if m < b.m_rows { m % b.n } else { 0 };
+        }
+        let b_c = (tid % g.b_row4) * 4;
+        Self {
+            tid: tid as u32,
+            tx: tid % g.tx_n,
+            ty: tid / g.tx_n,
+            a_kq,
+            a_gather,
+            a_patch,
+            a_row,
+            a_tap: a_kq / b.cin,
+            a_ci: a_kq % b.cin,
+            b_k: tid / g.b_row4,
+            b_c,
+            b_col_ok: b.n0 + b_c < b.cout,
+            a_reg: [[0.0; 4]; 2],
+            b_reg: [0.0; 4],
+            acc: [[0.0; 8]; 8],
+        }
+    }
+
+    fn fetch(&mut self, g: &Geometry, b: &Block, k0: usize) {
+        let k_ok = k0 + self.a_kq < b.k_len;
+        for i in 0..g.a_loads {
+            self.a_reg[i] = [0.0; 4];
+            if let (true, Some(gi)) = (k_ok, self.a_gather[i]) {
+                let slot = b.gather[gi + self.a_tap] as usize;
+                self.a_reg[i] = load4(b.input, (slot * b.n + self.a_patch[i]) * b.cin + self.a_ci);
+            }
+        }
+        self.b_reg = [0.0; 4];
+        if k0 + self.b_k < b.k_len && self.b_col_ok {
+            self.b_reg = load4(b.w, (k0 + self.b_k) * b.cout + b.n0 + self.b_c);
+        }
+    }
+
+    fn stash(&self, g: &Geometry, sh: &mut Shared, s: usize) {
+        for i in 0..g.a_loads {
+            for j in 0..4 {
+                sh.write(self.tid, g.as_idx(s, self.a_kq + j, self.a_row[i], A_PITCH), self.a_reg[i][j]);
+            }
+        }
+        sh.write4(self.tid, g.bs_idx(s, self.b_k, self.b_c), self.b_reg);
+    }
+
+    fn advance(&mut self, b: &Block) {
+        self.a_ci += BK;
+        while self.a_ci >= b.cin {
+            self.a_ci -= b.cin;
+            self.a_tap += 1;
+        }
+    }
+
+    fn multiply(&mut self, g: &Geometry, sh: &mut Shared, s: usize) {
+        for kk in 0..BK {
+            let a0 = sh.read4(self.tid, g.as_idx(s, kk, 4 * self.ty, A_PITCH));
+            let a1 = sh.read4(self.tid, g.as_idx(s, kk, 64 + 4 * self.ty, A_PITCH));
+            let b0 = sh.read4(self.tid, g.bs_idx(s, kk, 4 * self.tx));
+            let b1 = sh.read4(self.tid, g.bs_idx(s, kk, g.bn / 2 + 4 * self.tx));
+            let a: [f32; 8] = std::array::from_fn(|i| if i < 4 { a0[i] } else { a1[i - 4] });
+            let bv: [f32; 8] = std::array::from_fn(|j| if j < 4 { b0[j] } else { b1[j - 4] });
+            for i in 0..8 {
+                for j in 0..8 {
+                    // fmaf, as the kernel.
+                    self.acc[i][j] = a[i].mul_add(bv[j], self.acc[i][j]);
                 }
-                let mut v = acc + t.bias[co];
-                if let Some(r) = residual {
-                    v += r[base + m * cout + co];
-                }
-                if relu {
-                    v = v.max(0.0);
-                }
-                out[base + m * cout + co] = v;
             }
         }
     }
-    assert!(out.iter().all(|v| !v.is_nan()), "the classes do not cover every output slot");
-    assert!(writes.iter().all(|w| *w == 1), "an output row is written by more than one block");
+}
+
+/// kernels/conv.cu `conv_tiled<BN>` over its whole grid, block by block and, between barriers,
+/// thread by thread: the class search, the per-thread load assignments, the K slices with their
+/// prefetch into registers and the two shared buffers (race-checked), the guards at every edge,
+/// the 8×8 register tile and the float4 epilogue. Every output element must be written exactly
+/// once and no element outside the convolution's output.
+fn conv_tiled(t: &ConvTables, tile: ConvTile, input: &[f32], residual: Option<&[f32]>, relu: bool, n: usize) -> Vec<f32> {
+    let g = Geometry::of(tile);
+    let (cin, cout) = (t.cin, t.cout);
+    let mut out = vec![f32::NAN; t.out_slots * n * cout];
+    let mut writes = vec![0u8; out.len()];
+    let (gx, gy, gz) = t.grid(n, tile);
+    assert_eq!(gz, 1);
+    for bx in 0..gx as usize {
+        // The kernel's class search, and the host's copy of it.
+        let (mut cls, mut tile_i) = (0, bx);
+        while cls + 1 < t.n_classes {
+            let tiles = (t.desc[5 * cls + 1] as usize * n).div_ceil(BM);
+            if tile_i < tiles {
+                break;
+            }
+            tile_i -= tiles;
+            cls += 1;
+        }
+        assert_eq!((cls, tile_i), t.block_tile(n, bx));
+        let d = &t.desc[5 * cls..5 * cls + 5];
+        let (first_slot, n_pos, n_taps) = (d[0] as usize, d[1] as usize, d[2] as usize);
+        for by in 0..gy as usize {
+            let b = Block {
+                input,
+                gather: &t.gathers[d[3] as usize..],
+                w: &t.weights[d[4] as usize..],
+                n,
+                cin,
+                cout,
+                n_taps,
+                m_rows: n_pos * n,
+                k_len: n_taps * cin,
+                m0: tile_i * BM,
+                n0: by * g.bn,
+            };
+            assert!(b.m0 < b.m_rows, "block {bx} (class {cls}, tile {tile_i}) has no rows: the grid is larger than the work");
+            let mut sh = Shared::new(g.shared_words());
+            let mut th: Vec<Thread> = (0..g.threads).map(|tid| Thread::new(&g, &b, tid)).collect();
+            let slices = b.k_len.div_ceil(BK);
+            for t in &mut th {
+                t.fetch(&g, &b, 0);
+                t.stash(&g, &mut sh, 0);
+            }
+            sh.barrier();
+            for ks in 0..slices {
+                let (s, more) = (ks & 1, ks + 1 < slices);
+                for t in &mut th {
+                    if more {
+                        t.advance(&b);
+                        t.fetch(&g, &b, (ks + 1) * BK);
+                    }
+                    t.multiply(&g, &mut sh, s);
+                    if more {
+                        t.stash(&g, &mut sh, s ^ 1);
+                    }
+                }
+                sh.barrier();
+            }
+            let base = first_slot * n * cout;
+            for th in &th {
+                for i in 0..8 {
+                    let m = b.m0 + if i < 4 { 4 * th.ty + i } else { 64 + 4 * th.ty + i - 4 };
+                    if m >= b.m_rows {
+                        continue;
+                    }
+                    for h in 0..2 {
+                        let co = b.n0 + if h == 0 { 4 * th.tx } else { g.bn / 2 + 4 * th.tx };
+                        if co >= cout {
+                            continue;
+                        }
+                        let bv = load4(&t.bias, co);
+                        let mut v: [f32; 4] = std::array::from_fn(|j| th.acc[i][4 * h + j] + bv[j]);
+                        if let Some(r) = residual {
+                            let rv = load4(r, base + m * cout + co);
+                            for j in 0..4 {
+                                v[j] += rv[j];
+                            }
+                        }
+                        if relu {
+                            v = v.map(|x| if x > 0.0 { x } else { 0.0 });
+                        }
+                        let o = base + m * cout + co;
+                        assert_eq!(o % 4, 0, "unaligned float4 store");
+                        for j in 0..4 {
+                            out[o + j] = v[j];
+                            writes[o + j] += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(writes.iter().all(|w| *w == 1), "an output element is written twice or never");
     out
 }
 
@@ -124,9 +398,9 @@ fn emulate(dp: &DevicePlan, pixels: &[f32]) -> Features {
     }
     let mut feats = Features::zeros(n);
     for (bi, b) in dp.blocks.iter().enumerate() {
-        let r = b.downsample.as_ref().map(|ds| conv_classes(ds, &x, None, false, n));
-        let t = conv_classes(&b.conv1, &x, None, true, n);
-        x = conv_classes(&b.conv2, &t, Some(r.as_deref().unwrap_or(&x)), true, n);
+        let r = b.downsample.as_ref().map(|ds| conv_tiled(ds, ds.tile(), &x, None, false, n));
+        let t = conv_tiled(&b.conv1, b.conv1.tile(), &x, None, true, n);
+        x = conv_tiled(&b.conv2, b.conv2.tile(), &t, Some(r.as_deref().unwrap_or(&x)), true, n);
         if bi % 2 == 1 {
             let (l, slots) = (bi / 2, b.conv2.out_slots);
             let total = n * LAYER_CHANNELS[l];
@@ -159,6 +433,197 @@ fn device_tables_run_as_the_kernels_index_them_give_the_cpu_features() {
             assert!(*d < 1e-5, "patch {patch}, layer{}: {d:.2e}", l + 1);
         }
         assert!(dp.max_activation_per_patch() > 0);
+    }
+}
+
+/// A deterministic value in [-1, 1) for index `i` of stream `seed`.
+fn noise(seed: usize, i: usize) -> f32 {
+    let h = (i as u64 ^ (seed as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+}
+
+/// The plain convolution (zero padding, f64 sums) in the plan's slot orders: input slot = y·w + x
+/// (`ConvPlan::standalone`), output slot s holds spatial position `order[s]`.
+fn direct_conv(c: &FoldedConv, plan: &ConvPlan, in_hw: (usize, usize), input: &[f32], n: usize, residual: Option<&[f32]>) -> Vec<f32> {
+    let (in_h, in_w) = in_hw;
+    let mut out = vec![0f32; plan.out_slots() * n * c.cout];
+    for (slot, &sp) in plan.order.iter().enumerate() {
+        let (oy, ox) = (sp / plan.out_w, sp % plan.out_w);
+        for i in 0..n {
+            for co in 0..c.cout {
+                let mut acc = c.bias[co] as f64;
+                for ky in 0..c.k {
+                    for kx in 0..c.k {
+                        let (iy, ix) = ((oy * c.stride + ky) as isize - c.pad as isize, (ox * c.stride + kx) as isize - c.pad as isize);
+                        if iy < 0 || ix < 0 || iy >= in_h as isize || ix >= in_w as isize {
+                            continue;
+                        }
+                        let s_in = iy as usize * in_w + ix as usize;
+                        for ci in 0..c.cin {
+                            acc += input[(s_in * n + i) * c.cin + ci] as f64 * c.w(co, ci, ky, kx) as f64;
+                        }
+                    }
+                }
+                let o = (slot * n + i) * c.cout + co;
+                if let Some(r) = residual {
+                    acc += r[o] as f64;
+                }
+                out[o] = acc.max(0.0) as f32;
+            }
+        }
+    }
+    out
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f64 {
+    let max = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    a.iter().zip(b).fold(0f64, |m, (x, y)| m.max((x - y).abs() as f64)) / max
+}
+
+/// Convolution shapes for the conv kernel's tests: (cin, cout, k, stride, input side, patches).
+/// Every ResNet-18 convolution shape (3×3 stride 1 and 2, 1×1 downsample, 64–512 channels) and odd
+/// shapes that leave partial tiles in every dimension — M (class rows ≠ k·128, above and below
+/// 128), N (cout not a multiple of 64 or 128) and K (taps·cin not a multiple of 8; cin = 4 < the K
+/// slice, so one slice spans two taps).
+const CONV_SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[
+    (64, 64, 3, 1, 10, 3),  // layer1 (a 10×10 map: 64 interior positions · 3 = 192 rows)
+    (64, 128, 3, 2, 5, 7),  // layer2.0.conv1
+    (64, 128, 1, 2, 5, 7),  // layer2.0.downsample
+    (128, 128, 3, 1, 6, 9), // layer2 (16 interior positions · 9 = 144 rows)
+    (128, 256, 3, 2, 3, 9), // layer3.0.conv1
+    (128, 256, 1, 2, 3, 9), // layer3.0.downsample
+    (256, 256, 3, 1, 2, 9), // layer3
+    (256, 512, 3, 2, 2, 5), // layer4.0.conv1
+    (256, 512, 1, 2, 2, 5), // layer4.0.downsample
+    (512, 512, 3, 1, 1, 5), // layer4 on a 1×1 map: the centre tap only
+    (20, 72, 3, 1, 6, 9),   // K = 9·20 = 180, cout 72
+    (4, 12, 3, 1, 4, 40),   // cin 4: a K slice spans two taps; 160 interior rows
+    (12, 200, 3, 2, 7, 5),  // cout 200 = 128 + 72 = 3·64 + 8; K = 108
+];
+
+/// One of [`CONV_SHAPES`] with deterministic weights, input and residual.
+struct ConvCase {
+    conv: FoldedConv,
+    plan: ConvPlan,
+    tables: ConvTables,
+    side: usize,
+    n: usize,
+    input: Vec<f32>,
+    residual: Vec<f32>,
+}
+
+impl ConvCase {
+    fn new(si: usize) -> Self {
+        let (cin, cout, k, stride, side, n) = CONV_SHAPES[si];
+        let conv = FoldedConv {
+            cout,
+            cin,
+            k,
+            stride,
+            pad: k / 2,
+            weight: (0..cout * cin * k * k).map(|i| noise(3 * si, i) / (cin * k * k) as f32).collect(),
+            bias: (0..cout).map(|i| 0.1 * noise(3 * si + 1, i)).collect(),
+        };
+        let plan = ConvPlan::standalone(&conv, side, side).expect("plan");
+        let tables = ConvTables::new(&plan).expect("tables");
+        assert!(tables.consistent());
+        let input = (0..side * side * n * cin).map(|i| noise(3 * si + 2, i).max(0.0)).collect();
+        let residual = (0..plan.out_slots() * n * cout).map(|i| 0.5 * noise(1000 + si, i)).collect();
+        Self { conv, plan, tables, side, n, input, residual }
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.conv;
+        format!("{}→{} {}×{}/{} on {}², {} patches", c.cin, c.cout, c.k, c.k, c.stride, self.side, self.n)
+    }
+}
+
+/// The conv kernel's tiling, transcribed, against the engine's CPU convolution and the plain
+/// convolution on [`CONV_SHAPES`], with both tile widths.
+#[test]
+fn the_tiled_conv_kernel_transcribed_equals_the_cpu_convolution_with_partial_tiles_everywhere() {
+    let (mut partial_m, mut full_and_partial_m, mut partial_k) = (false, false, false);
+    let mut partial_n = [false; 2];
+    for si in 0..CONV_SHAPES.len() {
+        let c = ConvCase::new(si);
+        let (t, n, cin, cout) = (&c.tables, c.n, c.conv.cin, c.conv.cout);
+        let cpu = cpu::conv_once(&c.plan, &c.input, n, Some(&c.residual), true);
+        let plain = direct_conv(&c.conv, &c.plan, (c.side, c.side), &c.input, n, Some(&c.residual));
+        let d_cpu = max_rel(&cpu, &plain);
+        assert!(d_cpu < 1e-5, "{}: the CPU path vs the plain convolution {d_cpu:.2e}", c.describe());
+        for k in 0..t.n_classes {
+            let (rows, kk) = (t.desc[5 * k + 1] as usize * n, t.desc[5 * k + 2] as usize * cin);
+            partial_m |= !rows.is_multiple_of(CONV_TILE_M);
+            full_and_partial_m |= rows > CONV_TILE_M && !rows.is_multiple_of(CONV_TILE_M);
+            partial_k |= !kk.is_multiple_of(CONV_TILE_K);
+        }
+        for (ti, tile) in ConvTile::ALL.into_iter().enumerate() {
+            partial_n[ti] |= !cout.is_multiple_of(tile.n());
+            let gpu = conv_tiled(t, tile, &c.input, Some(&c.residual), true, n);
+            let (d, d_plain) = (max_rel(&gpu, &cpu), max_rel(&gpu, &plain));
+            println!("{}, {}: vs CPU {d:.2e}, vs plain {d_plain:.2e}", c.describe(), tile.kernel());
+            assert!(d < 1e-5 && d_plain < 1e-5, "{} with {}: {d:.2e}, {d_plain:.2e}", c.describe(), tile.kernel());
+        }
+        // Without residual or ReLU: the epilogue's other branch.
+        let gpu = conv_tiled(t, t.tile(), &c.input, None, false, n);
+        let d = max_rel(&gpu, &cpu::conv_once(&c.plan, &c.input, n, None, false));
+        assert!(d < 1e-5, "{} without residual and ReLU: {d:.2e}", c.describe());
+    }
+    assert!(partial_m && full_and_partial_m && partial_k && partial_n == [true; 2], "the shapes miss an edge");
+}
+
+/// Every shared-memory access of a warp, with the kernel's own index arithmetic, is free of bank
+/// conflicts: 32-bit accesses touch 32 distinct banks (or the same word), float4 accesses do per
+/// quarter-warp. Without the A tile's padding its transposed store would be a 2-way conflict.
+#[test]
+fn the_tiled_conv_kernels_shared_memory_accesses_have_no_bank_conflicts() {
+    /// Most distinct words one bank serves in one phase of the access.
+    fn ways(words: &[usize], width: usize) -> usize {
+        words
+            .chunks(32 / width)
+            .map(|phase| {
+                let mut per_bank = vec![std::collections::BTreeSet::new(); 32];
+                for &w in phase {
+                    for b in 0..width {
+                        per_bank[(w + b) % 32].insert(w + b);
+                    }
+                }
+                per_bank.iter().map(|s| s.len()).max().unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+    let dummy_in = vec![0f32; 4];
+    for tile in ConvTile::ALL {
+        let g = Geometry::of(tile);
+        let b = Block { input: &dummy_in, gather: &[0], w: &dummy_in, n: 1, cin: 64, cout: 512, n_taps: 1, m_rows: BM, k_len: 64, m0: 0, n0: 0 };
+        let th: Vec<Thread> = (0..g.threads).map(|tid| Thread::new(&g, &b, tid)).collect();
+        for warp in th.chunks(32) {
+            for s in 0..2 {
+                for i in 0..g.a_loads {
+                    for j in 0..4 {
+                        let store: Vec<usize> = warp.iter().map(|t| g.as_idx(s, t.a_kq + j, t.a_row[i], A_PITCH)).collect();
+                        assert_eq!(ways(&store, 1), 1, "{}: A store", tile.kernel());
+                        let unpadded: Vec<usize> = warp.iter().map(|t| g.as_idx(s, t.a_kq + j, t.a_row[i], BM)).collect();
+                        assert_eq!(ways(&unpadded, 1), 2, "{}: the padding is what removes the conflict", tile.kernel());
+                    }
+                }
+                let b_store: Vec<usize> = warp.iter().map(|t| g.bs_idx(s, t.b_k, t.b_c)).collect();
+                assert_eq!(ways(&b_store, 4), 1, "{}: B store", tile.kernel());
+                for kk in 0..BK {
+                    for half in [0, 64] {
+                        let a: Vec<usize> = warp.iter().map(|t| g.as_idx(s, kk, half + 4 * t.ty, A_PITCH)).collect();
+                        assert_eq!(ways(&a, 4), 1, "{}: A fragment load", tile.kernel());
+                    }
+                    for half in [0, g.bn / 2] {
+                        let bl: Vec<usize> = warp.iter().map(|t| g.bs_idx(s, kk, half + 4 * t.tx)).collect();
+                        assert_eq!(ways(&bl, 4), 1, "{}: B fragment load", tile.kernel());
+                    }
+                }
+            }
+        }
+        // The static shared memory the kernel declares, as the host computes it.
+        assert_eq!(4 * g.shared_words(), tile.shared_bytes());
     }
 }
 
@@ -254,6 +719,33 @@ fn without_a_gpu_cuda_is_a_clear_error_and_auto_falls_back_to_the_cpu() {
 }
 
 // ---- 3. with a GPU ----------------------------------------------------------------------------
+
+/// The conv kernels themselves on [`CONV_SHAPES`] — ResNet-18's shapes and the partial column and
+/// K tiles the trunk never launches — against the CPU convolution, and how close the hardware comes
+/// to the transcription (same fmaf order: ideally bit-exact).
+#[test]
+fn gpu_conv_kernels_equal_the_cpu_convolution_with_partial_tiles_everywhere() {
+    let Some(gpu) = gpu_present() else {
+        eprintln!("skipped: no usable GPU (NVIDIA driver + libnvrtc.so.12) on this machine");
+        return;
+    };
+    let engine = Engine::for_backend(&network(), 20, 1, BackendChoice::Cuda).expect("cuda engine");
+    for si in 0..CONV_SHAPES.len() {
+        let c = ConvCase::new(si);
+        let cpu = cpu::conv_once(&c.plan, &c.input, c.n, Some(&c.residual), true);
+        for tile in ConvTile::ALL {
+            let dev = engine
+                .with_gpu_trunk(|tr| tr.conv_once(&c.tables, tile, &c.input, Some(&c.residual), true, c.n))
+                .expect("GPU trunk")
+                .unwrap_or_else(|e| panic!("{gpu}: {} with {}: {e}", c.describe(), tile.kernel()));
+            let emulated = conv_tiled(&c.tables, tile, &c.input, Some(&c.residual), true, c.n);
+            let (d, d_t) = (max_rel(&dev, &cpu), max_rel(&dev, &emulated));
+            println!("GPU {} {}: vs CPU {d:.2e}, vs transcription {d_t:.2e} (bit-exact: {})", tile.kernel(), c.describe(), dev == emulated);
+            assert!(d < 1e-5, "{} with {}: {d:.2e}", c.describe(), tile.kernel());
+        }
+    }
+}
+
 
 #[test]
 fn gpu_features_and_similarities_equal_the_cpu_path_and_pytorch_within_1e4() {

@@ -3,8 +3,10 @@
 //! on LD_LIBRARY_PATH (it also sets BEAMWATCH_REQUIRE_NVRTC=1, so CI fails instead of skipping).
 
 use beamwatch::engine::cuda::kernels::{
-    Loaded, SOURCES, compile, compile_cubin, compile_for, nvrtc_available, plan_for_device, supported_archs,
+    Loaded, SOURCES, blocks_per_sm, compile, compile_cubin, compile_for, nvrtc_available, parse_ptxas_log,
+    plan_for_device, resources, supported_archs,
 };
+use beamwatch::engine::cuda::tables::ConvTile;
 
 fn nvrtc_or_skip() -> bool {
     if nvrtc_available() {
@@ -89,4 +91,55 @@ fn a_known_gpu_gets_a_cubin_and_a_newer_one_ptx_it_can_jit() {
             compile_for(src, &how).unwrap_or_else(|e| panic!("{e}"));
         }
     }
+}
+
+/// The conv kernels' budget (kernels/README.md's estimate): ptxas's own report, through NVRTC's
+/// `--ptxas-options=-v` log, for sm_80 and sm_90: no register spills, the static shared memory the
+/// host expects, and at least 2 (128×128) or 3 (128×64) resident blocks per SM.
+#[test]
+fn the_tiled_conv_kernels_fit_their_register_and_shared_memory_budget() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let conv = SOURCES.iter().find(|s| s.file == "conv.cu").expect("conv.cu is embedded");
+    for sm in [80, 90] {
+        let res = resources(conv, sm).unwrap_or_else(|e| panic!("{e}"));
+        for tile in ConvTile::ALL {
+            let r = res.iter().find(|r| r.function == tile.kernel()).unwrap_or_else(|| panic!("{} not in {res:?}", tile.kernel()));
+            let blocks = blocks_per_sm(r.registers, tile.threads(), r.static_shared_bytes as usize, sm);
+            println!(
+                "sm_{sm} {}: {} registers, {} B spilled, {} B shared, {blocks} blocks ({} warps) per SM",
+                tile.kernel(),
+                r.registers,
+                r.spill_store_bytes,
+                r.static_shared_bytes,
+                blocks * tile.threads() / 32
+            );
+            assert!(r.registers > 0, "no register count parsed for {}", tile.kernel());
+            assert_eq!((r.spill_store_bytes, r.spill_load_bytes), (0, 0), "sm_{sm} {} spills", tile.kernel());
+            assert_eq!(r.static_shared_bytes as usize, tile.shared_bytes(), "sm_{sm} {}", tile.kernel());
+            let want = match tile {
+                ConvTile::Wide => 2,
+                ConvTile::Narrow => 3,
+            };
+            assert!(blocks >= want, "sm_{sm} {}: {blocks} blocks per SM, the estimate assumes {want}", tile.kernel());
+        }
+    }
+}
+
+#[test]
+fn ptxas_reports_are_parsed_and_occupancy_follows_the_limits() {
+    let log = "ptxas info    : Compiling entry function 'f' for 'sm_90'\n\
+               ptxas info    : Function properties for f\n\
+               ptxas         .     8 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads\n\
+               ptxas info    : Used 168 registers, used 1 barriers, 16640 bytes smem\n";
+    let r = &parse_ptxas_log(log)[0];
+    assert_eq!((r.function.as_str(), r.registers, r.spill_store_bytes, r.spill_load_bytes, r.static_shared_bytes), ("f", 168, 8, 4, 16640));
+    // 168 registers · 256 threads = 43,008 of 65,536: one block; 128 → two; 64 → four (thread limit 8).
+    assert_eq!(blocks_per_sm(168, 256, 16_640, 90), 1);
+    assert_eq!(blocks_per_sm(128, 256, 16_640, 90), 2);
+    assert_eq!(blocks_per_sm(64, 256, 0, 90), 4);
+    // Shared memory bound: 100 KiB blocks, 2 on sm_90 (228 KiB), 1 on sm_80 (164 KiB).
+    assert_eq!(blocks_per_sm(32, 128, 100 * 1024, 90), 2);
+    assert_eq!(blocks_per_sm(32, 128, 100 * 1024, 80), 1);
 }

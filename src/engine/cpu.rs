@@ -151,6 +151,14 @@ fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws
     }
 }
 
+/// One convolution on its own, as the CPU path runs it inside the trunk: `input` is
+/// `[in slot][n][cin]`, the result `[out slot][n][cout]`. The GPU kernels' tests compare with it.
+pub fn conv_once(p: &ConvPlan, input: &[f32], n: usize, residual: Option<&[f32]>, relu: bool) -> Vec<f32> {
+    let mut out = vec![0f32; p.out_slots() * n * p.cout];
+    conv(p, input, &mut out, &mut Vec::new(), n, residual, relu);
+    out
+}
+
 /// One convolution: per class, gather columns (unless the input can be read in place), GEMM into
 /// the class's output slots; then bias (+ residual) (+ ReLU) in one pass.
 fn conv(

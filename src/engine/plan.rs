@@ -103,6 +103,13 @@ impl ConvPlan {
         self.order.len()
     }
 
+    /// One convolution planned on its own, its input stored row-major (slot = y·w + x): for tests
+    /// that run a single convolution of any shape through the CPU path and the GPU kernels.
+    pub fn standalone(conv: &FoldedConv, in_h: usize, in_w: usize) -> Result<Self, EngineError> {
+        let in_order: Vec<usize> = (0..in_h * in_w).collect();
+        Self::build(conv, in_h, in_w, &in_order, None)
+    }
+
     fn build(
         conv: &FoldedConv,
         in_h: usize,

@@ -28,7 +28,7 @@ pub const SOURCES: &[KernelSource] = &[
     KernelSource {
         file: "conv.cu",
         source: include_str!("../../../kernels/conv.cu"),
-        functions: &["stem_conv", "conv_classes"],
+        functions: &["stem_conv", "conv_tiled_128x128", "conv_tiled_128x64"],
     },
     KernelSource {
         file: "pool.cu",
@@ -131,6 +131,72 @@ pub fn supported_archs() -> Result<Vec<i32>, NvrtcError> {
 
 /// Compiles one source to a CUBIN for a real architecture (`sm` = 80 for sm_80, 90 for sm_90).
 pub fn compile_cubin(src: &KernelSource, sm: i32) -> Result<Vec<u8>, NvrtcError> {
+    cubin_and_log(src, sm, &[]).map(|(bin, _)| bin)
+}
+
+/// What ptxas allocated for one kernel (`--ptxas-options=-v`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelResources {
+    pub function: String,
+    pub registers: u32,
+    pub spill_store_bytes: u32,
+    pub spill_load_bytes: u32,
+    pub static_shared_bytes: u32,
+}
+
+/// ptxas's resource report for every kernel of one source compiled for `sm_XY`: how the occupancy
+/// estimates in kernels/README.md are made, and how the tests hold the kernels to them.
+pub fn resources(src: &KernelSource, sm: i32) -> Result<Vec<KernelResources>, NvrtcError> {
+    let (_, log) = cubin_and_log(src, sm, &["--ptxas-options=-v".into()])?;
+    Ok(parse_ptxas_log(&log))
+}
+
+/// Parses ptxas's `-v` lines: "Compiling entry function 'f'", "N bytes spill stores, M bytes spill
+/// loads", "Used R registers, …, S bytes smem".
+pub fn parse_ptxas_log(log: &str) -> Vec<KernelResources> {
+    fn before(line: &str, unit: &str) -> u32 {
+        line.find(unit)
+            .and_then(|i| line[..i].split(|c: char| c == ',' || c == ':').next_back())
+            .and_then(|w| w.trim().parse().ok())
+            .unwrap_or(0)
+    }
+    let mut out: Vec<KernelResources> = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let name = rest.split('\'').next().unwrap_or_default();
+            out.push(KernelResources { function: name.into(), ..Default::default() });
+        } else if let Some(k) = out.last_mut() {
+            if line.contains("spill stores") {
+                k.spill_store_bytes = before(line, " bytes spill stores");
+                k.spill_load_bytes = before(line, " bytes spill loads");
+            } else if line.contains("Used ") && line.contains(" registers") {
+                k.registers = line
+                    .split("Used ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                k.static_shared_bytes = before(line, " bytes smem");
+            }
+        }
+    }
+    out
+}
+
+/// Resident blocks per SM for a kernel of `registers` per thread, `threads` per block and
+/// `shared_bytes` of static shared memory on compute capability `sm` (80: A100, 90: H100/H200):
+/// 64 Ki registers allocated per warp in units of 256, 2048 threads, 32 blocks, and 164 KiB
+/// (sm_80) or 228 KiB (sm_90) of shared memory with 1 KiB reserved per block.
+pub fn blocks_per_sm(registers: u32, threads: usize, shared_bytes: usize, sm: i32) -> usize {
+    let warps = threads.div_ceil(32);
+    let warp_regs = (registers as usize * 32).div_ceil(256) * 256;
+    let by_regs = 65_536 / (warps * warp_regs).max(1);
+    let smem_per_sm = if sm >= 90 { 228 * 1024 } else { 164 * 1024 };
+    let by_smem = smem_per_sm / (shared_bytes + 1024);
+    by_regs.min(by_smem).min(2048 / threads.max(1)).min(32)
+}
+
+fn cubin_and_log(src: &KernelSource, sm: i32, extra: &[String]) -> Result<(Vec<u8>, String), NvrtcError> {
     use cudarc::nvrtc::{result, sys};
     if !nvrtc_available() {
         return Err(NvrtcError::Missing);
@@ -140,13 +206,14 @@ pub fn compile_cubin(src: &KernelSource, sm: i32) -> Result<Vec<u8>, NvrtcError>
     let code = CString::new(src.source).map_err(|_| err("the source holds a NUL byte".into()))?;
     let name = CString::new(src.file).map_err(|_| err("the file name holds a NUL byte".into()))?;
     let prog = result::create_program(&code, Some(&name)).map_err(|e| err(format!("{e:?}")))?;
+    let mut opts = option_strings(&arch);
+    opts.extend_from_slice(extra);
     // SAFETY: `prog` was created above and is destroyed once, below, after its last use.
     let out = unsafe {
-        match result::compile_program(prog, &option_strings(&arch)) {
-            Err(e) => {
-                let log = result::get_program_log(prog).map(|l| c_chars_to_string(&l)).unwrap_or_default();
-                Err(err(format!("{e:?}: {}", log.trim())))
-            }
+        let compiled = result::compile_program(prog, &opts);
+        let log = result::get_program_log(prog).map(|l| c_chars_to_string(&l)).unwrap_or_default();
+        match compiled {
+            Err(e) => Err(err(format!("{e:?}: {}", log.trim()))),
             Ok(()) => {
                 let mut size = 0usize;
                 if sys::nvrtcGetCUBINSize(prog, &mut size) != sys::nvrtcResult::NVRTC_SUCCESS || size == 0 {
@@ -154,7 +221,7 @@ pub fn compile_cubin(src: &KernelSource, sm: i32) -> Result<Vec<u8>, NvrtcError>
                 } else {
                     let mut bin = vec![0u8; size];
                     if sys::nvrtcGetCUBIN(prog, bin.as_mut_ptr() as *mut c_char) == sys::nvrtcResult::NVRTC_SUCCESS {
-                        Ok(bin)
+                        Ok((bin, log))
                     } else {
                         Err(err("nvrtcGetCUBIN failed".into()))
                     }

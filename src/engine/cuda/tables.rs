@@ -5,20 +5,60 @@
 //! `[slot][patch][channel]`:
 //! 1. `stem_conv` → S (`stem.positions` slots, 64 channels)
 //! 2. `max_pool(S)` → X (layer1's slot order)
-//! 3. per block: `conv_classes(X → R)` for the downsample (no ReLU, no residual) when there is one,
-//!    else R = X; `conv_classes(X → T, ReLU)`; `conv_classes(T → Y, + R, ReLU)`; X ← Y; after the
+//! 3. per block: `conv_tiled_*(X → R)` for the downsample (no ReLU, no residual) when there is one,
+//!    else R = X; `conv_tiled_*(X → T, ReLU)`; `conv_tiled_*(T → Y, + R, ReLU)`; X ← Y; after the
 //!    second block of layer l, `global_avg_pool(X)` → features of layer l (`[n][C_l]`).
 
 use super::super::EngineError;
 use super::super::plan::{ConvPlan, Plan};
 
-/// Output tile of `conv_classes` (rows × columns) and its K step; must match kernels/conv.cu.
-pub const CONV_TILE_M: usize = 64;
-pub const CONV_TILE_N: usize = 64;
-pub const CONV_TILE_K: usize = 16;
-pub const CONV_THREADS: u32 = 256;
+/// Output rows per block of `conv_tiled_*`, its K slice and the padding of its transposed A tile;
+/// must match kernels/conv.cu (`CT_BM`, `CT_BK`, `CT_APAD`).
+pub const CONV_TILE_M: usize = 128;
+pub const CONV_TILE_K: usize = 8;
+pub const CONV_A_PAD: usize = 4;
+/// Every load and store of the kernel is a float4: cin and cout must be multiples of this.
+pub const CONV_VECTOR: usize = 4;
 
-/// One convolution as `conv_classes` reads it.
+/// The two instantiations of kernels/conv.cu's `conv_tiled<BN>`: 128×BN output tiles, 2·BN threads
+/// of 8×8 outputs each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvTile {
+    /// 128×128, for cout a multiple of 128 (layers 2–4).
+    Wide,
+    /// 128×64, for layer1's 64 channels and any cout 128 does not divide.
+    Narrow,
+}
+
+impl ConvTile {
+    pub const ALL: [Self; 2] = [Self::Wide, Self::Narrow];
+
+    /// Columns of the output tile (BN).
+    pub fn n(self) -> usize {
+        match self {
+            Self::Wide => 128,
+            Self::Narrow => 64,
+        }
+    }
+
+    pub fn threads(self) -> usize {
+        2 * self.n()
+    }
+
+    pub fn kernel(self) -> &'static str {
+        match self {
+            Self::Wide => "conv_tiled_128x128",
+            Self::Narrow => "conv_tiled_128x64",
+        }
+    }
+
+    /// Static shared memory of one block: both buffers of the A and B slices.
+    pub fn shared_bytes(self) -> usize {
+        4 * 2 * CONV_TILE_K * ((CONV_TILE_M + CONV_A_PAD) + self.n())
+    }
+}
+
+/// One convolution as `conv_tiled_*` reads it.
 #[derive(Clone, Debug)]
 pub struct ConvTables {
     pub cin: usize,
@@ -35,10 +75,10 @@ pub struct ConvTables {
 }
 
 impl ConvTables {
-    fn new(p: &ConvPlan) -> Result<Self, EngineError> {
-        if !p.cout.is_multiple_of(CONV_TILE_N) || !p.cin.is_multiple_of(CONV_TILE_K) {
+    pub fn new(p: &ConvPlan) -> Result<Self, EngineError> {
+        if p.cin == 0 || p.cout == 0 || !p.cout.is_multiple_of(CONV_VECTOR) || !p.cin.is_multiple_of(CONV_VECTOR) {
             return Err(EngineError::Plan(format!(
-                "conv {}→{} channels does not fit the GPU tiles ({CONV_TILE_K}, {CONV_TILE_N})",
+                "conv {}→{} channels: the GPU kernel needs multiples of {CONV_VECTOR}",
                 p.cin, p.cout
             )));
         }
@@ -64,16 +104,49 @@ impl ConvTables {
         })
     }
 
+    /// Whether every class's rows, gathers and weights lie inside the tables and the channel
+    /// counts fit the kernel: what a launch relies on for tables not made by [`Self::new`].
+    pub fn consistent(&self) -> bool {
+        let channels_ok = self.cin > 0
+            && self.cout > 0
+            && self.cin.is_multiple_of(CONV_VECTOR)
+            && self.cout.is_multiple_of(CONV_VECTOR)
+            && self.bias.len() >= self.cout;
+        channels_ok
+            && self.n_classes > 0
+            && self.desc.len() == 5 * self.n_classes
+            && self.desc.chunks_exact(5).all(|d| {
+                let [first, pos, taps, g, w] = [d[0], d[1], d[2], d[3], d[4]].map(|v| usize::try_from(v).ok());
+                match (first, pos, taps, g, w) {
+                    (Some(first), Some(pos), Some(taps), Some(g), Some(w)) => {
+                        pos > 0
+                            && taps > 0
+                            && first + pos <= self.out_slots
+                            && g + pos * taps <= self.gathers.len()
+                            && w + taps * self.cin * self.cout <= self.weights.len()
+                            && self.gathers[g..g + pos * taps].iter().all(|&s| s >= 0)
+                    }
+                    _ => false,
+                }
+            })
+    }
+
     /// Row tiles of class `c` for `n` patches.
     fn class_tiles(&self, c: usize, n: usize) -> usize {
         (self.desc[5 * c + 1] as usize * n).div_ceil(CONV_TILE_M)
     }
 
-    /// `conv_classes` grid for `n` patches: (every class's row tiles back to back, column tiles, 1).
+    /// The tile the trunk launches this convolution with: the wide one when it divides cout, so
+    /// no column tile is partial.
+    pub fn tile(&self) -> ConvTile {
+        if self.cout.is_multiple_of(ConvTile::Wide.n()) { ConvTile::Wide } else { ConvTile::Narrow }
+    }
+
+    /// `conv_tiled_*` grid for `n` patches: (every class's row tiles back to back, column tiles, 1).
     /// Sized to the work: a grid over the largest class × all classes left 42 % of the blocks idle.
-    pub fn grid(&self, n: usize) -> (u32, u32, u32) {
+    pub fn grid(&self, n: usize, tile: ConvTile) -> (u32, u32, u32) {
         let rows: usize = (0..self.n_classes).map(|c| self.class_tiles(c, n)).sum();
-        (rows as u32, (self.cout / CONV_TILE_N) as u32, 1)
+        (rows as u32, self.cout.div_ceil(tile.n()) as u32, 1)
     }
 
     /// The (class, row tile) block `x` of the grid computes — kernels/conv.cu's own loop, here so

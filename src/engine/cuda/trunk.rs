@@ -7,7 +7,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStrea
 
 use super::CudaError;
 use super::kernels::{Loaded, SOURCES, compile_for};
-use super::tables::{CONV_THREADS, ConvTables, DevicePlan};
+use super::tables::{ConvTables, ConvTile, DevicePlan};
 use crate::engine::{Features, Plan};
 use crate::weights::layout::LAYER_CHANNELS;
 
@@ -74,7 +74,9 @@ pub struct Kernels {
     pub extract_u32: CudaFunction,
     pub extract_f32: CudaFunction,
     pub stem: CudaFunction,
-    pub conv: CudaFunction,
+    /// `conv_tiled_128x128` and `conv_tiled_128x64`.
+    pub conv_wide: CudaFunction,
+    pub conv_narrow: CudaFunction,
     pub max_pool: CudaFunction,
     pub gap: CudaFunction,
     pub cosine: CudaFunction,
@@ -101,7 +103,8 @@ impl Kernels {
             extract_u32: get("patches.cu", "extract_patches_u32")?,
             extract_f32: get("patches.cu", "extract_patches_f32")?,
             stem: get("conv.cu", "stem_conv")?,
-            conv: get("conv.cu", "conv_classes")?,
+            conv_wide: get("conv.cu", ConvTile::Wide.kernel())?,
+            conv_narrow: get("conv.cu", ConvTile::Narrow.kernel())?,
             max_pool: get("pool.cu", "max_pool")?,
             gap: get("pool.cu", "global_avg_pool")?,
             cosine: get("similarity.cu", "cosine_rows")?,
@@ -134,6 +137,10 @@ impl DevConv {
 
 fn nonempty_i32(v: &[i32]) -> Vec<i32> {
     if v.is_empty() { vec![0] } else { v.to_vec() }
+}
+
+fn nonempty_f32(v: &[f32]) -> Vec<f32> {
+    if v.is_empty() { vec![0.0] } else { v.to_vec() }
 }
 
 struct DevBlock {
@@ -352,11 +359,11 @@ impl Trunk {
         for (bi, blk) in self.blocks.iter().enumerate() {
             let has_ds = blk.downsample.is_some();
             if let Some(ds) = &blk.downsample {
-                conv(s, &self.k.conv, ds, &ws.x, &mut ws.r, None, false, n)?;
+                conv(s, &self.k, ds, ds.t.tile(), &ws.x, &mut ws.r, None, false, n)?;
             }
-            conv(s, &self.k.conv, &blk.conv1, &ws.x, &mut ws.t, None, true, n)?;
+            conv(s, &self.k, &blk.conv1, blk.conv1.t.tile(), &ws.x, &mut ws.t, None, true, n)?;
             let residual = if has_ds { &ws.r } else { &ws.x };
-            conv(s, &self.k.conv, &blk.conv2, &ws.t, &mut ws.a, Some(residual), true, n)?;
+            conv(s, &self.k, &blk.conv2, blk.conv2.t.tile(), &ws.t, &mut ws.a, Some(residual), true, n)?;
             std::mem::swap(&mut ws.x, &mut ws.a);
             if bi % 2 == 1 {
                 let l = bi / 2;
@@ -373,23 +380,29 @@ impl Trunk {
     }
 }
 
-/// One `conv_classes` launch: all classes of a convolution.
+/// One `conv_tiled_*` launch: all classes of a convolution.
 #[allow(clippy::too_many_arguments)]
 fn conv(
     s: &Arc<CudaStream>,
-    f: &CudaFunction,
+    k: &Kernels,
     c: &DevConv,
+    tile: ConvTile,
     input: &CudaSlice<f32>,
     out: &mut CudaSlice<f32>,
     residual: Option<&CudaSlice<f32>>,
     relu: bool,
     n: usize,
 ) -> Result<(), CudaError> {
-    let (gx, gy, gz) = c.t.grid(n);
+    let f = match tile {
+        ConvTile::Wide => &k.conv_wide,
+        ConvTile::Narrow => &k.conv_narrow,
+    };
+    let (gx, gy, gz) = c.t.grid(n, tile);
     if gx == 0 || gz == 0 {
         return Ok(());
     }
-    let cfg = LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (CONV_THREADS, 1, 1), shared_mem_bytes: 0 };
+    // Static shared memory only (16.3 KiB at most), under the 48 KiB that needs no opt-in.
+    let cfg = LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (tile.threads() as u32, 1, 1), shared_mem_bytes: 0 };
     let (has_res, relu_i) = (residual.is_some() as i32, relu as i32);
     let (n_i, cin, cout, classes) = (i32_arg(n, "patches")?, c.t.cin as i32, c.t.cout as i32, c.t.n_classes as i32);
     // Without a residual the kernel never reads it; it still needs a valid device pointer.
@@ -400,11 +413,48 @@ fn conv(
     // SAFETY: desc/gathers/weights are the plan's own tables (offsets and slots checked when the
     // plan was built); every class reads input slots < the input's slot count and writes rows
     // first_slot·n .. (first_slot+n_pos)·n of `out`, all within out_slots·n·cout ≤ the buffer
-    // (sized max_activation_per_patch·cap, n ≤ cap). The residual has conv2's layout.
-    unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| CudaError::driver("launching conv_classes", e))
+    // (sized max_activation_per_patch·cap, n ≤ cap). The residual has conv2's layout. The float4
+    // accesses are aligned: cudarc's allocations are, and cin, cout (hence every offset) are
+    // multiples of 4 (ConvTables::new).
+    unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| CudaError::driver(format!("launching {}", tile.kernel()), e))
 }
 
 impl Trunk {
+    /// One convolution on the device, outside the trunk, with either tile: the GPU tests run
+    /// shapes ResNet-18 lacks (column and K tiles cut short) through the kernel with it. `input`
+    /// is `[in slot][n][cin]`, `residual` and the result `[out slot][n][cout]`.
+    pub fn conv_once(
+        &self,
+        t: &ConvTables,
+        tile: ConvTile,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+        n: usize,
+    ) -> Result<Vec<f32>, CudaError> {
+        if !t.consistent() {
+            return Err(CudaError::Setup("inconsistent convolution tables".into()));
+        }
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the GPU context", e))?;
+        let in_slots = t.gathers.iter().map(|&g| g as usize + 1).max().unwrap_or(0);
+        let out_len = t.out_slots * n * t.cout;
+        if input.len() < in_slots * n * t.cin || residual.is_some_and(|r| r.len() != out_len) {
+            return Err(CudaError::Setup("convolution buffers do not match the tables".into()));
+        }
+        let s = &self.stream;
+        let what = "a single convolution";
+        let c = DevConv::upload(s, t)?;
+        let d_in = s.clone_htod(&nonempty_f32(input)).map_err(|e| CudaError::driver(what, e))?;
+        let d_res = residual.map(|r| s.clone_htod(r)).transpose().map_err(|e| CudaError::driver(what, e))?;
+        let mut d_out = s.alloc_zeros::<f32>(out_len.max(1)).map_err(|e| CudaError::driver(what, e))?;
+        conv(s, &self.k, &c, tile, &d_in, &mut d_out, d_res.as_ref(), relu, n)?;
+        let mut out = s.clone_dtoh(&d_out).map_err(|e| CudaError::driver(what, e))?;
+        s.synchronize().map_err(|e| CudaError::driver(what, e))?;
+        self.check_stored()?;
+        out.truncate(out_len);
+        Ok(out)
+    }
+
     /// Errors cudarc could only store (from frees and drops, which return nothing): read after
     /// every synchronisation, so a failure there is an error of this frame, not a silent one.
     pub(super) fn check_stored(&self) -> Result<(), CudaError> {
