@@ -166,6 +166,16 @@ pub fn decode_bslz4_into(blob: &[u8], elem: usize, out: &mut [u8], scratch: &mut
     decode_bslz4_into_with(blob, elem, out, scratch, Lz4::C)
 }
 
+/// [`decode_bslz4_into`] for u16 elements straight into u16 pixels (`out.len()` elements), so
+/// nothing converts the bytes afterwards.
+pub fn decode_bslz4_u16_into(blob: &[u8], out: &mut [u16], scratch: &mut Vec<u8>) -> Result<(), CodecError> {
+    decode_bslz4_into(blob, 2, bytemuck::cast_slice_mut(out), scratch)?;
+    // The data are little-endian; on a big-endian host the bytes need swapping.
+    #[cfg(target_endian = "big")]
+    out.iter_mut().for_each(|v| *v = u16::from_le(*v));
+    Ok(())
+}
+
 /// [`decode_bslz4_into`] with a chosen LZ4 block decoder (the benchmark compares them).
 pub fn decode_bslz4_into_with(
     blob: &[u8],

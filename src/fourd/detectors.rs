@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::FourDError;
+use super::kernels::{self, Isa, Run};
 
 /// What a virtual detector measures.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +74,10 @@ pub struct VirtualDetectors {
     /// Column coordinates 0, 1, … as f64 for the x moment.
     xs: Vec<f64>,
     needs_moments: bool,
+    /// Every mask's runs in one list sorted by start, for the one-pass u16 path.
+    runs: Vec<Run>,
+    /// The instruction set the u16 kernels run with (detected once).
+    isa: Isa,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -285,6 +290,8 @@ impl VirtualDetectors {
             radii_px: Vec::with_capacity(specs.len()),
             xs: (0..width).map(|x| x as f64).collect(),
             needs_moments: false,
+            runs: Vec::new(),
+            isa: Isa::detect(),
         };
         for spec in specs {
             let name = spec.name.as_str();
@@ -328,7 +335,59 @@ impl VirtualDetectors {
             out.outputs.push(output);
             out.radii_px.push(radii);
         }
+        out.runs = out
+            .masks
+            .iter()
+            .enumerate()
+            .flat_map(|(mask, runs)| runs.iter().map(move |&(start, end)| Run { start, end, mask: mask as u32 }))
+            .collect();
+        out.runs.sort_by_key(|r| r.start);
         Ok(out)
+    }
+
+    /// [`Self::apply`] for u16 patterns, in one pass over the pixels with exact integer sums (mask
+    /// detectors and `sum` are the exact integer sums; centre of mass divides exact Σx·I, Σy·I
+    /// once). Pixels marked in `invalid` are left out. A slice of the wrong length gives NaN.
+    pub fn apply_u16(&self, pixels: &[u16], invalid: Option<&[bool]>, out: &mut [f64]) {
+        let n = self.width * self.height;
+        if pixels.len() != n || invalid.is_some_and(|m| m.len() != n) {
+            out.iter_mut().for_each(|o| *o = f64::NAN);
+            return;
+        }
+        match invalid {
+            None => self.reduce_u16(pixels, out, None),
+            Some(m) => {
+                // Leaving a pixel out of every sum is counting it as 0.
+                let zeroed: Vec<u16> = pixels.iter().zip(m).map(|(&v, &bad)| if bad { 0 } else { v }).collect();
+                self.reduce_u16(&zeroed, out, None);
+            }
+        }
+    }
+
+    /// The detector values of a u16 pattern of the right size (checked by the caller) into `out`,
+    /// and, when `sum_into` is given (same length as the pattern), the pattern added to it: one
+    /// pass over the pixels. The caller keeps the u32 sums from overflowing (≤ 65537 patterns).
+    pub(crate) fn reduce_u16(&self, pixels: &[u16], out: &mut [f64], sum_into: Option<&mut [u32]>) {
+        let mut on_stack = [0u64; 8];
+        let mut on_heap = Vec::new();
+        let sums = if self.masks.len() <= on_stack.len() {
+            &mut on_stack[..self.masks.len()]
+        } else {
+            on_heap.resize(self.masks.len(), 0);
+            &mut on_heap[..]
+        };
+        let m = kernels::reduce(self.isa, pixels, self.width, &self.runs, sums, sum_into);
+        // u64 → f64 is exact below 2⁵³ (a 4096² pattern of 65535s sums to 2⁴⁰).
+        let total = m.total as f64;
+        for (o, output) in out.iter_mut().zip(&self.outputs) {
+            *o = match *output {
+                Output::Mask(k) => sums[k] as f64,
+                Output::Sum => total,
+                Output::ComX if m.total != 0 => m.sum_x as f64 / total - self.centre_px.0,
+                Output::ComY if m.total != 0 => m.sum_y as f64 / total - self.centre_px.1,
+                Output::ComX | Output::ComY => 0.0,
+            };
+        }
     }
 
     /// One value per detector into `out` (len = names.len()). Pixels marked in `invalid` are left

@@ -17,6 +17,7 @@
 //! one summed pattern per region and the virtual images of the scan being filled.
 
 pub mod assemble;
+pub mod kernels;
 pub mod detectors;
 pub mod fading;
 pub mod geometry;
