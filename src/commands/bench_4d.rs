@@ -422,7 +422,7 @@ pub fn bench_full(opts: &FullOptions, c_anchor: Option<&Path>) -> FullBench {
 }
 
 /// Each stage timed on its own, one thread, over one scan after a warm-up scan (centre and spots
-/// found): decode, convert, detectors, and the rest of `push` (region sums, bookkeeping).
+/// found): decode, detectors, and the rest of `push_u16` (region sums, bookkeeping).
 fn stage_ns(blobs: &[Vec<u8>], px: usize, scan: ScanShape, cfg: &FourDConfig) -> StageNs {
     let mut r = BandReducer::new(cfg, scan, 1, 0, px);
     let positions = scan.positions();
@@ -435,30 +435,29 @@ fn stage_ns(blobs: &[Vec<u8>], px: usize, scan: ScanShape, cfg: &FourDConfig) ->
     let mut values = vec![0.0; det.names.len()];
     // Per-pattern times, medians per stage: on the shared machine a preempted pattern would
     // otherwise charge its wait to whichever stage it fell in.
-    let mut ns: [Vec<u64>; 4] = Default::default();
+    let mut ns: [Vec<u64>; 3] = Default::default();
     for index in positions..2 * positions {
         let blob = &blobs[(index % blobs.len() as u64) as usize];
         let t0 = Instant::now();
         decode_bslz4_u16_into(blob, &mut r.pixels, &mut r.scratch).expect("own blobs decode");
         let t1 = Instant::now();
-        // No conversion stage any more: the reduction reads the decoded u16 pixels.
-        let t2 = Instant::now();
         det.apply_u16(&r.pixels, None, &mut values);
         std::hint::black_box(&values);
-        let t3 = Instant::now();
+        let t2 = Instant::now();
         let events = r.assembler.push_u16(index, px, px, &r.pixels, None).expect("the benchmark's patterns fit");
-        let t4 = Instant::now();
+        let t3 = Instant::now();
         drop(events);
-        for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)].into_iter().enumerate() {
+        for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3)].into_iter().enumerate() {
             ns[k].push((b - a).as_nanos() as u64);
         }
     }
-    let [decode, convert, detectors, push] = ns.map(|mut v| {
+    let [decode, detectors, push] = ns.map(|mut v| {
         v.sort_unstable();
         v.get(v.len() / 2).copied().unwrap_or(0) as f64
     });
     // push = detectors + the rest; the rest is what the region sums and bookkeeping cost.
-    StageNs { decode, convert, detectors, region_sums: (push - detectors).max(0.0) }
+    // No conversion stage any more: the reduction reads the decoded u16 pixels.
+    StageNs { decode, convert: 0.0, detectors, region_sums: (push - detectors).max(0.0) }
 }
 
 /// The Python with the C bitshuffle library: `BEAMWATCH_PYTHON`, else `.tools/venv/bin/python`

@@ -652,6 +652,51 @@ mod tests {
     }
 
     #[test]
+    fn u16_pushes_give_the_same_scans_as_f32_pushes() {
+        let n = SHAPE.positions();
+        let invalid: Vec<bool> = (0..W * W).map(|i| i % 31 == 5).collect();
+        let cfg = FourDConfig { regions_rows: 2, regions_cols: 2, centre_patterns: 10, ..FourDConfig::default() };
+        let cfg = FourDConfig { enabled: true, ..cfg };
+        for inv in [None, Some(&invalid[..])] {
+            let (mut a, mut b) =
+                (ScanAssembler::new(&cfg, SHAPE).expect("valid"), ScanAssembler::new(&cfg, SHAPE).expect("valid"));
+            let (mut ea, mut eb) = (Vec::new(), Vec::new());
+            // Two scans, a duplicate and a missing position in the second.
+            for i in (0..2 * n).filter(|&i| i != n + 4).chain([n + 9]) {
+                let f = pattern(i, 2000.0);
+                let u: Vec<u16> = f.iter().map(|&v| v as u16).collect();
+                assert!(u.iter().zip(&f).all(|(&u, &f)| f32::from(u) == f), "integer test data");
+                ea.extend(a.push(i, W, W, &f, inv).expect("ok"));
+                eb.extend(b.push_u16(i, W, W, &u, inv).expect("ok"));
+            }
+            ea.extend(a.finish());
+            eb.extend(b.finish());
+            let (sa, sb) = (completes(&ea), completes(&eb));
+            assert_eq!(sa.len(), 2);
+            assert_eq!(sb.len(), 2);
+            assert!(!a.spots.is_empty() && a.spots.len() == b.spots.len());
+            for (x, y) in sa.iter().zip(&sb) {
+                assert_eq!((x.missing, x.duplicates, &x.masked), (y.missing, y.duplicates, &y.masked));
+                // bf, adf, sum exactly; centre of mass to rounding (f64 sums against exact integers).
+                for k in 0..3 {
+                    assert_eq!(x.images[k], y.images[k], "detector {k}");
+                }
+                for k in 3..x.images.len() {
+                    for (p, q) in x.images[k].iter().zip(&y.images[k]) {
+                        assert!((p - q).abs() <= 1e-4 * p.abs().max(1.0), "detector {k}: {p} vs {q}");
+                    }
+                }
+                assert_eq!(x.spot_intensity, y.spot_intensity);
+                assert_eq!(x.region_spot_intensity, y.region_spot_intensity);
+                assert_eq!(x.total_counts, y.total_counts);
+            }
+        }
+        // A u16 pattern of the wrong length is an error.
+        let mut a = ScanAssembler::new(&explicit_cfg(), SHAPE).expect("valid");
+        assert!(matches!(a.push_u16(0, W, W, &[1; 10], None), Err(FourDError::PatternSize { .. })));
+    }
+
+    #[test]
     fn a_missing_pattern_masks_its_position_and_leaves_the_rest_unchanged() {
         let n = SHAPE.positions();
         let (_, full) = run(&explicit_cfg(), 0..n, |_| 2000.0);

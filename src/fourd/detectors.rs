@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::FourDError;
-use super::kernels::{self, Isa, Run};
+use super::kernels::{self, Isa, MaskWeights};
 
 /// What a virtual detector measures.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,8 +74,8 @@ pub struct VirtualDetectors {
     /// Column coordinates 0, 1, … as f64 for the x moment.
     xs: Vec<f64>,
     needs_moments: bool,
-    /// Every mask's runs in one list sorted by start, for the one-pass u16 path.
-    runs: Vec<Run>,
+    /// Per mask detector: its dense weights, for the u16 path.
+    weights: Vec<MaskWeights>,
     /// The instruction set the u16 kernels run with (detected once).
     isa: Isa,
 }
@@ -290,7 +290,7 @@ impl VirtualDetectors {
             radii_px: Vec::with_capacity(specs.len()),
             xs: (0..width).map(|x| x as f64).collect(),
             needs_moments: false,
-            runs: Vec::new(),
+            weights: Vec::new(),
             isa: Isa::detect(),
         };
         for spec in specs {
@@ -335,13 +335,7 @@ impl VirtualDetectors {
             out.outputs.push(output);
             out.radii_px.push(radii);
         }
-        out.runs = out
-            .masks
-            .iter()
-            .enumerate()
-            .flat_map(|(mask, runs)| runs.iter().map(move |&(start, end)| Run { start, end, mask: mask as u32 }))
-            .collect();
-        out.runs.sort_by_key(|r| r.start);
+        out.weights = out.masks.iter().map(|runs| MaskWeights::from_runs(runs, width)).collect();
         Ok(out)
     }
 
@@ -376,7 +370,7 @@ impl VirtualDetectors {
             on_heap.resize(self.masks.len(), 0);
             &mut on_heap[..]
         };
-        let m = kernels::reduce(self.isa, pixels, self.width, &self.runs, sums, sum_into);
+        let m = kernels::reduce(self.isa, pixels, self.width, &self.weights, sums, sum_into);
         // u64 → f64 is exact below 2⁵³ (a 4096² pattern of 65535s sums to 2⁴⁰).
         let total = m.total as f64;
         for (o, output) in out.iter_mut().zip(&self.outputs) {
@@ -630,6 +624,58 @@ mod tests {
         assert_eq!(out, vec![0.0; 5]);
         // Wrong length: NaN, not a panic.
         d.apply(&pixels[1..], None, &mut out);
+        assert!(out.iter().all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn the_u16_pass_equals_brute_force_and_the_f32_path() {
+        let (w, h) = (97, 61);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let invalid: Vec<bool> = (0..w * h).map(|i| i % 29 == 3).collect();
+        // Two overlapping disks, an annulus clipped by the edge, sum and centre of mass.
+        let specs = vec![
+            spec("bf", DetectorKind::Disk { radius_px: Some(9.5), radius_mrad: None }),
+            spec("big", DetectorKind::Disk { radius_px: Some(20.0), radius_mrad: None }),
+            spec(
+                "adf",
+                DetectorKind::Annulus {
+                    inner_px: Some(12.0),
+                    outer_px: Some(45.0),
+                    inner_mrad: None,
+                    outer_mrad: None,
+                },
+            ),
+            spec("sum", DetectorKind::Sum),
+            spec("com_x", DetectorKind::ComX),
+            spec("com_y", DetectorKind::ComY),
+        ];
+        let c = (50.3, 27.6);
+        let d = VirtualDetectors::new(&specs, w, h, c, 8.0, None).expect("resolves");
+        let sparse: Vec<u16> =
+            (0..w * h).map(|_| if rng.random_range(0..4) == 0 { rng.random_range(1..5) } else { 0 }).collect();
+        let random: Vec<u16> = (0..w * h).map(|_| rng.random()).collect();
+        let full = vec![u16::MAX; w * h];
+        for pixels in [sparse, random, full, vec![0; w * h]] {
+            let f: Vec<f32> = pixels.iter().map(|&v| f32::from(v)).collect();
+            for inv in [None, Some(&invalid[..])] {
+                let (mut a, mut b) = (vec![0.0; 6], vec![0.0; 6]);
+                d.apply_u16(&pixels, inv, &mut a);
+                d.apply(&f, inv, &mut b);
+                assert_eq!(a[..4], b[..4]);
+                assert_eq!(a[0], brute(&f, inv, w, c, -1.0, 9.5));
+                assert_eq!(a[1], brute(&f, inv, w, c, -1.0, 20.0));
+                assert_eq!(a[2], brute(&f, inv, w, c, 12.0, 45.0));
+                assert_eq!(a[3], brute(&f, inv, w, c, -1.0, f64::INFINITY));
+                for k in 4..6 {
+                    assert!((a[k] - b[k]).abs() < 1e-9, "{k}: {} vs {}", a[k], b[k]);
+                }
+            }
+        }
+        // Wrong lengths: NaN, not a panic.
+        let mut out = vec![0.0; 6];
+        d.apply_u16(&[1; 10], None, &mut out);
+        assert!(out.iter().all(|v| v.is_nan()));
+        d.apply_u16(&vec![1; w * h], Some(&[false; 3]), &mut out);
         assert!(out.iter().all(|v| v.is_nan()));
     }
 

@@ -1,26 +1,46 @@
-//! Integer kernels for the per-pattern reduction of u16 patterns: in one pass over each row, the
-//! row's sum and x-moment, the sums over the virtual detectors' pixel runs in that row, and
-//! (optionally) the row added into a u32 summed pattern.
+//! Integer kernels for the per-pattern reduction of u16 patterns: one pass over the pixels for
+//! the total and both first moments (and, optionally, adding the pattern into a u32 summed
+//! pattern), then one dense pass per mask detector over the rows it touches.
 //!
 //! Everything is integer arithmetic, so the sums are exact and every code path gives the same
 //! bits. The AVX2 and AVX-512 paths are the same source compiled for wider vectors, chosen at run
 //! time ([`Isa::detect`]); the portable path runs elsewhere, and the tests compare them.
+//!
+//! Moments without multiplies or per-row horizontal sums: per column x, `run[x]` is the column's
+//! running sum and `before[x]` adds up `run[x]` before each row, so after the rows y0..y1
+//! Σ_y (y − y0)·v = (y1 − 1 − y0)·run[x] − before[x]; Σx·I comes from the column totals at the end.
+//! The pattern is walked in strips of 64 (then 32) columns, whose accumulators stay in registers.
 
-/// u32 lanes of the inner loops: one 512-bit register, two 256-bit ones.
+/// Rows per block: `before[x]` ≤ 256²/2 · 65535 < 2³², so u32 cannot overflow; blocks are folded
+/// into u64.
+const BLOCK_ROWS: usize = 256;
+
+/// u32 lanes of the masked sums: one 512-bit register, two 256-bit ones.
 const LANES: usize = 16;
 
-/// Chunks of [`LANES`] pixels per segment. Within a segment a lane's running sum is at most
-/// 256 · 65535 and its moment accumulator at most 256²/2 · 65535 < 2³², so u32 lanes cannot
-/// overflow; segments are folded into u64.
-const SEGMENT_CHUNKS: usize = 256;
+/// A mask detector as dense weights over the whole rows it touches: `weights[i]` is 0xFFFF where
+/// pixel `first_px + i` is in the mask, else 0 (so Σ (v & w) is the masked sum, branch-free).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaskWeights {
+    pub first_px: usize,
+    pub weights: Vec<u16>,
+}
 
-/// A virtual detector's pixel run [start, end) (pattern indices, within one pattern row) and the
-/// detector's mask number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Run {
-    pub start: u32,
-    pub end: u32,
-    pub mask: u32,
+impl MaskWeights {
+    /// From runs of pixel indices [start, end) (sorted or not); empty runs give empty weights.
+    pub fn from_runs(runs: &[(u32, u32)], width: usize) -> Self {
+        let (Some(lo), Some(hi)) = (runs.iter().map(|r| r.0).min(), runs.iter().map(|r| r.1).max()) else {
+            return Self { first_px: 0, weights: Vec::new() };
+        };
+        // Whole rows: the span is contiguous in the pattern.
+        let first_px = lo as usize / width * width;
+        let end = (hi as usize).div_ceil(width) * width;
+        let mut weights = vec![0u16; end - first_px];
+        for &(a, b) in runs {
+            weights[a as usize - first_px..b as usize - first_px].fill(u16::MAX);
+        }
+        Self { first_px, weights }
+    }
 }
 
 /// Exact per-pattern sums from [`reduce`].
@@ -75,31 +95,31 @@ impl Isa {
     }
 }
 
-/// One pass over `pixels` (rows of `width`): the moments, `run_sums[r.mask] += Σ pixels[r]` for
-/// every run (sorted by start, each within one row), and, when `sum_into` is given, every pixel
-/// added to it (same length as `pixels`; the caller keeps it from overflowing: at most 65537
-/// patterns per u32). `run_sums` must be long enough for every run's mask.
+/// The moments of `pixels` (rows of `width`), `mask_sums[k] = Σ pixels & masks[k]`, and, when
+/// `sum_into` is given (same length as `pixels`), every pixel added to it (the caller keeps it
+/// from overflowing: at most 65537 patterns per u32).
 ///
-/// Panics if `pixels.len()` is not a multiple of `width`, a run lies outside `pixels`, or
-/// `sum_into` has another length: the callers check sizes first.
+/// Panics if `pixels.len()` is not a multiple of `width`, a mask reaches past `pixels`,
+/// `mask_sums` is shorter than `masks` or `sum_into` has another length: the callers check sizes.
 pub fn reduce(
     isa: Isa,
     pixels: &[u16],
     width: usize,
-    runs: &[Run],
-    run_sums: &mut [u64],
+    masks: &[MaskWeights],
+    mask_sums: &mut [u64],
     sum_into: Option<&mut [u32]>,
 ) -> Moments {
     assert!(width > 0 && pixels.len() % width == 0, "{} pixels in rows of {width}", pixels.len());
     assert!(sum_into.as_ref().is_none_or(|s| s.len() == pixels.len()), "summed pattern of another size");
+    assert!(mask_sums.len() >= masks.len(), "a sum per mask");
     match isa {
-        Isa::Portable => reduce_body(pixels, width, runs, run_sums, sum_into),
+        Isa::Portable => reduce_body(pixels, width, masks, mask_sums, sum_into),
         // SAFETY: these variants are only used where the CPU reported the features (detect /
         // available), and the bodies are safe code.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { reduce_avx2(pixels, width, runs, run_sums, sum_into) },
+        Isa::Avx2 => unsafe { reduce_avx2(pixels, width, masks, mask_sums, sum_into) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { reduce_avx512(pixels, width, runs, run_sums, sum_into) },
+        Isa::Avx512 => unsafe { reduce_avx512(pixels, width, masks, mask_sums, sum_into) },
     }
 }
 
@@ -108,11 +128,11 @@ pub fn reduce(
 fn reduce_avx2(
     pixels: &[u16],
     width: usize,
-    runs: &[Run],
-    run_sums: &mut [u64],
+    masks: &[MaskWeights],
+    mask_sums: &mut [u64],
     sum_into: Option<&mut [u32]>,
 ) -> Moments {
-    reduce_body(pixels, width, runs, run_sums, sum_into)
+    reduce_body(pixels, width, masks, mask_sums, sum_into)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -120,116 +140,123 @@ fn reduce_avx2(
 fn reduce_avx512(
     pixels: &[u16],
     width: usize,
-    runs: &[Run],
-    run_sums: &mut [u64],
+    masks: &[MaskWeights],
+    mask_sums: &mut [u64],
     sum_into: Option<&mut [u32]>,
 ) -> Moments {
-    reduce_body(pixels, width, runs, run_sums, sum_into)
+    reduce_body(pixels, width, masks, mask_sums, sum_into)
 }
 
 #[inline(always)]
 fn reduce_body(
     pixels: &[u16],
     width: usize,
-    runs: &[Run],
-    run_sums: &mut [u64],
-    mut sum_into: Option<&mut [u32]>,
+    masks: &[MaskWeights],
+    mask_sums: &mut [u64],
+    sum_into: Option<&mut [u32]>,
 ) -> Moments {
+    let height = pixels.len() / width;
     let mut m = Moments::default();
-    let mut next_run = 0;
-    for (y, row) in pixels.chunks_exact(width).enumerate() {
-        let (s, sx) = match sum_into.as_deref_mut() {
-            Some(acc) => row_moments_add(row, &mut acc[y * width..(y + 1) * width]),
-            None => row_moments(row),
-        };
-        m.total += s;
-        m.sum_x += sx;
-        m.sum_y += y as u64 * s;
-        // This row's runs, while the row is in L1.
-        let row_end = ((y + 1) * width) as u32;
-        while let Some(r) = runs.get(next_run).filter(|r| r.start < row_end) {
-            run_sums[r.mask as usize] += sum(&pixels[r.start as usize..r.end as usize]);
-            next_run += 1;
+    // Strips of 64 and 32 columns keep their accumulators in registers; the rest (widths that
+    // are not a multiple of 32) go through the slice loop.
+    let mut x0 = 0;
+    while x0 + 64 <= width {
+        strip::<64>(pixels, width, height, x0, &mut m);
+        x0 += 64;
+    }
+    while x0 + 32 <= width {
+        strip::<32>(pixels, width, height, x0, &mut m);
+        x0 += 32;
+    }
+    if x0 < width {
+        strip_tail(pixels, width, height, x0, &mut m);
+    }
+    // Row-major, apart from the strips: contiguous streams are what the prefetchers follow.
+    if let Some(acc) = sum_into {
+        let whole = pixels.len() - pixels.len() % LANES;
+        for (a, v) in acc[..whole].chunks_exact_mut(LANES).zip(pixels[..whole].chunks_exact(LANES)) {
+            for j in 0..LANES {
+                a[j] += u32::from(v[j]);
+            }
+        }
+        for (a, &v) in acc[whole..].iter_mut().zip(&pixels[whole..]) {
+            *a += u32::from(v);
         }
     }
-    // Runs past the last row cannot be: they would have panicked on the slice above.
+    for (mask, s) in masks.iter().zip(mask_sums.iter_mut()) {
+        *s = masked_sum(&pixels[mask.first_px..mask.first_px + mask.weights.len()], &mask.weights);
+    }
     m
 }
 
-/// (Σ v, Σ x·v) over a row, x from 0.
+/// The moments of columns x0..x0 + S, added to `m`.
 #[inline(always)]
-fn row_moments(row: &[u16]) -> (u64, u64) {
-    moments_impl::<false>(row, &mut [])
-}
-
-/// [`row_moments`], also adding the row into `acc` (same length).
-#[inline(always)]
-fn row_moments_add(row: &[u16], acc: &mut [u32]) -> (u64, u64) {
-    moments_impl::<true>(row, acc)
-}
-
-/// Σ x·v without multiplies: per lane, Σ_c c·v_c = (C − 1)·Σ v_c − Σ_c (C − 1 − c)·v_c, and the
-/// second sum is the running sum added up before each chunk.
-#[inline(always)]
-fn moments_impl<const ADD: bool>(row: &[u16], acc: &mut [u32]) -> (u64, u64) {
-    let (mut s, mut sx) = (0u64, 0u64);
-    let seg_px = SEGMENT_CHUNKS * LANES;
-    let whole = row.len() - row.len() % LANES;
-    let mut x0 = 0;
-    while x0 < whole {
-        let end = (x0 + seg_px).min(whole);
-        let chunks = (end - x0) / LANES;
-        let mut run = [0u32; LANES];
-        let mut before = [0u32; LANES];
-        for c in 0..chunks {
-            let at = x0 + c * LANES;
-            let v: &[u16; LANES] = row[at..at + LANES].try_into().expect("LANES pixels");
-            for j in 0..LANES {
+fn strip<const S: usize>(pixels: &[u16], width: usize, height: usize, x0: usize, m: &mut Moments) {
+    for y0 in (0..height).step_by(BLOCK_ROWS) {
+        let y1 = (y0 + BLOCK_ROWS).min(height);
+        let mut run = [0u32; S];
+        let mut before = [0u32; S];
+        for y in y0..y1 {
+            let at = y * width + x0;
+            let row: &[u16; S] = pixels[at..at + S].try_into().expect("S pixels");
+            for j in 0..S {
                 before[j] += run[j];
-                run[j] += u32::from(v[j]);
-            }
-            if ADD {
-                let a: &mut [u32; LANES] = (&mut acc[at..at + LANES]).try_into().expect("LANES sums");
-                for j in 0..LANES {
-                    a[j] += u32::from(v[j]);
-                }
+                run[j] += u32::from(row[j]);
             }
         }
-        // Segment: Σ v and Σ (x − x0)·v = Σ_j [LANES·((C − 1)·T_j − before_j) + j·T_j].
-        let (mut seg_s, mut seg_sx) = (0u64, 0u64);
-        for j in 0..LANES {
-            let t = u64::from(run[j]);
-            seg_s += t;
-            seg_sx += LANES as u64 * ((chunks as u64 - 1) * t - u64::from(before[j])) + j as u64 * t;
-        }
-        s += seg_s;
-        sx += seg_sx + x0 as u64 * seg_s;
-        x0 = end;
+        fold(&run, &before, x0, y0, y1, m);
     }
-    for x in whole..row.len() {
-        let v = u64::from(row[x]);
-        s += v;
-        sx += x as u64 * v;
-        if ADD {
-            acc[x] += row[x] as u32;
-        }
-    }
-    (s, sx)
 }
 
-/// Σ v.
+/// [`strip`] for the last columns x0..width (fewer than 32), through slices.
 #[inline(always)]
-fn sum(v: &[u16]) -> u64 {
+fn strip_tail(pixels: &[u16], width: usize, height: usize, x0: usize, m: &mut Moments) {
+    let cols = width - x0;
+    let (mut run, mut before) = ([0u32; 32], [0u32; 32]);
+    let (run, before) = (&mut run[..cols], &mut before[..cols]);
+    for y0 in (0..height).step_by(BLOCK_ROWS) {
+        let y1 = (y0 + BLOCK_ROWS).min(height);
+        run.fill(0);
+        before.fill(0);
+        for y in y0..y1 {
+            let at = y * width + x0;
+            for ((b, r), &v) in before.iter_mut().zip(run.iter_mut()).zip(&pixels[at..at + cols]) {
+                *b += *r;
+                *r += u32::from(v);
+            }
+        }
+        fold(run, before, x0, y0, y1, m);
+    }
+}
+
+/// Column totals `run` and `before` sums of the rows y0..y1 (columns from x0) into `m`.
+#[inline(always)]
+fn fold(run: &[u32], before: &[u32], x0: usize, y0: usize, y1: usize, m: &mut Moments) {
+    let last = (y1 - 1 - y0) as u64;
+    let (mut t, mut sx, mut sy_rel) = (0u64, 0u64, 0u64);
+    for (x, (&r, &b)) in run.iter().zip(before).enumerate() {
+        let r = u64::from(r);
+        t += r;
+        sx += (x0 + x) as u64 * r;
+        sy_rel += last * r - u64::from(b);
+    }
+    m.total += t;
+    m.sum_x += sx;
+    m.sum_y += sy_rel + y0 as u64 * t;
+}
+
+/// Σ v & w.
+#[inline(always)]
+fn masked_sum(v: &[u16], w: &[u16]) -> u64 {
     let mut s = 0u64;
-    let mut chunks = v.chunks_exact(LANES);
-    // 65536 chunks per u32 lane at most before it could overflow; runs are far shorter, but a
-    // run may be a whole row of a huge detector.
+    let mut chunks = v.chunks_exact(LANES).zip(w.chunks_exact(LANES));
+    // At most 65536 chunks per u32 lane before it could overflow.
     loop {
         let mut lanes = [0u32; LANES];
         let mut n = 0;
-        for c in chunks.by_ref().take(65536) {
+        for (c, m) in chunks.by_ref().take(65536) {
             for j in 0..LANES {
-                lanes[j] += u32::from(c[j]);
+                lanes[j] += u32::from(c[j] & m[j]);
             }
             n += 1;
         }
@@ -238,7 +265,8 @@ fn sum(v: &[u16]) -> u64 {
             break;
         }
     }
-    s + chunks.remainder().iter().map(|&x| u64::from(x)).sum::<u64>()
+    let done = v.len() - v.len() % LANES;
+    s + v[done..].iter().zip(&w[done..]).map(|(&x, &m)| u64::from(x & m)).sum::<u64>()
 }
 
 #[cfg(test)]
@@ -246,6 +274,14 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    /// A run of mask `mask`'s pixels [start, end).
+    #[derive(Clone, Copy, Debug)]
+    struct Run {
+        start: u32,
+        end: u32,
+        mask: u32,
+    }
 
     /// Straight from the definitions, in u128 (no overflow possible).
     fn naive(
@@ -255,6 +291,7 @@ mod tests {
         masks: usize,
         sum_into: Option<&mut [u32]>,
     ) -> (u128, u128, u128, Vec<u128>) {
+        // The runs, not the weights: the weights are what is tested.
         let (mut t, mut sx, mut sy) = (0u128, 0u128, 0u128);
         for (i, &v) in pixels.iter().enumerate() {
             let v = u128::from(v);
@@ -288,7 +325,11 @@ mod tests {
                     match (inside, start) {
                         (true, None) => start = Some(x),
                         (false, Some(s)) => {
-                            runs.push(Run { start: (y * width + s) as u32, end: (y * width + x) as u32, mask: mask as u32 });
+                            runs.push(Run {
+                                start: (y * width + s) as u32,
+                                end: (y * width + x) as u32,
+                                mask: mask as u32,
+                            });
                             start = None;
                         }
                         _ => {}
@@ -301,6 +342,12 @@ mod tests {
     }
 
     fn check(pixels: &[u16], width: usize, runs: &[Run], masks: usize, what: &str) {
+        let weights: Vec<MaskWeights> = (0..masks as u32)
+            .map(|k| {
+                let mine: Vec<(u32, u32)> = runs.iter().filter(|r| r.mask == k).map(|r| (r.start, r.end)).collect();
+                MaskWeights::from_runs(&mine, width)
+            })
+            .collect();
         let mut want_acc: Vec<u32> = (0..pixels.len() as u32).map(|i| i.wrapping_mul(2654435761) >> 4).collect();
         let start_acc = want_acc.clone();
         let (t, sx, sy, r) = naive(pixels, width, runs, masks, Some(&mut want_acc));
@@ -308,7 +355,7 @@ mod tests {
             for add in [false, true] {
                 let mut sums = vec![0u64; masks];
                 let mut acc = start_acc.clone();
-                let m = reduce(isa, pixels, width, runs, &mut sums, add.then_some(&mut acc[..]));
+                let m = reduce(isa, pixels, width, &weights, &mut sums, add.then_some(&mut acc[..]));
                 let got = (u128::from(m.total), u128::from(m.sum_x), u128::from(m.sum_y));
                 assert_eq!(got, (t, sx, sy), "{what}: {isa:?} add {add}");
                 assert_eq!(sums.iter().map(|&s| u128::from(s)).collect::<Vec<_>>(), r, "{what}: {isa:?}");
@@ -321,10 +368,23 @@ mod tests {
     fn every_path_equals_the_definition_on_random_and_adversarial_patterns() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         // Odd widths (partial 16-pixel chunks), rows longer than a segment (4096 px), one column.
-        for (w, h) in [(1usize, 5usize), (7, 3), (16, 16), (17, 9), (96, 96), (97, 31), (192, 192), (4099, 2), (8200, 1)] {
+        for (w, h) in [
+            (1usize, 5usize),
+            (7, 3),
+            (3, 600),
+            (1030, 260),
+            (16, 16),
+            (17, 9),
+            (96, 96),
+            (97, 31),
+            (192, 192),
+            (4099, 2),
+            (8200, 1),
+        ] {
             let c = (w as f64 / 2.0 - 0.3, h as f64 / 2.0 + 0.2);
             let runs = ring_runs(w, h, c, &[(0.0, w.min(h) as f64 / 6.0), (w.min(h) as f64 / 4.0, w as f64 * 2.0)]);
-            let sparse: Vec<u16> = (0..w * h).map(|_| if rng.random_range(0..10) == 0 { rng.random_range(1..4) } else { 0 }).collect();
+            let sparse: Vec<u16> =
+                (0..w * h).map(|_| if rng.random_range(0..10) == 0 { rng.random_range(1..4) } else { 0 }).collect();
             let random: Vec<u16> = (0..w * h).map(|_| rng.random()).collect();
             // Every pixel at the maximum: the largest lane sums and moments there can be.
             let full = vec![u16::MAX; w * h];
