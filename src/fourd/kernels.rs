@@ -1,6 +1,8 @@
 //! Integer kernels for the per-pattern reduction of u16 patterns: one pass over the pixels for
-//! the total and both first moments (and, optionally, adding the pattern into a u32 summed
-//! pattern), then one dense pass per mask detector over the rows it touches.
+//! the total and both first moments, optionally one contiguous pass adding the pattern into a u32
+//! summed pattern (faster on its own than inside the column strips: the prefetchers follow it),
+//! then one dense pass per mask detector over the rows it touches. The pattern stays in L1/L2
+//! between the passes.
 //!
 //! Everything is integer arithmetic, so the sums are exact and every code path gives the same
 //! bits. The AVX2 and AVX-512 paths are the same source compiled for wider vectors, chosen at run
