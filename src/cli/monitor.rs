@@ -657,7 +657,7 @@ impl Bench4dArgs {
         if !self.json {
             println!("CPU: {cpu}");
             println!(
-                "decode + reduce = decode_bslz4_into (liblz4) → u16→f32 → ScanAssembler::push (bf, adf, sum, com_x, com_y, 2×2 region sums for the spots); one assembler per thread over its band of scan rows"
+                "decode + reduce = decode_bslz4_u16_into (liblz4) → ScanAssembler::push_u16 (bf, adf, sum, com_x, com_y and the 2×2 region sums for the spots in one integer pass over the u16 pixels; no u16→f32 stage); one assembler per thread over its band of scan rows"
             );
             match &python {
                 Some(py) => println!("C bitshuffle anchor: {} tools/bench_bitshuffle.py, OMP_NUM_THREADS=1, 1 thread", py.display()),

@@ -1,8 +1,8 @@
 //! `beamwatch bench-4d`: the 4D-STEM pattern path, decode and reduce. In one run, alternating
 //! round by round on the same blobs: the old decoder ([`decode_bslz4_scalar`]: allocating,
 //! portable untranspose, `lz4_flex`), the buffer-reusing SIMD decoder with `lz4_flex` and with the
-//! C liblz4 ([`decode_bslz4_into_with`]), and decode + reduce (decode → u16→f32 →
-//! [`ScanAssembler::push`], one assembler per thread over its band of scan rows: [`BandReducer`]);
+//! C liblz4 ([`decode_bslz4_into_with`]), and decode + reduce (decode straight into u16 pixels →
+//! [`ScanAssembler::push_u16`], one assembler per thread over its band of scan rows: [`BandReducer`]);
 //! then each stage timed alone on one thread. `--decode-only` times the decoders alone.
 //!
 //! The patterns are synthetic electron-counting diffraction patterns like an ARINA's: u16, Poisson
@@ -19,7 +19,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Poisson};
 use serde::Serialize;
 
-use crate::decode::bslz4::{DEFAULT_BLOCK_BYTES, Lz4, decode_bslz4_into_with, decode_bslz4_scalar, encode_bslz4};
+use crate::decode::bslz4::{
+    DEFAULT_BLOCK_BYTES, Lz4, decode_bslz4_into_with, decode_bslz4_scalar, decode_bslz4_u16_into, encode_bslz4,
+};
 use crate::fourd::{FourDConfig, ScanAssembler, ScanEvent, ScanResult, ScanShape, VirtualDetectors};
 
 /// One decoder's throughput.
@@ -217,11 +219,13 @@ pub struct FullOptions {
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct StageNs {
     pub decode: f64,
+    /// u16 → f32: 0 now, the reduction runs on the decoded u16 pixels (kept for comparison with
+    /// earlier figures).
     pub convert: f64,
-    /// `VirtualDetectors::apply` (bf, adf, sum, com_x, com_y).
+    /// `VirtualDetectors::apply_u16` (bf, adf, sum, com_x, com_y).
     pub detectors: f64,
-    /// The rest of `ScanAssembler::push`: adding the pattern to its region's summed pattern (for
-    /// the spot intensities) and the scan bookkeeping.
+    /// The rest of `ScanAssembler::push_u16`: adding the pattern to its region's summed pattern
+    /// (for the spot intensities; in the same pass over the pixels) and the scan bookkeeping.
     pub region_sums: f64,
 }
 
@@ -241,7 +245,7 @@ pub struct FullBench {
     pub old: Rate,
     pub new_flex: Rate,
     pub new: Rate,
-    /// Decode (`decode_bslz4_into`, liblz4) + u16→f32 + `ScanAssembler::push` on `threads`
+    /// Decode (`decode_bslz4_u16_into`, liblz4) + `ScanAssembler::push_u16` on `threads`
     /// threads, one assembler per thread over its own band of scan rows.
     pub reduce: Rate,
     pub stages_ns_per_pattern: StageNs,
@@ -268,9 +272,8 @@ pub struct BandReducer {
     pub rows: (usize, usize),
     cols: usize,
     positions: u64,
-    bytes: Vec<u8>,
     scratch: Vec<u8>,
-    pixels: Vec<f32>,
+    pixels: Vec<u16>,
     pub results: Vec<ScanResult>,
 }
 
@@ -287,9 +290,8 @@ impl BandReducer {
             rows,
             cols: scan.cols,
             positions: scan.positions(),
-            bytes: vec![0; pattern_px * pattern_px * 2],
             scratch: Vec::new(),
-            pixels: vec![0.0; pattern_px * pattern_px],
+            pixels: vec![0; pattern_px * pattern_px],
             results: Vec::new(),
         }
     }
@@ -303,15 +305,13 @@ impl BandReducer {
     /// Decodes and reduces series image `index` (which this band owns); scans completed are kept
     /// when `keep` (the correctness test), counted otherwise.
     pub fn push(&mut self, index: u64, blob: &[u8], px: usize, keep: bool) -> usize {
-        decode_bslz4_into_with(blob, 2, &mut self.bytes, &mut self.scratch, Lz4::C)
-            .expect("the benchmark's own blobs decode");
-        u16_to_f32(&self.bytes, &mut self.pixels);
+        decode_bslz4_u16_into(blob, &mut self.pixels, &mut self.scratch).expect("the benchmark's own blobs decode");
         let scan = index / self.positions;
         let local = index % self.positions - (self.rows.0 * self.cols) as u64;
         let band_positions = ((self.rows.1 - self.rows.0) * self.cols) as u64;
         let events = self
             .assembler
-            .push(scan * band_positions + local, px, px, &self.pixels, None)
+            .push_u16(scan * band_positions + local, px, px, &self.pixels, None)
             .expect("the benchmark's patterns fit");
         self.count(events, keep)
     }
@@ -422,7 +422,7 @@ pub fn bench_full(opts: &FullOptions, c_anchor: Option<&Path>) -> FullBench {
 }
 
 /// Each stage timed on its own, one thread, over one scan after a warm-up scan (centre and spots
-/// found): decode, convert, detectors, and the rest of `push` (region sums, bookkeeping).
+/// found): decode, detectors, and the rest of `push_u16` (region sums, bookkeeping).
 fn stage_ns(blobs: &[Vec<u8>], px: usize, scan: ScanShape, cfg: &FourDConfig) -> StageNs {
     let mut r = BandReducer::new(cfg, scan, 1, 0, px);
     let positions = scan.positions();
@@ -435,30 +435,29 @@ fn stage_ns(blobs: &[Vec<u8>], px: usize, scan: ScanShape, cfg: &FourDConfig) ->
     let mut values = vec![0.0; det.names.len()];
     // Per-pattern times, medians per stage: on the shared machine a preempted pattern would
     // otherwise charge its wait to whichever stage it fell in.
-    let mut ns: [Vec<u64>; 4] = Default::default();
+    let mut ns: [Vec<u64>; 3] = Default::default();
     for index in positions..2 * positions {
         let blob = &blobs[(index % blobs.len() as u64) as usize];
         let t0 = Instant::now();
-        decode_bslz4_into_with(blob, 2, &mut r.bytes, &mut r.scratch, Lz4::C).expect("own blobs decode");
+        decode_bslz4_u16_into(blob, &mut r.pixels, &mut r.scratch).expect("own blobs decode");
         let t1 = Instant::now();
-        u16_to_f32(&r.bytes, &mut r.pixels);
-        let t2 = Instant::now();
-        det.apply(&r.pixels, None, &mut values);
+        det.apply_u16(&r.pixels, None, &mut values);
         std::hint::black_box(&values);
+        let t2 = Instant::now();
+        let events = r.assembler.push_u16(index, px, px, &r.pixels, None).expect("the benchmark's patterns fit");
         let t3 = Instant::now();
-        let events = r.assembler.push(index, px, px, &r.pixels, None).expect("the benchmark's patterns fit");
-        let t4 = Instant::now();
         drop(events);
-        for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3), (t3, t4)].into_iter().enumerate() {
+        for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3)].into_iter().enumerate() {
             ns[k].push((b - a).as_nanos() as u64);
         }
     }
-    let [decode, convert, detectors, push] = ns.map(|mut v| {
+    let [decode, detectors, push] = ns.map(|mut v| {
         v.sort_unstable();
         v.get(v.len() / 2).copied().unwrap_or(0) as f64
     });
     // push = detectors + the rest; the rest is what the region sums and bookkeeping cost.
-    StageNs { decode, convert, detectors, region_sums: (push - detectors).max(0.0) }
+    // No conversion stage any more: the reduction reads the decoded u16 pixels.
+    StageNs { decode, convert: 0.0, detectors, region_sums: (push - detectors).max(0.0) }
 }
 
 /// The Python with the C bitshuffle library: `BEAMWATCH_PYTHON`, else `.tools/venv/bin/python`

@@ -166,6 +166,16 @@ pub fn decode_bslz4_into(blob: &[u8], elem: usize, out: &mut [u8], scratch: &mut
     decode_bslz4_into_with(blob, elem, out, scratch, Lz4::C)
 }
 
+/// [`decode_bslz4_into`] for u16 elements straight into u16 pixels (`out.len()` elements), so
+/// nothing converts the bytes afterwards.
+pub fn decode_bslz4_u16_into(blob: &[u8], out: &mut [u16], scratch: &mut Vec<u8>) -> Result<(), CodecError> {
+    decode_bslz4_into(blob, 2, bytemuck::cast_slice_mut(out), scratch)?;
+    // The data are little-endian; on a big-endian host the bytes need swapping.
+    #[cfg(target_endian = "big")]
+    out.iter_mut().for_each(|v| *v = u16::from_le(*v));
+    Ok(())
+}
+
 /// [`decode_bslz4_into`] with a chosen LZ4 block decoder (the benchmark compares them).
 pub fn decode_bslz4_into_with(
     blob: &[u8],
@@ -297,6 +307,10 @@ pub enum Kernel {
     Scalar,
     #[cfg(target_arch = "x86_64")]
     Sse2,
+    /// SSE2's byte transpose and GFNI's bit-matrix transpose for 2-byte elements (SSE2 for the
+    /// other sizes).
+    #[cfg(target_arch = "x86_64")]
+    Gfni,
 }
 
 impl Kernel {
@@ -304,6 +318,9 @@ impl Kernel {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("sse2") {
+            if std::arch::is_x86_feature_detected!("gfni") {
+                return Self::Gfni;
+            }
             return Self::Sse2;
         }
         Self::Scalar
@@ -312,8 +329,12 @@ impl Kernel {
     /// Every kernel this CPU runs (the tests compare them).
     pub fn available() -> Vec<Self> {
         let mut k = vec![Self::Scalar];
-        if Self::detect() != Self::Scalar {
-            k.push(Self::detect());
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("sse2") {
+            k.push(Self::Sse2);
+            if std::arch::is_x86_feature_detected!("gfni") {
+                k.push(Self::Gfni);
+            }
         }
         k
     }
@@ -326,6 +347,14 @@ impl Kernel {
             Self::Sse2 => {
                 // SAFETY: `Sse2` is only constructed after the CPU reported SSE2.
                 let done = unsafe { sse2::untranspose(input, out, elem) };
+                untranspose_cols(input, out, elem, done);
+            }
+            #[cfg(target_arch = "x86_64")]
+            Self::Gfni => {
+                // SAFETY: `Gfni` is only constructed after the CPU reported SSE2 and GFNI.
+                let done = unsafe {
+                    if elem == 2 { gfni::untranspose_u16(input, out) } else { sse2::untranspose(input, out, elem) }
+                };
                 untranspose_cols(input, out, elem, done);
             }
         }
@@ -364,7 +393,7 @@ mod sse2 {
 
     /// Loads 16 bytes at `at` (bounds checked).
     #[inline(always)]
-    fn load(input: &[u8], at: usize) -> __m128i {
+    pub(super) fn load(input: &[u8], at: usize) -> __m128i {
         let s: &[u8; 16] = input[at..at + 16].try_into().expect("16 bytes");
         // SAFETY: `s` is 16 readable bytes; loadu has no alignment requirement.
         unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
@@ -374,7 +403,7 @@ mod sse2 {
     /// then column 2m + 1's.
     #[inline]
     #[target_feature(enable = "sse2")]
-    fn columns8(r: [__m128i; 8]) -> [__m128i; 8] {
+    pub(super) fn columns8(r: [__m128i; 8]) -> [__m128i; 8] {
         let a = [
             _mm_unpacklo_epi8(r[0], r[1]),
             _mm_unpackhi_epi8(r[0], r[1]),
@@ -456,6 +485,46 @@ mod sse2 {
                             }
                         }
                     }
+                }
+            }
+            i += 16;
+        }
+        i
+    }
+}
+
+/// The GFNI bit-untranspose for 2-byte elements: the SSE2 kernel's byte transpose (rows fed in
+/// reverse order), then one `gf2p8affineqb` per 8×8 bit matrix in place of eight movemasks and
+/// shifts: with the data as the matrix and x = 1 << i in byte i, byte i of the result holds bit i
+/// of the eight (reversed) rows, i.e. the matrix transposed.
+#[cfg(target_arch = "x86_64")]
+mod gfni {
+    use std::arch::x86_64::{
+        __m128i, _mm_gf2p8affine_epi64_epi8, _mm_set1_epi64x, _mm_storeu_si128, _mm_unpackhi_epi8, _mm_unpacklo_epi8,
+    };
+
+    use super::sse2::{columns8, load};
+
+    /// Untransposes whole tiles of 16 columns of 2-byte elements; returns the first column left
+    /// for the scalar code.
+    #[target_feature(enable = "sse2,gfni")]
+    pub(super) fn untranspose_u16(input: &[u8], out: &mut [u8]) -> usize {
+        let row = input.len() / 16;
+        let x = _mm_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let t = |v: __m128i| _mm_gf2p8affine_epi64_epi8::<0>(x, v);
+        let mut i = 0;
+        while i + 16 <= row {
+            // Rows 7..0 (low bytes) and 15..8 (high bytes).
+            let lo = columns8(std::array::from_fn(|k| load(input, (7 - k) * row + i)));
+            let hi = columns8(std::array::from_fn(|k| load(input, (15 - k) * row + i)));
+            let at = 16 * i;
+            let dst: &mut [u8; 256] = (&mut out[at..at + 256]).try_into().expect("256 bytes");
+            for m in 0..8 {
+                let (l, h) = (t(lo[m]), t(hi[m]));
+                // SAFETY: each store writes 16 bytes inside `dst` (m ≤ 7: at most byte 255).
+                unsafe {
+                    _mm_storeu_si128(dst.as_mut_ptr().add(32 * m).cast(), _mm_unpacklo_epi8(l, h));
+                    _mm_storeu_si128(dst.as_mut_ptr().add(32 * m + 16).cast(), _mm_unpackhi_epi8(l, h));
                 }
             }
             i += 16;

@@ -26,6 +26,33 @@ pub struct ScanResult {
     pub total_counts: f64,
 }
 
+/// A pattern's pixels: f32 (any values), or u16 counts (reduced in one integer pass, exact).
+#[derive(Clone, Copy, Debug)]
+pub enum Pixels<'a> {
+    F32(&'a [f32]),
+    U16(&'a [u16]),
+}
+
+impl Pixels<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::F32(p) => p.len(),
+            Self::U16(p) => p.len(),
+        }
+    }
+
+    fn to_f32(self) -> Vec<f32> {
+        match self {
+            Self::F32(p) => p.to_vec(),
+            Self::U16(p) => p.iter().map(|&v| f32::from(v)).collect(),
+        }
+    }
+}
+
+/// Patterns a region's u32 summed pattern takes before it is folded into the f64 one:
+/// 65537 · 65535 < 2³².
+const U32_SUM_PATTERNS: u32 = 65537;
+
 /// Events while patterns arrive.
 #[derive(Clone, Debug)]
 pub enum ScanEvent {
@@ -69,6 +96,8 @@ pub struct ScanAssembler {
     region_positions: Vec<u64>,
     /// Per-pattern detector values (reused: no allocation per pattern).
     values: Vec<f64>,
+    /// A u16 pattern with its invalid pixels zeroed (reused).
+    zeroed: Vec<u16>,
 }
 
 struct ScanState {
@@ -82,7 +111,29 @@ struct ScanState {
     rows_emitted: usize,
     max_row_seen: usize,
     region_sums: Vec<Vec<f64>>,
+    /// u16 patterns summed in u32 (exact, and a quarter of the f64 work per pattern); folded
+    /// into `region_sums` at the scan's end or after [`U32_SUM_PATTERNS`] patterns.
+    region_sums_u32: Vec<Vec<u32>>,
+    region_u32_n: Vec<u32>,
     region_n: Vec<u64>,
+}
+
+impl ScanState {
+    /// Region `r`'s u32 sums folded into its f64 sums (allocated here if needed).
+    fn fold_u32(&mut self, r: usize, len: usize) {
+        if self.region_u32_n[r] == 0 {
+            return;
+        }
+        let sum = &mut self.region_sums[r];
+        if sum.is_empty() {
+            *sum = vec![0.0; len];
+        }
+        for (s, c) in sum.iter_mut().zip(self.region_sums_u32[r].iter_mut()) {
+            *s += f64::from(*c);
+            *c = 0;
+        }
+        self.region_u32_n[r] = 0;
+    }
 }
 
 impl ScanAssembler {
@@ -139,6 +190,7 @@ impl ScanAssembler {
             region_of_col,
             region_positions,
             values: vec![0.0; cfg.detectors.len()],
+            zeroed: Vec::new(),
         })
     }
 
@@ -150,6 +202,31 @@ impl ScanAssembler {
         width: usize,
         height: usize,
         pixels: &[f32],
+        invalid: Option<&[bool]>,
+    ) -> Result<Vec<ScanEvent>, FourDError> {
+        self.push_pixels(index, width, height, Pixels::F32(pixels), invalid)
+    }
+
+    /// [`Self::push`] for u16 counts: the virtual detectors and the region sum in one integer
+    /// pass over the pixels, with the same results as pushing them as f32.
+    pub fn push_u16(
+        &mut self,
+        index: u64,
+        width: usize,
+        height: usize,
+        pixels: &[u16],
+        invalid: Option<&[bool]>,
+    ) -> Result<Vec<ScanEvent>, FourDError> {
+        self.push_pixels(index, width, height, Pixels::U16(pixels), invalid)
+    }
+
+    /// [`Self::push`] for either kind of pixels.
+    pub fn push_pixels(
+        &mut self,
+        index: u64,
+        width: usize,
+        height: usize,
+        pixels: Pixels<'_>,
         invalid: Option<&[bool]>,
     ) -> Result<Vec<ScanEvent>, FourDError> {
         let (want_w, want_h) = *self.size.get_or_insert((width, height));
@@ -173,7 +250,7 @@ impl ScanAssembler {
             {
                 self.build_detectors(self.cfg.centre_px.unwrap_or_default(), f64::NAN)?;
             } else {
-                self.held.push((index, pixels.to_vec(), invalid.map(<[bool]>::to_vec)));
+                self.held.push((index, pixels.to_f32(), invalid.map(<[bool]>::to_vec)));
                 let enough = (self.cfg.centre_patterns as u64).min(self.shape.positions());
                 if self.held.len() as u64 >= enough {
                     self.resolve_centre(&mut events)?;
@@ -248,12 +325,12 @@ impl ScanAssembler {
         );
         self.build_detectors(centre, bf)?;
         for (index, p, inv) in &held {
-            self.process(*index, p, inv.as_deref(), events);
+            self.process(*index, Pixels::F32(p), inv.as_deref(), events);
         }
         Ok(())
     }
 
-    fn process(&mut self, index: u64, pixels: &[f32], invalid: Option<&[bool]>, events: &mut Vec<ScanEvent>) {
+    fn process(&mut self, index: u64, pixels: Pixels<'_>, invalid: Option<&[bool]>, events: &mut Vec<ScanEvent>) {
         if self.detectors.is_none() {
             return;
         }
@@ -276,31 +353,61 @@ impl ScanAssembler {
             self.current = Some(self.new_scan(pos.scan));
         }
         let (Some((w, h)), Some(det)) = (self.size, self.detectors.as_ref()) else { return };
-        det.apply(pixels, invalid, &mut self.values);
         let cols = self.shape.cols;
         let p = pos.row * cols + pos.col;
         let region = self.region_of_row[pos.row] * self.cfg.regions_cols + self.region_of_col[pos.col];
         let Some(state) = self.current.as_mut() else { return };
+        // Only a position's first pattern enters the region sums.
+        let first = state.hits[p] == 0;
+        match pixels {
+            Pixels::F32(pixels) => {
+                det.apply(pixels, invalid, &mut self.values);
+                if first {
+                    let sum = &mut state.region_sums[region];
+                    if sum.is_empty() {
+                        *sum = vec![0.0; w * h];
+                    }
+                    match invalid {
+                        None => sum.iter_mut().zip(pixels).for_each(|(s, &v)| *s += v as f64),
+                        Some(m) => sum.iter_mut().zip(pixels).zip(m).for_each(|((s, &v), &bad)| {
+                            if !bad {
+                                *s += v as f64
+                            }
+                        }),
+                    }
+                }
+            }
+            Pixels::U16(mut pixels) => {
+                if let Some(m) = invalid {
+                    // Leaving a pixel out of every sum is counting it as 0.
+                    self.zeroed.clear();
+                    self.zeroed.extend(pixels.iter().zip(m).map(|(&v, &bad)| if bad { 0 } else { v }));
+                    pixels = &self.zeroed;
+                }
+                let sum_into = if first {
+                    if state.region_u32_n[region] == U32_SUM_PATTERNS {
+                        state.fold_u32(region, w * h);
+                    }
+                    let sum = &mut state.region_sums_u32[region];
+                    if sum.is_empty() {
+                        *sum = vec![0; w * h];
+                    }
+                    state.region_u32_n[region] += 1;
+                    Some(&mut sum[..])
+                } else {
+                    None
+                };
+                det.reduce_u16(pixels, &mut self.values, sum_into);
+            }
+        }
         state.hits[p] = state.hits[p].saturating_add(1);
         state.max_row_seen = state.max_row_seen.max(pos.row);
-        if state.hits[p] == 1 {
+        if first {
             for (img, &v) in state.images.iter_mut().zip(&self.values) {
                 img[p] = v as f32;
             }
             state.filled += 1;
             state.row_filled[pos.row] += 1;
-            let sum = &mut state.region_sums[region];
-            if sum.is_empty() {
-                *sum = vec![0.0; w * h];
-            }
-            match invalid {
-                None => sum.iter_mut().zip(pixels).for_each(|(s, &v)| *s += v as f64),
-                Some(m) => sum.iter_mut().zip(pixels).zip(m).for_each(|((s, &v), &bad)| {
-                    if !bad {
-                        *s += v as f64
-                    }
-                }),
-            }
             state.region_n[region] += 1;
         } else {
             state.duplicates += 1;
@@ -338,12 +445,17 @@ impl ScanAssembler {
             max_row_seen: 0,
             // Allocated at a region's first pattern.
             region_sums: vec![Vec::new(); regions],
+            region_sums_u32: vec![Vec::new(); regions],
+            region_u32_n: vec![0; regions],
             region_n: vec![0; regions],
         }
     }
 
     fn complete(&mut self, mut state: ScanState, complete: bool) -> ScanEvent {
         let (w, h) = self.size.unwrap_or((0, 0));
+        for r in 0..state.region_sums.len() {
+            state.fold_u32(r, w * h);
+        }
         let masked: Vec<bool> = state.hits.iter().map(|&n| n != 1).collect();
         let missing = state.hits.iter().filter(|&&n| n == 0).count() as u64;
         for img in &mut state.images {
@@ -537,6 +649,51 @@ mod tests {
             assert_eq!(s.images[0][p], brute(&pat, d.centre_px, -1.0, bf.1));
             assert_eq!(s.images[1][p], brute(&pat, d.centre_px, adf.0, adf.1));
         }
+    }
+
+    #[test]
+    fn u16_pushes_give_the_same_scans_as_f32_pushes() {
+        let n = SHAPE.positions();
+        let invalid: Vec<bool> = (0..W * W).map(|i| i % 31 == 5).collect();
+        let cfg = FourDConfig { regions_rows: 2, regions_cols: 2, centre_patterns: 10, ..FourDConfig::default() };
+        let cfg = FourDConfig { enabled: true, ..cfg };
+        for inv in [None, Some(&invalid[..])] {
+            let (mut a, mut b) =
+                (ScanAssembler::new(&cfg, SHAPE).expect("valid"), ScanAssembler::new(&cfg, SHAPE).expect("valid"));
+            let (mut ea, mut eb) = (Vec::new(), Vec::new());
+            // Two scans, a duplicate and a missing position in the second.
+            for i in (0..2 * n).filter(|&i| i != n + 4).chain([n + 9]) {
+                let f = pattern(i, 2000.0);
+                let u: Vec<u16> = f.iter().map(|&v| v as u16).collect();
+                assert!(u.iter().zip(&f).all(|(&u, &f)| f32::from(u) == f), "integer test data");
+                ea.extend(a.push(i, W, W, &f, inv).expect("ok"));
+                eb.extend(b.push_u16(i, W, W, &u, inv).expect("ok"));
+            }
+            ea.extend(a.finish());
+            eb.extend(b.finish());
+            let (sa, sb) = (completes(&ea), completes(&eb));
+            assert_eq!(sa.len(), 2);
+            assert_eq!(sb.len(), 2);
+            assert!(!a.spots.is_empty() && a.spots.len() == b.spots.len());
+            for (x, y) in sa.iter().zip(&sb) {
+                assert_eq!((x.missing, x.duplicates, &x.masked), (y.missing, y.duplicates, &y.masked));
+                // bf, adf, sum exactly; centre of mass to rounding (f64 sums against exact integers).
+                for k in 0..3 {
+                    assert_eq!(x.images[k], y.images[k], "detector {k}");
+                }
+                for k in 3..x.images.len() {
+                    for (p, q) in x.images[k].iter().zip(&y.images[k]) {
+                        assert!((p - q).abs() <= 1e-4 * p.abs().max(1.0), "detector {k}: {p} vs {q}");
+                    }
+                }
+                assert_eq!(x.spot_intensity, y.spot_intensity);
+                assert_eq!(x.region_spot_intensity, y.region_spot_intensity);
+                assert_eq!(x.total_counts, y.total_counts);
+            }
+        }
+        // A u16 pattern of the wrong length is an error.
+        let mut a = ScanAssembler::new(&explicit_cfg(), SHAPE).expect("valid");
+        assert!(matches!(a.push_u16(0, W, W, &[1; 10], None), Err(FourDError::PatternSize { .. })));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::FourDError;
+use super::kernels::{self, Isa, MaskWeights};
 
 /// What a virtual detector measures.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +74,10 @@ pub struct VirtualDetectors {
     /// Column coordinates 0, 1, … as f64 for the x moment.
     xs: Vec<f64>,
     needs_moments: bool,
+    /// Per mask detector: its dense weights, for the u16 path.
+    weights: Vec<MaskWeights>,
+    /// The instruction set the u16 kernels run with (detected once).
+    isa: Isa,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -285,6 +290,8 @@ impl VirtualDetectors {
             radii_px: Vec::with_capacity(specs.len()),
             xs: (0..width).map(|x| x as f64).collect(),
             needs_moments: false,
+            weights: Vec::new(),
+            isa: Isa::detect(),
         };
         for spec in specs {
             let name = spec.name.as_str();
@@ -328,7 +335,53 @@ impl VirtualDetectors {
             out.outputs.push(output);
             out.radii_px.push(radii);
         }
+        out.weights = out.masks.iter().map(|runs| MaskWeights::from_runs(runs, width)).collect();
         Ok(out)
+    }
+
+    /// [`Self::apply`] for u16 patterns, in one pass over the pixels with exact integer sums (mask
+    /// detectors and `sum` are the exact integer sums; centre of mass divides exact Σx·I, Σy·I
+    /// once). Pixels marked in `invalid` are left out. A slice of the wrong length gives NaN.
+    pub fn apply_u16(&self, pixels: &[u16], invalid: Option<&[bool]>, out: &mut [f64]) {
+        let n = self.width * self.height;
+        if pixels.len() != n || invalid.is_some_and(|m| m.len() != n) {
+            out.iter_mut().for_each(|o| *o = f64::NAN);
+            return;
+        }
+        match invalid {
+            None => self.reduce_u16(pixels, out, None),
+            Some(m) => {
+                // Leaving a pixel out of every sum is counting it as 0.
+                let zeroed: Vec<u16> = pixels.iter().zip(m).map(|(&v, &bad)| if bad { 0 } else { v }).collect();
+                self.reduce_u16(&zeroed, out, None);
+            }
+        }
+    }
+
+    /// The detector values of a u16 pattern of the right size (checked by the caller) into `out`,
+    /// and, when `sum_into` is given (same length as the pattern), the pattern added to it: one
+    /// pass over the pixels. The caller keeps the u32 sums from overflowing (≤ 65537 patterns).
+    pub(crate) fn reduce_u16(&self, pixels: &[u16], out: &mut [f64], sum_into: Option<&mut [u32]>) {
+        let mut on_stack = [0u64; 8];
+        let mut on_heap = Vec::new();
+        let sums = if self.masks.len() <= on_stack.len() {
+            &mut on_stack[..self.masks.len()]
+        } else {
+            on_heap.resize(self.masks.len(), 0);
+            &mut on_heap[..]
+        };
+        let m = kernels::reduce(self.isa, pixels, self.width, &self.weights, sums, sum_into);
+        // u64 → f64 is exact below 2⁵³ (a 4096² pattern of 65535s sums to 2⁴⁰).
+        let total = m.total as f64;
+        for (o, output) in out.iter_mut().zip(&self.outputs) {
+            *o = match *output {
+                Output::Mask(k) => sums[k] as f64,
+                Output::Sum => total,
+                Output::ComX if m.total != 0 => m.sum_x as f64 / total - self.centre_px.0,
+                Output::ComY if m.total != 0 => m.sum_y as f64 / total - self.centre_px.1,
+                Output::ComX | Output::ComY => 0.0,
+            };
+        }
     }
 
     /// One value per detector into `out` (len = names.len()). Pixels marked in `invalid` are left
@@ -571,6 +624,58 @@ mod tests {
         assert_eq!(out, vec![0.0; 5]);
         // Wrong length: NaN, not a panic.
         d.apply(&pixels[1..], None, &mut out);
+        assert!(out.iter().all(|v| v.is_nan()));
+    }
+
+    #[test]
+    fn the_u16_pass_equals_brute_force_and_the_f32_path() {
+        let (w, h) = (97, 61);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let invalid: Vec<bool> = (0..w * h).map(|i| i % 29 == 3).collect();
+        // Two overlapping disks, an annulus clipped by the edge, sum and centre of mass.
+        let specs = vec![
+            spec("bf", DetectorKind::Disk { radius_px: Some(9.5), radius_mrad: None }),
+            spec("big", DetectorKind::Disk { radius_px: Some(20.0), radius_mrad: None }),
+            spec(
+                "adf",
+                DetectorKind::Annulus {
+                    inner_px: Some(12.0),
+                    outer_px: Some(45.0),
+                    inner_mrad: None,
+                    outer_mrad: None,
+                },
+            ),
+            spec("sum", DetectorKind::Sum),
+            spec("com_x", DetectorKind::ComX),
+            spec("com_y", DetectorKind::ComY),
+        ];
+        let c = (50.3, 27.6);
+        let d = VirtualDetectors::new(&specs, w, h, c, 8.0, None).expect("resolves");
+        let sparse: Vec<u16> =
+            (0..w * h).map(|_| if rng.random_range(0..4) == 0 { rng.random_range(1..5) } else { 0 }).collect();
+        let random: Vec<u16> = (0..w * h).map(|_| rng.random()).collect();
+        let full = vec![u16::MAX; w * h];
+        for pixels in [sparse, random, full, vec![0; w * h]] {
+            let f: Vec<f32> = pixels.iter().map(|&v| f32::from(v)).collect();
+            for inv in [None, Some(&invalid[..])] {
+                let (mut a, mut b) = (vec![0.0; 6], vec![0.0; 6]);
+                d.apply_u16(&pixels, inv, &mut a);
+                d.apply(&f, inv, &mut b);
+                assert_eq!(a[..4], b[..4]);
+                assert_eq!(a[0], brute(&f, inv, w, c, -1.0, 9.5));
+                assert_eq!(a[1], brute(&f, inv, w, c, -1.0, 20.0));
+                assert_eq!(a[2], brute(&f, inv, w, c, 12.0, 45.0));
+                assert_eq!(a[3], brute(&f, inv, w, c, -1.0, f64::INFINITY));
+                for k in 4..6 {
+                    assert!((a[k] - b[k]).abs() < 1e-9, "{k}: {} vs {}", a[k], b[k]);
+                }
+            }
+        }
+        // Wrong lengths: NaN, not a panic.
+        let mut out = vec![0.0; 6];
+        d.apply_u16(&[1; 10], None, &mut out);
+        assert!(out.iter().all(|v| v.is_nan()));
+        d.apply_u16(&vec![1; w * h], Some(&[false; 3]), &mut out);
         assert!(out.iter().all(|v| v.is_nan()));
     }
 

@@ -5,6 +5,8 @@
 //! no scan shape. This module turns that stream back into scans:
 //! - [`geometry`]: the navigation shape (rows × columns) and where it came from; frame index →
 //!   (scan, row, column). `k × positions` images are k consecutive scans of the same area.
+//! - [`kernels`]: the integer one-pass reduction of u16 patterns (moments, masked sums, region
+//!   sums), exact, with AVX2 / AVX-512 copies chosen at run time.
 //! - [`detectors`]: virtual detectors (bright-field disk, annulus, total sum, centre of mass) and
 //!   the pattern centre found from the first patterns' mean.
 //! - [`spots`]: Bragg spots found in the reference scan's mean pattern; background-subtracted
@@ -17,6 +19,7 @@
 //! one summed pattern per region and the virtual images of the scan being filled.
 
 pub mod assemble;
+pub mod kernels;
 pub mod detectors;
 pub mod fading;
 pub mod geometry;
