@@ -186,7 +186,10 @@ pub async fn run_with(
     }
     let mut decoder =
         Decoder::new(cfg.ingest.format, cfg.ingest.channel.clone(), cfg.analysis.mask_gaps).within(&budget);
-    let mut scans = ScanStage::from_config(&cfg);
+    // In 4D-STEM mode the patterns go to the pattern workers undecoded; their scans come back
+    // through `scans.drain` (woken by `wake`).
+    let mut scans = ScanStage::pooled(&cfg, budget.clone(), pipeline.shared_stats());
+    let wake = scans.wake();
     let mut got = Received::default();
     let status_every = Duration::from_secs_f64(cfg.pipeline.status_interval_s.max(0.0));
     let mut next_status = Instant::now() + status_every;
@@ -195,6 +198,14 @@ pub async fn run_with(
         let msg = tokio::select! {
             m = receiver.recv() => m,
             _ = cancel.cancelled() => break 'receive,
+            _ = woken(&wake) => {
+                let out = scans.drain(pipeline.stats());
+                count_worker_errors(&mut scans, &mut got, &pipeline);
+                if hand_all(&mut pipeline, out, Instant::now(), &cfg, &mut series_done).await.is_break() {
+                    break 'receive;
+                }
+                continue;
+            }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 status_line(&pipeline, &got, status_every, &mut next_status);
                 continue;
@@ -213,9 +224,19 @@ pub async fn run_with(
         let received = Instant::now();
         got.messages += 1;
         let n = got.messages;
-        let parts: Vec<Bytes> = msg.into_vec();
+        let mut parts: Vec<Bytes> = msg.into_vec();
         if let Some(r) = &republisher {
             r.send(parts.clone());
+        }
+        let peeked = {
+            let refs: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
+            scans.wake().and_then(|_| decoder.peek_image(&refs))
+        };
+        if let Some((series, index)) = peeked {
+            match scans.route_raw(&series, index, parts, pipeline.stats()) {
+                Ok(()) => continue 'receive,
+                Err(back) => parts = back,
+            }
         }
         let refs: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
         let decoded = match decoder.decode(&refs) {
@@ -240,25 +261,10 @@ pub async fn run_with(
             Ok(m) => m,
         };
         // In 4D-STEM mode the patterns become one frame per scan here; otherwise unchanged.
-        let mut handed: Result<(), ComputeGone> = Ok(());
-        for m in scans.process(decoded, pipeline.stats()) {
-            match pipeline.hand(m, None, received, WhenFull::Skip).await {
-                Ok(Handed::SeriesEnded) => {
-                    series_done += 1;
-                    if cfg.pipeline.max_series > 0 && series_done >= cfg.pipeline.max_series {
-                        tracing::info!("{series_done} series done: stopping as configured");
-                        break 'receive;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    handed = Err(e);
-                    break;
-                }
-            }
-        }
-        if handed.is_err() {
-            tracing::error!("the compute thread stopped; shutting down");
+        let mut out = scans.process_live(decoded, &decoder, pipeline.stats());
+        out.extend(scans.drain(pipeline.stats()));
+        count_worker_errors(&mut scans, &mut got, &pipeline);
+        if hand_all(&mut pipeline, out, received, &cfg, &mut series_done).await.is_break() {
             break 'receive;
         }
     }
@@ -269,6 +275,7 @@ pub async fn run_with(
             break;
         }
     }
+    count_worker_errors(&mut scans, &mut got, &pipeline);
     let finished = pipeline.finish().await;
     let (pipeline_report, died) = match finished {
         Ok(r) => (r, None),
@@ -325,6 +332,51 @@ pub async fn run_with(
         Some(message) => Err(PipelineError::AnalysisDied { message, report: Box::new(report.pipeline) }.into()),
         None => Ok((report, view)),
     }
+}
+
+/// Resolves when the pattern workers have results (never without workers).
+async fn woken(wake: &Option<std::sync::Arc<tokio::sync::Notify>>) {
+    match wake {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Patterns the workers could not decode count as the receive loop's decode errors.
+fn count_worker_errors(scans: &mut ScanStage, got: &mut Received, pipeline: &Pipeline) {
+    for e in scans.take_decode_errors() {
+        *got.decode_errors.entry(e.kind).or_default() += 1;
+        crate::pipeline::stats::inc(&pipeline.stats().messages_rejected);
+        tracing::warn!("4D pattern rejected: {e}");
+    }
+}
+
+/// Hands messages to the pipeline in order; `Break` when the daemon should stop (the configured
+/// number of series is done, or the compute thread is gone).
+async fn hand_all(
+    pipeline: &mut Pipeline,
+    msgs: Vec<Message>,
+    received: Instant,
+    cfg: &Config,
+    series_done: &mut u64,
+) -> std::ops::ControlFlow<()> {
+    for m in msgs {
+        match pipeline.hand(m, None, received, WhenFull::Skip).await {
+            Ok(Handed::SeriesEnded) => {
+                *series_done += 1;
+                if cfg.pipeline.max_series > 0 && *series_done >= cfg.pipeline.max_series {
+                    tracing::info!("{series_done} series done: stopping as configured");
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+            Ok(_) => {}
+            Err(ComputeGone) => {
+                tracing::error!("the compute thread stopped; shutting down");
+                return std::ops::ControlFlow::Break(());
+            }
+        }
+    }
+    std::ops::ControlFlow::Continue(())
 }
 
 fn status_line(pipeline: &Pipeline, got: &Received, every: Duration, next: &mut Instant) {

@@ -16,9 +16,38 @@ use super::{
 use crate::frame::PixelType;
 
 /// What a series' start message told us.
+#[derive(Clone)]
 pub struct State {
     channel: Option<String>,
     announced: Vec<String>,
+}
+
+/// (series, image_id) of an `image` message, its data skipped unread (see
+/// [`super::Decoder::peek_image`]).
+pub fn peek_image(parts: &[&[u8]]) -> Option<(String, u64)> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Series {
+        Int(u64),
+        Text(String),
+    }
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        #[serde(rename = "type")]
+        kind: String,
+        series_id: Option<Series>,
+        image_id: Option<u64>,
+    }
+    let [part] = parts else { return None };
+    // The self-describe tag 55799 (d9 d9 f7) in front of the map.
+    let body = part.strip_prefix(&[0xd9, 0xd9, 0xf7]).unwrap_or(part);
+    let p: Peek = ciborium::de::from_reader(body).ok()?;
+    (p.kind == "image").then_some(())?;
+    let series = match p.series_id? {
+        Series::Int(i) => i.to_string(),
+        Series::Text(t) => t,
+    };
+    Some((series, p.image_id?))
 }
 
 fn cbor(detail: impl Into<String>) -> DecodeError {
