@@ -201,7 +201,7 @@ pub async fn run_with(
             _ = woken(&wake) => {
                 let out = scans.drain(pipeline.stats());
                 count_worker_errors(&mut scans, &mut got, &pipeline);
-                if hand_all(&mut pipeline, out, Instant::now(), &cfg, &mut series_done).await.is_break() {
+                if hand_all(&mut pipeline, &mut scans, out, Instant::now(), &cfg, &mut series_done).await.is_break() {
                     break 'receive;
                 }
                 continue;
@@ -264,14 +264,15 @@ pub async fn run_with(
         let mut out = scans.process_live(decoded, &decoder, pipeline.stats());
         out.extend(scans.drain(pipeline.stats()));
         count_worker_errors(&mut scans, &mut got, &pipeline);
-        if hand_all(&mut pipeline, out, received, &cfg, &mut series_done).await.is_break() {
+        if hand_all(&mut pipeline, &mut scans, out, received, &cfg, &mut series_done).await.is_break() {
             break 'receive;
         }
     }
 
     // The scan being filled when the source stops comes out (incomplete) before the pipeline ends.
     for m in scans.finish(pipeline.stats()) {
-        if pipeline.hand(m, None, Instant::now(), WhenFull::Skip).await.is_err() {
+        let received = scans.received_at(&m).unwrap_or_else(Instant::now);
+        if pipeline.hand(m, None, received, WhenFull::Skip).await.is_err() {
             break;
         }
     }
@@ -355,12 +356,15 @@ fn count_worker_errors(scans: &mut ScanStage, got: &mut Received, pipeline: &Pip
 /// number of series is done, or the compute thread is gone).
 async fn hand_all(
     pipeline: &mut Pipeline,
+    scans: &mut ScanStage,
     msgs: Vec<Message>,
     received: Instant,
     cfg: &Config,
     series_done: &mut u64,
 ) -> std::ops::ControlFlow<()> {
     for m in msgs {
+        // A scan's frame was received, for the latencies, when its last pattern was.
+        let received = scans.received_at(&m).unwrap_or(received);
         match pipeline.hand(m, None, received, WhenFull::Skip).await {
             Ok(Handed::SeriesEnded) => {
                 *series_done += 1;

@@ -391,6 +391,51 @@ pub fn encode_image(
     vec![to_bytes(&m)]
 }
 
+/// An image message around a pattern already compressed with bitshuffle-LZ4 (12-byte header
+/// included), in channel `channel`: what a detector sends, without compressing again (the
+/// live benchmark sends pre-compressed patterns at rates the encoder could not keep up with).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_image_bslz4(
+    series_id: u64,
+    image_id: u64,
+    rows: usize,
+    cols: usize,
+    dtype: PixelType,
+    channel: &str,
+    blob: &[u8],
+    start_time_ns: u64,
+) -> Vec<Vec<u8>> {
+    let (tag, elem) = match dtype {
+        PixelType::U8 => (64, 1u64),
+        PixelType::U16 => (69, 2),
+        PixelType::U32 => (70, 4),
+        PixelType::F32 => (85, 4),
+    };
+    let payload = Value::Tag(
+        56500,
+        Box::new(Value::Array(vec![text("bslz4"), Value::Integer(elem.into()), Value::Bytes(blob.to_vec())])),
+    );
+    let arr = Value::Tag(
+        40,
+        Box::new(Value::Array(vec![
+            Value::Array(vec![Value::Integer((rows as u64).into()), Value::Integer((cols as u64).into())]),
+            Value::Tag(tag, Box::new(payload)),
+        ])),
+    );
+    let m = Value::Map(vec![
+        (text("type"), text("image")),
+        (text("series_id"), Value::Integer(series_id.into())),
+        (text("series_unique_id"), text(&format!("beamwatch-sim-{series_id}"))),
+        (text("image_id"), Value::Integer(image_id.into())),
+        (
+            text("start_time"),
+            Value::Array(vec![Value::Integer(start_time_ns.into()), Value::Integer(1_000_000_000u64.into())]),
+        ),
+        (text("data"), Value::Map(vec![(text(channel), arr)])),
+    ]);
+    vec![to_bytes(&m)]
+}
+
 pub fn encode_end(series_id: u64) -> Vec<Vec<u8>> {
     vec![to_bytes(&Value::Map(vec![
         (text("type"), text("end")),

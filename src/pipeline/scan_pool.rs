@@ -366,6 +366,8 @@ pub struct BandSeries {
     /// Scans below this are out (or were given up): nothing more waits for them.
     emitted_below: u64,
     pending: BTreeMap<u64, Pending>,
+    /// When the latest pattern of each pending scan was routed.
+    last_at: BTreeMap<u64, std::time::Instant>,
     /// Before-tokens waiting for acks: (token, acks left, scans below this are closed).
     boundaries: Vec<(u64, usize, u64)>,
     pub info: PartInfo,
@@ -383,7 +385,8 @@ struct Pending {
 
 /// What comes out of a series, in scan order.
 pub enum Ready {
-    Scan(Box<ScanResult>),
+    /// A scan, with when its last pattern was routed (received).
+    Scan(Box<ScanResult>, Option<std::time::Instant>),
     Rows { scan: u64, rows: std::ops::Range<usize> },
     /// A pattern a worker could not decode (counted by the daemon as a decode error).
     DecodeError(DecodeError),
@@ -407,6 +410,7 @@ impl BandSeries {
             highest_routed: None,
             emitted_below: 0,
             pending: BTreeMap::new(),
+            last_at: BTreeMap::new(),
             boundaries: Vec::new(),
             info: PartInfo::default(),
         })
@@ -426,6 +430,9 @@ impl BandSeries {
         let pos = self.shape.position(index);
         // A scan already out: its pattern goes on to be counted late, but nothing waits for it.
         let wanted = pos.scan >= self.emitted_below;
+        if wanted {
+            self.last_at.insert(pos.scan, std::time::Instant::now());
+        }
         let to_bands = self.bands_from.is_some_and(|from| pos.scan >= from);
         if !to_bands {
             if self.highest_routed.is_none_or(|h| pos.scan > h) {
@@ -525,16 +532,22 @@ impl BandSeries {
         for (b, &(r0, r1)) in self.bands.iter().enumerate() {
             self.band_of_row[r0..r1].iter_mut().for_each(|x| *x = b);
         }
+        let from = self.highest_routed.map_or(0, |h| h + 1);
         for (b, &rows) in self.bands.iter().enumerate() {
             match BandAssembler::new(&self.cfg, self.shape, rows, 1, Some((g.detectors.clone(), g.spots.clone()))) {
-                Ok(a) => pool.send(pool.worker_of(b), Job::Band { band: b, assembler: Box::new(a), whole: false }),
+                Ok(mut a) => {
+                    // Scans before `from` are the whole-scan assembler's (nothing of them here).
+                    let none = a.complete_before(from);
+                    debug_assert!(none.is_empty());
+                    pool.send(pool.worker_of(b), Job::Band { band: b, assembler: Box::new(a), whole: false })
+                }
                 Err(e) => {
                     tracing::error!("4D bands not set up ({e}); the whole scan stays on one thread");
                     return;
                 }
             }
         }
-        self.bands_from = Some(self.highest_routed.map_or(0, |h| h + 1));
+        self.bands_from = Some(from);
         tracing::info!(bands = self.bands.len(), from_scan = self.bands_from, "4D scans reduced in bands of rows");
         self.geometry = Some(g);
     }
@@ -550,8 +563,9 @@ impl BandSeries {
             }
             let (scan, p) = entry.remove_entry();
             self.emitted_below = scan + 1;
+            let at = self.last_at.remove(&scan);
             if let Some(r) = self.result(scan, p) {
-                out.push(Ready::Scan(Box::new(r)));
+                out.push(Ready::Scan(Box::new(r), at));
             }
         }
         out
@@ -593,8 +607,9 @@ impl BandSeries {
         // Whatever is still pending ends here (absent bands: cut short, not ended by a later scan).
         let pending = std::mem::take(&mut self.pending);
         for (scan, p) in pending {
+            let at = self.last_at.remove(&scan);
             if let Some(r) = self.result(scan, p) {
-                out.push(Ready::Scan(Box::new(r)));
+                out.push(Ready::Scan(Box::new(r), at));
             }
         }
         out

@@ -75,6 +75,9 @@ pub struct ScanStage {
     decode_errors: Vec<DecodeError>,
     /// Rows of the current scan filled since the last [`ScanStage::take_rows`]: (series, scan, rows).
     rows: Vec<(String, u64, std::ops::Range<usize>)>,
+    /// When the last pattern of each scan frame handed out by the workers was received, in the
+    /// order of those frames (for the latency last pattern → result).
+    last_pattern_at: std::collections::VecDeque<std::time::Instant>,
 }
 
 impl ScanStage {
@@ -89,6 +92,7 @@ impl ScanStage {
             decoder: None,
             decode_errors: Vec::new(),
             rows: Vec::new(),
+            last_pattern_at: Default::default(),
         }
     }
 
@@ -160,6 +164,15 @@ impl ScanStage {
         }
     }
 
+    /// When the last pattern of `msg` was received, for a scan frame the workers made (in the
+    /// order they were handed out); `None` for anything else.
+    pub fn received_at(&mut self, msg: &Message) -> Option<std::time::Instant> {
+        match msg {
+            Message::Frame(f) if f.scan.is_some() && self.pool.is_some() => self.last_pattern_at.pop_front(),
+            _ => None,
+        }
+    }
+
     /// Patterns the workers could not decode since the last call.
     pub fn take_decode_errors(&mut self) -> Vec<DecodeError> {
         std::mem::take(&mut self.decode_errors)
@@ -181,7 +194,7 @@ impl ScanStage {
                         self.rows.push((o.series.clone(), scan, rows));
                     }
                 }
-                Ready::Scan(result) => {
+                Ready::Scan(result, at) => {
                     let dose = self.dose.clone();
                     let Some(o) = self.open.as_mut() else { continue };
                     if let Assembly::Pooled(b) = &o.assembly {
@@ -195,6 +208,7 @@ impl ScanStage {
                     }
                     if let Some(m) = scan_frame(o, ScanEvent::Complete(result), &dose, stats) {
                         out.push(m);
+                        self.last_pattern_at.push_back(at.unwrap_or_else(std::time::Instant::now));
                     }
                 }
             }
