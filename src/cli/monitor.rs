@@ -684,6 +684,7 @@ impl Bench4dArgs {
                 rate: self.rate,
                 distinct: self.patterns.unwrap_or(1024),
                 threads: self.threads,
+                view_bind: None,
             };
             let b = run(&opts)?;
             if self.json {

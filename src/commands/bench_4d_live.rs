@@ -38,6 +38,8 @@ pub struct LiveOptions {
     pub distinct: usize,
     /// `[fourd] decode_threads` (`None`: the daemon's default).
     pub threads: Option<usize>,
+    /// Serve the live view on this address (`None`: no view).
+    pub view_bind: Option<String>,
 }
 
 /// One run at one rate.
@@ -96,7 +98,10 @@ pub struct LiveBench {
 pub fn run(opts: &LiveOptions) -> Result<LiveBench, Error> {
     let blobs = Arc::new(compress_patterns(&counting_patterns(opts.pattern_px, opts.distinct.max(1), 20)));
     let mean_bytes = blobs.iter().map(Vec::len).sum::<usize>() as f64 / blobs.len().max(1) as f64;
-    let scratch = std::env::temp_dir().join(format!("beamwatch-bench-4d-live-{}", std::process::id()));
+    // One directory per run (runs may share a process: tests).
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run_n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let scratch = std::env::temp_dir().join(format!("beamwatch-bench-4d-live-{}-{run_n}", std::process::id()));
     crate::report::ensure_dir(&scratch)?;
     let mut trials = Vec::new();
     let outcome = (|| {
@@ -175,7 +180,10 @@ fn trial(opts: &LiveOptions, blobs: &Arc<Vec<Vec<u8>>>, rate: f64, out: &std::pa
     cfg.analysis.metric = Some(crate::damage::Metric::Ssim);
     cfg.sinks.pub_endpoint = Some("tcp://127.0.0.1:0".into());
     cfg.pipeline = PipelineConfig { out_dir: out.to_path_buf(), status_interval_s: 0.0, ..PipelineConfig::default() };
-    cfg.view.enabled = false;
+    cfg.view.enabled = opts.view_bind.is_some();
+    if let Some(bind) = &opts.view_bind {
+        cfg.view.bind = bind.clone();
+    }
     let popts = PublishOptions { format: WireFormat::DectrisV2, series_count: 1, ..PublishOptions::default() };
     let (blobs, o) = (blobs.clone(), opts.clone());
     let (daemon, sent) = super::demo::run_with(popts, cfg, false, move |popts, stop, bound| {

@@ -147,6 +147,7 @@ pub async fn run_with(
     let mut context = serde_json::Map::new();
     context.insert("config".into(), serde_json::to_value(&cfg).unwrap_or_default());
     let hub = view.as_ref().map(|(hub, _)| hub.clone());
+    let mut rows_view = RowsToView::new(hub.clone());
     let budget = Budget::from_config(&cfg.limits);
     tracing::info!(
         "memory budget {} MiB: frames up to {} px, messages up to {} MiB in flight",
@@ -201,12 +202,14 @@ pub async fn run_with(
             _ = woken(&wake) => {
                 let out = scans.drain(pipeline.stats());
                 count_worker_errors(&mut scans, &mut got, &pipeline);
+                rows_view.add(scans.take_rows());
                 if hand_all(&mut pipeline, &mut scans, out, Instant::now(), &cfg, &mut series_done).await.is_break() {
                     break 'receive;
                 }
                 continue;
             }
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+            _ = tokio::time::sleep(Duration::from_millis(rows_view.wait_ms())) => {
+                rows_view.flush_due();
                 status_line(&pipeline, &got, status_every, &mut next_status);
                 continue;
             }
@@ -264,6 +267,7 @@ pub async fn run_with(
         let mut out = scans.process_live(decoded, &decoder, pipeline.stats());
         out.extend(scans.drain(pipeline.stats()));
         count_worker_errors(&mut scans, &mut got, &pipeline);
+        rows_view.add(scans.take_rows());
         if hand_all(&mut pipeline, &mut scans, out, received, &cfg, &mut series_done).await.is_break() {
             break 'receive;
         }
@@ -332,6 +336,57 @@ pub async fn run_with(
     match died {
         Some(message) => Err(PipelineError::AnalysisDied { message, report: Box::new(report.pipeline) }.into()),
         None => Ok((report, view)),
+    }
+}
+
+/// The live view's rows of the scan being filled: collected as the workers fill them, sent at most
+/// ten times a second (`scan_rows` events), so a fast scan does not flood the page.
+struct RowsToView {
+    hub: Option<crate::view::Hub>,
+    pending: Vec<crate::pipeline::scans::ScanRows>,
+    last_sent: Instant,
+}
+
+impl RowsToView {
+    const EVERY: Duration = Duration::from_millis(100);
+
+    fn new(hub: Option<crate::view::Hub>) -> Self {
+        Self { hub, pending: Vec::new(), last_sent: Instant::now() - Self::EVERY }
+    }
+
+    fn add(&mut self, rows: Vec<crate::pipeline::scans::ScanRows>) {
+        if self.hub.is_none() {
+            return;
+        }
+        self.pending.extend(rows.into_iter().filter(|r| !r.values.is_empty()));
+        self.flush_due();
+    }
+
+    /// How long the receive loop may wait for a message before rows are due (status: 500 ms).
+    fn wait_ms(&self) -> u64 {
+        if self.pending.is_empty() { 500 } else { 100 }
+    }
+
+    fn flush_due(&mut self) {
+        let Some(hub) = &self.hub else { return };
+        if self.pending.is_empty() || self.last_sent.elapsed() < Self::EVERY {
+            return;
+        }
+        self.last_sent = Instant::now();
+        // One event per scan: its blocks of rows in the order they were filled.
+        let mut by_scan: Vec<(String, u64, usize, String, Vec<serde_json::Value>)> = Vec::new();
+        for r in self.pending.drain(..) {
+            let block = serde_json::json!({"row": r.rows.start, "rows": r.rows.len(), "values": r.values});
+            match by_scan.last_mut() {
+                Some(last) if last.0 == r.series && last.1 == r.scan => last.4.push(block),
+                _ => by_scan.push((r.series, r.scan, r.cols, r.detector, vec![block])),
+            }
+        }
+        for (series, scan, cols, detector, blocks) in by_scan {
+            hub.scan_rows(&serde_json::json!({
+                "series": series, "scan": scan, "cols": cols, "detector": detector, "blocks": blocks,
+            }));
+        }
     }
 }
 

@@ -240,6 +240,13 @@ impl ScanAssembler {
         events
     }
 
+    /// The values of detector `k` over `rows` of scan `scan` while that scan is being filled (for
+    /// the live view's rows); `None` once it is complete (its result has them).
+    pub fn current_rows(&self, scan: u64, k: usize, rows: std::ops::Range<usize>) -> Option<&[f32]> {
+        let c = self.current.as_ref().filter(|c| c.scan == scan)?;
+        c.images.get(k)?.get(rows.start * self.shape.cols..rows.end * self.shape.cols)
+    }
+
     /// Patterns held now while the centre is not known (never more than `centre_patterns`).
     pub fn held(&self) -> usize {
         self.held.len()

@@ -103,6 +103,13 @@ impl BandAssembler {
         Ok(self.global(events))
     }
 
+    /// Detector `k`'s values over whole-scan `rows` (within this band) of scan `scan` while it is
+    /// being filled ([`ScanAssembler::current_rows`]).
+    pub fn current_rows(&self, scan: u64, k: usize, rows: std::ops::Range<usize>) -> Option<&[f32]> {
+        let local = rows.start.checked_sub(self.rows.0)?..rows.end.checked_sub(self.rows.0)?;
+        self.assembler.current_rows(scan, k, local)
+    }
+
     /// See [`ScanAssembler::complete_before`].
     pub fn complete_before(&mut self, scan: u64) -> Vec<ScanEvent> {
         let events = self.assembler.complete_before(scan);

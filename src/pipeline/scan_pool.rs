@@ -57,7 +57,8 @@ enum Job {
     /// A new series: the decoder that knows its start message; the worker's bands are dropped.
     Series { generation: u64, decoder: Box<Decoder> },
     /// An assembler for band `band` to own.
-    Band { band: usize, assembler: Box<BandAssembler>, whole: bool },
+    /// `analyse`: the detector whose rows the live view gets.
+    Band { band: usize, assembler: Box<BandAssembler>, whole: bool, analyse: usize },
     Pattern { band: usize, index: u64, pattern: Pattern, _held: Option<Reservation> },
     /// Every band of this worker (or only `band`): a pattern of `scan` arrived elsewhere. An
     /// [`Out::Ack`] with `token` follows the parts it completed.
@@ -69,7 +70,8 @@ enum Job {
 /// What workers send back (in each worker's job order).
 pub enum Out {
     Part { generation: u64, band: usize, result: Box<ScanResult>, geometry: Option<Box<Geometry>>, info: PartInfo },
-    Rows { generation: u64, scan: u64, rows: std::ops::Range<usize> },
+    /// Rows of a scan filled, with the analysed detector's values (empty once the scan is done).
+    Rows { generation: u64, scan: u64, rows: std::ops::Range<usize>, values: Vec<f32> },
     Ack { generation: u64, token: u64 },
     DecodeError(DecodeError),
 }
@@ -137,12 +139,12 @@ impl Pool {
 
     /// Starts a series' routing: every worker gets the decoder; the whole-scan assembler goes to
     /// the first.
-    pub fn start_series(&mut self, decoder: &Decoder, whole: BandAssembler) -> u64 {
+    pub fn start_series(&mut self, decoder: &Decoder, whole: BandAssembler, analyse: usize) -> u64 {
         self.generation += 1;
         for w in 0..self.jobs.len() {
             self.send(w, Job::Series { generation: self.generation, decoder: Box::new(decoder.clone()) });
         }
-        self.send(0, Job::Band { band: WHOLE, assembler: Box::new(whole), whole: true });
+        self.send(0, Job::Band { band: WHOLE, assembler: Box::new(whole), whole: true, analyse });
         self.generation
     }
 
@@ -216,6 +218,7 @@ impl Drop for Pool {
 struct OwnedBand {
     assembler: BandAssembler,
     whole: bool,
+    analyse: usize,
     late_seen: u64,
     info: PartInfo,
 }
@@ -238,8 +241,9 @@ impl Worker {
                     self.decoder = Some(decoder);
                     self.bands.clear();
                 }
-                Job::Band { band, assembler, whole } => {
-                    self.bands.insert(band, OwnedBand { assembler: *assembler, whole, late_seen: 0, info: PartInfo::default() });
+                Job::Band { band, assembler, whole, analyse } => {
+                    let owned = OwnedBand { assembler: *assembler, whole, analyse, late_seen: 0, info: PartInfo::default() };
+                    self.bands.insert(band, owned);
                 }
                 Job::Pattern { band, index, pattern, _held } => self.pattern(band, index, pattern),
                 Job::Before { scan, band, token } => {
@@ -336,7 +340,10 @@ impl Worker {
         };
         for e in events {
             let out = match e {
-                ScanEvent::Rows { scan, rows } => Out::Rows { generation, scan, rows },
+                ScanEvent::Rows { scan, rows } => {
+                    let values = owned.assembler.current_rows(scan, owned.analyse, rows.clone()).map(<[f32]>::to_vec);
+                    Out::Rows { generation, scan, rows, values: values.unwrap_or_default() }
+                }
                 ScanEvent::Complete(result) => {
                     Out::Part { generation, band, result, geometry: if whole { geometry() } else { None }, info }
                 }
@@ -387,7 +394,7 @@ struct Pending {
 pub enum Ready {
     /// A scan, with when its last pattern was routed (received).
     Scan(Box<ScanResult>, Option<std::time::Instant>),
-    Rows { scan: u64, rows: std::ops::Range<usize> },
+    Rows { scan: u64, rows: std::ops::Range<usize>, values: Vec<f32> },
     /// A pattern a worker could not decode (counted by the daemon as a decode error).
     DecodeError(DecodeError),
 }
@@ -395,7 +402,8 @@ pub enum Ready {
 impl BandSeries {
     pub fn start(pool: &mut Pool, decoder: &Decoder, cfg: &FourDConfig, shape: ScanShape) -> Result<Self, FourDError> {
         let whole = BandAssembler::whole(cfg, shape)?;
-        let generation = pool.start_series(decoder, whole);
+        let analyse = cfg.detectors.iter().position(|d| d.name == cfg.analyse).unwrap_or(0);
+        let generation = pool.start_series(decoder, whole, analyse);
         Ok(Self {
             generation,
             cfg: cfg.clone(),
@@ -469,8 +477,8 @@ impl BandSeries {
     pub fn take(&mut self, pool: &mut Pool, out: Out) -> Vec<Ready> {
         let mut ready = Vec::new();
         match out {
-            Out::Rows { generation, scan, rows } if generation == self.generation => {
-                ready.push(Ready::Rows { scan, rows });
+            Out::Rows { generation, scan, rows, values } if generation == self.generation => {
+                ready.push(Ready::Rows { scan, rows, values });
             }
             Out::Part { generation, band, result, geometry, info } if generation == self.generation => {
                 self.info.dtype = self.info.dtype.or(info.dtype);
@@ -533,13 +541,14 @@ impl BandSeries {
             self.band_of_row[r0..r1].iter_mut().for_each(|x| *x = b);
         }
         let from = self.highest_routed.map_or(0, |h| h + 1);
+        let analyse = self.cfg.detectors.iter().position(|d| d.name == self.cfg.analyse).unwrap_or(0);
         for (b, &rows) in self.bands.iter().enumerate() {
             match BandAssembler::new(&self.cfg, self.shape, rows, 1, Some((g.detectors.clone(), g.spots.clone()))) {
                 Ok(mut a) => {
                     // Scans before `from` are the whole-scan assembler's (nothing of them here).
                     let none = a.complete_before(from);
                     debug_assert!(none.is_empty());
-                    pool.send(pool.worker_of(b), Job::Band { band: b, assembler: Box::new(a), whole: false })
+                    pool.send(pool.worker_of(b), Job::Band { band: b, assembler: Box::new(a), whole: false, analyse })
                 }
                 Err(e) => {
                     tracing::error!("4D bands not set up ({e}); the whole scan stays on one thread");

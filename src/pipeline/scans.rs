@@ -59,6 +59,18 @@ struct OpenScan {
     last_timestamp_ns: Option<u64>,
 }
 
+/// Rows of a scan being filled: the analysed detector's values (row-major; empty when the scan
+/// was complete before they could be read — its frame follows).
+#[derive(Clone, Debug)]
+pub struct ScanRows {
+    pub series: String,
+    pub scan: u64,
+    pub rows: std::ops::Range<usize>,
+    pub cols: usize,
+    pub detector: String,
+    pub values: Vec<f32>,
+}
+
 /// Patterns → scans for one source (see the module notes).
 pub struct ScanStage {
     cfg: FourDConfig,
@@ -73,8 +85,8 @@ pub struct ScanStage {
     decoder: Option<Decoder>,
     /// Patterns the workers could not decode, for the daemon to count.
     decode_errors: Vec<DecodeError>,
-    /// Rows of the current scan filled since the last [`ScanStage::take_rows`]: (series, scan, rows).
-    rows: Vec<(String, u64, std::ops::Range<usize>)>,
+    /// Rows of the current scan filled since the last [`ScanStage::take_rows`].
+    rows: Vec<ScanRows>,
     /// When the last pattern of each scan frame handed out by the workers was received, in the
     /// order of those frames (for the latency last pattern → result).
     last_pattern_at: std::collections::VecDeque<std::time::Instant>,
@@ -178,8 +190,8 @@ impl ScanStage {
         std::mem::take(&mut self.decode_errors)
     }
 
-    /// Rows of scans filled since the last call: (series, scan, rows).
-    pub fn take_rows(&mut self) -> Vec<(String, u64, std::ops::Range<usize>)> {
+    /// Rows of scans filled since the last call.
+    pub fn take_rows(&mut self) -> Vec<ScanRows> {
         std::mem::take(&mut self.rows)
     }
 
@@ -189,9 +201,10 @@ impl ScanStage {
         for r in ready {
             match r {
                 Ready::DecodeError(e) => self.decode_errors.push(e),
-                Ready::Rows { scan, rows } => {
+                Ready::Rows { scan, rows, values } => {
                     if let Some(o) = &self.open {
-                        self.rows.push((o.series.clone(), scan, rows));
+                        let (series, cols, detector) = (o.series.clone(), o.shape.cols, o.analyse.clone());
+                        self.rows.push(ScanRows { series, scan, rows, cols, detector, values });
                     }
                 }
                 Ready::Scan(result, at) => {
@@ -404,9 +417,24 @@ impl ScanStage {
                     o.centre_px = assembler.detectors.as_ref().map(|d| d.centre_px);
                     o.bf_radius_px = assembler.detectors.as_ref().map(|d| d.bf_radius_px);
                 }
-                for e in events {
+                // The rows' values are read now, while the scan is still being filled.
+                let k = assembler.detectors.as_ref().and_then(|d| d.index_of(&o.analyse)).unwrap_or(0);
+                let events: Vec<(ScanEvent, Vec<f32>)> = events
+                    .into_iter()
+                    .map(|e| {
+                        let v = match &e {
+                            ScanEvent::Rows { scan, rows } => assembler.current_rows(*scan, k, rows.clone()).map(<[f32]>::to_vec),
+                            _ => None,
+                        };
+                        (e, v.unwrap_or_default())
+                    })
+                    .collect();
+                for (e, values) in events {
                     match e {
-                        ScanEvent::Rows { scan, rows } => self.rows.push((o.series.clone(), scan, rows)),
+                        ScanEvent::Rows { scan, rows } => {
+                            let (series, cols, detector) = (o.series.clone(), o.shape.cols, o.analyse.clone());
+                            self.rows.push(ScanRows { series, scan, rows, cols, detector, values });
+                        }
                         e => out.extend(scan_frame(o, e, &dose, stats)),
                     }
                 }
