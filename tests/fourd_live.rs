@@ -117,7 +117,8 @@ fn rows_of_the_scan_being_filled_reach_the_live_view_before_the_scan_completes()
             .collect();
         assert!(!rows.is_empty(), "no rows of scan {scan} before its frame: {names:?}");
         // The first update holds part of the scan only: rows came while it was being filled.
-        let first_rows: u64 = rows[0]["blocks"].as_array().expect("blocks").iter().map(|b| b["rows"].as_u64().unwrap_or(0)).sum();
+        let first_rows: u64 =
+            rows[0]["blocks"].as_array().expect("blocks").iter().map(|b| b["rows"].as_u64().unwrap_or(0)).sum();
         assert!(first_rows > 0 && first_rows < 32, "scan {scan}: first update has {first_rows} rows");
         for r in &rows {
             assert_eq!(r["cols"], 32);

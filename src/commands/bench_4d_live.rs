@@ -191,14 +191,10 @@ fn trial(opts: &LiveOptions, blobs: &Arc<Vec<Vec<u8>>>, rate: f64, out: &std::pa
     })?;
     let s = &daemon.pipeline.scans;
     let positions = opts.scan.positions();
-    let in_scans = (s.scans_completed + s.scans_incomplete) * positions - s.patterns_masked_missing.min(
-        (s.scans_completed + s.scans_incomplete) * positions,
-    ) + s.patterns_duplicate;
-    let accounted = in_scans
-        + s.patterns_late
-        + s.patterns_wrong_size
-        + s.patterns_refused
-        + s.patterns_dropped_queue;
+    let in_scans = (s.scans_completed + s.scans_incomplete) * positions
+        - s.patterns_masked_missing.min((s.scans_completed + s.scans_incomplete) * positions)
+        + s.patterns_duplicate;
+    let accounted = in_scans + s.patterns_late + s.patterns_wrong_size + s.patterns_refused + s.patterns_dropped_queue;
     let p = &daemon.pipeline;
     let decoded_bytes = (opts.pattern_px * opts.pattern_px * 2) as f64;
     let secs = sent.seconds.max(1e-9);

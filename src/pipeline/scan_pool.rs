@@ -35,9 +35,9 @@ const WHOLE: usize = usize::MAX;
 /// The threads the `[fourd] decode_threads` setting asks for: the available cores less one (the
 /// receive loop's), at least one.
 pub fn threads_for(cfg: &FourDConfig) -> usize {
-    cfg.decode_threads.filter(|&n| n > 0).unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1)
-    })
+    cfg.decode_threads
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1).max(1))
 }
 
 /// The pattern geometry found in a series' first scan.
@@ -55,24 +55,57 @@ enum Pattern {
 
 enum Job {
     /// A new series: the decoder that knows its start message; the worker's bands are dropped.
-    Series { generation: u64, decoder: Box<Decoder> },
+    Series {
+        generation: u64,
+        decoder: Box<Decoder>,
+    },
     /// An assembler for band `band` to own.
     /// `analyse`: the detector whose rows the live view gets.
-    Band { band: usize, assembler: Box<BandAssembler>, whole: bool, analyse: usize },
-    Pattern { band: usize, index: u64, pattern: Pattern, _held: Option<Reservation> },
+    Band {
+        band: usize,
+        assembler: Box<BandAssembler>,
+        whole: bool,
+        analyse: usize,
+    },
+    Pattern {
+        band: usize,
+        index: u64,
+        pattern: Pattern,
+        _held: Option<Reservation>,
+    },
     /// Every band of this worker (or only `band`): a pattern of `scan` arrived elsewhere. An
     /// [`Out::Ack`] with `token` follows the parts it completed.
-    Before { scan: u64, band: Option<usize>, token: u64 },
+    Before {
+        scan: u64,
+        band: Option<usize>,
+        token: u64,
+    },
     /// The series ends: every band finishes (incomplete parts come out), then [`Out::Ack`].
-    Finish { token: u64 },
+    Finish {
+        token: u64,
+    },
 }
 
 /// What workers send back (in each worker's job order).
 pub enum Out {
-    Part { generation: u64, band: usize, result: Box<ScanResult>, geometry: Option<Box<Geometry>>, info: PartInfo },
+    Part {
+        generation: u64,
+        band: usize,
+        result: Box<ScanResult>,
+        geometry: Option<Box<Geometry>>,
+        info: PartInfo,
+    },
     /// Rows of a scan filled, with the analysed detector's values (empty once the scan is done).
-    Rows { generation: u64, scan: u64, rows: std::ops::Range<usize>, values: Vec<f32> },
-    Ack { generation: u64, token: u64 },
+    Rows {
+        generation: u64,
+        scan: u64,
+        rows: std::ops::Range<usize>,
+        values: Vec<f32>,
+    },
+    Ack {
+        generation: u64,
+        token: u64,
+    },
     DecodeError(DecodeError),
 }
 
@@ -105,9 +138,9 @@ impl Pool {
         for k in 0..threads.max(1) {
             let (tx, rx) = bounded(QUEUE_JOBS);
             let (out, wake, stats) = (out_tx.clone(), wake.clone(), stats.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("4d-worker-{k}"))
-                .spawn(move || Worker { out, wake, stats, decoder: None, bands: BTreeMap::new(), generation: 0 }.run(rx));
+            let spawned = std::thread::Builder::new().name(format!("4d-worker-{k}")).spawn(move || {
+                Worker { out, wake, stats, decoder: None, bands: BTreeMap::new(), generation: 0 }.run(rx)
+            });
             match spawned {
                 Ok(h) => {
                     jobs.push(tx);
@@ -242,7 +275,8 @@ impl Worker {
                     self.bands.clear();
                 }
                 Job::Band { band, assembler, whole, analyse } => {
-                    let owned = OwnedBand { assembler: *assembler, whole, analyse, late_seen: 0, info: PartInfo::default() };
+                    let owned =
+                        OwnedBand { assembler: *assembler, whole, analyse, late_seen: 0, info: PartInfo::default() };
                     self.bands.insert(band, owned);
                 }
                 Job::Pattern { band, index, pattern, _held } => self.pattern(band, index, pattern),
@@ -316,7 +350,11 @@ impl Worker {
                 let late = owned.assembler.assembler.late();
                 if late > owned.late_seen {
                     add(&self.stats.patterns_late, late - owned.late_seen);
-                    tracing::warn!("series {} pattern {}: its scan is already complete (late, counted and dropped)", frame.series, frame.index);
+                    tracing::warn!(
+                        "series {} pattern {}: its scan is already complete (late, counted and dropped)",
+                        frame.series,
+                        frame.index
+                    );
                     owned.late_seen = late;
                 }
                 self.emit(band, events);
@@ -325,7 +363,11 @@ impl Worker {
                 inc(&self.stats.patterns_wrong_size);
                 let n = crate::pipeline::stats::get(&self.stats.patterns_wrong_size);
                 if !matches!(e, FourDError::PatternSize { .. }) || n <= 10 || n.is_power_of_two() {
-                    tracing::warn!("series {} pattern {} dropped ({n} so far), its position masked: {e}", frame.series, frame.index);
+                    tracing::warn!(
+                        "series {} pattern {} dropped ({n} so far), its position masked: {e}",
+                        frame.series,
+                        frame.index
+                    );
                 }
             }
         }
@@ -394,7 +436,11 @@ struct Pending {
 pub enum Ready {
     /// A scan, with when its last pattern was routed (received).
     Scan(Box<ScanResult>, Option<std::time::Instant>),
-    Rows { scan: u64, rows: std::ops::Range<usize>, values: Vec<f32> },
+    Rows {
+        scan: u64,
+        rows: std::ops::Range<usize>,
+        values: Vec<f32>,
+    },
     /// A pattern a worker could not decode (counted by the daemon as a decode error).
     DecodeError(DecodeError),
 }
