@@ -94,6 +94,8 @@ pub enum Kind {
     Subscribers,
     /// Frame pixels waiting for the disk.
     Recorder,
+    /// 4D-STEM patterns waiting for the pattern workers (decode + reduce).
+    FourDQueue,
 }
 
 impl Kind {
@@ -106,13 +108,13 @@ impl Kind {
             Kind::AnalysisQueue | Kind::FrameSize => 1,
             Kind::Ingest => 4,
             Kind::Subscribers => 8,
-            Kind::Republish | Kind::Recorder => 16,
+            Kind::Republish | Kind::Recorder | Kind::FourDQueue => 16,
             Kind::ResultsPub => 32,
         }
     }
 }
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 8] = [
     Kind::Ingest,
     Kind::AnalysisQueue,
     Kind::FrameSize,
@@ -120,6 +122,7 @@ const KINDS: [Kind; 7] = [
     Kind::ResultsPub,
     Kind::Subscribers,
     Kind::Recorder,
+    Kind::FourDQueue,
 ];
 
 /// The budget: a byte count handed out in [`Reservation`]s.

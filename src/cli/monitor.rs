@@ -600,6 +600,18 @@ pub struct Bench4dArgs {
     /// Print JSON lines instead of the table.
     #[arg(long)]
     json: bool,
+    /// End to end: the daemon (in this process) fed by a stream-v2 sender over loopback ZeroMQ;
+    /// patterns sent / received / accounted, patterns/s, MB/s, and per scan the time from its last
+    /// pattern to its result published. Uses --sizes, --scan (default 256x256 here), --threads
+    /// ([fourd] decode_threads).
+    #[arg(long)]
+    live: bool,
+    /// --live: patterns per second; absent: the highest rate with nothing lost (stepping).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// --live: scans per run (the latency percentiles are over these).
+    #[arg(long, default_value_t = 4)]
+    scans: usize,
 }
 
 fn parse_scan_shape(s: &str) -> Result<crate::fourd::ScanShape, String> {
@@ -612,6 +624,9 @@ impl Bench4dArgs {
     pub fn run(self) -> Result<(), Error> {
         use crate::commands::bench_4d;
         let cpu = bench_4d::cpu_model();
+        if self.live {
+            return self.run_live(&cpu);
+        }
         if !self.decode_only {
             return self.run_full(&cpu);
         }
@@ -646,6 +661,65 @@ impl Bench4dArgs {
                     b.new.patterns_per_s / b.old.patterns_per_s
                 );
             }
+        }
+        Ok(())
+    }
+
+    fn run_live(&self, cpu: &str) -> Result<(), Error> {
+        use crate::commands::bench_4d_live::{LiveOptions, run};
+        // The 64x64 default is the reduce benchmark's; the live latency is asked for 256×256 scans.
+        let scan = if self.scan == (crate::fourd::ScanShape { rows: 64, cols: 64 }) {
+            crate::fourd::ScanShape { rows: 256, cols: 256 }
+        } else {
+            self.scan
+        };
+        if !self.json {
+            println!("CPU: {cpu}");
+        }
+        for &px in &self.sizes {
+            let opts = LiveOptions {
+                pattern_px: px,
+                scan,
+                scans: self.scans.max(1),
+                rate: self.rate,
+                distinct: self.patterns.unwrap_or(1024),
+                threads: self.threads,
+                view_bind: None,
+            };
+            let b = run(&opts)?;
+            if self.json {
+                println!("{}", serde_json::to_string(&b).unwrap_or_default());
+                continue;
+            }
+            let r = &b.result;
+            let ms = |p: &Option<crate::telemetry::Percentiles>| {
+                p.as_ref().map_or("-".to_string(), |p| format!("p50 {:.1} ms, p99 {:.1} ms over {} scans", p.p50, p.p99, p.count))
+            };
+            println!(
+                "{px}×{px} u16 bslz4 ({:.0} B/pattern), scan {}×{} × {} scans, {} decode threads",
+                b.compressed_bytes_per_pattern, b.scan_rows, b.scan_cols, b.scans, b.decode_threads
+            );
+            if let Some(max) = b.max_clean_patterns_per_s {
+                println!("  highest rate with nothing lost: {max:.0} patterns/s ({} trials)", b.trials.len());
+            } else if self.rate.is_none() {
+                println!("  no rate tried was free of loss ({} trials)", b.trials.len());
+            }
+            println!(
+                "  at {:.0} patterns/s asked: sent {}, received {}, accounted {}, lost {}, dropped at the queue {}, masked {}",
+                r.rate_patterns_per_s,
+                r.patterns_sent,
+                r.patterns_received,
+                r.patterns_accounted,
+                r.patterns_lost,
+                r.patterns_dropped_queue,
+                r.positions_masked_missing
+            );
+            println!(
+                "  achieved {:.0} patterns/s, {:.1} MB/s on the wire ({:.0} MB/s decoded); scans {} complete, {} incomplete",
+                r.achieved_patterns_per_s, r.achieved_mb_per_s, r.decoded_mb_per_s, r.scans_completed, r.scans_incomplete
+            );
+            println!("  last pattern → scan result published: {}", ms(&r.scan_latency_ms));
+            println!("  last pattern → alarm published: {} ({} alarms)", ms(&r.alarm_latency_ms), r.alarms);
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::decode::bslz4::{
     DEFAULT_BLOCK_BYTES, Lz4, decode_bslz4_into_with, decode_bslz4_scalar, decode_bslz4_u16_into, encode_bslz4,
 };
-use crate::fourd::{FourDConfig, ScanAssembler, ScanEvent, ScanResult, ScanShape, VirtualDetectors};
+use crate::fourd::{BandAssembler, FourDConfig, ScanEvent, ScanResult, ScanShape, VirtualDetectors, band_rows};
 
 /// One decoder's throughput.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -257,62 +257,44 @@ pub struct FullBench {
     pub c_bitshuffle: Option<Rate>,
 }
 
-/// The rows [start, end) of band `b` of `bands` (as even as the rows allow).
-pub fn band_rows(rows: usize, bands: usize, b: usize) -> (usize, usize) {
-    (b * rows / bands, (b + 1) * rows / bands)
-}
-
-/// One thread's share of decode + reduce: its own assembler over a band of scan rows, its own
-/// decode buffers. A daemon can use the same split: frame index → (scan, row, col) is known on
-/// arrival, so a pattern goes to the worker owning its row band; with the default 2×2 regions and
-/// 2 bands, each band holds whole regions, so per-region spot sums need no merging, and the scan's
-/// images are the bands' images one above the other.
+/// One thread's share of decode + reduce: its own [`BandAssembler`] over a band of scan rows, its
+/// own decode buffers — the split the live daemon's pattern workers use (frame index → scan row is
+/// known on arrival); with the default 2×2 regions and 2 bands, each band holds whole regions.
 pub struct BandReducer {
-    pub assembler: ScanAssembler,
-    pub rows: (usize, usize),
-    cols: usize,
-    positions: u64,
+    pub band: BandAssembler,
     scratch: Vec<u8>,
     pixels: Vec<u16>,
     pub results: Vec<ScanResult>,
 }
 
+/// The band's rows and assembler, read through the reducer.
+impl std::ops::Deref for BandReducer {
+    type Target = BandAssembler;
+    fn deref(&self) -> &BandAssembler {
+        &self.band
+    }
+}
+
 impl BandReducer {
     pub fn new(cfg: &FourDConfig, scan: ScanShape, bands: usize, b: usize, pattern_px: usize) -> Self {
         let rows = band_rows(scan.rows, bands, b);
-        let band = ScanShape { rows: rows.1 - rows.0, cols: scan.cols };
-        let mut cfg = cfg.clone();
         // The band's share of the scan's region rows (2 regions over 2 bands: one each).
-        cfg.regions_rows = (cfg.regions_rows / bands).max(1);
-        let assembler = ScanAssembler::new(&cfg, band).expect("the benchmark's configuration is valid");
-        Self {
-            assembler,
-            rows,
-            cols: scan.cols,
-            positions: scan.positions(),
-            scratch: Vec::new(),
-            pixels: vec![0; pattern_px * pattern_px],
-            results: Vec::new(),
-        }
+        let regions_rows = (cfg.regions_rows / bands.max(1)).max(1);
+        let band =
+            BandAssembler::new(cfg, scan, rows, regions_rows, None).expect("the benchmark's configuration is valid");
+        Self { band, scratch: Vec::new(), pixels: vec![0; pattern_px * pattern_px], results: Vec::new() }
     }
 
     /// Whether series image `index` falls in this band.
     pub fn owns(&self, index: u64) -> bool {
-        let row = ((index % self.positions) / self.cols as u64) as usize;
-        (self.rows.0..self.rows.1).contains(&row)
+        self.band.owns(index)
     }
 
     /// Decodes and reduces series image `index` (which this band owns); scans completed are kept
     /// when `keep` (the correctness test), counted otherwise.
     pub fn push(&mut self, index: u64, blob: &[u8], px: usize, keep: bool) -> usize {
         decode_bslz4_u16_into(blob, &mut self.pixels, &mut self.scratch).expect("the benchmark's own blobs decode");
-        let scan = index / self.positions;
-        let local = index % self.positions - (self.rows.0 * self.cols) as u64;
-        let band_positions = ((self.rows.1 - self.rows.0) * self.cols) as u64;
-        let events = self
-            .assembler
-            .push_u16(scan * band_positions + local, px, px, &self.pixels, None)
-            .expect("the benchmark's patterns fit");
+        let events = self.band.push_u16(index, px, px, &self.pixels, None).expect("the benchmark's patterns fit");
         self.count(events, keep)
     }
 
@@ -330,7 +312,7 @@ impl BandReducer {
     }
 
     pub fn finish(&mut self, keep: bool) -> usize {
-        let events = self.assembler.finish();
+        let events = self.band.finish();
         self.count(events, keep)
     }
 }
@@ -398,7 +380,7 @@ pub fn bench_full(opts: &FullOptions, c_anchor: Option<&Path>) -> FullBench {
         best[3] = best[3].min(start.elapsed().as_secs_f64());
         next += per_round;
     }
-    let spots_found = reducers[0].assembler.spots.len();
+    let spots_found = reducers[0].band.assembler.spots.len();
     let stages = stage_ns(&blobs, px, opts.scan, &cfg);
     let n = per_round as usize;
     FullBench {
@@ -429,7 +411,7 @@ fn stage_ns(blobs: &[Vec<u8>], px: usize, scan: ScanShape, cfg: &FourDConfig) ->
     for index in 0..positions {
         r.push(index, &blobs[(index % blobs.len() as u64) as usize], px, false);
     }
-    let Some(det): Option<VirtualDetectors> = r.assembler.detectors.clone() else {
+    let Some(det): Option<VirtualDetectors> = r.band.assembler.detectors.clone() else {
         return StageNs::default();
     };
     let mut values = vec![0.0; det.names.len()];
@@ -444,7 +426,7 @@ fn stage_ns(blobs: &[Vec<u8>], px: usize, scan: ScanShape, cfg: &FourDConfig) ->
         det.apply_u16(&r.pixels, None, &mut values);
         std::hint::black_box(&values);
         let t2 = Instant::now();
-        let events = r.assembler.push_u16(index, px, px, &r.pixels, None).expect("the benchmark's patterns fit");
+        let events = r.band.assembler.push_u16(index, px, px, &r.pixels, None).expect("the benchmark's patterns fit");
         let t3 = Instant::now();
         drop(events);
         for (k, (a, b)) in [(t0, t1), (t1, t2), (t2, t3)].into_iter().enumerate() {

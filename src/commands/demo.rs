@@ -93,7 +93,7 @@ pub fn run_pair(
 
 /// [`run_pair`] with any simulator: `start` spawns it on the options (endpoint and mode set),
 /// a stop token and the channel that receives its bound endpoint.
-fn run_with<R: Send + 'static>(
+pub(crate) fn run_with<R: Send + 'static>(
     mut popts: PublishOptions,
     mut cfg: Config,
     keep_view: bool,

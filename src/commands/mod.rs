@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_4d;
+pub mod bench_4d_live;
 pub mod bench_live;
 pub mod compare;
 #[cfg(feature = "secondary")]

@@ -147,6 +147,7 @@ pub async fn run_with(
     let mut context = serde_json::Map::new();
     context.insert("config".into(), serde_json::to_value(&cfg).unwrap_or_default());
     let hub = view.as_ref().map(|(hub, _)| hub.clone());
+    let mut rows_view = RowsToView::new(hub.clone());
     let budget = Budget::from_config(&cfg.limits);
     tracing::info!(
         "memory budget {} MiB: frames up to {} px, messages up to {} MiB in flight",
@@ -186,7 +187,10 @@ pub async fn run_with(
     }
     let mut decoder =
         Decoder::new(cfg.ingest.format, cfg.ingest.channel.clone(), cfg.analysis.mask_gaps).within(&budget);
-    let mut scans = ScanStage::from_config(&cfg);
+    // In 4D-STEM mode the patterns go to the pattern workers undecoded; their scans come back
+    // through `scans.drain` (woken by `wake`).
+    let mut scans = ScanStage::pooled(&cfg, budget.clone(), pipeline.shared_stats());
+    let wake = scans.wake();
     let mut got = Received::default();
     let status_every = Duration::from_secs_f64(cfg.pipeline.status_interval_s.max(0.0));
     let mut next_status = Instant::now() + status_every;
@@ -195,7 +199,17 @@ pub async fn run_with(
         let msg = tokio::select! {
             m = receiver.recv() => m,
             _ = cancel.cancelled() => break 'receive,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+            _ = woken(&wake) => {
+                let out = scans.drain(pipeline.stats());
+                count_worker_errors(&mut scans, &mut got, &pipeline);
+                rows_view.add(scans.take_rows());
+                if hand_all(&mut pipeline, &mut scans, out, Instant::now(), &cfg, &mut series_done).await.is_break() {
+                    break 'receive;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(rows_view.wait_ms())) => {
+                rows_view.flush_due();
                 status_line(&pipeline, &got, status_every, &mut next_status);
                 continue;
             }
@@ -213,9 +227,19 @@ pub async fn run_with(
         let received = Instant::now();
         got.messages += 1;
         let n = got.messages;
-        let parts: Vec<Bytes> = msg.into_vec();
+        let mut parts: Vec<Bytes> = msg.into_vec();
         if let Some(r) = &republisher {
             r.send(parts.clone());
+        }
+        let peeked = {
+            let refs: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
+            scans.wake().and_then(|_| decoder.peek_image(&refs))
+        };
+        if let Some((series, index)) = peeked {
+            match scans.route_raw(&series, index, parts, pipeline.stats()) {
+                Ok(()) => continue 'receive,
+                Err(back) => parts = back,
+            }
         }
         let refs: Vec<&[u8]> = parts.iter().map(|b| b.as_ref()).collect();
         let decoded = match decoder.decode(&refs) {
@@ -240,35 +264,23 @@ pub async fn run_with(
             Ok(m) => m,
         };
         // In 4D-STEM mode the patterns become one frame per scan here; otherwise unchanged.
-        let mut handed: Result<(), ComputeGone> = Ok(());
-        for m in scans.process(decoded, pipeline.stats()) {
-            match pipeline.hand(m, None, received, WhenFull::Skip).await {
-                Ok(Handed::SeriesEnded) => {
-                    series_done += 1;
-                    if cfg.pipeline.max_series > 0 && series_done >= cfg.pipeline.max_series {
-                        tracing::info!("{series_done} series done: stopping as configured");
-                        break 'receive;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    handed = Err(e);
-                    break;
-                }
-            }
-        }
-        if handed.is_err() {
-            tracing::error!("the compute thread stopped; shutting down");
+        let mut out = scans.process_live(decoded, &decoder, pipeline.stats());
+        out.extend(scans.drain(pipeline.stats()));
+        count_worker_errors(&mut scans, &mut got, &pipeline);
+        rows_view.add(scans.take_rows());
+        if hand_all(&mut pipeline, &mut scans, out, received, &cfg, &mut series_done).await.is_break() {
             break 'receive;
         }
     }
 
     // The scan being filled when the source stops comes out (incomplete) before the pipeline ends.
     for m in scans.finish(pipeline.stats()) {
-        if pipeline.hand(m, None, Instant::now(), WhenFull::Skip).await.is_err() {
+        let received = scans.received_at(&m).unwrap_or_else(Instant::now);
+        if pipeline.hand(m, None, received, WhenFull::Skip).await.is_err() {
             break;
         }
     }
+    count_worker_errors(&mut scans, &mut got, &pipeline);
     let finished = pipeline.finish().await;
     let (pipeline_report, died) = match finished {
         Ok(r) => (r, None),
@@ -325,6 +337,105 @@ pub async fn run_with(
         Some(message) => Err(PipelineError::AnalysisDied { message, report: Box::new(report.pipeline) }.into()),
         None => Ok((report, view)),
     }
+}
+
+/// The live view's rows of the scan being filled: collected as the workers fill them, sent at most
+/// ten times a second (`scan_rows` events), so a fast scan does not flood the page.
+struct RowsToView {
+    hub: Option<crate::view::Hub>,
+    pending: Vec<crate::pipeline::scans::ScanRows>,
+    last_sent: Instant,
+}
+
+impl RowsToView {
+    const EVERY: Duration = Duration::from_millis(100);
+
+    fn new(hub: Option<crate::view::Hub>) -> Self {
+        Self { hub, pending: Vec::new(), last_sent: Instant::now() - Self::EVERY }
+    }
+
+    fn add(&mut self, rows: Vec<crate::pipeline::scans::ScanRows>) {
+        if self.hub.is_none() {
+            return;
+        }
+        self.pending.extend(rows.into_iter().filter(|r| !r.values.is_empty()));
+        self.flush_due();
+    }
+
+    /// How long the receive loop may wait for a message before rows are due (status: 500 ms).
+    fn wait_ms(&self) -> u64 {
+        if self.pending.is_empty() { 500 } else { 100 }
+    }
+
+    fn flush_due(&mut self) {
+        let Some(hub) = &self.hub else { return };
+        if self.pending.is_empty() || self.last_sent.elapsed() < Self::EVERY {
+            return;
+        }
+        self.last_sent = Instant::now();
+        // One event per scan: its blocks of rows in the order they were filled.
+        let mut by_scan: Vec<(String, u64, usize, String, Vec<serde_json::Value>)> = Vec::new();
+        for r in self.pending.drain(..) {
+            let block = serde_json::json!({"row": r.rows.start, "rows": r.rows.len(), "values": r.values});
+            match by_scan.last_mut() {
+                Some(last) if last.0 == r.series && last.1 == r.scan => last.4.push(block),
+                _ => by_scan.push((r.series, r.scan, r.cols, r.detector, vec![block])),
+            }
+        }
+        for (series, scan, cols, detector, blocks) in by_scan {
+            hub.scan_rows(&serde_json::json!({
+                "series": series, "scan": scan, "cols": cols, "detector": detector, "blocks": blocks,
+            }));
+        }
+    }
+}
+
+/// Resolves when the pattern workers have results (never without workers).
+async fn woken(wake: &Option<std::sync::Arc<tokio::sync::Notify>>) {
+    match wake {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Patterns the workers could not decode count as the receive loop's decode errors.
+fn count_worker_errors(scans: &mut ScanStage, got: &mut Received, pipeline: &Pipeline) {
+    for e in scans.take_decode_errors() {
+        *got.decode_errors.entry(e.kind).or_default() += 1;
+        crate::pipeline::stats::inc(&pipeline.stats().messages_rejected);
+        tracing::warn!("4D pattern rejected: {e}");
+    }
+}
+
+/// Hands messages to the pipeline in order; `Break` when the daemon should stop (the configured
+/// number of series is done, or the compute thread is gone).
+async fn hand_all(
+    pipeline: &mut Pipeline,
+    scans: &mut ScanStage,
+    msgs: Vec<Message>,
+    received: Instant,
+    cfg: &Config,
+    series_done: &mut u64,
+) -> std::ops::ControlFlow<()> {
+    for m in msgs {
+        // A scan's frame was received, for the latencies, when its last pattern was.
+        let received = scans.received_at(&m).unwrap_or(received);
+        match pipeline.hand(m, None, received, WhenFull::Skip).await {
+            Ok(Handed::SeriesEnded) => {
+                *series_done += 1;
+                if cfg.pipeline.max_series > 0 && *series_done >= cfg.pipeline.max_series {
+                    tracing::info!("{series_done} series done: stopping as configured");
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+            Ok(_) => {}
+            Err(ComputeGone) => {
+                tracing::error!("the compute thread stopped; shutting down");
+                return std::ops::ControlFlow::Break(());
+            }
+        }
+    }
+    std::ops::ControlFlow::Continue(())
 }
 
 fn status_line(pipeline: &Pipeline, got: &Received, every: Duration, next: &mut Instant) {

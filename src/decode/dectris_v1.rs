@@ -109,6 +109,17 @@ fn appendix_json(parts: &[&[u8]]) -> Option<serde_json::Value> {
         .find(|v| v.is_object() && v.get("htype").is_none())
 }
 
+/// (series, frame) of a `dimage` message from its first part alone (see
+/// [`super::Decoder::peek_image`]).
+pub fn peek_image(parts: &[&[u8]]) -> Option<(String, u64)> {
+    if parts.len() != 4 {
+        return None;
+    }
+    let h: Header = serde_json::from_slice(parts.first()?).ok()?;
+    (h.htype == "dimage-1.0").then_some(())?;
+    Some((h.series?.to_string(), h.frame?))
+}
+
 pub fn decode(parts: &[&[u8]], mask_gaps: bool) -> Result<Message, DecodeError> {
     let first = parts.first().ok_or_else(|| derr(DecodeErrorKind::Parts, "empty message"))?;
     let h: Header = json(first, "header")?;
@@ -239,7 +250,7 @@ fn series_start(series: u64, cfg: &DetectorConfig, appendix: &[&[u8]]) -> Result
 /// What stream v1 carries across messages of one socket: a `dheader` sent as a message of its own
 /// (LiberTEM-rs's DECTRIS simulator sends the header as two single-part messages, the `dheader`
 /// and then the detector config) waits for its config in the next message.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct State {
     /// The series of a single-part `dheader` whose detector config has not come yet.
     awaiting_config: Option<u64>,

@@ -16,9 +16,38 @@ use super::{
 use crate::frame::PixelType;
 
 /// What a series' start message told us.
+#[derive(Clone)]
 pub struct State {
     channel: Option<String>,
     announced: Vec<String>,
+}
+
+/// (series, image_id) of an `image` message, its data skipped unread (see
+/// [`super::Decoder::peek_image`]).
+pub fn peek_image(parts: &[&[u8]]) -> Option<(String, u64)> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Series {
+        Int(u64),
+        Text(String),
+    }
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        #[serde(rename = "type")]
+        kind: String,
+        series_id: Option<Series>,
+        image_id: Option<u64>,
+    }
+    let [part] = parts else { return None };
+    // The self-describe tag 55799 (d9 d9 f7) in front of the map.
+    let body = part.strip_prefix(&[0xd9, 0xd9, 0xf7]).unwrap_or(part);
+    let p: Peek = ciborium::de::from_reader(body).ok()?;
+    (p.kind == "image").then_some(())?;
+    let series = match p.series_id? {
+        Series::Int(i) => i.to_string(),
+        Series::Text(t) => t,
+    };
+    Some((series, p.image_id?))
 }
 
 fn cbor(detail: impl Into<String>) -> DecodeError {
@@ -358,6 +387,51 @@ pub fn encode_image(
             Value::Array(vec![Value::Integer(start_time_ns.into()), Value::Integer(1_000_000_000u64.into())]),
         ),
         (text("data"), Value::Map(data)),
+    ]);
+    vec![to_bytes(&m)]
+}
+
+/// An image message around a pattern already compressed with bitshuffle-LZ4 (12-byte header
+/// included), in channel `channel`: what a detector sends, without compressing again (the
+/// live benchmark sends pre-compressed patterns at rates the encoder could not keep up with).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_image_bslz4(
+    series_id: u64,
+    image_id: u64,
+    rows: usize,
+    cols: usize,
+    dtype: PixelType,
+    channel: &str,
+    blob: &[u8],
+    start_time_ns: u64,
+) -> Vec<Vec<u8>> {
+    let (tag, elem) = match dtype {
+        PixelType::U8 => (64, 1u64),
+        PixelType::U16 => (69, 2),
+        PixelType::U32 => (70, 4),
+        PixelType::F32 => (85, 4),
+    };
+    let payload = Value::Tag(
+        56500,
+        Box::new(Value::Array(vec![text("bslz4"), Value::Integer(elem.into()), Value::Bytes(blob.to_vec())])),
+    );
+    let arr = Value::Tag(
+        40,
+        Box::new(Value::Array(vec![
+            Value::Array(vec![Value::Integer((rows as u64).into()), Value::Integer((cols as u64).into())]),
+            Value::Tag(tag, Box::new(payload)),
+        ])),
+    );
+    let m = Value::Map(vec![
+        (text("type"), text("image")),
+        (text("series_id"), Value::Integer(series_id.into())),
+        (text("series_unique_id"), text(&format!("beamwatch-sim-{series_id}"))),
+        (text("image_id"), Value::Integer(image_id.into())),
+        (
+            text("start_time"),
+            Value::Array(vec![Value::Integer(start_time_ns.into()), Value::Integer(1_000_000_000u64.into())]),
+        ),
+        (text("data"), Value::Map(vec![(text(channel), arr)])),
     ]);
     vec![to_bytes(&m)]
 }

@@ -269,6 +269,8 @@ pub fn dose_json(v: &serde_json::Value) -> DoseHeader {
 }
 
 /// Decodes multipart messages of one socket, keeping what a format carries across messages.
+/// A clone decodes the images of the series its original has seen start (the 4D pattern workers).
+#[derive(Clone)]
 pub struct Decoder {
     format: WireFormat,
     mask_gaps: bool,
@@ -290,6 +292,24 @@ impl Decoder {
     pub fn within(mut self, budget: &crate::budget::Budget) -> Self {
         self.max_pixels = Some((budget.max_frame_pixels(), budget.total_bytes()));
         self
+    }
+
+    /// The (series, image index) of an image message, read without decoding its pixels; `None`
+    /// for anything else, and for whatever this reading cannot tell (the full decode then
+    /// decides). Lets the 4D pattern workers be handed a pattern they will decode themselves.
+    pub fn peek_image(&self, parts: &[&[u8]]) -> Option<(String, u64)> {
+        if self.v1.awaiting_config().is_some() {
+            return None;
+        }
+        let format = match self.format {
+            WireFormat::Auto => detect(parts).ok()?,
+            f => f,
+        };
+        match format {
+            WireFormat::DectrisV1 => dectris_v1::peek_image(parts),
+            WireFormat::DectrisV2 => dectris_v2::peek_image(parts),
+            WireFormat::Beamwatch | WireFormat::Auto => None,
+        }
     }
 
     pub fn decode(&mut self, parts: &[&[u8]]) -> Result<Message, DecodeError> {

@@ -24,6 +24,11 @@ pub struct ScanResult {
     pub region_spot_intensity: Vec<Vec<f64>>,
     /// Total counts per position (the `sum` detector, for the beam-current estimate), summed.
     pub total_counts: f64,
+    /// The summed pattern of each region and how many patterns it holds: what the spot
+    /// intensities were integrated from, so that the parts of a scan reduced in bands
+    /// ([`super::bands`]) can be merged into the whole scan's.
+    pub region_sums: Vec<Vec<f64>>,
+    pub region_patterns: Vec<u64>,
 }
 
 /// A pattern's pixels: f32 (any values), or u16 counts (reduced in one integer pass, exact).
@@ -287,6 +292,38 @@ impl ScanAssembler {
         self.late
     }
 
+    /// Takes the pattern geometry another assembler of the same series found (centre, radii and
+    /// the reference scan's spots): this one then holds no patterns and finds no spots.
+    pub fn adopt(&mut self, detectors: VirtualDetectors, spots: Vec<Spot>) {
+        self.size = Some((detectors.width, detectors.height));
+        self.detectors = Some(detectors);
+        self.spots = spots;
+        self.spots_found = true;
+    }
+
+    /// A pattern of scan `scan` arrived elsewhere: the scan being filled, if earlier, completes
+    /// (masked where nothing arrived) and patterns of scans before `scan` are late from now on —
+    /// what a pattern of `scan` arriving here would do.
+    pub fn complete_before(&mut self, scan: u64) -> Vec<ScanEvent> {
+        let mut events = Vec::new();
+        if self.current.as_ref().is_some_and(|c| c.scan < scan)
+            && let Some(state) = self.current.take()
+        {
+            events.push(self.complete(state, true));
+        }
+        if self.current.is_none() {
+            self.done_below = self.done_below.max(scan);
+        }
+        events
+    }
+
+    /// The values of detector `k` over `rows` of scan `scan` while that scan is being filled (for
+    /// the live view's rows); `None` once it is complete (its result has them).
+    pub fn current_rows(&self, scan: u64, k: usize, rows: std::ops::Range<usize>) -> Option<&[f32]> {
+        let c = self.current.as_ref().filter(|c| c.scan == scan)?;
+        c.images.get(k)?.get(rows.start * self.shape.cols..rows.end * self.shape.cols)
+    }
+
     /// Patterns held now while the centre is not known (never more than `centre_patterns`).
     pub fn held(&self) -> usize {
         self.held.len()
@@ -515,6 +552,8 @@ impl ScanAssembler {
             spot_intensity,
             region_spot_intensity,
             total_counts: total.iter().sum(),
+            region_sums: state.region_sums,
+            region_patterns: state.region_n,
         };
         ScanEvent::Complete(Box::new(result))
     }

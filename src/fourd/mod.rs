@@ -14,11 +14,14 @@
 //! - [`fading`]: I(D) = I₀·exp(−D/Dc) + c fitted to a spot's history → Dc ± σ.
 //! - [`assemble`]: patterns in arrival order → completed scans (virtual images with their mask of
 //!   missing / duplicate positions, summed patterns per region, spot intensities).
+//! - [`bands`]: a scan's rows split into bands, one assembler each (one thread each), and the
+//!   bands' parts merged back into the scan's result.
 //!
 //! Nothing here holds the 4-D cube: a bounded buffer of the first patterns (to find the centre),
 //! one summed pattern per region and the virtual images of the scan being filled.
 
 pub mod assemble;
+pub mod bands;
 pub mod kernels;
 pub mod detectors;
 pub mod fading;
@@ -26,6 +29,7 @@ pub mod geometry;
 pub mod spots;
 
 pub use assemble::{ScanAssembler, ScanEvent, ScanResult};
+pub use bands::{BandAssembler, band_rows, plan_bands};
 pub use detectors::{DetectorKind, DetectorSpec, VirtualDetectors};
 pub use fading::{FadingFit, fit_fading};
 pub use geometry::{ScanPos, ScanShape, ShapeSource};
@@ -56,6 +60,9 @@ pub struct FourDConfig {
     /// The scan is split into regions_rows × regions_cols regions, each with its own spot fading fit.
     pub regions_rows: usize,
     pub regions_cols: usize,
+    /// Threads that decode and reduce patterns in the live daemon (each owns bands of scan rows);
+    /// `None`: the available cores less one (at least one).
+    pub decode_threads: Option<usize>,
 }
 
 impl Default for FourDConfig {
@@ -72,6 +79,7 @@ impl Default for FourDConfig {
             spots: SpotOptions::default(),
             regions_rows: 2,
             regions_cols: 2,
+            decode_threads: None,
         }
     }
 }

@@ -29,6 +29,7 @@
 
 pub mod compute;
 pub mod consumers;
+pub mod scan_pool;
 pub mod scans;
 pub mod stats;
 pub mod summary;
@@ -380,6 +381,11 @@ impl Pipeline {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The counters, for threads that count beside the pipeline (the 4D pattern workers).
+    pub fn shared_stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 
     /// Where alarms are published (with the real port), if anywhere.

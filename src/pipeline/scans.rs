@@ -10,22 +10,38 @@
 
 use std::sync::Arc;
 
-use crate::decode::{DoseHeader, FrameMsg, Message, ScanFrame, SeriesInfo, WireFormat};
+use bytes::Bytes;
+
+use crate::budget::Budget;
+use crate::decode::{DecodeError, Decoder, DoseHeader, FrameMsg, Message, ScanFrame, SeriesInfo, WireFormat};
 use crate::dose::DoseConfig;
 use crate::fourd::geometry::{ShapeHints, resolve_shape};
 use crate::fourd::{FourDConfig, FourDError, ScanAssembler, ScanEvent, ScanResult, ScanShape, ShapeSource};
 use crate::frame::{Frame, PixelType};
 
+use super::scan_pool::{BandSeries, Pool, Ready, threads_for};
 use super::stats::{Stats, add, inc};
 
 /// Elementary charge (C): a counting detector's counts per second × e is the beam current.
 const ELECTRON_C: f64 = 1.602_176_634e-19;
 
+/// Where a series' patterns are reduced.
+enum Assembly {
+    /// Here, as they come (replay).
+    Inline(ScanAssembler),
+    /// By the pattern workers (the live daemon).
+    Pooled(BandSeries),
+}
+
 /// The series being assembled.
 struct OpenScan {
     series: String,
     format: WireFormat,
-    assembler: ScanAssembler,
+    assembly: Assembly,
+    /// The geometry the scans were measured with, once known.
+    spots: Vec<crate::fourd::Spot>,
+    centre_px: Option<(f64, f64)>,
+    bf_radius_px: Option<f64>,
     shape: ScanShape,
     /// The detector whose image is analysed.
     analyse: String,
@@ -43,6 +59,18 @@ struct OpenScan {
     last_timestamp_ns: Option<u64>,
 }
 
+/// Rows of a scan being filled: the analysed detector's values (row-major; empty when the scan
+/// was complete before they could be read — its frame follows).
+#[derive(Clone, Debug)]
+pub struct ScanRows {
+    pub series: String,
+    pub scan: u64,
+    pub rows: std::ops::Range<usize>,
+    pub cols: usize,
+    pub detector: String,
+    pub values: Vec<f32>,
+}
+
 /// Patterns → scans for one source (see the module notes).
 pub struct ScanStage {
     cfg: FourDConfig,
@@ -51,11 +79,154 @@ pub struct ScanStage {
     open: Option<OpenScan>,
     /// A series refused for want of a scan shape: its patterns are counted and dropped.
     refused: Option<String>,
+    /// The pattern workers (live daemon); `None`: patterns are reduced inline.
+    pool: Option<Pool>,
+    /// The decoder as of the series start, for the workers to decode that series' patterns.
+    decoder: Option<Decoder>,
+    /// Patterns the workers could not decode, for the daemon to count.
+    decode_errors: Vec<DecodeError>,
+    /// Rows of the current scan filled since the last [`ScanStage::take_rows`].
+    rows: Vec<ScanRows>,
+    /// When the last pattern of each scan frame handed out by the workers was received, in the
+    /// order of those frames (for the latency last pattern → result).
+    last_pattern_at: std::collections::VecDeque<std::time::Instant>,
 }
 
 impl ScanStage {
     pub fn new(cfg: &FourDConfig, cli_shape: Option<ScanShape>, dose: &DoseConfig) -> Self {
-        Self { cfg: cfg.clone(), cli_shape, dose: dose.clone(), open: None, refused: None }
+        Self {
+            cfg: cfg.clone(),
+            cli_shape,
+            dose: dose.clone(),
+            open: None,
+            refused: None,
+            pool: None,
+            decoder: None,
+            decode_errors: Vec::new(),
+            rows: Vec::new(),
+            last_pattern_at: Default::default(),
+        }
+    }
+
+    /// The live daemon's stage: with `[fourd]` on, patterns are decoded and reduced by a pool of
+    /// worker threads ([`super::scan_pool`]); the receive loop only routes them.
+    pub fn pooled(cfg: &crate::config::Config, budget: Arc<Budget>, stats: Arc<Stats>) -> Self {
+        let mut stage = Self::from_config(cfg);
+        if cfg.fourd.enabled {
+            stage.pool = Some(Pool::start(threads_for(&cfg.fourd), budget, stats));
+        }
+        stage
+    }
+
+    /// Fires when the workers have something for [`Self::drain`].
+    pub fn wake(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.pool.as_ref().map(|p| p.wake.clone())
+    }
+
+    /// [`Self::process`] in the live daemon: `decoder` is the receive loop's, as it stands after
+    /// decoding `msg` (a series start tells it the channels the workers must decode).
+    pub fn process_live(&mut self, msg: Message, decoder: &Decoder, stats: &Stats) -> Vec<Message> {
+        let new_series = match &msg {
+            Message::SeriesStart(_) => true,
+            Message::Frame(f) => self.open.as_ref().is_none_or(|o| o.series != f.series),
+            _ => false,
+        };
+        if self.pool.is_some() && new_series {
+            self.decoder = Some(decoder.clone());
+        }
+        self.process(msg, stats)
+    }
+
+    /// A pattern message of `series` at image `index` (read by [`Decoder::peek_image`]) to the
+    /// workers, undecoded; `Err` gives the parts back when the stage cannot route it (no workers,
+    /// another series, none open): decode it and hand it to [`Self::process_live`].
+    pub fn route_raw(&mut self, series: &str, index: u64, parts: Vec<Bytes>, stats: &Stats) -> Result<(), Vec<Bytes>> {
+        if self.refused.as_deref() == Some(series) {
+            inc(&stats.patterns_received);
+            inc(&stats.patterns_refused);
+            return Ok(());
+        }
+        match (self.pool.as_mut(), self.open.as_mut()) {
+            (Some(pool), Some(o)) if o.series == series => {
+                if let Assembly::Pooled(b) = &mut o.assembly {
+                    inc(&stats.patterns_received);
+                    b.route_raw(pool, index, parts);
+                    return Ok(());
+                }
+                Err(parts)
+            }
+            _ => Err(parts),
+        }
+    }
+
+    /// What the workers have finished, in order: the STEM frames of completed scans.
+    pub fn drain(&mut self, stats: &Stats) -> Vec<Message> {
+        let mut out = Vec::new();
+        loop {
+            let Some(pool) = self.pool.as_mut() else { return out };
+            let Some(o) = pool.try_out() else { return out };
+            let ready = match self.open.as_mut() {
+                Some(OpenScan { assembly: Assembly::Pooled(b), .. }) => b.take(pool, o),
+                _ => match o {
+                    super::scan_pool::Out::DecodeError(e) => vec![Ready::DecodeError(e)],
+                    _ => Vec::new(),
+                },
+            };
+            out.extend(self.ready(ready, stats));
+        }
+    }
+
+    /// When the last pattern of `msg` was received, for a scan frame the workers made (in the
+    /// order they were handed out); `None` for anything else.
+    pub fn received_at(&mut self, msg: &Message) -> Option<std::time::Instant> {
+        match msg {
+            Message::Frame(f) if f.scan.is_some() && self.pool.is_some() => self.last_pattern_at.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// Patterns the workers could not decode since the last call.
+    pub fn take_decode_errors(&mut self) -> Vec<DecodeError> {
+        std::mem::take(&mut self.decode_errors)
+    }
+
+    /// Rows of scans filled since the last call.
+    pub fn take_rows(&mut self) -> Vec<ScanRows> {
+        std::mem::take(&mut self.rows)
+    }
+
+    /// Worker results → frames (and rows, decode errors kept for the daemon).
+    fn ready(&mut self, ready: Vec<Ready>, stats: &Stats) -> Vec<Message> {
+        let mut out = Vec::new();
+        for r in ready {
+            match r {
+                Ready::DecodeError(e) => self.decode_errors.push(e),
+                Ready::Rows { scan, rows, values } => {
+                    if let Some(o) = &self.open {
+                        let (series, cols, detector) = (o.series.clone(), o.shape.cols, o.analyse.clone());
+                        self.rows.push(ScanRows { series, scan, rows, cols, detector, values });
+                    }
+                }
+                Ready::Scan(result, at) => {
+                    let dose = self.dose.clone();
+                    let Some(o) = self.open.as_mut() else { continue };
+                    if let Assembly::Pooled(b) = &o.assembly {
+                        if let Some(g) = &b.geometry {
+                            o.spots = g.spots.clone();
+                            o.centre_px = Some(g.detectors.centre_px);
+                            o.bf_radius_px = Some(g.detectors.bf_radius_px);
+                        }
+                        o.dtype = o.dtype.or(b.info.dtype);
+                        o.last_timestamp_ns = b.info.last_timestamp_ns.or(o.last_timestamp_ns);
+                    }
+                    if let Some(m) = scan_frame(o, ScanEvent::Complete(result), &dose, stats) {
+                        out.push(m);
+                        self.last_pattern_at.push_back(at.unwrap_or_else(std::time::Instant::now));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The stage's configuration as a [`crate::config::Config`] gives it.
@@ -114,9 +285,16 @@ impl ScanStage {
             stream: info.scan_hint,
             images: info.frames_expected,
         };
-        let resolved = resolve_shape(&hints)
-            .and_then(|(shape, source, scans)| Ok((ScanAssembler::new(&self.cfg, shape)?, shape, source, scans)));
-        let (assembler, shape, source, scans) = match resolved {
+        let resolved = resolve_shape(&hints).and_then(|(shape, source, scans)| {
+            let assembly = match (self.pool.as_mut(), self.decoder.as_ref()) {
+                (Some(pool), Some(decoder)) => {
+                    Assembly::Pooled(BandSeries::start(pool, decoder, &self.cfg, shape)?)
+                }
+                _ => Assembly::Inline(ScanAssembler::new(&self.cfg, shape)?),
+            };
+            Ok((assembly, shape, source, scans))
+        });
+        let (assembly, shape, source, scans) = match resolved {
             Ok(r) => r,
             Err(e) => {
                 inc(&stats.series_refused);
@@ -150,7 +328,10 @@ impl ScanStage {
         self.open = Some(OpenScan {
             series: info.series.clone(),
             format: info.format,
-            assembler,
+            assembly,
+            spots: Vec::new(),
+            centre_px: None,
+            bf_radius_px: None,
             shape,
             analyse: self.cfg.analyse.clone(),
             source,
@@ -204,14 +385,23 @@ impl ScanStage {
             }
         }
         let Some(o) = self.open.as_mut() else { return out };
+        let assembler = match &mut o.assembly {
+            Assembly::Inline(a) => a,
+            Assembly::Pooled(b) => {
+                if let Some(pool) = self.pool.as_mut() {
+                    b.route_decoded(pool, Box::new(f.clone()));
+                }
+                return out;
+            }
+        };
         o.dtype.get_or_insert(f.frame.dtype());
         if f.timestamp_ns.is_some() {
             o.last_timestamp_ns = f.timestamp_ns;
         }
         let (w, h) = (f.frame.width(), f.frame.height());
-        match o.assembler.push(f.index, w, h, f.frame.pixels(), f.frame.invalid_mask()) {
+        match assembler.push(f.index, w, h, f.frame.pixels(), f.frame.invalid_mask()) {
             Ok(events) => {
-                let late = o.assembler.late();
+                let late = assembler.late();
                 if late > o.late_seen {
                     add(&stats.patterns_late, late - o.late_seen);
                     tracing::warn!(
@@ -222,9 +412,30 @@ impl ScanStage {
                     o.late_seen = late;
                 }
                 let dose = self.dose.clone();
-                for e in events {
-                    if let Some(m) = scan_frame(o, e, &dose, stats) {
-                        out.push(m);
+                if events.iter().any(|e| matches!(e, ScanEvent::Complete(_))) {
+                    o.spots = assembler.spots.clone();
+                    o.centre_px = assembler.detectors.as_ref().map(|d| d.centre_px);
+                    o.bf_radius_px = assembler.detectors.as_ref().map(|d| d.bf_radius_px);
+                }
+                // The rows' values are read now, while the scan is still being filled.
+                let k = assembler.detectors.as_ref().and_then(|d| d.index_of(&o.analyse)).unwrap_or(0);
+                let events: Vec<(ScanEvent, Vec<f32>)> = events
+                    .into_iter()
+                    .map(|e| {
+                        let v = match &e {
+                            ScanEvent::Rows { scan, rows } => assembler.current_rows(*scan, k, rows.clone()).map(<[f32]>::to_vec),
+                            _ => None,
+                        };
+                        (e, v.unwrap_or_default())
+                    })
+                    .collect();
+                for (e, values) in events {
+                    match e {
+                        ScanEvent::Rows { scan, rows } => {
+                            let (series, cols, detector) = (o.series.clone(), o.shape.cols, o.analyse.clone());
+                            self.rows.push(ScanRows { series, scan, rows, cols, detector, values });
+                        }
+                        e => out.extend(scan_frame(o, e, &dose, stats)),
                     }
                 }
             }
@@ -252,11 +463,28 @@ impl ScanStage {
     fn close(&mut self, stats: &Stats) -> Vec<Message> {
         let Some(mut o) = self.open.take() else { return Vec::new() };
         let dose = self.dose.clone();
-        let events = o.assembler.finish();
-        let late = o.assembler.late();
-        if late > o.late_seen {
-            add(&stats.patterns_late, late - o.late_seen);
-        }
+        let events = match &mut o.assembly {
+            Assembly::Inline(a) => {
+                let events = a.finish();
+                let late = a.late();
+                if late > o.late_seen {
+                    add(&stats.patterns_late, late - o.late_seen);
+                }
+                o.spots = a.spots.clone();
+                o.centre_px = a.detectors.as_ref().map(|d| d.centre_px);
+                o.bf_radius_px = a.detectors.as_ref().map(|d| d.bf_radius_px);
+                events
+            }
+            Assembly::Pooled(b) => {
+                let Some(pool) = self.pool.as_mut() else { return Vec::new() };
+                let ready = b.finish(pool);
+                // The series' last scans come out through the open series' geometry.
+                self.open = Some(o);
+                let out = self.ready(ready, stats);
+                self.open = None;
+                return out;
+            }
+        };
         events.into_iter().filter_map(|e| scan_frame(&mut o, e, &dose, stats)).collect()
     }
 }
@@ -275,7 +503,9 @@ fn source_text(s: ShapeSource) -> &'static str {
 /// A completed (or incomplete) scan → the STEM frame the pipeline analyses; `None` for other events.
 fn scan_frame(o: &mut OpenScan, e: ScanEvent, dose: &DoseConfig, stats: &Stats) -> Option<Message> {
     let ScanEvent::Complete(result) = e else { return None };
-    let result: ScanResult = *result;
+    let mut result: ScanResult = *result;
+    // The summed patterns were for merging bands; the frame carries the integrated intensities.
+    result.region_sums = Vec::new();
     add(&stats.patterns_masked_missing, result.missing);
     add(&stats.patterns_duplicate, result.duplicates);
     if result.complete {
@@ -331,9 +561,9 @@ fn scan_frame(o: &mut OpenScan, e: ScanEvent, dose: &DoseConfig, stats: &Stats) 
         dose: header,
         format: o.format,
         scan: Some(Arc::new(ScanFrame {
-            spots: o.assembler.spots.clone(),
-            centre_px: o.assembler.detectors.as_ref().map(|d| d.centre_px),
-            bf_radius_px: o.assembler.detectors.as_ref().map(|d| d.bf_radius_px),
+            spots: o.spots.clone(),
+            centre_px: o.centre_px,
+            bf_radius_px: o.bf_radius_px,
             shape_source: o.source,
             regions: o.regions,
             analysed: o.analyse.clone(),

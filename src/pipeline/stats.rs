@@ -42,6 +42,9 @@ pub struct Stats {
     pub patterns_wrong_size: AtomicU64,
     /// … arriving after their scan was complete (dropped),
     pub patterns_late: AtomicU64,
+    /// … that found the pattern workers' queue full or over its share of the memory budget
+    /// (dropped, their position masked),
+    pub patterns_dropped_queue: AtomicU64,
     /// positions of completed scans where no pattern arrived (masked),
     pub patterns_masked_missing: AtomicU64,
     /// positions where more than one pattern arrived (masked).
@@ -102,6 +105,7 @@ pub struct ScanCounters {
     pub patterns_refused: u64,
     pub patterns_wrong_size: u64,
     pub patterns_late: u64,
+    pub patterns_dropped_queue: u64,
     pub patterns_masked_missing: u64,
     pub patterns_duplicate: u64,
     pub scans_completed: u64,
@@ -117,6 +121,7 @@ impl Stats {
             patterns_refused: get(&self.patterns_refused),
             patterns_wrong_size: get(&self.patterns_wrong_size),
             patterns_late: get(&self.patterns_late),
+            patterns_dropped_queue: get(&self.patterns_dropped_queue),
             patterns_masked_missing: get(&self.patterns_masked_missing),
             patterns_duplicate: get(&self.patterns_duplicate),
             scans_completed: get(&self.scans_completed),

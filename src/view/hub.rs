@@ -514,6 +514,12 @@ impl Hub {
         send(&self.inner.tx, "alarm", &v);
     }
 
+    /// Rows of a 4D-STEM scan's virtual image filled while the scan goes on (`scan_rows`; the
+    /// daemon sends at most ten a second).
+    pub fn scan_rows(&self, update: &Value) {
+        send(&self.inner.tx, "scan_rows", update);
+    }
+
     /// An alarm cleared (hysteresis).
     pub fn cleared(&self, clear: &impl Serialize) {
         let Ok(v) = serde_json::to_value(clear) else { return };
