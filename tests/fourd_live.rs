@@ -23,6 +23,8 @@ fn a_short_live_run_accounts_for_every_pattern_and_reports_latencies() {
         // Two workers: the scans after the reference one are merged from bands on two threads.
         threads: Some(2),
         view_bind: None,
+        // Scan 1 faded: the spot-fading alarm fires on it.
+        fade_odd_scans: true,
     };
     let b = run(&opts).expect("the live benchmark runs");
     let r = &b.result;
@@ -36,6 +38,9 @@ fn a_short_live_run_accounts_for_every_pattern_and_reports_latencies() {
     assert_eq!(b.decode_threads, 2);
     let lat = r.scan_latency_ms.as_ref().expect("scan latencies reported");
     assert!(lat.count >= 1 && lat.p50.is_finite() && lat.p99 >= lat.p50, "{lat:?}");
+    assert!(r.alarms >= 1, "the faded scan raises the spot-fading alarm: {r:?}");
+    let alat = r.alarm_latency_ms.as_ref().expect("alarm latencies reported");
+    assert!(alat.count >= 1 && alat.p99 >= alat.p50, "{alat:?}");
     assert!(r.achieved_patterns_per_s > 0.0 && r.achieved_mb_per_s > 0.0);
     assert!(b.cpu.len() > 1);
 }
@@ -89,6 +94,8 @@ fn rows_of_the_scan_being_filled_reach_the_live_view_before_the_scan_completes()
         distinct: 64,
         threads: Some(2),
         view_bind: Some(hostport.clone()),
+        // Unchanging scans: every scan after the reference is compared and sends its frame event.
+        fade_odd_scans: false,
     };
     let b = run(&opts).expect("the live benchmark runs");
     assert!(b.result.clean(), "{:?}", b.result);

@@ -685,6 +685,7 @@ impl Bench4dArgs {
                 distinct: self.patterns.unwrap_or(1024),
                 threads: self.threads,
                 view_bind: None,
+                fade_odd_scans: true,
             };
             let b = run(&opts)?;
             if self.json {

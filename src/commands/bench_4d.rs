@@ -54,6 +54,12 @@ pub struct DecodeBench {
 /// px/12 at 25 e⁻ per pixel, and six Bragg spots (a hexagon at radius px/4, Gaussian σ = px/64,
 /// at least 1 px, peak 12 e⁻ per pixel) that the spot finder finds in a scan's mean pattern.
 pub fn counting_patterns(pattern_px: usize, patterns: usize, seed: u64) -> Vec<Vec<u8>> {
+    counting_patterns_with_spots(pattern_px, patterns, seed, 12.0)
+}
+
+/// [`counting_patterns`] with the Bragg spots' peak at `spot_peak_e` electrons per pixel (faded
+/// spots for `bench-4d --live`'s alarms).
+pub fn counting_patterns_with_spots(pattern_px: usize, patterns: usize, seed: u64, spot_peak_e: f64) -> Vec<Vec<u8>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let c = (pattern_px as f64 - 1.0) / 2.0;
     let r2 = (pattern_px as f64 / 12.0).powi(2);
@@ -70,7 +76,7 @@ pub fn counting_patterns(pattern_px: usize, patterns: usize, seed: u64) -> Vec<V
             let (y, x) = ((i / pattern_px) as f64, (i % pattern_px) as f64);
             let mut m = if (x - c).powi(2) + (y - c).powi(2) <= r2 { 25.0 } else { 0.6 };
             for &(sx, sy) in &spots {
-                m += 12.0 * (-((x - sx).powi(2) + (y - sy).powi(2)) / (2.0 * sigma * sigma)).exp();
+                m += spot_peak_e * (-((x - sx).powi(2) + (y - sy).powi(2)) / (2.0 * sigma * sigma)).exp();
             }
             Poisson::new(m).ok()
         })

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::bench_4d::{compress_patterns, counting_patterns};
+use super::bench_4d::{compress_patterns, counting_patterns, counting_patterns_with_spots};
 use crate::Error;
 use crate::config::{Config, PipelineConfig};
 use crate::decode::{WireFormat, dectris_v2};
@@ -40,6 +40,9 @@ pub struct LiveOptions {
     pub threads: Option<usize>,
     /// Serve the live view on this address (`None`: no view).
     pub view_bind: Option<String>,
+    /// Odd scans carry the Bragg spots faded to 40 %: the spot-fading alarm fires on each of them
+    /// and clears on the next even one, so the run measures last pattern → alarm.
+    pub fade_odd_scans: bool,
 }
 
 /// One run at one rate.
@@ -96,8 +99,13 @@ pub struct LiveBench {
 }
 
 pub fn run(opts: &LiveOptions) -> Result<LiveBench, Error> {
-    let blobs = Arc::new(compress_patterns(&counting_patterns(opts.pattern_px, opts.distinct.max(1), 20)));
-    let mean_bytes = blobs.iter().map(Vec::len).sum::<usize>() as f64 / blobs.len().max(1) as f64;
+    // The faded set: see `fade_odd_scans`.
+    let n = opts.distinct.max(1);
+    let full = compress_patterns(&counting_patterns(opts.pattern_px, n, 20));
+    let faded = compress_patterns(&counting_patterns_with_spots(opts.pattern_px, n, 21, 0.4 * 12.0));
+    let blobs = Arc::new([full, faded]);
+    let all = blobs.iter().flatten();
+    let mean_bytes = all.clone().map(Vec::len).sum::<usize>() as f64 / all.count().max(1) as f64;
     // One directory per run (runs may share a process: tests).
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let run_n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -173,7 +181,12 @@ struct Sent {
     seconds: f64,
 }
 
-fn trial(opts: &LiveOptions, blobs: &Arc<Vec<Vec<u8>>>, rate: f64, out: &std::path::Path) -> Result<LiveTrial, Error> {
+fn trial(
+    opts: &LiveOptions,
+    blobs: &Arc<[Vec<Vec<u8>>; 2]>,
+    rate: f64,
+    out: &std::path::Path,
+) -> Result<LiveTrial, Error> {
     let mut cfg = fourd_config(opts);
     // The scan result is published on the results socket (the latency's end); a classical metric
     // keeps the per-scan analysis independent of weights.
@@ -221,7 +234,7 @@ fn trial(opts: &LiveOptions, blobs: &Arc<Vec<Vec<u8>>>, rate: f64, out: &std::pa
 async fn send_series(
     popts: &PublishOptions,
     opts: &LiveOptions,
-    blobs: &[Vec<u8>],
+    blobs: &[Vec<Vec<u8>>; 2],
     rate: f64,
     stop: CancellationToken,
     bound: tokio::sync::oneshot::Sender<String>,
@@ -249,7 +262,8 @@ async fn send_series(
         if ahead > Duration::from_millis(1) {
             tokio::time::sleep(ahead).await;
         }
-        let blob = &blobs[(i % blobs.len() as u64) as usize];
+        let set = &blobs[usize::from(opts.fade_odd_scans && (i / opts.scan.positions().max(1)) % 2 == 1)];
+        let blob = &set[(i % set.len() as u64) as usize];
         let msg = dectris_v2::encode_image_bslz4(1, i, px, px, PixelType::U16, "threshold_1", blob, i * 10_000);
         sent.bytes += msg.iter().map(Vec::len).sum::<usize>() as u64;
         send(&mut out, msg, deadline, &ep).await?;
