@@ -338,12 +338,6 @@ pub fn encode_image(
     compression: &str,
     start_time_ns: u64,
 ) -> Vec<Vec<u8>> {
-    let tag = match dtype {
-        PixelType::U8 => 64,
-        PixelType::U16 => 69,
-        PixelType::U32 => 70,
-        PixelType::F32 => 85,
-    };
     let elem = dtype.bytes();
     let data = channels
         .iter()
@@ -367,16 +361,31 @@ pub fn encode_image(
                 ),
                 _ => Value::Bytes(px.to_vec()),
             };
-            let arr = Value::Tag(
-                40,
-                Box::new(Value::Array(vec![
-                    Value::Array(vec![Value::Integer((rows as u64).into()), Value::Integer((cols as u64).into())]),
-                    Value::Tag(tag, Box::new(payload)),
-                ])),
-            );
-            (text(name), arr)
+            (text(name), typed_array(rows, cols, dtype, payload))
         })
         .collect();
+    image_message(series_id, image_id, start_time_ns, data)
+}
+
+/// An RFC 8746 multi-dimensional typed array (tag 40) of `rows × cols` elements of `dtype`.
+fn typed_array(rows: usize, cols: usize, dtype: PixelType, payload: Value) -> Value {
+    let tag = match dtype {
+        PixelType::U8 => 64,
+        PixelType::U16 => 69,
+        PixelType::U32 => 70,
+        PixelType::F32 => 85,
+    };
+    Value::Tag(
+        40,
+        Box::new(Value::Array(vec![
+            Value::Array(vec![Value::Integer((rows as u64).into()), Value::Integer((cols as u64).into())]),
+            Value::Tag(tag, Box::new(payload)),
+        ])),
+    )
+}
+
+/// The image message around its channels' arrays.
+fn image_message(series_id: u64, image_id: u64, start_time_ns: u64, data: Vec<(Value, Value)>) -> Vec<Vec<u8>> {
     let m = Value::Map(vec![
         (text("type"), text("image")),
         (text("series_id"), Value::Integer(series_id.into())),
@@ -405,35 +414,15 @@ pub fn encode_image_bslz4(
     blob: &[u8],
     start_time_ns: u64,
 ) -> Vec<Vec<u8>> {
-    let (tag, elem) = match dtype {
-        PixelType::U8 => (64, 1u64),
-        PixelType::U16 => (69, 2),
-        PixelType::U32 => (70, 4),
-        PixelType::F32 => (85, 4),
-    };
     let payload = Value::Tag(
         56500,
-        Box::new(Value::Array(vec![text("bslz4"), Value::Integer(elem.into()), Value::Bytes(blob.to_vec())])),
-    );
-    let arr = Value::Tag(
-        40,
         Box::new(Value::Array(vec![
-            Value::Array(vec![Value::Integer((rows as u64).into()), Value::Integer((cols as u64).into())]),
-            Value::Tag(tag, Box::new(payload)),
+            text("bslz4"),
+            Value::Integer((dtype.bytes() as u64).into()),
+            Value::Bytes(blob.to_vec()),
         ])),
     );
-    let m = Value::Map(vec![
-        (text("type"), text("image")),
-        (text("series_id"), Value::Integer(series_id.into())),
-        (text("series_unique_id"), text(&format!("beamwatch-sim-{series_id}"))),
-        (text("image_id"), Value::Integer(image_id.into())),
-        (
-            text("start_time"),
-            Value::Array(vec![Value::Integer(start_time_ns.into()), Value::Integer(1_000_000_000u64.into())]),
-        ),
-        (text("data"), Value::Map(vec![(text(channel), arr)])),
-    ]);
-    vec![to_bytes(&m)]
+    image_message(series_id, image_id, start_time_ns, vec![(text(channel), typed_array(rows, cols, dtype, payload))])
 }
 
 pub fn encode_end(series_id: u64) -> Vec<Vec<u8>> {
