@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::decode::bslz4::{
     DEFAULT_BLOCK_BYTES, Lz4, decode_bslz4_into_with, decode_bslz4_scalar, decode_bslz4_u16_into, encode_bslz4,
 };
+use crate::fourd::assemble::Pixels;
 use crate::fourd::{BandAssembler, FourDConfig, ScanEvent, ScanResult, ScanShape, VirtualDetectors, band_rows};
 
 /// One decoder's throughput.
@@ -300,7 +301,8 @@ impl BandReducer {
     /// when `keep` (the correctness test), counted otherwise.
     pub fn push(&mut self, index: u64, blob: &[u8], px: usize, keep: bool) -> usize {
         decode_bslz4_u16_into(blob, &mut self.pixels, &mut self.scratch).expect("the benchmark's own blobs decode");
-        let events = self.band.push_u16(index, px, px, &self.pixels, None).expect("the benchmark's patterns fit");
+        let events =
+            self.band.push(index, px, px, Pixels::U16(&self.pixels), None).expect("the benchmark's patterns fit");
         self.count(events, keep)
     }
 

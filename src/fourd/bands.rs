@@ -7,7 +7,7 @@
 //! regions are whole-scan regions (or their parts), and the merged per-region summed patterns are
 //! what one assembler over the whole scan would hold — the same spot intensities, the same images.
 
-use super::assemble::{ScanAssembler, ScanEvent, ScanResult};
+use super::assemble::{Pixels, ScanAssembler, ScanEvent, ScanResult};
 use super::detectors::VirtualDetectors;
 use super::geometry::ScanShape;
 use super::spots::{Spot, integrate_spots};
@@ -90,29 +90,17 @@ impl BandAssembler {
         scan * ((self.rows.1 - self.rows.0) * self.cols) as u64 + within
     }
 
-    /// One pattern at series image `index` (owned by this band).
+    /// One pattern at series image `index` (owned by this band), f32 or u16 counts
+    /// ([`ScanAssembler::push_pixels`]).
     pub fn push(
         &mut self,
         index: u64,
         width: usize,
         height: usize,
-        pixels: &[f32],
+        pixels: Pixels<'_>,
         invalid: Option<&[bool]>,
     ) -> Result<Vec<ScanEvent>, FourDError> {
-        let events = self.assembler.push(self.local(index), width, height, pixels, invalid)?;
-        Ok(self.global(events))
-    }
-
-    /// [`Self::push`] for u16 counts ([`ScanAssembler::push_u16`]: one exact integer pass).
-    pub fn push_u16(
-        &mut self,
-        index: u64,
-        width: usize,
-        height: usize,
-        pixels: &[u16],
-        invalid: Option<&[bool]>,
-    ) -> Result<Vec<ScanEvent>, FourDError> {
-        let events = self.assembler.push_u16(self.local(index), width, height, pixels, invalid)?;
+        let events = self.assembler.push_pixels(self.local(index), width, height, pixels, invalid)?;
         Ok(self.global(events))
     }
 

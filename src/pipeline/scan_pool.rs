@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 
 use crate::budget::{Budget, Kind, Reservation};
 use crate::decode::{DecodeError, Decoder, FrameMsg, Message};
+use crate::fourd::assemble::Pixels;
 use crate::fourd::bands::{MergePlan, merge, plan_bands};
 use crate::fourd::{BandAssembler, FourDConfig, FourDError, ScanEvent, ScanResult, ScanShape, Spot, VirtualDetectors};
 use crate::frame::PixelType;
@@ -139,7 +140,8 @@ impl Pool {
             let (tx, rx) = bounded(QUEUE_JOBS);
             let (out, wake, stats) = (out_tx.clone(), wake.clone(), stats.clone());
             let spawned = std::thread::Builder::new().name(format!("4d-worker-{k}")).spawn(move || {
-                Worker { out, wake, stats, decoder: None, bands: BTreeMap::new(), generation: 0, counts: Vec::new() }.run(rx)
+                Worker { out, wake, stats, decoder: None, bands: BTreeMap::new(), generation: 0, counts: Vec::new() }
+                    .run(rx)
             });
             match spawned {
                 Ok(h) => {
@@ -352,9 +354,9 @@ impl Worker {
         let pushed = if matches!(frame.frame.dtype(), PixelType::U8 | PixelType::U16) {
             self.counts.clear();
             self.counts.extend(frame.frame.pixels().iter().map(|&v| v as u16));
-            owned.assembler.push_u16(frame.index, w, h, &self.counts, frame.frame.invalid_mask())
+            owned.assembler.push(frame.index, w, h, Pixels::U16(&self.counts), frame.frame.invalid_mask())
         } else {
-            owned.assembler.push(frame.index, w, h, frame.frame.pixels(), frame.frame.invalid_mask())
+            owned.assembler.push(frame.index, w, h, Pixels::F32(frame.frame.pixels()), frame.frame.invalid_mask())
         };
         match pushed {
             Ok(events) => {
