@@ -19,6 +19,7 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use rustfft::num_complex::Complex32;
 use rustfft::{Fft, FftPlanner};
 use serde::{Deserialize, Serialize};
@@ -203,7 +204,8 @@ impl Surface {
                 let is_max = (-1..=1i64).all(|dy| {
                     (-1..=1i64).all(|dx| {
                         (dx == 0 && dy == 0)
-                            || self.at((x as i64 + dx).rem_euclid(w) as usize, (y as i64 + dy).rem_euclid(h) as usize) <= v
+                            || self.at((x as i64 + dx).rem_euclid(w) as usize, (y as i64 + dy).rem_euclid(h) as usize)
+                                <= v
                     })
                 });
                 if is_max && best.is_none_or(|b| v > b.2) {
@@ -275,7 +277,7 @@ impl Registrar {
         let mean = f.valid_mean() as f32;
         let mut buf: Vec<Complex32> = f
             .pixels()
-            .iter()
+            .par_iter()
             .enumerate()
             .map(|(i, &v)| Complex32::new(if f.is_valid(i) { (v - mean) * self.window[i] } else { 0.0 }, 0.0))
             .collect();
@@ -290,6 +292,20 @@ impl Registrar {
         fft2(&mut cross, self.w, self.h, &*self.row_inv, &*self.col_inv);
         let norm = (self.w * self.h) as f64 * (a.energy * b.energy).sqrt().max(f64::MIN_POSITIVE);
         Surface { w: self.w, h: self.h, corr: cross.iter().map(|c| (c.re as f64 / norm) as f32).collect() }
+    }
+
+    /// Cross-correlations of `a` with `b` and with `c` from one inverse FFT: both are real, so
+    /// IFFT(A·B* + i·A·C*) holds the first in its real part and the second in its imaginary part.
+    fn correlate_pair(&self, a: &Spectrum, b: &Spectrum, c: &Spectrum) -> (Surface, Surface) {
+        let i = Complex32::new(0.0, 1.0);
+        let mut cross: Vec<Complex32> =
+            a.data.par_iter().zip(&b.data).zip(&c.data).map(|((f, p), r)| f * p.conj() + i * (f * r.conj())).collect();
+        fft2(&mut cross, self.w, self.h, &*self.row_inv, &*self.col_inv);
+        let size = (self.w * self.h) as f64;
+        let norm_b = size * (a.energy * b.energy).sqrt().max(f64::MIN_POSITIVE);
+        let norm_c = size * (a.energy * c.energy).sqrt().max(f64::MIN_POSITIVE);
+        let (sb, sc) = cross.par_iter().map(|v| ((v.re as f64 / norm_b) as f32, (v.im as f64 / norm_c) as f32)).unzip();
+        (Surface { w: self.w, h: self.h, corr: sb }, Surface { w: self.w, h: self.h, corr: sc })
     }
 
     /// Shift of `frame` relative to the reference alone: the highest correlation peak, no motion
@@ -328,7 +344,10 @@ impl Registrar {
             dy_px: prev_shift.dy_px + velocity.1 * gap as f64,
             peak: f64::NAN,
         };
-        let step = self.correlate(&spec, &prev).global();
+        // The reference surface is needed whenever the step holds, the usual case: both come from
+        // one inverse FFT.
+        let (step_surface, reference) = self.correlate_pair(&spec, &prev, &self.reference);
+        let step = step_surface.global();
         let step_ok = plausible(step) && !collapsed(step.peak, usual_step);
         // A frame the track could not follow: does this one agree with it? Then the track goes on
         // from there — from where it jumped to (a jump keeps the content: the step's peak stayed
@@ -357,13 +376,13 @@ impl Registrar {
                     self.track.candidate = Some((spec, index, predicted));
                     return Tracked { shift: predicted, lock: Lock::Lost { peak_ratio: ratio } };
                 }
-                let chained = Shift { dx_px: prev_shift.dx_px + step.dx_px, dy_px: prev_shift.dy_px + step.dy_px, ..step };
+                let chained =
+                    Shift { dx_px: prev_shift.dx_px + step.dx_px, dy_px: prev_shift.dy_px + step.dy_px, ..step };
                 self.track.candidate = Some((spec, index, chained));
                 return Tracked { shift: chained, lock: Lock::Jump { step_px, frames: gap } };
             }
         };
         let (cx, cy) = (base.dx_px + step.dx_px, base.dy_px + step.dy_px);
-        let reference = self.correlate(&spec, &self.reference);
         let direct = reference.near(cx, cy, AGREE_PX);
         // The step's peak has not collapsed (checked above), so the chain holds where the
         // reference no longer does.
@@ -402,20 +421,47 @@ fn parabola(a: f64, b: f64, c: f64) -> f64 {
     if d.abs() < 1e-12 { 0.0 } else { (0.5 * (a - c) / d).clamp(-0.5, 0.5) }
 }
 
+/// 2-D FFT in place: rows, then columns through a transpose so that every 1-D transform reads
+/// contiguous memory; both passes run on the rayon pool (each 1-D transform is independent, so the
+/// result is the same bit for bit as one thread's).
 fn fft2(buf: &mut [Complex32], w: usize, h: usize, row: &dyn Fft<f32>, col: &dyn Fft<f32>) {
-    for r in buf.chunks_exact_mut(w) {
-        row.process(r);
-    }
-    let mut column = vec![Complex32::new(0.0, 0.0); h];
-    for x in 0..w {
-        for y in 0..h {
-            column[y] = buf[y * w + x];
+    let zero = Complex32::new(0.0, 0.0);
+    let rows = |data: &mut [Complex32], len: usize, fft: &dyn Fft<f32>| {
+        data.par_chunks_mut(len * ROWS_PER_TASK).for_each_init(
+            || vec![zero; fft.get_inplace_scratch_len()],
+            |scratch, block| {
+                for r in block.chunks_exact_mut(len) {
+                    fft.process_with_scratch(r, scratch);
+                }
+            },
+        );
+    };
+    rows(buf, w, row);
+    let mut t = vec![zero; w * h];
+    transpose(buf, &mut t, w, h);
+    rows(&mut t, h, col);
+    transpose(&t, buf, h, w);
+}
+
+/// 1-D transforms per rayon task: enough to amortise the task, few enough to balance 2 cores.
+const ROWS_PER_TASK: usize = 16;
+
+/// `dst[x][y] = src[y][x]` for a `w`×`h` row-major `src`, in cache-sized tiles, rows of `dst` split
+/// across the rayon pool.
+fn transpose(src: &[Complex32], dst: &mut [Complex32], w: usize, h: usize) {
+    const TILE: usize = 32;
+    dst.par_chunks_mut(h * TILE).enumerate().for_each(|(tx, band)| {
+        let x0 = tx * TILE;
+        let xs = band.len() / h;
+        for y0 in (0..h).step_by(TILE) {
+            for y in y0..(y0 + TILE).min(h) {
+                let src_row = &src[y * w + x0..y * w + x0 + xs];
+                for (dx, v) in src_row.iter().enumerate() {
+                    band[dx * h + y] = *v;
+                }
+            }
         }
-        col.process(&mut column);
-        for y in 0..h {
-            buf[y * w + x] = column[y];
-        }
-    }
+    });
 }
 
 /// Shifts smaller than this (per axis) are not corrected: they are below what the measurement
@@ -458,7 +504,8 @@ pub fn apply(frame: &Frame, shift: Shift, mode: Registration) -> (Frame, Rect) {
 /// (bilinear: 92 % and 71 %), where a lattice and the pre-filtered noise live, so the resampled
 /// frame keeps the reference's contrast whatever the shift's fraction.
 fn lanczos3(frac: f64) -> [f32; 6] {
-    let sinc = |t: f64| if t.abs() < 1e-12 { 1.0 } else { (std::f64::consts::PI * t).sin() / (std::f64::consts::PI * t) };
+    let sinc =
+        |t: f64| if t.abs() < 1e-12 { 1.0 } else { (std::f64::consts::PI * t).sin() / (std::f64::consts::PI * t) };
     let mut w = [0f64; 6];
     for (k, wk) in w.iter_mut().enumerate() {
         let t = frac - (k as f64 - 2.0);
@@ -489,35 +536,39 @@ fn resample_separable(
     let (r0, r1) = (clamp(y0 as i64 + oy, h), clamp(y1 as i64 - 1 + oy + 5, h) + 1);
     let mut tmp = vec![0f32; w * h];
     let mut tmp_bad = vec![false; w * h];
-    for y in r0..r1 {
-        let row = &src[y * w..(y + 1) * w];
-        for x in x0..x1 {
-            let mut v = 0.0;
-            let mut bad = false;
-            for (k, &wk) in wx.iter().enumerate() {
-                let sx = clamp(x as i64 + ox + k as i64, w);
-                v += wk * row[sx];
-                bad |= wk != 0.0 && mask.is_some_and(|m| m[y * w + sx]);
+    tmp.par_chunks_mut(w).zip(tmp_bad.par_chunks_mut(w)).enumerate().skip(r0).take(r1 - r0).for_each(
+        |(y, (tmp_row, bad_row))| {
+            let row = &src[y * w..(y + 1) * w];
+            for x in x0..x1 {
+                let mut v = 0.0;
+                let mut bad = false;
+                for (k, &wk) in wx.iter().enumerate() {
+                    let sx = clamp(x as i64 + ox + k as i64, w);
+                    v += wk * row[sx];
+                    bad |= wk != 0.0 && mask.is_some_and(|m| m[y * w + sx]);
+                }
+                tmp_row[x] = v;
+                bad_row[x] = bad;
             }
-            tmp[y * w + x] = v;
-            tmp_bad[y * w + x] = bad;
-        }
-    }
+        },
+    );
     let mut out = vec![0f32; w * h];
     let mut invalid = vec![true; w * h];
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let mut v = 0.0;
-            let mut bad = false;
-            for (k, &wk) in wy.iter().enumerate() {
-                let sy = clamp(y as i64 + oy + k as i64, h);
-                v += wk * tmp[sy * w + x];
-                bad |= wk != 0.0 && tmp_bad[sy * w + x];
+    out.par_chunks_mut(w).zip(invalid.par_chunks_mut(w)).enumerate().skip(y0).take(y1 - y0).for_each(
+        |(y, (out_row, invalid_row))| {
+            for x in x0..x1 {
+                let mut v = 0.0;
+                let mut bad = false;
+                for (k, &wk) in wy.iter().enumerate() {
+                    let sy = clamp(y as i64 + oy + k as i64, h);
+                    v += wk * tmp[sy * w + x];
+                    bad |= wk != 0.0 && tmp_bad[sy * w + x];
+                }
+                out_row[x] = v;
+                invalid_row[x] = bad;
             }
-            out[y * w + x] = v;
-            invalid[y * w + x] = bad;
-        }
-    }
+        },
+    );
     (out, invalid)
 }
 

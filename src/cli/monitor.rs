@@ -509,6 +509,9 @@ pub struct BenchArgs {
     /// auto (GPU when usable), cpu, or cuda (GPU or error; adds kernel and all-GPU frame times).
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
+    /// Also time the CPU trunk stage by stage (gather, GEMM, epilogue per layer) on extra frames.
+    #[arg(long)]
+    layers: bool,
 }
 
 impl BenchArgs {
@@ -523,6 +526,7 @@ impl BenchArgs {
             chunk: self.chunk,
             prefilter_sigma_px: self.prefilter_sigma,
             backend: self.backend,
+            layers: self.layers,
         })?;
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
         Ok(())

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use crate::Error;
 use crate::damage::{AnalysisSettings, Analyzer, Metric};
-use crate::engine::cuda::frame::FramePipeline;
 use crate::engine::cuda::CudaError;
+use crate::engine::cuda::frame::FramePipeline;
+use crate::engine::profile::{self, StageRow};
 use crate::engine::{ActiveBackend, BackendChoice, Engine, EngineError, Network};
 use crate::frame::Frame;
 use crate::simulate::{Damage, Disc, Specimen};
@@ -26,6 +27,8 @@ pub struct BenchOptions {
     pub chunk: Option<usize>,
     pub prefilter_sigma_px: f32,
     pub backend: BackendChoice,
+    /// Time the CPU trunk stage by stage on extra frames after the timed ones.
+    pub layers: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +56,9 @@ pub struct BenchResult {
     pub weights: String,
     /// With the CUDA backend: the whole frame on the GPU (see [`GpuFrameBench`]).
     pub gpu_frame: Option<GpuFrameBench>,
+    /// With `--layers`: the CPU trunk's thread-milliseconds per frame, stage by stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<StageRow>>,
 }
 
 /// The all-GPU frame path: a u16 frame uploaded from pinned memory (overlapping the previous
@@ -117,6 +123,19 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
     }
     ms.sort_by(f64::total_cmp);
     let median = ms[ms.len() / 2];
+    // Separate frames, so that the spans' own cost never enters the figures above.
+    let layers = if opts.layers && matches!(active, ActiveBackend::Cpu { .. }) && engine.is_some() {
+        let frames = opts.frames.max(1);
+        profile::enable(true);
+        for _ in 0..frames {
+            std::hint::black_box(analyzer.analyse(&frame).map_err(|e| Error::analysis("bench frame", e))?);
+        }
+        let rows = profile::report(frames);
+        profile::enable(false);
+        Some(rows)
+    } else {
+        None
+    };
     let gpu_frame = match (&active, &engine) {
         (ActiveBackend::Cuda { gpu }, Some(e)) => Some(gpu_frame_bench(e.as_ref(), gpu, opts)?),
         _ => None,
@@ -142,6 +161,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         peak_rss_mib: crate::telemetry::peak_rss_mib(),
         weights: weights_label,
         gpu_frame,
+        layers,
     })
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::calibrate::{Calibration, NoiseFloor, PatchThreshold};
 use super::{Metric, SimilarityMap, Summary, classical};
+use crate::engine::profile::{self, Op, Part};
 use crate::engine::{Engine, Features};
 use crate::frame::{Frame, ScaleMode, Scaling, ScalingError};
 use crate::patches::{self, PatchError, PatchGrid, PatchStatus, Patches};
@@ -176,7 +177,9 @@ impl Analyzer {
 
     fn features(&self, patches: &Patches) -> Option<Features> {
         match (&self.engine, self.settings.metric.uses_features()) {
-            (Some(engine), true) => Some(engine.features_of_layers(&patches.pixels, self.settings.metric.feature_layers())),
+            (Some(engine), true) => {
+                Some(engine.features_of_layers(&patches.pixels, self.settings.metric.feature_layers()))
+            }
             _ => None,
         }
     }
@@ -191,6 +194,7 @@ impl Analyzer {
     /// leave gaps) with the reference.
     pub fn analyse_at(&mut self, frame: &Frame, index: u64) -> Result<FrameAnalysis, AnalysisError> {
         self.next_index = index + 1;
+        let span = profile::span(Part::Registration, Op::Other);
         let filtered = self.prefiltered(frame).into_owned();
         let s = self.settings.clone();
         let r = self.reference.as_mut().ok_or(AnalysisError::NoReference)?;
@@ -217,7 +221,9 @@ impl Analyzer {
             }
             None => (filtered, None, None),
         };
+        drop(span);
         let r = self.reference.as_ref().ok_or(AnalysisError::NoReference)?;
+        let span = profile::span(Part::Patches, Op::Other);
         let patches = patches::extract(&aligned, &r.grid, &r.scaling, overlap, s.max_invalid_fraction);
         let status: Vec<PatchStatus> = patches
             .status
@@ -228,7 +234,9 @@ impl Analyzer {
         let n = r.grid.len();
         let mut similarity = vec![f32::NAN; n];
         let mut dissimilarity = vec![f32::NAN; n];
+        drop(span);
         let features = self.features(&patches);
+        let _span = profile::span(Part::Compare, Op::Other);
         let r = self.reference.as_ref().ok_or(AnalysisError::NoReference)?;
         for p in (0..n).filter(|&p| status[p].analysed()) {
             let (sim, dis) = match (s.metric, &features, &r.features) {
@@ -262,18 +270,16 @@ impl Analyzer {
         let thresholds = self.calibration.judge(&map, index);
         let typical = thresholds.as_ref().and(self.calibration.typical());
         let z = thresholds.as_ref().and_then(|_| self.calibration.z_scores(&map));
-        let correlation =
-            self.calibration.noise_floor().and_then(|f| f.neighbour_correlation).unwrap_or([0.0; 2]);
-        let summary =
-            Summary::of(&map, thresholds.as_deref(), typical, z.as_deref().map(|z| (z, correlation)), s.min_region_patches);
+        let correlation = self.calibration.noise_floor().and_then(|f| f.neighbour_correlation).unwrap_or([0.0; 2]);
+        let summary = Summary::of(
+            &map,
+            thresholds.as_deref(),
+            typical,
+            z.as_deref().map(|z| (z, correlation)),
+            s.min_region_patches,
+        );
         let aligned = tracked.is_some().then_some(aligned);
-        Ok(FrameAnalysis {
-            map,
-            summary,
-            shift: tracked.map(|t| t.shift),
-            lock: tracked.map(|t| t.lock),
-            aligned,
-        })
+        Ok(FrameAnalysis { map, summary, shift: tracked.map(|t| t.shift), lock: tracked.map(|t| t.lock), aligned })
     }
 }
 

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use super::plan::{ConvPlan, Plan};
+use super::profile::{self, Op, Part};
 use crate::weights::layout::LAYER_CHANNELS;
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]`, all row-major; `lhs` rows are `lhs_rs` apart.
@@ -84,6 +85,7 @@ fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws
     let positions = st.out_h * st.out_w;
     let (k, pad, stride) = (st.k, st.pad, st.stride);
     let padded_w = plan.patch + 2 * pad;
+    let span = profile::span(Part::Stem, Op::Gather);
     let stem_col = grow(col, positions * n * st.k2 + padded_w * padded_w);
     let (stem_col, padded) = stem_col.split_at_mut(positions * n * st.k2);
     padded.fill(0.0);
@@ -104,8 +106,12 @@ fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws
             }
         }
     }
+    drop(span);
     let stem_out = grow(y, positions * n * st.cout);
+    let span = profile::span(Part::Stem, Op::Gemm);
     matmul(stem_out, stem_col, st.k2, &st.weight, positions * n, st.k2, st.cout);
+    drop(span);
+    let span = profile::span(Part::Stem, Op::Epilogue);
     for pos in 0..positions {
         let bias = &st.bias_map[pos * st.cout..(pos + 1) * st.cout];
         for row in stem_out[pos * n * st.cout..(pos + 1) * n * st.cout].chunks_exact_mut(st.cout) {
@@ -115,10 +121,13 @@ fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws
         }
     }
 
+    drop(span);
+
     // Max-pool into layer1's slot order. Inputs are ≥ 0 after ReLU, so an in-bounds max equals
     // torchvision's −∞-padded max.
     let c0 = st.cout;
     let pooled = grow(x, plan.pool.order.len() * n * c0);
+    let span = profile::span(Part::MaxPool, Op::Epilogue);
     for (slot, win) in plan.pool.windows.iter().enumerate() {
         let out = &mut pooled[slot * n * c0..(slot + 1) * n * c0];
         out.fill(0.0);
@@ -129,23 +138,27 @@ fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws
         }
     }
 
+    drop(span);
+
     for (bi, b) in plan.blocks.iter().enumerate() {
+        let part = Part::Layer(bi / 2);
         let x_in: &[f32] = x;
         let residual: &[f32] = match &b.downsample {
             Some(ds) => {
-                conv(ds, x_in, grow(r, ds.out_slots() * n * ds.cout), col, n, None, false);
+                conv(ds, x_in, grow(r, ds.out_slots() * n * ds.cout), col, n, None, false, part);
                 &r[..ds.out_slots() * n * ds.cout]
             }
             None => &x_in[..b.conv2.out_slots() * n * b.conv2.cout],
         };
         let t_len = b.conv1.out_slots() * n * b.conv1.cout;
-        conv(&b.conv1, x_in, grow(t, t_len), col, n, None, true);
+        conv(&b.conv1, x_in, grow(t, t_len), col, n, None, true, part);
         let y_len = b.conv2.out_slots() * n * b.conv2.cout;
-        conv(&b.conv2, &t[..t_len], grow(y, y_len), col, n, Some(residual), true);
+        conv(&b.conv2, &t[..t_len], grow(y, y_len), col, n, Some(residual), true, part);
         std::mem::swap(x, y);
         if bi % 2 == 1 {
             let l = bi / 2;
             let c = LAYER_CHANNELS[l];
+            let _span = profile::span(part, Op::Epilogue);
             gap(&x[..y_len], b.conv2.out_slots(), n, c, &mut taps[l][..n * c]);
         }
     }
@@ -155,7 +168,7 @@ fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws
 /// `[in slot][n][cin]`, the result `[out slot][n][cout]`. The GPU kernels' tests compare with it.
 pub fn conv_once(p: &ConvPlan, input: &[f32], n: usize, residual: Option<&[f32]>, relu: bool) -> Vec<f32> {
     let mut out = vec![0f32; p.out_slots() * n * p.cout];
-    conv(p, input, &mut out, &mut Vec::new(), n, residual, relu);
+    conv(p, input, &mut out, &mut Vec::new(), n, residual, relu, Part::Layer(0));
     out
 }
 
@@ -169,6 +182,7 @@ fn conv(
     n: usize,
     residual: Option<&[f32]>,
     relu: bool,
+    part: Part,
 ) {
     let (cin, cout) = (p.cin, p.cout);
     for cls in &p.classes {
@@ -177,9 +191,11 @@ fn conv(
         let dst = &mut out[cls.first_slot * n * cout..(cls.first_slot + cls.n_pos) * n * cout];
         match cls.direct {
             Some(base) => {
+                let _span = profile::span(part, Op::Gemm);
                 matmul(dst, &input[base * n * cin..(base + cls.n_pos) * n * cin], cin, &cls.weight, m, k, cout)
             }
             None => {
+                let span = profile::span(part, Op::Gather);
                 let c = grow(col, m * k);
                 for pos in 0..cls.n_pos {
                     for tap in 0..cls.n_taps {
@@ -191,12 +207,15 @@ fn conv(
                         }
                     }
                 }
+                drop(span);
+                let _span = profile::span(part, Op::Gemm);
                 matmul(dst, c, k, &cls.weight, m, k, cout);
             }
         }
     }
     let len = p.out_slots() * n * cout;
     let out = &mut out[..len];
+    let _span = profile::span(part, Op::Epilogue);
     match residual {
         Some(res) => {
             for (row, rrow) in out.chunks_exact_mut(cout).zip(res[..len].chunks_exact(cout)) {

@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod network;
 pub mod plan;
+pub mod profile;
 
 use std::sync::{Arc, Mutex};
 
