@@ -539,33 +539,38 @@ fn resample_separable(
     tmp.par_chunks_mut(w).zip(tmp_bad.par_chunks_mut(w)).enumerate().skip(r0).take(r1 - r0).for_each(
         |(y, (tmp_row, bad_row))| {
             let row = &src[y * w..(y + 1) * w];
+            let mask_row = mask.map(|m| &m[y * w..(y + 1) * w]);
             for x in x0..x1 {
-                let mut v = 0.0;
-                let mut bad = false;
-                for (k, &wk) in wx.iter().enumerate() {
-                    let sx = clamp(x as i64 + ox + k as i64, w);
-                    v += wk * row[sx];
-                    bad |= wk != 0.0 && mask.is_some_and(|m| m[y * w + sx]);
-                }
+                let base = x as i64 + ox;
+                let v = if base >= 0 && base + 5 < w as i64 {
+                    // Interior: no clamping.
+                    let b = base as usize;
+                    wx.iter().zip(&row[b..b + 6]).map(|(wk, v)| wk * v).sum()
+                } else {
+                    wx.iter().enumerate().map(|(k, &wk)| wk * row[clamp(base + k as i64, w)]).sum()
+                };
                 tmp_row[x] = v;
-                bad_row[x] = bad;
+                if let Some(m) = mask_row {
+                    bad_row[x] = wx.iter().enumerate().any(|(k, &wk)| wk != 0.0 && m[clamp(base + k as i64, w)]);
+                }
             }
         },
     );
     let mut out = vec![0f32; w * h];
     let mut invalid = vec![true; w * h];
+    // Vertical pass: each output row is a weighted sum of six whole rows (vectorises).
     out.par_chunks_mut(w).zip(invalid.par_chunks_mut(w)).enumerate().skip(y0).take(y1 - y0).for_each(
         |(y, (out_row, invalid_row))| {
-            for x in x0..x1 {
-                let mut v = 0.0;
-                let mut bad = false;
-                for (k, &wk) in wy.iter().enumerate() {
-                    let sy = clamp(y as i64 + oy + k as i64, h);
-                    v += wk * tmp[sy * w + x];
-                    bad |= wk != 0.0 && tmp_bad[sy * w + x];
+            let rows: [usize; 6] = std::array::from_fn(|k| clamp(y as i64 + oy + k as i64, h));
+            let out_row = &mut out_row[x0..x1];
+            for (k, &wk) in wy.iter().enumerate() {
+                let src = &tmp[rows[k] * w + x0..rows[k] * w + x1];
+                for (o, v) in out_row.iter_mut().zip(src) {
+                    *o += wk * v;
                 }
-                out_row[x] = v;
-                invalid_row[x] = bad;
+            }
+            for (x, bad) in invalid_row[x0..x1].iter_mut().enumerate() {
+                *bad = wy.iter().enumerate().any(|(k, &wk)| wk != 0.0 && tmp_bad[rows[k] * w + x0 + x]);
             }
         },
     );

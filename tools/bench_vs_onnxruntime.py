@@ -5,7 +5,7 @@ usage:
     pip install onnx onnxruntime safetensors numpy      # into any venv; none of it is a beamwatch dependency
     python tools/bench_vs_onnxruntime.py [--binary target/release/beamwatch]
         [--weights ../shared/weights/resnet18_synthetic_seed0.safetensors]
-        [--rounds 5] [--threads 2] [--size 1020] [--frames 5] [--json]
+        [--rounds 5] [--threads 2] [--size 1020] [--frames 5] [--precision fp32,bf16] [--json]
 
 What it does:
 1. Builds an ONNX graph of torchvision's ResNet-18 trunk up to global average pooling (conv1 7x7/2
@@ -214,9 +214,9 @@ def time_ort(sess, x, chunk, frames):
     return statistics.median(ms)
 
 
-def time_beamwatch(binary, weights, size, frames, threads):
+def time_beamwatch(binary, weights, size, frames, threads, precision="fp32"):
     cmd = [binary, "-q", "bench", "--size", str(size), "--frames", str(frames), "--threads", str(threads),
-           "--backend", "cpu", "--prefilter-sigma", "0", "--weights", weights]
+           "--backend", "cpu", "--prefilter-sigma", "0", "--weights", weights, "--precision", precision]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     line = next(l for l in out.splitlines() if l.startswith("{"))
     return json.loads(line)
@@ -251,6 +251,9 @@ def main():
     ap.add_argument("--chunk", type=int, default=256, help="onnxruntime's chunked batch size")
     ap.add_argument("--fold-bn", action="store_true", help="fold batch-norm in numpy instead of BatchNormalization nodes")
     ap.add_argument("--json", action="store_true", help="one JSON line instead of the table")
+    ap.add_argument("--precision", default="fp32",
+                    help="beamwatch's CPU number formats to time, comma-separated (fp32,bf16); each round "
+                         "times every one after onnxruntime (always fp32)")
     args = ap.parse_args()
 
     import onnxruntime as ort
@@ -268,20 +271,26 @@ def main():
     frame = np.random.default_rng(0).random((args.size, args.size), dtype=np.float32)
     x = patches_of(frame)
     rounds = []
+    precisions = [p for p in args.precision.split(",") if p]
     for r in range(args.rounds):
         ort_chunk = time_ort(sess, x, args.chunk, args.frames)
         ort_whole = time_ort(sess, x, len(x), args.frames)
-        bw = time_beamwatch(args.binary, args.weights, args.size, args.frames, args.threads)
-        if bw["patches"] != len(x):
-            sys.exit(f"beamwatch timed {bw['patches']} patches, onnxruntime {len(x)}")
         ort_best = min(ort_chunk, ort_whole)
-        rounds.append({"ort_chunk_ms": round(ort_chunk, 1), "ort_whole_ms": round(ort_whole, 1),
-                       "ort_ms": round(ort_best, 1), "beamwatch_ms": bw["ms_per_frame_median"],
-                       "ratio": round(ort_best / bw["ms_per_frame_median"], 3)})
+        row = {"ort_chunk_ms": round(ort_chunk, 1), "ort_whole_ms": round(ort_whole, 1), "ort_ms": round(ort_best, 1)}
+        text = f"round {r + 1}: ort {args.chunk}-chunks {ort_chunk:7.1f} ms  ort whole {ort_whole:7.1f} ms"
+        for p in precisions:
+            bw = time_beamwatch(args.binary, args.weights, args.size, args.frames, args.threads, p)
+            if bw["patches"] != len(x):
+                sys.exit(f"beamwatch timed {bw['patches']} patches, onnxruntime {len(x)}")
+            if bw.get("precision", "fp32") != p:
+                sys.exit(f"beamwatch ran {bw.get('precision')} where {p} was asked (no AVX512-BF16 here?)")
+            sfx = "" if p == "fp32" else "_" + p
+            row["beamwatch" + sfx + "_ms"] = bw["ms_per_frame_median"]
+            row["ratio" + sfx] = round(ort_best / bw["ms_per_frame_median"], 3)
+            text += f"  beamwatch {p} {bw['ms_per_frame_median']:7.1f} ms ({row['ratio' + sfx]:.2f}x)"
+        rounds.append(row)
         if not args.json:
-            print(f"round {r + 1}: ort {args.chunk}-chunks {ort_chunk:7.1f} ms  ort whole {ort_whole:7.1f} ms  "
-                  f"beamwatch {bw['ms_per_frame_median']:7.1f} ms  ort/beamwatch {rounds[-1]['ratio']:.2f}x",
-                  flush=True)
+            print(text, flush=True)
 
     med = lambda k: round(statistics.median(r[k] for r in rounds), 3)
     result = {
@@ -298,10 +307,12 @@ def main():
         "median_ort_chunk_ms": med("ort_chunk_ms"),
         "median_ort_whole_ms": med("ort_whole_ms"),
         "median_ort_ms": med("ort_ms"),
-        "median_beamwatch_ms": med("beamwatch_ms"),
-        "median_ratio": med("ratio"),
-        "ratio_range": [min(r["ratio"] for r in rounds), max(r["ratio"] for r in rounds)],
     }
+    for p in precisions:
+        sfx = "" if p == "fp32" else "_" + p
+        result["median_beamwatch" + sfx + "_ms"] = med("beamwatch" + sfx + "_ms")
+        result["median_ratio" + sfx] = med("ratio" + sfx)
+        result["ratio" + sfx + "_range"] = [min(r["ratio" + sfx] for r in rounds), max(r["ratio" + sfx] for r in rounds)]
     if args.json:
         print(json.dumps(result))
         return
@@ -311,9 +322,12 @@ def main():
     print(f"correctness: ort vs PyTorch features {check['ort_vs_pytorch_features_rel']:.1e} of max, "
           f"ort vs beamwatch cosine {check['ort_vs_beamwatch_cosine_abs']:.1e}")
     print(f"median ms/frame: ort {args.chunk}-chunks {result['median_ort_chunk_ms']}, ort whole "
-          f"{result['median_ort_whole_ms']}, beamwatch {result['median_beamwatch_ms']}")
-    print(f"ort/beamwatch: median {result['median_ratio']:.2f}x, rounds "
-          f"{result['ratio_range'][0]:.2f}-{result['ratio_range'][1]:.2f}x")
+          f"{result['median_ort_whole_ms']}")
+    for p in precisions:
+        sfx = "" if p == "fp32" else "_" + p
+        rng = result["ratio" + sfx + "_range"]
+        print(f"beamwatch {p}: median {result['median_beamwatch' + sfx + '_ms']} ms/frame; ort/beamwatch median "
+              f"{result['median_ratio' + sfx]:.2f}x, rounds {rng[0]:.2f}-{rng[1]:.2f}x")
     print(f"load average start {result['load_avg_start']}, end {result['load_avg_end']}")
 
 

@@ -10,13 +10,13 @@ use crate::Error;
 use crate::commands::{bench, bench_live, demo, run as daemon_cmd, simulate};
 use crate::damage::{DEFAULT_PREFILTER_SIGMA_PX, Metric};
 use crate::decode::WireFormat;
-use crate::engine::BackendChoice;
-use crate::ingest::Mode;
+use crate::engine::{BackendChoice, Precision};
 use crate::imagefile::ReadError;
+use crate::ingest::Mode;
 use crate::simulate::image::{ImageSeries, ImageSeriesSpec};
-use crate::simulate::{DamageModel, Simulation};
 use crate::simulate::publish::{PublishOptions, SendSocket};
 use crate::simulate::series::{Series, SeriesSpec};
+use crate::simulate::{DamageModel, Simulation};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -164,7 +164,8 @@ pub struct FourdArgs {
 
 fn parse_shape(s: &str) -> Result<(usize, usize), String> {
     let (r, c) = s.split_once(['x', 'X', ',']).ok_or_else(|| format!("'{s}' is not ROWSxCOLS"))?;
-    let n = |v: &str| v.trim().parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| format!("'{s}' is not ROWSxCOLS"));
+    let n =
+        |v: &str| v.trim().parse::<usize>().ok().filter(|&v| v > 0).ok_or_else(|| format!("'{s}' is not ROWSxCOLS"));
     Ok((n(r)?, n(c)?))
 }
 
@@ -477,7 +478,10 @@ fn print_fourd_demo(o: &demo::FourdDemoOutcome, out: &Path) {
             );
         }
         println!("summary: {}", s.summary_file);
-        println!("spot-fading plot: {}", out.join(format!("fading_{}.png", crate::record::file_stem(&s.series))).display());
+        println!(
+            "spot-fading plot: {}",
+            out.join(format!("fading_{}.png", crate::record::file_stem(&s.series))).display()
+        );
     }
     println!("alarm log: {}", out.join("alarms.jsonl").display());
 }
@@ -512,6 +516,9 @@ pub struct BenchArgs {
     /// Also time the CPU trunk stage by stage (gather, GEMM, epilogue per layer) on extra frames.
     #[arg(long)]
     layers: bool,
+    /// Number format of the CPU path: fp32 (exact) or bf16 (AVX512-BF16 CPUs; see README "Precision").
+    #[arg(long, value_enum, default_value = "fp32")]
+    precision: Precision,
 }
 
 impl BenchArgs {
@@ -527,6 +534,7 @@ impl BenchArgs {
             prefilter_sigma_px: self.prefilter_sigma,
             backend: self.backend,
             layers: self.layers,
+            precision: self.precision,
         })?;
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
         Ok(())
@@ -698,7 +706,9 @@ impl Bench4dArgs {
             }
             let r = &b.result;
             let ms = |p: &Option<crate::telemetry::Percentiles>| {
-                p.as_ref().map_or("-".to_string(), |p| format!("p50 {:.1} ms, p99 {:.1} ms over {} scans", p.p50, p.p99, p.count))
+                p.as_ref().map_or("-".to_string(), |p| {
+                    format!("p50 {:.1} ms, p99 {:.1} ms over {} scans", p.p50, p.p99, p.count)
+                })
             };
             println!(
                 "{px}×{px} u16 bslz4 ({:.0} B/pattern), scan {}×{} × {} scans, {} decode threads",
@@ -721,7 +731,11 @@ impl Bench4dArgs {
             );
             println!(
                 "  achieved {:.0} patterns/s, {:.1} MB/s on the wire ({:.0} MB/s decoded); scans {} complete, {} incomplete",
-                r.achieved_patterns_per_s, r.achieved_mb_per_s, r.decoded_mb_per_s, r.scans_completed, r.scans_incomplete
+                r.achieved_patterns_per_s,
+                r.achieved_mb_per_s,
+                r.decoded_mb_per_s,
+                r.scans_completed,
+                r.scans_incomplete
             );
             println!("  last pattern → scan result published: {}", ms(&r.scan_latency_ms));
             println!("  last pattern → alarm published: {} ({} alarms)", ms(&r.alarm_latency_ms), r.alarms);
@@ -739,7 +753,10 @@ impl Bench4dArgs {
                 "decode + reduce = decode_bslz4_u16_into (liblz4) → ScanAssembler::push_u16 (bf, adf, sum, com_x, com_y and the 2×2 region sums for the spots in one integer pass over the u16 pixels; no u16→f32 stage); one assembler per thread over its band of scan rows"
             );
             match &python {
-                Some(py) => println!("C bitshuffle anchor: {} tools/bench_bitshuffle.py, OMP_NUM_THREADS=1, 1 thread", py.display()),
+                Some(py) => println!(
+                    "C bitshuffle anchor: {} tools/bench_bitshuffle.py, OMP_NUM_THREADS=1, 1 thread",
+                    py.display()
+                ),
                 None => println!(
                     "C bitshuffle anchor: not measured (no Python with `bitshuffle`; run with --blobs-dir DIR, then OMP_NUM_THREADS=1 python tools/bench_bitshuffle.py DIR/bslz4_96.bin …)"
                 ),

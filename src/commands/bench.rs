@@ -12,7 +12,7 @@ use crate::damage::{AnalysisSettings, Analyzer, Metric};
 use crate::engine::cuda::CudaError;
 use crate::engine::cuda::frame::FramePipeline;
 use crate::engine::profile::{self, StageRow};
-use crate::engine::{ActiveBackend, BackendChoice, Engine, EngineError, Network};
+use crate::engine::{ActiveBackend, BackendChoice, Engine, EngineError, Network, Precision};
 use crate::frame::Frame;
 use crate::simulate::{Damage, Disc, Specimen};
 use crate::weights::identity;
@@ -29,6 +29,8 @@ pub struct BenchOptions {
     pub backend: BackendChoice,
     /// Time the CPU trunk stage by stage on extra frames after the timed ones.
     pub layers: bool,
+    /// The CPU path's number format.
+    pub precision: Precision,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,6 +40,8 @@ pub struct BenchResult {
     pub backend_detail: String,
     pub cpu: String,
     pub threads: usize,
+    /// The CPU path's number format as it ran ("fp32" or "bf16").
+    pub precision: Precision,
     pub metric: Metric,
     pub prefilter_sigma_px: f32,
     pub size_px: usize,
@@ -95,12 +99,14 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         if let Some(c) = opts.chunk {
             engine = engine.with_chunk(c);
         }
+        engine = engine.with_precision(opts.precision);
         let macs = (engine.plan().macs_per_patch(), engine.plan().dense_macs_per_patch(&net));
         (Some(Arc::new(engine)), label, Some(macs))
     } else {
         (None, "none (classical metric)".to_string(), None)
     };
     let threads = engine.as_ref().map_or(1, |e| e.threads());
+    let precision = engine.as_ref().map_or(Precision::Fp32, |e| e.precision());
     let active = engine.as_ref().map_or(ActiveBackend::Cpu { threads }, |e| e.backend());
     if opts.backend == BackendChoice::Cuda && !opts.metric.uses_features() {
         return Err(Error::Usage(format!(
@@ -145,6 +151,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         backend_detail: active.to_string(),
         cpu: cpu_model(),
         threads,
+        precision,
         metric: opts.metric,
         prefilter_sigma_px: opts.prefilter_sigma_px,
         size_px: opts.size_px,

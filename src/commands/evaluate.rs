@@ -213,8 +213,8 @@ pub fn simulate_suite(spec: &SuiteSpec, dir: &Path) -> Result<Vec<PathBuf>, Erro
                     );
                     s.model = model.unwrap_or_default();
                     s.seed = seed;
-                    let series = ImageSeries::new(&image, s)
-                        .map_err(|err| ReadError::new(image_path, None, err.to_string()))?;
+                    let series =
+                        ImageSeries::new(&image, s).map_err(|err| ReadError::new(image_path, None, err.to_string()))?;
                     let path = dir.join(format!("{stem}_{}_{}epx_seed{seed}.h5", name(model), e));
                     let _ = std::fs::remove_file(&path);
                     crate::simulate::file::write(&series, &path, |_| bar.inc(1))
@@ -239,7 +239,8 @@ fn engine_for(cfg: &Config, metrics: &[Metric]) -> Result<(Option<Arc<Engine>>, 
         ));
     };
     let net = Network::from_state_dict(&sd)?;
-    let engine = Engine::for_backend(&net, cfg.analysis.patch_px, cfg.analysis.threads, cfg.analysis.backend)?;
+    let engine = Engine::for_backend(&net, cfg.analysis.patch_px, cfg.analysis.threads, cfg.analysis.backend)?
+        .with_precision(cfg.analysis.precision);
     Ok((Some(Arc::new(engine)), Some(id)))
 }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::calibrate::{DEFAULT_CALIBRATION_FRAMES, DEFAULT_FALSE_PATCH_EVERY_FRAMES, PatchThreshold};
 use super::{AnalysisSettings, DEFAULT_PREFILTER_SIGMA_PX, Metric};
 use crate::engine::plan::{PATCH_MAX, PATCH_MIN};
-use crate::engine::{BackendChoice, Engine, EngineError, Network};
+use crate::engine::{BackendChoice, Engine, EngineError, Network, Precision};
 use crate::frame::ScaleMode;
 use crate::register::Registration;
 use crate::weights::identity::{Identity, Provenance};
@@ -44,6 +44,8 @@ pub struct AnalysisConfig {
     pub threads: usize,
     /// Hardware for the feature engine: auto (GPU when usable, else CPU), cpu or cuda.
     pub backend: BackendChoice,
+    /// Number format of the CPU path: fp32 (default, exact) or bf16 (AVX512-BF16 CPUs).
+    pub precision: Precision,
     /// Gaussian pre-filter σ (px) applied to both frames before patching; 0 = off.
     pub prefilter_sigma_px: f32,
 }
@@ -64,6 +66,7 @@ impl Default for AnalysisConfig {
             max_invalid_fraction: 0.25,
             threads: 0,
             backend: BackendChoice::Auto,
+            precision: Precision::Fp32,
             prefilter_sigma_px: DEFAULT_PREFILTER_SIGMA_PX,
         }
     }
@@ -202,7 +205,8 @@ pub fn prepare(cfg: &AnalysisConfig) -> Result<MetricSetup, SetupError> {
                 ),
             }
             let net = Network::from_state_dict(&sd)?;
-            let engine = Engine::for_backend(&net, settings.patch_px, cfg.threads, cfg.backend)?;
+            let engine =
+                Engine::for_backend(&net, settings.patch_px, cfg.threads, cfg.backend)?.with_precision(cfg.precision);
             (Some(Arc::new(engine)), Some(id))
         }
         _ => (None, None),

@@ -1,7 +1,6 @@
 //! Which hardware runs the feature engine: `backend = "auto" | "cpu" | "cuda"` in `[analysis]`,
 //! `--backend` on the command line.
 
-
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
@@ -30,4 +29,3 @@ impl std::fmt::Display for BackendChoice {
         f.write_str(self.name())
     }
 }
-

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 
 pub use backend::BackendChoice;
+pub use cpu::precision::Precision;
 pub use network::Network;
 pub use plan::Plan;
 
@@ -80,6 +81,8 @@ pub struct Engine {
     pool: rayon::ThreadPool,
     threads: usize,
     chunk: usize,
+    /// The CPU path's weights, packed for the GEMM in the engine's precision.
+    cpu: cpu::CpuTrunk,
     gpu: Option<Gpu>,
 }
 
@@ -129,12 +132,18 @@ impl Engine {
             .thread_name(|i| format!("bw-cpu-{i}"))
             .build()
             .map_err(|e| EngineError::Threads(threads, e.to_string()))?;
-        Ok(Self { plan, pool, threads, chunk: DEFAULT_CHUNK, gpu: None })
+        let cpu = cpu::CpuTrunk::new(&plan, Precision::Fp32);
+        Ok(Self { plan, pool, threads, chunk: DEFAULT_CHUNK, cpu, gpu: None })
     }
 
     /// An engine on the chosen backend. `Auto` without a usable GPU falls back to the CPU path with
     /// one log line saying why; `Cuda` without one is an error.
-    pub fn for_backend(net: &Network, patch: usize, threads: usize, choice: BackendChoice) -> Result<Self, EngineError> {
+    pub fn for_backend(
+        net: &Network,
+        patch: usize,
+        threads: usize,
+        choice: BackendChoice,
+    ) -> Result<Self, EngineError> {
         let mut engine = Self::new(net, patch, threads)?;
         if choice == BackendChoice::Cpu {
             return Ok(engine);
@@ -168,6 +177,26 @@ impl Engine {
             return None;
         }
         Some(f(&mut st.trunk))
+    }
+
+    /// The CPU path's number format. `Bf16` on a CPU without native bf16 stays `Fp32` and says so
+    /// (emulated bf16 would be slower than fp32 and less accurate).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        let precision = if precision == Precision::Bf16 && !cpu::precision::native_bf16() {
+            tracing::info!("precision bf16 asked for, but this CPU has no AVX512-BF16: the CPU path runs fp32");
+            Precision::Fp32
+        } else {
+            precision
+        };
+        if precision != self.cpu.precision() {
+            self.cpu = cpu::CpuTrunk::new(&self.plan, precision);
+        }
+        self
+    }
+
+    /// The number format the CPU path computes in.
+    pub fn precision(&self) -> Precision {
+        self.cpu.precision()
     }
 
     pub fn with_chunk(mut self, chunk: usize) -> Self {
@@ -212,7 +241,10 @@ impl Engine {
         match st.trunk.features_of_layers(pixels, layers) {
             Ok(f) => Some(f),
             Err(e) => {
-                tracing::error!("GPU feature engine failed ({e}); continuing on the CPU path ({} threads)", self.threads);
+                tracing::error!(
+                    "GPU feature engine failed ({e}); continuing on the CPU path ({} threads)",
+                    self.threads
+                );
                 st.failed = true;
                 None
             }
@@ -228,7 +260,7 @@ impl Engine {
             return out;
         }
         let chunk = balanced_chunk(n, self.threads, self.chunk);
-        let plan = &*self.plan;
+        let (plan, trunk) = (&*self.plan, &self.cpu);
         self.pool.install(|| {
             // Split every output layer at the same chunk boundaries, then give each task its pieces.
             let [l1, l2, l3, l4] = &mut out.layers;
@@ -240,7 +272,7 @@ impl Engine {
                 .zip(l4.chunks_mut(chunk * LAYER_CHANNELS[3]))
                 .map(|((((px, a), b), c), d)| (px, [a, b, c, d]))
                 .collect();
-            pieces.into_par_iter().for_each(|(px, taps)| cpu::run_chunk(plan, px, px.len() / pp, taps));
+            pieces.into_par_iter().for_each(|(px, taps)| trunk.run_chunk(plan, px, px.len() / pp, taps));
         });
         out
     }

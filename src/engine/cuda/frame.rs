@@ -146,7 +146,8 @@ impl<'t, T: GpuPixel> FramePipeline<'t, T> {
                 started.push(Instant::now());
                 self.stage(1 - buf, f)?;
             }
-            s.memcpy_dtoh(&self.sims, &mut self.host_sims).map_err(|e| CudaError::driver("downloading similarities", e))?;
+            s.memcpy_dtoh(&self.sims, &mut self.host_sims)
+                .map_err(|e| CudaError::driver("downloading similarities", e))?;
             s.memcpy_dtoh(&self.summary, &mut host_summary[..])
                 .map_err(|e| CudaError::driver("downloading the summary", e))?;
             s.synchronize().map_err(|e| CudaError::driver("finishing a frame", e))?;

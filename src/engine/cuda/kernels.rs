@@ -264,13 +264,17 @@ pub fn plan_for_device(cc: (i32, i32), supported: &[i32]) -> Result<Loaded, Nvrt
     if supported.contains(&sm) {
         return Ok(Loaded::Cubin { arch: format!("sm_{sm}") });
     }
-    supported.iter().copied().filter(|a| *a <= sm).max().map(|a| Loaded::Ptx { arch: format!("compute_{a}") }).ok_or_else(
-        || NvrtcError::Compile {
+    supported
+        .iter()
+        .copied()
+        .filter(|a| *a <= sm)
+        .max()
+        .map(|a| Loaded::Ptx { arch: format!("compute_{a}") })
+        .ok_or_else(|| NvrtcError::Compile {
             file: "-",
             arch: format!("sm_{sm}"),
             message: format!("NVRTC supports none of the architectures up to sm_{sm} (it has {supported:?})"),
-        },
-    )
+        })
 }
 
 /// Compiles one source as [`plan_for_device`] chose, ready for `load_module`.

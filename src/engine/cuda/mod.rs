@@ -53,7 +53,11 @@ impl std::fmt::Display for GpuInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (ma, mi) = self.compute_capability;
         let driver = self.driver_version.map_or("?".into(), |v| format!("{}.{}", v / 1000, (v % 1000) / 10));
-        write!(f, "{} (sm_{ma}{mi}, {} MiB; driver CUDA {driver}; kernels: {})", self.name, self.memory_mib, self.loaded)
+        write!(
+            f,
+            "{} (sm_{ma}{mi}, {} MiB; driver CUDA {driver}; kernels: {})",
+            self.name, self.memory_mib, self.loaded
+        )
     }
 }
 

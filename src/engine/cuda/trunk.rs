@@ -88,7 +88,8 @@ impl Kernels {
         let mut modules: Vec<(&str, Arc<CudaModule>)> = Vec::new();
         for src in SOURCES {
             let ptx = compile_for(src, how)?;
-            let module = ctx.load_module(ptx).map_err(|e| CudaError::driver(format!("loading kernels/{}", src.file), e))?;
+            let module =
+                ctx.load_module(ptx).map_err(|e| CudaError::driver(format!("loading kernels/{}", src.file), e))?;
             modules.push((src.file, module));
         }
         let get = |file: &str, name: &str| -> Result<CudaFunction, CudaError> {
@@ -202,7 +203,11 @@ impl Trunk {
                 per_patch >> 10
             ))
         })?;
-        tracing::debug!("GPU passes of at most {max_batch} patches ({} KiB each, {} MiB free)", per_patch >> 10, free >> 20);
+        tracing::debug!(
+            "GPU passes of at most {max_batch} patches ({} KiB each, {} MiB free)",
+            per_patch >> 10,
+            free >> 20
+        );
         let up = "uploading the plan";
         let blocks = dp
             .blocks

@@ -1,0 +1,109 @@
+//! The bf16 CPU path: its error against fp32 and PyTorch's golden features, measured here and held
+//! to a tolerance set from that measurement (README "Precision"). On a CPU without AVX512-BF16
+//! the engine must fall back to fp32 and give fp32's features.
+
+mod common;
+
+use std::sync::Arc;
+
+use ndarray::{Array1, Array2};
+use ndarray_npy::read_npy;
+
+use beamwatch::damage::{AnalysisSettings, Analyzer, Metric};
+use beamwatch::engine::{Engine, Features, Network, Precision};
+use beamwatch::frame::Frame;
+use beamwatch::simulate::{Damage, Disc, Specimen};
+use beamwatch::weights::StateDict;
+use common::*;
+
+fn engine(precision: Precision) -> Engine {
+    let sd = StateDict::read(&synthetic_weights()).expect("synthetic weights");
+    Engine::new(&Network::from_state_dict(&sd).expect("network"), 20, 2).expect("engine").with_precision(precision)
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += *x as f64 * *y as f64;
+        aa += *x as f64 * *x as f64;
+        bb += *y as f64 * *y as f64;
+    }
+    ab / (aa.sqrt() * bb.sqrt())
+}
+
+/// Largest |ours − golden| relative to the largest |golden|, layer4.
+fn rel_err(ours: &Features, golden: &Array2<f32>) -> f64 {
+    let gmax = golden.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let mut d = 0f64;
+    for i in 0..golden.nrows() {
+        for (j, v) in ours.row(3, i).iter().enumerate() {
+            d = d.max((*v as f64 - golden[[i, j]] as f64).abs());
+        }
+    }
+    d / gmax
+}
+
+// Tolerances: measured on AMD EPYC (Zen 5) with the synthetic weights — layer4 features 1.36e-2 of
+// the largest value, golden-pair cosines 1.87e-3, 1020² frame cosines 2.41e-3 — then given about
+// 2× room.
+// bf16 keeps 8 significant bits; its error does not depend on the CPU that runs it beyond the
+// order of f32 sums, so the room covers other AVX512-BF16 CPUs.
+const FEATURE_TOL: f64 = 2.5e-2;
+const GOLDEN_COSINE_TOL: f64 = 4e-3;
+const FRAME_COSINE_TOL: f64 = 5e-3;
+
+#[test]
+fn bf16_features_and_cosines_stay_within_their_measured_tolerance() {
+    let bf = engine(Precision::Bf16);
+    let fp = engine(Precision::Fp32);
+    if !beamwatch::engine::cpu::precision::native_bf16() {
+        // The fallback is the test here: the engine says fp32 and computes fp32.
+        assert_eq!(bf.precision(), Precision::Fp32);
+        let px = golden_patches("golden_frame.npy");
+        assert_eq!(bf.features(&px), fp.features(&px));
+        println!("this CPU has no AVX512-BF16: bf16 falls back to fp32 (checked)");
+        return;
+    }
+    assert_eq!(bf.precision(), Precision::Bf16);
+    let (a, b) = (golden_patches("golden_frame.npy"), golden_patches("golden_frame_damaged.npy"));
+    let (fa, fb) = (bf.features(&a), bf.features(&b));
+    let g: Array2<f32> = read_npy(golden("golden_features.npy")).expect("golden");
+    let e = rel_err(&fa, &g);
+    let gc: Array1<f32> = read_npy(golden("golden_cosine.npy")).expect("golden cosine");
+    let dcos = (0..100).map(|p| (cosine(fa.row(3, p), fb.row(3, p)) - gc[p] as f64).abs()).fold(0f64, f64::max);
+    println!("bf16 vs PyTorch fp32: layer4 max |Δ| / max |golden| = {e:.2e}; golden pair max |Δcos| = {dcos:.2e}");
+    assert!(e < FEATURE_TOL, "bf16 layer4 deviates {e:.2e} relative (tolerance {FEATURE_TOL:.1e})");
+    assert!(dcos < GOLDEN_COSINE_TOL, "bf16 golden cosines deviate {dcos:.2e} (tolerance {GOLDEN_COSINE_TOL:.1e})");
+    // bf16 is not fp32: a test that could not tell them apart would prove nothing.
+    assert!(e > 1e-5, "bf16 features equal fp32's ({e:.1e}): is bf16 running at all?");
+
+    // A 1020² frame with drift and a damaged disc, through the whole analysis: every patch's
+    // cosine under bf16 against fp32.
+    let size = 1020;
+    let s = Specimen::new(size, size, 10.0, 1);
+    let c = size as f64 / 2.0;
+    let damage = Damage {
+        discs: vec![Disc { cx: c, cy: c, radius_px: size as f64 / 6.0, edge_px: 8.0, amount: 0.8 }],
+        ..Damage::default()
+    };
+    let frame = |d: &Damage, shift, seed| {
+        Frame::from_f32(size, size, s.render_counts(d, shift, Some(50.0), seed)).expect("frame")
+    };
+    let (reference, damaged) = (frame(&Damage::default(), (0.0, 0.0), 1), frame(&damage, (0.7, -0.4), 2));
+    let similarity = |e: Engine| {
+        let mut an = Analyzer::new(AnalysisSettings::new(Metric::Resnet18), Some(Arc::new(e))).expect("analyzer");
+        an.set_reference(&reference).expect("reference");
+        an.analyse(&damaged).expect("analysis").map.similarity
+    };
+    let (s_bf, s_fp) = (similarity(bf), similarity(fp));
+    assert_eq!(s_bf.len(), 2601);
+    let mut worst = 0f64;
+    for (x, y) in s_bf.iter().zip(&s_fp) {
+        assert_eq!(x.is_nan(), y.is_nan());
+        if !x.is_nan() {
+            worst = worst.max((*x as f64 - *y as f64).abs());
+        }
+    }
+    println!("bf16 vs fp32 on a 1020² frame (2,601 patches): max |Δcos| = {worst:.2e}");
+    assert!(worst < FRAME_COSINE_TOL, "bf16 frame cosines deviate {worst:.2e} (tolerance {FRAME_COSINE_TOL:.1e})");
+}
