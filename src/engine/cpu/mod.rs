@@ -1,5 +1,6 @@
 //! Runs a [`Plan`] on a chunk of patches on one thread. Parallelism is across chunks (see
 //! `Engine`), so each GEMM here is single-threaded and no thread waits on another mid-network.
+//! fp32 runs in [`fp32`]; this module is the bf16 path.
 //!
 //! Activations are `[channel][slot][patch]`: a class of output positions is then a row-major
 //! `cout × (positions·patches)` block, `C = Wᵀ·X`, whose `Wᵀ` is packed once at load time
@@ -8,6 +9,7 @@
 //! The stem and max-pool run in f32 (one input channel, 2.8 % of the work); the pool converts to
 //! the trunk's precision.
 
+pub mod fp32;
 pub mod packed;
 pub mod precision;
 
@@ -60,44 +62,28 @@ fn grow<T: Copy>(v: &mut Vec<T>, len: usize, zero: T) -> &mut [T] {
 }
 
 thread_local! {
-    static WS_F32: RefCell<Workspace<f32>> = RefCell::new(Workspace::default());
     static WS_BF16: RefCell<Workspace<bf16>> = RefCell::new(Workspace::default());
 }
 
-/// The thread's workspace for element type `T`.
-trait WithWorkspace: Act {
-    fn with_workspace<R>(f: impl FnOnce(&mut Workspace<Self>) -> R) -> R;
-}
-
-impl WithWorkspace for f32 {
-    fn with_workspace<R>(f: impl FnOnce(&mut Workspace<Self>) -> R) -> R {
-        WS_F32.with(|ws| f(&mut ws.borrow_mut()))
-    }
-}
-
-impl WithWorkspace for bf16 {
-    fn with_workspace<R>(f: impl FnOnce(&mut Workspace<Self>) -> R) -> R {
-        WS_BF16.with(|ws| f(&mut ws.borrow_mut()))
-    }
-}
-
-/// The packed weights in the precision the engine was built for.
+/// The CPU path in the precision the engine was built for.
 pub enum CpuTrunk {
-    Fp32(PackedTrunk<f32>),
+    /// [`fp32`]: the plan's own weights, row-major.
+    Fp32,
+    /// The weights packed for gemmkit in bf16.
     Bf16(PackedTrunk<bf16>),
 }
 
 impl CpuTrunk {
     pub fn new(plan: &Plan, precision: precision::Precision) -> Self {
         match precision {
-            precision::Precision::Fp32 => Self::Fp32(PackedTrunk::new(plan)),
+            precision::Precision::Fp32 => Self::Fp32,
             precision::Precision::Bf16 => Self::Bf16(PackedTrunk::new(plan)),
         }
     }
 
     pub fn precision(&self) -> precision::Precision {
         match self {
-            Self::Fp32(_) => precision::Precision::Fp32,
+            Self::Fp32 => precision::Precision::Fp32,
             Self::Bf16(_) => precision::Precision::Bf16,
         }
     }
@@ -107,8 +93,8 @@ impl CpuTrunk {
     /// (`[n][C_l]`).
     pub fn run_chunk(&self, plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4]) {
         match self {
-            Self::Fp32(w) => f32::with_workspace(|ws| run_chunk_in(plan, w, pixels, n, taps, ws)),
-            Self::Bf16(w) => bf16::with_workspace(|ws| run_chunk_in(plan, w, pixels, n, taps, ws)),
+            Self::Fp32 => fp32::run_chunk(plan, pixels, n, taps),
+            Self::Bf16(w) => WS_BF16.with(|ws| run_chunk_in(plan, w, pixels, n, taps, &mut ws.borrow_mut())),
         }
     }
 }
@@ -184,7 +170,10 @@ fn run_chunk_in<T: Act>(
             for &p in win {
                 let b = st.bias_map[p * c0 + c];
                 for (o, v) in window_max.iter_mut().zip(&src[p * n..(p + 1) * n]) {
-                    *o = o.max(v + b);
+                    // A plain compare (the values are finite) compiles to one vector max; f32::max's
+                    // NaN rule does not.
+                    let t = v + b;
+                    *o = if t > *o { t } else { *o };
                 }
             }
             for (o, v) in out.iter_mut().zip(window_max.iter()) {
@@ -240,39 +229,7 @@ fn run_chunk_in<T: Act>(
     }
 }
 
-/// One convolution on its own, in the layout the GPU kernels use: `input` is
-/// `[in slot][n][cin]`, the result `[out slot][n][cout]`, f32. The GPU kernels' tests compare
-/// with it; it transposes around the channel-major path the trunk runs.
-pub fn conv_once(p: &ConvPlan, input: &[f32], n: usize, residual: Option<&[f32]>, relu: bool) -> Vec<f32> {
-    let in_slots = input.len() / (n * p.cin);
-    let to_channel_major = |v: &[f32], slots: usize, c: usize| -> Vec<f32> {
-        let mut out = vec![0f32; v.len()];
-        for s in 0..slots {
-            for i in 0..n {
-                for ch in 0..c {
-                    out[(ch * slots + s) * n + i] = v[(s * n + i) * c + ch];
-                }
-            }
-        }
-        out
-    };
-    let x = to_channel_major(&input[..in_slots * n * p.cin], in_slots, p.cin);
-    let res = residual.map(|r| to_channel_major(&r[..p.out_slots() * n * p.cout], p.out_slots(), p.cout));
-    let packed = PackedConv::<f32>::new(p);
-    let mut out = vec![0f32; p.out_slots() * n * p.cout];
-    let mut ws = gemmkit::Workspace::default();
-    conv(p, &packed, &x, in_slots, &mut out, &mut Vec::new(), n, res.as_deref(), relu, &mut ws, Part::Layer(0));
-    let slots = p.out_slots();
-    let mut back = vec![0f32; out.len()];
-    for ch in 0..p.cout {
-        for s in 0..slots {
-            for i in 0..n {
-                back[(s * n + i) * p.cout + ch] = out[(ch * slots + s) * n + i];
-            }
-        }
-    }
-    back
-}
+pub use fp32::conv_once;
 
 /// One convolution, channel-major: per class, gather columns (unless the input can be read in
 /// place), then one GEMM `C = act(Wᵀ·X + bias (+ residual))` into the class's output slots.

@@ -52,15 +52,6 @@ pub trait Act: FusedScalar + Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
 }
 
-impl Act for f32 {
-    fn from_f32(v: f32) -> Self {
-        v
-    }
-    fn to_f32(self) -> f32 {
-        self
-    }
-}
-
 impl Act for bf16 {
     fn from_f32(v: f32) -> Self {
         bf16::from_f32(v)

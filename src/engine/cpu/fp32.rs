@@ -1,0 +1,256 @@
+//! The fp32 path: activations `[slot][patch][channel]`, each class one row-major GEMM
+//! `C = X·W` on the `gemm` crate, then one bias (+ residual) (+ ReLU) pass.
+//!
+//! The bf16 path (`super::run_chunk_in`) is channel-major with prepacked weights and fused
+//! epilogues on gemmkit; the same channel-major scheme in fp32 on gemmkit measured 6–10 % slower
+//! per frame than this one on AMD EPYC (Zen 5) (README "Speed"): in this orientation the
+//! micro-kernel's long side runs along the output channels, which every layer has in multiples of
+//! 64, and that outweighs packing the weights per call.
+
+use std::cell::RefCell;
+
+use crate::engine::plan::{ConvPlan, Plan};
+use crate::engine::profile::{self, Op, Part};
+use crate::weights::layout::LAYER_CHANNELS;
+
+/// `dst[m×n] = lhs[m×k] · rhs[k×n]`, all row-major; `lhs` rows are `lhs_rs` apart.
+fn matmul(dst: &mut [f32], lhs: &[f32], lhs_rs: usize, rhs: &[f32], m: usize, k: usize, n: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dst.len() >= m * n, "gemm dst too small");
+    assert!(k == 0 || lhs.len() >= (m - 1) * lhs_rs + k, "gemm lhs too small");
+    assert!(rhs.len() >= k * n, "gemm rhs too small");
+    if k == 0 {
+        dst[..m * n].fill(0.0);
+        return;
+    }
+    // SAFETY: the asserts above bound every element the call reads or writes: dst rows are n apart
+    // (m·n elements), lhs rows lhs_rs apart with k columns, rhs rows n apart with k rows. The slices
+    // do not overlap (dst is &mut). Parallelism::None: no threads outlive the call.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Scratch buffers, reused by each worker thread across chunks and frames.
+#[derive(Default)]
+struct Workspace {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    t: Vec<f32>,
+    r: Vec<f32>,
+    col: Vec<f32>,
+}
+
+fn grow(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+/// Features of `n` patches: `pixels` is `[n][patch²]` gray values (scaled, not ImageNet-normalised).
+/// Writes the global-average-pooled output of layer1..4 into `taps[l]` (`[n][C_l]`).
+pub fn run_chunk(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4]) {
+    WORKSPACE.with(|ws| run_chunk_in(plan, pixels, n, taps, &mut ws.borrow_mut()));
+}
+
+fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws: &mut Workspace) {
+    let pp = plan.patch * plan.patch;
+    assert_eq!(pixels.len(), n * pp, "pixel buffer does not hold n patches");
+    let Workspace { x, y, t, r, col } = ws;
+
+    // Stem: im2col from a zero-padded copy of each patch (rows of k contiguous pixels, no
+    // branches), one GEMM, then bias map + ReLU.
+    let st = &plan.stem;
+    let positions = st.out_h * st.out_w;
+    let (k, pad, stride) = (st.k, st.pad, st.stride);
+    let padded_w = plan.patch + 2 * pad;
+    let span = profile::span(Part::Stem, Op::Gather);
+    let stem_col = grow(col, positions * n * st.k2 + padded_w * padded_w);
+    let (stem_col, padded) = stem_col.split_at_mut(positions * n * st.k2);
+    padded.fill(0.0);
+    for i in 0..n {
+        let px = &pixels[i * pp..(i + 1) * pp];
+        for (r, src) in px.chunks_exact(plan.patch).enumerate() {
+            let start = (r + pad) * padded_w + pad;
+            padded[start..start + plan.patch].copy_from_slice(src);
+        }
+        for oy in 0..st.out_h {
+            for ox in 0..st.out_w {
+                let pos = oy * st.out_w + ox;
+                let row = &mut stem_col[(pos * n + i) * st.k2..(pos * n + i + 1) * st.k2];
+                for (ky, dst) in row.chunks_exact_mut(k).enumerate() {
+                    let start = (oy * stride + ky) * padded_w + ox * stride;
+                    dst.copy_from_slice(&padded[start..start + k]);
+                }
+            }
+        }
+    }
+    drop(span);
+    let stem_out = grow(y, positions * n * st.cout);
+    let span = profile::span(Part::Stem, Op::Gemm);
+    matmul(stem_out, stem_col, st.k2, &st.weight, positions * n, st.k2, st.cout);
+    drop(span);
+    let span = profile::span(Part::Stem, Op::Epilogue);
+    for pos in 0..positions {
+        let bias = &st.bias_map[pos * st.cout..(pos + 1) * st.cout];
+        for row in stem_out[pos * n * st.cout..(pos + 1) * n * st.cout].chunks_exact_mut(st.cout) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v = (*v + b).max(0.0);
+            }
+        }
+    }
+
+    drop(span);
+
+    // Max-pool into layer1's slot order. Inputs are ≥ 0 after ReLU, so an in-bounds max equals
+    // torchvision's −∞-padded max.
+    let c0 = st.cout;
+    let pooled = grow(x, plan.pool.order.len() * n * c0);
+    let span = profile::span(Part::MaxPool, Op::Epilogue);
+    for (slot, win) in plan.pool.windows.iter().enumerate() {
+        let out = &mut pooled[slot * n * c0..(slot + 1) * n * c0];
+        out.fill(0.0);
+        for &src in win {
+            for (o, v) in out.iter_mut().zip(&stem_out[src * n * c0..(src + 1) * n * c0]) {
+                // A plain compare (values are finite) is one vector max; f32::max's NaN rule is not.
+                *o = if *v > *o { *v } else { *o };
+            }
+        }
+    }
+
+    drop(span);
+
+    for (bi, b) in plan.blocks.iter().enumerate() {
+        let part = Part::Layer(bi / 2);
+        let x_in: &[f32] = x;
+        let residual: &[f32] = match &b.downsample {
+            Some(ds) => {
+                conv(ds, x_in, grow(r, ds.out_slots() * n * ds.cout), col, n, None, false, part);
+                &r[..ds.out_slots() * n * ds.cout]
+            }
+            None => &x_in[..b.conv2.out_slots() * n * b.conv2.cout],
+        };
+        let t_len = b.conv1.out_slots() * n * b.conv1.cout;
+        conv(&b.conv1, x_in, grow(t, t_len), col, n, None, true, part);
+        let y_len = b.conv2.out_slots() * n * b.conv2.cout;
+        conv(&b.conv2, &t[..t_len], grow(y, y_len), col, n, Some(residual), true, part);
+        std::mem::swap(x, y);
+        if bi % 2 == 1 {
+            let l = bi / 2;
+            let c = LAYER_CHANNELS[l];
+            let _span = profile::span(part, Op::Epilogue);
+            gap(&x[..y_len], b.conv2.out_slots(), n, c, &mut taps[l][..n * c]);
+        }
+    }
+}
+
+/// One convolution on its own, as the CPU path runs it inside the trunk: `input` is
+/// `[in slot][n][cin]`, the result `[out slot][n][cout]`. The GPU kernels' tests compare with it.
+pub fn conv_once(p: &ConvPlan, input: &[f32], n: usize, residual: Option<&[f32]>, relu: bool) -> Vec<f32> {
+    let mut out = vec![0f32; p.out_slots() * n * p.cout];
+    conv(p, input, &mut out, &mut Vec::new(), n, residual, relu, Part::Layer(0));
+    out
+}
+
+/// One convolution: per class, gather columns (unless the input can be read in place), GEMM into
+/// the class's output slots; then bias (+ residual) (+ ReLU) in one pass.
+fn conv(
+    p: &ConvPlan,
+    input: &[f32],
+    out: &mut [f32],
+    col: &mut Vec<f32>,
+    n: usize,
+    residual: Option<&[f32]>,
+    relu: bool,
+    part: Part,
+) {
+    let (cin, cout) = (p.cin, p.cout);
+    for cls in &p.classes {
+        let m = cls.n_pos * n;
+        let k = cls.n_taps * cin;
+        let dst = &mut out[cls.first_slot * n * cout..(cls.first_slot + cls.n_pos) * n * cout];
+        match cls.direct {
+            Some(base) => {
+                let _span = profile::span(part, Op::Gemm);
+                matmul(dst, &input[base * n * cin..(base + cls.n_pos) * n * cin], cin, &cls.weight, m, k, cout)
+            }
+            None => {
+                let span = profile::span(part, Op::Gather);
+                let c = grow(col, m * k);
+                for pos in 0..cls.n_pos {
+                    for tap in 0..cls.n_taps {
+                        let s = cls.gather[pos * cls.n_taps + tap];
+                        let src = &input[s * n * cin..(s + 1) * n * cin];
+                        for i in 0..n {
+                            let row = (pos * n + i) * k + tap * cin;
+                            c[row..row + cin].copy_from_slice(&src[i * cin..(i + 1) * cin]);
+                        }
+                    }
+                }
+                drop(span);
+                let _span = profile::span(part, Op::Gemm);
+                matmul(dst, c, k, &cls.weight, m, k, cout);
+            }
+        }
+    }
+    let len = p.out_slots() * n * cout;
+    let out = &mut out[..len];
+    let _span = profile::span(part, Op::Epilogue);
+    match residual {
+        Some(res) => {
+            for (row, rrow) in out.chunks_exact_mut(cout).zip(res[..len].chunks_exact(cout)) {
+                for ((v, b), r) in row.iter_mut().zip(&p.bias).zip(rrow) {
+                    let s = *v + b + r;
+                    *v = if relu { s.max(0.0) } else { s };
+                }
+            }
+        }
+        None => {
+            for row in out.chunks_exact_mut(cout) {
+                for (v, b) in row.iter_mut().zip(&p.bias) {
+                    let s = *v + b;
+                    *v = if relu { s.max(0.0) } else { s };
+                }
+            }
+        }
+    }
+}
+
+/// Global average pool: `[slot][n][c]` → `[n][c]`.
+fn gap(x: &[f32], slots: usize, n: usize, c: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    for s in 0..slots {
+        for (o, v) in out.iter_mut().zip(&x[s * n * c..(s + 1) * n * c]) {
+            *o += v;
+        }
+    }
+    let inv = 1.0 / slots as f32;
+    out.iter_mut().for_each(|v| *v *= inv);
+}
