@@ -540,17 +540,24 @@ fn resample_separable(
         |(y, (tmp_row, bad_row))| {
             let row = &src[y * w..(y + 1) * w];
             let mask_row = mask.map(|m| &m[y * w..(y + 1) * w]);
-            for x in x0..x1 {
+            // Interior outputs (all six taps inside the row) as six shifted multiply-adds over the
+            // whole run, which vectorise; the few edge outputs read their taps clamped.
+            let lo = ((-ox).max(0) as usize).clamp(x0, x1);
+            let hi = ((w as i64 - 5 - ox).max(0) as usize).clamp(lo, x1);
+            let out = &mut tmp_row[lo..hi];
+            for (k, &wk) in wx.iter().enumerate() {
+                let start = (lo as i64 + ox + k as i64) as usize;
+                for (o, v) in out.iter_mut().zip(&row[start..start + (hi - lo)]) {
+                    *o += wk * v;
+                }
+            }
+            for x in (x0..lo).chain(hi..x1) {
                 let base = x as i64 + ox;
-                let v = if base >= 0 && base + 5 < w as i64 {
-                    // Interior: no clamping.
-                    let b = base as usize;
-                    wx.iter().zip(&row[b..b + 6]).map(|(wk, v)| wk * v).sum()
-                } else {
-                    wx.iter().enumerate().map(|(k, &wk)| wk * row[clamp(base + k as i64, w)]).sum()
-                };
-                tmp_row[x] = v;
-                if let Some(m) = mask_row {
+                tmp_row[x] = wx.iter().enumerate().map(|(k, &wk)| wk * row[clamp(base + k as i64, w)]).sum();
+            }
+            if let Some(m) = mask_row {
+                for x in x0..x1 {
+                    let base = x as i64 + ox;
                     bad_row[x] = wx.iter().enumerate().any(|(k, &wk)| wk != 0.0 && m[clamp(base + k as i64, w)]);
                 }
             }
@@ -568,6 +575,10 @@ fn resample_separable(
                 for (o, v) in out_row.iter_mut().zip(src) {
                     *o += wk * v;
                 }
+            }
+            if mask.is_none() {
+                invalid_row[x0..x1].fill(false);
+                return;
             }
             for (x, bad) in invalid_row[x0..x1].iter_mut().enumerate() {
                 *bad = wy.iter().enumerate().any(|(k, &wk)| wk != 0.0 && tmp_bad[rows[k] * w + x0 + x]);
