@@ -266,24 +266,10 @@ fn conv<T: Act>(
     for (cls, w) in p.classes.iter().zip(&packed.classes) {
         let m = cls.n_pos * n;
         let c = MatMut::new(&mut out[cls.first_slot * n..], cout, m, out_rs, 1);
-        match cls.direct {
-            Some(base) => {
-                let _span = profile::span(part, Op::Gemm);
-                let b = MatRef::new(&input[base * n..], cin, m, in_rs, 1);
-                gemmkit::gemm_packed_a_fused_with(
-                    gemm,
-                    T::ONE,
-                    w,
-                    b,
-                    beta,
-                    c,
-                    Some(Bias::PerRow(&packed.bias)),
-                    act,
-                    Parallelism::Serial,
-                );
-            }
+        let b = match cls.direct {
+            Some(base) => MatRef::new(&input[base * n..], cin, m, in_rs, 1),
             None => {
-                let span = profile::span(part, Op::Gather);
+                let _span = profile::span(part, Op::Gather);
                 let k = cls.n_taps * cin;
                 let cols = grow(col, k * m, T::ZERO);
                 for tap in 0..cls.n_taps {
@@ -296,22 +282,12 @@ fn conv<T: Act>(
                         }
                     }
                 }
-                drop(span);
-                let _span = profile::span(part, Op::Gemm);
-                let b = MatRef::from_row_major(cols, k, m);
-                gemmkit::gemm_packed_a_fused_with(
-                    gemm,
-                    T::ONE,
-                    w,
-                    b,
-                    beta,
-                    c,
-                    Some(Bias::PerRow(&packed.bias)),
-                    act,
-                    Parallelism::Serial,
-                );
+                MatRef::from_row_major(cols, k, m)
             }
-        }
+        };
+        let _span = profile::span(part, Op::Gemm);
+        let bias = Some(Bias::PerRow(&packed.bias[..]));
+        gemmkit::gemm_packed_a_fused_with(gemm, T::ONE, w, b, beta, c, bias, act, Parallelism::Serial);
     }
 }
 
