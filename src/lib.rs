@@ -14,6 +14,7 @@
 //! - [`limits`]: input limits every reader and decoder checks before allocating.
 //! - [`budget`]: the daemon's one memory budget; every queue and buffer draws its bytes from it.
 //! - [`clock`], [`telemetry`]: timestamps; percentiles of recent timings, resident memory.
+//! - [`allocator`]: keeps freed heap memory for reuse (fewer page faults per frame).
 //! - [`progress`]: progress bars for long work.
 //!
 //! **Frames in**
@@ -67,6 +68,7 @@ pub mod limits;
 pub mod budget;
 pub mod clock;
 pub mod telemetry;
+pub mod allocator;
 pub mod progress;
 pub mod frame;
 pub mod fourd;

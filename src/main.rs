@@ -15,8 +15,12 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    let kept = beamwatch::allocator::keep_freed_memory();
     let args = Cli::parse();
     cli::init_logging(args.verbose, args.quiet);
+    if !kept {
+        tracing::debug!("allocator left at its defaults (not glibc, or it refused the settings)");
+    }
     match cli::run(args.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
