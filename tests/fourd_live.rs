@@ -3,7 +3,8 @@
 //! workers. Every pattern sent is received and accounted, and the per-scan latencies are reported
 //! (their values are not asserted: the machine is shared).
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -62,18 +63,7 @@ fn subscribe(hostport: &str) -> mpsc::Receiver<(String, Value)> {
                 Err(e) => panic!("no view at {hostport}: {e}"),
             }
         };
-        write!(&s, "GET /api/events HTTP/1.0\r\nHost: {hostport}\r\n\r\n").expect("request");
-        let mut name = String::new();
-        for line in BufReader::new(s).lines().map_while(Result::ok) {
-            if let Some(n) = line.strip_prefix("event: ").or_else(|| line.strip_prefix("event:")) {
-                name = n.trim().to_string();
-            } else if let Some(d) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
-                let v: Value = serde_json::from_str(d).unwrap_or(Value::Null);
-                if tx.send((std::mem::take(&mut name), v)).is_err() {
-                    return;
-                }
-            }
-        }
+        common::read_events(s, &hostport, tx);
     });
     rx
 }

@@ -82,22 +82,10 @@ fn get(hostport: &str, path: &str, headers: &[&str]) -> (u16, String) {
 
 /// An event-stream reader on its own thread: (name, JSON) of every event until the stream ends.
 fn subscribe(hostport: &str) -> mpsc::Receiver<(String, Value)> {
-    let mut s = TcpStream::connect(hostport).expect("connect");
-    write!(s, "GET /api/events HTTP/1.0\r\nHost: {hostport}\r\n\r\n").expect("request");
+    let s = TcpStream::connect(hostport).expect("connect");
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut name = String::new();
-        for line in BufReader::new(s).lines().map_while(Result::ok) {
-            if let Some(n) = line.strip_prefix("event: ").or_else(|| line.strip_prefix("event:")) {
-                name = n.trim().to_string();
-            } else if let Some(d) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
-                let v: Value = serde_json::from_str(d).unwrap_or(Value::Null);
-                if tx.send((std::mem::take(&mut name), v)).is_err() {
-                    return;
-                }
-            }
-        }
-    });
+    let hostport = hostport.to_string();
+    std::thread::spawn(move || common::read_events(s, &hostport, tx));
     rx
 }
 

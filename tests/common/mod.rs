@@ -204,3 +204,25 @@ pub fn test_alarm(rule: &str, series: String) -> Box<beamwatch::alarms::Alarm> {
         received: None,
     })
 }
+
+/// Asks the live view at `hostport` for its event stream on `stream`, then sends each server-sent
+/// event as (name, JSON data) until the stream ends or the receiver is dropped.
+pub fn read_events(
+    mut stream: std::net::TcpStream,
+    hostport: &str,
+    tx: std::sync::mpsc::Sender<(String, serde_json::Value)>,
+) {
+    use std::io::BufRead;
+    write!(stream, "GET /api/events HTTP/1.0\r\nHost: {hostport}\r\n\r\n").expect("request");
+    let mut name = String::new();
+    for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+        if let Some(n) = line.strip_prefix("event: ").or_else(|| line.strip_prefix("event:")) {
+            name = n.trim().to_string();
+        } else if let Some(d) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+            let v = serde_json::from_str(d).unwrap_or(serde_json::Value::Null);
+            if tx.send((std::mem::take(&mut name), v)).is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The bf16 path: activations `[channel][slot][patch]`, so a class of output positions is a
+//! row-major `cout × (positions·patches)` block, `C = Wᵀ·X`, whose `Wᵀ` is packed once at load time
+//! ([`super::packed`]) and whose bias, residual and ReLU the GEMM applies as it stores (gemmkit's
+//! fused epilogue): no pass over an activation happens outside a GEMM except the tap gathers. The
+//! stem and max-pool run in f32 (one input channel, 2.8 % of the work); the pool converts to bf16,
+//! and global average pooling sums in f32.
+
+use std::cell::RefCell;
+
+use gemmkit::{Activation, Bias, MatMut, MatRef, Parallelism, bf16};
+
+use super::packed::{PackedConv, PackedTrunk};
+use crate::engine::plan::{ConvPlan, Plan};
+use crate::engine::profile::{self, Op, Part};
+use crate::weights::layout::LAYER_CHANNELS;
+
+/// Scratch buffers, reused by each worker thread across chunks and frames.
+#[derive(Default)]
+struct Workspace {
+    x: Vec<bf16>,
+    y: Vec<bf16>,
+    t: Vec<bf16>,
+    r: Vec<bf16>,
+    col: Vec<bf16>,
+    stem_col: Vec<f32>,
+    stem_out: Vec<f32>,
+    pool_row: Vec<f32>,
+    gap: Vec<f32>,
+    gemm: gemmkit::Workspace,
+}
+
+fn grow<T: Copy>(v: &mut Vec<T>, len: usize, zero: T) -> &mut [T] {
+    if v.len() < len {
+        v.resize(len, zero);
+    }
+    &mut v[..len]
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+/// Features of `n` patches in bf16 (see [`super::CpuTrunk::run_chunk`]).
+pub fn run_chunk(plan: &Plan, packed: &PackedTrunk, pixels: &[f32], n: usize, taps: [&mut [f32]; 4]) {
+    WORKSPACE.with(|ws| run_chunk_in(plan, packed, pixels, n, taps, &mut ws.borrow_mut()));
+}
+
+fn run_chunk_in(
+    plan: &Plan,
+    packed: &PackedTrunk,
+    pixels: &[f32],
+    n: usize,
+    taps: [&mut [f32]; 4],
+    ws: &mut Workspace,
+) {
+    let pp = plan.patch * plan.patch;
+    assert_eq!(pixels.len(), n * pp, "pixel buffer does not hold n patches");
+    let Workspace { x, y, t, r, col, stem_col, stem_out, pool_row, gap: gap_acc, gemm } = ws;
+
+    // Stem, channel-major like the rest: the patches go patch-minor (`[y][x][patch]`, zero
+    // padded), so every im2col row is a run of `n` contiguous pixels; one GEMM
+    // `[cout][position·patch] = Wᵀ·X` with Wᵀ packed at load time.
+    let st = &plan.stem;
+    let positions = st.out_h * st.out_w;
+    let (k, pad, stride) = (st.k, st.pad, st.stride);
+    let padded_w = plan.patch + 2 * pad;
+    let m = positions * n;
+    let span = profile::span(Part::Stem, Op::Gather);
+    let buf = grow(stem_col, st.k2 * m + padded_w * padded_w * n, 0.0);
+    let (cols, padded) = buf.split_at_mut(st.k2 * m);
+    padded.fill(0.0);
+    for (i, px) in pixels.chunks_exact(pp).enumerate() {
+        for (r, src) in px.chunks_exact(plan.patch).enumerate() {
+            let start = (r + pad) * padded_w + pad;
+            for (c, v) in src.iter().enumerate() {
+                padded[(start + c) * n + i] = *v;
+            }
+        }
+    }
+    for ky in 0..k {
+        for kx in 0..k {
+            let row = &mut cols[(ky * k + kx) * m..(ky * k + kx + 1) * m];
+            for (pos, dst) in row.chunks_exact_mut(n).enumerate() {
+                let (oy, ox) = (pos / st.out_w, pos % st.out_w);
+                let src = ((oy * stride + ky) * padded_w + ox * stride + kx) * n;
+                dst.copy_from_slice(&padded[src..src + n]);
+            }
+        }
+    }
+    drop(span);
+    let stem_out = grow(stem_out, st.cout * m, 0.0);
+    let span = profile::span(Part::Stem, Op::Gemm);
+    gemmkit::gemm_packed_a_with(
+        gemm,
+        1.0,
+        &packed.stem,
+        MatRef::from_row_major(cols, st.k2, m),
+        0.0,
+        MatMut::from_row_major(stem_out, st.cout, m),
+        Parallelism::Serial,
+    );
+    drop(span);
+
+    // Bias map + ReLU + 3×3/2 max-pool in one pass, into layer1's slot order. After ReLU every
+    // value is ≥ 0, so an in-bounds max equals torchvision's −∞-padded max, and
+    // max(relu(v + b)) = relu(max(v + b)).
+    let c0 = st.cout;
+    let slots = plan.pool.order.len();
+    let pooled = grow(x, c0 * slots * n, bf16::ZERO);
+    let window_max = grow(pool_row, n, 0.0);
+    let span = profile::span(Part::MaxPool, Op::Epilogue);
+    for (c, (src, dst)) in stem_out.chunks_exact(m).zip(pooled.chunks_exact_mut(slots * n)).enumerate() {
+        for (win, out) in plan.pool.windows.iter().zip(dst.chunks_exact_mut(n)) {
+            window_max.fill(0.0);
+            for &p in win {
+                let b = st.bias_map[p * c0 + c];
+                for (o, v) in window_max.iter_mut().zip(&src[p * n..(p + 1) * n]) {
+                    // A plain compare (the values are finite) compiles to one vector max; f32::max's
+                    // NaN rule does not.
+                    let t = v + b;
+                    *o = if t > *o { t } else { *o };
+                }
+            }
+            for (o, v) in out.iter_mut().zip(window_max.iter()) {
+                *o = bf16::from_f32(*v);
+            }
+        }
+    }
+    drop(span);
+
+    let mut x_slots = slots;
+    for (bi, (b, pb)) in plan.blocks.iter().zip(&packed.blocks).enumerate() {
+        let part = Part::Layer(bi / 2);
+        let x_in: &[bf16] = x;
+        let residual: &[bf16] = match (&b.downsample, &pb.downsample) {
+            (Some(ds), Some(pds)) => {
+                let out = grow(r, ds.cout * ds.out_slots() * n, bf16::ZERO);
+                conv(ds, pds, x_in, x_slots, out, col, n, None, false, gemm, part);
+                &r[..ds.cout * ds.out_slots() * n]
+            }
+            _ => &x_in[..b.conv2.cout * b.conv2.out_slots() * n],
+        };
+        let t_len = b.conv1.cout * b.conv1.out_slots() * n;
+        conv(&b.conv1, &pb.conv1, x_in, x_slots, grow(t, t_len, bf16::ZERO), col, n, None, true, gemm, part);
+        let y_len = b.conv2.cout * b.conv2.out_slots() * n;
+        let t_slots = b.conv1.out_slots();
+        conv(
+            &b.conv2,
+            &pb.conv2,
+            &t[..t_len],
+            t_slots,
+            grow(y, y_len, bf16::ZERO),
+            col,
+            n,
+            Some(residual),
+            true,
+            gemm,
+            part,
+        );
+        std::mem::swap(x, y);
+        x_slots = b.conv2.out_slots();
+        if bi % 2 == 1 {
+            let l = bi / 2;
+            let _span = profile::span(part, Op::Epilogue);
+            gap(
+                &x[..y_len],
+                x_slots,
+                n,
+                LAYER_CHANNELS[l],
+                grow(gap_acc, GAP_BLOCK * n, 0.0),
+                &mut taps[l][..n * LAYER_CHANNELS[l]],
+            );
+        }
+    }
+}
+
+/// One convolution, channel-major: per class, gather columns (unless the input can be read in
+/// place), then one GEMM `C = act(Wᵀ·X + bias (+ residual))` into the class's output slots.
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    p: &ConvPlan,
+    packed: &PackedConv,
+    input: &[bf16],
+    in_slots: usize,
+    out: &mut [bf16],
+    col: &mut Vec<bf16>,
+    n: usize,
+    residual: Option<&[bf16]>,
+    relu: bool,
+    gemm: &mut gemmkit::Workspace,
+    part: Part,
+) {
+    let (cin, cout) = (p.cin, p.cout);
+    let out_slots = p.out_slots();
+    let len = cout * out_slots * n;
+    let out = &mut out[..len];
+    // The residual enters as the GEMM's C operand (beta = 1): the sum and ReLU happen as the
+    // GEMM stores, after the bias, exactly torchvision's relu(conv2 + bn2 + identity).
+    let beta = match residual {
+        Some(res) => {
+            let _span = profile::span(part, Op::Epilogue);
+            out.copy_from_slice(&res[..len]);
+            bf16::ONE
+        }
+        None => bf16::ZERO,
+    };
+    let act = relu.then_some(Activation::Relu);
+    let (in_rs, out_rs) = ((in_slots * n) as isize, (out_slots * n) as isize);
+    for (cls, w) in p.classes.iter().zip(&packed.classes) {
+        let m = cls.n_pos * n;
+        let c = MatMut::new(&mut out[cls.first_slot * n..], cout, m, out_rs, 1);
+        let b = match cls.direct {
+            Some(base) => MatRef::new(&input[base * n..], cin, m, in_rs, 1),
+            None => {
+                let _span = profile::span(part, Op::Gather);
+                let k = cls.n_taps * cin;
+                let cols = grow(col, k * m, bf16::ZERO);
+                for tap in 0..cls.n_taps {
+                    for ch in 0..cin {
+                        let row = &mut cols[(tap * cin + ch) * m..(tap * cin + ch + 1) * m];
+                        for (pos, dst) in row.chunks_exact_mut(n).enumerate() {
+                            let s = cls.gather[pos * cls.n_taps + tap];
+                            let start = (ch * in_slots + s) * n;
+                            dst.copy_from_slice(&input[start..start + n]);
+                        }
+                    }
+                }
+                MatRef::from_row_major(cols, k, m)
+            }
+        };
+        let _span = profile::span(part, Op::Gemm);
+        let bias = Some(Bias::PerRow(&packed.bias[..]));
+        gemmkit::gemm_packed_a_fused_with(gemm, bf16::ONE, w, b, beta, c, bias, act, Parallelism::Serial);
+    }
+}
+
+/// Global average pool: `[c][slot][n]` → `[n][c]` in f32, `GAP_BLOCK` channels at a time so the
+/// transposed stores fill whole cache lines.
+fn gap(x: &[bf16], slots: usize, n: usize, c: usize, acc: &mut [f32], out: &mut [f32]) {
+    let inv = 1.0 / slots as f32;
+    let acc = &mut acc[..GAP_BLOCK * n];
+    for (blk, planes) in x[..c * slots * n].chunks(GAP_BLOCK * slots * n).enumerate() {
+        let chans = planes.len() / (slots * n);
+        acc.fill(0.0);
+        for (ch, plane) in planes.chunks_exact(slots * n).enumerate() {
+            let a = &mut acc[ch * n..(ch + 1) * n];
+            for row in plane.chunks_exact(n) {
+                for (a, v) in a.iter_mut().zip(row) {
+                    *a += v.to_f32();
+                }
+            }
+        }
+        for (i, dst) in out.chunks_exact_mut(c).take(n).enumerate() {
+            for (ch, d) in dst[blk * GAP_BLOCK..blk * GAP_BLOCK + chans].iter_mut().enumerate() {
+                *d = acc[ch * n + i] * inv;
+            }
+        }
+    }
+}
+
+const GAP_BLOCK: usize = 16;
