@@ -13,6 +13,19 @@ use crate::engine::plan::{ConvPlan, Plan};
 use crate::engine::profile::{self, Op, Part};
 use crate::weights::layout::LAYER_CHANNELS;
 
+/// Sets how the `gemm` crate treats our weights; called whenever an fp32 trunk is built.
+///
+/// `gemm` turns a row-major `C = X·W` into `Cᵀ = Wᵀ·Xᵀ`, so the weights are the operand it packs
+/// into register panels, and by default it repacks them on every call that spans more than 48
+/// output columns, i.e. every class of every chunk. A trunk's weights (≈34 MB) do not fit the cache,
+/// so each chunk re-read and re-wrote all of them: 8 % of a frame's CPU time in `pack_lhs` (perf,
+/// AMD EPYC Zen 5). Read in place instead, row `k` of `W` is `cout` contiguous floats, the
+/// micro-kernel's 64-wide column; the frame took 7 % less time (median of alternating runs, README
+/// "Speed"). The setting is process-wide, and fp32 GEMMs are only ever called from here.
+pub fn configure_gemm() {
+    gemm::set_lhs_packing_threshold_single_thread(256);
+}
+
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]`, all row-major; `lhs` rows are `lhs_rs` apart.
 fn matmul(dst: &mut [f32], lhs: &[f32], lhs_rs: usize, rhs: &[f32], m: usize, k: usize, n: usize) {
     if m == 0 || n == 0 {

@@ -27,7 +27,10 @@ pub enum CpuTrunk {
 impl CpuTrunk {
     pub fn new(plan: &Plan, precision: Precision) -> Self {
         match precision {
-            Precision::Fp32 => Self::Fp32,
+            Precision::Fp32 => {
+                fp32::configure_gemm();
+                Self::Fp32
+            }
             Precision::Bf16 => Self::Bf16(PackedTrunk::new(plan)),
         }
     }
