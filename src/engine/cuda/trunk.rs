@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg,
+};
 
 use super::CudaError;
 use super::kernels::{Loaded, SOURCES, compile_for};
@@ -160,6 +162,22 @@ struct Workspace {
     t: CudaSlice<f32>,
     r: CudaSlice<f32>,
     taps: [CudaSlice<f32>; 4],
+    staging: Staging,
+}
+
+/// Page-locked host copies of one pass's input and of the layer taps it downloads. From pageable
+/// memory the driver copies through a bounce buffer of its own, synchronously and at a fraction
+/// of the bus's speed; from these it is one DMA transfer. Tap buffers are made on first use, so a
+/// metric that needs only layer4 pins only that.
+struct Staging {
+    patches: PinnedHostSlice<f32>,
+    taps: [Option<PinnedHostSlice<f32>>; 4],
+}
+
+fn pinned(ctx: &Arc<CudaContext>, len: usize, what: &str) -> Result<PinnedHostSlice<f32>, CudaError> {
+    // SAFETY: alloc_pinned leaves the memory uninitialised; f32 has no invalid bit patterns, and
+    // every element a pass reads back was written by that pass's copy first.
+    unsafe { ctx.alloc_pinned::<f32>(len.max(1)) }.map_err(|e| CudaError::driver(what, e))
 }
 
 pub struct Trunk {
@@ -271,6 +289,7 @@ impl Trunk {
             t: alloc(act)?,
             r: alloc(act)?,
             taps: [alloc(cap * 64)?, alloc(cap * 128)?, alloc(cap * 256)?, alloc(cap * 512)?],
+            staging: Staging { patches: pinned(&self.ctx, cap * pp, &what)?, taps: [None, None, None, None] },
         });
         Ok(())
     }
@@ -305,20 +324,36 @@ impl Trunk {
                 Err(e) => return Err(e),
             }
             let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
+            let host_in =
+                ws.staging.patches.as_mut_slice().map_err(|e| CudaError::driver("writing pinned memory", e))?;
+            let host_in = &mut host_in[..m * pp];
+            host_in.copy_from_slice(&pixels[start * pp..(start + m) * pp]);
+            // A slice of page-locked memory: the driver sees its address and transfers by DMA.
             self.stream
-                .memcpy_htod(&pixels[start * pp..(start + m) * pp], &mut ws.patches)
+                .memcpy_htod(&*host_in, &mut ws.patches)
                 .map_err(|e| CudaError::driver("uploading patches", e))?;
             self.run_trunk(m)?;
-            let ws = self.ws.as_ref().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
+            let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
             for (l, &c) in LAYER_CHANNELS.iter().enumerate().filter(|(l, _)| layers[*l]) {
-                let dst = &mut out.layers[l][start * c..(start + m) * c];
+                let host = match &mut ws.staging.taps[l] {
+                    Some(h) => h,
+                    slot => slot.insert(pinned(&self.ctx, ws.cap * c, "allocating pinned memory for features")?),
+                };
+                let host = host.as_mut_slice().map_err(|e| CudaError::driver("reading pinned memory", e))?;
                 self.stream
-                    .memcpy_dtoh(&ws.taps[l].slice(0..m * c), dst)
+                    .memcpy_dtoh(&ws.taps[l].slice(0..m * c), &mut host[..m * c])
                     .map_err(|e| CudaError::driver("downloading features", e))?;
+            }
+            // The copies above are asynchronous: the pinned buffers are read (and the next pass's
+            // input written) only once the stream is done with them.
+            self.stream.synchronize().map_err(|e| CudaError::driver("finishing the trunk", e))?;
+            for (l, &c) in LAYER_CHANNELS.iter().enumerate().filter(|(l, _)| layers[*l]) {
+                let host = ws.staging.taps[l].as_ref().ok_or_else(|| CudaError::Setup("no pinned buffer".into()))?;
+                let host = host.as_slice().map_err(|e| CudaError::driver("reading pinned memory", e))?;
+                out.layers[l][start * c..(start + m) * c].copy_from_slice(&host[..m * c]);
             }
             start += m;
         }
-        self.stream.synchronize().map_err(|e| CudaError::driver("finishing the trunk", e))?;
         self.check_stored()?;
         Ok(out)
     }
