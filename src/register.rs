@@ -302,10 +302,11 @@ impl Registrar {
         v
     }
 
-    /// Keeps `v` for a later [`Self::buffer`] (at most a frame's worth of them).
+    /// Keeps `v` for a later [`Self::buffer`]: a frame takes three at once (its spectrum, the
+    /// cross-spectrum and the transpose scratch), so three are kept.
     fn recycle(&self, v: Vec<Complex32>) {
         if let Ok(mut s) = self.spare.lock()
-            && s.len() < 4
+            && s.len() < 3
         {
             s.push(v);
         }
