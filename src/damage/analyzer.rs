@@ -195,7 +195,7 @@ impl Analyzer {
     pub fn analyse_at(&mut self, frame: &Frame, index: u64) -> Result<FrameAnalysis, AnalysisError> {
         self.next_index = index + 1;
         let span = profile::span(Part::Registration, Op::Other);
-        let filtered = self.prefiltered(frame).into_owned();
+        let filtered = self.prefiltered(frame);
         let s = self.settings.clone();
         let r = self.reference.as_mut().ok_or(AnalysisError::NoReference)?;
         if frame.width() != r.width || frame.height() != r.height {
@@ -217,7 +217,11 @@ impl Analyzer {
                     return Err(AnalysisError::NotRegistered(tracked));
                 }
                 let (f, rect) = register::apply(frame, tracked.shift, s.registration);
-                (self.prefiltered(&f).into_owned(), Some(rect), Some(tracked))
+                let aligned = match self.prefiltered(&f) {
+                    std::borrow::Cow::Owned(g) => g,
+                    std::borrow::Cow::Borrowed(_) => f,
+                };
+                (std::borrow::Cow::Owned(aligned), Some(rect), Some(tracked))
             }
             None => (filtered, None, None),
         };
@@ -278,7 +282,8 @@ impl Analyzer {
             z.as_deref().map(|z| (z, correlation)),
             s.min_region_patches,
         );
-        let aligned = tracked.is_some().then_some(aligned);
+        // Registered frames are owned already: no copy.
+        let aligned = tracked.is_some().then(|| aligned.into_owned());
         Ok(FrameAnalysis { map, summary, shift: tracked.map(|t| t.shift), lock: tracked.map(|t| t.lock), aligned })
     }
 }

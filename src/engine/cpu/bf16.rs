@@ -121,9 +121,7 @@ fn run_chunk_in(
                     *o = if t > *o { t } else { *o };
                 }
             }
-            for (o, v) in out.iter_mut().zip(window_max.iter()) {
-                *o = bf16::from_f32(*v);
-            }
+            to_bf16_finite(out, window_max);
         }
     }
     drop(span);
@@ -259,3 +257,43 @@ fn gap(x: &[bf16], slots: usize, n: usize, c: usize, acc: &mut [f32], out: &mut 
 }
 
 const GAP_BLOCK: usize = 16;
+
+/// `bf16::from_f32` (round to nearest, ties to even) for finite values, in integer operations
+/// that vectorise; `half`'s conversion branches on NaN and converts one value at a time.
+fn to_bf16_finite(dst: &mut [bf16], src: &[f32]) {
+    for (o, v) in dst.iter_mut().zip(src) {
+        let bits = v.to_bits();
+        *o = bf16::from_bits(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_vectorised_conversion_rounds_like_half_for_finite_values() {
+        // Ties (low half exactly 0x8000, odd and even), values just either side of a tie, the
+        // largest finite f32 (rounds to infinity in both), subnormals, zero and a spread of values.
+        let mut v: Vec<f32> =
+            [0x3F80_8000u32, 0x3F81_8000, 0x3F80_7FFF, 0x3F80_8001, 0x7F7F_FFFF, 0x0000_8000, 0x0001_8000, 0]
+                .iter()
+                .map(|&b| f32::from_bits(b))
+                .collect();
+        let mut s = 0x1234_5678u32;
+        for _ in 0..100_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let x = f32::from_bits(s);
+            if x.is_finite() {
+                v.push(x);
+            }
+        }
+        let mut ours = vec![bf16::ZERO; v.len()];
+        to_bf16_finite(&mut ours, &v);
+        for (x, o) in v.iter().zip(&ours) {
+            assert_eq!(o.to_bits(), bf16::from_f32(*x).to_bits(), "{x:e} ({:#x})", x.to_bits());
+        }
+    }
+}
