@@ -163,16 +163,24 @@ pub struct Registrar {
     spare: Mutex<Vec<Vec<Complex32>>>,
 }
 
-/// A correlation surface, normalised so that identical content gives 1 at the true shift.
-struct Surface {
+/// A correlation surface, normalised so that identical content gives 1 at the true shift: one
+/// part of an inverse transform, read in place. Its values are worked out where they are read, so a
+/// surface only searched near one point costs nothing elsewhere.
+struct Surface<'a> {
     w: usize,
     h: usize,
-    corr: Vec<f32>,
+    data: &'a [Complex32],
+    imag: bool,
+    norm: f64,
 }
 
-impl Surface {
+impl Surface<'_> {
+    fn value(&self, c: Complex32) -> f32 {
+        ((if self.imag { c.im } else { c.re }) as f64 / self.norm) as f32
+    }
+
     fn at(&self, x: usize, y: usize) -> f64 {
-        self.corr[y * self.w + x] as f64
+        self.value(self.data[y * self.w + x]) as f64
     }
 
     fn wrap(i: usize, n: usize) -> f64 {
@@ -198,10 +206,11 @@ impl Surface {
     fn global(&self) -> Shift {
         // Ties go to the lowest index: no shift on a flat surface.
         let best = self
-            .corr
+            .data
             .par_iter()
+            .map(|&c| self.value(c))
             .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
             .map_or(0, |(i, _)| i);
         self.refine(best % self.w, best / self.w)
     }
@@ -232,6 +241,23 @@ impl Surface {
             }
         }
         best.map(|(x, y, _)| self.refine(x, y))
+    }
+}
+
+/// The inverse transform holding two correlation surfaces (see [`Registrar::correlate_pair`]).
+struct Pair {
+    w: usize,
+    h: usize,
+    cross: Vec<Complex32>,
+    norm_b: f64,
+    norm_c: f64,
+}
+
+impl Pair {
+    /// With `b` (`imag` false) or with `c` (`imag` true).
+    fn surface(&self, imag: bool) -> Surface<'_> {
+        let norm = if imag { self.norm_c } else { self.norm_b };
+        Surface { w: self.w, h: self.h, data: &self.cross, imag, norm }
     }
 }
 
@@ -346,15 +372,16 @@ impl Registrar {
         Spectrum { data: buf, energy }
     }
 
-    /// Cross-correlation of `a` with `b`: its peak sits at the shift of `a`'s content from `b`'s.
-    fn correlate(&self, a: &Spectrum, b: &Spectrum) -> Surface {
+    /// The highest peak of the cross-correlation of `a` with `b`: the shift of `a`'s content from
+    /// `b`'s.
+    fn correlate(&self, a: &Spectrum, b: &Spectrum) -> Shift {
         let mut cross = self.buffer();
         cross.par_iter_mut().zip(&a.data).zip(&b.data).for_each(|((x, f), r)| *x = f * r.conj());
         self.inverse(&mut cross);
         let norm = (self.w * self.h) as f64 * (a.energy * b.energy).sqrt().max(f64::MIN_POSITIVE);
-        let corr = cross.par_iter().map(|c| (c.re as f64 / norm) as f32).collect();
+        let shift = Surface { w: self.w, h: self.h, data: &cross, imag: false, norm }.global();
         self.recycle(cross);
-        Surface { w: self.w, h: self.h, corr }
+        shift
     }
 
     fn inverse(&self, cross: &mut [Complex32]) {
@@ -365,7 +392,7 @@ impl Registrar {
 
     /// Cross-correlations of `a` with `b` and with `c` from one inverse FFT: both are real, so
     /// IFFT(A·B* + i·A·C*) holds the first in its real part and the second in its imaginary part.
-    fn correlate_pair(&self, a: &Spectrum, b: &Spectrum, c: &Spectrum) -> (Surface, Surface) {
+    fn correlate_pair(&self, a: &Spectrum, b: &Spectrum, c: &Spectrum) -> Pair {
         let i = Complex32::new(0.0, 1.0);
         let mut cross = self.buffer();
         cross
@@ -378,16 +405,16 @@ impl Registrar {
         let size = (self.w * self.h) as f64;
         let norm_b = size * (a.energy * b.energy).sqrt().max(f64::MIN_POSITIVE);
         let norm_c = size * (a.energy * c.energy).sqrt().max(f64::MIN_POSITIVE);
-        let (sb, sc) = cross.par_iter().map(|v| ((v.re as f64 / norm_b) as f32, (v.im as f64 / norm_c) as f32)).unzip();
-        self.recycle(cross);
-        (Surface { w: self.w, h: self.h, corr: sb }, Surface { w: self.w, h: self.h, corr: sc })
+        Pair { w: self.w, h: self.h, cross, norm_b, norm_c }
     }
 
     /// Shift of `frame` relative to the reference alone: the highest correlation peak, no motion
     /// model (same size required; checked by the caller).
     pub fn measure(&self, frame: &Frame) -> Shift {
         let spec = self.spectrum(frame);
-        self.correlate(&spec, &self.reference).global()
+        let shift = self.correlate(&spec, &self.reference);
+        self.recycle(spec.data);
+        shift
     }
 
     /// Drift of frame `index` (later than every frame before it), measured against the reference
@@ -397,7 +424,7 @@ impl Registrar {
         let spec = self.spectrum(frame);
         let Some((prev, prev_index, prev_shift)) = self.track.previous.take() else {
             // Cannot happen (the reference starts the track); measure plainly.
-            let shift = self.correlate(&spec, &self.reference).global();
+            let shift = self.correlate(&spec, &self.reference);
             self.track.previous = Some((spec, index, shift));
             return Tracked { shift, lock: Lock::Reference };
         };
@@ -421,8 +448,8 @@ impl Registrar {
         };
         // The reference surface is needed whenever the step holds, the usual case: both come from
         // one inverse FFT.
-        let (step_surface, reference) = self.correlate_pair(&spec, &prev, &self.reference);
-        let step = step_surface.global();
+        let pair = self.correlate_pair(&spec, &prev, &self.reference);
+        let step = pair.surface(false).global();
         let step_ok = plausible(step) && !collapsed(step.peak, usual_step);
         // A frame the track could not follow: does this one agree with it? Then the track goes on
         // from there — from where it jumped to (a jump keeps the content: the step's peak stayed
@@ -431,7 +458,7 @@ impl Registrar {
             None
         } else {
             self.track.candidate.take().and_then(|(c, c_index, c_shift)| {
-                let s = self.correlate(&spec, &c).global();
+                let s = self.correlate(&spec, &c);
                 let cg = index.saturating_sub(c_index).max(1) as f64;
                 let near = s.dx_px.hypot(s.dy_px) <= MAX_STEP_PX * cg;
                 (near && !collapsed(s.peak, usual_step)).then_some((s, c_shift))
@@ -458,7 +485,8 @@ impl Registrar {
             }
         };
         let (cx, cy) = (base.dx_px + step.dx_px, base.dy_px + step.dy_px);
-        let direct = reference.near(cx, cy, AGREE_PX);
+        let direct = pair.surface(true).near(cx, cy, AGREE_PX);
+        self.recycle(pair.cross);
         // The step's peak has not collapsed (checked above), so the chain holds where the
         // reference no longer does.
         let (shift, lock) = match direct {

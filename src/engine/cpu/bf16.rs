@@ -57,74 +57,24 @@ fn run_chunk_in(
     assert_eq!(pixels.len(), n * pp, "pixel buffer does not hold n patches");
     let Workspace { x, y, t, r, col, stem_col, stem_out, pool_row, gap: gap_acc, gemm } = ws;
 
-    // Stem, channel-major like the rest: the patches go patch-minor (`[y][x][patch]`, zero
-    // padded), so every im2col row is a run of `n` contiguous pixels; one GEMM
-    // `[cout][position·patch] = Wᵀ·X` with Wᵀ packed at load time.
-    let st = &plan.stem;
-    let positions = st.out_h * st.out_w;
-    let (k, pad, stride) = (st.k, st.pad, st.stride);
-    let padded_w = plan.patch + 2 * pad;
-    let m = positions * n;
-    let span = profile::span(Part::Stem, Op::Gather);
-    let buf = grow(stem_col, st.k2 * m + padded_w * padded_w * n, 0.0);
-    let (cols, padded) = buf.split_at_mut(st.k2 * m);
-    padded.fill(0.0);
-    for (i, px) in pixels.chunks_exact(pp).enumerate() {
-        for (r, src) in px.chunks_exact(plan.patch).enumerate() {
-            let start = (r + pad) * padded_w + pad;
-            for (c, v) in src.iter().enumerate() {
-                padded[(start + c) * n + i] = *v;
-            }
-        }
-    }
-    for ky in 0..k {
-        for kx in 0..k {
-            let row = &mut cols[(ky * k + kx) * m..(ky * k + kx + 1) * m];
-            for (pos, dst) in row.chunks_exact_mut(n).enumerate() {
-                let (oy, ox) = (pos / st.out_w, pos % st.out_w);
-                let src = ((oy * stride + ky) * padded_w + ox * stride + kx) * n;
-                dst.copy_from_slice(&padded[src..src + n]);
-            }
-        }
-    }
-    drop(span);
-    let stem_out = grow(stem_out, st.cout * m, 0.0);
-    let span = profile::span(Part::Stem, Op::Gemm);
-    gemmkit::gemm_packed_a_with(
-        gemm,
-        1.0,
-        &packed.stem,
-        MatRef::from_row_major(cols, st.k2, m),
-        0.0,
-        MatMut::from_row_major(stem_out, st.cout, m),
-        Parallelism::Serial,
-    );
-    drop(span);
-
-    // Bias map + ReLU + 3×3/2 max-pool in one pass, into layer1's slot order. After ReLU every
-    // value is ≥ 0, so an in-bounds max equals torchvision's −∞-padded max, and
-    // max(relu(v + b)) = relu(max(v + b)).
-    let c0 = st.cout;
+    // Stem and max-pool, a few patches at a time (see `super::patches_per_stem_pass`).
     let slots = plan.pool.order.len();
-    let pooled = grow(x, c0 * slots * n, bf16::ZERO);
-    let window_max = grow(pool_row, n, 0.0);
-    let span = profile::span(Part::MaxPool, Op::Epilogue);
-    for (c, (src, dst)) in stem_out.chunks_exact(m).zip(pooled.chunks_exact_mut(slots * n)).enumerate() {
-        for (win, out) in plan.pool.windows.iter().zip(dst.chunks_exact_mut(n)) {
-            window_max.fill(0.0);
-            for &p in win {
-                let b = st.bias_map[p * c0 + c];
-                for (o, v) in window_max.iter_mut().zip(&src[p * n..(p + 1) * n]) {
-                    // A plain compare (the values are finite) compiles to one vector max; f32::max's
-                    // NaN rule does not.
-                    let t = v + b;
-                    *o = if t > *o { t } else { *o };
-                }
-            }
-            to_bf16_finite(out, window_max);
-        }
+    let pooled = grow(x, plan.stem.cout * slots * n, bf16::ZERO);
+    let sub = super::patches_per_stem_pass(plan);
+    for first in (0..n).step_by(sub) {
+        let ns = sub.min(n - first);
+        let px = &pixels[first * pp..(first + ns) * pp];
+        stem(plan, &packed.stem, px, ns, stem_col, stem_out, gemm);
+        max_pool(
+            plan,
+            &stem_out[..plan.stem.cout * plan.stem.out_h * plan.stem.out_w * ns],
+            ns,
+            pool_row,
+            pooled,
+            n,
+            first,
+        );
     }
-    drop(span);
 
     let mut x_slots = slots;
     for (bi, (b, pb)) in plan.blocks.iter().zip(&packed.blocks).enumerate() {
@@ -168,6 +118,95 @@ fn run_chunk_in(
                 grow(gap_acc, GAP_BLOCK * n, 0.0),
                 &mut taps[l][..n * LAYER_CHANNELS[l]],
             );
+        }
+    }
+}
+
+/// The stem as one channel-major GEMM on `n` patches, `stem_out = [cout][position·patch]`: the
+/// patches go patch-minor (`[y][x][patch]`, zero padded), so every im2col row is a run of `n`
+/// contiguous pixels; `Wᵀ` is packed at load time.
+fn stem(
+    plan: &Plan,
+    weight: &gemmkit::PackedLhs<f32>,
+    pixels: &[f32],
+    n: usize,
+    stem_col: &mut Vec<f32>,
+    stem_out: &mut Vec<f32>,
+    gemm: &mut gemmkit::Workspace,
+) {
+    let st = &plan.stem;
+    let positions = st.out_h * st.out_w;
+    let (k, pad, stride) = (st.k, st.pad, st.stride);
+    let padded_w = plan.patch + 2 * pad;
+    let m = positions * n;
+    let span = profile::span(Part::Stem, Op::Gather);
+    let buf = grow(stem_col, st.k2 * m + padded_w * padded_w * n, 0.0);
+    let (cols, padded) = buf.split_at_mut(st.k2 * m);
+    padded.fill(0.0);
+    for (i, px) in pixels.chunks_exact(plan.patch * plan.patch).enumerate() {
+        for (r, src) in px.chunks_exact(plan.patch).enumerate() {
+            let start = (r + pad) * padded_w + pad;
+            for (c, v) in src.iter().enumerate() {
+                padded[(start + c) * n + i] = *v;
+            }
+        }
+    }
+    for ky in 0..k {
+        for kx in 0..k {
+            let row = &mut cols[(ky * k + kx) * m..(ky * k + kx + 1) * m];
+            for (pos, dst) in row.chunks_exact_mut(n).enumerate() {
+                let (oy, ox) = (pos / st.out_w, pos % st.out_w);
+                let src = ((oy * stride + ky) * padded_w + ox * stride + kx) * n;
+                dst.copy_from_slice(&padded[src..src + n]);
+            }
+        }
+    }
+    drop(span);
+    let out = grow(stem_out, st.cout * m, 0.0);
+    let _span = profile::span(Part::Stem, Op::Gemm);
+    gemmkit::gemm_packed_a_with(
+        gemm,
+        1.0,
+        weight,
+        MatRef::from_row_major(cols, st.k2, m),
+        0.0,
+        MatMut::from_row_major(out, st.cout, m),
+        Parallelism::Serial,
+    );
+}
+
+/// Bias map + ReLU + 3×3/2 max-pool in one pass over the stem output of `n` patches, into
+/// patches `first..first + n` of `pooled` (`[channel][slot][chunk]`, layer1's slot order). After
+/// ReLU every value is ≥ 0, so an in-bounds max equals torchvision's −∞-padded max, and
+/// max(relu(v + b)) = relu(max(v + b)).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn max_pool(
+    plan: &Plan,
+    stem_out: &[f32],
+    n: usize,
+    pool_row: &mut Vec<f32>,
+    pooled: &mut [bf16],
+    chunk: usize,
+    first: usize,
+) {
+    let st = &plan.stem;
+    let (c0, m) = (st.cout, st.out_h * st.out_w * n);
+    let slots = plan.pool.order.len();
+    let window_max = grow(pool_row, n, 0.0);
+    let _span = profile::span(Part::MaxPool, Op::Epilogue);
+    for (c, (src, dst)) in stem_out.chunks_exact(m).zip(pooled.chunks_exact_mut(slots * chunk)).enumerate() {
+        for (win, out) in plan.pool.windows.iter().zip(dst.chunks_exact_mut(chunk)) {
+            window_max.fill(0.0);
+            for &p in win {
+                let b = st.bias_map[p * c0 + c];
+                for (o, v) in window_max.iter_mut().zip(&src[p * n..(p + 1) * n]) {
+                    // A plain compare (the values are finite) compiles to one vector max; f32::max's
+                    // NaN rule does not.
+                    let t = v + b;
+                    *o = if t > *o { t } else { *o };
+                }
+            }
+            to_bf16_finite(&mut out[first..first + n], window_max);
         }
     }
 }
@@ -234,6 +273,7 @@ fn conv(
 
 /// Global average pool: `[c][slot][n]` → `[n][c]` in f32, `GAP_BLOCK` channels at a time so the
 /// transposed stores fill whole cache lines.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn gap(x: &[bf16], slots: usize, n: usize, c: usize, acc: &mut [f32], out: &mut [f32]) {
     let inv = 1.0 / slots as f32;
     let acc = &mut acc[..GAP_BLOCK * n];
@@ -260,6 +300,7 @@ const GAP_BLOCK: usize = 16;
 
 /// `bf16::from_f32` (round to nearest, ties to even) for finite values, in integer operations
 /// that vectorise; `half`'s conversion branches on NaN and converts one value at a time.
+#[inline]
 fn to_bf16_finite(dst: &mut [bf16], src: &[f32]) {
     for (o, v) in dst.iter_mut().zip(src) {
         let bits = v.to_bits();

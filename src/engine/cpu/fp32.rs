@@ -101,8 +101,44 @@ fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws
     assert_eq!(pixels.len(), n * pp, "pixel buffer does not hold n patches");
     let Workspace { x, y, t, r, col } = ws;
 
-    // Stem: im2col from a zero-padded copy of each patch (rows of k contiguous pixels, no
-    // branches), one GEMM, then bias map + ReLU.
+    // Stem and max-pool, a few patches at a time (see `super::patches_per_stem_pass`).
+    let c0 = plan.stem.cout;
+    let pooled = grow(x, plan.pool.order.len() * n * c0);
+    let sub = super::patches_per_stem_pass(plan);
+    for first in (0..n).step_by(sub) {
+        let ns = sub.min(n - first);
+        stem(plan, &pixels[first * pp..(first + ns) * pp], ns, col, y);
+        max_pool(plan, &y[..plan.stem.out_h * plan.stem.out_w * ns * c0], ns, pooled, n, first);
+    }
+
+    for (bi, b) in plan.blocks.iter().enumerate() {
+        let part = Part::Layer(bi / 2);
+        let x_in: &[f32] = x;
+        let residual: &[f32] = match &b.downsample {
+            Some(ds) => {
+                conv(ds, x_in, grow(r, ds.out_slots() * n * ds.cout), col, n, None, false, part);
+                &r[..ds.out_slots() * n * ds.cout]
+            }
+            None => &x_in[..b.conv2.out_slots() * n * b.conv2.cout],
+        };
+        let t_len = b.conv1.out_slots() * n * b.conv1.cout;
+        conv(&b.conv1, x_in, grow(t, t_len), col, n, None, true, part);
+        let y_len = b.conv2.out_slots() * n * b.conv2.cout;
+        conv(&b.conv2, &t[..t_len], grow(y, y_len), col, n, Some(residual), true, part);
+        std::mem::swap(x, y);
+        if bi % 2 == 1 {
+            let l = bi / 2;
+            let c = LAYER_CHANNELS[l];
+            let _span = profile::span(part, Op::Epilogue);
+            gap(&x[..y_len], b.conv2.out_slots(), n, c, &mut taps[l][..n * c]);
+        }
+    }
+}
+
+/// The stem on `n` patches into `out` (`[position][patch][cout]`): im2col from a zero-padded copy
+/// of each patch (rows of k contiguous pixels, no branches), one GEMM, then bias map + ReLU.
+fn stem(plan: &Plan, pixels: &[f32], n: usize, col: &mut Vec<f32>, out: &mut Vec<f32>) {
+    let pp = plan.patch * plan.patch;
     let st = &plan.stem;
     let positions = st.out_h * st.out_w;
     let (k, pad, stride) = (st.k, st.pad, st.stride);
@@ -129,60 +165,40 @@ fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws
         }
     }
     drop(span);
-    let stem_out = grow(y, positions * n * st.cout);
+    let stem_out = grow(out, positions * n * st.cout);
     let span = profile::span(Part::Stem, Op::Gemm);
     matmul(stem_out, stem_col, st.k2, &st.weight, positions * n, st.k2, st.cout);
     drop(span);
-    let span = profile::span(Part::Stem, Op::Epilogue);
-    for pos in 0..positions {
-        let bias = &st.bias_map[pos * st.cout..(pos + 1) * st.cout];
-        for row in stem_out[pos * n * st.cout..(pos + 1) * n * st.cout].chunks_exact_mut(st.cout) {
+    let _span = profile::span(Part::Stem, Op::Epilogue);
+    stem_bias_relu(stem_out, &st.bias_map, n, st.cout);
+}
+
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn stem_bias_relu(stem_out: &mut [f32], bias_map: &[f32], n: usize, cout: usize) {
+    for (out, bias) in stem_out.chunks_exact_mut(n * cout).zip(bias_map.chunks_exact(cout)) {
+        for row in out.chunks_exact_mut(cout) {
             for (v, b) in row.iter_mut().zip(bias) {
                 *v = (*v + b).max(0.0);
             }
         }
     }
+}
 
-    drop(span);
-
-    // Max-pool into layer1's slot order. Inputs are ≥ 0 after ReLU, so an in-bounds max equals
-    // torchvision's −∞-padded max.
-    let c0 = st.cout;
-    let pooled = grow(x, plan.pool.order.len() * n * c0);
-    let span = profile::span(Part::MaxPool, Op::Epilogue);
+/// Max-pool of the stem output of `n` patches into patches `first..first + n` of `pooled`
+/// (`[slot][chunk][channel]`, layer1's slot order). Inputs are ≥ 0 after ReLU, so an in-bounds
+/// max equals torchvision's −∞-padded max.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn max_pool(plan: &Plan, stem_out: &[f32], n: usize, pooled: &mut [f32], chunk: usize, first: usize) {
+    let c0 = plan.stem.cout;
+    let _span = profile::span(Part::MaxPool, Op::Epilogue);
     for (slot, win) in plan.pool.windows.iter().enumerate() {
-        let out = &mut pooled[slot * n * c0..(slot + 1) * n * c0];
+        let out = &mut pooled[(slot * chunk + first) * c0..(slot * chunk + first + n) * c0];
         out.fill(0.0);
         for &src in win {
             for (o, v) in out.iter_mut().zip(&stem_out[src * n * c0..(src + 1) * n * c0]) {
                 // A plain compare (values are finite) is one vector max; f32::max's NaN rule is not.
                 *o = if *v > *o { *v } else { *o };
             }
-        }
-    }
-
-    drop(span);
-
-    for (bi, b) in plan.blocks.iter().enumerate() {
-        let part = Part::Layer(bi / 2);
-        let x_in: &[f32] = x;
-        let residual: &[f32] = match &b.downsample {
-            Some(ds) => {
-                conv(ds, x_in, grow(r, ds.out_slots() * n * ds.cout), col, n, None, false, part);
-                &r[..ds.out_slots() * n * ds.cout]
-            }
-            None => &x_in[..b.conv2.out_slots() * n * b.conv2.cout],
-        };
-        let t_len = b.conv1.out_slots() * n * b.conv1.cout;
-        conv(&b.conv1, x_in, grow(t, t_len), col, n, None, true, part);
-        let y_len = b.conv2.out_slots() * n * b.conv2.cout;
-        conv(&b.conv2, &t[..t_len], grow(y, y_len), col, n, Some(residual), true, part);
-        std::mem::swap(x, y);
-        if bi % 2 == 1 {
-            let l = bi / 2;
-            let c = LAYER_CHANNELS[l];
-            let _span = profile::span(part, Op::Epilogue);
-            gap(&x[..y_len], b.conv2.out_slots(), n, c, &mut taps[l][..n * c]);
         }
     }
 }
