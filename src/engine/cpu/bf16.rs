@@ -18,7 +18,6 @@ use crate::weights::layout::LAYER_CHANNELS;
 #[derive(Default)]
 struct Workspace {
     x: Vec<bf16>,
-    y: Vec<bf16>,
     t: Vec<bf16>,
     r: Vec<bf16>,
     col: Vec<bf16>,
@@ -55,7 +54,7 @@ fn run_chunk_in(
 ) {
     let pp = plan.patch * plan.patch;
     assert_eq!(pixels.len(), n * pp, "pixel buffer does not hold n patches");
-    let Workspace { x, y, t, r, col, stem_col, stem_out, pool_row, gap: gap_acc, gemm } = ws;
+    let Workspace { x, t, r, col, stem_col, stem_out, pool_row, gap: gap_acc, gemm } = ws;
 
     // Stem and max-pool, a few patches at a time (see `super::patches_per_stem_pass`).
     let slots = plan.pool.order.len();
@@ -80,32 +79,25 @@ fn run_chunk_in(
     for (bi, (b, pb)) in plan.blocks.iter().zip(&packed.blocks).enumerate() {
         let part = Part::Layer(bi / 2);
         let x_in: &[bf16] = x;
-        let residual: &[bf16] = match (&b.downsample, &pb.downsample) {
+        let has_downsample = match (&b.downsample, &pb.downsample) {
             (Some(ds), Some(pds)) => {
                 let out = grow(r, ds.cout * ds.out_slots() * n, bf16::ZERO);
-                conv(ds, pds, x_in, x_slots, out, col, n, None, false, gemm, part);
-                &r[..ds.cout * ds.out_slots() * n]
+                conv(ds, pds, x_in, x_slots, out, col, n, false, false, gemm, part);
+                true
             }
-            _ => &x_in[..b.conv2.cout * b.conv2.out_slots() * n],
+            _ => false,
         };
         let t_len = b.conv1.cout * b.conv1.out_slots() * n;
-        conv(&b.conv1, &pb.conv1, x_in, x_slots, grow(t, t_len, bf16::ZERO), col, n, None, true, gemm, part);
+        conv(&b.conv1, &pb.conv1, x_in, x_slots, grow(t, t_len, bf16::ZERO), col, n, false, true, gemm, part);
+        // conv2 adds onto the residual where it lies: the downsampled input, or the block's
+        // input itself, which conv1 has finished reading (same channels and slots as the output).
         let y_len = b.conv2.cout * b.conv2.out_slots() * n;
         let t_slots = b.conv1.out_slots();
-        conv(
-            &b.conv2,
-            &pb.conv2,
-            &t[..t_len],
-            t_slots,
-            grow(y, y_len, bf16::ZERO),
-            col,
-            n,
-            Some(residual),
-            true,
-            gemm,
-            part,
-        );
-        std::mem::swap(x, y);
+        let residual = if has_downsample { &mut r[..y_len] } else { &mut x[..y_len] };
+        conv(&b.conv2, &pb.conv2, &t[..t_len], t_slots, residual, col, n, true, true, gemm, part);
+        if has_downsample {
+            std::mem::swap(x, r);
+        }
         x_slots = b.conv2.out_slots();
         if bi % 2 == 1 {
             let l = bi / 2;
@@ -222,7 +214,7 @@ fn conv(
     out: &mut [bf16],
     col: &mut Vec<bf16>,
     n: usize,
-    residual: Option<&[bf16]>,
+    onto_residual: bool,
     relu: bool,
     gemm: &mut gemmkit::Workspace,
     part: Part,
@@ -231,16 +223,10 @@ fn conv(
     let out_slots = p.out_slots();
     let len = cout * out_slots * n;
     let out = &mut out[..len];
-    // The residual enters as the GEMM's C operand (beta = 1): the sum and ReLU happen as the
-    // GEMM stores, after the bias, exactly torchvision's relu(conv2 + bn2 + identity).
-    let beta = match residual {
-        Some(res) => {
-            let _span = profile::span(part, Op::Epilogue);
-            out.copy_from_slice(&res[..len]);
-            bf16::ONE
-        }
-        None => bf16::ZERO,
-    };
+    // With `onto_residual`, `out` holds the residual and enters as the GEMM's C operand (beta = 1):
+    // the sum and ReLU happen as the GEMM stores, after the bias, exactly torchvision's
+    // relu(conv2 + bn2 + identity).
+    let beta = if onto_residual { bf16::ONE } else { bf16::ZERO };
     let act = relu.then_some(Activation::Relu);
     let (in_rs, out_rs) = ((in_slots * n) as isize, (out_slots * n) as isize);
     for (cls, w) in p.classes.iter().zip(&packed.classes) {
