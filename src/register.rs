@@ -471,6 +471,7 @@ impl Registrar {
                 (s, c_shift)
             }
             (false, None) => {
+                self.recycle(pair.cross);
                 self.track.previous = Some((prev, prev_index, prev_shift));
                 let step_px = step.dx_px.hypot(step.dy_px);
                 if collapsed(step.peak, usual_step) {
