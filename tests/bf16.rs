@@ -107,3 +107,32 @@ fn bf16_features_and_cosines_stay_within_their_measured_tolerance() {
     println!("bf16 vs fp32 on a 1020² frame (2,601 patches): max |Δcos| = {worst:.2e}");
     assert!(worst < FRAME_COSINE_TOL, "bf16 frame cosines deviate {worst:.2e} (tolerance {FRAME_COSINE_TOL:.1e})");
 }
+
+#[test]
+fn bf16_features_do_not_depend_on_how_the_patches_are_chunked() {
+    // Chunks of 1 patch run every class as one small GEMM; one chunk of 2,601 patches splits the
+    // large classes into column blocks, some cut inside a position's run of patches.
+    let bf = engine(Precision::Bf16);
+    if bf.precision() != Precision::Bf16 {
+        println!("this CPU has no AVX512-BF16: nothing to compare (the fallback is checked above)");
+        return;
+    }
+    let a = golden_patches("golden_frame.npy");
+    let mut px = Vec::with_capacity(a.len() * 27);
+    for _ in 0..27 {
+        px.extend_from_slice(&a);
+    }
+    let n = px.len() / 400;
+    let whole = bf.with_chunk(n).features(&px);
+    let single = engine(Precision::Bf16).with_chunk(1).features(&px[..100 * 400]);
+    let mut worst = 0f64;
+    for l in 0..4 {
+        for i in 0..100 {
+            for (x, y) in whole.row(l, i).iter().zip(single.row(l, i)) {
+                worst = worst.max((x - y).abs() as f64 / y.abs().max(1e-3) as f64);
+            }
+        }
+    }
+    println!("bf16, one chunk of {n} against chunks of 1: max relative |Δ| = {worst:.2e}");
+    assert!(worst == 0.0, "chunking changed bf16 features by {worst:.2e}");
+}

@@ -63,11 +63,6 @@ impl Features {
     }
 }
 
-/// Target patches per chunk. Every chunk re-reads the packed weights (≈34 MB for 20×20 patches, more
-/// than the cache holds), so chunks must be large; each 20×20 patch holds ≈110 KB of activations, so
-/// not too large. Measured on the 2-core development machine: 64 → 245 ms/frame, 160–430 → 185–205.
-pub const DEFAULT_CHUNK: usize = 192;
-
 /// A chunk size near `target` that gives every thread the same number of chunks, so no core idles
 /// at the end of a frame.
 pub fn balanced_chunk(n: usize, threads: usize, target: usize) -> usize {
@@ -80,7 +75,8 @@ pub struct Engine {
     plan: Arc<Plan>,
     pool: rayon::ThreadPool,
     threads: usize,
-    chunk: usize,
+    /// Patches per chunk asked for (`--chunk`); `None`: the CPU path's own target.
+    chunk: Option<usize>,
     /// The CPU path's weights, packed for the GEMM in the engine's precision.
     cpu: cpu::CpuTrunk,
     gpu: Option<Gpu>,
@@ -133,7 +129,7 @@ impl Engine {
             .build()
             .map_err(|e| EngineError::Threads(threads, e.to_string()))?;
         let cpu = cpu::CpuTrunk::new(&plan, Precision::Fp32);
-        Ok(Self { plan, pool, threads, chunk: DEFAULT_CHUNK, cpu, gpu: None })
+        Ok(Self { plan, pool, threads, chunk: None, cpu, gpu: None })
     }
 
     /// An engine on the chosen backend. `Auto` without a usable GPU falls back to the CPU path with
@@ -200,7 +196,7 @@ impl Engine {
     }
 
     pub fn with_chunk(mut self, chunk: usize) -> Self {
-        self.chunk = chunk.max(1);
+        self.chunk = Some(chunk.max(1));
         self
     }
 
@@ -259,7 +255,8 @@ impl Engine {
         if n == 0 {
             return out;
         }
-        let chunk = balanced_chunk(n, self.threads, self.chunk);
+        let target = self.chunk.unwrap_or_else(|| self.cpu.chunk_target(&self.plan));
+        let chunk = balanced_chunk(n, self.threads, target);
         let (plan, trunk) = (&*self.plan, &self.cpu);
         self.pool.install(|| {
             // Split every output layer at the same chunk boundaries, then give each task its pieces.

@@ -39,6 +39,14 @@ thread_local! {
     static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
 }
 
+/// Bytes of the three activation buffers (`x`, `t`, `r`) per patch: each holds the largest
+/// tensor of the trunk.
+pub fn activation_bytes_per_patch(plan: &Plan) -> usize {
+    let convs = plan.blocks.iter().flat_map(|b| [Some(&b.conv1), Some(&b.conv2), b.downsample.as_ref()]).flatten();
+    let largest = convs.map(|c| c.cout * c.out_slots()).fold(plan.stem.cout * plan.pool.order.len(), usize::max);
+    3 * largest * std::mem::size_of::<bf16>()
+}
+
 /// Features of `n` patches in bf16 (see [`super::CpuTrunk::run_chunk`]).
 pub fn run_chunk(plan: &Plan, packed: &PackedTrunk, pixels: &[f32], n: usize, taps: [&mut [f32]; 4]) {
     WORKSPACE.with(|ws| run_chunk_in(plan, packed, pixels, n, taps, &mut ws.borrow_mut()));
@@ -203,8 +211,9 @@ fn max_pool(
     }
 }
 
-/// One convolution, channel-major: per class, gather columns (unless the input can be read in
-/// place), then one GEMM `C = act(Wᵀ·X + bias (+ residual))` into the class's output slots.
+/// One convolution, channel-major: per class, in blocks of output columns (`super::gather_block`),
+/// gather the block's columns (unless the input can be read in place), then one GEMM
+/// `C = act(Wᵀ·X + bias (+ residual))` into those columns of the class's output slots.
 #[allow(clippy::too_many_arguments)]
 fn conv(
     p: &ConvPlan,
@@ -230,30 +239,40 @@ fn conv(
     let act = relu.then_some(Activation::Relu);
     let (in_rs, out_rs) = ((in_slots * n) as isize, (out_slots * n) as isize);
     for (cls, w) in p.classes.iter().zip(&packed.classes) {
-        let m = cls.n_pos * n;
-        let c = MatMut::new(&mut out[cls.first_slot * n..], cout, m, out_rs, 1);
-        let b = match cls.direct {
-            Some(base) => MatRef::new(&input[base * n..], cin, m, in_rs, 1),
-            None => {
-                let _span = profile::span(part, Op::Gather);
-                let k = cls.n_taps * cin;
-                let cols = grow(col, k * m, bf16::ZERO);
-                for tap in 0..cls.n_taps {
-                    for ch in 0..cin {
-                        let row = &mut cols[(tap * cin + ch) * m..(tap * cin + ch + 1) * m];
-                        for (pos, dst) in row.chunks_exact_mut(n).enumerate() {
-                            let s = cls.gather[pos * cls.n_taps + tap];
-                            let start = (ch * in_slots + s) * n;
-                            dst.copy_from_slice(&input[start..start + n]);
+        let m_class = cls.n_pos * n;
+        let block = match cls.direct {
+            Some(_) => m_class,
+            None => super::gather_block(cls.n_taps * cin, std::mem::size_of::<bf16>()).min(m_class),
+        };
+        for c0 in (0..m_class).step_by(block) {
+            let c1 = (c0 + block).min(m_class);
+            let m = c1 - c0;
+            let c = MatMut::new(&mut out[cls.first_slot * n + c0..], cout, m, out_rs, 1);
+            let b = match cls.direct {
+                Some(base) => MatRef::new(&input[base * n + c0..], cin, m, in_rs, 1),
+                None => {
+                    let _span = profile::span(part, Op::Gather);
+                    let k = cls.n_taps * cin;
+                    let cols = grow(col, k * m, bf16::ZERO);
+                    let (p0, p1) = (c0 / n, (c1 - 1) / n + 1);
+                    for tap in 0..cls.n_taps {
+                        for ch in 0..cin {
+                            let row = &mut cols[(tap * cin + ch) * m..(tap * cin + ch + 1) * m];
+                            for pos in p0..p1 {
+                                let s = cls.gather[pos * cls.n_taps + tap];
+                                let start = (ch * in_slots + s) * n;
+                                let (a, b) = ((pos * n).max(c0), ((pos + 1) * n).min(c1));
+                                row[a - c0..b - c0].copy_from_slice(&input[start + a - pos * n..start + b - pos * n]);
+                            }
                         }
                     }
+                    MatRef::from_row_major(cols, k, m)
                 }
-                MatRef::from_row_major(cols, k, m)
-            }
-        };
-        let _span = profile::span(part, Op::Gemm);
-        let bias = Some(Bias::PerRow(&packed.bias[..]));
-        gemmkit::gemm_packed_a_fused_with(gemm, bf16::ONE, w, b, beta, c, bias, act, Parallelism::Serial);
+            };
+            let _span = profile::span(part, Op::Gemm);
+            let bias = Some(Bias::PerRow(&packed.bias[..]));
+            gemmkit::gemm_packed_a_fused_with(gemm, bf16::ONE, w, b, beta, c, bias, act, Parallelism::Serial);
+        }
     }
 }
 

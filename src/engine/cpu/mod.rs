@@ -16,6 +16,10 @@ use precision::Precision;
 
 pub use fp32::conv_once;
 
+const FP32_CHUNK: usize = 192;
+const BF16_CHUNK: usize = 1536;
+const BF16_CHUNK_BYTES: usize = 16 << 20;
+
 /// The CPU path in the precision the engine was built for.
 pub enum CpuTrunk {
     /// [`fp32`]: the plan's own weights, row-major.
@@ -42,6 +46,27 @@ impl CpuTrunk {
         }
     }
 
+    /// Target patches per chunk (the engine balances it across threads, `super::balanced_chunk`).
+    ///
+    /// Every chunk reads all the packed weights once (34 MB in fp32, 17 MB in bf16 for 20×20
+    /// patches, more than the cache holds); a chunk's activations grow with its patches. Measured on
+    /// the 2-core Zen 5 machine, 1020² frames (2,601 patches), median ms/frame of alternating runs
+    /// (README "Speed"):
+    /// - fp32 (`gemm` reads the weights in place): flat from 128 to 384 patches (170–177 ms), worse
+    ///   at 651 and 1,301 (203, 211 ms); 192 it stays.
+    /// - bf16 (gemmkit, twice the arithmetic rate, so the weight reads show): 1,301 patches (one
+    ///   chunk per thread) 129 ms, 651 140 ms, 186 (fp32's target) 146–157 ms. The target is
+    ///   1,536 patches, held to 16 MiB of activation buffers per thread for larger patches.
+    pub fn chunk_target(&self, plan: &Plan) -> usize {
+        match self {
+            Self::Fp32 => FP32_CHUNK,
+            Self::Bf16(_) => {
+                let per_patch = bf16::activation_bytes_per_patch(plan).max(1);
+                BF16_CHUNK.min(BF16_CHUNK_BYTES / per_patch).max(16)
+            }
+        }
+    }
+
     /// Features of `n` patches: `pixels` is `[n][patch²]` gray values (scaled, not
     /// ImageNet-normalised). Writes the global-average-pooled output of layer1..4 into `taps[l]`
     /// (`[n][C_l]`).
@@ -60,10 +85,23 @@ impl CpuTrunk {
 /// stem im2col + GEMM + pool 21 thread-ms per 1020² frame in one pass of 192 patches, 17 in
 /// passes of 64, 25 in passes of 16 (the pool's loops grow too short).
 pub(super) fn patches_per_stem_pass(plan: &Plan) -> usize {
-    static L2_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let l2 = *L2_BYTES.get_or_init(|| gemmkit::topology().l2.effective_bytes());
+    let l2 = l2_bytes();
     let st = &plan.stem;
     let per_patch = st.cout * st.out_h * st.out_w * std::mem::size_of::<f32>();
     let fit = l2 / per_patch.max(1);
     ((fit + 8) / 16 * 16).max(16)
+}
+
+/// Output columns per gather-and-GEMM block: as many as keep the block's gathered columns (`k`
+/// values each) within half of this core's L2 (read at run time), so the GEMM packs them from L2,
+/// in multiples of 64, at least 64. With large chunks a class's gathered columns would otherwise run
+/// to megabytes (layer1's interior: 9 positions × 576 values × 1,301 patches, 13 MiB in bf16) and
+/// the GEMM would read them back from L3.
+pub(super) fn gather_block(k: usize, elem_bytes: usize) -> usize {
+    (l2_bytes() / 2 / (k * elem_bytes).max(1) / 64 * 64).max(64)
+}
+
+fn l2_bytes() -> usize {
+    static L2_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *L2_BYTES.get_or_init(|| gemmkit::topology().l2.effective_bytes())
 }
