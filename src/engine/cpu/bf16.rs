@@ -213,7 +213,9 @@ fn max_pool(
 
 /// One convolution, channel-major: per class, in blocks of output columns (`super::gather_block`),
 /// gather the block's columns (unless the input can be read in place), then one GEMM
-/// `C = act(Wᵀ·X + bias (+ residual))` into those columns of the class's output slots.
+/// `C = act(Wᵀ·X + bias (+ residual))` into those columns of the class's output slots. When every
+/// class reads the whole input in place, the classes' weights are stacked (`PackedConv::whole`)
+/// and the convolution is one GEMM.
 #[allow(clippy::too_many_arguments)]
 fn conv(
     p: &ConvPlan,
@@ -238,17 +240,27 @@ fn conv(
     let beta = if onto_residual { bf16::ONE } else { bf16::ZERO };
     let act = relu.then_some(Activation::Relu);
     let (in_rs, out_rs) = ((in_slots * n) as isize, (out_slots * n) as isize);
-    for (cls, w) in p.classes.iter().zip(&packed.classes) {
+    // The whole input, `cin·in_slots × n`, for classes that read it in place.
+    let whole_input = || MatRef::from_row_major(&input[..cin * in_slots * n], cin * in_slots, n);
+    if let Some(w) = &packed.whole {
+        let _span = profile::span(part, Op::Gemm);
+        let c = MatMut::from_row_major(out, cout * out_slots, n);
+        let bias = Some(Bias::PerRow(&packed.whole_bias[..]));
+        gemmkit::gemm_packed_a_fused_with(gemm, bf16::ONE, w, whole_input(), beta, c, bias, act, Parallelism::Serial);
+        return;
+    }
+    for (cls, pc) in p.classes.iter().zip(&packed.classes) {
         let m_class = cls.n_pos * n;
-        let block = match cls.direct {
-            Some(_) => m_class,
-            None => super::gather_block(cls.n_taps * cin, std::mem::size_of::<bf16>()).min(m_class),
+        let block = match (cls.direct, pc.in_place) {
+            (None, false) => super::gather_block(cls.n_taps * cin, std::mem::size_of::<bf16>()).min(m_class),
+            _ => m_class,
         };
         for c0 in (0..m_class).step_by(block) {
             let c1 = (c0 + block).min(m_class);
             let m = c1 - c0;
             let c = MatMut::new(&mut out[cls.first_slot * n + c0..], cout, m, out_rs, 1);
             let b = match cls.direct {
+                _ if pc.in_place => whole_input(),
                 Some(base) => MatRef::new(&input[base * n + c0..], cin, m, in_rs, 1),
                 None => {
                     let _span = profile::span(part, Op::Gather);
@@ -271,7 +283,7 @@ fn conv(
             };
             let _span = profile::span(part, Op::Gemm);
             let bias = Some(Bias::PerRow(&packed.bias[..]));
-            gemmkit::gemm_packed_a_fused_with(gemm, bf16::ONE, w, b, beta, c, bias, act, Parallelism::Serial);
+            gemmkit::gemm_packed_a_fused_with(gemm, bf16::ONE, &pc.w, b, beta, c, bias, act, Parallelism::Serial);
         }
     }
 }
@@ -316,6 +328,45 @@ fn to_bf16_finite(dst: &mut [bf16], src: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One convolution through `conv` with its weights packed as given, on a fixed random input.
+    fn run_conv(p: &ConvPlan, packed: &PackedConv, in_slots: usize, n: usize, residual: bool) -> Vec<f32> {
+        let mut s = 0x9E37_79B9u32;
+        let mut rnd = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            bf16::from_f32((s >> 8) as f32 / (1u32 << 24) as f32 - 0.3)
+        };
+        let input: Vec<bf16> = (0..p.cin * in_slots * n).map(|_| rnd()).collect();
+        let mut out: Vec<bf16> = (0..p.cout * p.out_slots() * n).map(|_| rnd()).collect();
+        let mut gemm = gemmkit::Workspace::default();
+        conv(p, packed, &input, in_slots, &mut out, &mut Vec::new(), n, residual, true, &mut gemm, Part::Layer(0));
+        out.iter().map(|v| v.to_f32()).collect()
+    }
+
+    #[test]
+    fn convolutions_read_in_place_or_whole_equal_the_gathered_ones() {
+        let net = crate::engine::network::Network::from_state_dict(&crate::weights::random_resnet18(3)).expect("net");
+        let plan = Plan::new(&net, 20).expect("plan");
+        // layer3's second 3×3 (2×2 → 2×2: every class reads all four slots, so the whole
+        // convolution is one GEMM) and layer4's first (2×2 → 1×1: one class, read in place).
+        let (l3, l4) = (&plan.blocks[4], &plan.blocks[6]);
+        let cases = [(&l3.conv2, l3.conv1.out_slots(), true), (&l4.conv1, l3.conv2.out_slots(), false)];
+        for (p, in_slots, residual) in cases {
+            let (fast, plain) = (PackedConv::new(p, in_slots, true), PackedConv::new(p, in_slots, false));
+            assert!(plain.whole.is_none() && plain.classes.iter().all(|c| !c.in_place));
+            assert!(fast.classes.iter().all(|c| c.in_place), "every class reads the input in place");
+            assert!(fast.whole.is_some(), "every class in place: one GEMM");
+            let n = 37;
+            let (a, b) = (run_conv(p, &fast, in_slots, n, residual), run_conv(p, &plain, in_slots, n, residual));
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            // Only the order of the f32 sums differs: at most one bf16 step (2⁻⁸ relative) apart.
+            assert!(worst <= scale / 128.0, "max |Δ| {worst} of {scale}");
+            assert!(scale > 0.0);
+        }
+    }
 
     #[test]
     fn the_vectorised_conversion_rounds_like_half_for_finite_values() {

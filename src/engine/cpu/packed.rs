@@ -1,29 +1,101 @@
 //! A plan's weights packed once, at load time, into the GEMM library's panel layout and number
 //! format, so that no GEMM call packs or converts a weight again.
+//!
+//! The bf16 path keeps activations `[channel][slot][patch]`, so an input read whole is already a
+//! row-major `cin·in_slots × patches` matrix. A class of one output position whose taps read every
+//! input slot once (at 2×2 and 1×1 maps, where every 3×3 window covers the whole map) then needs
+//! no gather: its weights are packed with their columns in the input's `(channel, slot)` order
+//! instead. When every class of a convolution is such a class, their weights stack into one
+//! `cout·out_slots`-row matrix whose product is the whole output, `[channel][slot][patch]` as it
+//! lies: one GEMM, which packs the input once for all output positions instead of once per position.
 
 use gemmkit::{MatRef, PackedLhs, bf16, prepack_lhs};
 
-use crate::engine::plan::{ConvPlan, Plan};
+use crate::engine::plan::{ClassPlan, ConvPlan, Plan};
 
-/// One convolution: a packed bf16 `Wᵀ` (`cout × n_taps·cin`) per class, and the bias in bf16.
+/// One class's packed bf16 `Wᵀ` (`cout × n_taps·cin`).
+pub struct PackedClass {
+    pub w: PackedLhs<bf16>,
+    /// Columns in `(channel, input slot)` order: the GEMM reads the whole input in place.
+    pub in_place: bool,
+}
+
+/// One convolution: its classes' packed weights (or all of them stacked) and the bias in bf16.
 pub struct PackedConv {
-    pub classes: Vec<PackedLhs<bf16>>,
+    pub classes: Vec<PackedClass>,
+    /// Every class in place: `cout·out_slots × cin·in_slots`, rows `(channel, output slot)`.
+    pub whole: Option<PackedLhs<bf16>>,
     pub bias: Vec<bf16>,
+    /// `bias` per row of `whole` (each channel's, once per output slot).
+    pub whole_bias: Vec<bf16>,
+}
+
+/// For a class that reads every one of `in_slots` input slots once: the tap reading each slot.
+fn tap_of_slot(c: &ClassPlan, in_slots: usize) -> Option<Vec<usize>> {
+    if c.n_pos != 1 || c.n_taps != in_slots {
+        return None;
+    }
+    let mut tap = vec![usize::MAX; in_slots];
+    for (t, &s) in c.gather.iter().enumerate() {
+        if s >= in_slots || tap[s] != usize::MAX {
+            return None;
+        }
+        tap[s] = t;
+    }
+    Some(tap)
 }
 
 impl PackedConv {
-    pub fn new(p: &ConvPlan) -> Self {
+    /// `in_slots`: the input's slots. `in_place`: pack in-place classes as such (tests compare
+    /// with the gathered form).
+    pub fn new(p: &ConvPlan, in_slots: usize, in_place: bool) -> Self {
+        let (cin, cout) = (p.cin, p.cout);
+        let taps: Vec<Option<Vec<usize>>> =
+            p.classes.iter().map(|c| if in_place { tap_of_slot(c, in_slots) } else { None }).collect();
+        // `[k][cout]` row-major → bf16 `Wᵀ` (`cout` rows); in place, column `(ci, s)` is the
+        // weight row `(tap reading s, ci)`.
+        let columns = |c: &ClassPlan, tap: &Option<Vec<usize>>| -> Vec<bf16> {
+            let k = c.n_taps * cin;
+            let mut w = vec![bf16::ZERO; cout * k];
+            for j in 0..k {
+                let src = match tap {
+                    Some(tap) => tap[j % in_slots] * cin + j / in_slots,
+                    None => j,
+                };
+                for (co, &v) in c.weight[src * cout..(src + 1) * cout].iter().enumerate() {
+                    w[co * k + j] = bf16::from_f32(v);
+                }
+            }
+            w
+        };
         let classes = p
             .classes
             .iter()
-            .map(|c| {
-                // The plan stores `[n_taps·cin][cout]` row-major; read as `Wᵀ` through its strides.
-                let w: Vec<bf16> = c.weight.iter().map(|&v| bf16::from_f32(v)).collect();
-                let k = c.n_taps * p.cin;
-                prepack_lhs(MatRef::new(&w, p.cout, k, 1, p.cout as isize))
+            .zip(&taps)
+            .map(|(c, tap)| {
+                let k = c.n_taps * cin;
+                PackedClass {
+                    w: prepack_lhs(MatRef::from_row_major(&columns(c, tap), cout, k)),
+                    in_place: tap.is_some(),
+                }
             })
             .collect();
-        Self { classes, bias: p.bias.iter().map(|&v| bf16::from_f32(v)).collect() }
+        let out_slots = p.out_slots();
+        let whole = (taps.iter().all(Option::is_some) && p.classes.len() == out_slots).then(|| {
+            let k = cin * in_slots;
+            let mut w = vec![bf16::ZERO; cout * out_slots * k];
+            for (c, tap) in p.classes.iter().zip(&taps) {
+                let cw = columns(c, tap);
+                for co in 0..cout {
+                    let row = co * out_slots + c.first_slot;
+                    w[row * k..(row + 1) * k].copy_from_slice(&cw[co * k..(co + 1) * k]);
+                }
+            }
+            prepack_lhs(MatRef::from_row_major(&w, cout * out_slots, k))
+        });
+        let bias: Vec<bf16> = p.bias.iter().map(|&v| bf16::from_f32(v)).collect();
+        let whole_bias = bias.iter().flat_map(|&b| std::iter::repeat_n(b, out_slots)).collect();
+        Self { classes, whole, bias, whole_bias }
     }
 }
 
@@ -42,13 +114,18 @@ pub struct PackedTrunk {
 
 impl PackedTrunk {
     pub fn new(plan: &Plan) -> Self {
+        let mut slots = plan.pool.order.len();
         let blocks = plan
             .blocks
             .iter()
-            .map(|b| PackedBlock {
-                conv1: PackedConv::new(&b.conv1),
-                conv2: PackedConv::new(&b.conv2),
-                downsample: b.downsample.as_ref().map(PackedConv::new),
+            .map(|b| {
+                let packed = PackedBlock {
+                    conv1: PackedConv::new(&b.conv1, slots, true),
+                    conv2: PackedConv::new(&b.conv2, b.conv1.out_slots(), true),
+                    downsample: b.downsample.as_ref().map(|d| PackedConv::new(d, slots, true)),
+                };
+                slots = b.conv2.out_slots();
+                packed
             })
             .collect();
         let st = &plan.stem;
