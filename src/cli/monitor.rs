@@ -504,7 +504,7 @@ pub struct BenchArgs {
     metric: Metric,
     #[arg(long, default_value_t = 20)]
     patch: usize,
-    /// Patches per work chunk (tuning).
+    /// Patches per work chunk (tuning; default: 192 in fp32, 1,536 in bf16, balanced across threads).
     #[arg(long)]
     chunk: Option<usize>,
     /// Gaussian pre-filter σ in pixels (0 = off).
