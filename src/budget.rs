@@ -54,7 +54,7 @@ pub const MIN_MEMORY_MIB: f64 = 16.0;
 /// the allocator's slack, the ResNet-18 weights (45 MiB) and their folded copy. Tests check
 /// resident memory against `memory_mib + FIXED_OVERHEAD_MIB` with the default engine (fp32);
 /// `precision = "bf16"` adds its packed weights and larger per-thread chunks (`bench` at 1020²:
-/// peak RSS 213 MiB against fp32's 154 MiB, README "Speed").
+/// peak RSS 196 MiB against fp32's 154 MiB, README "Speed").
 pub const FIXED_OVERHEAD_MIB: f64 = 192.0;
 
 /// Bytes a frame's analysis holds per pixel, reserved when the frame enters the analysis queue and

@@ -23,7 +23,8 @@ pub struct PackedClass {
 /// One convolution: its classes' packed weights (or all of them stacked) and the bias in bf16.
 pub struct PackedConv {
     pub classes: Vec<PackedClass>,
-    /// Every class in place: `cout·out_slots × cin·in_slots`, rows `(channel, output slot)`.
+    /// Every class in place: `cout·out_slots × cin·in_slots`, rows `(channel, output slot)`; then
+    /// `classes` is empty.
     pub whole: Option<PackedLhs<bf16>>,
     pub bias: Vec<bf16>,
     /// `bias` per row of `whole` (each channel's, once per output slot).
@@ -68,18 +69,6 @@ impl PackedConv {
             }
             w
         };
-        let classes = p
-            .classes
-            .iter()
-            .zip(&taps)
-            .map(|(c, tap)| {
-                let k = c.n_taps * cin;
-                PackedClass {
-                    w: prepack_lhs(MatRef::from_row_major(&columns(c, tap), cout, k)),
-                    in_place: tap.is_some(),
-                }
-            })
-            .collect();
         let out_slots = p.out_slots();
         let whole = (taps.iter().all(Option::is_some) && p.classes.len() == out_slots).then(|| {
             let k = cin * in_slots;
@@ -93,8 +82,27 @@ impl PackedConv {
             }
             prepack_lhs(MatRef::from_row_major(&w, cout * out_slots, k))
         });
+        // The stacked matrix replaces the classes' own (no copy of them is kept).
+        let classes = if whole.is_some() {
+            Vec::new()
+        } else {
+            p.classes
+                .iter()
+                .zip(&taps)
+                .map(|(c, tap)| {
+                    let k = c.n_taps * cin;
+                    PackedClass {
+                        w: prepack_lhs(MatRef::from_row_major(&columns(c, tap), cout, k)),
+                        in_place: tap.is_some(),
+                    }
+                })
+                .collect()
+        };
         let bias: Vec<bf16> = p.bias.iter().map(|&v| bf16::from_f32(v)).collect();
-        let whole_bias = bias.iter().flat_map(|&b| std::iter::repeat_n(b, out_slots)).collect();
+        let whole_bias = match whole {
+            Some(_) => bias.iter().flat_map(|&b| std::iter::repeat_n(b, out_slots)).collect(),
+            None => Vec::new(),
+        };
         Self { classes, whole, bias, whole_bias }
     }
 }
