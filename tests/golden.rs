@@ -46,6 +46,30 @@ fn features_and_layer_taps_match_pytorch_within_1e4() {
     assert!(rel_err(&dmg, 3, &g) < 1e-4);
 }
 
+#[test]
+fn large_chunks_gathered_in_blocks_still_match_pytorch() {
+    // 27 copies of the golden patches in chunks of 1,350: layer1's interior class then has 12,150
+    // rows, gathered and multiplied in L2-sized blocks whose edges fall inside a position's run of
+    // patches. A block written to the wrong rows would put another patch's features here.
+    let px = golden_patches("golden_frame.npy");
+    let mut many = Vec::with_capacity(px.len() * 27);
+    for _ in 0..27 {
+        many.extend_from_slice(&px);
+    }
+    let feats = engine(20).with_chunk(1350).features(&many);
+    assert_eq!(feats.n, 2700);
+    let g: Array2<f32> = read_npy(golden("golden_features.npy")).expect("golden");
+    let gmax = g.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let mut worst = 0f64;
+    for i in 0..2700 {
+        for (j, v) in feats.row(3, i).iter().enumerate() {
+            worst = worst.max((*v as f64 - g[[i % 100, j]] as f64).abs() / gmax);
+        }
+    }
+    println!("2,700 patches in chunks of 1,350: layer4 max |Δ| / max |golden| = {worst:.2e}");
+    assert!(worst < 1e-4, "layer4 deviates {worst:.2e} relative in large chunks");
+}
+
 fn read_csv_similarity(path: &std::path::Path) -> Vec<f64> {
     let text = std::fs::read_to_string(path).expect("similarity.csv");
     let mut lines = text.lines();
