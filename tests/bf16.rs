@@ -1,6 +1,7 @@
 //! The bf16 CPU path: its error against fp32 and PyTorch's golden features, measured here and held
 //! to a tolerance set from that measurement (README "Precision"). On a CPU without AVX512-BF16
-//! the engine must fall back to fp32 and give fp32's features.
+//! the engine must fall back to fp32 and give fp32's features; where it has it, `precision = "bf16"`
+//! must run whichever format the engine's start-up probe measured faster.
 
 mod common;
 
@@ -16,9 +17,15 @@ use beamwatch::simulate::{Damage, Disc, Specimen};
 use beamwatch::weights::StateDict;
 use common::*;
 
-fn engine(precision: Precision) -> Engine {
+fn plain_engine() -> Engine {
     let sd = StateDict::read(&synthetic_weights()).expect("synthetic weights");
-    Engine::new(&Network::from_state_dict(&sd).expect("network"), 20, 2).expect("engine").with_precision(precision)
+    Engine::new(&Network::from_state_dict(&sd).expect("network"), 20, 2).expect("engine")
+}
+
+/// bf16 wherever the CPU has AVX512-BF16, whether or not it is faster here: these tests are about
+/// its numbers.
+fn engine(precision: Precision) -> Engine {
+    plain_engine().with_precision_unmeasured(precision)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -106,6 +113,27 @@ fn bf16_features_and_cosines_stay_within_their_measured_tolerance() {
     }
     println!("bf16 vs fp32 on a 1020² frame (2,601 patches): max |Δcos| = {worst:.2e}");
     assert!(worst < FRAME_COSINE_TOL, "bf16 frame cosines deviate {worst:.2e} (tolerance {FRAME_COSINE_TOL:.1e})");
+}
+
+#[test]
+fn asking_for_bf16_keeps_it_only_where_it_measured_faster() {
+    let e = plain_engine().with_precision(Precision::Bf16);
+    let px = golden_patches("golden_frame.npy");
+    if !beamwatch::engine::cpu::precision::native_bf16() {
+        assert_eq!(e.precision(), Precision::Fp32);
+        assert!(e.precision_probe().is_none(), "no bf16 to time on this CPU");
+        println!("this CPU has no AVX512-BF16: nothing to time, fp32 runs");
+        return;
+    }
+    let probe = e.precision_probe().expect("bf16 asked for on an AVX512-BF16 CPU: the probe must have run");
+    println!("probe: {probe}; kept {:?}", e.precision());
+    assert!(probe.patches >= 8 && probe.fp32_ms > 0.0 && probe.bf16_ms > 0.0, "{probe:?}");
+    let expected = if probe.keeps_bf16() { Precision::Bf16 } else { Precision::Fp32 };
+    assert_eq!(e.precision(), expected, "the engine must run what its own probe chose");
+    // And compute it: the same features, bit for bit, as an engine built for that precision.
+    assert_eq!(e.features(&px), engine(expected).features(&px));
+    // fp32 asked for is never timed.
+    assert!(plain_engine().with_precision(Precision::Fp32).precision_probe().is_none());
 }
 
 #[test]

@@ -27,6 +27,36 @@ fn bench_prints_one_json_line_with_the_figures() {
 }
 
 #[test]
+fn bench_says_which_precision_ran_and_what_the_probe_measured() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let native = beamwatch::engine::cpu::precision::native_bf16();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["bench", "--size", "120", "--frames", "1", "--backend", "cpu", "--precision", "bf16"];
+        args.extend_from_slice(extra);
+        let o = beamwatch(&args, tmp.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let j: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+        assert_eq!(j["precision_asked"], "bf16");
+        j
+    };
+    let j = run(&[]);
+    if native {
+        let share = j["precision_probe"]["bf16_ms"].as_f64().expect("probe bf16_ms")
+            / j["precision_probe"]["fp32_ms"].as_f64().expect("probe fp32_ms");
+        let kept = if share <= beamwatch::engine::cpu::probe::BF16_KEEP_BELOW { "bf16" } else { "fp32" };
+        println!("probe: bf16 takes {share:.2}× fp32's time: {kept} runs");
+        assert_eq!(j["precision"], kept, "{j}");
+    } else {
+        assert_eq!(j["precision"], "fp32");
+        assert!(j.get("precision_probe").is_none(), "{j}");
+    }
+    // --force-precision runs bf16 wherever the CPU has it, and times nothing first.
+    let j = run(&["--force-precision"]);
+    assert_eq!(j["precision"], if native { "bf16" } else { "fp32" }, "{j}");
+    assert!(j.get("precision_probe").is_none(), "{j}");
+}
+
+#[test]
 fn demo_runs_simulator_and_monitor_offline_and_alarms_after_the_onset() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("demo");
@@ -73,8 +103,19 @@ fn demo_runs_simulator_and_monitor_offline_and_alarms_after_the_onset() {
 fn bench_4d_prints_the_figures_per_size_as_json() {
     let tmp = tempfile::tempdir().expect("tmp");
     let args = [
-        "bench-4d", "--sizes", "64,48", "--patterns", "12", "--scan", "6x5", "--scans-per-round", "1", "--rounds", "1",
-        "--no-c-anchor", "--json",
+        "bench-4d",
+        "--sizes",
+        "64,48",
+        "--patterns",
+        "12",
+        "--scan",
+        "6x5",
+        "--scans-per-round",
+        "1",
+        "--rounds",
+        "1",
+        "--no-c-anchor",
+        "--json",
     ];
     let o = beamwatch(&args, tmp.path());
     assert!(o.status.success(), "{}", stderr(&o));
@@ -114,7 +155,9 @@ fn bench_4d_prints_the_figures_per_size_as_json() {
 /// pixels: exact for the integer sums.
 #[test]
 fn bench_4d_reduction_equals_a_direct_computation() {
-    use beamwatch::commands::bench_4d::{BandReducer, bench_config, compress_patterns, counting_patterns, reduce_range};
+    use beamwatch::commands::bench_4d::{
+        BandReducer, bench_config, compress_patterns, counting_patterns, reduce_range,
+    };
     use beamwatch::decode::bslz4::decode_bslz4_scalar;
     use beamwatch::fourd::ScanShape;
     let (px, scan) = (64usize, ScanShape { rows: 7, cols: 5 });
@@ -140,7 +183,8 @@ fn bench_4d_reduction_equals_a_direct_computation() {
             for row in band.rows.0..band.rows.1 {
                 for col in 0..scan.cols {
                     let index = r.scan * scan.positions() + (row * scan.cols + col) as u64;
-                    let bytes = decode_bslz4_scalar(&blobs[index as usize % blobs.len()], 2, px * px * 2).expect("decodes");
+                    let bytes =
+                        decode_bslz4_scalar(&blobs[index as usize % blobs.len()], 2, px * px * 2).expect("decodes");
                     let (mut sum, mut bf, mut adf) = (0u64, 0u64, 0u64);
                     for (i, c) in bytes.chunks_exact(2).enumerate() {
                         let v = u64::from(u16::from_le_bytes([c[0], c[1]]));

@@ -28,6 +28,7 @@ What it does:
      The time is session.run only (patching and the cosine in numpy are left out, which favours
      onnxruntime slightly; beamwatch's figure includes patching, cosine to the reference and summary).
    - `beamwatch bench --size S --frames F --threads N --backend cpu --prefilter-sigma 0`
+     (bf16 with `--force-precision`: bf16 is timed even where the daemon's probe would keep fp32)
      (one untimed warm-up frame inside, median of F frames as printed in its JSON line).
    Prints per round ms/frame for both and ort/beamwatch, medians, the CPU model line, the load
    average at start and end, onnxruntime's version; --json prints one JSON line instead.
@@ -217,6 +218,10 @@ def time_ort(sess, x, chunk, frames):
 def time_beamwatch(binary, weights, size, frames, threads, precision="fp32"):
     cmd = [binary, "-q", "bench", "--size", str(size), "--frames", str(frames), "--threads", str(threads),
            "--backend", "cpu", "--prefilter-sigma", "0", "--weights", weights, "--precision", precision]
+    if precision != "fp32":
+        # Time bf16 itself, also where beamwatch's start-up probe finds it slower than fp32 and a
+        # daemon would run fp32 (README "Precision").
+        cmd.append("--force-precision")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     line = next(l for l in out.splitlines() if l.startswith("{"))
     return json.loads(line)

@@ -519,6 +519,10 @@ pub struct BenchArgs {
     /// Number format of the CPU path: fp32 (exact) or bf16 (AVX512-BF16 CPUs; see README "Precision").
     #[arg(long, value_enum, default_value = "fp32")]
     precision: Precision,
+    /// Run bf16 wherever the CPU has AVX512-BF16, even where it measures slower than fp32 (without
+    /// it, bf16 is kept only where faster, as the daemon does; the JSON says what the probe measured).
+    #[arg(long)]
+    force_precision: bool,
 }
 
 impl BenchArgs {
@@ -535,6 +539,7 @@ impl BenchArgs {
             backend: self.backend,
             layers: self.layers,
             precision: self.precision,
+            force_precision: self.force_precision,
         })?;
         println!("{}", serde_json::to_string(&r).unwrap_or_default());
         Ok(())

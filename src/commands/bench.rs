@@ -31,6 +31,8 @@ pub struct BenchOptions {
     pub layers: bool,
     /// The CPU path's number format.
     pub precision: Precision,
+    /// bf16 wherever the CPU has it, without the speed probe (`Engine::with_precision_unmeasured`).
+    pub force_precision: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,8 +42,13 @@ pub struct BenchResult {
     pub backend_detail: String,
     pub cpu: String,
     pub threads: usize,
-    /// The CPU path's number format as it ran ("fp32" or "bf16").
+    /// The CPU path's number format as it ran ("fp32" or "bf16"), and as it was asked for.
     pub precision: Precision,
+    pub precision_asked: Precision,
+    /// bf16 against fp32 on one thread when bf16 was asked for without `--force-precision`: the
+    /// measurement that kept bf16 or fell back to fp32.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision_probe: Option<crate::engine::cpu::probe::SpeedProbe>,
     pub metric: Metric,
     pub prefilter_sigma_px: f32,
     pub size_px: usize,
@@ -99,7 +106,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         if let Some(c) = opts.chunk {
             engine = engine.with_chunk(c);
         }
-        engine = engine.with_precision(opts.precision);
+        engine = if opts.force_precision {
+            engine.with_precision_unmeasured(opts.precision)
+        } else {
+            engine.with_precision(opts.precision)
+        };
         let macs = (engine.plan().macs_per_patch(), engine.plan().dense_macs_per_patch(&net));
         (Some(Arc::new(engine)), label, Some(macs))
     } else {
@@ -107,6 +118,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
     };
     let threads = engine.as_ref().map_or(1, |e| e.threads());
     let precision = engine.as_ref().map_or(Precision::Fp32, |e| e.precision());
+    let precision_probe = engine.as_ref().and_then(|e| e.precision_probe());
     let active = engine.as_ref().map_or(ActiveBackend::Cpu { threads }, |e| e.backend());
     if opts.backend == BackendChoice::Cuda && !opts.metric.uses_features() {
         return Err(Error::Usage(format!(
@@ -152,6 +164,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         cpu: cpu_model(),
         threads,
         precision,
+        precision_asked: opts.precision,
+        precision_probe,
         metric: opts.metric,
         prefilter_sigma_px: opts.prefilter_sigma_px,
         size_px: opts.size_px,

@@ -4,11 +4,13 @@
 //!
 //! - [`fp32`]: row-major activations on the `gemm` crate (exact; the default).
 //! - [`bf16`]: channel-major activations on gemmkit, weights packed at load time ([`packed`]).
+//! - [`probe`]: times both on the same patches, for `precision = "bf16"` (kept only where faster).
 
 pub mod bf16;
 pub mod fp32;
 pub mod packed;
 pub mod precision;
+pub mod probe;
 
 use super::plan::Plan;
 use packed::PackedTrunk;

@@ -4,7 +4,9 @@
 //! weights and activations as bfloat16 (8 significant bits) and accumulates every dot product in
 //! f32 (AVX512-BF16 `vdpbf16ps` through gemmkit); its error against fp32 is measured by
 //! `tests/bf16.rs` and reported in the README. It needs a CPU with AVX512-BF16 (AMD Zen 4 and
-//! later, Intel Sapphire Rapids and later); elsewhere the engine runs fp32 and says so once.
+//! later, Intel Sapphire Rapids and later); elsewhere the engine runs fp32 and says so once. Where
+//! the CPU has it, the engine also times both formats when it starts and keeps bf16 only if it is
+//! clearly faster ([`super::probe`]): on Intel's AVX-512 cores without AMX it is not.
 
 use serde::{Deserialize, Serialize};
 
