@@ -159,7 +159,7 @@ fn stem(plan: &Plan, pixels: &[f32], n: usize, col: &mut Vec<f32>, out: &mut Vec
                 let row = &mut stem_col[(pos * n + i) * st.k2..(pos * n + i + 1) * st.k2];
                 for (ky, dst) in row.chunks_exact_mut(k).enumerate() {
                     let start = (oy * stride + ky) * padded_w + ox * stride;
-                    dst.copy_from_slice(&padded[start..start + k]);
+                    copy_window_row(dst, &padded[start..start + k]);
                 }
             }
         }
@@ -171,6 +171,17 @@ fn stem(plan: &Plan, pixels: &[f32], n: usize, col: &mut Vec<f32>, out: &mut Vec
     drop(span);
     let _span = profile::span(Part::Stem, Op::Epilogue);
     stem_bias_relu(stem_out, &st.bias_map, n, st.cout);
+}
+
+/// One row of a stem window. ResNet-18's is 7 pixels: as a fixed-size move it is two vector moves
+/// inline, where `copy_from_slice` of a run-time length is a `memmove` call per row (490 calls a
+/// patch).
+#[inline(always)]
+fn copy_window_row(dst: &mut [f32], src: &[f32]) {
+    match (<&mut [f32; 7]>::try_from(&mut *dst), <&[f32; 7]>::try_from(src)) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
+    }
 }
 
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
