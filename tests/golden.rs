@@ -47,10 +47,10 @@ fn features_and_layer_taps_match_pytorch_within_1e4() {
 }
 
 #[test]
-fn large_chunks_gathered_in_blocks_still_match_pytorch() {
-    // 27 copies of the golden patches in chunks of 1,350: layer1's interior class then has 12,150
-    // rows, gathered and multiplied in L2-sized blocks whose edges fall inside a position's run of
-    // patches. A block written to the wrong rows would put another patch's features here.
+fn large_chunks_still_match_pytorch() {
+    // 27 copies of the golden patches in chunks of 1,350: every per-tap GEMM then spans 1,350 rows
+    // or more (runs of positions × patches), where the golden test's 50-patch chunks span few. A
+    // GEMM that read or wrote the wrong rows would put another patch's features here.
     let px = golden_patches("golden_frame.npy");
     let mut many = Vec::with_capacity(px.len() * 27);
     for _ in 0..27 {

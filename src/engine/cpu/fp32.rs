@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 
-use crate::engine::plan::{ConvPlan, Plan};
+use crate::engine::plan::{ClassPlan, ConvPlan, Plan};
 use crate::engine::profile::{self, Op, Part};
 use crate::weights::layout::LAYER_CHANNELS;
 
@@ -31,6 +31,21 @@ pub fn configure_gemm() {
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]`, all row-major; `lhs` rows are `lhs_rs` apart.
 fn matmul(dst: &mut [f32], lhs: &[f32], lhs_rs: usize, rhs: &[f32], m: usize, k: usize, n: usize) {
+    matmul_into(dst, lhs, lhs_rs, rhs, m, k, n, false)
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`: adds onto `dst` when `accumulate`, else overwrites it.
+#[allow(clippy::too_many_arguments)]
+fn matmul_into(
+    dst: &mut [f32],
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -38,7 +53,9 @@ fn matmul(dst: &mut [f32], lhs: &[f32], lhs_rs: usize, rhs: &[f32], m: usize, k:
     assert!(k == 0 || lhs.len() >= (m - 1) * lhs_rs + k, "gemm lhs too small");
     assert!(rhs.len() >= k * n, "gemm rhs too small");
     if k == 0 {
-        dst[..m * n].fill(0.0);
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
         return;
     }
     // SAFETY: the asserts above bound every element the call reads or writes: dst rows are n apart
@@ -52,14 +69,14 @@ fn matmul(dst: &mut [f32], lhs: &[f32], lhs_rs: usize, rhs: &[f32], m: usize, k:
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             lhs.as_ptr(),
             1,
             lhs_rs as isize,
             rhs.as_ptr(),
             1,
             n as isize,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
@@ -116,15 +133,15 @@ fn run_chunk_in(plan: &Plan, pixels: &[f32], n: usize, taps: [&mut [f32]; 4], ws
         let x_in: &[f32] = x;
         let residual: &[f32] = match &b.downsample {
             Some(ds) => {
-                conv(ds, x_in, grow(r, ds.out_slots() * n * ds.cout), col, n, None, false, part);
+                conv(ds, x_in, grow(r, ds.out_slots() * n * ds.cout), n, None, false, part);
                 &r[..ds.out_slots() * n * ds.cout]
             }
             None => &x_in[..b.conv2.out_slots() * n * b.conv2.cout],
         };
         let t_len = b.conv1.out_slots() * n * b.conv1.cout;
-        conv(&b.conv1, x_in, grow(t, t_len), col, n, None, true, part);
+        conv(&b.conv1, x_in, grow(t, t_len), n, None, true, part);
         let y_len = b.conv2.out_slots() * n * b.conv2.cout;
-        conv(&b.conv2, &t[..t_len], grow(y, y_len), col, n, Some(residual), true, part);
+        conv(&b.conv2, &t[..t_len], grow(y, y_len), n, Some(residual), true, part);
         std::mem::swap(x, y);
         if bi % 2 == 1 {
             let l = bi / 2;
@@ -218,22 +235,14 @@ fn max_pool(plan: &Plan, stem_out: &[f32], n: usize, pooled: &mut [f32], chunk: 
 /// `[in slot][n][cin]`, the result `[out slot][n][cout]`. The GPU kernels' tests compare with it.
 pub fn conv_once(p: &ConvPlan, input: &[f32], n: usize, residual: Option<&[f32]>, relu: bool) -> Vec<f32> {
     let mut out = vec![0f32; p.out_slots() * n * p.cout];
-    conv(p, input, &mut out, &mut Vec::new(), n, residual, relu, Part::Layer(0));
+    conv(p, input, &mut out, n, residual, relu, Part::Layer(0));
     out
 }
 
-/// One convolution: per class, gather columns (unless the input can be read in place), GEMM into
-/// the class's output slots; then bias (+ residual) (+ ReLU) in one pass.
-fn conv(
-    p: &ConvPlan,
-    input: &[f32],
-    out: &mut [f32],
-    col: &mut Vec<f32>,
-    n: usize,
-    residual: Option<&[f32]>,
-    relu: bool,
-    part: Part,
-) {
+/// One convolution: per class, GEMMs that read the input in place (one for a class whose single
+/// tap reads consecutive slots, else one per tap, [`per_tap_in_place`]) into the class's output
+/// slots; then bias (+ residual) (+ ReLU) in one pass.
+fn conv(p: &ConvPlan, input: &[f32], out: &mut [f32], n: usize, residual: Option<&[f32]>, relu: bool, part: Part) {
     let (cin, cout) = (p.cin, p.cout);
     for cls in &p.classes {
         let m = cls.n_pos * n;
@@ -245,29 +254,8 @@ fn conv(
                 matmul(dst, &input[base * n * cin..(base + cls.n_pos) * n * cin], cin, &cls.weight, m, k, cout)
             }
             None => {
-                // In blocks of rows whose gathered values stay in L2 (`super::gather_block`), so the
-                // GEMM packs them from there. On the 2-core Intel Xeon (Emerald Rapids, 2 MiB L2)
-                // layer1's gathers went from 36 to 26 thread-ms per 1020² frame and the frame from
-                // 279 to 266 ms (median of 6 alternating rounds); the block size (L2/8 … L2) did
-                // not matter within the noise.
-                let block = super::gather_block(k, std::mem::size_of::<f32>()).min(m);
-                let c = grow(col, block * k);
-                for r0 in (0..m).step_by(block) {
-                    let r1 = (r0 + block).min(m);
-                    let span = profile::span(part, Op::Gather);
-                    for r in r0..r1 {
-                        let (pos, i) = (r / n, r % n);
-                        let row = &mut c[(r - r0) * k..(r - r0 + 1) * k];
-                        let srcs = &cls.gather[pos * cls.n_taps..(pos + 1) * cls.n_taps];
-                        for (piece, &s) in row.chunks_exact_mut(cin).zip(srcs) {
-                            let at = (s * n + i) * cin;
-                            piece.copy_from_slice(&input[at..at + cin]);
-                        }
-                    }
-                    drop(span);
-                    let _span = profile::span(part, Op::Gemm);
-                    matmul(&mut dst[r0 * cout..r1 * cout], c, k, &cls.weight, r1 - r0, k, cout);
-                }
+                let _span = profile::span(part, Op::Gemm);
+                per_tap_in_place(cls, input, dst, n, cin, cout);
             }
         }
     }
@@ -291,6 +279,40 @@ fn conv(
                 }
             }
         }
+    }
+}
+
+/// A class whose taps read scattered input slots, without gathering them: one GEMM per tap
+/// (`k = cin`), each reading its input slots in place (`[slot][n][cin]`: a slot's `n` patches are an
+/// `n × cin` row-major matrix) and adding onto the class's output. Positions whose every tap reads
+/// the slot after the previous position's share one GEMM (`m` = run × `n`).
+///
+/// It replaced gathering the class's columns (im2col, `k = taps · cin`) and one GEMM: that copied
+/// every input value up to nine times (≈ 390 MB per 1020² frame in layer1) and the GEMM then copied
+/// the gathered columns again into its packed panels. Timed in isolation on the 2-core Intel Xeon
+/// (Emerald Rapids), 192 patches, 9 positions × 9 taps: 1.09 → 0.81 ms at 64 channels, 3.76 → 3.29
+/// at 128, 14.8 → 13.3 at 256 (119 → 158 GFLOP/s at 64). The sums are split by tap, so the results
+/// move by rounding (≈ 2e-6 relative; the golden tests hold them to 1e-4 of PyTorch's).
+fn per_tap_in_place(cls: &ClassPlan, input: &[f32], dst: &mut [f32], n: usize, cin: usize, cout: usize) {
+    let taps = cls.n_taps;
+    if taps == 0 {
+        dst.fill(0.0);
+        return;
+    }
+    let src = |pos: usize, tap: usize| cls.gather[pos * taps + tap];
+    let mut p0 = 0;
+    while p0 < cls.n_pos {
+        let mut len = 1;
+        while p0 + len < cls.n_pos && (0..taps).all(|t| src(p0 + len, t) == src(p0, t) + len) {
+            len += 1;
+        }
+        let out = &mut dst[p0 * n * cout..(p0 + len) * n * cout];
+        for tap in 0..taps {
+            let s = src(p0, tap);
+            let w = &cls.weight[tap * cin * cout..(tap + 1) * cin * cout];
+            matmul_into(out, &input[s * n * cin..(s + len) * n * cin], cin, w, len * n, cin, cout, tap > 0);
+        }
+        p0 += len;
     }
 }
 

@@ -94,11 +94,11 @@ pub(super) fn patches_per_stem_pass(plan: &Plan) -> usize {
     ((fit + 8) / 16 * 16).max(16)
 }
 
-/// Output columns (bf16) or rows (fp32) per gather-and-GEMM block: as many as keep the block's
-/// gathered values (`k` each) within half of this core's L2 (read at run time), so the GEMM packs
-/// them from L2, in multiples of 64, at least 64. A class's gathered values would otherwise run to
-/// megabytes (layer1's interior: 9 positions × 576 values × 1,301 patches, 13 MiB in bf16; × 192
-/// patches, 4 MiB in fp32) and the GEMM would read them back from L3.
+/// Output columns per gather-and-GEMM block: as many as keep the block's gathered columns (`k`
+/// values each) within half of this core's L2 (read at run time), so the GEMM packs them from L2,
+/// in multiples of 64, at least 64. With large chunks a class's gathered columns would otherwise run
+/// to megabytes (layer1's interior: 9 positions × 576 values × 1,301 patches, 13 MiB in bf16) and
+/// the GEMM would read them back from L3.
 pub(super) fn gather_block(k: usize, elem_bytes: usize) -> usize {
     (l2_bytes() / 2 / (k * elem_bytes).max(1) / 64 * 64).max(64)
 }
