@@ -41,10 +41,10 @@ fn bench_says_which_precision_ran_and_what_the_probe_measured() {
     };
     let j = run(&[]);
     if native {
-        let share = j["precision_probe"]["bf16_ms"].as_f64().expect("probe bf16_ms")
-            / j["precision_probe"]["fp32_ms"].as_f64().expect("probe fp32_ms");
-        let kept = if share <= beamwatch::engine::cpu::probe::BF16_KEEP_BELOW { "bf16" } else { "fp32" };
-        println!("probe: bf16 takes {share:.2}× fp32's time: {kept} runs");
+        let probe: beamwatch::engine::cpu::probe::SpeedProbe =
+            serde_json::from_value(j["precision_probe"].clone()).expect("precision_probe in the JSON");
+        let kept = if probe.keeps_bf16() { "bf16" } else { "fp32" };
+        println!("probe: {probe}: {kept} runs");
         assert_eq!(j["precision"], kept, "{j}");
     } else {
         assert_eq!(j["precision"], "fp32");

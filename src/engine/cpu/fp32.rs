@@ -1,5 +1,6 @@
-//! The fp32 path: activations `[slot][patch][channel]`, each class one row-major GEMM
-//! `C = X·W` on the `gemm` crate, then one bias (+ residual) (+ ReLU) pass.
+//! The fp32 path: activations `[slot][patch][channel]`, row-major GEMMs `C = X·W` on the `gemm`
+//! crate that read their input in place (one per class, or one per tap, [`per_tap_in_place`]), then
+//! one bias (+ residual) (+ ReLU) pass.
 //!
 //! The bf16 path (`super::run_chunk_in`) is channel-major with prepacked weights and fused
 //! epilogues on gemmkit; the same channel-major scheme in fp32 on gemmkit measured 6–10 % slower

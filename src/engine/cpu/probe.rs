@@ -27,7 +27,7 @@ const RUNS: usize = 3;
 pub const BF16_KEEP_BELOW: f64 = 0.9;
 
 /// What the probe measured: the fastest of [`RUNS`] single-thread runs on the same patches.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SpeedProbe {
     pub patches: usize,
     pub fp32_ms: f64,
