@@ -111,6 +111,7 @@ run() {
     if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
         gpu_present=true
         driver=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n1)
+        nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
         export BEAMWATCH_REQUIRE_GPU=1
     fi
     say "GPU: $driver; NVRTC: $nvrtc_source"
@@ -122,7 +123,7 @@ run() {
         weights_note="original file"
         ln -sf "$weights" "$B/shared/weights/resnet18_synthetic_seed0.safetensors" 2>/dev/null || true
     else
-        (cd "$B/shared/weights" && python3 make_synthetic_weights.py resnet18_synthetic_seed0.safetensors >"$OUT/weights.log" 2>&1) || true
+        (cd "$B/shared/weights" && timeout 180 python3 make_synthetic_weights.py resnet18_synthetic_seed0.safetensors >"$OUT/weights.log" 2>&1) || true
         if [ "$(sha256sum "$weights" 2>/dev/null | cut -d' ' -f1)" = "$(cat "$B/shared/weights/expected.sha256")" ]; then
             weights_note="regenerated, identical (sha256)"
         else
@@ -133,22 +134,35 @@ run() {
     local t0 rc_nvrtc rc_gpu
     t0=$(date +%s)
     set +e
-    "$W/bin/kernels-nvrtc" --test-threads=1 >"$OUT/kernels_nvrtc.log" 2>&1
+    # Each step has its own time limit, so that one hung kernel cannot eat a short lease; a step
+    # stopped at its limit exits 124 and its log says how far it came.
+    say "NVRTC compile tests"
+    timeout "${GPU_CHECK_T_NVRTC:-90}" "$W/bin/kernels-nvrtc" --test-threads=1 >"$OUT/kernels_nvrtc.log" 2>&1
     rc_nvrtc=$?
-    "$W/bin/gpu-tests" --test-threads=1 --nocapture >"$OUT/gpu_tests.log" 2>&1
+    say "GPU tests (rc nvrtc $rc_nvrtc)"
+    # Blocking launches: a faulting kernel is reported at its own launch, not at a later copy.
+    CUDA_LAUNCH_BLOCKING=1 timeout "${GPU_CHECK_T_TESTS:-240}" "$W/bin/gpu-tests" --test-threads=1 --nocapture >"$OUT/gpu_tests.log" 2>&1
     rc_gpu=$?
-    local benches=()
+    say "GPU tests rc $rc_gpu"
+    local benches=() anchor=""
     if [ "$gpu_present" = true ]; then
         for size in 1024 2048; do
-            "$W/bin/beamwatch" bench --backend cuda --size $size --frames 20 --metric resnet18 --weights "$weights" \
+            say "bench --backend cuda --size $size"
+            timeout "${GPU_CHECK_T_BENCH:-90}" "$W/bin/beamwatch" bench --backend cuda --size $size --frames 20 --metric resnet18 --weights "$weights" \
                 >"$OUT/bench_cuda_$size.json" 2>"$OUT/bench_cuda_$size.log"
             benches+=("$OUT/bench_cuda_$size.json")
         done
+        # The anchor: PyTorch's trunk on the same patch counts (tools/torch_gpu_anchor.py).
+        if python3 -c 'import torch, torchvision, safetensors' 2>/dev/null; then
+            say "PyTorch anchor"
+            timeout "${GPU_CHECK_T_ANCHOR:-90}" python3 "$ROOT/tools/torch_gpu_anchor.py" "$weights" --patches 2601,10404 \
+                >"$OUT/torch_anchor.json" 2>"$OUT/torch_anchor.log" && anchor="$OUT/torch_anchor.json"
+        fi
     fi
     set -e
-    python3 - "$OUT" "$gpu_present" "$driver" "$nvrtc_source" "$weights_note" "$rc_nvrtc" "$rc_gpu" "$(cat "$B/commit")" "$(( $(date +%s) - t0 ))" "$(cat "$B/size_kib")" "${benches[@]}" <<'PY'
+    python3 - "$OUT" "$gpu_present" "$driver" "$nvrtc_source" "$weights_note" "$rc_nvrtc" "$rc_gpu" "$(cat "$B/commit")" "$(( $(date +%s) - t0 ))" "$(cat "$B/size_kib")" "$anchor" "${benches[@]}" <<'PY'
 import json, sys, pathlib
-out, gpu, driver, nvrtc, weights, rc_nvrtc, rc_gpu, commit, secs, size_kib, *benches = sys.argv[1:]
+out, gpu, driver, nvrtc, weights, rc_nvrtc, rc_gpu, commit, secs, size_kib, anchor, *benches = sys.argv[1:]
 out = pathlib.Path(out)
 def lines(name, keys):
     p = out / name
@@ -162,6 +176,7 @@ summary = {
     "gpu_tests": {"passed": rc_gpu == "0", "required_gpu": gpu == "true",
                   "lines": lines("gpu_tests.log", ["GPU", "max rel", "vs PyTorch", "skipped", "test result", "panicked"])},
     "bench_cuda": {},
+    "torch_anchor": json.loads(pathlib.Path(anchor).read_text()) if anchor else None,
     "seconds": int(secs),
     "bundle_mib": round(int(size_kib) / 1024, 1),
 }

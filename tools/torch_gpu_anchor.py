@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""PyTorch's ResNet-18 trunk on the GPU: the anchor for `beamwatch bench --backend cuda`.
+
+usage (run by tools/gpu-check.sh on the GPU machine; needs torch with CUDA, torchvision, safetensors):
+    python3 tools/torch_gpu_anchor.py WEIGHTS --patches 2601,10404 [--iters 20] > anchor.json
+
+What it times, per patch count N (the isolated 20x20 patches of a 1024^2 / 2048^2 frame):
+torchvision's resnet18 with the given weights, fc removed (conv1 .. layer4, global average pool:
+512 features per patch), eval mode, input N x 3 x 20 x 20 float32 already on the GPU (random, not
+zeros), cudnn.benchmark on. Three warm-up passes, then --iters passes each between CUDA events;
+the median and minimum in ms. Two precisions:
+  - fp32: TF32 off for convolutions and matmuls (the same arithmetic class as beamwatch's kernels);
+  - tf32: TF32 allowed (cuDNN's tensor cores), for context: beamwatch has no TF32 path yet.
+The time is the network alone: cutting the frame into patches, normalising and the cosine to the
+reference are left out, which favours PyTorch; beamwatch's kernel time covers all of them.
+Prints one JSON object.
+"""
+import argparse
+import json
+import statistics
+
+import torch
+import torchvision
+from safetensors.torch import load_file
+
+
+def time_passes(model, x, iters):
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+        torch.cuda.synchronize()
+        ms = []
+        for _ in range(iters):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            model(x)
+            b.record()
+            b.synchronize()
+            ms.append(a.elapsed_time(b))
+    return {"ms_median": round(statistics.median(ms), 3), "ms_min": round(min(ms), 3)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("weights")
+    ap.add_argument("--patches", default="2601,10404")
+    ap.add_argument("--iters", type=int, default=20)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print(json.dumps({"error": "torch sees no CUDA device"}))
+        return
+    model = torchvision.models.resnet18(weights=None)
+    missing, unexpected = model.load_state_dict(load_file(args.weights), strict=False)
+    model.fc = torch.nn.Identity()
+    model = model.cuda().eval()
+    torch.backends.cudnn.benchmark = True
+    out = {
+        "torch": torch.__version__,
+        "cudnn": torch.backends.cudnn.version(),
+        "gpu": torch.cuda.get_device_name(0),
+        "missing_keys": missing,
+        "unexpected_keys": unexpected,
+        "runs": {},
+    }
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for n in (int(s) for s in args.patches.split(",")):
+        x = torch.rand((n, 3, 20, 20), device="cuda", generator=g)
+        row = {}
+        for name, tf32 in (("fp32", False), ("tf32", True)):
+            torch.backends.cudnn.allow_tf32 = tf32
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            row[name] = time_passes(model, x, args.iters)
+        out["runs"][str(n)] = row
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
