@@ -46,6 +46,15 @@ fn the_gpu_check_bundle_is_gathered_within_the_limit_and_its_run_half_records_no
     println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
     let mib = j["bundle_mib"].as_f64().expect("bundle size");
     assert!(mib > 5.0 && mib <= 60.0, "bundle of {mib} MiB");
+    // The carried binary starts with the carried libraries, and none of them is part of glibc:
+    // those call glibc's private symbols and would not load beside another machine's libc.
+    let first = j["binary"][0].as_str().unwrap_or("");
+    assert!(first.starts_with("beamwatch "), "the carried binary does not start: {}", j["binary"]);
+    let libs: Vec<&str> = j["carried_libs"].as_array().expect("carried libs").iter().filter_map(|v| v.as_str()).collect();
+    assert!(libs.iter().any(|l| l.starts_with("libhdf5")), "libhdf5 travels: {libs:?}");
+    let glibc = ["libc.", "libm.", "libdl.", "libpthread.", "librt.", "ld-linux", "libresolv.", "libnss_", "libnsl.", "libutil.", "libanl.", "libmvec."];
+    let own: Vec<&&str> = libs.iter().filter(|l| glibc.iter().any(|g| l.starts_with(g))).collect();
+    assert!(own.is_empty(), "glibc's own libraries in the bundle: {own:?}");
     assert_eq!(j["kernels_nvrtc_tests"]["passed"], true, "NVRTC compile in the bundle's environment");
     assert_eq!(j["gpu_tests"]["passed"], true);
     let has_gpu = Command::new("nvidia-smi").arg("-L").output().is_ok_and(|o| o.status.success());

@@ -60,9 +60,12 @@ gather() {
     pack "$bin" "$B/bin/beamwatch.xz"
     pack "$gpu" "$B/bin/gpu-tests.xz"
     pack "$nvrtc_test" "$B/bin/kernels-nvrtc.xz"
-    # Shared libraries beyond the C runtime, which every Linux machine has.
+    # Shared libraries beyond the C runtime, which every Linux machine has. Every library of glibc
+    # itself stays behind too (libresolv, libnss_*, …): they call glibc's private symbols, so this
+    # machine's copy would not load beside the GPU machine's own libc (Debian 12's glibc 2.36 here,
+    # Ubuntu's 2.39 there).
     ldd "$bin" "$gpu" | awk '/=> \//{print $3}' | sort -u |
-        grep -Ev '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s)\.so' |
+        grep -Ev '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s|libresolv|libnss_[^/]*|libnsl|libutil|libanl|libmvec|libthread_db|libBrokenLocale)\.so' |
         while read -r lib; do xz -T2 "$XZ_LEVEL" -c "$lib" >"$B/lib/$(basename "$lib").xz"; done
     local nv=${NVRTC_DIR:-$ROOT/.tools/nvrtc/nvidia/cuda_nvrtc/lib}
     if [ -e "$nv/libnvrtc.so.12" ]; then
@@ -105,7 +108,8 @@ run() {
         [ -n "$found" ] && ln -sf "$found" "$W/nvrtc/libnvrtc.so"
         nvrtc_source="machine's own: ${found:-none found}"
     fi
-    export LD_LIBRARY_PATH="$W/lib:$W/nvrtc:${LD_LIBRARY_PATH:-}"
+    # Only our binaries see the carried libraries: PyTorch (weights, anchor) keeps the machine's own.
+    local LDP="$W/lib:$W/nvrtc:${LD_LIBRARY_PATH:-}"
     export BEAMWATCH_SHARED="$B/shared" BEAMWATCH_REQUIRE_NVRTC=1
     local gpu_present=false driver="no NVIDIA driver (nvidia-smi absent)"
     if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
@@ -136,19 +140,22 @@ run() {
     set +e
     # Each step has its own time limit, so that one hung kernel cannot eat a short lease; a step
     # stopped at its limit exits 124 and its log says how far it came.
+    # Does the carried binary start on this machine's libc at all? (`ldd` names what is missing.)
+    { LD_LIBRARY_PATH="$LDP" "$W/bin/beamwatch" --version && LD_LIBRARY_PATH="$LDP" ldd "$W/bin/beamwatch" "$W/bin/gpu-tests"; } >"$OUT/binaries.log" 2>&1 ||
+        say "the beamwatch binary does not start here: $(head -c 400 "$OUT/binaries.log")"
     say "NVRTC compile tests"
-    timeout "${GPU_CHECK_T_NVRTC:-90}" "$W/bin/kernels-nvrtc" --test-threads=1 >"$OUT/kernels_nvrtc.log" 2>&1
+    LD_LIBRARY_PATH="$LDP" timeout "${GPU_CHECK_T_NVRTC:-90}" "$W/bin/kernels-nvrtc" --test-threads=1 >"$OUT/kernels_nvrtc.log" 2>&1
     rc_nvrtc=$?
     say "GPU tests (rc nvrtc $rc_nvrtc)"
     # Blocking launches: a faulting kernel is reported at its own launch, not at a later copy.
-    CUDA_LAUNCH_BLOCKING=1 timeout "${GPU_CHECK_T_TESTS:-240}" "$W/bin/gpu-tests" --test-threads=1 --nocapture >"$OUT/gpu_tests.log" 2>&1
+    LD_LIBRARY_PATH="$LDP" CUDA_LAUNCH_BLOCKING=1 timeout "${GPU_CHECK_T_TESTS:-240}" "$W/bin/gpu-tests" --test-threads=1 --nocapture >"$OUT/gpu_tests.log" 2>&1
     rc_gpu=$?
     say "GPU tests rc $rc_gpu"
     local benches=() anchor=""
     if [ "$gpu_present" = true ]; then
         for size in 1024 2048; do
             say "bench --backend cuda --size $size"
-            timeout "${GPU_CHECK_T_BENCH:-90}" "$W/bin/beamwatch" bench --backend cuda --size $size --frames 20 --metric resnet18 --weights "$weights" \
+            LD_LIBRARY_PATH="$LDP" timeout "${GPU_CHECK_T_BENCH:-90}" "$W/bin/beamwatch" bench --backend cuda --size $size --frames 20 --metric resnet18 --weights "$weights" \
                 >"$OUT/bench_cuda_$size.json" 2>"$OUT/bench_cuda_$size.log"
             benches+=("$OUT/bench_cuda_$size.json")
         done
@@ -160,9 +167,9 @@ run() {
         fi
     fi
     set -e
-    python3 - "$OUT" "$gpu_present" "$driver" "$nvrtc_source" "$weights_note" "$rc_nvrtc" "$rc_gpu" "$(cat "$B/commit")" "$(( $(date +%s) - t0 ))" "$(cat "$B/size_kib")" "$anchor" "${benches[@]}" <<'PY'
+    python3 - "$OUT" "$gpu_present" "$driver" "$nvrtc_source" "$weights_note" "$rc_nvrtc" "$rc_gpu" "$(cat "$B/commit")" "$(( $(date +%s) - t0 ))" "$(cat "$B/size_kib")" "$anchor" "$B" "${benches[@]}" <<'PY'
 import json, sys, pathlib
-out, gpu, driver, nvrtc, weights, rc_nvrtc, rc_gpu, commit, secs, size_kib, anchor, *benches = sys.argv[1:]
+out, gpu, driver, nvrtc, weights, rc_nvrtc, rc_gpu, commit, secs, size_kib, anchor, bundle, *benches = sys.argv[1:]
 out = pathlib.Path(out)
 def lines(name, keys):
     p = out / name
@@ -172,6 +179,8 @@ summary = {
     "gpu": driver if gpu == "true" else "no GPU",
     "nvrtc": nvrtc,
     "weights": weights,
+    "binary": lines("binaries.log", ["beamwatch", "not found", "GLIBC"])[:6],
+    "carried_libs": sorted(p.name[:-3] for p in pathlib.Path(bundle, "lib").glob("*.xz")),
     "kernels_nvrtc_tests": {"passed": rc_nvrtc == "0", "lines": lines("kernels_nvrtc.log", ["test result", "panicked"])},
     "gpu_tests": {"passed": rc_gpu == "0", "required_gpu": gpu == "true",
                   "lines": lines("gpu_tests.log", ["GPU", "max rel", "vs PyTorch", "skipped", "test result", "panicked"])},
