@@ -150,8 +150,11 @@ struct Track {
 ///
 /// The forward transform is real-to-complex along rows (half the work and half the bytes), and
 /// spectra stay transposed, so each frame moves its data through two transposes where a plain 2-D
-/// transform there and back takes four: at 1024² every pass is 8 MiB, more than the cache keeps
-/// while the trunk runs, and the passes, not the arithmetic, set registration's time.
+/// transform there and back takes four, and both are fused with a pass of transforms
+/// ([`columns_fft`]): at 1024² every pass is 8 MiB, more than the cache keeps while the trunk runs,
+/// and the passes, not the arithmetic, set registration's time. On the 2-core Intel Xeon (Emerald
+/// Rapids) a 1024² frame's track took 9.5 ms with separate transposes and 6.6 ms fused (with the
+/// cheaper peak search and energy sum, medians of alternating runs).
 pub struct Registrar {
     /// Transform size (the frame padded).
     w: usize,
