@@ -13,11 +13,13 @@ the median and minimum in ms. Two precisions:
   - tf32: TF32 allowed (cuDNN's tensor cores), for context: beamwatch has no TF32 path yet.
 The time is the network alone: cutting the frame into patches, normalising and the cosine to the
 reference are left out, which favours PyTorch; beamwatch's kernel time covers all of them.
-Prints one JSON object.
+Prints one JSON object. `--device cpu` runs the same code on the CPU (a check of the script where
+there is no GPU; its figures are no anchor for anything).
 """
 import argparse
 import json
 import statistics
+import time
 
 import torch
 import torchvision
@@ -25,18 +27,25 @@ from safetensors.torch import load_file
 
 
 def time_passes(model, x, iters):
+    cuda = x.is_cuda
     with torch.no_grad():
         for _ in range(3):
             model(x)
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize()
         ms = []
         for _ in range(iters):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            model(x)
-            b.record()
-            b.synchronize()
-            ms.append(a.elapsed_time(b))
+            if cuda:
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                model(x)
+                b.record()
+                b.synchronize()
+                ms.append(a.elapsed_time(b))
+            else:
+                t = time.perf_counter()
+                model(x)
+                ms.append((time.perf_counter() - t) * 1e3)
     return {"ms_median": round(statistics.median(ms), 3), "ms_min": round(min(ms), 3)}
 
 
@@ -45,26 +54,27 @@ def main():
     ap.add_argument("weights")
     ap.add_argument("--patches", default="2601,10404")
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"error": "torch sees no CUDA device"}))
         return
     model = torchvision.models.resnet18(weights=None)
     missing, unexpected = model.load_state_dict(load_file(args.weights), strict=False)
     model.fc = torch.nn.Identity()
-    model = model.cuda().eval()
+    model = model.to(args.device).eval()
     torch.backends.cudnn.benchmark = True
     out = {
         "torch": torch.__version__,
         "cudnn": torch.backends.cudnn.version(),
-        "gpu": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu (script check only)",
         "missing_keys": missing,
         "unexpected_keys": unexpected,
         "runs": {},
     }
-    g = torch.Generator(device="cuda").manual_seed(0)
+    g = torch.Generator(device=args.device).manual_seed(0)
     for n in (int(s) for s in args.patches.split(",")):
-        x = torch.rand((n, 3, 20, 20), device="cuda", generator=g)
+        x = torch.rand((n, 3, 20, 20), device=args.device, generator=g)
         row = {}
         for name, tf32 in (("fp32", False), ("tf32", True)):
             torch.backends.cudnn.allow_tf32 = tf32
