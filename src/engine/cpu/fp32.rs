@@ -220,12 +220,28 @@ fn stem_bias_relu(stem_out: &mut [f32], bias_map: &[f32], n: usize, cout: usize)
 fn max_pool(plan: &Plan, stem_out: &[f32], n: usize, pooled: &mut [f32], chunk: usize, first: usize) {
     let c0 = plan.stem.cout;
     let _span = profile::span(Part::MaxPool, Op::Epilogue);
+    const L: usize = 64;
+    let len = n * c0;
     for (slot, win) in plan.pool.windows.iter().enumerate() {
         let out = &mut pooled[(slot * chunk + first) * c0..(slot * chunk + first + n) * c0];
-        out.fill(0.0);
+        // 64 values at a time, their maximum held in registers across the window's positions
+        // (as in the bf16 pool, where a row updated in memory stalled every load).
+        let full = len / L * L;
+        for (j, o) in (0..full).step_by(L).zip(out.chunks_exact_mut(L)) {
+            let mut acc = [0f32; L];
+            for &src in win {
+                let row: &[f32; L] = stem_out[src * len + j..src * len + j + L].try_into().expect("64 values");
+                for (a, v) in acc.iter_mut().zip(row) {
+                    // A plain compare (values are finite) is one vector max; f32::max's NaN rule is not.
+                    *a = if *v > *a { *v } else { *a };
+                }
+            }
+            o.copy_from_slice(&acc);
+        }
+        let tail = &mut out[full..];
+        tail.fill(0.0);
         for &src in win {
-            for (o, v) in out.iter_mut().zip(&stem_out[src * n * c0..(src + 1) * n * c0]) {
-                // A plain compare (values are finite) is one vector max; f32::max's NaN rule is not.
+            for (o, v) in tail.iter_mut().zip(&stem_out[src * len + full..(src + 1) * len]) {
                 *o = if *v > *o { *v } else { *o };
             }
         }
