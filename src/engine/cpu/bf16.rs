@@ -181,12 +181,11 @@ fn stem(
 /// max(relu(v + b)) = relu(max(v + b)).
 ///
 /// Sixty-four or sixteen patches at a time, the window's maximum held in registers across its
-/// positions. It
-/// was kept in a row in memory, updated per position by a compare and a masked store; the next
-/// position's load of that row then waited on the masked store, which cannot forward (perf: 40 % of
-/// the pool's samples on that load). On the 2-core Intel Xeon (Emerald Rapids) the pool took 10.2
-/// thread-ms per 1020² frame that way (`bench --layers`, bf16), as on the Zen 5; the fp32 pool,
-/// whose rows are channels, 2.3–3.7.
+/// positions. It was kept in a row in memory, updated per position by a compare and a masked
+/// store; the next position's load of that row then waited on the masked store, which cannot
+/// forward (perf: 40 % of the pool's samples on that load). On the 2-core Intel Xeon (Emerald
+/// Rapids) the pool took 9.2–10.1 thread-ms per 1020² frame that way and takes 4.4–4.5 now (`bench
+/// --layers`, bf16); the Zen 5 measured 10.2 the old way.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn max_pool(
     plan: &Plan,
