@@ -162,23 +162,25 @@ fn stem(plan: &Plan, pixels: &[f32], n: usize, col: &mut Vec<f32>, out: &mut Vec
     let (k, pad, stride) = (st.k, st.pad, st.stride);
     let padded_w = plan.patch + 2 * pad;
     let span = profile::span(Part::Stem, Op::Gather);
-    let stem_col = grow(col, positions * n * st.k2 + padded_w * padded_w);
+    let pad_len = padded_w * padded_w;
+    let stem_col = grow(col, positions * n * st.k2 + n * pad_len);
     let (stem_col, padded) = stem_col.split_at_mut(positions * n * st.k2);
+    // Every patch zero-padded first, then the columns written in their own order (position-major),
+    // so the writes run sequentially through the buffer. Written patch by patch, each patch's 100
+    // rows of 49 values were scattered `n` rows apart.
     padded.fill(0.0);
-    for i in 0..n {
-        let px = &pixels[i * pp..(i + 1) * pp];
+    for (px, dst) in pixels.chunks_exact(pp).zip(padded.chunks_exact_mut(pad_len)) {
         for (r, src) in px.chunks_exact(plan.patch).enumerate() {
             let start = (r + pad) * padded_w + pad;
-            padded[start..start + plan.patch].copy_from_slice(src);
+            dst[start..start + plan.patch].copy_from_slice(src);
         }
-        for oy in 0..st.out_h {
-            for ox in 0..st.out_w {
-                let pos = oy * st.out_w + ox;
-                let row = &mut stem_col[(pos * n + i) * st.k2..(pos * n + i + 1) * st.k2];
-                for (ky, dst) in row.chunks_exact_mut(k).enumerate() {
-                    let start = (oy * stride + ky) * padded_w + ox * stride;
-                    copy_window_row(dst, &padded[start..start + k]);
-                }
+    }
+    for (pos, cols) in stem_col.chunks_exact_mut(n * st.k2).enumerate() {
+        let (oy, ox) = (pos / st.out_w, pos % st.out_w);
+        for (row, src) in cols.chunks_exact_mut(st.k2).zip(padded.chunks_exact(pad_len)) {
+            for (ky, dst) in row.chunks_exact_mut(k).enumerate() {
+                let start = (oy * stride + ky) * padded_w + ox * stride;
+                copy_window_row(dst, &src[start..start + k]);
             }
         }
     }
