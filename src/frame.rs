@@ -265,16 +265,42 @@ impl Frame {
     }
 
     /// Min and max over valid pixels.
+    /// Minimum and maximum of the valid pixels (`(∞, −∞)` when there are none).
+    ///
+    /// Every constructor refuses non-finite pixels, so plain compares give the extremes, in sixteen
+    /// independent lanes that vectorise: `f32::min`'s NaN rule and a mask test per pixel kept the
+    /// loop scalar, 2.9 ms of a 1020² frame (the scaling check of every analysed frame).
     pub fn valid_range(&self) -> (f32, f32) {
-        let mut lo = f32::INFINITY;
-        let mut hi = f32::NEG_INFINITY;
-        for (i, &v) in self.pixels.iter().enumerate() {
-            if self.is_valid(i) {
-                lo = lo.min(v);
-                hi = hi.max(v);
+        const L: usize = 16;
+        let mut lo = [f32::INFINITY; L];
+        let mut hi = [f32::NEG_INFINITY; L];
+        let mut take = |vals: &[f32], bad: Option<&[bool]>| {
+            for (i, &v) in vals.iter().enumerate() {
+                let keep = bad.is_none_or(|b| !b[i]);
+                let (l, h) = (&mut lo[i % L], &mut hi[i % L]);
+                *l = if keep && v < *l { v } else { *l };
+                *h = if keep && v > *h { v } else { *h };
+            }
+        };
+        let chunks = self.pixels.chunks_exact(L);
+        let tail_at = self.pixels.len() - chunks.remainder().len();
+        match self.invalid.as_deref() {
+            None => {
+                for c in chunks {
+                    take(c, None);
+                }
+                take(&self.pixels[tail_at..], None);
+            }
+            Some(mask) => {
+                for (c, m) in chunks.zip(mask.chunks_exact(L)) {
+                    take(c, Some(m));
+                }
+                take(&self.pixels[tail_at..], Some(&mask[tail_at..]));
             }
         }
-        (lo, hi)
+        let l = lo.iter().fold(f32::INFINITY, |a, &b| if b < a { b } else { a });
+        let h = hi.iter().fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        (l, h)
     }
 
     /// Mean of valid pixels.
@@ -377,6 +403,29 @@ mod tests {
         assert_eq!(f.valid_range(), (1.0, 4.0));
         let g = Frame::from_ints(2, 2, &[1u16, 65535, 3, 4], false).expect("frame");
         assert_eq!(g.n_invalid(), 0);
+    }
+
+    /// The lane-wise extremes equal a plain scan, with and without a mask, whatever the length's
+    /// remainder after the lanes, and with the extreme in the last lane or the tail.
+    #[test]
+    fn valid_range_equals_a_plain_scan() {
+        for len in [1usize, 15, 16, 17, 33, 250] {
+            let px: Vec<f32> = (0..len).map(|i| ((i * 7919) % 101) as f32 - 50.0).collect();
+            let mut px_ext = px.clone();
+            px_ext[len - 1] = 1e6;
+            for pixels in [px, px_ext] {
+                let mask: Vec<bool> = (0..len).map(|i| i % 3 == 1).collect();
+                let plain = |keep: &dyn Fn(usize) -> bool| {
+                    (0..len)
+                        .filter(|&i| keep(i))
+                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), i| (l.min(pixels[i]), h.max(pixels[i])))
+                };
+                let f = Frame::from_f32(len, 1, pixels.clone()).expect("frame");
+                assert_eq!(f.valid_range(), plain(&|_| true), "len {len}");
+                let g = f.with_invalid(mask.clone());
+                assert_eq!(g.valid_range(), plain(&|i| !mask[i]), "len {len}, masked");
+            }
+        }
     }
 
     #[test]
