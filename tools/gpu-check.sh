@@ -198,6 +198,10 @@ for b in benches:
 print(json.dumps(summary, indent=2))
 PY
     rm -rf "$W"
+    # The device tool brings back at most 8 files from $OUT: the logs travel as one archive beside
+    # the summary.
+    (cd "$OUT" && find . -maxdepth 1 -type f ! -name gpu-check.json ! -name logs.tar.gz -printf '%f\n' |
+        tar czf logs.tar.gz -T - && find . -maxdepth 1 -type f ! -name gpu-check.json ! -name logs.tar.gz -delete)
     [ "$rc_nvrtc" = 0 ] && [ "$rc_gpu" = 0 ]
 }
 
