@@ -274,3 +274,74 @@ fn padding_free_plan_equals_naive_trunk_at_other_patch_sizes() {
         assert!(plan.macs_per_patch() < plan.dense_macs_per_patch(&net), "padding skip saves work at {p} px");
     }
 }
+
+// ---- Winograd (the fp32 CPU path's small-map 3×3 convolutions) ----
+
+/// Where the plan runs Winograd at 20 px: layer1's four convolutions (5×5 maps: 81 points for 169
+/// position-taps) and layer2's three stride-1 ones (3×3: 25 for 49); nowhere at 2×2 or 1×1, where
+/// the points (16, 9) would not multiply less than the classes' (16, 1).
+#[test]
+fn winograd_runs_where_it_multiplies_less() {
+    let sd = StateDict::read(&synthetic_weights()).expect("weights");
+    let plan = beamwatch::engine::Plan::new(&Network::from_state_dict(&sd).expect("network"), 20).expect("plan");
+    let points: Vec<Option<usize>> = plan
+        .blocks
+        .iter()
+        .flat_map(|b| [&b.conv1, &b.conv2].into_iter().chain(b.downsample.as_ref()))
+        .map(|c| c.winograd.as_ref().map(|w| w.points()))
+        .collect();
+    #[rustfmt::skip]
+    let want = [Some(81), Some(81), Some(81), Some(81), None, Some(25), None, Some(25), Some(25), None, None, None, None, None, None, None, None, None, None];
+    assert_eq!(points, want);
+    assert!(plan.fp32_cpu_macs_per_patch() < plan.macs_per_patch() * 4 / 5);
+}
+
+/// A Winograd convolution against the same convolution's padding-free classes, on map sizes that
+/// cut into every mix of tiles (2, 3, 2+2, 3+2, 3+3, 3+3+2, 3+3+2+2), more patches than one pass
+/// takes (64) and fewer, with and without residual and ReLU. Measured worst 7.8e-7 of the
+/// largest output (Intel Xeon); the bound is 5e-6.
+#[test]
+fn winograd_convolution_equals_the_classes() {
+    use beamwatch::engine::cpu::conv_once;
+    use beamwatch::engine::network::FoldedConv;
+    use beamwatch::engine::plan::ConvPlan;
+    let noise = |seed: usize, i: usize| (((i * 2654435761 + seed * 40503) % 1000) as f32 / 500.0) - 1.0;
+    let mut worst = 0f64;
+    for (si, &(side, cin, cout, n)) in [
+        (2, 16, 16, 3),
+        (3, 32, 48, 70),
+        (4, 16, 32, 65),
+        (5, 64, 64, 130),
+        (6, 24, 16, 7),
+        (8, 16, 16, 9),
+        (10, 16, 16, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let conv = FoldedConv {
+            cout,
+            cin,
+            k: 3,
+            stride: 1,
+            pad: 1,
+            weight: (0..cout * cin * 9).map(|i| noise(3 * si, i) / (cin * 9) as f32 * 3.0).collect(),
+            bias: (0..cout).map(|i| 0.1 * noise(3 * si + 1, i)).collect(),
+        };
+        let wino = ConvPlan::standalone(&conv, side, side, true).expect("plan");
+        let classes = ConvPlan::standalone(&conv, side, side, false).expect("plan");
+        assert!(wino.winograd.is_some() && classes.winograd.is_none(), "{side}×{side} plans Winograd");
+        let input: Vec<f32> = (0..side * side * n * cin).map(|i| noise(3 * si + 2, i).max(0.0)).collect();
+        let residual: Vec<f32> = (0..side * side * n * cout).map(|i| noise(3 * si + 5, i)).collect();
+        for (res, relu) in [(Some(&residual[..]), true), (None, false)] {
+            let a = conv_once(&wino, &input, n, res, relu);
+            let b = conv_once(&classes, &input, n, res, relu);
+            let bmax = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+            let d = a.iter().zip(&b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max) / bmax;
+            println!("{side}×{side}, {cin}→{cout}, {n} patches, residual {}: max |Δ| / max = {d:.2e}", res.is_some());
+            assert!(d < 5e-6, "{side}×{side} {cin}→{cout} ({n} patches): Winograd deviates {d:.2e}");
+            worst = worst.max(d);
+        }
+    }
+    println!("worst {worst:.2e}");
+}

@@ -524,7 +524,7 @@ impl ConvCase {
             weight: (0..cout * cin * k * k).map(|i| noise(3 * si, i) / (cin * k * k) as f32).collect(),
             bias: (0..cout).map(|i| 0.1 * noise(3 * si + 1, i)).collect(),
         };
-        let plan = ConvPlan::standalone(&conv, side, side).expect("plan");
+        let plan = ConvPlan::standalone(&conv, side, side, false).expect("plan");
         let tables = ConvTables::new(&plan).expect("tables");
         assert!(tables.consistent());
         let input = (0..side * side * n * cin).map(|i| noise(3 * si + 2, i).max(0.0)).collect();

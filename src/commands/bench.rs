@@ -59,9 +59,14 @@ pub struct BenchResult {
     pub ms_per_frame_min: f64,
     pub ms_per_frame_max: f64,
     pub patches_per_s: f64,
-    /// Multiply-adds per patch actually computed, and what the unmodified RGB network would need.
+    /// Multiply-adds per patch of the padding-free convolutions (what the bf16 and GPU paths
+    /// compute), and what the unmodified RGB network would need.
     pub mac_per_patch: Option<usize>,
     pub dense_mac_per_patch: Option<usize>,
+    /// Multiply-adds per patch in the fp32 CPU path's GEMMs, which run the small maps' 3×3
+    /// convolutions as Winograd products (`engine::winograd`).
+    pub fp32_cpu_mac_per_patch: Option<usize>,
+    /// `2 · mac_per_patch` per second: the padding-free count, whichever path ran.
     pub gflop_per_s: Option<f64>,
     pub peak_rss_mib: Option<f64>,
     pub weights: String,
@@ -111,7 +116,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         } else {
             engine.with_precision(opts.precision)
         };
-        let macs = (engine.plan().macs_per_patch(), engine.plan().dense_macs_per_patch(&net));
+        let plan = engine.plan();
+        let macs = (plan.macs_per_patch(), plan.dense_macs_per_patch(&net), plan.fp32_cpu_macs_per_patch());
         (Some(Arc::new(engine)), label, Some(macs))
     } else {
         (None, "none (classical metric)".to_string(), None)
@@ -178,6 +184,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         patches_per_s: round(patches as f64 / (median / 1e3), 0),
         mac_per_patch: macs.map(|m| m.0),
         dense_mac_per_patch: macs.map(|m| m.1),
+        fp32_cpu_mac_per_patch: macs.map(|m| m.2),
         gflop_per_s: macs.map(|m| round(2.0 * m.0 as f64 * patches as f64 / (median / 1e3) / 1e9, 1)),
         peak_rss_mib: crate::telemetry::peak_rss_mib(),
         weights: weights_label,

@@ -2,6 +2,7 @@
 //!
 //! - [`network`]: torchvision weights → folded, grayscale trunk.
 //! - [`plan`]: the trunk compiled for a patch size (padding-free GEMM classes).
+//! - [`winograd`]: the small maps' 3×3 convolutions as fewer, pointwise GEMMs (fp32 CPU path).
 //! - [`cpu`]: executes a plan on a chunk of patches.
 //!
 //! - [`cuda`]: the same plan on the GPU with our own kernels (`kernels/*.cu`).
@@ -15,6 +16,7 @@ pub mod cuda;
 pub mod network;
 pub mod plan;
 pub mod profile;
+pub mod winograd;
 
 use std::sync::{Arc, Mutex};
 

@@ -13,6 +13,11 @@
 
 use super::EngineError;
 use super::network::{FoldedConv, Network};
+use super::winograd::Winograd;
+
+/// A 3×3 convolution runs as Winograd GEMMs (fp32 CPU path) when its point grid multiplies at most
+/// this fraction of the padding-free classes' position-taps: the transforms cost the rest.
+const WINOGRAD_MAX_FRACTION: f64 = 0.75;
 
 /// The valid kernel-tap interval `[lo, hi)` along one axis for output coordinate `o`.
 fn tap_range(o: usize, stride: usize, pad: usize, k: usize, len: usize) -> (usize, usize) {
@@ -96,6 +101,9 @@ pub struct ConvPlan {
     pub macs: usize,
     /// Gathered-column floats per patch (workspace sizing).
     pub col_len: usize,
+    /// The same convolution as Winograd GEMMs, where that multiplies less ([`Winograd::plan`]):
+    /// the fp32 CPU path runs it; the bf16 path and the GPU kernels run the classes.
+    pub winograd: Option<Winograd>,
 }
 
 impl ConvPlan {
@@ -104,10 +112,12 @@ impl ConvPlan {
     }
 
     /// One convolution planned on its own, its input stored row-major (slot = y·w + x): for tests
-    /// that run a single convolution of any shape through the CPU path and the GPU kernels.
-    pub fn standalone(conv: &FoldedConv, in_h: usize, in_w: usize) -> Result<Self, EngineError> {
+    /// that run a single convolution of any shape through the CPU path and the GPU kernels. Classes
+    /// only (the GPU kernels' reference), or with `winograd`, Winograd wherever the shape allows it
+    /// (3×3, stride 1, pad 1, maps of 2 or more), multiplying less or not.
+    pub fn standalone(conv: &FoldedConv, in_h: usize, in_w: usize, winograd: bool) -> Result<Self, EngineError> {
         let in_order: Vec<usize> = (0..in_h * in_w).collect();
-        Self::build(conv, in_h, in_w, &in_order, None)
+        Self::build(conv, in_h, in_w, &in_order, None, if winograd { f64::INFINITY } else { 0.0 })
     }
 
     fn build(
@@ -116,6 +126,7 @@ impl ConvPlan {
         in_w: usize,
         in_order: &[usize],
         out_order: Option<Vec<usize>>,
+        winograd_max_fraction: f64,
     ) -> Result<Self, EngineError> {
         let g = ConvGeom::of(conv, in_h, in_w);
         let order = out_order.unwrap_or_else(|| g.class_order());
@@ -167,6 +178,10 @@ impl ConvPlan {
             classes.push(ClassPlan { first_slot: slot, n_pos, n_taps: taps.len(), gather, direct, weight });
             slot = end;
         }
+        let position_taps = macs / (conv.cin * conv.cout).max(1);
+        let winograd = (g.out_h == in_h && g.out_w == in_w)
+            .then(|| Winograd::plan(conv, in_h, in_w, in_order, &order, position_taps, winograd_max_fraction))
+            .flatten();
         Ok(Self {
             cin: conv.cin,
             cout: conv.cout,
@@ -177,6 +192,7 @@ impl ConvPlan {
             bias: conv.bias.clone(),
             macs,
             col_len,
+            winograd,
         })
     }
 }
@@ -246,11 +262,20 @@ impl Plan {
         let (mut h, mut w, mut order) = (ph, pw, pool.order.clone());
         for layer in &net.layers {
             for b in layer {
-                let conv1 = ConvPlan::build(&b.conv1, h, w, &order, None)?;
+                let conv1 = ConvPlan::build(&b.conv1, h, w, &order, None, WINOGRAD_MAX_FRACTION)?;
                 let conv2_order = if b.downsample.is_none() { Some(order.clone()) } else { None };
-                let conv2 = ConvPlan::build(&b.conv2, conv1.out_h, conv1.out_w, &conv1.order, conv2_order)?;
+                let conv2 = ConvPlan::build(
+                    &b.conv2,
+                    conv1.out_h,
+                    conv1.out_w,
+                    &conv1.order,
+                    conv2_order,
+                    WINOGRAD_MAX_FRACTION,
+                )?;
                 let downsample = match &b.downsample {
-                    Some(d) => Some(ConvPlan::build(d, h, w, &order, Some(conv2.order.clone()))?),
+                    Some(d) => {
+                        Some(ConvPlan::build(d, h, w, &order, Some(conv2.order.clone()), WINOGRAD_MAX_FRACTION)?)
+                    }
                     None => None,
                 };
                 (h, w, order) = (conv2.out_h, conv2.out_w, conv2.order.clone());
@@ -267,6 +292,17 @@ impl Plan {
                 .blocks
                 .iter()
                 .map(|b| b.conv1.macs + b.conv2.macs + b.downsample.as_ref().map_or(0, |d| d.macs))
+                .sum::<usize>()
+    }
+
+    /// Multiply-adds per patch in the fp32 CPU path's GEMMs: Winograd's where a convolution has it.
+    pub fn fp32_cpu_macs_per_patch(&self) -> usize {
+        let conv = |p: &ConvPlan| p.winograd.as_ref().map_or(p.macs, |w| w.macs);
+        self.stem.macs
+            + self
+                .blocks
+                .iter()
+                .map(|b| conv(&b.conv1) + conv(&b.conv2) + b.downsample.as_ref().map_or(0, conv))
                 .sum::<usize>()
     }
 

@@ -4,6 +4,7 @@
 //!
 //! - [`fp32`]: row-major activations on the `gemm` crate (exact; the default).
 //! - [`bf16`]: channel-major activations on gemmkit, weights packed at load time ([`packed`]).
+//! - [`winograd`]: the transforms around the fp32 path's Winograd GEMMs.
 //! - [`probe`]: times both on the same patches, for `precision = "bf16"` (kept only where faster).
 
 pub mod bf16;
@@ -11,6 +12,7 @@ pub mod fp32;
 pub mod packed;
 pub mod precision;
 pub mod probe;
+pub mod winograd;
 
 use super::plan::Plan;
 use packed::PackedTrunk;

@@ -1,0 +1,323 @@
+//! Winograd's minimal filtering for the 3×3, stride-1 convolutions on small maps: fewer
+//! multiplications than the padding-free classes of [`super::plan`], exact up to rounding.
+//!
+//! Along each axis the map is cut into tiles of 3 or 2 outputs, F(3,3) and F(2,3): a tile of `m`
+//! outputs reads `m + 2` inputs and multiplies at `m + 2` *points*. In 2D the points of a tile pair
+//! multiply pointwise, so a convolution becomes one `n × cin · cin × cout` GEMM per point of the
+//! map's point grid. On ResNet-18's 5×5 maps (20 px patches, layer1) that is 9 × 9 = 81 GEMMs where
+//! the classes multiply 13 × 13 = 169 position-taps, and on the 3×3 maps (layer2) 5 × 5 = 25 where
+//! they multiply 7 × 7 = 49: 2.1× and 2.0× fewer multiply-adds, for two linear passes (input and
+//! output transforms) around the GEMMs, whose cost `cpu::winograd` reports.
+//!
+//! The transforms are Toom–Cook interpolation (Lavin & Gray 2016) at the points {0, 1, −1, ∞}
+//! (F(2,3)) and {0, 1, −1, ½, ∞} (F(3,3)). The input and output tables ([`BT2`], [`BT3`], [`AT2`],
+//! [`AT3`]) are checked here against the interpolation computed in f64 from the points, which also
+//! gives the filter transform `G` that goes with them. Larger tiles (F(4,3), F(6,3)) multiply less
+//! again but lose about a decimal digit each to rounding in fp32. With these two a convolution moves
+//! by at most 7.8e-7 of its largest output against the classes, and the trunk stays within 4e-6 of
+//! PyTorch's layer taps (`tests/golden.rs`, whose bounds are 5e-6 and 1e-4).
+
+use super::network::FoldedConv;
+
+/// Evaluation points of F(m, 3) other than ∞.
+fn points(m: usize) -> &'static [f64] {
+    match m {
+        2 => &[0.0, 1.0, -1.0],
+        3 => &[0.0, 1.0, -1.0, 0.5],
+        _ => unreachable!("only F(2,3) and F(3,3) are built"),
+    }
+}
+
+/// F(m, 3) in one dimension: `y = Aᵀ [(G g) ⊙ (Bᵀ d)]` for `m` outputs of a 3-tap correlation over
+/// `m + 2` inputs. `at` and `bt` are the tables' derivation, checked against them by the tests.
+#[cfg_attr(not(test), allow(dead_code))]
+struct Transform1d {
+    /// `m × n`.
+    at: Vec<Vec<f64>>,
+    /// `n × 3`.
+    g: Vec<[f64; 3]>,
+    /// `n × n`.
+    bt: Vec<Vec<f64>>,
+}
+
+/// Gauss–Jordan inverse of a small, well-conditioned matrix (Vandermonde at ≤ 5 points).
+fn invert(mut a: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
+    let n = a.len();
+    let mut inv: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect();
+    for c in 0..n {
+        let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs())).unwrap_or(c);
+        a.swap(c, p);
+        inv.swap(c, p);
+        let d = a[c][c];
+        for j in 0..n {
+            a[c][j] /= d;
+            inv[c][j] /= d;
+        }
+        for i in 0..n {
+            if i != c {
+                let f = a[i][c];
+                for j in 0..n {
+                    a[i][j] -= f * a[c][j];
+                    inv[i][j] -= f * inv[c][j];
+                }
+            }
+        }
+    }
+    inv
+}
+
+impl Transform1d {
+    /// Toom–Cook: the product of polynomials of degrees `m − 1` (a tile of outputs, transposed) and
+    /// 2 (the filter) is evaluated at `n = m + 2` points and interpolated; correlation is its
+    /// transpose. `V` evaluates degree < n at the points (row ∞ takes the leading coefficient), so
+    /// `Aᵀ = V_mᵀ`, `G = V_3`, `Bᵀ = (V⁻¹)ᵀ`. Each row of `Bᵀ` is scaled to [`BT2`] / [`BT3`]'s,
+    /// the scale moved into `G` (applied to the weights once, in f64).
+    fn new(m: usize) -> Self {
+        let n = m + 2;
+        let pts = points(m);
+        let row = |j: usize, len: usize| -> Vec<f64> {
+            match pts.get(j) {
+                Some(&a) => (0..len).map(|l| a.powi(l as i32)).collect(),
+                None => (0..len).map(|l| if l == len - 1 { 1.0 } else { 0.0 }).collect(),
+            }
+        };
+        let v: Vec<Vec<f64>> = (0..n).map(|j| row(j, n)).collect();
+        let vi = invert(v);
+        let exact: Vec<Vec<f64>> = (0..n).map(|j| (0..n).map(|l| vi[l][j]).collect()).collect();
+        let table: Vec<Vec<f64>> = match m {
+            2 => BT2.iter().map(|r| r.iter().map(|&v| v as f64).collect()).collect(),
+            _ => BT3.iter().map(|r| r.iter().map(|&v| v as f64).collect()).collect(),
+        };
+        let mut g: Vec<[f64; 3]> = (0..n).map(|j| row(j, 3).try_into().expect("3 coefficients")).collect();
+        for ((e, t), gj) in exact.iter().zip(&table).zip(&mut g) {
+            let l = (0..n).max_by(|&a, &b| t[a].abs().total_cmp(&t[b].abs())).unwrap_or(0);
+            let s = e[l] / t[l];
+            assert!(e.iter().zip(t).all(|(e, t)| (e - s * t).abs() < 1e-9), "Bᵀ table is not (V⁻¹)ᵀ scaled by rows");
+            gj.iter_mut().for_each(|v| *v *= s);
+        }
+        let bt = table;
+        let at = (0..m).map(|i| (0..n).map(|j| row(j, m)[i]).collect()).collect();
+        Self { at, g, bt }
+    }
+}
+
+/// F(2,3)'s input transform `Bᵀ` at {0, 1, −1, ∞}; each row of `(V⁻¹)ᵀ` scaled to small integers
+/// (the scale goes into `G`), so the CPU's transform multiplies by constants it can fold.
+pub const BT2: [[f32; 4]; 4] = [[1., 0., -1., 0.], [0., 1., 1., 0.], [0., -1., 1., 0.], [0., -1., 0., 1.]];
+/// F(3,3)'s `Bᵀ` at {0, 1, −1, ½, ∞}, rows scaled likewise.
+pub const BT3: [[f32; 5]; 5] = [
+    [1., -2., -1., 2., 0.],
+    [0., -1., 1., 2., 0.],
+    [0., -1., 3., -2., 0.],
+    [0., 1., 0., -1., 0.],
+    [0., 1., -2., -1., 2.],
+];
+/// F(2,3)'s output transform `Aᵀ` (fixed by the points).
+pub const AT2: [[f32; 4]; 2] = [[1., 1., 1., 0.], [0., 1., -1., 1.]];
+/// F(3,3)'s `Aᵀ`.
+pub const AT3: [[f32; 5]; 3] = [[1., 1., 1., 1., 0.], [0., 1., -1., 0.5, 0.], [0., 1., 1., 0.25, 1.]];
+
+/// One tile of an axis: outputs `o0..o0 + m`, reading inputs `o0 − 1..o0 + m + 1` (padding off the
+/// map), at points `first_point..first_point + m + 2`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tile {
+    pub o0: usize,
+    pub m: usize,
+    pub first_point: usize,
+}
+
+/// The tiles of one axis of length `len` (input = output, pad 1) and its transforms.
+#[derive(Clone, Debug)]
+pub struct Axis {
+    pub len: usize,
+    pub tiles: Vec<Tile>,
+    /// Per point: the input coordinates it reads and their coefficients (`Bᵀ`, padding dropped).
+    pub input_terms: Vec<Vec<(usize, f32)>>,
+    /// Per output coordinate: the points it sums and their coefficients (`Aᵀ`).
+    pub output_terms: Vec<Vec<(usize, f32)>>,
+    /// Per point: the filter transform's row (`G`), for the weights.
+    g: Vec<[f64; 3]>,
+}
+
+impl Axis {
+    /// Tile sizes covering `len` outputs with F(3,3) where it can and F(2,3) for the rest.
+    fn tile_sizes(len: usize) -> Vec<usize> {
+        match len {
+            0 | 1 => vec![],
+            2 => vec![2],
+            _ => {
+                let mut t = vec![3; len / 3];
+                match len % 3 {
+                    1 => {
+                        t.pop();
+                        t.extend([2, 2]);
+                    }
+                    2 => t.push(2),
+                    _ => {}
+                }
+                t
+            }
+        }
+    }
+
+    fn new(len: usize) -> Self {
+        let mut axis = Self {
+            len,
+            tiles: Vec::new(),
+            input_terms: Vec::new(),
+            output_terms: vec![Vec::new(); len],
+            g: Vec::new(),
+        };
+        let mut o0 = 0;
+        for m in Self::tile_sizes(len) {
+            let first_point = axis.g.len();
+            axis.tiles.push(Tile { o0, m, first_point });
+            axis.g.extend(Transform1d::new(m).g);
+            let (bt, at): (Vec<&[f32]>, Vec<&[f32]>) = match m {
+                2 => (BT2.iter().map(|r| &r[..]).collect(), AT2.iter().map(|r| &r[..]).collect()),
+                _ => (BT3.iter().map(|r| &r[..]).collect(), AT3.iter().map(|r| &r[..]).collect()),
+            };
+            for row in bt {
+                // Local input l is coordinate o0 − 1 + l; those off the map are padding (zero).
+                let terms = row.iter().enumerate().filter_map(|(l, &c)| {
+                    let i = (o0 + l).checked_sub(1)?;
+                    (i < len && c != 0.0).then_some((i, c))
+                });
+                axis.input_terms.push(terms.collect());
+            }
+            for (i, row) in at.iter().enumerate() {
+                let terms = row.iter().enumerate().filter(|(_, c)| **c != 0.0).map(|(j, &c)| (first_point + j, c));
+                axis.output_terms[o0 + i] = terms.collect();
+            }
+            o0 += m;
+        }
+        axis
+    }
+
+    pub fn points(&self) -> usize {
+        self.g.len()
+    }
+}
+
+/// A 3×3, stride-1, pad-1 convolution as pointwise GEMMs: transforms of both axes, the slot maps of
+/// input and output, and the transformed weights.
+#[derive(Clone, Debug)]
+pub struct Winograd {
+    pub y: Axis,
+    pub x: Axis,
+    /// spatial index (y·w + x) → input slot.
+    pub input_slot: Vec<usize>,
+    /// spatial index → output slot.
+    pub output_slot: Vec<usize>,
+    /// `[point][cin][cout]`, point = py · x.points() + px: `U = G w Gᵀ`.
+    pub weight: Vec<f32>,
+    /// Multiply-adds per patch in the GEMMs.
+    pub macs: usize,
+}
+
+impl Winograd {
+    /// For a 3×3, stride-1, pad-1 convolution on an `h × w` map, when its point grid multiplies
+    /// fewer than `max_fraction` of `direct_position_taps` (the padding-free classes' count); else
+    /// `None`. `in_order` / `out_order`: slot → spatial index.
+    pub fn plan(
+        conv: &FoldedConv,
+        h: usize,
+        w: usize,
+        in_order: &[usize],
+        out_order: &[usize],
+        direct_position_taps: usize,
+        max_fraction: f64,
+    ) -> Option<Self> {
+        if (conv.k, conv.stride, conv.pad) != (3, 1, 1) || h < 2 || w < 2 {
+            return None;
+        }
+        let (y, x) = (Axis::new(h), Axis::new(w));
+        let points = y.points() * x.points();
+        if points as f64 > max_fraction * direct_position_taps as f64 || max_fraction <= 0.0 {
+            return None;
+        }
+        let inverse = |order: &[usize]| {
+            let mut slot = vec![usize::MAX; h * w];
+            for (s, &sp) in order.iter().enumerate() {
+                slot[sp] = s;
+            }
+            slot
+        };
+        let (cin, cout) = (conv.cin, conv.cout);
+        let mut weight = vec![0f32; points * cin * cout];
+        for (py, gy) in y.g.iter().enumerate() {
+            for (px, gx) in x.g.iter().enumerate() {
+                let u = &mut weight[(py * x.points() + px) * cin * cout..][..cin * cout];
+                for ci in 0..cin {
+                    for co in 0..cout {
+                        let mut s = 0f64;
+                        for (ky, a) in gy.iter().enumerate() {
+                            for (kx, b) in gx.iter().enumerate() {
+                                s += a * b * conv.w(co, ci, ky, kx) as f64;
+                            }
+                        }
+                        u[ci * cout + co] = s as f32;
+                    }
+                }
+            }
+        }
+        Some(Self {
+            input_slot: inverse(in_order),
+            output_slot: inverse(out_order),
+            weight,
+            macs: points * cin * cout,
+            y,
+            x,
+        })
+    }
+
+    pub fn points(&self) -> usize {
+        self.y.points() * self.x.points()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// y = Aᵀ[(G g) ⊙ (Bᵀ d)] equals the 3-tap correlation, in f64, for every tile size.
+    #[test]
+    fn one_dimensional_transforms_correlate() {
+        for m in [2, 3] {
+            let t = Transform1d::new(m);
+            let d: Vec<f64> = (0..m + 2).map(|i| (i as f64 * 0.7).sin() + 0.3).collect();
+            let g = [0.5, -1.25, 2.0];
+            let gg: Vec<f64> = t.g.iter().map(|r| r.iter().zip(&g).map(|(a, b)| a * b).sum()).collect();
+            let bd: Vec<f64> = t.bt.iter().map(|r| r.iter().zip(&d).map(|(a, b)| a * b).sum()).collect();
+            for i in 0..m {
+                let y: f64 = t.at[i].iter().enumerate().map(|(j, a)| a * gg[j] * bd[j]).sum();
+                let want: f64 = (0..3).map(|k| g[k] * d[i + k]).sum();
+                assert!((y - want).abs() < 1e-12, "F({m},3) output {i}: {y} vs {want}");
+            }
+            // Aᵀ as the CPU's transform has it.
+            let table: Vec<Vec<f32>> = match m {
+                2 => AT2.iter().map(|r| r.to_vec()).collect(),
+                _ => AT3.iter().map(|r| r.to_vec()).collect(),
+            };
+            for (a, b) in t.at.iter().zip(&table) {
+                assert!(a.iter().zip(b).all(|(a, b)| (a - *b as f64).abs() < 1e-12), "F({m},3) Aᵀ {a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_cover_the_axis() {
+        for len in 2..40 {
+            let t = Axis::tile_sizes(len);
+            assert_eq!(t.iter().sum::<usize>(), len, "{len}: {t:?}");
+            assert!(t.iter().all(|&m| m == 2 || m == 3));
+            let axis = Axis::new(len);
+            assert_eq!(axis.points(), t.iter().map(|m| m + 2).sum::<usize>());
+            let last = axis.tiles.last().expect("tiles");
+            assert_eq!((last.o0 + last.m, last.first_point + last.m + 2), (len, axis.points()));
+        }
+        assert_eq!(Axis::tile_sizes(5), vec![3, 2]);
+        assert_eq!(Axis::tile_sizes(4), vec![2, 2]);
+        assert!(Axis::tile_sizes(1).is_empty());
+    }
+}
