@@ -313,24 +313,7 @@ fn conv(
     let len = p.out_slots() * n * cout;
     let out = &mut out[..len];
     let _span = profile::span(part, Op::Epilogue);
-    match residual {
-        Some(res) => {
-            for (row, rrow) in out.chunks_exact_mut(cout).zip(res[..len].chunks_exact(cout)) {
-                for ((v, b), r) in row.iter_mut().zip(&p.bias).zip(rrow) {
-                    let s = *v + b + r;
-                    *v = if relu { s.max(0.0) } else { s };
-                }
-            }
-        }
-        None => {
-            for row in out.chunks_exact_mut(cout) {
-                for (v, b) in row.iter_mut().zip(&p.bias) {
-                    let s = *v + b;
-                    *v = if relu { s.max(0.0) } else { s };
-                }
-            }
-        }
-    }
+    super::bias_residual_relu(out, &p.bias, residual.map(|r| &r[..len]), relu);
 }
 
 /// A convolution as Winograd GEMMs (`crate::engine::winograd`): the input transformed to the point

@@ -105,6 +105,30 @@ pub(super) fn gather_block(k: usize, elem_bytes: usize) -> usize {
     (l2_bytes() / 2 / (k * elem_bytes).max(1) / 64 * 64).max(64)
 }
 
+/// The fp32 epilogue on rows of `bias.len()` channels: `v + bias (+ residual)`, then ReLU if asked.
+#[inline(always)]
+fn bias_residual_relu(out: &mut [f32], bias: &[f32], residual: Option<&[f32]>, relu: bool) {
+    let c = bias.len();
+    match residual {
+        Some(res) => {
+            for (row, rrow) in out.chunks_exact_mut(c).zip(res.chunks_exact(c)) {
+                for ((v, b), r) in row.iter_mut().zip(bias).zip(rrow) {
+                    let s = *v + b + r;
+                    *v = if relu { s.max(0.0) } else { s };
+                }
+            }
+        }
+        None => {
+            for row in out.chunks_exact_mut(c) {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    let s = *v + b;
+                    *v = if relu { s.max(0.0) } else { s };
+                }
+            }
+        }
+    }
+}
+
 fn l2_bytes() -> usize {
     static L2_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *L2_BYTES.get_or_init(|| gemmkit::topology().l2.effective_bytes())

@@ -144,23 +144,7 @@ pub fn output_transform(
                 let at = w.output_slot[oy * wd + ox] * row_len + j0;
                 let dst = &mut out[at..][..bw];
                 combine(dst, &buf[..k]);
-                let res = residual.map(|r| &r[at..][..bw]);
-                for (p, row) in dst.chunks_exact_mut(cout).enumerate() {
-                    match res {
-                        Some(r) => {
-                            for ((v, b), r) in row.iter_mut().zip(bias).zip(&r[p * cout..]) {
-                                let s = *v + b + r;
-                                *v = if relu { s.max(0.0) } else { s };
-                            }
-                        }
-                        None => {
-                            for (v, b) in row.iter_mut().zip(bias) {
-                                let s = *v + b;
-                                *v = if relu { s.max(0.0) } else { s };
-                            }
-                        }
-                    }
-                }
+                super::bias_residual_relu(dst, bias, residual.map(|r| &r[at..][..bw]), relu);
             }
         }
     }
