@@ -278,8 +278,8 @@ fn padding_free_plan_equals_naive_trunk_at_other_patch_sizes() {
 // ---- Winograd (the fp32 CPU path's small-map 3×3 convolutions) ----
 
 /// Where the plan runs Winograd at 20 px: layer1's four convolutions (5×5 maps: 81 points for 169
-/// position-taps) and layer2's three stride-1 ones (3×3: 25 for 49); nowhere at 2×2 or 1×1, where
-/// the points (16, 9) would not multiply less than the classes' (16, 1).
+/// position-taps), layer2's three stride-1 ones (3×3: 25 for 49) and layer3's (2×2: 9 for 16);
+/// not at 1×1 (one tap) nor for the strided ones.
 #[test]
 fn winograd_runs_where_it_multiplies_less() {
     let sd = StateDict::read(&synthetic_weights()).expect("weights");
@@ -291,7 +291,7 @@ fn winograd_runs_where_it_multiplies_less() {
         .map(|c| c.winograd.as_ref().map(|w| w.points()))
         .collect();
     #[rustfmt::skip]
-    let want = [Some(81), Some(81), Some(81), Some(81), None, Some(25), None, Some(25), Some(25), None, None, None, None, None, None, None, None, None, None];
+    let want = [Some(81), Some(81), Some(81), Some(81), None, Some(25), None, Some(25), Some(25), None, Some(9), None, Some(9), Some(9), None, None, None, None, None];
     assert_eq!(points, want);
     assert!(plan.fp32_cpu_macs_per_patch() < plan.macs_per_patch() * 4 / 5);
 }

@@ -7,7 +7,9 @@
 //! map's point grid. On ResNet-18's 5×5 maps (20 px patches, layer1) that is 9 × 9 = 81 GEMMs where
 //! the classes multiply 13 × 13 = 169 position-taps, and on the 3×3 maps (layer2) 5 × 5 = 25 where
 //! they multiply 7 × 7 = 49: 2.1× and 2.0× fewer multiply-adds, for two linear passes (input and
-//! output transforms) around the GEMMs, whose cost `cpu::winograd` reports.
+//! output transforms) around the GEMMs, whose cost `cpu::winograd` reports. A 2-long axis is one
+//! 2×2 Toeplitz product in 3 points ([`T2_BT`]), so layer3's 2×2 maps take 9 GEMMs for 16
+//! position-taps.
 //!
 //! The transforms are Toom–Cook interpolation (Lavin & Gray 2016) at the points {0, 1, −1, ∞}
 //! (F(2,3)) and {0, 1, −1, ½, ∞} (F(3,3)). The input and output tables ([`BT2`], [`BT3`], [`AT2`],
@@ -117,20 +119,18 @@ pub const AT2: [[f32; 4]; 2] = [[1., 1., 1., 0.], [0., 1., -1., 1.]];
 /// F(3,3)'s `Aᵀ`.
 pub const AT3: [[f32; 5]; 3] = [[1., 1., 1., 1., 0.], [0., 1., -1., 0.5, 0.], [0., 1., 1., 0.25, 1.]];
 
-/// One tile of an axis: outputs `o0..o0 + m`, reading inputs `o0 − 1..o0 + m + 1` (padding off the
-/// map), at points `first_point..first_point + m + 2`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Tile {
-    pub o0: usize,
-    pub m: usize,
-    pub first_point: usize,
-}
+/// A 2-long axis (pad 1) as one 2×2 Toeplitz product, `y0 = w1·x0 + w2·x1`, `y1 = w0·x0 + w1·x1`,
+/// in 3 multiplications instead of F(2,3)'s 4 (which would also multiply the two padding inputs):
+/// `y0 = w1·(x0 + x1) + (w2 − w1)·x1`, `y1 = w1·(x0 + x1) + (w0 − w1)·x0`. Its input transform over
+/// `(x0, x1)`, filter transform and output transform:
+pub const T2_BT: [[f32; 2]; 3] = [[1., 1.], [0., 1.], [1., 0.]];
+const T2_G: [[f64; 3]; 3] = [[0., 1., 0.], [0., -1., 1.], [1., -1., 0.]];
+pub const T2_AT: [[f32; 3]; 2] = [[1., 1., 0.], [1., 0., 1.]];
 
-/// The tiles of one axis of length `len` (input = output, pad 1) and its transforms.
+/// One axis of length `len` (input = output, pad 1) cut into tiles, and its transforms.
 #[derive(Clone, Debug)]
 pub struct Axis {
     pub len: usize,
-    pub tiles: Vec<Tile>,
     /// Per point: the input coordinates it reads and their coefficients (`Bᵀ`, padding dropped).
     pub input_terms: Vec<Vec<(usize, f32)>>,
     /// Per output coordinate: the points it sums and their coefficients (`Aᵀ`).
@@ -161,17 +161,19 @@ impl Axis {
     }
 
     fn new(len: usize) -> Self {
-        let mut axis = Self {
-            len,
-            tiles: Vec::new(),
-            input_terms: Vec::new(),
-            output_terms: vec![Vec::new(); len],
-            g: Vec::new(),
-        };
+        let mut axis = Self { len, input_terms: Vec::new(), output_terms: vec![Vec::new(); len], g: Vec::new() };
+        if len == 2 {
+            let nonzero = |row: &[f32]| -> Vec<(usize, f32)> {
+                row.iter().enumerate().filter(|(_, c)| **c != 0.0).map(|(i, &c)| (i, c)).collect()
+            };
+            axis.input_terms = T2_BT.iter().map(|r| nonzero(r)).collect();
+            axis.output_terms = T2_AT.iter().map(|r| nonzero(r)).collect();
+            axis.g = T2_G.to_vec();
+            return axis;
+        }
         let mut o0 = 0;
         for m in Self::tile_sizes(len) {
             let first_point = axis.g.len();
-            axis.tiles.push(Tile { o0, m, first_point });
             axis.g.extend(Transform1d::new(m).g);
             let (bt, at): (Vec<&[f32]>, Vec<&[f32]>) = match m {
                 2 => (BT2.iter().map(|r| &r[..]).collect(), AT2.iter().map(|r| &r[..]).collect()),
@@ -305,6 +307,24 @@ mod tests {
         }
     }
 
+    /// Along a whole axis of any length, `Aᵀ[(G w) ⊙ (Bᵀ x)]` is the pad-1, 3-tap correlation.
+    #[test]
+    fn every_axis_correlates_with_its_padding() {
+        for len in 2..12 {
+            let axis = Axis::new(len);
+            let x: Vec<f64> = (0..len).map(|i| (i as f64 * 0.9).cos() - 0.2).collect();
+            let w = [0.75, -1.5, 2.25];
+            let u: Vec<f64> = axis.g.iter().map(|r| r.iter().zip(&w).map(|(a, b)| a * b).sum()).collect();
+            let v: Vec<f64> = axis.input_terms.iter().map(|t| t.iter().map(|&(i, c)| c as f64 * x[i]).sum()).collect();
+            for (o, terms) in axis.output_terms.iter().enumerate() {
+                let y: f64 = terms.iter().map(|&(p, c)| c as f64 * u[p] * v[p]).sum();
+                let want: f64 =
+                    (0..3).filter_map(|k| (o + k).checked_sub(1).filter(|&i| i < len).map(|i| w[k] * x[i])).sum();
+                assert!((y - want).abs() < 1e-12, "length {len}, output {o}: {y} vs {want}");
+            }
+        }
+    }
+
     #[test]
     fn tiles_cover_the_axis() {
         for len in 2..40 {
@@ -312,9 +332,12 @@ mod tests {
             assert_eq!(t.iter().sum::<usize>(), len, "{len}: {t:?}");
             assert!(t.iter().all(|&m| m == 2 || m == 3));
             let axis = Axis::new(len);
-            assert_eq!(axis.points(), t.iter().map(|m| m + 2).sum::<usize>());
-            let last = axis.tiles.last().expect("tiles");
-            assert_eq!((last.o0 + last.m, last.first_point + last.m + 2), (len, axis.points()));
+            let points = if len == 2 { 3 } else { t.iter().map(|m| m + 2).sum::<usize>() };
+            assert_eq!(axis.points(), points);
+            assert_eq!((axis.input_terms.len(), axis.output_terms.len()), (points, len));
+            // Every point reads the map, every output sums points that exist.
+            assert!(axis.input_terms.iter().all(|t| !t.is_empty() && t.iter().all(|&(i, _)| i < len)));
+            assert!(axis.output_terms.iter().all(|t| !t.is_empty() && t.iter().all(|&(p, _)| p < points)));
         }
         assert_eq!(Axis::tile_sizes(5), vec![3, 2]);
         assert_eq!(Axis::tile_sizes(4), vec![2, 2]);
