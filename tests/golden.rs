@@ -294,6 +294,26 @@ fn winograd_runs_where_it_multiplies_less() {
     let want = [Some(81), Some(81), Some(81), Some(81), None, Some(25), None, Some(25), Some(25), None, Some(9), None, Some(9), Some(9), None, None, None, None, None];
     assert_eq!(points, want);
     assert!(plan.fp32_cpu_macs_per_patch() < plan.macs_per_patch() * 4 / 5);
+    assert!(
+        plan.blocks
+            .iter()
+            .flat_map(|b| [&b.conv1, &b.conv2])
+            .filter_map(|c| c.winograd.as_ref())
+            .all(|w| w.group == 64)
+    );
+
+    // A pass's buffers are held to 8 MiB: at 64 px layer1's 16×16 maps (784 points, 392 KiB a
+    // patch) pass 20 patches at a time; at 128 px layer1's and layer2's maps (2,916 and 784 points)
+    // would pass fewer than 16 and keep their classes, layer3's 8×8 and layer4's 4×4 do not.
+    let net = Network::from_state_dict(&sd).expect("network");
+    let groups = |patch: usize| -> Vec<Option<usize>> {
+        let plan = beamwatch::engine::Plan::new(&net, patch).expect("plan");
+        plan.blocks.iter().map(|b| b.conv2.winograd.as_ref().map(|w| w.group)).collect()
+    };
+    assert_eq!(groups(64)[..2], [Some(20), Some(20)]);
+    let g128 = groups(128);
+    assert_eq!(g128[..4], [None, None, None, None]);
+    assert!(g128[4..].iter().all(|g| g.is_some_and(|g| g >= 16)), "{g128:?}");
 }
 
 /// A Winograd convolution against the same convolution's padding-free classes, on map sizes that

@@ -20,8 +20,17 @@ use super::winograd::Winograd;
 /// on the 2-core Intel Xeon (`bench`, fp32, alternating rounds): at 20 px, 5×5 maps (81/169 = 0.48)
 /// and 3×3 (25/49 = 0.51) took the frame from 231 to 213 ms; at 32 px, admitting layer2's 4×4 maps
 /// (64/100 = 0.64) beside layer1's 8×8 (0.35) gave 142.4 against 147.6 ms (4 rounds), 150.4 against
-/// 159.6 with neither (3 rounds). At 2×2 (16/16) Winograd would multiply as much as the classes.
+/// 159.6 with neither (3 rounds). At 2×2 maps the Toeplitz form (9/16 = 0.56) took the 20 px frame
+/// from 207.5 to 189.4 ms.
 const WINOGRAD_MAX_FRACTION: f64 = 0.75;
+
+/// A Winograd pass's transformed input and products together stay within this per worker thread.
+/// It bounds the memory that large maps would take (layer1 at 128 px patches: 2,704 points, 44 MiB
+/// at 64 patches) and leaves those maps their classes: at 20 and 32 px every Winograd map passes 64
+/// patches at a time (2.6 and 5.4 MiB), at 64 px layer1's 16×16 maps 20.
+const WINOGRAD_PASS_BYTES: usize = 8 << 20;
+
+const WINOGRAD: (f64, usize) = (WINOGRAD_MAX_FRACTION, WINOGRAD_PASS_BYTES);
 
 /// The valid kernel-tap interval `[lo, hi)` along one axis for output coordinate `o`.
 fn tap_range(o: usize, stride: usize, pad: usize, k: usize, len: usize) -> (usize, usize) {
@@ -121,7 +130,8 @@ impl ConvPlan {
     /// (3×3, stride 1, pad 1, maps of 2 or more), multiplying less or not.
     pub fn standalone(conv: &FoldedConv, in_h: usize, in_w: usize, winograd: bool) -> Result<Self, EngineError> {
         let in_order: Vec<usize> = (0..in_h * in_w).collect();
-        Self::build(conv, in_h, in_w, &in_order, None, if winograd { f64::INFINITY } else { 0.0 })
+        let limits = if winograd { (f64::INFINITY, usize::MAX) } else { (0.0, 0) };
+        Self::build(conv, in_h, in_w, &in_order, None, limits)
     }
 
     fn build(
@@ -130,7 +140,7 @@ impl ConvPlan {
         in_w: usize,
         in_order: &[usize],
         out_order: Option<Vec<usize>>,
-        winograd_max_fraction: f64,
+        (winograd_max_fraction, winograd_pass_bytes): (f64, usize),
     ) -> Result<Self, EngineError> {
         let g = ConvGeom::of(conv, in_h, in_w);
         let order = out_order.unwrap_or_else(|| g.class_order());
@@ -184,7 +194,18 @@ impl ConvPlan {
         }
         let position_taps = macs / (conv.cin * conv.cout).max(1);
         let winograd = (g.out_h == in_h && g.out_w == in_w)
-            .then(|| Winograd::plan(conv, in_h, in_w, in_order, &order, position_taps, winograd_max_fraction))
+            .then(|| {
+                Winograd::plan(
+                    conv,
+                    in_h,
+                    in_w,
+                    in_order,
+                    &order,
+                    position_taps,
+                    winograd_max_fraction,
+                    winograd_pass_bytes,
+                )
+            })
             .flatten();
         Ok(Self {
             cin: conv.cin,
@@ -266,20 +287,11 @@ impl Plan {
         let (mut h, mut w, mut order) = (ph, pw, pool.order.clone());
         for layer in &net.layers {
             for b in layer {
-                let conv1 = ConvPlan::build(&b.conv1, h, w, &order, None, WINOGRAD_MAX_FRACTION)?;
+                let conv1 = ConvPlan::build(&b.conv1, h, w, &order, None, WINOGRAD)?;
                 let conv2_order = if b.downsample.is_none() { Some(order.clone()) } else { None };
-                let conv2 = ConvPlan::build(
-                    &b.conv2,
-                    conv1.out_h,
-                    conv1.out_w,
-                    &conv1.order,
-                    conv2_order,
-                    WINOGRAD_MAX_FRACTION,
-                )?;
+                let conv2 = ConvPlan::build(&b.conv2, conv1.out_h, conv1.out_w, &conv1.order, conv2_order, WINOGRAD)?;
                 let downsample = match &b.downsample {
-                    Some(d) => {
-                        Some(ConvPlan::build(d, h, w, &order, Some(conv2.order.clone()), WINOGRAD_MAX_FRACTION)?)
-                    }
+                    Some(d) => Some(ConvPlan::build(d, h, w, &order, Some(conv2.order.clone()), WINOGRAD)?),
                     None => None,
                 };
                 (h, w, order) = (conv2.out_h, conv2.out_w, conv2.order.clone());

@@ -331,7 +331,7 @@ fn winograd_conv(
     b: &mut WinogradBuffers,
 ) {
     let (cin, cout, points) = (p.cin, p.cout, w.points());
-    let g = WINOGRAD_GROUP;
+    let g = w.group;
     let out = &mut out[..p.out_slots() * n * cout];
     for first in (0..n).step_by(g) {
         let ng = g.min(n - first);
@@ -353,13 +353,6 @@ fn winograd_conv(
         winograd::output_transform(w, m, n * cout, cols, &p.bias, residual, relu, out, b.t);
     }
 }
-
-/// Patches per Winograd pass: the transformed input and the products (points × patches × channels
-/// each, 1.3 MiB at 64 patches on a 5×5 map with 64 channels) then stay near L2 while the GEMMs
-/// read one and write the other. Measured on the 2-core Intel Xeon (Emerald Rapids, 2 MiB L2),
-/// `bench --size 1020 --layers`, one run each: 192 patches (the whole chunk) 225 ms per frame, 96
-/// 221, 64 214, 32 225, 16 229 (below 64 the GEMMs, `patches × cin · cin × cout`, grow too short).
-const WINOGRAD_GROUP: usize = 64;
 
 /// A class whose taps read scattered input slots, without gathering them: one GEMM per tap
 /// (`k = cin`), each reading its input slots in place (`[slot][n][cin]`: a slot's `n` patches are an
