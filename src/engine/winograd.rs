@@ -139,6 +139,11 @@ pub struct Axis {
     g: Vec<[f64; 3]>,
 }
 
+/// A table row's nonzero coefficients with their indices.
+fn nonzero(row: &[f32]) -> impl Iterator<Item = (usize, f32)> + '_ {
+    row.iter().copied().enumerate().filter(|&(_, c)| c != 0.0)
+}
+
 impl Axis {
     /// Tile sizes covering `len` outputs with F(3,3) where it can and F(2,3) for the rest.
     fn tile_sizes(len: usize) -> Vec<usize> {
@@ -163,11 +168,8 @@ impl Axis {
     fn new(len: usize) -> Self {
         let mut axis = Self { len, input_terms: Vec::new(), output_terms: vec![Vec::new(); len], g: Vec::new() };
         if len == 2 {
-            let nonzero = |row: &[f32]| -> Vec<(usize, f32)> {
-                row.iter().enumerate().filter(|(_, c)| **c != 0.0).map(|(i, &c)| (i, c)).collect()
-            };
-            axis.input_terms = T2_BT.iter().map(|r| nonzero(r)).collect();
-            axis.output_terms = T2_AT.iter().map(|r| nonzero(r)).collect();
+            axis.input_terms = T2_BT.iter().map(|r| nonzero(r).collect()).collect();
+            axis.output_terms = T2_AT.iter().map(|r| nonzero(r).collect()).collect();
             axis.g = T2_G.to_vec();
             return axis;
         }
@@ -181,15 +183,12 @@ impl Axis {
             };
             for row in bt {
                 // Local input l is coordinate o0 − 1 + l; those off the map are padding (zero).
-                let terms = row.iter().enumerate().filter_map(|(l, &c)| {
-                    let i = (o0 + l).checked_sub(1)?;
-                    (i < len && c != 0.0).then_some((i, c))
-                });
+                let terms =
+                    nonzero(row).filter_map(|(l, c)| (o0 + l).checked_sub(1).filter(|&i| i < len).map(|i| (i, c)));
                 axis.input_terms.push(terms.collect());
             }
             for (i, row) in at.iter().enumerate() {
-                let terms = row.iter().enumerate().filter(|(_, c)| **c != 0.0).map(|(j, &c)| (first_point + j, c));
-                axis.output_terms[o0 + i] = terms.collect();
+                axis.output_terms[o0 + i] = nonzero(row).map(|(j, c)| (first_point + j, c)).collect();
             }
             o0 += m;
         }
@@ -251,7 +250,7 @@ impl Winograd {
         }
         let (y, x) = (Axis::new(h), Axis::new(w));
         let points = y.points() * x.points();
-        if points as f64 > max_fraction * direct_position_taps as f64 || max_fraction <= 0.0 {
+        if points as f64 > max_fraction * direct_position_taps as f64 {
             return None;
         }
         let bytes_per_patch = points * (conv.cin + conv.cout) * std::mem::size_of::<f32>();
