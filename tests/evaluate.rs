@@ -1,6 +1,8 @@
 //! `beamwatch evaluate` on series whose damage is known: real HDF5 files written by
 //! `beamwatch simulate --out`, scored through the CLI.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -160,4 +162,48 @@ fn known_damage_is_found_and_a_truth_mask_scores_any_recorded_series() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--truth-onset"));
+}
+
+/// `--precision bf16 --force-precision` scores in bf16 wherever the CPU has AVX512-BF16, whether or
+/// not it is faster there (how the README measures bf16's decisions), and the report says which
+/// format ran; without the switch, fp32 is what the default config runs.
+#[test]
+fn the_report_says_which_precision_computed_the_features() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let series = tmp.path().join("amorphous.h5");
+    simulate(&series, "amorphous", "3");
+    let weights = common::synthetic_weights();
+    let run = |extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "evaluate",
+            series.to_str().expect("p"),
+            "--metrics",
+            "resnet18",
+            "--sigma",
+            "2",
+            "--register",
+            "on",
+            "--weights",
+            weights.to_str().expect("p"),
+            "--out",
+            out.to_str().expect("p"),
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        let stdout = ok(beamwatch(&args));
+        (summary(out), stdout)
+    };
+    let (fp32, stdout) = run(&[], &tmp.path().join("fp32"));
+    assert_eq!(fp32["precision"], "fp32");
+    assert!(stdout.contains("features computed in fp32"), "{stdout}");
+    let (bf16, _) = run(&["--precision", "bf16", "--force-precision"], &tmp.path().join("bf16"));
+    let native = beamwatch::engine::cpu::precision::native_bf16();
+    assert_eq!(bf16["precision"], if native { "bf16" } else { "fp32" });
+    let onset = |s: &serde_json::Value| s["results"][0]["onset_frame"].clone();
+    assert_eq!(onset(&fp32), 3);
+    assert_eq!(onset(&bf16), 3);
+    if native {
+        let t = |s: &serde_json::Value| s["results"][0]["threshold"].as_f64().expect("threshold");
+        assert_ne!(t(&fp32), t(&bf16), "bf16 rounds differently from fp32");
+    }
 }

@@ -11,6 +11,7 @@ use crate::commands::{compare, replay};
 use crate::config::Config;
 use crate::damage::Metric;
 use crate::decode::WireFormat;
+use crate::engine::Precision;
 use crate::ingest::Mode;
 use crate::register::Registration;
 
@@ -235,6 +236,13 @@ pub struct EvaluateArgs {
     config: Option<PathBuf>,
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Number format of the CPU path, instead of the config's `[analysis] precision`.
+    #[arg(long, value_enum)]
+    precision: Option<Precision>,
+    /// Run bf16 wherever the CPU has AVX512-BF16, even where it measures slower than fp32: to see
+    /// bf16's decisions on a CPU where the daemon would not keep it.
+    #[arg(long)]
+    force_precision: bool,
     #[arg(long)]
     out: PathBuf,
 }
@@ -247,6 +255,9 @@ impl EvaluateArgs {
         };
         if self.weights.is_some() {
             config.analysis.weights = self.weights;
+        }
+        if let Some(p) = self.precision {
+            config.analysis.precision = p;
         }
         if self.metrics.is_empty() || self.sigma.is_empty() || self.register.is_empty() {
             return Err(Error::Usage("--metrics, --sigma and --register each need at least one value".into()));
@@ -270,10 +281,14 @@ impl EvaluateArgs {
             registrations: self.register,
             config,
             rule: self.rule,
+            force_precision: self.force_precision,
             out: self.out.clone(),
         })?;
         if let Some(w) = &r.weights {
             println!("weights for resnet18/lpips: {w}");
+        }
+        if let Some(p) = r.precision {
+            println!("features computed in {} on the CPU path", format!("{p:?}").to_lowercase());
         }
         print!("{}", evaluate::markdown(&r));
         if let Some(best) = r.ranking.first() {

@@ -15,7 +15,7 @@ use crate::Error;
 use crate::alarms::Rule;
 use crate::config::Config;
 use crate::damage::{AnalysisSettings, Metric};
-use crate::engine::{Engine, Network};
+use crate::engine::{Engine, Network, Precision};
 use crate::evaluate::{self, Setting, SettingResult, TruthSeries};
 use crate::frame::Frame;
 use crate::record::{OpenOptions, ReadError, open_source};
@@ -39,6 +39,8 @@ pub struct EvaluateOptions {
     pub config: Config,
     /// The rule whose first alarm counts as the detection.
     pub rule: String,
+    /// The config's precision without the speed probe (`Engine::with_precision_unmeasured`).
+    pub force_precision: bool,
     pub out: PathBuf,
 }
 
@@ -80,6 +82,8 @@ impl Default for SuiteSpec {
 #[derive(Debug, Serialize)]
 pub struct EvaluateReport {
     pub weights: Option<String>,
+    /// The number format the CPU trunk computed resnet18/lpips features in (none without them).
+    pub precision: Option<Precision>,
     pub rule: String,
     pub series: Vec<String>,
     pub results: Vec<SettingResult>,
@@ -229,7 +233,11 @@ pub fn simulate_suite(spec: &SuiteSpec, dir: &Path) -> Result<Vec<PathBuf>, Erro
 }
 
 /// The feature engine the metrics need, with the weights' identity.
-fn engine_for(cfg: &Config, metrics: &[Metric]) -> Result<(Option<Arc<Engine>>, Option<Identity>), Error> {
+fn engine_for(
+    cfg: &Config,
+    metrics: &[Metric],
+    force_precision: bool,
+) -> Result<(Option<Arc<Engine>>, Option<Identity>), Error> {
     if !metrics.iter().any(|m| m.uses_features()) {
         return Ok((None, None));
     }
@@ -239,8 +247,11 @@ fn engine_for(cfg: &Config, metrics: &[Metric]) -> Result<(Option<Arc<Engine>>, 
         ));
     };
     let net = Network::from_state_dict(&sd)?;
-    let engine = Engine::for_backend(&net, cfg.analysis.patch_px, cfg.analysis.threads, cfg.analysis.backend)?
-        .with_precision(cfg.analysis.precision);
+    let engine = Engine::for_backend(&net, cfg.analysis.patch_px, cfg.analysis.threads, cfg.analysis.backend)?;
+    let engine = match force_precision {
+        true => engine.with_precision_unmeasured(cfg.analysis.precision),
+        false => engine.with_precision(cfg.analysis.precision),
+    };
     Ok((Some(Arc::new(engine)), Some(id)))
 }
 
@@ -256,7 +267,7 @@ pub fn run(opts: &EvaluateOptions) -> Result<EvaluateReport, Error> {
         None if opts.inputs.is_empty() => return Err(usage("no series given (a file, or --suite)".into())),
         None => opts.inputs.clone(),
     };
-    let (engine, identity) = engine_for(&opts.config, &opts.metrics)?;
+    let (engine, identity) = engine_for(&opts.config, &opts.metrics, opts.force_precision)?;
     let weights =
         identity.as_ref().map(|id| format!("{} ({}, sha256 {})", id.path, id.provenance.label(), id.file_sha256));
     let base: AnalysisSettings = opts.config.analysis.settings(opts.metrics[0]);
@@ -318,7 +329,9 @@ pub fn run(opts: &EvaluateOptions) -> Result<EvaluateReport, Error> {
     }
     bar.finish_and_clear();
     let ranking = rank(&settings, &results);
-    let mut report = EvaluateReport { weights, rule: opts.rule.clone(), series: names, results, ranking, outputs };
+    let precision = engine.as_ref().map(|e| e.precision());
+    let mut report =
+        EvaluateReport { weights, precision, rule: opts.rule.clone(), series: names, results, ranking, outputs };
     write_outputs(&mut report, &opts.out)?;
     Ok(report)
 }
