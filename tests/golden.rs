@@ -293,6 +293,14 @@ fn winograd_runs_where_it_multiplies_less() {
     #[rustfmt::skip]
     let want = [Some(81), Some(81), Some(81), Some(81), None, Some(25), None, Some(25), Some(25), None, Some(9), None, Some(9), Some(9), None, None, None, None, None];
     assert_eq!(points, want);
+    // The bf16 path takes those whose transforms have only ±1 coefficients: layer3's 2×2 maps.
+    let unit: Vec<bool> = plan
+        .blocks
+        .iter()
+        .flat_map(|b| [&b.conv1, &b.conv2])
+        .filter_map(|c| c.winograd.as_ref().map(|w| w.unit_coefficients()))
+        .collect();
+    assert_eq!(unit, [false, false, false, false, false, false, false, true, true, true]);
     assert!(plan.fp32_cpu_macs_per_patch() < plan.macs_per_patch() * 4 / 5);
     assert!(
         plan.blocks

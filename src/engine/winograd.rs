@@ -198,6 +198,11 @@ impl Axis {
     pub fn points(&self) -> usize {
         self.g.len()
     }
+
+    /// Whether every coefficient of the input and output transforms is ±1.
+    pub fn unit_coefficients(&self) -> bool {
+        self.input_terms.iter().chain(&self.output_terms).flatten().all(|&(_, c)| c.abs() == 1.0)
+    }
 }
 
 /// A 3×3, stride-1, pad-1 convolution as pointwise GEMMs: transforms of both axes, the slot maps of
@@ -297,6 +302,14 @@ impl Winograd {
     pub fn points(&self) -> usize {
         self.y.points() * self.x.points()
     }
+
+    /// Whether every coefficient of the input and output transforms is ±1 (F(2,3) tiles and 2-long
+    /// axes; F(3,3)'s tables have 2, 3, ½ and ¼). Only then does the bf16 path use these GEMMs: it
+    /// rounds the transformed input and the products to bf16, and larger coefficients amplify
+    /// those roundings (README "Precision").
+    pub fn unit_coefficients(&self) -> bool {
+        self.y.unit_coefficients() && self.x.unit_coefficients()
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +373,9 @@ mod tests {
             assert!(axis.input_terms.iter().all(|t| !t.is_empty() && t.iter().all(|&(i, _)| i < len)));
             assert!(axis.output_terms.iter().all(|t| !t.is_empty() && t.iter().all(|&(p, _)| p < points)));
         }
+        // F(2,3) tiles and the 2-long product have only ±1 in their transforms, F(3,3) does not.
+        let unit: Vec<bool> = (2..8).map(|len| Axis::new(len).unit_coefficients()).collect();
+        assert_eq!(unit, [true, false, true, false, false, false]);
         assert_eq!(Axis::tile_sizes(5), vec![3, 2]);
         assert_eq!(Axis::tile_sizes(4), vec![2, 2]);
         assert!(Axis::tile_sizes(1).is_empty());

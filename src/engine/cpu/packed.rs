@@ -20,8 +20,12 @@ pub struct PackedClass {
     pub in_place: bool,
 }
 
-/// One convolution: its classes' packed weights (or all of them stacked) and the bias in bf16.
+/// One convolution: its classes' packed weights (or all of them stacked), or its Winograd points',
+/// and the bias in bf16.
 pub struct PackedConv {
+    /// Per Winograd point, the transformed `Uᵀ` (`cout × cin`) in bf16, where the plan has
+    /// Winograd for this convolution; then `classes` is empty and `whole` is `None`.
+    pub winograd: Vec<PackedLhs<bf16>>,
     pub classes: Vec<PackedClass>,
     /// Every class in place: `cout·out_slots × cin·in_slots`, rows `(channel, output slot)`; then
     /// `classes` is empty.
@@ -48,9 +52,23 @@ fn tap_of_slot(c: &ClassPlan, in_slots: usize) -> Option<Vec<usize>> {
 
 impl PackedConv {
     /// `in_slots`: the input's slots. `in_place`: pack in-place classes as such (tests compare
-    /// with the gathered form).
-    pub fn new(p: &ConvPlan, in_slots: usize, in_place: bool) -> Self {
+    /// with the gathered form). `winograd`: pack the Winograd points instead of the classes where
+    /// the plan has them.
+    pub fn new(p: &ConvPlan, in_slots: usize, in_place: bool, winograd: bool) -> Self {
         let (cin, cout) = (p.cin, p.cout);
+        let bias: Vec<bf16> = p.bias.iter().map(|&v| bf16::from_f32(v)).collect();
+        if let Some(w) = p.winograd.as_ref().filter(|w| winograd && w.unit_coefficients()) {
+            // `U` is `[point][cin][cout]`: each point's `Uᵀ` is its block read column-major.
+            let points = w
+                .weight
+                .chunks_exact(cin * cout)
+                .map(|u| {
+                    let u: Vec<bf16> = u.iter().map(|&v| bf16::from_f32(v)).collect();
+                    prepack_lhs(MatRef::new(&u, cout, cin, 1, cout as isize))
+                })
+                .collect();
+            return Self { winograd: points, classes: Vec::new(), whole: None, bias, whole_bias: Vec::new() };
+        }
         let taps: Vec<Option<Vec<usize>>> =
             p.classes.iter().map(|c| if in_place { tap_of_slot(c, in_slots) } else { None }).collect();
         // `[k][cout]` row-major → bf16 `Wᵀ` (`cout` rows); in place, column `(ci, s)` is the
@@ -98,12 +116,11 @@ impl PackedConv {
                 })
                 .collect()
         };
-        let bias: Vec<bf16> = p.bias.iter().map(|&v| bf16::from_f32(v)).collect();
         let whole_bias = match whole {
             Some(_) => bias.iter().flat_map(|&b| std::iter::repeat_n(b, out_slots)).collect(),
             None => Vec::new(),
         };
-        Self { classes, whole, bias, whole_bias }
+        Self { winograd: Vec::new(), classes, whole, bias, whole_bias }
     }
 }
 
@@ -128,9 +145,9 @@ impl PackedTrunk {
             .iter()
             .map(|b| {
                 let packed = PackedBlock {
-                    conv1: PackedConv::new(&b.conv1, slots, true),
-                    conv2: PackedConv::new(&b.conv2, b.conv1.out_slots(), true),
-                    downsample: b.downsample.as_ref().map(|d| PackedConv::new(d, slots, true)),
+                    conv1: PackedConv::new(&b.conv1, slots, true, true),
+                    conv2: PackedConv::new(&b.conv2, b.conv1.out_slots(), true, true),
+                    downsample: b.downsample.as_ref().map(|d| PackedConv::new(d, slots, true, true)),
                 };
                 slots = b.conv2.out_slots();
                 packed

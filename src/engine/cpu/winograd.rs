@@ -1,15 +1,22 @@
-//! The two linear passes around a Winograd convolution's GEMMs ([`crate::engine::winograd`]), on
-//! fp32 activations `[slot][patch][channel]`: each output row is a short sum of scaled input rows
-//! ([`Axis`](crate::engine::winograd::Axis)'s terms), so both passes stream whole rows of
-//! `patches × channels` values. Both axes are transformed in one sweep per block of columns, so
-//! the intermediate (one axis done) stays in L1/L2 and each pass reads its input and writes its
-//! output once.
+//! The two linear passes around a Winograd convolution's GEMMs ([`crate::engine::winograd`]): each
+//! output row is a short sum of scaled input rows ([`Axis`](crate::engine::winograd::Axis)'s
+//! terms), so both passes stream whole rows. Both axes are transformed in one sweep per block of
+//! columns, so the intermediate (one axis done) stays in L1/L2 and each pass reads its input and
+//! writes its output once. Sums are in f32 whatever the stored format.
+//!
+//! - fp32 activations `[slot][patch][channel]`: a row is `patches × channels` values
+//!   ([`input_transform`], [`output_transform`]).
+//! - bf16 activations `[channel][slot][patch]`: one channel at a time, a row is a pass's patches;
+//!   the transformed input and the products are bf16, rounded once each
+//!   ([`input_transform_bf16`], [`output_transform_bf16`]).
 //!
 //! Measured per 1020² frame on the 2-core Intel Xeon (`bench --layers`, thread-ms): layer1's input
 //! and output transforms ≈ 21 and 18 around 52 of GEMMs; layer2's ≈ 9 and 9 around 64. Far from
 //! the arithmetic's bound (≈ 5 thread-ms for layer1's input side at two vector FMAs a cycle), but
 //! a version that transformed tile by tile in registers, with the tables as constants, took 4 %
 //! longer per frame (6 alternating rounds, 209.4 against 218.5 ms).
+
+use gemmkit::bf16;
 
 use crate::engine::winograd::Winograd;
 
@@ -19,38 +26,163 @@ const BLOCK: usize = 256;
 /// Most terms in one row of a transform: a tile's `m + 2` ≤ 5 inputs, or its ≤ 5 points.
 const MAX_TERMS: usize = 5;
 
-/// `dst = Σ c · src`, 64 values at a time accumulated in registers.
-#[inline(always)]
-fn combine(dst: &mut [f32], terms: &[(&[f32], f32)]) {
-    const L: usize = 64;
-    let len = dst.len();
-    let full = len / L * L;
-    for j in (0..full).step_by(L) {
-        let mut acc = [0f32; L];
-        for &(src, c) in terms {
-            let s: &[f32; L] = src[j..j + L].try_into().expect("64 lanes");
-            for (a, v) in acc.iter_mut().zip(s) {
-                *a += c * v;
-            }
-        }
-        dst[j..j + L].copy_from_slice(&acc);
+/// Lanes a sum keeps in registers.
+const LANES: usize = 64;
+
+/// A stored value the transforms read and write.
+pub trait Value: Copy + Default {
+    fn get(self) -> f32;
+    fn put(v: f32) -> Self;
+}
+
+impl Value for f32 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self
     }
-    for j in full..len {
-        dst[j] = terms.iter().fold(0.0, |a, &(src, c)| a + c * src[j]);
+    #[inline(always)]
+    fn put(v: f32) -> Self {
+        v
     }
 }
 
+impl Value for bf16 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+    /// Round to nearest, ties to even, for finite values, in integer operations that vectorise
+    /// (`half`'s conversion branches on NaN).
+    #[inline(always)]
+    fn put(v: f32) -> Self {
+        let bits = v.to_bits();
+        bf16::from_bits(((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16)
+    }
+}
+
+/// `Σ c · src` over [`LANES`] values at a time (fewer at the end), each handed to `store(j, sum)`
+/// with `j` its offset in the row.
+#[inline(always)]
+fn sum_rows<S: Value>(len: usize, terms: &[(&[S], f32)], mut store: impl FnMut(usize, &[f32])) {
+    let full = len / LANES * LANES;
+    for j in (0..full).step_by(LANES) {
+        let mut acc = [0f32; LANES];
+        for &(src, c) in terms {
+            let s: &[S; LANES] = src[j..j + LANES].try_into().expect("a full block of lanes");
+            for (a, v) in acc.iter_mut().zip(s) {
+                *a += c * v.get();
+            }
+        }
+        store(j, &acc);
+    }
+    if full < len {
+        let mut acc = [0f32; LANES];
+        for (i, a) in acc[..len - full].iter_mut().enumerate() {
+            *a = terms.iter().fold(0.0, |a, &(src, c)| a + c * src[full + i].get());
+        }
+        store(full, &acc[..len - full]);
+    }
+}
+
+/// `dst = Σ c · src`.
+#[inline(always)]
+fn combine<S: Value, D: Value>(dst: &mut [D], terms: &[(&[S], f32)]) {
+    sum_rows(dst.len(), terms, |j, acc| {
+        for (d, a) in dst[j..j + acc.len()].iter_mut().zip(acc) {
+            *d = D::put(*a);
+        }
+    });
+}
+
 /// Gathers up to [`MAX_TERMS`] `(row, coefficient)` pairs without allocating.
-fn terms<'a>(
-    list: &[(usize, f32)],
-    row: impl Fn(usize) -> &'a [f32],
-    out: &mut [(&'a [f32], f32); MAX_TERMS],
-) -> usize {
+fn terms<'a, T>(list: &[(usize, f32)], row: impl Fn(usize) -> &'a [T], out: &mut [(&'a [T], f32); MAX_TERMS]) -> usize {
     assert!(list.len() <= MAX_TERMS, "a transform row has {} terms", list.len());
     for (o, &(i, c)) in out.iter_mut().zip(list) {
         *o = (row(i), c);
     }
     list.len()
+}
+
+fn scratch(tmp: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if tmp.len() < len {
+        tmp.resize(len, 0.0);
+    }
+    &mut tmp[..len]
+}
+
+/// The input transform of `n_cols` columns: spatial position `sp`'s row starts at
+/// `src[src_at(sp)]`, point `pt`'s at `dst[dst_at(pt)]`.
+#[inline(always)]
+fn input_passes<S: Value, D: Value>(
+    w: &Winograd,
+    n_cols: usize,
+    src: &[S],
+    src_at: impl Fn(usize) -> usize,
+    dst: &mut [D],
+    dst_at: impl Fn(usize) -> usize,
+    tmp: &mut Vec<f32>,
+) {
+    let (h, wd) = (w.y.len, w.x.len);
+    let px_n = w.x.points();
+    let tmp = scratch(tmp, h * px_n * BLOCK);
+    for c0 in (0..n_cols).step_by(BLOCK) {
+        let bw = BLOCK.min(n_cols - c0);
+        // Along x: t[iy][px] from the row iy's inputs.
+        let mut buf = [(&[][..], 0f32); MAX_TERMS];
+        for iy in 0..h {
+            for (px, list) in w.x.input_terms.iter().enumerate() {
+                let k = terms(list, |ix| &src[src_at(iy * wd + ix) + c0..][..bw], &mut buf);
+                combine(&mut tmp[(iy * px_n + px) * BLOCK..][..bw], &buf[..k]);
+            }
+        }
+        // Along y: v[py][px] from t's column px.
+        let t: &[f32] = tmp;
+        let mut buf = [(&[][..], 0f32); MAX_TERMS];
+        for (py, list) in w.y.input_terms.iter().enumerate() {
+            for px in 0..px_n {
+                let k = terms(list, |iy| &t[(iy * px_n + px) * BLOCK..][..bw], &mut buf);
+                combine(&mut dst[dst_at(py * px_n + px) + c0..][..bw], &buf[..k]);
+            }
+        }
+    }
+}
+
+/// The output transform of `n_cols` columns in blocks of `block`: point `pt`'s products start at
+/// `m[m_at(pt)]`; each output position's sum is handed to `finish(sp, c0, bw, terms)` (spatial
+/// index, the block's first column and width, its terms), which stores it with the epilogue.
+#[inline(always)]
+fn output_passes<M: Value>(
+    w: &Winograd,
+    n_cols: usize,
+    block: usize,
+    m: &[M],
+    m_at: impl Fn(usize) -> usize,
+    tmp: &mut Vec<f32>,
+    mut finish: impl FnMut(usize, usize, usize, &[(&[f32], f32)]),
+) {
+    let wd = w.x.len;
+    let (py_n, px_n) = (w.y.points(), w.x.points());
+    let tmp = scratch(tmp, py_n * wd * block);
+    for c0 in (0..n_cols).step_by(block) {
+        let bw = block.min(n_cols - c0);
+        // Along x: s[py][ox] from the point row py.
+        let mut buf = [(&[][..], 0f32); MAX_TERMS];
+        for py in 0..py_n {
+            for (ox, list) in w.x.output_terms.iter().enumerate() {
+                let k = terms(list, |px| &m[m_at(py * px_n + px) + c0..][..bw], &mut buf);
+                combine(&mut tmp[(py * wd + ox) * block..][..bw], &buf[..k]);
+            }
+        }
+        // Along y, into the output position.
+        let s: &[f32] = tmp;
+        let mut buf = [(&[][..], 0f32); MAX_TERMS];
+        for (oy, list) in w.y.output_terms.iter().enumerate() {
+            for ox in 0..wd {
+                let k = terms(list, |py| &s[(py * wd + ox) * block..][..bw], &mut buf);
+                finish(oy * wd + ox, c0, bw, &buf[..k]);
+            }
+        }
+    }
 }
 
 /// Columns `cols` of `input` `[slot][row_len]` (row_len = patches × cin) → `v`
@@ -64,35 +196,11 @@ pub fn input_transform(
     v: &mut [f32],
     tmp: &mut Vec<f32>,
 ) {
-    let (h, wd) = (w.y.len, w.x.len);
-    let px_n = w.x.points();
     let n_cols = cols.len();
-    assert!(cols.end <= row_len && input.len() >= h * wd * row_len, "winograd input");
+    assert!(cols.end <= row_len && input.len() >= w.y.len * w.x.len * row_len, "winograd input");
     assert!(v.len() >= w.points() * n_cols, "winograd transformed-input buffer");
-    if tmp.len() < h * px_n * BLOCK {
-        tmp.resize(h * px_n * BLOCK, 0.0);
-    }
-    for c0 in (0..n_cols).step_by(BLOCK) {
-        let bw = BLOCK.min(n_cols - c0);
-        let j0 = cols.start + c0;
-        // Along x: t[iy][px] from the row iy's inputs.
-        let mut buf = [(&[][..], 0f32); MAX_TERMS];
-        for iy in 0..h {
-            for (px, list) in w.x.input_terms.iter().enumerate() {
-                let k = terms(list, |ix| &input[w.input_slot[iy * wd + ix] * row_len + j0..][..bw], &mut buf);
-                combine(&mut tmp[(iy * px_n + px) * BLOCK..][..bw], &buf[..k]);
-            }
-        }
-        // Along y: v[py][px] from t's column px.
-        let t: &[f32] = tmp;
-        let mut buf = [(&[][..], 0f32); MAX_TERMS];
-        for (py, list) in w.y.input_terms.iter().enumerate() {
-            for px in 0..px_n {
-                let k = terms(list, |iy| &t[(iy * px_n + px) * BLOCK..][..bw], &mut buf);
-                combine(&mut v[(py * px_n + px) * n_cols + c0..][..bw], &buf[..k]);
-            }
-        }
-    }
+    let src_at = |sp: usize| w.input_slot[sp] * row_len + cols.start;
+    input_passes(w, n_cols, input, src_at, v, |pt| pt * n_cols, tmp);
 }
 
 /// `m` `[point][cols.len()]` → columns `cols` of `out` `[slot][row_len]` (row_len = patches ×
@@ -112,40 +220,92 @@ pub fn output_transform(
     tmp: &mut Vec<f32>,
 ) {
     let cout = bias.len();
-    let (h, wd) = (w.y.len, w.x.len);
-    let (py_n, px_n) = (w.y.points(), w.x.points());
     let n_cols = cols.len();
     assert!(cout > 0 && row_len.is_multiple_of(cout), "rows hold whole patches");
     assert!(cols.start.is_multiple_of(cout) && n_cols.is_multiple_of(cout) && cols.end <= row_len, "whole patches");
-    assert!(m.len() >= w.points() * n_cols && out.len() >= h * wd * row_len, "winograd output buffers");
-    assert!(residual.is_none_or(|r| r.len() >= h * wd * row_len), "residual buffer");
+    let slots = w.y.len * w.x.len;
+    assert!(m.len() >= w.points() * n_cols && out.len() >= slots * row_len, "winograd output buffers");
+    assert!(residual.is_none_or(|r| r.len() >= slots * row_len), "residual buffer");
     // Whole patches per block, so the bias lines up with each block's start.
     let block = cout * (BLOCK / cout).max(1);
-    if tmp.len() < py_n * wd * block {
-        tmp.resize(py_n * wd * block, 0.0);
-    }
-    for c0 in (0..n_cols).step_by(block) {
-        let bw = block.min(n_cols - c0);
-        let j0 = cols.start + c0;
-        // Along x: s[py][ox] from the point row py.
-        let mut buf = [(&[][..], 0f32); MAX_TERMS];
-        for py in 0..py_n {
-            for (ox, list) in w.x.output_terms.iter().enumerate() {
-                let k = terms(list, |px| &m[(py * px_n + px) * n_cols + c0..][..bw], &mut buf);
-                combine(&mut tmp[(py * wd + ox) * block..][..bw], &buf[..k]);
-            }
-        }
-        // Along y, into the output slot, with the epilogue.
-        let s: &[f32] = tmp;
-        let mut buf = [(&[][..], 0f32); MAX_TERMS];
-        for (oy, list) in w.y.output_terms.iter().enumerate() {
-            for ox in 0..wd {
-                let k = terms(list, |py| &s[(py * wd + ox) * block..][..bw], &mut buf);
-                let at = w.output_slot[oy * wd + ox] * row_len + j0;
-                let dst = &mut out[at..][..bw];
-                combine(dst, &buf[..k]);
-                super::bias_residual_relu(dst, bias, residual.map(|r| &r[at..][..bw]), relu);
-            }
-        }
-    }
+    output_passes(
+        w,
+        n_cols,
+        block,
+        m,
+        |pt| pt * n_cols,
+        tmp,
+        |sp, c0, bw, terms| {
+            let at = w.output_slot[sp] * row_len + cols.start + c0;
+            let dst = &mut out[at..][..bw];
+            combine(dst, terms);
+            super::bias_residual_relu(dst, bias, residual.map(|r| &r[at..][..dst.len()]), relu);
+        },
+    );
+}
+
+/// A bf16 pass's input: patches `patches` of channel `c` of `input` `[channel][in_slots][n]` →
+/// `v` `[point][cin][patches.len()]`.
+#[allow(clippy::too_many_arguments)]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn input_transform_bf16(
+    w: &Winograd,
+    input: &[bf16],
+    in_slots: usize,
+    n: usize,
+    patches: std::ops::Range<usize>,
+    c: usize,
+    cin: usize,
+    v: &mut [bf16],
+    tmp: &mut Vec<f32>,
+) {
+    let ng = patches.len();
+    assert!(patches.end <= n && c < cin && input.len() >= cin * in_slots * n, "winograd bf16 input");
+    assert!(w.input_slot.iter().all(|&s| s < in_slots), "winograd input slots");
+    assert!(v.len() >= w.points() * cin * ng, "winograd transformed-input buffer");
+    let src_at = |sp: usize| (c * in_slots + w.input_slot[sp]) * n + patches.start;
+    input_passes(w, ng, input, src_at, v, |pt| (pt * cin + c) * ng, tmp);
+}
+
+/// A bf16 pass's output: channel `co` of the products `m` `[point][cout][patches.len()]` →
+/// patches `patches` of `out` `[channel][out_slots][n]`, plus `bias`, plus what `out` holds there
+/// when `onto_residual`, then ReLU if asked; rounded to bf16 once.
+#[allow(clippy::too_many_arguments)]
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+pub fn output_transform_bf16(
+    w: &Winograd,
+    m: &[bf16],
+    out_slots: usize,
+    n: usize,
+    patches: std::ops::Range<usize>,
+    co: usize,
+    cout: usize,
+    bias: f32,
+    onto_residual: bool,
+    relu: bool,
+    out: &mut [bf16],
+    tmp: &mut Vec<f32>,
+) {
+    let ng = patches.len();
+    assert!(patches.end <= n && co < cout && out.len() >= cout * out_slots * n, "winograd bf16 output");
+    assert!(w.output_slot.iter().all(|&s| s < out_slots), "winograd output slots");
+    assert!(m.len() >= w.points() * cout * ng, "winograd products buffer");
+    output_passes(
+        w,
+        ng,
+        BLOCK,
+        m,
+        |pt| (pt * cout + co) * ng,
+        tmp,
+        |sp, c0, bw, terms| {
+            let at = (co * out_slots + w.output_slot[sp]) * n + patches.start + c0;
+            let dst = &mut out[at..][..bw];
+            sum_rows(dst.len(), terms, |j, acc| {
+                for (d, a) in dst[j..j + acc.len()].iter_mut().zip(acc) {
+                    let s = a + bias + if onto_residual { d.get() } else { 0.0 };
+                    *d = bf16::put(if relu && s < 0.0 { 0.0 } else { s });
+                }
+            });
+        },
+    );
 }
