@@ -117,7 +117,8 @@ pub struct ConvPlan {
     /// Gathered-column floats per patch (workspace sizing).
     pub col_len: usize,
     /// The same convolution as Winograd GEMMs, where that multiplies less ([`Winograd::plan`]):
-    /// the fp32 CPU path runs it; the bf16 path and the GPU kernels run the classes.
+    /// the fp32 CPU path runs it, the bf16 path only where its transforms have ±1 coefficients
+    /// ([`Winograd::unit_coefficients`]); the GPU kernels run the classes.
     pub winograd: Option<Winograd>,
 }
 
