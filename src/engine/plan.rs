@@ -21,15 +21,16 @@ use super::winograd::Winograd;
 /// and 3×3 (25/49 = 0.51) took the frame from 231 to 213 ms; at 32 px, admitting layer2's 4×4 maps
 /// (64/100 = 0.64) beside layer1's 8×8 (0.35) gave 142.4 against 147.6 ms (4 rounds), 150.4 against
 /// 159.6 with neither (3 rounds). At 2×2 maps the Toeplitz form (9/16 = 0.56) took the 20 px frame
-/// from 207.5 to 189.4 ms.
+/// from 207.5 to 189.4 ms. Those were F(3,3) and F(2,3) tiles; with tiles up to F(5,3) the 5×5
+/// maps take 49 points (0.29), the 8×8 144 (0.30) and the 4×4 36 (0.36).
 const WINOGRAD_MAX_FRACTION: f64 = 0.75;
 
 /// A Winograd pass's transformed input and products together stay within this per worker thread.
-/// It bounds the memory that large maps would take (layer1 at 128 px patches: 2,916 points, 91 MiB
+/// It bounds the memory that large maps would take (layer1 at 128 px patches: 2,116 points, 66 MiB
 /// at 64 patches) and leaves those maps their classes: at 20 and 32 px every Winograd map passes 64
-/// patches at a time (layer1: 2.5 and 5.3 MiB), at 64 px layer1's 16×16 maps 20. Measured at 64 px
-/// (`bench --patch 64`, 3 alternating rounds, Intel Xeon): classes only 193.4 ms per frame,
-/// Winograd in passes of 20 187.3, in passes of 64 (25 MiB) 180.0.
+/// patches at a time (layer1: 1.5 and 4.5 MiB), at 64 px layer1's 16×16 maps 28. Measured at 64 px
+/// with F(3,3) and F(2,3) tiles (`bench --patch 64`, 3 alternating rounds, Intel Xeon): classes only
+/// 193.4 ms per frame, Winograd in passes of 20 187.3, in passes of 64 (25 MiB) 180.0.
 const WINOGRAD_PASS_BYTES: usize = 8 << 20;
 
 const WINOGRAD: (f64, usize) = (WINOGRAD_MAX_FRACTION, WINOGRAD_PASS_BYTES);

@@ -1,38 +1,65 @@
 //! Winograd's minimal filtering for the 3×3, stride-1 convolutions on small maps: fewer
 //! multiplications than the padding-free classes of [`super::plan`], exact up to rounding.
 //!
-//! Along each axis the map is cut into tiles of 3 or 2 outputs, F(3,3) and F(2,3): a tile of `m`
-//! outputs reads `m + 2` inputs and multiplies at `m + 2` *points*. In 2D the points of a tile pair
-//! multiply pointwise, so a convolution becomes one `n × cin · cin × cout` GEMM per point of the
-//! map's point grid. On ResNet-18's 5×5 maps (20 px patches, layer1) that is 9 × 9 = 81 GEMMs where
-//! the classes multiply 13 × 13 = 169 position-taps, and on the 3×3 maps (layer2) 5 × 5 = 25 where
-//! they multiply 7 × 7 = 49: 2.1× and 2.0× fewer multiply-adds, for two linear passes (input and
-//! output transforms) around the GEMMs, whose cost `cpu::winograd` reports. A 2-long axis is one
-//! 2×2 Toeplitz product in 3 points ([`T2_BT`]), so layer3's 2×2 maps take 9 GEMMs for 16
-//! position-taps.
+//! Along each axis the map is cut into as few tiles as cover it, of 3 to 5 outputs each, F(3,3) to
+//! F(5,3): a tile of `m` outputs reads `m + 2` inputs and multiplies at `m + 2` *points*. In 2D the
+//! points of a tile pair multiply pointwise, so a convolution becomes one `n × cin · cin × cout` GEMM
+//! per point of the map's point grid. On ResNet-18's 5×5 maps (20 px patches, layer1) that is one
+//! F(5,3) tile per axis, 7 × 7 = 49 GEMMs where the classes multiply 13 × 13 = 169 position-taps,
+//! and on the 3×3 maps (layer2) 5 × 5 = 25 where they multiply 7 × 7 = 49: 3.4× and 2.0× fewer
+//! multiply-adds, for two linear passes (input and output transforms) around the GEMMs, whose cost
+//! `cpu::winograd` reports. A 2-long axis is one 2×2 Toeplitz product in 3 points ([`T2_BT`]), so
+//! layer3's 2×2 maps take 9 GEMMs for 16 position-taps.
 //!
-//! The transforms are Toom–Cook interpolation (Lavin & Gray 2016) at the points {0, 1, −1, ∞}
-//! (F(2,3)) and {0, 1, −1, ½, ∞} (F(3,3)). The input and output tables ([`BT2`], [`BT3`], [`AT2`],
-//! [`AT3`]) are checked here against the interpolation computed in f64 from the points, which also
-//! gives the filter transform `G` that goes with them. Larger tiles (F(4,3), F(6,3)) multiply less
-//! again but lose about a decimal digit each to rounding in fp32. With these two a convolution moves
-//! by at most 7.8e-7 of its largest output against the classes, and the trunk stays within 4e-6 of
-//! PyTorch's layer taps (`tests/golden.rs`, whose bounds are 5e-6 and 1e-4).
+//! The transforms are Toom–Cook interpolation (Lavin & Gray 2016) at the points {0, 1, −1, ½, ∞}
+//! (F(3,3)), adding −½ (F(4,3)) and 2 (F(5,3)); F(2,3) at {0, 1, −1, ∞} is kept for its tables,
+//! which the tests check. The input tables are the interpolation's, computed in f64 from the points
+//! with each row scaled to the smallest integers (written out as [`BT2`] and [`BT3`] for the two
+//! smallest), so they and the output tables (powers of ½ and 2) are exact in f32; the filter
+//! transform `G` takes the rows' scales and is applied to the weights once, in f64. Each larger
+//! tile costs accuracy: with F(3,3) and F(2,3) tiles a convolution moved by at most 7.8e-7 of its
+//! largest output against the classes, with F(4,3) and F(5,3) by 2.4e-6 (`tests/golden.rs`, bound
+//! 5e-6), and the trunk stays within 5.9e-6 of PyTorch's layer taps (bound 1e-4).
 
 use super::network::FoldedConv;
 
-/// Evaluation points of F(m, 3) other than ∞.
+/// Largest tile: F(5,3), 7 points.
+pub const MAX_TILE: usize = 5;
+
+/// Evaluation points of F(m, 3) other than ∞: each set extends the one before by a point that keeps
+/// the tables' entries small (Lavin & Gray's ±½ and 2).
 fn points(m: usize) -> &'static [f64] {
     match m {
         2 => &[0.0, 1.0, -1.0],
         3 => &[0.0, 1.0, -1.0, 0.5],
-        _ => unreachable!("only F(2,3) and F(3,3) are built"),
+        4 => &[0.0, 1.0, -1.0, 0.5, -0.5],
+        5 => &[0.0, 1.0, -1.0, 0.5, -0.5, 2.0],
+        _ => unreachable!("tiles of 2 to {MAX_TILE} outputs"),
     }
 }
 
+/// Each row scaled to the smallest integers (exact in f32): by the least multiplier that makes
+/// every entry whole, then by the entries' common divisor.
+fn integer_rows(rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let whole = |v: f64| (v - v.round()).abs() < 1e-9;
+    rows.iter()
+        .map(|r| {
+            let s = (1..=1 << 12).map(f64::from).find(|s| r.iter().all(|e| whole(e * s))).expect("rational rows");
+            let ints: Vec<i64> = r.iter().map(|e| (e * s).round() as i64).collect();
+            let gcd = ints.iter().fold(0i64, |a, &b| {
+                let (mut a, mut b) = (a.abs(), b.abs());
+                while b != 0 {
+                    (a, b) = (b, a % b);
+                }
+                a
+            });
+            ints.iter().map(|&v| (v / gcd.max(1)) as f64).collect()
+        })
+        .collect()
+}
+
 /// F(m, 3) in one dimension: `y = Aᵀ [(G g) ⊙ (Bᵀ d)]` for `m` outputs of a 3-tap correlation over
-/// `m + 2` inputs. `at` and `bt` are the tables' derivation, checked against them by the tests.
-#[cfg_attr(not(test), allow(dead_code))]
+/// `m + 2` inputs.
 struct Transform1d {
     /// `m × n`.
     at: Vec<Vec<f64>>,
@@ -42,7 +69,7 @@ struct Transform1d {
     bt: Vec<Vec<f64>>,
 }
 
-/// Gauss–Jordan inverse of a small, well-conditioned matrix (Vandermonde at ≤ 5 points).
+/// Gauss–Jordan inverse of a small, well-conditioned matrix (Vandermonde at ≤ 7 points).
 fn invert(mut a: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
     let n = a.len();
     let mut inv: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect();
@@ -88,7 +115,8 @@ impl Transform1d {
         let exact: Vec<Vec<f64>> = (0..n).map(|j| (0..n).map(|l| vi[l][j]).collect()).collect();
         let table: Vec<Vec<f64>> = match m {
             2 => BT2.iter().map(|r| r.iter().map(|&v| v as f64).collect()).collect(),
-            _ => BT3.iter().map(|r| r.iter().map(|&v| v as f64).collect()).collect(),
+            3 => BT3.iter().map(|r| r.iter().map(|&v| v as f64).collect()).collect(),
+            _ => integer_rows(&exact),
         };
         let mut g: Vec<[f64; 3]> = (0..n).map(|j| row(j, 3).try_into().expect("3 coefficients")).collect();
         for ((e, t), gj) in exact.iter().zip(&table).zip(&mut g) {
@@ -145,22 +173,15 @@ fn nonzero(row: &[f32]) -> impl Iterator<Item = (usize, f32)> + '_ {
 }
 
 impl Axis {
-    /// Tile sizes covering `len` outputs with F(3,3) where it can and F(2,3) for the rest.
+    /// Tile sizes covering `len` outputs: the fewest tiles of at most [`MAX_TILE`] outputs.
     fn tile_sizes(len: usize) -> Vec<usize> {
         match len {
             0 | 1 => vec![],
             2 => vec![2],
             _ => {
-                let mut t = vec![3; len / 3];
-                match len % 3 {
-                    1 => {
-                        t.pop();
-                        t.extend([2, 2]);
-                    }
-                    2 => t.push(2),
-                    _ => {}
-                }
-                t
+                // As few tiles as cover the axis (each adds 2 points), as even as they can be.
+                let tiles = len.div_ceil(MAX_TILE);
+                (0..tiles).map(|i| len / tiles + usize::from(i < len % tiles)).collect()
             }
         }
     }
@@ -176,12 +197,14 @@ impl Axis {
         let mut o0 = 0;
         for m in Self::tile_sizes(len) {
             let first_point = axis.g.len();
-            axis.g.extend(Transform1d::new(m).g);
-            let (bt, at): (Vec<&[f32]>, Vec<&[f32]>) = match m {
-                2 => (BT2.iter().map(|r| &r[..]).collect(), AT2.iter().map(|r| &r[..]).collect()),
-                _ => (BT3.iter().map(|r| &r[..]).collect(), AT3.iter().map(|r| &r[..]).collect()),
+            let t = Transform1d::new(m);
+            axis.g.extend(&t.g);
+            // Small integers and powers of 2 and ½: exact in f32.
+            let f32_rows = |rows: &[Vec<f64>]| -> Vec<Vec<f32>> {
+                rows.iter().map(|r| r.iter().map(|&v| v as f32).collect()).collect()
             };
-            for row in bt {
+            let (bt, at) = (f32_rows(&t.bt), f32_rows(&t.at));
+            for row in &bt {
                 // Local input l is coordinate o0 − 1 + l; those off the map are padding (zero).
                 let terms =
                     nonzero(row).filter_map(|(l, c)| (o0 + l).checked_sub(1).filter(|&i| i < len).map(|i| (i, c)));
@@ -224,9 +247,9 @@ pub struct Winograd {
 }
 
 /// Most patches per pass. A pass's transformed input and products then stay near L2 while the
-/// GEMMs read one and write the other (1.3 MiB each at 64 patches on a 5×5 map with 64 channels).
+/// GEMMs read one and write the other (0.8 MiB each at 64 patches on a 5×5 map with 64 channels).
 /// Measured on the 2-core Intel Xeon (Emerald Rapids, 2 MiB L2), `bench --size 1020 --layers`, one
-/// run each, with the 5×5 and 3×3 maps as Winograd: 192 patches (the whole chunk) 225 ms per frame,
+/// run each, with the 5×5 (then F(3,3) + F(2,3), 81 points) and 3×3 maps as Winograd: 192 patches (the whole chunk) 225 ms per frame,
 /// 96 221, 64 214, 32 225, 16 229; the classes alone took 231.
 pub const MAX_GROUP: usize = 64;
 /// Fewest patches per pass: below this the GEMMs (`patches × cin · cin × cout`) grow too short, and
@@ -303,8 +326,8 @@ impl Winograd {
         self.y.points() * self.x.points()
     }
 
-    /// Whether every coefficient of the input and output transforms is ±1 (F(2,3) tiles and 2-long
-    /// axes; F(3,3)'s tables have 2, 3, ½ and ¼). Only then does the bf16 path use these GEMMs: it
+    /// Whether every coefficient of the input and output transforms is ±1 (2-long axes; F(3,3)'s
+    /// tables have 2, 3, ½ and ¼, the larger tiles' larger ones). Only then does the bf16 path use these GEMMs: it
     /// rounds the transformed input and the products to bf16, and larger coefficients amplify
     /// those roundings (README "Precision").
     pub fn unit_coefficients(&self) -> bool {
@@ -319,7 +342,7 @@ mod tests {
     /// y = Aᵀ[(G g) ⊙ (Bᵀ d)] equals the 3-tap correlation, in f64, for every tile size.
     #[test]
     fn one_dimensional_transforms_correlate() {
-        for m in [2, 3] {
+        for m in 2..=MAX_TILE {
             let t = Transform1d::new(m);
             let d: Vec<f64> = (0..m + 2).map(|i| (i as f64 * 0.7).sin() + 0.3).collect();
             let g = [0.5, -1.25, 2.0];
@@ -330,10 +353,11 @@ mod tests {
                 let want: f64 = (0..3).map(|k| g[k] * d[i + k]).sum();
                 assert!((y - want).abs() < 1e-12, "F({m},3) output {i}: {y} vs {want}");
             }
-            // Aᵀ as the CPU's transform has it.
+            // Aᵀ as written out for F(2,3) and F(3,3).
             let table: Vec<Vec<f32>> = match m {
                 2 => AT2.iter().map(|r| r.to_vec()).collect(),
-                _ => AT3.iter().map(|r| r.to_vec()).collect(),
+                3 => AT3.iter().map(|r| r.to_vec()).collect(),
+                _ => continue,
             };
             for (a, b) in t.at.iter().zip(&table) {
                 assert!(a.iter().zip(b).all(|(a, b)| (a - *b as f64).abs() < 1e-12), "F({m},3) Aᵀ {a:?} vs {b:?}");
@@ -364,7 +388,9 @@ mod tests {
         for len in 2..40 {
             let t = Axis::tile_sizes(len);
             assert_eq!(t.iter().sum::<usize>(), len, "{len}: {t:?}");
-            assert!(t.iter().all(|&m| m == 2 || m == 3));
+            assert!(t.iter().all(|&m| (2..=MAX_TILE).contains(&m)));
+            assert_eq!(t.len(), len.div_ceil(MAX_TILE), "{len}: {t:?}");
+            assert!(t.iter().max().unwrap_or(&0) - t.iter().min().unwrap_or(&0) <= 1, "{len}: {t:?}");
             let axis = Axis::new(len);
             let points = if len == 2 { 3 } else { t.iter().map(|m| m + 2).sum::<usize>() };
             assert_eq!(axis.points(), points);
@@ -373,11 +399,12 @@ mod tests {
             assert!(axis.input_terms.iter().all(|t| !t.is_empty() && t.iter().all(|&(i, _)| i < len)));
             assert!(axis.output_terms.iter().all(|t| !t.is_empty() && t.iter().all(|&(p, _)| p < points)));
         }
-        // F(2,3) tiles and the 2-long product have only ±1 in their transforms, F(3,3) does not.
+        // The 2-long product has only ±1 in its transforms, F(3,3) to F(5,3) do not.
         let unit: Vec<bool> = (2..8).map(|len| Axis::new(len).unit_coefficients()).collect();
-        assert_eq!(unit, [true, false, true, false, false, false]);
-        assert_eq!(Axis::tile_sizes(5), vec![3, 2]);
-        assert_eq!(Axis::tile_sizes(4), vec![2, 2]);
+        assert_eq!(unit, [true, false, false, false, false, false]);
+        assert_eq!(Axis::tile_sizes(5), vec![5]);
+        assert_eq!(Axis::tile_sizes(8), vec![4, 4]);
+        assert_eq!(Axis::tile_sizes(11), vec![4, 4, 3]);
         assert!(Axis::tile_sizes(1).is_empty());
     }
 }

@@ -7,9 +7,9 @@
 //!
 //! Where the plan has Winograd GEMMs whose transforms have only ±1 coefficients (layer3's 2×2 maps
 //! at 20 px), those run instead ([`winograd_conv`]): 9 GEMMs for 16 position-taps, the transforms
-//! summing in f32 and rounding their outputs to bf16. F(3,3)'s tables (2, 3, ½, ¼) amplify those
-//! roundings: with layer1's and layer2's maps as Winograd too, the error against PyTorch's golden
-//! features tripled (`tests/bf16.rs`: layer4 4.5e-2 instead of 1.36e-2, golden cosines 6.0e-3
+//! summing in f32 and rounding their outputs to bf16. Larger coefficients amplify those roundings:
+//! with layer1's and layer2's maps as Winograd too (then F(3,3) and F(2,3) tiles, whose tables hold
+//! 2, 3, ½ and ¼), the error against PyTorch's golden features tripled (`tests/bf16.rs`: layer4 4.5e-2 instead of 1.36e-2, golden cosines 6.0e-3
 //! instead of 1.87e-3), so they keep their classes here.
 
 use std::cell::RefCell;
@@ -504,7 +504,7 @@ mod tests {
     /// (a full pass of 64 and a partial one), onto the residual. The classes round once (the
     /// output); Winograd also rounds the transformed input and the products. Measured worst 7.1e-3
     /// of the largest output (Intel Xeon), under two bf16 steps (2⁻⁸ relative); the bound is 2⁻⁶.
-    /// layer1's 5×5 maps (F(3,3) tiles) stay on their classes.
+    /// layer1's 5×5 maps (an F(5,3) tile per axis) stay on their classes.
     #[test]
     fn winograd_convolutions_equal_the_classes_within_bf16_steps() {
         let net = crate::engine::network::Network::from_state_dict(&crate::weights::random_resnet18(5)).expect("net");

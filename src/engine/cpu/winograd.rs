@@ -20,11 +20,12 @@ use gemmkit::bf16;
 
 use crate::engine::winograd::Winograd;
 
-/// Columns per block: the intermediate of a 5×5 map (5 rows × 9 points × 256 floats) is 45 KiB.
+/// Columns per block: the intermediate of a 5×5 map (5 rows × 7 points × 256 floats) is 35 KiB;
+/// 128 and 1,024 columns were no faster (`bench --layers`, Intel Xeon).
 const BLOCK: usize = 256;
 
-/// Most terms in one row of a transform: a tile's `m + 2` ≤ 5 inputs, or its ≤ 5 points.
-const MAX_TERMS: usize = 5;
+/// Most terms in one row of a transform: a tile's `m + 2` ≤ 7 inputs, or its ≤ 7 points.
+const MAX_TERMS: usize = 2 + crate::engine::winograd::MAX_TILE;
 
 /// Lanes a sum keeps in registers.
 const LANES: usize = 64;
