@@ -326,6 +326,31 @@ impl Winograd {
         self.y.points() * self.x.points()
     }
 
+    /// Both transforms written out in 2D: per point, the input slots it sums and their
+    /// coefficients (`Bᵀ` of y times `Bᵀ` of x); per output slot, the points it sums (`Aᵀ` times
+    /// `Aᵀ`). A term list is as long as the product of the axes' (≤ 4 for 2-long axes), so this
+    /// suits the small tiles the bf16 path takes, where it needs no intermediate.
+    pub fn direct_terms(&self) -> (Vec<Vec<(usize, f32)>>, Vec<Vec<(usize, f32)>>) {
+        let (wd, px_n) = (self.x.len, self.x.points());
+        let input = (0..self.points())
+            .map(|pt| {
+                let (ty, tx) = (&self.y.input_terms[pt / px_n], &self.x.input_terms[pt % px_n]);
+                ty.iter()
+                    .flat_map(|&(iy, a)| tx.iter().map(move |&(ix, b)| (iy * wd + ix, a * b)))
+                    .map(|(sp, c)| (self.input_slot[sp], c))
+                    .collect()
+            })
+            .collect();
+        let mut output = vec![Vec::new(); self.y.len * wd];
+        for (oy, ty) in self.y.output_terms.iter().enumerate() {
+            for (ox, tx) in self.x.output_terms.iter().enumerate() {
+                output[self.output_slot[oy * wd + ox]] =
+                    ty.iter().flat_map(|&(py, a)| tx.iter().map(move |&(px, b)| (py * px_n + px, a * b))).collect();
+            }
+        }
+        (input, output)
+    }
+
     /// Whether every coefficient of the input and output transforms is ±1 (2-long axes; F(3,3)'s
     /// tables have 2, 3, ½ and ¼, the larger tiles' larger ones). Only then does the bf16 path use these GEMMs: it
     /// rounds the transformed input and the products to bf16, and larger coefficients amplify
@@ -379,6 +404,42 @@ mod tests {
                 let want: f64 =
                     (0..3).filter_map(|k| (o + k).checked_sub(1).filter(|&i| i < len).map(|i| w[k] * x[i])).sum();
                 assert!((y - want).abs() < 1e-12, "length {len}, output {o}: {y} vs {want}");
+            }
+        }
+    }
+
+    /// The 2D terms ([`Winograd::direct_terms`]) with the transformed weights give the pad-1 3×3
+    /// correlation, slot orders included.
+    #[test]
+    fn direct_terms_correlate_in_two_dimensions() {
+        for (h, w) in [(2, 2), (2, 5), (3, 3), (5, 5), (4, 7)] {
+            let k: Vec<f32> = (0..9).map(|i| ((i * 7 % 9) as f32 - 4.0) * 0.25).collect();
+            let conv = FoldedConv { cout: 1, cin: 1, k: 3, stride: 1, pad: 1, weight: k.clone(), bias: vec![0.0] };
+            // Slots in reverse spatial order, so the maps are exercised.
+            let order: Vec<usize> = (0..h * w).rev().collect();
+            let plan = Winograd::plan(&conv, h, w, &order, &order, 1, f64::INFINITY, usize::MAX);
+            let wg = plan.expect("a Winograd plan");
+            let (input, output) = wg.direct_terms();
+            let x: Vec<f64> = (0..h * w).map(|i| (i as f64 * 0.61).sin()).collect();
+            let slot_value = |s: usize| x[order[s]];
+            let m: Vec<f64> = input
+                .iter()
+                .enumerate()
+                .map(|(p, t)| wg.weight[p] as f64 * t.iter().map(|&(s, c)| c as f64 * slot_value(s)).sum::<f64>())
+                .collect();
+            for (s, t) in output.iter().enumerate() {
+                let y: f64 = t.iter().map(|&(p, c)| c as f64 * m[p]).sum();
+                let (oy, ox) = (order[s] / w, order[s] % w);
+                let mut want = 0f64;
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (iy, ix) = ((oy + ky).checked_sub(1), (ox + kx).checked_sub(1));
+                        if let (Some(iy), Some(ix)) = (iy.filter(|&v| v < h), ix.filter(|&v| v < w)) {
+                            want += k[ky * 3 + kx] as f64 * x[iy * w + ix];
+                        }
+                    }
+                }
+                assert!((y - want).abs() < 1e-5, "{h}×{w}, output ({oy}, {ox}): {y} vs {want}");
             }
         }
     }

@@ -16,11 +16,10 @@ use std::cell::RefCell;
 
 use gemmkit::{Activation, Bias, MatMut, MatRef, Parallelism, bf16};
 
-use super::packed::{PackedConv, PackedTrunk};
+use super::packed::{PackedConv, PackedTrunk, PackedWinograd};
 use super::winograd;
 use crate::engine::plan::{ConvPlan, Plan};
 use crate::engine::profile::{self, Op, Part};
-use crate::engine::winograd::Winograd;
 use crate::weights::layout::LAYER_CHANNELS;
 
 /// Scratch buffers, reused by each worker thread across chunks and frames.
@@ -35,18 +34,16 @@ struct Workspace {
     pool_row: Vec<f32>,
     gap: Vec<f32>,
     gemm: gemmkit::Workspace,
-    /// Winograd: transformed input `[point][cin][patch]`, products `[point][cout][patch]` of one
-    /// pass, and the transforms' block.
+    /// Winograd: transformed input `[point][cin][patch]` and products `[point][cout][patch]` of
+    /// one pass.
     wv: Vec<bf16>,
     wm: Vec<bf16>,
-    wt: Vec<f32>,
 }
 
 /// A worker's buffers for [`winograd_conv`].
 struct WinogradBuffers<'a> {
     v: &'a mut Vec<bf16>,
     m: &'a mut Vec<bf16>,
-    t: &'a mut Vec<f32>,
     gemm: &'a mut gemmkit::Workspace,
 }
 
@@ -84,7 +81,7 @@ fn run_chunk_in(
 ) {
     let pp = plan.patch * plan.patch;
     assert_eq!(pixels.len(), n * pp, "pixel buffer does not hold n patches");
-    let Workspace { x, t, r, col, stem_col, stem_out, pool_row, gap: gap_acc, gemm, wv, wm, wt } = ws;
+    let Workspace { x, t, r, col, stem_col, stem_out, pool_row, gap: gap_acc, gemm, wv, wm } = ws;
 
     // Stem and max-pool, a few patches at a time (see `super::patches_per_stem_pass`).
     let slots = plan.pool.order.len();
@@ -105,7 +102,7 @@ fn run_chunk_in(
         );
     }
 
-    let mut b = WinogradBuffers { v: wv, m: wm, t: wt, gemm };
+    let mut b = WinogradBuffers { v: wv, m: wm, gemm };
     let mut x_slots = slots;
     for (bi, (bp, pb)) in plan.blocks.iter().zip(&packed.blocks).enumerate() {
         let part = Part::Layer(bi / 2);
@@ -298,8 +295,8 @@ fn conv(
     bufs: &mut WinogradBuffers,
     part: Part,
 ) {
-    if let Some(w) = p.winograd.as_ref().filter(|_| !packed.winograd.is_empty()) {
-        winograd_conv(p, w, &packed.winograd, input, in_slots, out, n, onto_residual, relu, bufs, part);
+    if let Some(w) = &packed.winograd {
+        winograd_conv(p, w, input, in_slots, out, n, onto_residual, relu, bufs, part);
         return;
     }
     let gemm = &mut *bufs.gemm;
@@ -362,14 +359,14 @@ fn conv(
 }
 
 /// A convolution as Winograd GEMMs (`crate::engine::winograd`), a pass of `w.group` patches at a
-/// time: each input channel transformed to the point grid (bf16), one `cout × cin · cin × patches`
-/// GEMM per point with the transformed weights packed at load time, and the output transform with
-/// the bias, residual and ReLU, one output channel at a time.
+/// time: the input transformed to the point grid (bf16), one `cout × cin · cin × patches` GEMM per
+/// point with the transformed weights packed at load time, and the output transform with the bias,
+/// residual and ReLU. Both transforms are written out in 2D (≤ 4 terms a row on 2×2 maps) and run
+/// a channel at a time over the pass's patches.
 #[allow(clippy::too_many_arguments)]
 fn winograd_conv(
     p: &ConvPlan,
-    w: &Winograd,
-    points: &[gemmkit::PackedLhs<bf16>],
+    w: &PackedWinograd,
     input: &[bf16],
     in_slots: usize,
     out: &mut [bf16],
@@ -379,44 +376,26 @@ fn winograd_conv(
     b: &mut WinogradBuffers,
     part: Part,
 ) {
-    let (cin, cout) = (p.cin, p.cout);
-    let out_slots = p.out_slots();
-    assert_eq!(points.len(), w.points(), "one packed weight matrix per Winograd point");
+    let (cin, cout, points) = (p.cin, p.cout, w.points.len());
+    assert_eq!(w.output_terms.len(), p.out_slots(), "one output transform row per output slot");
     for first in (0..n).step_by(w.group) {
         let ng = w.group.min(n - first);
         let patches = first..first + ng;
-        let v = grow(b.v, w.points() * cin * ng, bf16::ZERO);
+        let v = grow(b.v, points * cin * ng, bf16::ZERO);
         {
             let _span = profile::span(part, Op::Gather);
-            for c in 0..cin {
-                winograd::input_transform_bf16(w, input, in_slots, n, patches.clone(), c, cin, v, b.t);
-            }
+            winograd::input_transform_bf16(&w.input_terms, input, in_slots, n, patches.clone(), cin, v);
         }
-        let m = grow(b.m, w.points() * cout * ng, bf16::ZERO);
+        let m = grow(b.m, points * cout * ng, bf16::ZERO);
         {
             let _span = profile::span(part, Op::Gemm);
-            for (u, (vp, mp)) in points.iter().zip(v.chunks_exact(cin * ng).zip(m.chunks_exact_mut(cout * ng))) {
+            for (u, (vp, mp)) in w.points.iter().zip(v.chunks_exact(cin * ng).zip(m.chunks_exact_mut(cout * ng))) {
                 let (rhs, dst) = (MatRef::from_row_major(vp, cin, ng), MatMut::from_row_major(mp, cout, ng));
                 gemmkit::gemm_packed_a_with(b.gemm, bf16::ONE, u, rhs, bf16::ZERO, dst, Parallelism::Serial);
             }
         }
         let _span = profile::span(part, Op::Epilogue);
-        for (co, bias) in p.bias.iter().enumerate() {
-            winograd::output_transform_bf16(
-                w,
-                m,
-                out_slots,
-                n,
-                patches.clone(),
-                co,
-                cout,
-                *bias,
-                onto_residual,
-                relu,
-                out,
-                b.t,
-            );
-        }
+        winograd::output_transform_bf16(&w.output_terms, m, n, patches, &p.bias, onto_residual, relu, out);
     }
 }
 
@@ -472,8 +451,8 @@ mod tests {
         };
         let input: Vec<bf16> = (0..p.cin * in_slots * n).map(|_| rnd()).collect();
         let mut out: Vec<bf16> = (0..p.cout * p.out_slots() * n).map(|_| rnd()).collect();
-        let (mut v, mut m, mut t, mut gemm) = (Vec::new(), Vec::new(), Vec::new(), gemmkit::Workspace::default());
-        let mut bufs = WinogradBuffers { v: &mut v, m: &mut m, t: &mut t, gemm: &mut gemm };
+        let (mut v, mut m, mut gemm) = (Vec::new(), Vec::new(), gemmkit::Workspace::default());
+        let mut bufs = WinogradBuffers { v: &mut v, m: &mut m, gemm: &mut gemm };
         conv(p, packed, &input, in_slots, &mut out, &mut Vec::new(), n, residual, true, &mut bufs, Part::Layer(0));
         out.iter().map(|v| v.to_f32()).collect()
     }
@@ -510,11 +489,11 @@ mod tests {
         let net = crate::engine::network::Network::from_state_dict(&crate::weights::random_resnet18(5)).expect("net");
         let plan = Plan::new(&net, 20).expect("plan");
         let l1 = &plan.blocks[0].conv2;
-        assert!(l1.winograd.is_some() && PackedConv::new(l1, l1.out_slots(), true, true).winograd.is_empty());
+        assert!(l1.winograd.is_some() && PackedConv::new(l1, l1.out_slots(), true, true).winograd.is_none());
         let l3 = &plan.blocks[4];
         let (p, in_slots) = (&l3.conv2, l3.conv1.out_slots());
         let (wino, plain) = (PackedConv::new(p, in_slots, true, true), PackedConv::new(p, in_slots, false, false));
-        assert_eq!(wino.winograd.len(), 9);
+        assert_eq!(wino.winograd.as_ref().map(|w| w.points.len()), Some(9));
         let n = 70;
         let (a, b) = (run_conv(p, &wino, in_slots, n, true), run_conv(p, &plain, in_slots, n, true));
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -11,7 +11,9 @@
 
 use gemmkit::{MatRef, PackedLhs, bf16, prepack_lhs};
 
+use super::winograd::MAX_DIRECT_TERMS;
 use crate::engine::plan::{ClassPlan, ConvPlan, Plan};
+use crate::engine::winograd::Winograd;
 
 /// One class's packed bf16 `Wᵀ` (`cout × n_taps·cin`).
 pub struct PackedClass {
@@ -23,9 +25,9 @@ pub struct PackedClass {
 /// One convolution: its classes' packed weights (or all of them stacked), or its Winograd points',
 /// and the bias in bf16.
 pub struct PackedConv {
-    /// Per Winograd point, the transformed `Uᵀ` (`cout × cin`) in bf16, where the plan has
-    /// Winograd for this convolution; then `classes` is empty and `whole` is `None`.
-    pub winograd: Vec<PackedLhs<bf16>>,
+    /// The convolution as Winograd GEMMs, where the plan has them with ±1 coefficients; then
+    /// `classes` is empty and `whole` is `None`.
+    pub winograd: Option<PackedWinograd>,
     pub classes: Vec<PackedClass>,
     /// Every class in place: `cout·out_slots × cin·in_slots`, rows `(channel, output slot)`; then
     /// `classes` is empty.
@@ -33,6 +35,40 @@ pub struct PackedConv {
     pub bias: Vec<bf16>,
     /// `bias` per row of `whole` (each channel's, once per output slot).
     pub whole_bias: Vec<bf16>,
+}
+
+/// A convolution's Winograd GEMMs for the bf16 path (`super::bf16::winograd_conv`).
+pub struct PackedWinograd {
+    /// Per point, the transformed `Uᵀ` (`cout × cin`) in bf16.
+    pub points: Vec<PackedLhs<bf16>>,
+    /// The transforms in 2D ([`Winograd::direct_terms`]).
+    pub input_terms: Vec<Vec<(usize, f32)>>,
+    pub output_terms: Vec<Vec<(usize, f32)>>,
+    /// Patches per pass.
+    pub group: usize,
+}
+
+impl PackedWinograd {
+    /// Where every coefficient is ±1 and the 2D term lists are short enough.
+    fn new(w: &Winograd, cin: usize, cout: usize) -> Option<Self> {
+        if !w.unit_coefficients() {
+            return None;
+        }
+        let (input_terms, output_terms) = w.direct_terms();
+        if input_terms.iter().chain(&output_terms).any(|t| t.len() > MAX_DIRECT_TERMS) {
+            return None;
+        }
+        // `U` is `[point][cin][cout]`: each point's `Uᵀ` is its block read column-major.
+        let points = w
+            .weight
+            .chunks_exact(cin * cout)
+            .map(|u| {
+                let u: Vec<bf16> = u.iter().map(|&v| bf16::from_f32(v)).collect();
+                prepack_lhs(MatRef::new(&u, cout, cin, 1, cout as isize))
+            })
+            .collect();
+        Some(Self { points, input_terms, output_terms, group: w.group })
+    }
 }
 
 /// For a class that reads every one of `in_slots` input slots once: the tap reading each slot.
@@ -57,17 +93,8 @@ impl PackedConv {
     pub fn new(p: &ConvPlan, in_slots: usize, in_place: bool, winograd: bool) -> Self {
         let (cin, cout) = (p.cin, p.cout);
         let bias: Vec<bf16> = p.bias.iter().map(|&v| bf16::from_f32(v)).collect();
-        if let Some(w) = p.winograd.as_ref().filter(|w| winograd && w.unit_coefficients()) {
-            // `U` is `[point][cin][cout]`: each point's `Uᵀ` is its block read column-major.
-            let points = w
-                .weight
-                .chunks_exact(cin * cout)
-                .map(|u| {
-                    let u: Vec<bf16> = u.iter().map(|&v| bf16::from_f32(v)).collect();
-                    prepack_lhs(MatRef::new(&u, cout, cin, 1, cout as isize))
-                })
-                .collect();
-            return Self { winograd: points, classes: Vec::new(), whole: None, bias, whole_bias: Vec::new() };
+        if let Some(w) = p.winograd.as_ref().filter(|_| winograd).and_then(|w| PackedWinograd::new(w, cin, cout)) {
+            return Self { winograd: Some(w), classes: Vec::new(), whole: None, bias, whole_bias: Vec::new() };
         }
         let taps: Vec<Option<Vec<usize>>> =
             p.classes.iter().map(|c| if in_place { tap_of_slot(c, in_slots) } else { None }).collect();
@@ -120,7 +147,7 @@ impl PackedConv {
             Some(_) => bias.iter().flat_map(|&b| std::iter::repeat_n(b, out_slots)).collect(),
             None => Vec::new(),
         };
-        Self { winograd: Vec::new(), classes, whole, bias, whole_bias }
+        Self { winograd: None, classes, whole, bias, whole_bias }
     }
 }
 

@@ -245,68 +245,73 @@ pub fn output_transform(
     );
 }
 
-/// A bf16 pass's input: patches `patches` of channel `c` of `input` `[channel][in_slots][n]` →
-/// `v` `[point][cin][patches.len()]`.
+/// Most terms of a direct 2D transform row ([`Winograd::direct_terms`]) the bf16 transforms take.
+pub const MAX_DIRECT_TERMS: usize = 16;
+
+/// A bf16 pass's input: patches `patches` of `input` `[channel][in_slots][n]` → `v`
+/// `[point][cin][patches.len()]`, each point summed straight from the input slots (`terms`: per
+/// point, `(input slot, coefficient)`).
 #[allow(clippy::too_many_arguments)]
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub fn input_transform_bf16(
-    w: &Winograd,
+    terms: &[Vec<(usize, f32)>],
     input: &[bf16],
     in_slots: usize,
     n: usize,
     patches: std::ops::Range<usize>,
-    c: usize,
     cin: usize,
     v: &mut [bf16],
-    tmp: &mut Vec<f32>,
 ) {
     let ng = patches.len();
-    assert!(patches.end <= n && c < cin && input.len() >= cin * in_slots * n, "winograd bf16 input");
-    assert!(w.input_slot.iter().all(|&s| s < in_slots), "winograd input slots");
-    assert!(v.len() >= w.points() * cin * ng, "winograd transformed-input buffer");
-    let src_at = |sp: usize| (c * in_slots + w.input_slot[sp]) * n + patches.start;
-    input_passes(w, ng, input, src_at, v, |pt| (pt * cin + c) * ng, tmp);
+    assert!(patches.end <= n && input.len() >= cin * in_slots * n, "winograd bf16 input");
+    assert!(terms.iter().flatten().all(|&(s, _)| s < in_slots), "winograd input slots");
+    assert!(terms.iter().all(|t| t.len() <= MAX_DIRECT_TERMS), "direct transform rows");
+    assert!(v.len() >= terms.len() * cin * ng, "winograd transformed-input buffer");
+    let mut buf = [(&[][..], 0f32); MAX_DIRECT_TERMS];
+    for c in 0..cin {
+        for (pt, list) in terms.iter().enumerate() {
+            for (b, &(s, coef)) in buf.iter_mut().zip(list) {
+                *b = (&input[(c * in_slots + s) * n + patches.start..][..ng], coef);
+            }
+            combine(&mut v[(pt * cin + c) * ng..][..ng], &buf[..list.len()]);
+        }
+    }
 }
 
-/// A bf16 pass's output: channel `co` of the products `m` `[point][cout][patches.len()]` →
-/// patches `patches` of `out` `[channel][out_slots][n]`, plus `bias`, plus what `out` holds there
-/// when `onto_residual`, then ReLU if asked; rounded to bf16 once.
+/// A bf16 pass's output: the products `m` `[point][cout][patches.len()]` → patches `patches` of
+/// `out` `[channel][out_slots][n]`, each output slot summed straight from its points (`terms`: per
+/// output slot, `(point, coefficient)`), plus the channel's bias, plus what `out` holds there when
+/// `onto_residual`, then ReLU if asked; rounded to bf16 once.
 #[allow(clippy::too_many_arguments)]
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 pub fn output_transform_bf16(
-    w: &Winograd,
+    terms: &[Vec<(usize, f32)>],
     m: &[bf16],
-    out_slots: usize,
     n: usize,
     patches: std::ops::Range<usize>,
-    co: usize,
-    cout: usize,
-    bias: f32,
+    bias: &[f32],
     onto_residual: bool,
     relu: bool,
     out: &mut [bf16],
-    tmp: &mut Vec<f32>,
 ) {
-    let ng = patches.len();
-    assert!(patches.end <= n && co < cout && out.len() >= cout * out_slots * n, "winograd bf16 output");
-    assert!(w.output_slot.iter().all(|&s| s < out_slots), "winograd output slots");
-    assert!(m.len() >= w.points() * cout * ng, "winograd products buffer");
-    output_passes(
-        w,
-        ng,
-        BLOCK,
-        m,
-        |pt| (pt * cout + co) * ng,
-        tmp,
-        |sp, c0, bw, terms| {
-            let at = (co * out_slots + w.output_slot[sp]) * n + patches.start + c0;
-            let dst = &mut out[at..][..bw];
-            sum_rows(dst.len(), terms, |j, acc| {
+    let (ng, cout, out_slots) = (patches.len(), bias.len(), terms.len());
+    let points = terms.iter().flatten().map(|&(p, _)| p + 1).max().unwrap_or(0);
+    assert!(patches.end <= n && out.len() >= cout * out_slots * n, "winograd bf16 output");
+    assert!(terms.iter().all(|t| t.len() <= MAX_DIRECT_TERMS), "direct transform rows");
+    assert!(m.len() >= points * cout * ng, "winograd products buffer");
+    let mut buf = [(&[][..], 0f32); MAX_DIRECT_TERMS];
+    for (co, &b) in bias.iter().enumerate() {
+        for (s, list) in terms.iter().enumerate() {
+            for (t, &(pt, coef)) in buf.iter_mut().zip(list) {
+                *t = (&m[(pt * cout + co) * ng..][..ng], coef);
+            }
+            let dst = &mut out[(co * out_slots + s) * n + patches.start..][..ng];
+            sum_rows(ng, &buf[..list.len()], |j, acc| {
                 for (d, a) in dst[j..j + acc.len()].iter_mut().zip(acc) {
-                    let s = a + bias + if onto_residual { d.get() } else { 0.0 };
-                    *d = bf16::put(if relu && s < 0.0 { 0.0 } else { s });
+                    let v = a + b + if onto_residual { d.get() } else { 0.0 };
+                    *d = bf16::put(if relu && v < 0.0 { 0.0 } else { v });
                 }
             });
-        },
-    );
+        }
+    }
 }
