@@ -155,6 +155,9 @@ pub const T2_BT: [[f32; 2]; 3] = [[1., 1.], [0., 1.], [1., 0.]];
 const T2_G: [[f64; 3]; 3] = [[0., 1., 0.], [0., -1., 1.], [1., -1., 0.]];
 pub const T2_AT: [[f32; 3]; 2] = [[1., 1., 0.], [1., 0., 1.]];
 
+/// A linear map's rows: per output row, the input rows it sums and their coefficients.
+pub type TermRows = Vec<Vec<(usize, f32)>>;
+
 /// One axis of length `len` (input = output, pad 1) cut into tiles, and its transforms.
 #[derive(Clone, Debug)]
 pub struct Axis {
@@ -330,7 +333,7 @@ impl Winograd {
     /// coefficients (`Bᵀ` of y times `Bᵀ` of x); per output slot, the points it sums (`Aᵀ` times
     /// `Aᵀ`). A term list is as long as the product of the axes' (≤ 4 for 2-long axes), so this
     /// suits the small tiles the bf16 path takes, where it needs no intermediate.
-    pub fn direct_terms(&self) -> (Vec<Vec<(usize, f32)>>, Vec<Vec<(usize, f32)>>) {
+    pub fn direct_terms(&self) -> (TermRows, TermRows) {
         let (wd, px_n) = (self.x.len, self.x.points());
         let input = (0..self.points())
             .map(|pt| {

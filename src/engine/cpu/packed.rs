@@ -13,7 +13,7 @@ use gemmkit::{MatRef, PackedLhs, bf16, prepack_lhs};
 
 use super::winograd::MAX_DIRECT_TERMS;
 use crate::engine::plan::{ClassPlan, ConvPlan, Plan};
-use crate::engine::winograd::Winograd;
+use crate::engine::winograd::{TermRows, Winograd};
 
 /// One class's packed bf16 `Wᵀ` (`cout × n_taps·cin`).
 pub struct PackedClass {
@@ -42,8 +42,8 @@ pub struct PackedWinograd {
     /// Per point, the transformed `Uᵀ` (`cout × cin`) in bf16.
     pub points: Vec<PackedLhs<bf16>>,
     /// The transforms in 2D ([`Winograd::direct_terms`]).
-    pub input_terms: Vec<Vec<(usize, f32)>>,
-    pub output_terms: Vec<Vec<(usize, f32)>>,
+    pub input_terms: TermRows,
+    pub output_terms: TermRows,
     /// Patches per pass.
     pub group: usize,
 }
