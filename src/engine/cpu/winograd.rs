@@ -1,20 +1,23 @@
 //! The two linear passes around a Winograd convolution's GEMMs ([`crate::engine::winograd`]): each
-//! output row is a short sum of scaled input rows ([`Axis`](crate::engine::winograd::Axis)'s
-//! terms), so both passes stream whole rows. Both axes are transformed in one sweep per block of
-//! columns, so the intermediate (one axis done) stays in L1/L2 and each pass reads its input and
-//! writes its output once. Sums are in f32 whatever the stored format.
+//! output row is a short sum of scaled input rows, so both passes stream whole rows. Sums are in
+//! f32 whatever the stored format.
 //!
-//! - fp32 activations `[slot][patch][channel]`: a row is `patches × channels` values
-//!   ([`input_transform`], [`output_transform`]).
-//! - bf16 activations `[channel][slot][patch]`: one channel at a time, a row is a pass's patches;
-//!   the transformed input and the products are bf16, rounded once each
-//!   ([`input_transform_bf16`], [`output_transform_bf16`]).
+//! - fp32 activations `[slot][patch][channel]`, a row is `patches × channels` values
+//!   ([`input_transform`], [`output_transform`]): one axis at a time
+//!   ([`Axis`](crate::engine::winograd::Axis)'s terms), both in one sweep per block of columns, so
+//!   the intermediate (one axis done) stays in L1/L2 and each pass reads its input and writes its
+//!   output once.
+//! - bf16 activations `[channel][slot][patch]`, a row is one channel's patches of a pass
+//!   ([`input_transform_bf16`], [`output_transform_bf16`]): both axes at once
+//!   ([`Winograd::direct_terms`], ≤ 4 terms a row on the 2×2 maps bf16 takes), no intermediate;
+//!   the transformed input and the products are bf16, rounded once each.
 //!
-//! Measured per 1020² frame on the 2-core Intel Xeon (`bench --layers`, thread-ms): layer1's input
-//! and output transforms ≈ 21 and 18 around 52 of GEMMs; layer2's ≈ 9 and 9 around 64. Far from
-//! the arithmetic's bound (≈ 5 thread-ms for layer1's input side at two vector FMAs a cycle), but
-//! a version that transformed tile by tile in registers, with the tables as constants, took 4 %
-//! longer per frame (6 alternating rounds, 209.4 against 218.5 ms).
+//! Measured per 1020² frame on the 2-core Intel Xeon (`bench --layers`, thread-ms, fp32): layer1's
+//! input and output transforms ≈ 21 and 18 around 52 of GEMMs with F(3,3) + F(2,3) tiles, ≈ 14 and
+//! 15 around 29 with one F(5,3) tile per axis; layer2's ≈ 7 and 8 around 60. Far from the
+//! arithmetic's bound, and no faster with fused multiply-adds or other block widths, so bound by
+//! memory; a version that transformed tile by tile in registers, with the tables as constants, took
+//! 4 % longer per frame (6 alternating rounds, 209.4 against 218.5 ms).
 
 use gemmkit::bf16;
 
