@@ -6,7 +6,7 @@
 //! and global average pooling sums in f32.
 //!
 //! Where the plan has Winograd GEMMs whose transforms have only ±1 coefficients (layer3's 2×2 maps
-//! at 20 px), those run instead ([`winograd_conv`]): 9 GEMMs for 16 position-taps, the transforms
+//! at 20 px), those run instead (`winograd_conv`): 9 GEMMs for 16 position-taps, the transforms
 //! summing in f32 and rounding their outputs to bf16. Larger coefficients amplify those roundings:
 //! with layer1's and layer2's maps as Winograd too (then F(3,3) and F(2,3) tiles, whose tables hold
 //! 2, 3, ½ and ¼), the error against PyTorch's golden features tripled (`tests/bf16.rs`: layer4 4.5e-2 instead of 1.36e-2, golden cosines 6.0e-3
