@@ -9,8 +9,9 @@
 //! at 20 px), those run instead (`winograd_conv`): 9 GEMMs for 16 position-taps, the transforms
 //! summing in f32 and rounding their outputs to bf16. Larger coefficients amplify those roundings:
 //! with layer1's and layer2's maps as Winograd too (then F(3,3) and F(2,3) tiles, whose tables hold
-//! 2, 3, ½ and ¼), the error against PyTorch's golden features tripled (`tests/bf16.rs`: layer4 4.5e-2 instead of 1.36e-2, golden cosines 6.0e-3
-//! instead of 1.87e-3), so they keep their classes here.
+//! 2, 3, ½ and ¼), the error against PyTorch's golden features tripled (`tests/bf16.rs`: layer4
+//! 4.5e-2 instead of 1.36e-2, golden cosines 6.0e-3 instead of 1.87e-3), so they keep their
+//! classes here.
 
 use std::cell::RefCell;
 
@@ -40,8 +41,8 @@ struct Workspace {
     wm: Vec<bf16>,
 }
 
-/// A worker's buffers for [`winograd_conv`].
-struct WinogradBuffers<'a> {
+/// A worker's scratch for [`conv`]: the GEMM workspace, and the Winograd pass buffers.
+struct ConvScratch<'a> {
     v: &'a mut Vec<bf16>,
     m: &'a mut Vec<bf16>,
     gemm: &'a mut gemmkit::Workspace,
@@ -102,7 +103,7 @@ fn run_chunk_in(
         );
     }
 
-    let mut b = WinogradBuffers { v: wv, m: wm, gemm };
+    let mut b = ConvScratch { v: wv, m: wm, gemm };
     let mut x_slots = slots;
     for (bi, (bp, pb)) in plan.blocks.iter().zip(&packed.blocks).enumerate() {
         let part = Part::Layer(bi / 2);
@@ -292,7 +293,7 @@ fn conv(
     n: usize,
     onto_residual: bool,
     relu: bool,
-    bufs: &mut WinogradBuffers,
+    bufs: &mut ConvScratch,
     part: Part,
 ) {
     if let Some(w) = &packed.winograd {
@@ -373,7 +374,7 @@ fn winograd_conv(
     n: usize,
     onto_residual: bool,
     relu: bool,
-    b: &mut WinogradBuffers,
+    b: &mut ConvScratch,
     part: Part,
 ) {
     let (cin, cout, points) = (p.cin, p.cout, w.points.len());
@@ -452,7 +453,7 @@ mod tests {
         let input: Vec<bf16> = (0..p.cin * in_slots * n).map(|_| rnd()).collect();
         let mut out: Vec<bf16> = (0..p.cout * p.out_slots() * n).map(|_| rnd()).collect();
         let (mut v, mut m, mut gemm) = (Vec::new(), Vec::new(), gemmkit::Workspace::default());
-        let mut bufs = WinogradBuffers { v: &mut v, m: &mut m, gemm: &mut gemm };
+        let mut bufs = ConvScratch { v: &mut v, m: &mut m, gemm: &mut gemm };
         conv(p, packed, &input, in_slots, &mut out, &mut Vec::new(), n, residual, true, &mut bufs, Part::Layer(0));
         out.iter().map(|v| v.to_f32()).collect()
     }
