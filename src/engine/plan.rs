@@ -27,8 +27,8 @@ const WINOGRAD_MAX_FRACTION: f64 = 0.75;
 
 /// A Winograd pass's transformed input and products together stay within this per worker thread.
 /// It bounds the memory that large maps would take (layer1 at 128 px patches: 2,116 points, 66 MiB
-/// at 64 patches) and leaves those maps their classes: at 20 and 32 px every Winograd map passes 64
-/// patches at a time (layer1: 1.5 and 4.5 MiB), at 64 px layer1's 16×16 maps 28. Measured at 64 px
+/// at 64 patches) and leaves those maps their classes: at 20 and 32 px every Winograd map passes 96
+/// patches at a time (layer1: 2.3 and 6.8 MiB), at 64 px layer1's 16×16 maps 28. Measured at 64 px
 /// with F(3,3) and F(2,3) tiles (`bench --patch 64`, 3 alternating rounds, Intel Xeon): classes only
 /// 193.4 ms per frame, Winograd in passes of 20 187.3, in passes of 64 (25 MiB) 180.0.
 const WINOGRAD_PASS_BYTES: usize = 8 << 20;

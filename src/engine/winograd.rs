@@ -250,11 +250,14 @@ pub struct Winograd {
 }
 
 /// Most patches per pass. A pass's transformed input and products then stay near L2 while the
-/// GEMMs read one and write the other (0.8 MiB each at 64 patches on a 5×5 map with 64 channels).
+/// GEMMs read one and write the other (1.1 MiB each at 96 patches on a 5×5 map with 64 channels).
 /// Measured on the 2-core Intel Xeon (Emerald Rapids, 2 MiB L2), `bench --size 1020 --layers`, one
-/// run each, with the 5×5 (then F(3,3) + F(2,3), 81 points) and 3×3 maps as Winograd: 192 patches (the whole chunk) 225 ms per frame,
-/// 96 221, 64 214, 32 225, 16 229; the classes alone took 231.
-pub const MAX_GROUP: usize = 64;
+/// run each, with the 5×5 (then F(3,3) + F(2,3), 81 points) and 3×3 maps as Winograd: 192 patches
+/// (the whole chunk) 225 ms per frame, 96 221, 64 214, 32 225, 16 229; the classes alone took 231.
+/// With F(5,3) on the 5×5 maps (49 points), alternating rounds of `bench`: 96 patches 166.2 ms per
+/// frame against 169.6 for 64 (6 rounds, 96 faster in each), 128 166.8 (4 rounds); at 32 px 106.0
+/// against 113.9 (3 rounds).
+pub const MAX_GROUP: usize = 96;
 /// Fewest patches per pass: below this the GEMMs (`patches × cin · cin × cout`) grow too short, and
 /// a map whose pass would not hold this many within the byte limit keeps its classes.
 pub const MIN_GROUP: usize = 16;
