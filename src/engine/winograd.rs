@@ -14,9 +14,10 @@
 //! The transforms are Toom–Cook interpolation (Lavin & Gray 2016) at the points {0, 1, −1, ½, ∞}
 //! (F(3,3)), adding −½ (F(4,3)) and 2 (F(5,3)); F(2,3) at {0, 1, −1, ∞} is kept for its tables,
 //! which the tests check. The input tables are the interpolation's, computed in f64 from the points
-//! with each row scaled to the smallest integers (written out as [`BT2`] and [`BT3`] for the two
-//! smallest), so they and the output tables (powers of ½ and 2) are exact in f32; the filter
-//! transform `G` takes the rows' scales and is applied to the weights once, in f64. Each larger
+//! with each row scaled to the smallest integers (the tests hold F(2,3)'s and F(3,3)'s to the
+//! tables as written out by hand), so they and the output tables (powers of ½ and 2) are exact in
+//! f32; the filter transform `G` takes the rows' scales and is applied to the weights once, in
+//! f64. Each larger
 //! tile costs accuracy: with F(3,3) and F(2,3) tiles a convolution moved by at most 7.8e-7 of its
 //! largest output against the classes, with F(4,3) and F(5,3) by 2.4e-6 (`tests/golden.rs`, bound
 //! 5e-6), and the trunk stays within 5.9e-6 of PyTorch's layer taps (bound 1e-4).
@@ -99,8 +100,8 @@ impl Transform1d {
     /// Toom–Cook: the product of polynomials of degrees `m − 1` (a tile of outputs, transposed) and
     /// 2 (the filter) is evaluated at `n = m + 2` points and interpolated; correlation is its
     /// transpose. `V` evaluates degree < n at the points (row ∞ takes the leading coefficient), so
-    /// `Aᵀ = V_mᵀ`, `G = V_3`, `Bᵀ = (V⁻¹)ᵀ`. Each row of `Bᵀ` is scaled to [`BT2`] / [`BT3`]'s,
-    /// the scale moved into `G` (applied to the weights once, in f64).
+    /// `Aᵀ = V_mᵀ`, `G = V_3`, `Bᵀ = (V⁻¹)ᵀ`. Each row of `Bᵀ` is scaled to the smallest integers
+    /// ([`integer_rows`]), the scale moved into `G` (applied to the weights once, in f64).
     fn new(m: usize) -> Self {
         let n = m + 2;
         let pts = points(m);
@@ -113,11 +114,7 @@ impl Transform1d {
         let v: Vec<Vec<f64>> = (0..n).map(|j| row(j, n)).collect();
         let vi = invert(v);
         let exact: Vec<Vec<f64>> = (0..n).map(|j| (0..n).map(|l| vi[l][j]).collect()).collect();
-        let table: Vec<Vec<f64>> = match m {
-            2 => BT2.iter().map(|r| r.iter().map(|&v| v as f64).collect()).collect(),
-            3 => BT3.iter().map(|r| r.iter().map(|&v| v as f64).collect()).collect(),
-            _ => integer_rows(&exact),
-        };
+        let table = integer_rows(&exact);
         let mut g: Vec<[f64; 3]> = (0..n).map(|j| row(j, 3).try_into().expect("3 coefficients")).collect();
         for ((e, t), gj) in exact.iter().zip(&table).zip(&mut g) {
             let l = (0..n).max_by(|&a, &b| t[a].abs().total_cmp(&t[b].abs())).unwrap_or(0);
@@ -130,22 +127,6 @@ impl Transform1d {
         Self { at, g, bt }
     }
 }
-
-/// F(2,3)'s input transform `Bᵀ` at {0, 1, −1, ∞}: each row of `(V⁻¹)ᵀ` scaled to small integers
-/// (the scale goes into `G`, applied to the weights once).
-pub const BT2: [[f32; 4]; 4] = [[1., 0., -1., 0.], [0., 1., 1., 0.], [0., -1., 1., 0.], [0., -1., 0., 1.]];
-/// F(3,3)'s `Bᵀ` at {0, 1, −1, ½, ∞}, rows scaled likewise.
-pub const BT3: [[f32; 5]; 5] = [
-    [1., -2., -1., 2., 0.],
-    [0., -1., 1., 2., 0.],
-    [0., -1., 3., -2., 0.],
-    [0., 1., 0., -1., 0.],
-    [0., 1., -2., -1., 2.],
-];
-/// F(2,3)'s output transform `Aᵀ` (fixed by the points).
-pub const AT2: [[f32; 4]; 2] = [[1., 1., 1., 0.], [0., 1., -1., 1.]];
-/// F(3,3)'s `Aᵀ`.
-pub const AT3: [[f32; 5]; 3] = [[1., 1., 1., 1., 0.], [0., 1., -1., 0.5, 0.], [0., 1., 1., 0.25, 1.]];
 
 /// A 2-long axis (pad 1) as one 2×2 Toeplitz product, `y0 = w1·x0 + w2·x1`, `y1 = w0·x0 + w1·x1`,
 /// in 3 multiplications instead of F(2,3)'s 4 (which would also multiply the two padding inputs):
@@ -370,6 +351,22 @@ impl Winograd {
 mod tests {
     use super::*;
 
+    /// F(2,3)'s input transform `Bᵀ` at {0, 1, −1, ∞}: each row of `(V⁻¹)ᵀ` scaled to small integers
+    /// (the scale goes into `G`, applied to the weights once).
+    const BT2: [[f32; 4]; 4] = [[1., 0., -1., 0.], [0., 1., 1., 0.], [0., -1., 1., 0.], [0., -1., 0., 1.]];
+    /// F(3,3)'s `Bᵀ` at {0, 1, −1, ½, ∞}, rows scaled likewise.
+    const BT3: [[f32; 5]; 5] = [
+        [1., -2., -1., 2., 0.],
+        [0., -1., 1., 2., 0.],
+        [0., -1., 3., -2., 0.],
+        [0., 1., 0., -1., 0.],
+        [0., 1., -2., -1., 2.],
+    ];
+    /// F(2,3)'s output transform `Aᵀ` (fixed by the points).
+    const AT2: [[f32; 4]; 2] = [[1., 1., 1., 0.], [0., 1., -1., 1.]];
+    /// F(3,3)'s `Aᵀ`.
+    const AT3: [[f32; 5]; 3] = [[1., 1., 1., 1., 0.], [0., 1., -1., 0.5, 0.], [0., 1., 1., 0.25, 1.]];
+
     /// y = Aᵀ[(G g) ⊙ (Bᵀ d)] equals the 3-tap correlation, in f64, for every tile size.
     #[test]
     fn one_dimensional_transforms_correlate() {
@@ -384,14 +381,14 @@ mod tests {
                 let want: f64 = (0..3).map(|k| g[k] * d[i + k]).sum();
                 assert!((y - want).abs() < 1e-12, "F({m},3) output {i}: {y} vs {want}");
             }
-            // Aᵀ as written out for F(2,3) and F(3,3).
-            let table: Vec<Vec<f32>> = match m {
-                2 => AT2.iter().map(|r| r.to_vec()).collect(),
-                3 => AT3.iter().map(|r| r.to_vec()).collect(),
+            // Aᵀ and the derived Bᵀ as written out for F(2,3) and F(3,3).
+            let (at, bt): (Vec<Vec<f32>>, Vec<Vec<f32>>) = match m {
+                2 => (AT2.iter().map(|r| r.to_vec()).collect(), BT2.iter().map(|r| r.to_vec()).collect()),
+                3 => (AT3.iter().map(|r| r.to_vec()).collect(), BT3.iter().map(|r| r.to_vec()).collect()),
                 _ => continue,
             };
-            for (a, b) in t.at.iter().zip(&table) {
-                assert!(a.iter().zip(b).all(|(a, b)| (a - *b as f64).abs() < 1e-12), "F({m},3) Aᵀ {a:?} vs {b:?}");
+            for (a, b) in t.at.iter().zip(&at).chain(t.bt.iter().zip(&bt)) {
+                assert!(a.iter().zip(b).all(|(a, b)| (a - *b as f64).abs() < 1e-12), "F({m},3) {a:?} vs {b:?}");
             }
         }
     }

@@ -114,81 +114,6 @@ fn scratch(tmp: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut tmp[..len]
 }
 
-/// The input transform of `n_cols` columns: spatial position `sp`'s row starts at
-/// `src[src_at(sp)]`, point `pt`'s at `dst[dst_at(pt)]`.
-#[inline(always)]
-fn input_passes<S: Value, D: Value>(
-    w: &Winograd,
-    n_cols: usize,
-    src: &[S],
-    src_at: impl Fn(usize) -> usize,
-    dst: &mut [D],
-    dst_at: impl Fn(usize) -> usize,
-    tmp: &mut Vec<f32>,
-) {
-    let (h, wd) = (w.y.len, w.x.len);
-    let px_n = w.x.points();
-    let tmp = scratch(tmp, h * px_n * BLOCK);
-    for c0 in (0..n_cols).step_by(BLOCK) {
-        let bw = BLOCK.min(n_cols - c0);
-        // Along x: t[iy][px] from the row iy's inputs.
-        let mut buf = [(&[][..], 0f32); MAX_TERMS];
-        for iy in 0..h {
-            for (px, list) in w.x.input_terms.iter().enumerate() {
-                let k = terms(list, |ix| &src[src_at(iy * wd + ix) + c0..][..bw], &mut buf);
-                combine(&mut tmp[(iy * px_n + px) * BLOCK..][..bw], &buf[..k]);
-            }
-        }
-        // Along y: v[py][px] from t's column px.
-        let t: &[f32] = tmp;
-        let mut buf = [(&[][..], 0f32); MAX_TERMS];
-        for (py, list) in w.y.input_terms.iter().enumerate() {
-            for px in 0..px_n {
-                let k = terms(list, |iy| &t[(iy * px_n + px) * BLOCK..][..bw], &mut buf);
-                combine(&mut dst[dst_at(py * px_n + px) + c0..][..bw], &buf[..k]);
-            }
-        }
-    }
-}
-
-/// The output transform of `n_cols` columns in blocks of `block`: point `pt`'s products start at
-/// `m[m_at(pt)]`; each output position's sum is handed to `finish(sp, c0, bw, terms)` (spatial
-/// index, the block's first column and width, its terms), which stores it with the epilogue.
-#[inline(always)]
-fn output_passes<M: Value>(
-    w: &Winograd,
-    n_cols: usize,
-    block: usize,
-    m: &[M],
-    m_at: impl Fn(usize) -> usize,
-    tmp: &mut Vec<f32>,
-    mut finish: impl FnMut(usize, usize, usize, &[(&[f32], f32)]),
-) {
-    let wd = w.x.len;
-    let (py_n, px_n) = (w.y.points(), w.x.points());
-    let tmp = scratch(tmp, py_n * wd * block);
-    for c0 in (0..n_cols).step_by(block) {
-        let bw = block.min(n_cols - c0);
-        // Along x: s[py][ox] from the point row py.
-        let mut buf = [(&[][..], 0f32); MAX_TERMS];
-        for py in 0..py_n {
-            for (ox, list) in w.x.output_terms.iter().enumerate() {
-                let k = terms(list, |px| &m[m_at(py * px_n + px) + c0..][..bw], &mut buf);
-                combine(&mut tmp[(py * wd + ox) * block..][..bw], &buf[..k]);
-            }
-        }
-        // Along y, into the output position.
-        let s: &[f32] = tmp;
-        let mut buf = [(&[][..], 0f32); MAX_TERMS];
-        for (oy, list) in w.y.output_terms.iter().enumerate() {
-            for ox in 0..wd {
-                let k = terms(list, |py| &s[(py * wd + ox) * block..][..bw], &mut buf);
-                finish(oy * wd + ox, c0, bw, &buf[..k]);
-            }
-        }
-    }
-}
-
 /// Columns `cols` of `input` `[slot][row_len]` (row_len = patches × cin) → `v`
 /// `[point][cols.len()]`.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
@@ -201,10 +126,32 @@ pub fn input_transform(
     tmp: &mut Vec<f32>,
 ) {
     let n_cols = cols.len();
-    assert!(cols.end <= row_len && input.len() >= w.y.len * w.x.len * row_len, "winograd input");
+    let (h, wd) = (w.y.len, w.x.len);
+    let px_n = w.x.points();
+    assert!(cols.end <= row_len && input.len() >= h * wd * row_len, "winograd input");
     assert!(v.len() >= w.points() * n_cols, "winograd transformed-input buffer");
-    let src_at = |sp: usize| w.input_slot[sp] * row_len + cols.start;
-    input_passes(w, n_cols, input, src_at, v, |pt| pt * n_cols, tmp);
+    let tmp = scratch(tmp, h * px_n * BLOCK);
+    for c0 in (0..n_cols).step_by(BLOCK) {
+        let bw = BLOCK.min(n_cols - c0);
+        let j0 = cols.start + c0;
+        // Along x: t[iy][px] from the row iy's inputs.
+        let mut buf = [(&[][..], 0f32); MAX_TERMS];
+        for iy in 0..h {
+            for (px, list) in w.x.input_terms.iter().enumerate() {
+                let k = terms(list, |ix| &input[w.input_slot[iy * wd + ix] * row_len + j0..][..bw], &mut buf);
+                combine(&mut tmp[(iy * px_n + px) * BLOCK..][..bw], &buf[..k]);
+            }
+        }
+        // Along y: v[py][px] from t's column px.
+        let t: &[f32] = tmp;
+        let mut buf = [(&[][..], 0f32); MAX_TERMS];
+        for (py, list) in w.y.input_terms.iter().enumerate() {
+            for px in 0..px_n {
+                let k = terms(list, |iy| &t[(iy * px_n + px) * BLOCK..][..bw], &mut buf);
+                combine(&mut v[(py * px_n + px) * n_cols + c0..][..bw], &buf[..k]);
+            }
+        }
+    }
 }
 
 /// `m` `[point][cols.len()]` → columns `cols` of `out` `[slot][row_len]` (row_len = patches ×
@@ -227,25 +174,37 @@ pub fn output_transform(
     let n_cols = cols.len();
     assert!(cout > 0 && row_len.is_multiple_of(cout), "rows hold whole patches");
     assert!(cols.start.is_multiple_of(cout) && n_cols.is_multiple_of(cout) && cols.end <= row_len, "whole patches");
-    let slots = w.y.len * w.x.len;
-    assert!(m.len() >= w.points() * n_cols && out.len() >= slots * row_len, "winograd output buffers");
-    assert!(residual.is_none_or(|r| r.len() >= slots * row_len), "residual buffer");
+    let (h, wd) = (w.y.len, w.x.len);
+    let (py_n, px_n) = (w.y.points(), w.x.points());
+    assert!(m.len() >= w.points() * n_cols && out.len() >= h * wd * row_len, "winograd output buffers");
+    assert!(residual.is_none_or(|r| r.len() >= h * wd * row_len), "residual buffer");
     // Whole patches per block, so the bias lines up with each block's start.
     let block = cout * (BLOCK / cout).max(1);
-    output_passes(
-        w,
-        n_cols,
-        block,
-        m,
-        |pt| pt * n_cols,
-        tmp,
-        |sp, c0, bw, terms| {
-            let at = w.output_slot[sp] * row_len + cols.start + c0;
-            let dst = &mut out[at..][..bw];
-            combine(dst, terms);
-            super::bias_residual_relu(dst, bias, residual.map(|r| &r[at..][..dst.len()]), relu);
-        },
-    );
+    let tmp = scratch(tmp, py_n * wd * block);
+    for c0 in (0..n_cols).step_by(block) {
+        let bw = block.min(n_cols - c0);
+        let j0 = cols.start + c0;
+        // Along x: s[py][ox] from the point row py.
+        let mut buf = [(&[][..], 0f32); MAX_TERMS];
+        for py in 0..py_n {
+            for (ox, list) in w.x.output_terms.iter().enumerate() {
+                let k = terms(list, |px| &m[(py * px_n + px) * n_cols + c0..][..bw], &mut buf);
+                combine(&mut tmp[(py * wd + ox) * block..][..bw], &buf[..k]);
+            }
+        }
+        // Along y, into the output slot, with the epilogue.
+        let s: &[f32] = tmp;
+        let mut buf = [(&[][..], 0f32); MAX_TERMS];
+        for (oy, list) in w.y.output_terms.iter().enumerate() {
+            for ox in 0..wd {
+                let k = terms(list, |py| &s[(py * wd + ox) * block..][..bw], &mut buf);
+                let at = w.output_slot[oy * wd + ox] * row_len + j0;
+                let dst = &mut out[at..][..bw];
+                combine(dst, &buf[..k]);
+                super::bias_residual_relu(dst, bias, residual.map(|r| &r[at..][..bw]), relu);
+            }
+        }
+    }
 }
 
 /// Most terms of a direct 2D transform row ([`Winograd::direct_terms`]) the bf16 transforms take.
