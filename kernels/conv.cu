@@ -238,3 +238,250 @@ extern "C" __global__ void __launch_bounds__(128)
                       int n_classes) {
     conv_tiled<64>(in, out, residual, has_residual, relu, weights, bias, gathers, desc, n, cin, cout, n_classes);
 }
+
+// ---- bf16 tensor cores: conv_mma_bf16_128x128 / conv_mma_bf16_128x64 ------------------------------
+// The same classes, grid and epilogue as conv_tiled<BN>, with the multiply on tensor cores:
+// mma.sync m16n8k16, bf16 operands, f32 accumulation (sm_80 and later; `precision = "bf16"`).
+// Activations stay f32 in global memory and are rounded to bf16 (nearest, ties to even) as they are
+// staged into shared memory; the weights come pre-rounded and transposed per class, W_t[co][k]
+// (ConvTables::weights_bf16_t). The bias, residual and ReLU are applied in f32.
+//
+// Tiling: a 128 x BN output tile per block, 256 threads = 8 warps laid out WM x WN (2 x 4 for
+// BN = 128, 4 x 2 for 64), each warp a (128/WM) x 32 tile = MT x 4 mma tiles of 16 x 8. K in
+// slices of 32 (two k16 steps), double-buffered: before slice k is multiplied, slice k+1's
+// activations are loaded into registers (4 float4 per thread; rounded to bf16 and stored into the
+// other buffer after the multiply) and its weights copied straight into the other buffer
+// (cp.async, BN/64 16-byte copies per thread, zero-filled outside the class); one barrier per
+// slice, after the copies are waited for. Copying the weights without registers keeps the kernel
+// at 128 registers without spilling (2 blocks per SM); through registers it needed 166.
+// Shared tiles are [row][k] with a pitch of 40 bf16 (20 words): a fragment load of lane (g, t)
+// reads word 20g + t (+ const), 32 distinct banks for the 8 x 4 lanes.
+// Needs cin and cout multiples of 8 (a uint4 of weights never crosses a tap or a class; ResNet-18:
+// 64..512); partial tiles in M, N and K load zeros and store nothing outside the class.
+#define MMA_BK 32
+#define MMA_PITCH 40  // bf16 per shared row: 32 + 8 of padding
+#define MMA_THREADS 256
+
+// Two floats as bf16x2, round to nearest even: `lo` in the low half (the lower k).
+__device__ __forceinline__ unsigned int pack_bf16x2(float lo, float hi) {
+    unsigned int r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+template <int BN>
+__device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, float* __restrict__ out,
+                                              const float* __restrict__ residual, int has_residual, int relu,
+                                              const unsigned short* __restrict__ weights_t,
+                                              const float* __restrict__ bias, const int* __restrict__ gathers,
+                                              const int* __restrict__ desc, int n, int cin, int cout,
+                                              int n_classes) {
+#if __CUDA_ARCH__ >= 800
+    constexpr int WN = BN / 32;            // warps across the columns
+    constexpr int WM = 8 / WN;             // warps across the rows
+    constexpr int MT = CT_BM / WM / 16;    // m16 tiles per warp: 4 (BN 128) or 2 (BN 64)
+    constexpr int A_LOADS = CT_BM * MMA_BK / 4 / MMA_THREADS;  // float4 per thread: 4
+    constexpr int B_LOADS = BN * MMA_BK / 8 / MMA_THREADS;     // 16-byte copies per thread: 2 or 1
+    __shared__ __align__(16) unsigned short As[2][CT_BM][MMA_PITCH];
+    __shared__ __align__(16) unsigned short Bs[2][BN][MMA_PITCH];
+
+    // The class and row tile of this block: the same flattened grid as conv_tiled.
+    int cls = 0;
+    int tile = blockIdx.x;
+    for (; cls < n_classes - 1; ++cls) {
+        const int tiles = (desc[5 * cls + 1] * n + CT_BM - 1) / CT_BM;
+        if (tile < tiles) break;
+        tile -= tiles;
+    }
+    const int* d = desc + 5 * cls;
+    const int first_slot = d[0];
+    const int n_pos = d[1];
+    const int n_taps = d[2];
+    const int* gather = gathers + d[3];
+    const unsigned short* w = weights_t + d[4];  // [cout][K] of this class
+    const int M = n_pos * n;
+    const int K = n_taps * cin;
+    const int m0 = tile * CT_BM;
+    const int n0 = blockIdx.y * BN;
+    if (m0 >= M) return;
+
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int wm = warp / WN;
+    const int wn = warp % WN;
+    const int g = lane >> 2;  // the mma's groupID
+    const int t = lane & 3;   // and thread in group
+
+    // A loads: float4 e = tid + 256*i is row e/8 = tid/8 + 32i, k = k0 + 4*(e%8); 256 is a multiple
+    // of 8, so every load of a thread has the same k and one (tap, ci) walks the slices for all of
+    // them. Only the first row's (position, patch) is kept; the others follow 32 rows on, each
+    // fetch (registers are what this kernel is short of).
+    const int a_kq = (tid & 7) * 4;
+    const int a_m0 = m0 + tid / 8;
+    const int a_pos0 = a_m0 / n;
+    const int a_patch0 = a_m0 % n;
+    int a_tap = a_kq / cin;
+    int a_ci = a_kq % cin;
+    // B loads: uint4 e = tid + 256*j is column e/4 of the tile, k = k0 + 8*(e%4).
+    const int b_kq = (tid & 3) * 8;
+
+    float4 a_reg[A_LOADS];
+    const float4 zero4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+
+    auto fetch = [&](int k0) {
+        const bool k_ok = k0 + a_kq < K;
+        int pos = a_pos0;
+        int patch = a_patch0;
+#pragma unroll
+        for (int i = 0; i < A_LOADS; ++i) {
+            if (i > 0) {
+                patch += MMA_THREADS / 8;
+                while (patch >= n) {
+                    patch -= n;
+                    ++pos;
+                }
+            }
+            a_reg[i] = zero4;
+            if (k_ok && pos < n_pos) {
+                const int slot = gather[pos * n_taps + a_tap];
+                a_reg[i] = *reinterpret_cast<const float4*>(in + ((size_t)slot * n + patch) * cin + a_ci);
+            }
+        }
+    };
+    // Slice k0's weights into buffer s: 16 bytes per copy, the source size 0 (all zeros) past
+    // cout or K. Visible to the block after cp_wait() and the barrier.
+    auto copy_weights = [&](int k0, int s) {
+#pragma unroll
+        for (int j = 0; j < B_LOADS; ++j) {
+            const int row = (tid + MMA_THREADS * j) / 4;
+            const int co = n0 + row;
+            const bool ok = co < cout && k0 + b_kq < K;
+            const unsigned short* src = ok ? w + (size_t)co * K + k0 + b_kq : w;
+            const unsigned dst = (unsigned)__cvta_generic_to_shared(&Bs[s][row][b_kq]);
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+    auto cp_wait = []() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); };
+    auto stash = [&](int s) {
+#pragma unroll
+        for (int i = 0; i < A_LOADS; ++i) {
+            const uint2 v = make_uint2(pack_bf16x2(a_reg[i].x, a_reg[i].y), pack_bf16x2(a_reg[i].z, a_reg[i].w));
+            *reinterpret_cast<uint2*>(&As[s][(tid + MMA_THREADS * i) / 8][a_kq]) = v;
+        }
+    };
+    // cin >= 8, so a slice of 32 crosses at most four tap starts.
+    auto advance = [&]() {
+        a_ci += MMA_BK;
+        while (a_ci >= cin) {
+            a_ci -= cin;
+            ++a_tap;
+        }
+    };
+
+    float acc[MT][4][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+    const int slices = (K + MMA_BK - 1) / MMA_BK;
+    fetch(0);
+    copy_weights(0, 0);
+    stash(0);
+    cp_wait();
+    __syncthreads();
+    for (int ks = 0; ks < slices; ++ks) {
+        const int s = ks & 1;
+        const bool more = ks + 1 < slices;
+        if (more) {
+            // Buffer s^1 was last read in slice ks-1, before the barrier that ended it.
+            advance();
+            fetch((ks + 1) * MMA_BK);
+            copy_weights((ks + 1) * MMA_BK, s ^ 1);
+        }
+#pragma unroll
+        for (int kk = 0; kk < MMA_BK; kk += 16) {
+            // B's fragments for the whole k16 step, A's one m16 tile at a time (fewer live registers).
+            unsigned int b[4][2];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int c = wn * 32 + 8 * j + g;
+                b[j][0] = *reinterpret_cast<const unsigned int*>(&Bs[s][c][kk + 2 * t]);
+                b[j][1] = *reinterpret_cast<const unsigned int*>(&Bs[s][c][kk + 8 + 2 * t]);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                const int r = wm * (CT_BM / WM) + 16 * i + g;
+                unsigned int a[4];
+                a[0] = *reinterpret_cast<const unsigned int*>(&As[s][r][kk + 2 * t]);
+                a[1] = *reinterpret_cast<const unsigned int*>(&As[s][r + 8][kk + 2 * t]);
+                a[2] = *reinterpret_cast<const unsigned int*>(&As[s][r][kk + 8 + 2 * t]);
+                a[3] = *reinterpret_cast<const unsigned int*>(&As[s][r + 8][kk + 8 + 2 * t]);
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                    asm volatile(
+                        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                        "{%8,%9}, {%0,%1,%2,%3};\n"
+                        : "+f"(acc[i][j][0]), "+f"(acc[i][j][1]), "+f"(acc[i][j][2]), "+f"(acc[i][j][3])
+                        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[j][0]), "r"(b[j][1]));
+            }
+        }
+        if (more) stash(s ^ 1);
+        cp_wait();
+        __syncthreads();
+    }
+
+    // Accumulator (i, j, r) is row 16i + g + 8*(r/2), column 8j + 2t + r%2 of the warp's tile.
+    float* o = out + (size_t)first_slot * n * cout;
+    const float* res = residual + (size_t)first_slot * n * cout;
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int m = m0 + wm * (CT_BM / WM) + 16 * i + g + 8 * h;
+            if (m >= M) continue;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int co = n0 + wn * 32 + 8 * j + 2 * t;
+                if (co >= cout) continue;
+                const float2 bv = *reinterpret_cast<const float2*>(bias + co);
+                float2 v = make_float2(acc[i][j][2 * h] + bv.x, acc[i][j][2 * h + 1] + bv.y);
+                if (has_residual) {
+                    const float2 rv = *reinterpret_cast<const float2*>(res + (size_t)m * cout + co);
+                    v.x += rv.x;
+                    v.y += rv.y;
+                }
+                if (relu) {
+                    v.x = v.x > 0.0f ? v.x : 0.0f;
+                    v.y = v.y > 0.0f ? v.y : 0.0f;
+                }
+                *reinterpret_cast<float2*>(o + (size_t)m * cout + co) = v;
+            }
+        }
+#else
+    // Tensor-core bf16 needs sm_80; the host never launches this kernel on an older GPU.
+    __trap();
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
+    conv_mma_bf16_128x128(const float* __restrict__ in, float* __restrict__ out, const float* __restrict__ residual,
+                          int has_residual, int relu, const unsigned short* __restrict__ weights_t,
+                          const float* __restrict__ bias, const int* __restrict__ gathers,
+                          const int* __restrict__ desc, int n, int cin, int cout, int n_classes) {
+    conv_mma_bf16<128>(in, out, residual, has_residual, relu, weights_t, bias, gathers, desc, n, cin, cout,
+                       n_classes);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
+    conv_mma_bf16_128x64(const float* __restrict__ in, float* __restrict__ out, const float* __restrict__ residual,
+                         int has_residual, int relu, const unsigned short* __restrict__ weights_t,
+                         const float* __restrict__ bias, const int* __restrict__ gathers,
+                         const int* __restrict__ desc, int n, int cin, int cout, int n_classes) {
+    conv_mma_bf16<64>(in, out, residual, has_residual, relu, weights_t, bias, gathers, desc, n, cin, cout,
+                      n_classes);
+}

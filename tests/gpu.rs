@@ -12,9 +12,12 @@ use ndarray::{Array1, Array2};
 use ndarray_npy::read_npy;
 
 use beamwatch::engine::cuda::tables::{CONV_A_PAD, CONV_TILE_K, CONV_TILE_M, ConvTables, ConvTile, DevicePlan};
+
+#[path = "gpu/mma.rs"]
+mod mma;
 use beamwatch::engine::network::FoldedConv;
 use beamwatch::engine::plan::ConvPlan;
-use beamwatch::engine::{ActiveBackend, BackendChoice, Engine, Features, Network, cpu};
+use beamwatch::engine::{ActiveBackend, BackendChoice, Engine, Features, Network, Precision, cpu};
 use beamwatch::weights::StateDict;
 use beamwatch::weights::layout::LAYER_CHANNELS;
 use common::*;
@@ -357,8 +360,16 @@ fn conv_tiled(t: &ConvTables, tile: ConvTile, input: &[f32], residual: Option<&[
     out
 }
 
+/// A convolution kernel's transcription: (tables, tile, input, residual, ReLU, patches) → output.
+type ConvFn = fn(&ConvTables, ConvTile, &[f32], Option<&[f32]>, bool, usize) -> Vec<f32>;
+
 /// The launch sequence of `Trunk::run_trunk` (stem_conv, max_pool, blocks, global_avg_pool).
 fn emulate(dp: &DevicePlan, pixels: &[f32]) -> Features {
+    emulate_with(dp, pixels, conv_tiled)
+}
+
+/// [`emulate`] with every convolution run by `conv`.
+fn emulate_with(dp: &DevicePlan, pixels: &[f32], conv: ConvFn) -> Features {
     let p = dp.patch;
     let n = pixels.len() / (p * p);
     let st = &dp.stem;
@@ -398,9 +409,9 @@ fn emulate(dp: &DevicePlan, pixels: &[f32]) -> Features {
     }
     let mut feats = Features::zeros(n);
     for (bi, b) in dp.blocks.iter().enumerate() {
-        let r = b.downsample.as_ref().map(|ds| conv_tiled(ds, ds.tile(), &x, None, false, n));
-        let t = conv_tiled(&b.conv1, b.conv1.tile(), &x, None, true, n);
-        x = conv_tiled(&b.conv2, b.conv2.tile(), &t, Some(r.as_deref().unwrap_or(&x)), true, n);
+        let r = b.downsample.as_ref().map(|ds| conv(ds, ds.tile(), &x, None, false, n));
+        let t = conv(&b.conv1, b.conv1.tile(), &x, None, true, n);
+        x = conv(&b.conv2, b.conv2.tile(), &t, Some(r.as_deref().unwrap_or(&x)), true, n);
         if bi % 2 == 1 {
             let (l, slots) = (bi / 2, b.conv2.out_slots);
             let total = n * LAYER_CHANNELS[l];
@@ -514,7 +525,12 @@ struct ConvCase {
 
 impl ConvCase {
     fn new(si: usize) -> Self {
-        let (cin, cout, k, stride, side, n) = CONV_SHAPES[si];
+        Self::of(CONV_SHAPES[si], si)
+    }
+
+    /// `shape` as in [`CONV_SHAPES`]; `si` seeds the values.
+    fn of(shape: (usize, usize, usize, usize, usize, usize), si: usize) -> Self {
+        let (cin, cout, k, stride, side, n) = shape;
         let conv = FoldedConv {
             cout,
             cin,
@@ -735,7 +751,7 @@ fn gpu_conv_kernels_equal_the_cpu_convolution_with_partial_tiles_everywhere() {
         let cpu = cpu::conv_once(&c.plan, &c.input, c.n, Some(&c.residual), true);
         for tile in ConvTile::ALL {
             let dev = engine
-                .with_gpu_trunk(|tr| tr.conv_once(&c.tables, tile, &c.input, Some(&c.residual), true, c.n))
+                .with_gpu_trunk(|tr| tr.conv_once(&c.tables, tile, Precision::Fp32, &c.input, Some(&c.residual), true, c.n))
                 .expect("GPU trunk")
                 .unwrap_or_else(|e| panic!("{gpu}: {} with {}: {e}", c.describe(), tile.kernel()));
             let emulated = conv_tiled(&c.tables, tile, &c.input, Some(&c.residual), true, c.n);
@@ -746,6 +762,47 @@ fn gpu_conv_kernels_equal_the_cpu_convolution_with_partial_tiles_everywhere() {
     }
 }
 
+/// The bf16 tensor-core kernels on the GPU against their transcription (same roundings of the
+/// operands, f32 sums in the hardware's order) and the rounded convolution, partial tiles included.
+#[test]
+fn gpu_bf16_conv_kernels_equal_their_transcription() {
+    let Some(gpu) = gpu_present() else {
+        eprintln!("skipped: no usable GPU (NVIDIA driver + libnvrtc.so.12) on this machine");
+        return;
+    };
+    let engine = Engine::for_backend(&network(), 20, 1, BackendChoice::Cuda).expect("cuda engine");
+    for c in mma::mma_cases() {
+        for tile in ConvTile::ALL {
+            let dev = engine
+                .with_gpu_trunk(|tr| tr.conv_once(&c.tables, tile, Precision::Bf16, &c.input, Some(&c.residual), true, c.n))
+                .expect("GPU trunk")
+                .unwrap_or_else(|e| panic!("{gpu}: {} with {}: {e}", c.describe(), tile.mma_kernel()));
+            let emulated = mma::conv_mma(&c.tables, tile, &c.input, Some(&c.residual), true, c.n);
+            let d = max_rel(&dev, &emulated);
+            println!("GPU {} {}: vs transcription {d:.2e}", tile.mma_kernel(), c.describe());
+            assert!(d < 1e-5, "{} with {}: {d:.2e}", c.describe(), tile.mma_kernel());
+        }
+    }
+}
+
+/// `precision = "bf16"` on the GPU: the trunk's convolutions on tensor cores, within the bf16
+/// tolerances the CPU's bf16 path is held to (tests/bf16.rs) of PyTorch's golden features and cosines.
+#[test]
+fn gpu_bf16_features_stay_within_the_bf16_tolerance() {
+    let Some(gpu) = gpu_present() else {
+        eprintln!("skipped: no usable GPU (NVIDIA driver + libnvrtc.so.12) on this machine");
+        return;
+    };
+    let engine = Engine::for_backend(&network(), 20, 2, BackendChoice::Cuda).expect("cuda engine").with_precision(Precision::Bf16);
+    assert_eq!(engine.precision(), Precision::Bf16, "{gpu}: the GPU did not take bf16");
+    let (a, b) = (golden_patches("golden_frame.npy"), golden_patches("golden_frame_damaged.npy"));
+    let (fa, fb) = (engine.features(&a), engine.features(&b));
+    assert!(matches!(engine.backend(), ActiveBackend::Cuda { .. }), "the GPU path failed and fell back");
+    let (e, dcos) = bf16_against_golden(&fa, &fb);
+    println!("GPU bf16 vs PyTorch fp32: layer4 max |Δ|/max {e:.2e}; golden pair max |Δcos| {dcos:.2e}");
+    assert!(e < BF16_FEATURE_TOL && dcos < BF16_GOLDEN_COSINE_TOL, "{e:.2e} {dcos:.2e}");
+    assert!(e > 1e-5, "bf16 features equal fp32's ({e:.1e}): is bf16 running at all?");
+}
 
 #[test]
 fn gpu_features_and_similarities_equal_the_cpu_path_and_pytorch_within_1e4() {

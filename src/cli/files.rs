@@ -288,7 +288,7 @@ impl EvaluateArgs {
             println!("weights for resnet18/lpips: {w}");
         }
         if let Some(p) = r.precision {
-            println!("features computed in {} on the CPU path", format!("{p:?}").to_lowercase());
+            println!("features computed in {}", format!("{p:?}").to_lowercase());
         }
         print!("{}", evaluate::markdown(&r));
         if let Some(best) = r.ranking.first() {

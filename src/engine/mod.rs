@@ -184,6 +184,9 @@ impl Engine {
     /// same patches when the engine starts (`cpu::probe`, 0.1–0.2 s); elsewhere fp32, said in one
     /// log line with the figures. bf16 buys speed at the cost of accuracy, so without the speed
     /// it is not worth having.
+    ///
+    /// On the GPU, `Bf16` runs the convolutions on bf16 tensor cores (sm_80 and later) without a
+    /// probe: there bf16 has 16× fp32's arithmetic rate, not the CPU's 1–2× (kernels/README.md).
     pub fn with_precision(self, precision: Precision) -> Self {
         let mut e = self.with_precision_unmeasured(precision);
         if e.cpu.precision() != Precision::Bf16 {
@@ -211,6 +214,7 @@ impl Engine {
     /// native bf16 stays `Fp32` and says so (emulated bf16 would be slower than fp32 and less accurate).
     pub fn with_precision_unmeasured(mut self, precision: Precision) -> Self {
         self.precision_probe = None;
+        self.set_gpu_precision(precision);
         let precision = if precision == Precision::Bf16 && !cpu::precision::native_bf16() {
             tracing::info!("precision bf16 asked for, but this CPU has no AVX512-BF16: the CPU path runs fp32");
             Precision::Fp32
@@ -223,8 +227,28 @@ impl Engine {
         self
     }
 
-    /// The number format the CPU path computes in.
+    /// The GPU trunk's convolutions in `precision`; a GPU that cannot take it stays on the CPU
+    /// path, as after any GPU error.
+    fn set_gpu_precision(&mut self, precision: Precision) {
+        let Some(g) = &self.gpu else { return };
+        let Ok(mut st) = g.state.lock() else { return };
+        if st.failed {
+            return;
+        }
+        if let Err(e) = st.trunk.set_precision(precision) {
+            tracing::error!("GPU feature engine failed ({e}); continuing on the CPU path ({} threads)", self.threads);
+            st.failed = true;
+        }
+    }
+
+    /// The number format the features are computed in: the GPU trunk's where the engine runs on
+    /// the GPU, else the CPU path's.
     pub fn precision(&self) -> Precision {
+        self.with_gpu_trunk(|t| t.precision()).unwrap_or_else(|| self.cpu.precision())
+    }
+
+    /// The number format of the CPU path (the fallback where a GPU runs).
+    pub fn cpu_precision(&self) -> Precision {
         self.cpu.precision()
     }
 

@@ -226,3 +226,38 @@ pub fn read_events(
         }
     }
 }
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += *x as f64 * *y as f64;
+        aa += *x as f64 * *x as f64;
+        bb += *y as f64 * *y as f64;
+    }
+    ab / (aa.sqrt() * bb.sqrt())
+}
+
+// bf16's tolerances against PyTorch's fp32 golden outputs, for the CPU's bf16 path (tests/bf16.rs)
+// and the GPU's tensor cores (tests/gpu.rs). Measured on AMD EPYC (Zen 5) with the synthetic
+// weights: layer4 features 1.36e-2 of the largest value, golden-pair cosines 1.87e-3 (1020² frame
+// cosines 2.41e-3, tests/bf16.rs), then given about 2× room. With layer3's 2×2 maps as Winograd
+// GEMMs (Intel Xeon): 1.61e-2, 1.63e-3, 2.57e-3. bf16 keeps 8 significant bits; its error does not
+// depend on the machine that runs it beyond the order of f32 sums, so the room covers other CPUs.
+pub const BF16_FEATURE_TOL: f64 = 2.5e-2;
+pub const BF16_GOLDEN_COSINE_TOL: f64 = 4e-3;
+
+/// Features of the golden pair (`golden_frame`, `golden_frame_damaged`) against PyTorch's: layer4's
+/// largest |ours − golden| over the largest |golden|, and the largest |Δcos| of the pair's cosines.
+pub fn bf16_against_golden(fa: &beamwatch::engine::Features, fb: &beamwatch::engine::Features) -> (f64, f64) {
+    let g: ndarray::Array2<f32> = ndarray_npy::read_npy(golden("golden_features.npy")).expect("golden");
+    let gmax = g.iter().fold(0f64, |m, v| m.max(v.abs() as f64));
+    let mut d = 0f64;
+    for i in 0..g.nrows() {
+        for (j, v) in fa.row(3, i).iter().enumerate() {
+            d = d.max((*v as f64 - g[[i, j]] as f64).abs());
+        }
+    }
+    let gc: ndarray::Array1<f32> = ndarray_npy::read_npy(golden("golden_cosine.npy")).expect("golden cosine");
+    let dcos = (0..100).map(|p| (cosine(fa.row(3, p), fb.row(3, p)) - gc[p] as f64).abs()).fold(0f64, f64::max);
+    (d / gmax, dcos)
+}

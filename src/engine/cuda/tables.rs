@@ -20,6 +20,16 @@ pub const CONV_A_PAD: usize = 4;
 /// Every load and store of the kernel is a float4: cin and cout must be multiples of this.
 pub const CONV_VECTOR: usize = 4;
 
+/// kernels/conv.cu's bf16 tensor-core kernels (`conv_mma_bf16<BN>`, `precision = "bf16"`): threads
+/// per block, K slice and the row pitch (in bf16) of their shared tiles; must match `MMA_THREADS`,
+/// `MMA_BK` and `MMA_PITCH`.
+pub const MMA_THREADS: usize = 256;
+pub const MMA_TILE_K: usize = 32;
+pub const MMA_PITCH: usize = 40;
+/// Their weight loads are 8 bf16 along k and their stores pairs of channels: cin and cout must
+/// be multiples of this (ResNet-18's are 64–512).
+pub const MMA_VECTOR: usize = 8;
+
 /// The two instantiations of kernels/conv.cu's `conv_tiled<BN>`: 128×BN output tiles, 2·BN threads
 /// of 8×8 outputs each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +65,20 @@ impl ConvTile {
     /// Static shared memory of one block: both buffers of the A and B slices.
     pub fn shared_bytes(self) -> usize {
         4 * 2 * CONV_TILE_K * ((CONV_TILE_M + CONV_A_PAD) + self.n())
+    }
+
+    /// The bf16 tensor-core kernel of this width: the same grid, [`MMA_THREADS`] threads.
+    pub fn mma_kernel(self) -> &'static str {
+        match self {
+            Self::Wide => "conv_mma_bf16_128x128",
+            Self::Narrow => "conv_mma_bf16_128x64",
+        }
+    }
+
+    /// Static shared memory of one block of [`Self::mma_kernel`]: both buffers of the A and B
+    /// slices, `[rows][MMA_PITCH]` bf16 each.
+    pub fn mma_shared_bytes(self) -> usize {
+        2 * 2 * MMA_PITCH * (CONV_TILE_M + self.n())
     }
 }
 
@@ -129,6 +153,29 @@ impl ConvTables {
                     _ => false,
                 }
             })
+    }
+
+    /// Whether the bf16 tensor-core kernel takes this convolution ([`MMA_VECTOR`]).
+    pub fn fits_mma(&self) -> bool {
+        self.cin.is_multiple_of(MMA_VECTOR) && self.cout.is_multiple_of(MMA_VECTOR)
+    }
+
+    /// The weights as the bf16 kernel reads them: per class, `W_t[co][k]` (k = tap·cin + ci
+    /// contiguous) rounded to bf16 (nearest, ties to even), at the same offsets as [`Self::weights`]
+    /// (`[k][co]`, the same size).
+    pub fn weights_bf16_t(&self) -> Vec<u16> {
+        let mut out = vec![0u16; self.weights.len()];
+        for d in self.desc.chunks_exact(5) {
+            let (taps, off) = (d[2] as usize, d[4] as usize);
+            let k_len = taps * self.cin;
+            let (src, dst) = (&self.weights[off..off + k_len * self.cout], &mut out[off..off + k_len * self.cout]);
+            for (k, row) in src.chunks_exact(self.cout).enumerate() {
+                for (co, &v) in row.iter().enumerate() {
+                    dst[co * k_len + k] = half::bf16::from_f32(v).to_bits();
+                }
+            }
+        }
+        out
     }
 
     /// Row tiles of class `c` for `n` patches.

@@ -9,8 +9,8 @@ use cudarc::driver::{
 
 use super::CudaError;
 use super::kernels::{Loaded, SOURCES, compile_for};
-use super::tables::{ConvTables, ConvTile, DevicePlan};
-use crate::engine::{Features, Plan};
+use super::tables::{ConvTables, ConvTile, DevicePlan, MMA_THREADS};
+use crate::engine::{Features, Plan, Precision};
 use crate::weights::layout::LAYER_CHANNELS;
 
 /// Threads per block of the grid-stride element kernels and the per-patch reductions.
@@ -79,6 +79,9 @@ pub struct Kernels {
     /// `conv_tiled_128x128` and `conv_tiled_128x64`.
     pub conv_wide: CudaFunction,
     pub conv_narrow: CudaFunction,
+    /// `conv_mma_bf16_128x128` and `conv_mma_bf16_128x64` (bf16 tensor cores, sm_80 and later).
+    pub mma_wide: CudaFunction,
+    pub mma_narrow: CudaFunction,
     pub max_pool: CudaFunction,
     pub gap: CudaFunction,
     pub cosine: CudaFunction,
@@ -108,6 +111,8 @@ impl Kernels {
             stem: get("conv.cu", "stem_conv")?,
             conv_wide: get("conv.cu", ConvTile::Wide.kernel())?,
             conv_narrow: get("conv.cu", ConvTile::Narrow.kernel())?,
+            mma_wide: get("conv.cu", ConvTile::Wide.mma_kernel())?,
+            mma_narrow: get("conv.cu", ConvTile::Narrow.mma_kernel())?,
             max_pool: get("pool.cu", "max_pool")?,
             gap: get("pool.cu", "global_avg_pool")?,
             cosine: get("similarity.cu", "cosine_rows")?,
@@ -122,12 +127,16 @@ struct DevConv {
     gathers: CudaSlice<i32>,
     weights: CudaSlice<f32>,
     bias: CudaSlice<f32>,
+    /// `ConvTables::weights_bf16_t`, once the trunk runs in bf16 and the convolution fits the
+    /// tensor-core kernel.
+    weights_bf16: Option<CudaSlice<u16>>,
 }
 
 impl DevConv {
     fn upload(stream: &Arc<CudaStream>, t: &ConvTables) -> Result<Self, CudaError> {
         let up = "uploading the plan";
         Ok(Self {
+            weights_bf16: None,
             desc: stream.clone_htod(&t.desc).map_err(|e| CudaError::driver(up, e))?,
             // An empty gather table (never for ResNet-18) still needs a valid pointer.
             gathers: stream.clone_htod(&nonempty_i32(&t.gathers)).map_err(|e| CudaError::driver(up, e))?,
@@ -135,6 +144,18 @@ impl DevConv {
             bias: stream.clone_htod(&t.bias).map_err(|e| CudaError::driver(up, e))?,
             t: t.clone(),
         })
+    }
+
+    /// Uploads the bf16 weights (`bf16`) or frees them; a convolution the tensor-core kernel does
+    /// not take stays fp32.
+    fn set_bf16(&mut self, stream: &Arc<CudaStream>, bf16: bool) -> Result<(), CudaError> {
+        if !bf16 || !self.t.fits_mma() {
+            self.weights_bf16 = None;
+        } else if self.weights_bf16.is_none() {
+            let w = stream.clone_htod(&self.t.weights_bf16_t()).map_err(|e| CudaError::driver("uploading bf16 weights", e))?;
+            self.weights_bf16 = Some(w);
+        }
+        Ok(())
     }
 }
 
@@ -193,6 +214,10 @@ pub struct Trunk {
     ws: Option<Workspace>,
     /// Patches per pass, from the device's free memory when the trunk was made.
     max_batch: usize,
+    /// The number format of the convolutions ([`Self::set_precision`]).
+    precision: Precision,
+    /// Compute capability 8.0 or later: bf16 `mma.sync` exists.
+    tensor_cores_bf16: bool,
 }
 
 fn grid_for(elements: usize, threads: u32) -> LaunchConfig {
@@ -210,6 +235,7 @@ impl Trunk {
         // A stream of our own: the legacy default stream synchronises with every other stream.
         let stream = ctx.new_stream().map_err(|e| CudaError::driver("creating the compute stream", e))?;
         let k = Kernels::load(&ctx, how)?;
+        let cc = ctx.compute_capability().map_err(|e| CudaError::driver("reading the compute capability", e))?;
         let dp = DevicePlan::new(plan).map_err(|e| CudaError::Setup(e.to_string()))?;
         let per_patch = workspace_bytes_per_patch(dp.patch, dp.max_activation_per_patch());
         let (free, _) = ctx.mem_get_info().map_err(|e| CudaError::driver("reading the free device memory", e))?;
@@ -250,7 +276,34 @@ impl Trunk {
             k,
             ws: None,
             max_batch,
+            precision: Precision::Fp32,
+            tensor_cores_bf16: cc.0 >= 8,
         })
+    }
+
+    /// The convolutions' number format: `Bf16` runs every convolution that fits it on the bf16
+    /// tensor-core kernel (operands rounded to bf16, f32 accumulation, f32 activations between
+    /// layers); the stem, pools and cosine stay fp32. A GPU older than sm_80 stays fp32 and says
+    /// so. Returns the format the trunk now computes in.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<Precision, CudaError> {
+        let p = if precision == Precision::Bf16 && !self.tensor_cores_bf16 {
+            tracing::info!("precision bf16 asked for, but this GPU has no bf16 tensor cores (sm_80+): it runs fp32");
+            Precision::Fp32
+        } else {
+            precision
+        };
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the GPU context", e))?;
+        for b in &mut self.blocks {
+            for c in [Some(&mut b.conv1), Some(&mut b.conv2), b.downsample.as_mut()].into_iter().flatten() {
+                c.set_bf16(&self.stream, p == Precision::Bf16)?;
+            }
+        }
+        self.precision = p;
+        Ok(p)
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn patch(&self) -> usize {
@@ -420,7 +473,8 @@ impl Trunk {
     }
 }
 
-/// One `conv_tiled_*` launch: all classes of a convolution.
+/// One convolution launch, all its classes: `conv_mma_bf16_*` where the convolution has bf16
+/// weights on the device, else `conv_tiled_*`.
 #[allow(clippy::too_many_arguments)]
 fn conv(
     s: &Arc<CudaStream>,
@@ -433,40 +487,50 @@ fn conv(
     relu: bool,
     n: usize,
 ) -> Result<(), CudaError> {
-    let f = match tile {
-        ConvTile::Wide => &k.conv_wide,
-        ConvTile::Narrow => &k.conv_narrow,
+    let (f, name, threads) = match (tile, c.weights_bf16.is_some()) {
+        (ConvTile::Wide, false) => (&k.conv_wide, tile.kernel(), tile.threads()),
+        (ConvTile::Narrow, false) => (&k.conv_narrow, tile.kernel(), tile.threads()),
+        (ConvTile::Wide, true) => (&k.mma_wide, tile.mma_kernel(), MMA_THREADS),
+        (ConvTile::Narrow, true) => (&k.mma_narrow, tile.mma_kernel(), MMA_THREADS),
     };
     let (gx, gy, gz) = c.t.grid(n, tile);
     if gx == 0 || gz == 0 {
         return Ok(());
     }
-    // Static shared memory only (16.3 KiB at most), under the 48 KiB that needs no opt-in.
-    let cfg = LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (tile.threads() as u32, 1, 1), shared_mem_bytes: 0 };
+    // Static shared memory only (40 KiB at most), under the 48 KiB that needs no opt-in.
+    let cfg = LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (threads as u32, 1, 1), shared_mem_bytes: 0 };
     let (has_res, relu_i) = (residual.is_some() as i32, relu as i32);
     let (n_i, cin, cout, classes) = (i32_arg(n, "patches")?, c.t.cin as i32, c.t.cout as i32, c.t.n_classes as i32);
     // Without a residual the kernel never reads it; it still needs a valid device pointer.
     let res = residual.unwrap_or(&c.bias);
     let mut b = s.launch_builder(f);
-    b.arg(input).arg(out).arg(res).arg(&has_res).arg(&relu_i).arg(&c.weights).arg(&c.bias);
-    b.arg(&c.gathers).arg(&c.desc).arg(&n_i).arg(&cin).arg(&cout).arg(&classes);
+    b.arg(input).arg(out).arg(res).arg(&has_res).arg(&relu_i);
+    match &c.weights_bf16 {
+        Some(w) => b.arg(w),
+        None => b.arg(&c.weights),
+    };
+    b.arg(&c.bias).arg(&c.gathers).arg(&c.desc).arg(&n_i).arg(&cin).arg(&cout).arg(&classes);
     // SAFETY: desc/gathers/weights are the plan's own tables (offsets and slots checked when the
     // plan was built); every class reads input slots < the input's slot count and writes rows
     // first_slot·n .. (first_slot+n_pos)·n of `out`, all within out_slots·n·cout ≤ the buffer
     // (sized max_activation_per_patch·cap, n ≤ cap). The residual has conv2's layout. The float4
     // accesses are aligned: cudarc's allocations are, and cin, cout (hence every offset) are
-    // multiples of 4 (ConvTables::new).
-    unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| CudaError::driver(format!("launching {}", tile.kernel()), e))
+    // multiples of 4 (ConvTables::new), and of 8 where the bf16 kernel's uint4 weight loads run
+    // (`fits_mma`); its weights have the f32 weights' size and offsets.
+    unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| CudaError::driver(format!("launching {name}"), e))
 }
 
 impl Trunk {
-    /// One convolution on the device, outside the trunk, with either tile: the GPU tests run
-    /// shapes ResNet-18 lacks (column and K tiles cut short) through the kernel with it. `input`
-    /// is `[in slot][n][cin]`, `residual` and the result `[out slot][n][cout]`.
+    /// One convolution on the device, outside the trunk, with either tile and either kernel
+    /// (`Bf16`: the tensor-core one, where the shape fits it): the GPU tests run shapes ResNet-18
+    /// lacks (column and K tiles cut short) through the kernels with it. `input` is
+    /// `[in slot][n][cin]`, `residual` and the result `[out slot][n][cout]`.
+    #[allow(clippy::too_many_arguments)]
     pub fn conv_once(
         &self,
         t: &ConvTables,
         tile: ConvTile,
+        precision: Precision,
         input: &[f32],
         residual: Option<&[f32]>,
         relu: bool,
@@ -483,7 +547,8 @@ impl Trunk {
         }
         let s = &self.stream;
         let what = "a single convolution";
-        let c = DevConv::upload(s, t)?;
+        let mut c = DevConv::upload(s, t)?;
+        c.set_bf16(s, precision == Precision::Bf16 && self.tensor_cores_bf16)?;
         let d_in = s.clone_htod(&nonempty_f32(input)).map_err(|e| CudaError::driver(what, e))?;
         let d_res = residual.map(|r| s.clone_htod(r)).transpose().map_err(|e| CudaError::driver(what, e))?;
         let mut d_out = s.alloc_zeros::<f32>(out_len.max(1)).map_err(|e| CudaError::driver(what, e))?;
