@@ -46,7 +46,10 @@ fn bf16_features_and_cosines_stay_within_their_measured_tolerance() {
     let (e, dcos) = bf16_against_golden(&bf.features(&a), &bf.features(&b));
     println!("bf16 vs PyTorch fp32: layer4 max |Δ| / max |golden| = {e:.2e}; golden pair max |Δcos| = {dcos:.2e}");
     assert!(e < BF16_FEATURE_TOL, "bf16 layer4 deviates {e:.2e} relative (tolerance {BF16_FEATURE_TOL:.1e})");
-    assert!(dcos < BF16_GOLDEN_COSINE_TOL, "bf16 golden cosines deviate {dcos:.2e} (tolerance {BF16_GOLDEN_COSINE_TOL:.1e})");
+    assert!(
+        dcos < BF16_GOLDEN_COSINE_TOL,
+        "bf16 golden cosines deviate {dcos:.2e} (tolerance {BF16_GOLDEN_COSINE_TOL:.1e})"
+    );
     // bf16 is not fp32: a test that could not tell them apart would prove nothing.
     assert!(e > 1e-5, "bf16 features equal fp32's ({e:.1e}): is bf16 running at all?");
 

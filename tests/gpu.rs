@@ -65,7 +65,14 @@ struct Shared {
 impl Shared {
     fn new(words: usize) -> Self {
         let never = vec![NEVER; words];
-        Self { v: vec![0.0; words], w_epoch: never.clone(), writer: never.clone(), r_epoch: never.clone(), reader: never, epoch: 0 }
+        Self {
+            v: vec![0.0; words],
+            w_epoch: never.clone(),
+            writer: never.clone(),
+            r_epoch: never.clone(),
+            reader: never,
+            epoch: 0,
+        }
     }
 
     fn barrier(&mut self) {
@@ -89,8 +96,15 @@ impl Shared {
 
     fn write(&mut self, tid: u32, i: usize, v: f32) {
         let e = self.epoch;
-        assert!(self.w_epoch[i] != e || self.writer[i] == tid, "race: threads {} and {tid} write shared word {i}", self.writer[i]);
-        assert!(self.r_epoch[i] != e || self.reader[i] == tid, "race: thread {tid} overwrites shared word {i} read since the last barrier");
+        assert!(
+            self.w_epoch[i] != e || self.writer[i] == tid,
+            "race: threads {} and {tid} write shared word {i}",
+            self.writer[i]
+        );
+        assert!(
+            self.r_epoch[i] != e || self.reader[i] == tid,
+            "race: thread {tid} overwrites shared word {i} read since the last barrier"
+        );
         (self.w_epoch[i], self.writer[i], self.v[i]) = (e, tid, v);
     }
 
@@ -264,7 +278,14 @@ impl Thread {
 /// prefetch into registers and the two shared buffers (race-checked), the guards at every edge,
 /// the 8×8 register tile and the float4 epilogue. Every output element must be written exactly
 /// once and no element outside the convolution's output.
-fn conv_tiled(t: &ConvTables, tile: ConvTile, input: &[f32], residual: Option<&[f32]>, relu: bool, n: usize) -> Vec<f32> {
+fn conv_tiled(
+    t: &ConvTables,
+    tile: ConvTile,
+    input: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+    n: usize,
+) -> Vec<f32> {
     let g = Geometry::of(tile);
     let (cin, cout) = (t.cin, t.cout);
     let mut out = vec![f32::NAN; t.out_slots * n * cout];
@@ -299,7 +320,10 @@ fn conv_tiled(t: &ConvTables, tile: ConvTile, input: &[f32], residual: Option<&[
                 m0: tile_i * BM,
                 n0: by * g.bn,
             };
-            assert!(b.m0 < b.m_rows, "block {bx} (class {cls}, tile {tile_i}) has no rows: the grid is larger than the work");
+            assert!(
+                b.m0 < b.m_rows,
+                "block {bx} (class {cls}, tile {tile_i}) has no rows: the grid is larger than the work"
+            );
             let mut sh = Shared::new(g.shared_words());
             let mut th: Vec<Thread> = (0..g.threads).map(|tid| Thread::new(&g, &b, tid)).collect();
             let slices = b.k_len.div_ceil(BK);
@@ -389,7 +413,8 @@ fn emulate_with(dp: &DevicePlan, pixels: &[f32], conv: ConvFn) -> Features {
                         if ix < 0 || ix >= p as isize {
                             continue;
                         }
-                        acc += pixels[i * p * p + iy as usize * p + ix as usize] * st.weight[(ky * st.k + kx) * st.cout + co];
+                        acc += pixels[i * p * p + iy as usize * p + ix as usize]
+                            * st.weight[(ky * st.k + kx) * st.cout + co];
                     }
                 }
                 a[(pos * n + i) * st.cout + co] = (acc + st.bias_map[pos * st.cout + co]).max(0.0);
@@ -455,7 +480,14 @@ fn noise(seed: usize, i: usize) -> f32 {
 
 /// The plain convolution (zero padding, f64 sums) in the plan's slot orders: input slot = y·w + x
 /// (`ConvPlan::standalone`), output slot s holds spatial position `order[s]`.
-fn direct_conv(c: &FoldedConv, plan: &ConvPlan, in_hw: (usize, usize), input: &[f32], n: usize, residual: Option<&[f32]>) -> Vec<f32> {
+fn direct_conv(
+    c: &FoldedConv,
+    plan: &ConvPlan,
+    in_hw: (usize, usize),
+    input: &[f32],
+    n: usize,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
     let (in_h, in_w) = in_hw;
     let mut out = vec![0f32; plan.out_slots() * n * c.cout];
     for (slot, &sp) in plan.order.iter().enumerate() {
@@ -465,7 +497,10 @@ fn direct_conv(c: &FoldedConv, plan: &ConvPlan, in_hw: (usize, usize), input: &[
                 let mut acc = c.bias[co] as f64;
                 for ky in 0..c.k {
                     for kx in 0..c.k {
-                        let (iy, ix) = ((oy * c.stride + ky) as isize - c.pad as isize, (ox * c.stride + kx) as isize - c.pad as isize);
+                        let (iy, ix) = (
+                            (oy * c.stride + ky) as isize - c.pad as isize,
+                            (ox * c.stride + kx) as isize - c.pad as isize,
+                        );
                         if iy < 0 || ix < 0 || iy >= in_h as isize || ix >= in_w as isize {
                             continue;
                         }
@@ -612,16 +647,35 @@ fn the_tiled_conv_kernels_shared_memory_accesses_have_no_bank_conflicts() {
     let dummy_in = vec![0f32; 4];
     for tile in ConvTile::ALL {
         let g = Geometry::of(tile);
-        let b = Block { input: &dummy_in, gather: &[0], w: &dummy_in, n: 1, cin: 64, cout: 512, n_taps: 1, m_rows: BM, k_len: 64, m0: 0, n0: 0 };
+        let b = Block {
+            input: &dummy_in,
+            gather: &[0],
+            w: &dummy_in,
+            n: 1,
+            cin: 64,
+            cout: 512,
+            n_taps: 1,
+            m_rows: BM,
+            k_len: 64,
+            m0: 0,
+            n0: 0,
+        };
         let th: Vec<Thread> = (0..g.threads).map(|tid| Thread::new(&g, &b, tid)).collect();
         for warp in th.chunks(32) {
             for s in 0..2 {
                 for i in 0..g.a_loads {
                     for j in 0..4 {
-                        let store: Vec<usize> = warp.iter().map(|t| g.as_idx(s, t.a_kq + j, t.a_row[i], A_PITCH)).collect();
+                        let store: Vec<usize> =
+                            warp.iter().map(|t| g.as_idx(s, t.a_kq + j, t.a_row[i], A_PITCH)).collect();
                         assert_eq!(ways(&store, 1), 1, "{}: A store", tile.kernel());
-                        let unpadded: Vec<usize> = warp.iter().map(|t| g.as_idx(s, t.a_kq + j, t.a_row[i], BM)).collect();
-                        assert_eq!(ways(&unpadded, 1), 2, "{}: the padding is what removes the conflict", tile.kernel());
+                        let unpadded: Vec<usize> =
+                            warp.iter().map(|t| g.as_idx(s, t.a_kq + j, t.a_row[i], BM)).collect();
+                        assert_eq!(
+                            ways(&unpadded, 1),
+                            2,
+                            "{}: the padding is what removes the conflict",
+                            tile.kernel()
+                        );
                     }
                 }
                 let b_store: Vec<usize> = warp.iter().map(|t| g.bs_idx(s, t.b_k, t.b_c)).collect();
@@ -661,10 +715,17 @@ fn gpu_passes_are_sized_by_device_memory() {
                 Some(n) => {
                     assert!(n <= MAX_BATCH && n >= 64);
                     let used = n * bytes;
-                    println!("{patch} px: {} KiB/patch, {} GiB free → {n} patches ({:.2} GiB)", bytes >> 10, free / gib, used as f64 / gib as f64);
+                    println!(
+                        "{patch} px: {} KiB/patch, {} GiB free → {n} patches ({:.2} GiB)",
+                        bytes >> 10,
+                        free / gib,
+                        used as f64 / gib as f64
+                    );
                     assert!(used as f64 <= free as f64 * FREE_MEMORY_SHARE, "{patch} px at {free} B free: {used} B");
                 }
-                None => assert!(64 * bytes > (free as f64 * FREE_MEMORY_SHARE) as usize, "{patch} px: 64 patches would fit"),
+                None => {
+                    assert!(64 * bytes > (free as f64 * FREE_MEMORY_SHARE) as usize, "{patch} px: 64 patches would fit")
+                }
             }
         }
     }
@@ -718,7 +779,8 @@ fn without_a_gpu_cuda_is_a_clear_error_and_auto_falls_back_to_the_cpu() {
     // The command line: cuda → one error line and a non-zero exit; auto → one info line, CPU figures.
     let tmp = tempfile::tempdir().expect("tmp");
     let w = synthetic_weights();
-    let base = ["bench", "--size", "120", "--frames", "1", "--metric", "resnet18", "--weights", w.to_str().expect("path")];
+    let base =
+        ["bench", "--size", "120", "--frames", "1", "--metric", "resnet18", "--weights", w.to_str().expect("path")];
     let mut args = base.to_vec();
     args.extend(["--backend", "cuda"]);
     let o = beamwatch(&args, tmp.path());
@@ -751,12 +813,19 @@ fn gpu_conv_kernels_equal_the_cpu_convolution_with_partial_tiles_everywhere() {
         let cpu = cpu::conv_once(&c.plan, &c.input, c.n, Some(&c.residual), true);
         for tile in ConvTile::ALL {
             let dev = engine
-                .with_gpu_trunk(|tr| tr.conv_once(&c.tables, tile, Precision::Fp32, &c.input, Some(&c.residual), true, c.n))
+                .with_gpu_trunk(|tr| {
+                    tr.conv_once(&c.tables, tile, Precision::Fp32, &c.input, Some(&c.residual), true, c.n)
+                })
                 .expect("GPU trunk")
                 .unwrap_or_else(|e| panic!("{gpu}: {} with {}: {e}", c.describe(), tile.kernel()));
             let emulated = conv_tiled(&c.tables, tile, &c.input, Some(&c.residual), true, c.n);
             let (d, d_t) = (max_rel(&dev, &cpu), max_rel(&dev, &emulated));
-            println!("GPU {} {}: vs CPU {d:.2e}, vs transcription {d_t:.2e} (bit-exact: {})", tile.kernel(), c.describe(), dev == emulated);
+            println!(
+                "GPU {} {}: vs CPU {d:.2e}, vs transcription {d_t:.2e} (bit-exact: {})",
+                tile.kernel(),
+                c.describe(),
+                dev == emulated
+            );
             assert!(d < 1e-5, "{} with {}: {d:.2e}", c.describe(), tile.kernel());
         }
     }
@@ -774,7 +843,9 @@ fn gpu_bf16_conv_kernels_equal_their_transcription() {
     for c in mma::mma_cases() {
         for tile in ConvTile::ALL {
             let dev = engine
-                .with_gpu_trunk(|tr| tr.conv_once(&c.tables, tile, Precision::Bf16, &c.input, Some(&c.residual), true, c.n))
+                .with_gpu_trunk(|tr| {
+                    tr.conv_once(&c.tables, tile, Precision::Bf16, &c.input, Some(&c.residual), true, c.n)
+                })
                 .expect("GPU trunk")
                 .unwrap_or_else(|e| panic!("{gpu}: {} with {}: {e}", c.describe(), tile.mma_kernel()));
             let emulated = mma::conv_mma(&c.tables, tile, &c.input, Some(&c.residual), true, c.n);
@@ -793,7 +864,9 @@ fn gpu_bf16_features_stay_within_the_bf16_tolerance() {
         eprintln!("skipped: no usable GPU (NVIDIA driver + libnvrtc.so.12) on this machine");
         return;
     };
-    let engine = Engine::for_backend(&network(), 20, 2, BackendChoice::Cuda).expect("cuda engine").with_precision(Precision::Bf16);
+    let engine = Engine::for_backend(&network(), 20, 2, BackendChoice::Cuda)
+        .expect("cuda engine")
+        .with_precision(Precision::Bf16);
     assert_eq!(engine.precision(), Precision::Bf16, "{gpu}: the GPU did not take bf16");
     let (a, b) = (golden_patches("golden_frame.npy"), golden_patches("golden_frame_damaged.npy"));
     let (fa, fb) = (engine.features(&a), engine.features(&b));
@@ -838,7 +911,8 @@ fn gpu_features_and_similarities_equal_the_cpu_path_and_pytorch_within_1e4() {
 
     // The all-GPU frame path (extraction from an f32 frame, cosine on the device) on the golden
     // pair against PyTorch's cosine similarities.
-    let frame = |n: &str| -> Vec<f32> { read_npy::<_, Array2<f32>>(golden(n)).expect("frame").iter().copied().collect() };
+    let frame =
+        |n: &str| -> Vec<f32> { read_npy::<_, Array2<f32>>(golden(n)).expect("frame").iter().copied().collect() };
     let frames = vec![frame("golden_frame.npy"), frame("golden_frame_damaged.npy")];
     let golden_cos: Array1<f32> = read_npy(golden("golden_cosine.npy")).expect("golden cosine");
     let sims = engine

@@ -106,7 +106,10 @@ fn the_tiled_conv_kernels_fit_their_register_and_shared_memory_budget() {
     for sm in [80, 90] {
         let res = resources(conv, sm).unwrap_or_else(|e| panic!("{e}"));
         for tile in ConvTile::ALL {
-            let r = res.iter().find(|r| r.function == tile.kernel()).unwrap_or_else(|| panic!("{} not in {res:?}", tile.kernel()));
+            let r = res
+                .iter()
+                .find(|r| r.function == tile.kernel())
+                .unwrap_or_else(|| panic!("{} not in {res:?}", tile.kernel()));
             let blocks = blocks_per_sm(r.registers, tile.threads(), r.static_shared_bytes as usize, sm);
             println!(
                 "sm_{sm} {}: {} registers, {} B spilled, {} B shared, {blocks} blocks ({} warps) per SM",
@@ -151,7 +154,10 @@ fn ptxas_reports_are_parsed_and_occupancy_follows_the_limits() {
                ptxas         .     8 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads\n\
                ptxas info    : Used 168 registers, used 1 barriers, 16640 bytes smem\n";
     let r = &parse_ptxas_log(log)[0];
-    assert_eq!((r.function.as_str(), r.registers, r.spill_store_bytes, r.spill_load_bytes, r.static_shared_bytes), ("f", 168, 8, 4, 16640));
+    assert_eq!(
+        (r.function.as_str(), r.registers, r.spill_store_bytes, r.spill_load_bytes, r.static_shared_bytes),
+        ("f", 168, 8, 4, 16640)
+    );
     // 168 registers · 256 threads = 43,008 of 65,536: one block; 128 → two; 64 → four (thread limit 8).
     assert_eq!(blocks_per_sm(168, 256, 16_640, 90), 1);
     assert_eq!(blocks_per_sm(128, 256, 16_640, 90), 2);

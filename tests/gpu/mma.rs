@@ -129,7 +129,12 @@ impl Thread {
                     pos += 1;
                 }
             }
-            assert_eq!(pos * b.n + patch, b.m0 + (self.tid as usize + MMA_THREADS * i) / 8, "row {i} of thread {}", self.tid);
+            assert_eq!(
+                pos * b.n + patch,
+                b.m0 + (self.tid as usize + MMA_THREADS * i) / 8,
+                "row {i} of thread {}",
+                self.tid
+            );
             *reg = [0.0; 4];
             if k_ok && pos < n_pos {
                 let slot = b.gather[pos * b.n_taps + self.a_tap] as usize;
@@ -241,7 +246,14 @@ fn mma(a: &[[u32; 4]; 32], b: &[[u32; 2]; 32], c: &mut [[f32; 4]; 32]) {
 
 /// kernels/conv.cu `conv_mma_bf16<BN>` over its whole grid, with `w_bf16` from
 /// `ConvTables::weights_bf16_t`. Every output element must be written exactly once.
-pub(super) fn conv_mma(t: &ConvTables, tile: ConvTile, input: &[f32], residual: Option<&[f32]>, relu: bool, n: usize) -> Vec<f32> {
+pub(super) fn conv_mma(
+    t: &ConvTables,
+    tile: ConvTile,
+    input: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+    n: usize,
+) -> Vec<f32> {
     assert!(t.fits_mma());
     let g = Geometry::of(tile);
     let w_bf16 = t.weights_bf16_t();
@@ -289,7 +301,8 @@ pub(super) fn conv_mma(t: &ConvTables, tile: ConvTile, input: &[f32], residual: 
                         }
                     }
                     for kk in [0, 16] {
-                        let frags: Vec<Fragments> = warp.iter().map(|t| load_fragments(&g, &mut sh, t.tid, s, kk)).collect();
+                        let frags: Vec<Fragments> =
+                            warp.iter().map(|t| load_fragments(&g, &mut sh, t.tid, s, kk)).collect();
                         for i in 0..g.mt {
                             for j in 0..4 {
                                 let a: [[u32; 4]; 32] = std::array::from_fn(|l| frags[l].a[i]);
@@ -426,15 +439,18 @@ fn the_bf16_conv_kernels_fragment_loads_have_no_bank_conflicts() {
                         for i in 0..g.mt {
                             for dr in [0, 8] {
                                 let rows = |lane: usize| wm * (BM / g.wm) + 16 * i + (lane >> 2) + dr;
-                                let a: Vec<usize> = (0..32).map(|l| g.as_word(s, rows(l), kk + half + 2 * (l & 3))).collect();
+                                let a: Vec<usize> =
+                                    (0..32).map(|l| g.as_word(s, rows(l), kk + half + 2 * (l & 3))).collect();
                                 assert_eq!(ways(&a), 1, "{}: A fragment load", tile.mma_kernel());
-                                let pitch32: Vec<usize> = (0..32).map(|l| (rows(l) * 32 + kk + half + 2 * (l & 3)) / 2).collect();
+                                let pitch32: Vec<usize> =
+                                    (0..32).map(|l| (rows(l) * 32 + kk + half + 2 * (l & 3)) / 2).collect();
                                 assert_eq!(ways(&pitch32), 4, "{}: unpadded rows would conflict", tile.mma_kernel());
                             }
                         }
                         for j in 0..4 {
-                            let b: Vec<usize> =
-                                (0..32).map(|l| g.bs_word(s, wn * 32 + 8 * j + (l >> 2), kk + half + 2 * (l & 3))).collect();
+                            let b: Vec<usize> = (0..32)
+                                .map(|l| g.bs_word(s, wn * 32 + 8 * j + (l >> 2), kk + half + 2 * (l & 3)))
+                                .collect();
                             assert_eq!(ways(&b), 1, "{}: B fragment load", tile.mma_kernel());
                         }
                     }
@@ -457,7 +473,9 @@ fn the_gpu_bf16_trunk_transcribed_stays_within_the_bf16_tolerance() {
     let (a, b) = (golden_patches("golden_frame.npy"), golden_patches("golden_frame_damaged.npy"));
     let (fa, fb) = (emulate_with(&dp, &a, conv_mma), emulate_with(&dp, &b, conv_mma));
     let (e, dcos) = bf16_against_golden(&fa, &fb);
-    println!("GPU bf16 trunk (transcribed) vs PyTorch fp32: layer4 max |Δ|/max {e:.2e}; golden pair max |Δcos| {dcos:.2e}");
+    println!(
+        "GPU bf16 trunk (transcribed) vs PyTorch fp32: layer4 max |Δ|/max {e:.2e}; golden pair max |Δcos| {dcos:.2e}"
+    );
     assert!(e < BF16_FEATURE_TOL && dcos < BF16_GOLDEN_COSINE_TOL, "{e:.2e} {dcos:.2e}");
     assert!(e > 1e-5, "bf16 features equal fp32's ({e:.1e})");
 }

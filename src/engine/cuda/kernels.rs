@@ -28,7 +28,13 @@ pub const SOURCES: &[KernelSource] = &[
     KernelSource {
         file: "conv.cu",
         source: include_str!("../../../kernels/conv.cu"),
-        functions: &["stem_conv", "conv_tiled_128x128", "conv_tiled_128x64", "conv_mma_bf16_128x128", "conv_mma_bf16_128x64"],
+        functions: &[
+            "stem_conv",
+            "conv_tiled_128x128",
+            "conv_tiled_128x64",
+            "conv_mma_bf16_128x128",
+            "conv_mma_bf16_128x64",
+        ],
     },
     KernelSource {
         file: "pool.cu",

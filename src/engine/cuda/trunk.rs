@@ -152,7 +152,9 @@ impl DevConv {
         if !bf16 || !self.t.fits_mma() {
             self.weights_bf16 = None;
         } else if self.weights_bf16.is_none() {
-            let w = stream.clone_htod(&self.t.weights_bf16_t()).map_err(|e| CudaError::driver("uploading bf16 weights", e))?;
+            let w = stream
+                .clone_htod(&self.t.weights_bf16_t())
+                .map_err(|e| CudaError::driver("uploading bf16 weights", e))?;
             self.weights_bf16 = Some(w);
         }
         Ok(())
