@@ -8,7 +8,8 @@
 #                                        (default .tools/gpu-check), compressed, and check the size.
 #   tools/gpu-check.sh run [BUNDLE] [OUT] there: print the driver, run the GPU tests with every skip
 #                                        turned into a failure (BEAMWATCH_REQUIRE_GPU=1), bench
-#                                        --backend cuda at 1024² and 2048², and write OUT/gpu-check.json.
+#                                        --backend cuda at 1024² and 2048² in fp32 and bf16, and write
+#                                        OUT/gpu-check.json.
 #   tools/gpu-check.sh local [OUT]       both halves on this machine (CI): without a GPU the JSON
 #                                        records "no GPU" and the NVRTC compile still runs.
 #
@@ -153,11 +154,15 @@ run() {
     say "GPU tests rc $rc_gpu"
     local benches=() anchor=""
     if [ "$gpu_present" = true ]; then
-        for size in 1024 2048; do
-            say "bench --backend cuda --size $size"
-            LD_LIBRARY_PATH="$LDP" timeout "${GPU_CHECK_T_BENCH:-90}" "$W/bin/beamwatch" bench --backend cuda --size $size --frames 20 --metric resnet18 --weights "$weights" \
-                >"$OUT/bench_cuda_$size.json" 2>"$OUT/bench_cuda_$size.log"
-            benches+=("$OUT/bench_cuda_$size.json")
+        # fp32 (the FFMA kernels) and bf16 (the tensor-core kernels), each at both sizes.
+        for precision in fp32 bf16; do
+            for size in 1024 2048; do
+                local tag="${size}_${precision}"
+                say "bench --backend cuda --size $size --precision $precision"
+                LD_LIBRARY_PATH="$LDP" timeout "${GPU_CHECK_T_BENCH:-90}" "$W/bin/beamwatch" bench --backend cuda --size $size --frames 20 --metric resnet18 \
+                    --precision $precision --weights "$weights" >"$OUT/bench_cuda_$tag.json" 2>"$OUT/bench_cuda_$tag.log"
+                benches+=("$OUT/bench_cuda_$tag.json")
+            done
         done
         # The anchor: PyTorch's trunk on the same patch counts (tools/torch_gpu_anchor.py).
         if python3 -c 'import torch, torchvision, safetensors' 2>/dev/null; then

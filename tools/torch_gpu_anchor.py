@@ -8,9 +8,12 @@ What it times, per patch count N (the isolated 20x20 patches of a 1024^2 / 2048^
 torchvision's resnet18 with the given weights, fc removed (conv1 .. layer4, global average pool:
 512 features per patch), eval mode, input N x 3 x 20 x 20 float32 already on the GPU (random, not
 zeros), cudnn.benchmark on. Three warm-up passes, then --iters passes each between CUDA events;
-the median and minimum in ms. Two precisions:
-  - fp32: TF32 off for convolutions and matmuls (the same arithmetic class as beamwatch's kernels);
-  - tf32: TF32 allowed (cuDNN's tensor cores), for context: beamwatch has no TF32 path yet.
+the median and minimum in ms. Three precisions:
+  - fp32: TF32 off for convolutions and matmuls (the same arithmetic class as beamwatch's fp32
+    kernels);
+  - tf32: TF32 allowed (cuDNN's tensor cores), for context: beamwatch has no TF32 path;
+  - bf16: the model and its input in bfloat16 (cuDNN's bf16 tensor cores): the anchor for
+    beamwatch's `--precision bf16` (bf16 operands, f32 accumulation).
 The time is the network alone: cutting the frame into patches, normalising and the cosine to the
 reference are left out, which favours PyTorch; beamwatch's kernel time covers all of them.
 Prints one JSON object. `--device cpu` runs the same code on the CPU (a check of the script where
@@ -80,6 +83,10 @@ def main():
             torch.backends.cudnn.allow_tf32 = tf32
             torch.backends.cuda.matmul.allow_tf32 = tf32
             row[name] = time_passes(model, x, args.iters)
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        row["bf16"] = time_passes(model.to(torch.bfloat16), x.to(torch.bfloat16), args.iters)
+        model.float()
         out["runs"][str(n)] = row
     print(json.dumps(out))
 
