@@ -236,7 +236,7 @@ pub struct EvaluateArgs {
     config: Option<PathBuf>,
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Number format of the CPU path, instead of the config's `[analysis] precision`.
+    /// Number format of the features (CPU or GPU), instead of the config's `[analysis] precision`.
     #[arg(long, value_enum)]
     precision: Option<Precision>,
     /// Run bf16 wherever the CPU has AVX512-BF16, even where it measures slower than fp32: to see

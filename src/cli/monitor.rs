@@ -516,7 +516,7 @@ pub struct BenchArgs {
     /// Also time the CPU trunk stage by stage (gather, GEMM, epilogue per layer) on extra frames.
     #[arg(long)]
     layers: bool,
-    /// Number format of the CPU path: fp32 (exact) or bf16 (AVX512-BF16 CPUs; see README "Precision").
+    /// Number format: fp32 (exact) or bf16 (AVX512-BF16 CPUs, bf16 tensor cores on GPUs; README "Precision").
     #[arg(long, value_enum, default_value = "fp32")]
     precision: Precision,
     /// Run bf16 wherever the CPU has AVX512-BF16, even where it measures slower than fp32 (without

@@ -44,7 +44,7 @@ pub struct AnalysisConfig {
     pub threads: usize,
     /// Hardware for the feature engine: auto (GPU when usable, else CPU), cpu or cuda.
     pub backend: BackendChoice,
-    /// Number format of the CPU path: fp32 (default, exact) or bf16 (AVX512-BF16 CPUs).
+    /// Number format: fp32 (default, exact) or bf16 (AVX512-BF16 CPUs, bf16 tensor cores on GPUs).
     pub precision: Precision,
     /// Gaussian pre-filter σ (px) applied to both frames before patching; 0 = off.
     pub prefilter_sigma_px: f32,
