@@ -262,6 +262,48 @@ extern "C" __global__ void __launch_bounds__(128)
 #define MMA_PITCH 40  // bf16 per shared row: 32 + 8 of padding
 #define MMA_THREADS 256
 
+// The epilogue of both tensor-core kernels: accumulator (i, j, r) of a warp's MT x 4 mma tiles is
+// row 16i + g + 8*(r/2), column 8j + 2t + r%2 of the warp's tile (the mma's C fragment); bias,
+// residual and ReLU in f32, float2 stores (cout is even).
+template <int MT, int WM>
+__device__ __forceinline__ void mma_epilogue(const float (&acc)[MT][4][4], float* __restrict__ out,
+                                             const float* __restrict__ residual, int has_residual, int relu,
+                                             const float* __restrict__ bias, int first_slot, int n, int cout, int M,
+                                             int m0, int n0, int wm, int wn, int g, int t) {
+    float* o = out + (size_t)first_slot * n * cout;
+    const float* res = residual + (size_t)first_slot * n * cout;
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int m = m0 + wm * (CT_BM / WM) + 16 * i + g + 8 * h;
+            if (m >= M) continue;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int co = n0 + wn * 32 + 8 * j + 2 * t;
+                if (co >= cout) continue;
+                const float2 bv = *reinterpret_cast<const float2*>(bias + co);
+                float2 v = make_float2(acc[i][j][2 * h] + bv.x, acc[i][j][2 * h + 1] + bv.y);
+                if (has_residual) {
+                    const float2 rv = *reinterpret_cast<const float2*>(res + (size_t)m * cout + co);
+                    v.x += rv.x;
+                    v.y += rv.y;
+                }
+                if (relu) {
+                    v.x = v.x > 0.0f ? v.x : 0.0f;
+                    v.y = v.y > 0.0f ? v.y : 0.0f;
+                }
+                *reinterpret_cast<float2*>(o + (size_t)m * cout + co) = v;
+            }
+        }
+}
+
+// A 16-byte cp.async into shared memory, zero-filled (nothing read) where !ok.
+__device__ __forceinline__ void cp_async16(void* smem, const void* src, bool ok) {
+    const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+}
+
 // Two floats as bf16x2, round to nearest even: `lo` in the low half (the lower k).
 __device__ __forceinline__ unsigned int pack_bf16x2(float lo, float hi) {
     unsigned int r;
@@ -357,9 +399,7 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
             const int row = (tid + MMA_THREADS * j) / 4;
             const int co = n0 + row;
             const bool ok = co < cout && k0 + b_kq < K;
-            const unsigned short* src = ok ? w + (size_t)co * K + k0 + b_kq : w;
-            const unsigned dst = (unsigned)__cvta_generic_to_shared(&Bs[s][row][b_kq]);
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
+            cp_async16(&Bs[s][row][b_kq], ok ? w + (size_t)co * K + k0 + b_kq : w, ok);
         }
         asm volatile("cp.async.commit_group;\n" ::);
     };
@@ -435,33 +475,7 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
         __syncthreads();
     }
 
-    // Accumulator (i, j, r) is row 16i + g + 8*(r/2), column 8j + 2t + r%2 of the warp's tile.
-    float* o = out + (size_t)first_slot * n * cout;
-    const float* res = residual + (size_t)first_slot * n * cout;
-#pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int m = m0 + wm * (CT_BM / WM) + 16 * i + g + 8 * h;
-            if (m >= M) continue;
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const int co = n0 + wn * 32 + 8 * j + 2 * t;
-                if (co >= cout) continue;
-                const float2 bv = *reinterpret_cast<const float2*>(bias + co);
-                float2 v = make_float2(acc[i][j][2 * h] + bv.x, acc[i][j][2 * h + 1] + bv.y);
-                if (has_residual) {
-                    const float2 rv = *reinterpret_cast<const float2*>(res + (size_t)m * cout + co);
-                    v.x += rv.x;
-                    v.y += rv.y;
-                }
-                if (relu) {
-                    v.x = v.x > 0.0f ? v.x : 0.0f;
-                    v.y = v.y > 0.0f ? v.y : 0.0f;
-                }
-                *reinterpret_cast<float2*>(o + (size_t)m * cout + co) = v;
-            }
-        }
+    mma_epilogue<MT, WM>(acc, out, residual, has_residual, relu, bias, first_slot, n, cout, M, m0, n0, wm, wn, g, t);
 #else
     // Tensor-core bf16 needs sm_80; the host never launches this kernel on an older GPU.
     __trap();
@@ -484,4 +498,203 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
                          const int* __restrict__ desc, int n, int cin, int cout, int n_classes) {
     conv_mma_bf16<64>(in, out, residual, has_residual, relu, weights_t, bias, gathers, desc, n, cin, cout,
                       n_classes);
+}
+
+// ---- fp32 on tensor cores: conv_mma_tf32x3_128x128 / conv_mma_tf32x3_128x64 ----------------------
+// `precision = "fp32"` where the GPU's start-up probe measures it faster than conv_tiled (sm_80 and
+// later): every product as three TF32 products, x = hi + lo with hi = tf32(x), lo = tf32(x - hi)
+// (round to nearest, ties away), a*b ~ a_lo*b_hi + a_hi*b_lo + a_hi*b_hi with
+// mma.sync.aligned.m16n8k8 and f32 accumulation. What it drops (a_lo*b_lo and lo's own rounding) is
+// ~ 2^-21 of each product: fp32-level accuracy (the GPU tests hold it to 1e-5 of the convolution,
+// 1e-4 of the CPU path's features), on tensor cores (H100/H200: 495 TFLOP/s dense TF32, so up to
+// 165 effective against 67 for FFMA).
+//
+// The same grid, warps, mma tiles and epilogue as conv_mma_bf16; K in slices of 16 (two k8 steps).
+// Shared tiles hold f32, [row][k] with a pitch of 20 floats (a fragment load of lane (g, t) reads
+// word 20g + t + const: 32 banks); both operands are copied straight from global memory with
+// cp.async (16 bytes, zero-filled past the class, cout or K) into the buffer the next slice uses,
+// and split into hi and lo as the fragments are read, so no registers hold a slice in flight.
+// Weights come transposed per class, W_t[co][k] (ConvTables::weights_f32_t). cin and cout must be
+// multiples of 4, as for conv_tiled.
+#define TF_BK 16
+#define TF_PITCH 20
+
+__device__ __forceinline__ unsigned int tf32_bits(float x) {
+    unsigned int r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+__device__ __forceinline__ void split_tf32(float x, unsigned int& hi, unsigned int& lo) {
+    hi = tf32_bits(x);
+    lo = tf32_bits(x - __uint_as_float(hi));
+}
+
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const unsigned int (&a)[4], const unsigned int (&b)[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+template <int BN>
+__device__ __forceinline__ void conv_mma_tf32x3(const float* __restrict__ in, float* __restrict__ out,
+                                                const float* __restrict__ residual, int has_residual, int relu,
+                                                const float* __restrict__ weights_t, const float* __restrict__ bias,
+                                                const int* __restrict__ gathers, const int* __restrict__ desc, int n,
+                                                int cin, int cout, int n_classes) {
+#if __CUDA_ARCH__ >= 800
+    constexpr int WN = BN / 32;
+    constexpr int WM = 8 / WN;
+    constexpr int MT = CT_BM / WM / 16;
+    constexpr int A_COPIES = CT_BM * TF_BK / 4 / MMA_THREADS;  // 16-byte copies per thread: 2
+    constexpr int B_COPIES = BN * TF_BK / 4 / MMA_THREADS;     // 2 or 1
+    __shared__ __align__(16) float As[2][CT_BM][TF_PITCH];
+    __shared__ __align__(16) float Bs[2][BN][TF_PITCH];
+
+    int cls = 0;
+    int tile = blockIdx.x;
+    for (; cls < n_classes - 1; ++cls) {
+        const int tiles = (desc[5 * cls + 1] * n + CT_BM - 1) / CT_BM;
+        if (tile < tiles) break;
+        tile -= tiles;
+    }
+    const int* d = desc + 5 * cls;
+    const int first_slot = d[0];
+    const int n_pos = d[1];
+    const int n_taps = d[2];
+    const int* gather = gathers + d[3];
+    const float* w = weights_t + d[4];  // [cout][K] of this class
+    const int M = n_pos * n;
+    const int K = n_taps * cin;
+    const int m0 = tile * CT_BM;
+    const int n0 = blockIdx.y * BN;
+    if (m0 >= M) return;
+
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int wm = warp / WN;
+    const int wn = warp % WN;
+    const int g = lane >> 2;
+    const int t = lane & 3;
+
+    // Copy e = tid + 256*i of a slice is row e/4 = tid/4 + 64i, k = k0 + 4*(e%4), for both operands.
+    const int kq = (tid & 3) * 4;
+    const int a_m0 = m0 + tid / 4;
+    const int a_pos0 = a_m0 / n;
+    const int a_patch0 = a_m0 % n;
+    int a_tap = kq / cin;
+    int a_ci = kq % cin;
+
+    auto copy_slice = [&](int k0, int s) {
+        const bool k_ok = k0 + kq < K;
+        int pos = a_pos0;
+        int patch = a_patch0;
+#pragma unroll
+        for (int i = 0; i < A_COPIES; ++i) {
+            if (i > 0) {
+                patch += MMA_THREADS / 4;
+                while (patch >= n) {
+                    patch -= n;
+                    ++pos;
+                }
+            }
+            const bool ok = k_ok && pos < n_pos;
+            const float* src = ok ? in + ((size_t)gather[pos * n_taps + a_tap] * n + patch) * cin + a_ci : in;
+            cp_async16(&As[s][tid / 4 + (MMA_THREADS / 4) * i][kq], src, ok);
+        }
+#pragma unroll
+        for (int j = 0; j < B_COPIES; ++j) {
+            const int row = (tid + MMA_THREADS * j) / 4;
+            const int co = n0 + row;
+            const bool ok = co < cout && k_ok;
+            cp_async16(&Bs[s][row][kq], ok ? w + (size_t)co * K + k0 + kq : w, ok);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+    auto cp_wait = []() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); };
+    // cin >= 4, so a slice of 16 crosses at most four tap starts.
+    auto advance = [&]() {
+        a_ci += TF_BK;
+        while (a_ci >= cin) {
+            a_ci -= cin;
+            ++a_tap;
+        }
+    };
+
+    float acc[MT][4][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+
+    const int slices = (K + TF_BK - 1) / TF_BK;
+    copy_slice(0, 0);
+    cp_wait();
+    __syncthreads();
+    for (int ks = 0; ks < slices; ++ks) {
+        const int s = ks & 1;
+        if (ks + 1 < slices) {
+            // Buffer s^1 was last read in slice ks-1, before the barrier that ended it.
+            advance();
+            copy_slice((ks + 1) * TF_BK, s ^ 1);
+        }
+#pragma unroll
+        for (int kk = 0; kk < TF_BK; kk += 8) {
+            // m16n8k8 tf32 fragments: A register q of lane (g, t) is row g + 8*(q%2), column
+            // t + 4*(q/2); B register q is row (k) t + 4q of column g.
+            unsigned int bh[4][2], bl[4][2];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int c = wn * 32 + 8 * j + g;
+                split_tf32(Bs[s][c][kk + t], bh[j][0], bl[j][0]);
+                split_tf32(Bs[s][c][kk + t + 4], bh[j][1], bl[j][1]);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                const int r = wm * (CT_BM / WM) + 16 * i + g;
+                unsigned int ah[4], al[4];
+                split_tf32(As[s][r][kk + t], ah[0], al[0]);
+                split_tf32(As[s][r + 8][kk + t], ah[1], al[1]);
+                split_tf32(As[s][r][kk + t + 4], ah[2], al[2]);
+                split_tf32(As[s][r + 8][kk + t + 4], ah[3], al[3]);
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    // The small terms first, so they are not lost against the large one.
+                    mma_tf32(acc[i][j], al, bh[j]);
+                    mma_tf32(acc[i][j], ah, bl[j]);
+                    mma_tf32(acc[i][j], ah, bh[j]);
+                }
+            }
+        }
+        cp_wait();
+        __syncthreads();
+    }
+    mma_epilogue<MT, WM>(acc, out, residual, has_residual, relu, bias, first_slot, n, cout, M, m0, n0, wm, wn, g, t);
+#else
+    // Tensor-core TF32 needs sm_80; the host never launches this kernel on an older GPU.
+    __trap();
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
+    conv_mma_tf32x3_128x128(const float* __restrict__ in, float* __restrict__ out, const float* __restrict__ residual,
+                            int has_residual, int relu, const float* __restrict__ weights_t,
+                            const float* __restrict__ bias, const int* __restrict__ gathers,
+                            const int* __restrict__ desc, int n, int cin, int cout, int n_classes) {
+    conv_mma_tf32x3<128>(in, out, residual, has_residual, relu, weights_t, bias, gathers, desc, n, cin, cout,
+                         n_classes);
+}
+
+extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
+    conv_mma_tf32x3_128x64(const float* __restrict__ in, float* __restrict__ out, const float* __restrict__ residual,
+                           int has_residual, int relu, const float* __restrict__ weights_t,
+                           const float* __restrict__ bias, const int* __restrict__ gathers,
+                           const int* __restrict__ desc, int n, int cin, int cout, int n_classes) {
+    conv_mma_tf32x3<64>(in, out, residual, has_residual, relu, weights_t, bias, gathers, desc, n, cin, cout,
+                        n_classes);
 }

@@ -11,10 +11,14 @@ mod common;
 use ndarray::{Array1, Array2};
 use ndarray_npy::read_npy;
 
-use beamwatch::engine::cuda::tables::{CONV_A_PAD, CONV_TILE_K, CONV_TILE_M, ConvTables, ConvTile, DevicePlan};
+use beamwatch::engine::cuda::tables::{
+    CONV_A_PAD, CONV_TILE_K, CONV_TILE_M, ConvMath, ConvTables, ConvTile, DevicePlan,
+};
 
 #[path = "gpu/mma.rs"]
 mod mma;
+#[path = "gpu/tf32x3.rs"]
+mod tf32x3;
 use beamwatch::engine::network::FoldedConv;
 use beamwatch::engine::plan::ConvPlan;
 use beamwatch::engine::{ActiveBackend, BackendChoice, Engine, Features, Network, Precision, cpu};
@@ -798,9 +802,9 @@ fn without_a_gpu_cuda_is_a_clear_error_and_auto_falls_back_to_the_cpu() {
 
 // ---- 3. with a GPU ----------------------------------------------------------------------------
 
-/// The conv kernels themselves on [`CONV_SHAPES`] — ResNet-18's shapes and the partial column and
-/// K tiles the trunk never launches — against the CPU convolution, and how close the hardware comes
-/// to the transcription (same fmaf order: ideally bit-exact).
+/// The fp32 conv kernels themselves (FFMA and 3×TF32) on [`CONV_SHAPES`] — ResNet-18's shapes
+/// and the partial column and K tiles the trunk never launches — against the CPU convolution, and
+/// how close the hardware comes to the transcriptions (FFMA: same fmaf order, ideally bit-exact).
 #[test]
 fn gpu_conv_kernels_equal_the_cpu_convolution_with_partial_tiles_everywhere() {
     let Some(gpu) = gpu_present() else {
@@ -811,23 +815,45 @@ fn gpu_conv_kernels_equal_the_cpu_convolution_with_partial_tiles_everywhere() {
     for si in 0..CONV_SHAPES.len() {
         let c = ConvCase::new(si);
         let cpu = cpu::conv_once(&c.plan, &c.input, c.n, Some(&c.residual), true);
-        for tile in ConvTile::ALL {
-            let dev = engine
-                .with_gpu_trunk(|tr| {
-                    tr.conv_once(&c.tables, tile, Precision::Fp32, &c.input, Some(&c.residual), true, c.n)
-                })
-                .expect("GPU trunk")
-                .unwrap_or_else(|e| panic!("{gpu}: {} with {}: {e}", c.describe(), tile.kernel()));
-            let emulated = conv_tiled(&c.tables, tile, &c.input, Some(&c.residual), true, c.n);
-            let (d, d_t) = (max_rel(&dev, &cpu), max_rel(&dev, &emulated));
-            println!(
-                "GPU {} {}: vs CPU {d:.2e}, vs transcription {d_t:.2e} (bit-exact: {})",
-                tile.kernel(),
-                c.describe(),
-                dev == emulated
-            );
-            assert!(d < 1e-5, "{} with {}: {d:.2e}", c.describe(), tile.kernel());
+        for (math, transcribed) in [(ConvMath::Ffma, conv_tiled as ConvFn), (ConvMath::Tf32x3, tf32x3::conv_tf32x3)] {
+            for tile in ConvTile::ALL {
+                let name = math.kernel(tile);
+                let dev = engine
+                    .with_gpu_trunk(|tr| tr.conv_once(&c.tables, tile, math, &c.input, Some(&c.residual), true, c.n))
+                    .expect("GPU trunk")
+                    .unwrap_or_else(|e| panic!("{gpu}: {} with {name}: {e}", c.describe()));
+                let emulated = transcribed(&c.tables, tile, &c.input, Some(&c.residual), true, c.n);
+                let (d, d_t) = (max_rel(&dev, &cpu), max_rel(&dev, &emulated));
+                println!(
+                    "GPU {name} {}: vs CPU {d:.2e}, vs transcription {d_t:.2e} (bit-exact: {})",
+                    c.describe(),
+                    dev == emulated
+                );
+                assert!(d < 1e-5, "{} with {name}: {d:.2e}", c.describe());
+            }
         }
+    }
+}
+
+/// fp32 on either kernel family (FFMA, 3×TF32), whichever the start-up probe chose: the GPU's
+/// features equal the CPU path's within 1e-4 on the golden frame.
+#[test]
+fn gpu_fp32_features_on_either_kernel_family_equal_the_cpu_path() {
+    let Some(gpu) = gpu_present() else {
+        eprintln!("skipped: no usable GPU (NVIDIA driver + libnvrtc.so.12) on this machine");
+        return;
+    };
+    let engine = Engine::for_backend(&network(), 20, 2, BackendChoice::Cuda).expect("cuda engine");
+    println!("{gpu}; fp32 probe: {:?}", engine.with_gpu_trunk(|t| t.fp32_probe()).flatten());
+    let px = golden_patches("golden_frame.npy");
+    let cpu = engine.cpu_features(&px);
+    for math in [ConvMath::Ffma, ConvMath::Tf32x3] {
+        engine.with_gpu_trunk(|t| t.set_fp32_math(math)).expect("GPU trunk").expect("fp32 kernels");
+        let f = engine.features(&px);
+        assert!(matches!(engine.backend(), ActiveBackend::Cuda { .. }), "{math:?}: the GPU path failed and fell back");
+        let dev = rel_dev(&f, &cpu);
+        println!("fp32 on {math:?}: GPU vs CPU features, max |Δ|/max per layer: {}", exp(&dev));
+        assert!(dev.iter().all(|d| *d < 1e-4), "{math:?}: {dev:?}");
     }
 }
 
@@ -844,14 +870,14 @@ fn gpu_bf16_conv_kernels_equal_their_transcription() {
         for tile in ConvTile::ALL {
             let dev = engine
                 .with_gpu_trunk(|tr| {
-                    tr.conv_once(&c.tables, tile, Precision::Bf16, &c.input, Some(&c.residual), true, c.n)
+                    tr.conv_once(&c.tables, tile, ConvMath::Bf16, &c.input, Some(&c.residual), true, c.n)
                 })
                 .expect("GPU trunk")
-                .unwrap_or_else(|e| panic!("{gpu}: {} with {}: {e}", c.describe(), tile.mma_kernel()));
+                .unwrap_or_else(|e| panic!("{gpu}: {} with {}: {e}", c.describe(), ConvMath::Bf16.kernel(tile)));
             let emulated = mma::conv_mma(&c.tables, tile, &c.input, Some(&c.residual), true, c.n);
             let d = max_rel(&dev, &emulated);
-            println!("GPU {} {}: vs transcription {d:.2e}", tile.mma_kernel(), c.describe());
-            assert!(d < 1e-5, "{} with {}: {d:.2e}", c.describe(), tile.mma_kernel());
+            println!("GPU {} {}: vs transcription {d:.2e}", ConvMath::Bf16.kernel(tile), c.describe());
+            assert!(d < 1e-5, "{} with {}: {d:.2e}", c.describe(), ConvMath::Bf16.kernel(tile));
         }
     }
 }

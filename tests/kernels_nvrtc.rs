@@ -6,7 +6,7 @@ use beamwatch::engine::cuda::kernels::{
     Loaded, SOURCES, blocks_per_sm, compile, compile_cubin, compile_for, nvrtc_available, parse_ptxas_log,
     plan_for_device, resources, supported_archs,
 };
-use beamwatch::engine::cuda::tables::{ConvTile, MMA_THREADS};
+use beamwatch::engine::cuda::tables::{ConvMath, ConvTile};
 
 fn nvrtc_or_skip() -> bool {
     if nvrtc_available() {
@@ -95,8 +95,8 @@ fn a_known_gpu_gets_a_cubin_and_a_newer_one_ptx_it_can_jit() {
 
 /// The conv kernels' budget (kernels/README.md's estimate): ptxas's own report, through NVRTC's
 /// `--ptxas-options=-v` log, for sm_80 and sm_90: no register spills, the static shared memory the
-/// host expects, and at least 2 (128×128) or 3 (128×64) resident blocks per SM; the bf16
-/// tensor-core kernels at least 2.
+/// host expects, and at least 2 (128×128) or 3 (128×64) resident blocks per SM; the tensor-core
+/// kernels (3×TF32, bf16) at least 2.
 #[test]
 fn the_tiled_conv_kernels_fit_their_register_and_shared_memory_budget() {
     if !nvrtc_or_skip() {
@@ -128,21 +128,24 @@ fn the_tiled_conv_kernels_fit_their_register_and_shared_memory_budget() {
             };
             assert!(blocks >= want, "sm_{sm} {}: {blocks} blocks per SM, the estimate assumes {want}", tile.kernel());
 
-            // The bf16 tensor-core kernel of the same width (256 threads for both).
-            let name = tile.mma_kernel();
-            let r = res.iter().find(|r| r.function == name).unwrap_or_else(|| panic!("{name} not in {res:?}"));
-            let blocks = blocks_per_sm(r.registers, MMA_THREADS, r.static_shared_bytes as usize, sm);
-            println!(
-                "sm_{sm} {name}: {} registers, {} B spilled, {} B shared, {blocks} blocks ({} warps) per SM",
-                r.registers,
-                r.spill_store_bytes,
-                r.static_shared_bytes,
-                blocks * MMA_THREADS / 32
-            );
-            assert!(r.registers > 0, "no register count parsed for {name}");
-            assert_eq!((r.spill_store_bytes, r.spill_load_bytes), (0, 0), "sm_{sm} {name} spills");
-            assert_eq!(r.static_shared_bytes as usize, tile.mma_shared_bytes(), "sm_{sm} {name}");
-            assert!(blocks >= 2, "sm_{sm} {name}: {blocks} blocks per SM");
+            // The tensor-core kernels of the same width (256 threads each).
+            for math in [ConvMath::Tf32x3, ConvMath::Bf16] {
+                let name = math.kernel(tile);
+                let r = res.iter().find(|r| r.function == name).unwrap_or_else(|| panic!("{name} not in {res:?}"));
+                let threads = math.threads(tile);
+                let blocks = blocks_per_sm(r.registers, threads, r.static_shared_bytes as usize, sm);
+                println!(
+                    "sm_{sm} {name}: {} registers, {} B spilled, {} B shared, {blocks} blocks ({} warps) per SM",
+                    r.registers,
+                    r.spill_store_bytes,
+                    r.static_shared_bytes,
+                    blocks * threads / 32
+                );
+                assert!(r.registers > 0, "no register count parsed for {name}");
+                assert_eq!((r.spill_store_bytes, r.spill_load_bytes), (0, 0), "sm_{sm} {name} spills");
+                assert_eq!(r.static_shared_bytes as usize, math.shared_bytes(tile), "sm_{sm} {name}");
+                assert!(blocks >= 2, "sm_{sm} {name}: {blocks} blocks per SM");
+            }
         }
     }
 }

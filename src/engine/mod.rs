@@ -164,8 +164,13 @@ impl Engine {
 
     pub fn backend(&self) -> ActiveBackend {
         match &self.gpu {
-            Some(g) if !g.state.lock().is_ok_and(|s| s.failed) => ActiveBackend::Cuda { gpu: g.info.to_string() },
-            _ => ActiveBackend::Cpu { threads: self.threads },
+            Some(g) => match g.state.lock() {
+                Ok(s) if !s.failed => {
+                    ActiveBackend::Cuda { gpu: format!("{}; convolutions on {}", g.info, s.trunk.describe_math()) }
+                }
+                _ => ActiveBackend::Cpu { threads: self.threads },
+            },
+            None => ActiveBackend::Cpu { threads: self.threads },
         }
     }
 

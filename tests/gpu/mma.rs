@@ -6,7 +6,7 @@
 //! wrong register or half of one fails here.
 
 use super::*;
-use beamwatch::engine::cuda::tables::{MMA_PITCH, MMA_THREADS, MMA_TILE_K};
+use beamwatch::engine::cuda::tables::{ConvMath, MMA_PITCH, MMA_THREADS, MMA_TILE_K};
 
 const KS: usize = MMA_TILE_K;
 
@@ -29,20 +29,20 @@ fn halves(w: u32) -> [f32; 2] {
     [bf16_value(w as u16), bf16_value((w >> 16) as u16)]
 }
 
-/// `conv_mma_bf16<BN>`'s compile-time shape.
+/// `conv_mma_bf16<BN>`'s compile-time shape (the warp layout is `conv_mma_tf32x3`'s too).
 #[derive(Clone, Copy)]
-struct Geometry {
-    bn: usize,
+pub(super) struct Geometry {
+    pub(super) bn: usize,
     /// Warps across the columns and the rows; m16 tiles per warp.
-    wn: usize,
-    wm: usize,
-    mt: usize,
+    pub(super) wn: usize,
+    pub(super) wm: usize,
+    pub(super) mt: usize,
     a_loads: usize,
     b_loads: usize,
 }
 
 impl Geometry {
-    fn of(tile: ConvTile) -> Self {
+    pub(super) fn of(tile: ConvTile) -> Self {
         let bn = tile.n();
         let (wn, threads) = (bn / 32, MMA_THREADS);
         let wm = 8 / wn;
@@ -254,7 +254,7 @@ pub(super) fn conv_mma(
     relu: bool,
     n: usize,
 ) -> Vec<f32> {
-    assert!(t.fits_mma());
+    assert!(ConvMath::Bf16.fits(t));
     let g = Geometry::of(tile);
     let w_bf16 = t.weights_bf16_t();
     let (cin, cout) = (t.cin, t.cout);
@@ -367,7 +367,7 @@ const MMA_EXTRA_SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[(8, 24
 
 /// Every case the tensor-core kernel takes: ResNet-18's shapes from [`CONV_SHAPES`] and the extra ones.
 pub(super) fn mma_cases() -> Vec<ConvCase> {
-    let resnet = (0..CONV_SHAPES.len()).map(ConvCase::new).filter(|c| c.tables.fits_mma());
+    let resnet = (0..CONV_SHAPES.len()).map(ConvCase::new).filter(|c| ConvMath::Bf16.fits(&c.tables));
     resnet.chain(MMA_EXTRA_SHAPES.iter().enumerate().map(|(i, &s)| ConvCase::of(s, 100 + i))).collect()
 }
 
@@ -401,10 +401,19 @@ fn the_bf16_tensor_core_conv_kernel_transcribed_equals_the_rounded_convolution()
             partial_n[ti] |= !c.conv.cout.is_multiple_of(tile.n());
             let gpu = conv_mma(t, tile, &c.input, Some(&c.residual), true, n);
             let (d, d_fp32) = (max_rel(&gpu, &exact), max_rel(&gpu, &fp32));
-            println!("{}, {}: vs rounded operands {d:.2e}, vs fp32 {d_fp32:.2e}", c.describe(), tile.mma_kernel());
-            assert!(d < 1e-5, "{} with {}: {d:.2e} from the rounded convolution", c.describe(), tile.mma_kernel());
+            println!(
+                "{}, {}: vs rounded operands {d:.2e}, vs fp32 {d_fp32:.2e}",
+                c.describe(),
+                ConvMath::Bf16.kernel(tile)
+            );
+            assert!(
+                d < 1e-5,
+                "{} with {}: {d:.2e} from the rounded convolution",
+                c.describe(),
+                ConvMath::Bf16.kernel(tile)
+            );
             // Two roundings of 2⁻⁹ on every product, summed over up to 4,608 terms of either sign.
-            assert!(d_fp32 < 1e-2, "{} with {}: {d_fp32:.2e} from fp32", c.describe(), tile.mma_kernel());
+            assert!(d_fp32 < 1e-2, "{} with {}: {d_fp32:.2e} from fp32", c.describe(), ConvMath::Bf16.kernel(tile));
         }
         let gpu = conv_mma(t, t.tile(), &c.input, None, false, n);
         let plain = direct_conv(&conv_r, &c.plan, (c.side, c.side), &input_r, n, None);
@@ -430,7 +439,7 @@ fn the_bf16_conv_kernels_fragment_loads_have_no_bank_conflicts() {
     }
     for tile in ConvTile::ALL {
         let g = Geometry::of(tile);
-        assert_eq!(4 * g.shared_words(), tile.mma_shared_bytes());
+        assert_eq!(4 * g.shared_words(), ConvMath::Bf16.shared_bytes(tile));
         for warp in 0..8 {
             let (wm, wn) = (warp / g.wn, warp % g.wn);
             for s in 0..2 {
@@ -441,17 +450,22 @@ fn the_bf16_conv_kernels_fragment_loads_have_no_bank_conflicts() {
                                 let rows = |lane: usize| wm * (BM / g.wm) + 16 * i + (lane >> 2) + dr;
                                 let a: Vec<usize> =
                                     (0..32).map(|l| g.as_word(s, rows(l), kk + half + 2 * (l & 3))).collect();
-                                assert_eq!(ways(&a), 1, "{}: A fragment load", tile.mma_kernel());
+                                assert_eq!(ways(&a), 1, "{}: A fragment load", ConvMath::Bf16.kernel(tile));
                                 let pitch32: Vec<usize> =
                                     (0..32).map(|l| (rows(l) * 32 + kk + half + 2 * (l & 3)) / 2).collect();
-                                assert_eq!(ways(&pitch32), 4, "{}: unpadded rows would conflict", tile.mma_kernel());
+                                assert_eq!(
+                                    ways(&pitch32),
+                                    4,
+                                    "{}: unpadded rows would conflict",
+                                    ConvMath::Bf16.kernel(tile)
+                                );
                             }
                         }
                         for j in 0..4 {
                             let b: Vec<usize> = (0..32)
                                 .map(|l| g.bs_word(s, wn * 32 + 8 * j + (l >> 2), kk + half + 2 * (l & 3)))
                                 .collect();
-                            assert_eq!(ways(&b), 1, "{}: B fragment load", tile.mma_kernel());
+                            assert_eq!(ways(&b), 1, "{}: B fragment load", ConvMath::Bf16.kernel(tile));
                         }
                     }
                 }
@@ -469,7 +483,10 @@ fn the_bf16_conv_kernels_fragment_loads_have_no_bank_conflicts() {
 fn the_gpu_bf16_trunk_transcribed_stays_within_the_bf16_tolerance() {
     let engine = Engine::new(&network(), 20, 1).expect("engine");
     let dp = DevicePlan::new(engine.plan()).expect("device plan");
-    assert!(dp.blocks.iter().all(|b| b.conv1.fits_mma() && b.conv2.fits_mma()), "every ResNet-18 convolution fits");
+    assert!(
+        dp.blocks.iter().all(|b| ConvMath::Bf16.fits(&b.conv1) && ConvMath::Bf16.fits(&b.conv2)),
+        "every ResNet-18 convolution fits"
+    );
     let (a, b) = (golden_patches("golden_frame.npy"), golden_patches("golden_frame_damaged.npy"));
     let (fa, fb) = (emulate_with(&dp, &a, conv_mma), emulate_with(&dp, &b, conv_mma));
     let (e, dcos) = bf16_against_golden(&fa, &fb);

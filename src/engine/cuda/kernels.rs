@@ -34,6 +34,8 @@ pub const SOURCES: &[KernelSource] = &[
             "conv_tiled_128x64",
             "conv_mma_bf16_128x128",
             "conv_mma_bf16_128x64",
+            "conv_mma_tf32x3_128x128",
+            "conv_mma_tf32x3_128x64",
         ],
     },
     KernelSource {

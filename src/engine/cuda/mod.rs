@@ -87,7 +87,8 @@ pub fn open(plan: &Plan) -> Result<(Trunk, GpuInfo), CudaError> {
         loaded: how.clone(),
     };
     tracing::info!("GPU: {info}; NVRTC {:?}", kernels::nvrtc_version());
-    let trunk = Trunk::new(ctx, &how, plan)?;
+    let mut trunk = Trunk::new(ctx, &how, plan)?;
+    trunk.choose_fp32_math()?;
     Ok((trunk, info))
 }
 

@@ -20,15 +20,73 @@ pub const CONV_A_PAD: usize = 4;
 /// Every load and store of the kernel is a float4: cin and cout must be multiples of this.
 pub const CONV_VECTOR: usize = 4;
 
-/// kernels/conv.cu's bf16 tensor-core kernels (`conv_mma_bf16<BN>`, `precision = "bf16"`): threads
-/// per block, K slice and the row pitch (in bf16) of their shared tiles; must match `MMA_THREADS`,
-/// `MMA_BK` and `MMA_PITCH`.
+/// kernels/conv.cu's tensor-core kernels (`conv_mma_bf16<BN>`, `conv_mma_tf32x3<BN>`): threads per
+/// block; the bf16 kernel's K slice and shared row pitch (in bf16), the TF32 kernel's (in floats).
+/// Must match `MMA_THREADS`, `MMA_BK`, `MMA_PITCH`, `TF_BK` and `TF_PITCH`.
 pub const MMA_THREADS: usize = 256;
 pub const MMA_TILE_K: usize = 32;
 pub const MMA_PITCH: usize = 40;
-/// Their weight loads are 8 bf16 along k and their stores pairs of channels: cin and cout must
-/// be multiples of this (ResNet-18's are 64–512).
+pub const TF_TILE_K: usize = 16;
+pub const TF_PITCH: usize = 20;
+/// The bf16 kernel's weight copies are 8 bf16 along k and its stores pairs of channels: cin and
+/// cout must be multiples of this (ResNet-18's are 64–512).
 pub const MMA_VECTOR: usize = 8;
+
+/// The arithmetic a convolution runs on: which of kernels/conv.cu's kernel families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvMath {
+    /// `conv_tiled_*`: f32 FFMA.
+    Ffma,
+    /// `conv_mma_tf32x3_*`: every product as three TF32 tensor-core products, fp32-level accuracy
+    /// (sm_80 and later).
+    Tf32x3,
+    /// `conv_mma_bf16_*`: bf16 operands on tensor cores, f32 sums (sm_80 and later).
+    Bf16,
+}
+
+impl ConvMath {
+    pub const ALL: [Self; 3] = [Self::Ffma, Self::Tf32x3, Self::Bf16];
+
+    pub fn kernel(self, tile: ConvTile) -> &'static str {
+        match (self, tile) {
+            (Self::Ffma, _) => tile.kernel(),
+            (Self::Tf32x3, ConvTile::Wide) => "conv_mma_tf32x3_128x128",
+            (Self::Tf32x3, ConvTile::Narrow) => "conv_mma_tf32x3_128x64",
+            (Self::Bf16, ConvTile::Wide) => "conv_mma_bf16_128x128",
+            (Self::Bf16, ConvTile::Narrow) => "conv_mma_bf16_128x64",
+        }
+    }
+
+    pub fn threads(self, tile: ConvTile) -> usize {
+        match self {
+            Self::Ffma => tile.threads(),
+            Self::Tf32x3 | Self::Bf16 => MMA_THREADS,
+        }
+    }
+
+    /// Static shared memory of one block: both buffers of the A and B slices.
+    pub fn shared_bytes(self, tile: ConvTile) -> usize {
+        match self {
+            Self::Ffma => tile.shared_bytes(),
+            Self::Tf32x3 => 4 * 2 * TF_PITCH * (CONV_TILE_M + tile.n()),
+            Self::Bf16 => 2 * 2 * MMA_PITCH * (CONV_TILE_M + tile.n()),
+        }
+    }
+
+    /// Whether the kernel family takes this convolution (every table of [`ConvTables::new`] fits
+    /// the f32 ones).
+    pub fn fits(self, t: &ConvTables) -> bool {
+        match self {
+            Self::Ffma | Self::Tf32x3 => true,
+            Self::Bf16 => t.cin.is_multiple_of(MMA_VECTOR) && t.cout.is_multiple_of(MMA_VECTOR),
+        }
+    }
+
+    /// Whether it needs tensor cores (compute capability 8.0 or later).
+    pub fn tensor_cores(self) -> bool {
+        self != Self::Ffma
+    }
+}
 
 /// The two instantiations of kernels/conv.cu's `conv_tiled<BN>`: 128×BN output tiles, 2·BN threads
 /// of 8×8 outputs each.
@@ -65,20 +123,6 @@ impl ConvTile {
     /// Static shared memory of one block: both buffers of the A and B slices.
     pub fn shared_bytes(self) -> usize {
         4 * 2 * CONV_TILE_K * ((CONV_TILE_M + CONV_A_PAD) + self.n())
-    }
-
-    /// The bf16 tensor-core kernel of this width: the same grid, [`MMA_THREADS`] threads.
-    pub fn mma_kernel(self) -> &'static str {
-        match self {
-            Self::Wide => "conv_mma_bf16_128x128",
-            Self::Narrow => "conv_mma_bf16_128x64",
-        }
-    }
-
-    /// Static shared memory of one block of [`Self::mma_kernel`]: both buffers of the A and B
-    /// slices, `[rows][MMA_PITCH]` bf16 each.
-    pub fn mma_shared_bytes(self) -> usize {
-        2 * 2 * MMA_PITCH * (CONV_TILE_M + self.n())
     }
 }
 
@@ -155,27 +199,32 @@ impl ConvTables {
             })
     }
 
-    /// Whether the bf16 tensor-core kernel takes this convolution ([`MMA_VECTOR`]).
-    pub fn fits_mma(&self) -> bool {
-        self.cin.is_multiple_of(MMA_VECTOR) && self.cout.is_multiple_of(MMA_VECTOR)
-    }
-
-    /// The weights as the bf16 kernel reads them: per class, `W_t[co][k]` (k = tap·cin + ci
-    /// contiguous) rounded to bf16 (nearest, ties to even), at the same offsets as [`Self::weights`]
-    /// (`[k][co]`, the same size).
-    pub fn weights_bf16_t(&self) -> Vec<u16> {
-        let mut out = vec![0u16; self.weights.len()];
+    /// The weights as the tensor-core kernels read them: per class, `W_t[co][k]` (k = tap·cin + ci
+    /// contiguous, as their B fragments want it), each value through `f`, at the same offsets as
+    /// [`Self::weights`] (`[k][co]`, the same size).
+    fn weights_t<T: Copy + Default>(&self, f: impl Fn(f32) -> T) -> Vec<T> {
+        let mut out = vec![T::default(); self.weights.len()];
         for d in self.desc.chunks_exact(5) {
             let (taps, off) = (d[2] as usize, d[4] as usize);
             let k_len = taps * self.cin;
             let (src, dst) = (&self.weights[off..off + k_len * self.cout], &mut out[off..off + k_len * self.cout]);
             for (k, row) in src.chunks_exact(self.cout).enumerate() {
                 for (co, &v) in row.iter().enumerate() {
-                    dst[co * k_len + k] = half::bf16::from_f32(v).to_bits();
+                    dst[co * k_len + k] = f(v);
                 }
             }
         }
         out
+    }
+
+    /// [`Self::weights_t`] for `conv_mma_tf32x3`: f32 (it splits them itself).
+    pub fn weights_f32_t(&self) -> Vec<f32> {
+        self.weights_t(|v| v)
+    }
+
+    /// [`Self::weights_t`] for `conv_mma_bf16`: rounded to bf16 (nearest, ties to even), as bits.
+    pub fn weights_bf16_t(&self) -> Vec<u16> {
+        self.weights_t(|v| half::bf16::from_f32(v).to_bits())
     }
 
     /// Row tiles of class `c` for `n` patches.

@@ -9,7 +9,7 @@ use cudarc::driver::{
 
 use super::CudaError;
 use super::kernels::{Loaded, SOURCES, compile_for};
-use super::tables::{ConvTables, ConvTile, DevicePlan, MMA_THREADS};
+use super::tables::{ConvMath, ConvTables, ConvTile, DevicePlan};
 use crate::engine::{Features, Plan, Precision};
 use crate::weights::layout::LAYER_CHANNELS;
 
@@ -76,12 +76,8 @@ pub struct Kernels {
     pub extract_u32: CudaFunction,
     pub extract_f32: CudaFunction,
     pub stem: CudaFunction,
-    /// `conv_tiled_128x128` and `conv_tiled_128x64`.
-    pub conv_wide: CudaFunction,
-    pub conv_narrow: CudaFunction,
-    /// `conv_mma_bf16_128x128` and `conv_mma_bf16_128x64` (bf16 tensor cores, sm_80 and later).
-    pub mma_wide: CudaFunction,
-    pub mma_narrow: CudaFunction,
+    /// Every convolution kernel, in the order of [`ConvMath::ALL`] × [`ConvTile::ALL`].
+    conv: Vec<CudaFunction>,
     pub max_pool: CudaFunction,
     pub gap: CudaFunction,
     pub cosine: CudaFunction,
@@ -109,15 +105,22 @@ impl Kernels {
             extract_u32: get("patches.cu", "extract_patches_u32")?,
             extract_f32: get("patches.cu", "extract_patches_f32")?,
             stem: get("conv.cu", "stem_conv")?,
-            conv_wide: get("conv.cu", ConvTile::Wide.kernel())?,
-            conv_narrow: get("conv.cu", ConvTile::Narrow.kernel())?,
-            mma_wide: get("conv.cu", ConvTile::Wide.mma_kernel())?,
-            mma_narrow: get("conv.cu", ConvTile::Narrow.mma_kernel())?,
+            conv: ConvMath::ALL
+                .iter()
+                .flat_map(|m| ConvTile::ALL.map(|t| m.kernel(t)))
+                .map(|name| get("conv.cu", name))
+                .collect::<Result<_, _>>()?,
             max_pool: get("pool.cu", "max_pool")?,
             gap: get("pool.cu", "global_avg_pool")?,
             cosine: get("similarity.cu", "cosine_rows")?,
             summary: get("similarity.cu", "similarity_summary")?,
         })
+    }
+
+    fn conv(&self, math: ConvMath, tile: ConvTile) -> &CudaFunction {
+        let m = ConvMath::ALL.iter().position(|&x| x == math).unwrap_or(0);
+        let t = ConvTile::ALL.iter().position(|&x| x == tile).unwrap_or(0);
+        &self.conv[m * ConvTile::ALL.len() + t]
     }
 }
 
@@ -127,16 +130,21 @@ struct DevConv {
     gathers: CudaSlice<i32>,
     weights: CudaSlice<f32>,
     bias: CudaSlice<f32>,
-    /// `ConvTables::weights_bf16_t`, once the trunk runs in bf16 and the convolution fits the
-    /// tensor-core kernel.
-    weights_bf16: Option<CudaSlice<u16>>,
+    /// The kernel family this convolution runs on ([`DevConv::set_math`]).
+    math: ConvMath,
+    /// `ConvTables::weights_f32_t` and `weights_bf16_t`, uploaded the first time a tensor-core
+    /// kernel needs them and kept (the trunk's start-up probe switches back and forth).
+    weights_f32_t: Option<CudaSlice<f32>>,
+    weights_bf16_t: Option<CudaSlice<u16>>,
 }
 
 impl DevConv {
     fn upload(stream: &Arc<CudaStream>, t: &ConvTables) -> Result<Self, CudaError> {
         let up = "uploading the plan";
         Ok(Self {
-            weights_bf16: None,
+            math: ConvMath::Ffma,
+            weights_f32_t: None,
+            weights_bf16_t: None,
             desc: stream.clone_htod(&t.desc).map_err(|e| CudaError::driver(up, e))?,
             // An empty gather table (never for ResNet-18) still needs a valid pointer.
             gathers: stream.clone_htod(&nonempty_i32(&t.gathers)).map_err(|e| CudaError::driver(up, e))?,
@@ -146,18 +154,24 @@ impl DevConv {
         })
     }
 
-    /// Uploads the bf16 weights (`bf16`) or frees them; a convolution the tensor-core kernel does
-    /// not take stays fp32.
-    fn set_bf16(&mut self, stream: &Arc<CudaStream>, bf16: bool) -> Result<(), CudaError> {
-        if !bf16 || !self.t.fits_mma() {
-            self.weights_bf16 = None;
-        } else if self.weights_bf16.is_none() {
-            let w = stream
-                .clone_htod(&self.t.weights_bf16_t())
-                .map_err(|e| CudaError::driver("uploading bf16 weights", e))?;
-            self.weights_bf16 = Some(w);
+    /// Runs this convolution on `math` from now on, or on FFMA where `math` does not take its
+    /// shape; uploads the weights the kernel reads. Returns what it runs on.
+    fn set_math(&mut self, stream: &Arc<CudaStream>, math: ConvMath) -> Result<ConvMath, CudaError> {
+        let math = if math.fits(&self.t) { math } else { ConvMath::Ffma };
+        let up = "uploading transposed weights";
+        match math {
+            ConvMath::Tf32x3 if self.weights_f32_t.is_none() => {
+                let w = stream.clone_htod(&self.t.weights_f32_t()).map_err(|e| CudaError::driver(up, e))?;
+                self.weights_f32_t = Some(w);
+            }
+            ConvMath::Bf16 if self.weights_bf16_t.is_none() => {
+                let w = stream.clone_htod(&self.t.weights_bf16_t()).map_err(|e| CudaError::driver(up, e))?;
+                self.weights_bf16_t = Some(w);
+            }
+            _ => {}
         }
-        Ok(())
+        self.math = math;
+        Ok(math)
     }
 }
 
@@ -218,9 +232,30 @@ pub struct Trunk {
     max_batch: usize,
     /// The number format of the convolutions ([`Self::set_precision`]).
     precision: Precision,
-    /// Compute capability 8.0 or later: bf16 `mma.sync` exists.
-    tensor_cores_bf16: bool,
+    /// What fp32 runs on: FFMA, or 3×TF32 where the start-up probe measured it faster.
+    fp32_math: ConvMath,
+    /// The probe's figures (`choose_fp32_math`), for the logs and `bench`.
+    fp32_probe: Option<Fp32Probe>,
+    /// Compute capability 8.0 or later: TF32 and bf16 `mma.sync` exist.
+    tensor_cores: bool,
 }
+
+/// FFMA against 3×TF32 on the whole trunk, same patches, fastest of a few alternating passes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fp32Probe {
+    pub patches: usize,
+    pub ffma_ms: f64,
+    pub tf32x3_ms: f64,
+}
+
+impl std::fmt::Display for Fp32Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} patches: FFMA {:.3} ms, 3×TF32 {:.3} ms", self.patches, self.ffma_ms, self.tf32x3_ms)
+    }
+}
+
+/// Passes of the trunk per kernel family in [`Trunk::choose_fp32_math`], alternating; the fastest counts.
+const FP32_PROBE_PASSES: usize = 3;
 
 fn grid_for(elements: usize, threads: u32) -> LaunchConfig {
     // Grid-stride kernels: enough blocks to fill the GPU, not one per element.
@@ -279,8 +314,96 @@ impl Trunk {
             ws: None,
             max_batch,
             precision: Precision::Fp32,
-            tensor_cores_bf16: cc.0 >= 8,
+            fp32_math: ConvMath::Ffma,
+            fp32_probe: None,
+            tensor_cores: cc.0 >= 8,
         })
+    }
+
+    /// Every convolution on `math` (where it takes the shape).
+    fn apply_math(&mut self, math: ConvMath) -> Result<(), CudaError> {
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the GPU context", e))?;
+        for b in &mut self.blocks {
+            for c in [Some(&mut b.conv1), Some(&mut b.conv2), b.downsample.as_mut()].into_iter().flatten() {
+                c.set_math(&self.stream, math)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Which kernels compute fp32: on a GPU with tensor cores, the whole trunk is timed on the
+    /// same synthetic patches (as many as a 1024² frame has, or one pass) with FFMA and with
+    /// 3×TF32, alternating, [`FP32_PROBE_PASSES`] passes each after a warm-up, and the faster is
+    /// kept. Both are fp32-accurate (the GPU tests hold both to the CPU path), so the choice is
+    /// speed alone, measured on this GPU rather than assumed. Without tensor cores: FFMA.
+    pub fn choose_fp32_math(&mut self) -> Result<ConvMath, CudaError> {
+        if !self.tensor_cores {
+            return Ok(self.fp32_math);
+        }
+        let n = self.max_batch.min(2601);
+        let pp = self.plan.patch * self.plan.patch;
+        let pixels: Vec<f32> = (0..n * pp).map(|i| ((i * 2_654_435_761usize) % 1000) as f32 / 1000.0).collect();
+        self.reserve(n)?;
+        let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
+        self.stream
+            .memcpy_htod(&pixels, &mut ws.patches)
+            .map_err(|e| CudaError::driver("uploading the probe's patches", e))?;
+        let time = |trunk: &mut Self, math: ConvMath| -> Result<f64, CudaError> {
+            trunk.apply_math(math)?;
+            let t = std::time::Instant::now();
+            trunk.run_trunk(n)?;
+            trunk.stream.synchronize().map_err(|e| CudaError::driver("timing the trunk", e))?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        };
+        let (mut ffma_ms, mut tf32x3_ms) = (f64::INFINITY, f64::INFINITY);
+        time(self, ConvMath::Ffma)?;
+        time(self, ConvMath::Tf32x3)?;
+        for _ in 0..FP32_PROBE_PASSES {
+            ffma_ms = ffma_ms.min(time(self, ConvMath::Ffma)?);
+            tf32x3_ms = tf32x3_ms.min(time(self, ConvMath::Tf32x3)?);
+        }
+        self.check_stored()?;
+        let probe = Fp32Probe { patches: n, ffma_ms, tf32x3_ms };
+        self.fp32_math = if tf32x3_ms < ffma_ms { ConvMath::Tf32x3 } else { ConvMath::Ffma };
+        self.fp32_probe = Some(probe);
+        tracing::info!("GPU fp32 convolutions on {:?} ({probe})", self.fp32_math);
+        self.set_precision(self.precision)?;
+        Ok(self.fp32_math)
+    }
+
+    /// Runs fp32 on `math` (FFMA or 3×TF32) whatever the probe chose: for tests and benchmarks
+    /// of one kernel family.
+    pub fn set_fp32_math(&mut self, math: ConvMath) -> Result<(), CudaError> {
+        if math == ConvMath::Bf16 || (math.tensor_cores() && !self.tensor_cores) {
+            return Err(CudaError::Setup(format!("fp32 cannot run on {math:?} on this GPU")));
+        }
+        self.fp32_math = math;
+        self.set_precision(self.precision).map(|_| ())
+    }
+
+    /// What the convolutions run on, for logs and `bench`.
+    pub fn conv_math(&self) -> ConvMath {
+        match self.precision {
+            Precision::Fp32 => self.fp32_math,
+            Precision::Bf16 => ConvMath::Bf16,
+        }
+    }
+
+    pub fn fp32_probe(&self) -> Option<Fp32Probe> {
+        self.fp32_probe
+    }
+
+    /// The convolutions' kernels in words, with the fp32 probe's figures when fp32 runs.
+    pub fn describe_math(&self) -> String {
+        let name = match self.conv_math() {
+            ConvMath::Ffma => "FFMA (conv_tiled)",
+            ConvMath::Tf32x3 => "3×TF32 tensor cores (conv_mma_tf32x3)",
+            ConvMath::Bf16 => "bf16 tensor cores (conv_mma_bf16)",
+        };
+        match (self.precision, self.fp32_probe) {
+            (Precision::Fp32, Some(p)) => format!("{name}, measured faster ({p})"),
+            _ => name.to_string(),
+        }
     }
 
     /// The convolutions' number format: `Bf16` runs every convolution that fits it on the bf16
@@ -288,19 +411,14 @@ impl Trunk {
     /// layers); the stem, pools and cosine stay fp32. A GPU older than sm_80 stays fp32 and says
     /// so. Returns the format the trunk now computes in.
     pub fn set_precision(&mut self, precision: Precision) -> Result<Precision, CudaError> {
-        let p = if precision == Precision::Bf16 && !self.tensor_cores_bf16 {
+        let p = if precision == Precision::Bf16 && !self.tensor_cores {
             tracing::info!("precision bf16 asked for, but this GPU has no bf16 tensor cores (sm_80+): it runs fp32");
             Precision::Fp32
         } else {
             precision
         };
-        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the GPU context", e))?;
-        for b in &mut self.blocks {
-            for c in [Some(&mut b.conv1), Some(&mut b.conv2), b.downsample.as_mut()].into_iter().flatten() {
-                c.set_bf16(&self.stream, p == Precision::Bf16)?;
-            }
-        }
         self.precision = p;
+        self.apply_math(self.conv_math())?;
         Ok(p)
     }
 
@@ -475,8 +593,7 @@ impl Trunk {
     }
 }
 
-/// One convolution launch, all its classes: `conv_mma_bf16_*` where the convolution has bf16
-/// weights on the device, else `conv_tiled_*`.
+/// One convolution launch, all its classes, on the convolution's kernel family (`DevConv::math`).
 #[allow(clippy::too_many_arguments)]
 fn conv(
     s: &Arc<CudaStream>,
@@ -489,12 +606,7 @@ fn conv(
     relu: bool,
     n: usize,
 ) -> Result<(), CudaError> {
-    let (f, name, threads) = match (tile, c.weights_bf16.is_some()) {
-        (ConvTile::Wide, false) => (&k.conv_wide, tile.kernel(), tile.threads()),
-        (ConvTile::Narrow, false) => (&k.conv_narrow, tile.kernel(), tile.threads()),
-        (ConvTile::Wide, true) => (&k.mma_wide, tile.mma_kernel(), MMA_THREADS),
-        (ConvTile::Narrow, true) => (&k.mma_narrow, tile.mma_kernel(), MMA_THREADS),
-    };
+    let (f, name, threads) = (k.conv(c.math, tile), c.math.kernel(tile), c.math.threads(tile));
     let (gx, gy, gz) = c.t.grid(n, tile);
     if gx == 0 || gz == 0 {
         return Ok(());
@@ -507,9 +619,11 @@ fn conv(
     let res = residual.unwrap_or(&c.bias);
     let mut b = s.launch_builder(f);
     b.arg(input).arg(out).arg(res).arg(&has_res).arg(&relu_i);
-    match &c.weights_bf16 {
-        Some(w) => b.arg(w),
-        None => b.arg(&c.weights),
+    let missing = || CudaError::Setup(format!("{name}: its weights were not uploaded"));
+    match c.math {
+        ConvMath::Ffma => b.arg(&c.weights),
+        ConvMath::Tf32x3 => b.arg(c.weights_f32_t.as_ref().ok_or_else(missing)?),
+        ConvMath::Bf16 => b.arg(c.weights_bf16_t.as_ref().ok_or_else(missing)?),
     };
     b.arg(&c.bias).arg(&c.gathers).arg(&c.desc).arg(&n_i).arg(&cin).arg(&cout).arg(&classes);
     // SAFETY: desc/gathers/weights are the plan's own tables (offsets and slots checked when the
@@ -517,22 +631,22 @@ fn conv(
     // first_slot·n .. (first_slot+n_pos)·n of `out`, all within out_slots·n·cout ≤ the buffer
     // (sized max_activation_per_patch·cap, n ≤ cap). The residual has conv2's layout. The float4
     // accesses are aligned: cudarc's allocations are, and cin, cout (hence every offset) are
-    // multiples of 4 (ConvTables::new), and of 8 where the bf16 kernel's uint4 weight loads run
-    // (`fits_mma`); its weights have the f32 weights' size and offsets.
+    // multiples of 4 (ConvTables::new), and of 8 where the bf16 kernel's 16-byte weight copies run
+    // (`ConvMath::fits`); the transposed weights have the f32 weights' size and offsets.
     unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| CudaError::driver(format!("launching {name}"), e))
 }
 
 impl Trunk {
-    /// One convolution on the device, outside the trunk, with either tile and either kernel
-    /// (`Bf16`: the tensor-core one, where the shape fits it): the GPU tests run shapes ResNet-18
-    /// lacks (column and K tiles cut short) through the kernels with it. `input` is
+    /// One convolution on the device, outside the trunk, with either tile on any kernel family:
+    /// the GPU tests run shapes ResNet-18 lacks (column and K tiles cut short) through the kernels
+    /// with it. `input` is
     /// `[in slot][n][cin]`, `residual` and the result `[out slot][n][cout]`.
     #[allow(clippy::too_many_arguments)]
     pub fn conv_once(
         &self,
         t: &ConvTables,
         tile: ConvTile,
-        precision: Precision,
+        math: ConvMath,
         input: &[f32],
         residual: Option<&[f32]>,
         relu: bool,
@@ -550,7 +664,10 @@ impl Trunk {
         let s = &self.stream;
         let what = "a single convolution";
         let mut c = DevConv::upload(s, t)?;
-        c.set_bf16(s, precision == Precision::Bf16 && self.tensor_cores_bf16)?;
+        if (math.tensor_cores() && !self.tensor_cores) || !math.fits(t) {
+            return Err(CudaError::Setup(format!("{} cannot run this convolution on this GPU", math.kernel(tile))));
+        }
+        c.set_math(s, math)?;
         let d_in = s.clone_htod(&nonempty_f32(input)).map_err(|e| CudaError::driver(what, e))?;
         let d_res = residual.map(|r| s.clone_htod(r)).transpose().map_err(|e| CudaError::driver(what, e))?;
         let mut d_out = s.alloc_zeros::<f32>(out_len.max(1)).map_err(|e| CudaError::driver(what, e))?;
