@@ -147,10 +147,31 @@ run() {
     say "NVRTC compile tests"
     LD_LIBRARY_PATH="$LDP" timeout "${GPU_CHECK_T_NVRTC:-90}" "$W/bin/kernels-nvrtc" --test-threads=1 >"$OUT/kernels_nvrtc.log" 2>&1
     rc_nvrtc=$?
-    say "GPU tests (rc nvrtc $rc_nvrtc)"
-    # Blocking launches: a faulting kernel is reported at its own launch, not at a later copy.
-    LD_LIBRARY_PATH="$LDP" CUDA_LAUNCH_BLOCKING=1 timeout "${GPU_CHECK_T_TESTS:-240}" "$W/bin/gpu-tests" --test-threads=1 --nocapture >"$OUT/gpu_tests.log" 2>&1
-    rc_gpu=$?
+    say "GPU tests, one process each (rc nvrtc $rc_nvrtc)"
+    # One process per test: a kernel that faults leaves its CUDA context unusable for the rest of
+    # the process, so the other tests (the other kernel families among them) still run and report.
+    # Blocking launches: a faulting kernel is reported at its own launch, not at a later copy. All
+    # tests share one time limit; what it leaves out is logged as not run.
+    local names name left rc deadline
+    deadline=$(( $(date +%s) + ${GPU_CHECK_T_TESTS:-240} ))
+    names=$(LD_LIBRARY_PATH="$LDP" "$W/bin/gpu-tests" --list 2>"$OUT/gpu_tests.log" | sed -n 's/: test$//p')
+    rc_gpu=0
+    [ -n "$names" ] || { say "the GPU test binary lists no tests"; rc_gpu=1; }
+    for name in $names; do
+        left=$(( deadline - $(date +%s) ))
+        if [ "$left" -le 5 ]; then
+            echo "NOT RUN (time limit): $name" >>"$OUT/gpu_tests.log"
+            rc_gpu=124
+            continue
+        fi
+        echo "== $name" >>"$OUT/gpu_tests.log"
+        LD_LIBRARY_PATH="$LDP" CUDA_LAUNCH_BLOCKING=1 timeout "$left" "$W/bin/gpu-tests" --exact "$name" --test-threads=1 --nocapture >>"$OUT/gpu_tests.log" 2>&1
+        rc=$?
+        if [ "$rc" != 0 ]; then
+            echo "FAILED (exit $rc): $name" >>"$OUT/gpu_tests.log"
+            rc_gpu=$rc
+        fi
+    done
     say "GPU tests rc $rc_gpu"
     local benches=() anchor=""
     if [ "$gpu_present" = true ]; then
@@ -188,7 +209,7 @@ summary = {
     "carried_libs": sorted(p.name[:-3] for p in pathlib.Path(bundle, "lib").glob("*.xz")),
     "kernels_nvrtc_tests": {"passed": rc_nvrtc == "0", "lines": lines("kernels_nvrtc.log", ["test result", "panicked"])},
     "gpu_tests": {"passed": rc_gpu == "0", "required_gpu": gpu == "true",
-                  "lines": lines("gpu_tests.log", ["GPU", "max rel", "vs PyTorch", "skipped", "test result", "panicked"])},
+                  "lines": lines("gpu_tests.log", ["GPU", "max rel", "vs PyTorch", "skipped", "panicked", "FAILED", "NOT RUN", "probe", "fp32 on"])},
     "bench_cuda": {},
     "torch_anchor": json.loads(pathlib.Path(anchor).read_text()) if anchor else None,
     "seconds": int(secs),
