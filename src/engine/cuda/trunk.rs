@@ -357,12 +357,22 @@ impl Trunk {
         };
         let (mut ffma_ms, mut tf32x3_ms) = (f64::INFINITY, f64::INFINITY);
         time(self, ConvMath::Ffma)?;
-        time(self, ConvMath::Tf32x3)?;
-        for _ in 0..FP32_PROBE_PASSES {
-            ffma_ms = ffma_ms.min(time(self, ConvMath::Ffma)?);
-            tf32x3_ms = tf32x3_ms.min(time(self, ConvMath::Tf32x3)?);
+        let mut passes = || -> Result<(), CudaError> {
+            time(self, ConvMath::Tf32x3)?;
+            for _ in 0..FP32_PROBE_PASSES {
+                ffma_ms = ffma_ms.min(time(self, ConvMath::Ffma)?);
+                tf32x3_ms = tf32x3_ms.min(time(self, ConvMath::Tf32x3)?);
+            }
+            self.check_stored()
+        };
+        if let Err(e) = passes() {
+            // A fault that leaves the context unusable fails the next frame too, and the engine
+            // then continues on the CPU path; anything else leaves FFMA, which ran.
+            tracing::warn!("the 3×TF32 kernels failed on this GPU ({e}): fp32 stays on FFMA");
+            self.fp32_math = ConvMath::Ffma;
+            self.set_precision(self.precision)?;
+            return Ok(self.fp32_math);
         }
-        self.check_stored()?;
         let probe = Fp32Probe { patches: n, ffma_ms, tf32x3_ms };
         self.fp32_math = if tf32x3_ms < ffma_ms { ConvMath::Tf32x3 } else { ConvMath::Ffma };
         self.fp32_probe = Some(probe);
