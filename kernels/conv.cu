@@ -58,6 +58,43 @@ extern "C" __global__ void stem_conv(const float* __restrict__ patches, int n, i
 // halves would collide (2-way). Bs is stored as it is read (rows of float4), conflict-free unpadded.
 #define CT_APAD 4
 
+// The class and row tile of this block. The grid's x runs over every class's row tiles back to back
+// (sum over classes of ceil(n_pos * n / CT_BM)), so no block is launched without work. Uniform per
+// block. Must match ConvTables::block_tile in src/engine/cuda/tables.rs.
+struct ClassTile {
+    int first_slot;
+    int n_pos;
+    int n_taps;
+    const int* gather;
+    int w_off;  // the class's offset into the weights
+    int M;      // rows: n_pos * n
+    int K;      // n_taps * cin
+    int m0;     // this block's first row
+};
+
+__device__ __forceinline__ ClassTile class_tile(const int* __restrict__ desc, const int* __restrict__ gathers, int n,
+                                                int cin, int n_classes) {
+    int cls = 0;
+    int tile = blockIdx.x;
+    for (; cls < n_classes - 1; ++cls) {
+        const int tiles = (desc[5 * cls + 1] * n + CT_BM - 1) / CT_BM;
+        if (tile < tiles) break;
+        tile -= tiles;
+    }
+    const int* d = desc + 5 * cls;
+    return ClassTile{d[0], d[1], d[2], gathers + d[3], d[4], d[1] * n, d[2] * cin, tile * CT_BM};
+}
+
+// The (tap, ci) of a thread's k after a slice of `step`: a slice may cross several tap starts when
+// cin is smaller than it.
+__device__ __forceinline__ void next_slice(int& tap, int& ci, int step, int cin) {
+    ci += step;
+    while (ci >= cin) {
+        ci -= cin;
+        ++tap;
+    }
+}
+
 template <int BN>
 __device__ __forceinline__ void conv_tiled(const float* __restrict__ in, float* __restrict__ out,
                                            const float* __restrict__ residual, int has_residual, int relu,
@@ -71,25 +108,14 @@ __device__ __forceinline__ void conv_tiled(const float* __restrict__ in, float* 
     __shared__ __align__(16) float As[2][CT_BK][CT_BM + CT_APAD];
     __shared__ __align__(16) float Bs[2][CT_BK][BN];
 
-    // The grid's x runs over every class's row tiles back to back (sum over classes of
-    // ceil(n_pos * n / CT_BM)), so no block is launched without work. Uniform per block.
-    // Must match ConvTables::block_tile in src/engine/cuda/tables.rs.
-    int cls = 0;
-    int tile = blockIdx.x;
-    for (; cls < n_classes - 1; ++cls) {
-        const int tiles = (desc[5 * cls + 1] * n + CT_BM - 1) / CT_BM;
-        if (tile < tiles) break;
-        tile -= tiles;
-    }
-    const int* d = desc + 5 * cls;
-    const int first_slot = d[0];
-    const int n_pos = d[1];
-    const int n_taps = d[2];
-    const int* gather = gathers + d[3];
-    const float* w = weights + d[4];
-    const int M = n_pos * n;
-    const int K = n_taps * cin;
-    const int m0 = tile * CT_BM;
+    const ClassTile ct = class_tile(desc, gathers, n, cin, n_classes);
+    const int first_slot = ct.first_slot;
+    const int n_taps = ct.n_taps;
+    const int* gather = ct.gather;
+    const float* w = weights + ct.w_off;
+    const int M = ct.M;
+    const int K = ct.K;
+    const int m0 = ct.m0;
     const int n0 = blockIdx.y * BN;
     // Uniform per block; only a grid larger than the tiles would take this exit.
     if (m0 >= M) return;
@@ -147,14 +173,7 @@ __device__ __forceinline__ void conv_tiled(const float* __restrict__ in, float* 
         }
         *reinterpret_cast<float4*>(&Bs[s][b_k][b_c]) = b_reg;
     };
-    // The next slice's (tap, ci): cin >= 4, so a slice of 8 crosses at most two tap starts.
-    auto advance = [&]() {
-        a_ci += CT_BK;
-        while (a_ci >= cin) {
-            a_ci -= cin;
-            ++a_tap;
-        }
-    };
+    auto advance = [&]() { next_slice(a_tap, a_ci, CT_BK, cin); };
 
     float acc[8][8];
 #pragma unroll
@@ -304,6 +323,16 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* src, bool ok)
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0));
 }
 
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+// Every copy this thread issued has landed (visible to the block after the next barrier).
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+__device__ __forceinline__ void zero_acc(float* acc, int count) {
+#pragma unroll
+    for (int i = 0; i < count; ++i) acc[i] = 0.0f;
+}
+
 // Two floats as bf16x2, round to nearest even: `lo` in the low half (the lower k).
 __device__ __forceinline__ unsigned int pack_bf16x2(float lo, float hi) {
     unsigned int r;
@@ -327,23 +356,15 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
     __shared__ __align__(16) unsigned short As[2][CT_BM][MMA_PITCH];
     __shared__ __align__(16) unsigned short Bs[2][BN][MMA_PITCH];
 
-    // The class and row tile of this block: the same flattened grid as conv_tiled.
-    int cls = 0;
-    int tile = blockIdx.x;
-    for (; cls < n_classes - 1; ++cls) {
-        const int tiles = (desc[5 * cls + 1] * n + CT_BM - 1) / CT_BM;
-        if (tile < tiles) break;
-        tile -= tiles;
-    }
-    const int* d = desc + 5 * cls;
-    const int first_slot = d[0];
-    const int n_pos = d[1];
-    const int n_taps = d[2];
-    const int* gather = gathers + d[3];
-    const unsigned short* w = weights_t + d[4];  // [cout][K] of this class
-    const int M = n_pos * n;
-    const int K = n_taps * cin;
-    const int m0 = tile * CT_BM;
+    const ClassTile ct = class_tile(desc, gathers, n, cin, n_classes);
+    const int first_slot = ct.first_slot;
+    const int n_pos = ct.n_pos;
+    const int n_taps = ct.n_taps;
+    const int* gather = ct.gather;
+    const unsigned short* w = weights_t + ct.w_off;  // [cout][K] of this class
+    const int M = ct.M;
+    const int K = ct.K;
+    const int m0 = ct.m0;
     const int n0 = blockIdx.y * BN;
     if (m0 >= M) return;
 
@@ -401,9 +422,8 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
             const bool ok = co < cout && k0 + b_kq < K;
             cp_async16(&Bs[s][row][b_kq], ok ? w + (size_t)co * K + k0 + b_kq : w, ok);
         }
-        asm volatile("cp.async.commit_group;\n" ::);
+        cp_async_commit();
     };
-    auto cp_wait = []() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); };
     auto stash = [&](int s) {
 #pragma unroll
         for (int i = 0; i < A_LOADS; ++i) {
@@ -411,28 +431,16 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
             *reinterpret_cast<uint2*>(&As[s][(tid + MMA_THREADS * i) / 8][a_kq]) = v;
         }
     };
-    // cin >= 8, so a slice of 32 crosses at most four tap starts.
-    auto advance = [&]() {
-        a_ci += MMA_BK;
-        while (a_ci >= cin) {
-            a_ci -= cin;
-            ++a_tap;
-        }
-    };
+    auto advance = [&]() { next_slice(a_tap, a_ci, MMA_BK, cin); };
 
     float acc[MT][4][4];
-#pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+    zero_acc(&acc[0][0][0], MT * 4 * 4);
 
     const int slices = (K + MMA_BK - 1) / MMA_BK;
     fetch(0);
     copy_weights(0, 0);
     stash(0);
-    cp_wait();
+    cp_async_wait();
     __syncthreads();
     for (int ks = 0; ks < slices; ++ks) {
         const int s = ks & 1;
@@ -471,7 +479,7 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
             }
         }
         if (more) stash(s ^ 1);
-        cp_wait();
+        cp_async_wait();
         __syncthreads();
     }
 
@@ -553,22 +561,15 @@ __device__ __forceinline__ void conv_mma_tf32x3(const float* __restrict__ in, fl
     __shared__ __align__(16) float As[2][CT_BM][TF_PITCH];
     __shared__ __align__(16) float Bs[2][BN][TF_PITCH];
 
-    int cls = 0;
-    int tile = blockIdx.x;
-    for (; cls < n_classes - 1; ++cls) {
-        const int tiles = (desc[5 * cls + 1] * n + CT_BM - 1) / CT_BM;
-        if (tile < tiles) break;
-        tile -= tiles;
-    }
-    const int* d = desc + 5 * cls;
-    const int first_slot = d[0];
-    const int n_pos = d[1];
-    const int n_taps = d[2];
-    const int* gather = gathers + d[3];
-    const float* w = weights_t + d[4];  // [cout][K] of this class
-    const int M = n_pos * n;
-    const int K = n_taps * cin;
-    const int m0 = tile * CT_BM;
+    const ClassTile ct = class_tile(desc, gathers, n, cin, n_classes);
+    const int first_slot = ct.first_slot;
+    const int n_pos = ct.n_pos;
+    const int n_taps = ct.n_taps;
+    const int* gather = ct.gather;
+    const float* w = weights_t + ct.w_off;  // [cout][K] of this class
+    const int M = ct.M;
+    const int K = ct.K;
+    const int m0 = ct.m0;
     const int n0 = blockIdx.y * BN;
     if (m0 >= M) return;
 
@@ -612,29 +613,16 @@ __device__ __forceinline__ void conv_mma_tf32x3(const float* __restrict__ in, fl
             const bool ok = co < cout && k_ok;
             cp_async16(&Bs[s][row][kq], ok ? w + (size_t)co * K + k0 + kq : w, ok);
         }
-        asm volatile("cp.async.commit_group;\n" ::);
+        cp_async_commit();
     };
-    auto cp_wait = []() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); };
-    // cin >= 4, so a slice of 16 crosses at most four tap starts.
-    auto advance = [&]() {
-        a_ci += TF_BK;
-        while (a_ci >= cin) {
-            a_ci -= cin;
-            ++a_tap;
-        }
-    };
+    auto advance = [&]() { next_slice(a_tap, a_ci, TF_BK, cin); };
 
     float acc[MT][4][4];
-#pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+    zero_acc(&acc[0][0][0], MT * 4 * 4);
 
     const int slices = (K + TF_BK - 1) / TF_BK;
     copy_slice(0, 0);
-    cp_wait();
+    cp_async_wait();
     __syncthreads();
     for (int ks = 0; ks < slices; ++ks) {
         const int s = ks & 1;
@@ -671,7 +659,7 @@ __device__ __forceinline__ void conv_mma_tf32x3(const float* __restrict__ in, fl
                 }
             }
         }
-        cp_wait();
+        cp_async_wait();
         __syncthreads();
     }
     mma_epilogue<MT, WM>(acc, out, residual, has_residual, relu, bias, first_slot, n, cout, M, m0, n0, wm, wn, g, t);

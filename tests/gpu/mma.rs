@@ -323,42 +323,70 @@ pub(super) fn conv_mma(
                 }
                 sh.barrier();
             }
-            let base = first_slot * n * cout;
-            for th in &th {
-                let (lane, warp) = (th.tid as usize & 31, th.tid as usize >> 5);
-                let (wm, wn, gi, tq) = (warp / g.wn, warp % g.wn, lane >> 2, lane & 3);
-                for i in 0..g.mt {
-                    for h in 0..2 {
-                        let m = b.m0 + wm * (BM / g.wm) + 16 * i + gi + 8 * h;
-                        if m >= b.m_rows {
-                            continue;
-                        }
-                        for j in 0..4 {
-                            let co = b.n0 + wn * 32 + 8 * j + 2 * tq;
-                            if co >= cout {
-                                continue;
-                            }
-                            let mut v = [th.acc[i][j][2 * h] + t.bias[co], th.acc[i][j][2 * h + 1] + t.bias[co + 1]];
-                            let o = base + m * cout + co;
-                            assert_eq!(o % 2, 0, "unaligned float2 store");
-                            if let Some(r) = residual {
-                                v = [v[0] + r[o], v[1] + r[o + 1]];
-                            }
-                            if relu {
-                                v = v.map(|x| if x > 0.0 { x } else { 0.0 });
-                            }
-                            for q in 0..2 {
-                                out[o + q] = v[q];
-                                writes[o + q] += 1;
-                            }
-                        }
+            let acc: Vec<&[[[f32; 4]; 4]]> = th.iter().map(|t| &t.acc[..]).collect();
+            let at = OutTile { first_slot, m0: b.m0, n0: b.n0, m_rows: b.m_rows, n };
+            store_accumulators(&g, t, &at, &acc, residual, relu, &mut out, &mut writes);
+        }
+    }
+    assert!(writes.iter().all(|w| *w == 1), "an output element is written twice or never");
+    out
+}
+
+/// Where one block's output tile lies.
+pub(super) struct OutTile {
+    pub(super) first_slot: usize,
+    pub(super) m0: usize,
+    pub(super) n0: usize,
+    pub(super) m_rows: usize,
+    pub(super) n: usize,
+}
+
+/// `mma_epilogue`, which both tensor-core kernels share: thread `tid`'s `acc[tid][i][j][r]` is row
+/// 16i + g + 8·(r / 2), column 8j + 2t + r % 2 of its warp's tile (the mma's C fragment); bias,
+/// residual and ReLU in f32, float2 stores, each counted in `writes`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn store_accumulators(
+    g: &Geometry,
+    t: &ConvTables,
+    at: &OutTile,
+    acc: &[&[[[f32; 4]; 4]]],
+    residual: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+    writes: &mut [u8],
+) {
+    let (cout, base) = (t.cout, at.first_slot * at.n * t.cout);
+    for (tid, a) in acc.iter().enumerate() {
+        let (lane, warp) = (tid & 31, tid >> 5);
+        let (wm, wn, gi, tq) = (warp / g.wn, warp % g.wn, lane >> 2, lane & 3);
+        for (i, ai) in a.iter().enumerate().take(g.mt) {
+            for h in 0..2 {
+                let m = at.m0 + wm * (BM / g.wm) + 16 * i + gi + 8 * h;
+                if m >= at.m_rows {
+                    continue;
+                }
+                for (j, aij) in ai.iter().enumerate() {
+                    let co = at.n0 + wn * 32 + 8 * j + 2 * tq;
+                    if co >= cout {
+                        continue;
+                    }
+                    let o = base + m * cout + co;
+                    assert_eq!(o % 2, 0, "unaligned float2 store");
+                    let mut v = [aij[2 * h] + t.bias[co], aij[2 * h + 1] + t.bias[co + 1]];
+                    if let Some(r) = residual {
+                        v = [v[0] + r[o], v[1] + r[o + 1]];
+                    }
+                    if relu {
+                        v = v.map(|x| if x > 0.0 { x } else { 0.0 });
+                    }
+                    for (q, x) in v.into_iter().enumerate() {
+                        out[o + q] = x;
+                        writes[o + q] += 1;
                     }
                 }
             }
         }
     }
-    assert!(writes.iter().all(|w| *w == 1), "an output element is written twice or never");
-    out
 }
 
 /// Shapes the tensor-core kernel takes beyond ResNet-18's: cin 8 (a K slice of 32 spans four

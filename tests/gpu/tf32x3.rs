@@ -3,7 +3,7 @@
 //! into the race-checked shared buffers, warp by warp for `mma.sync` m16n8k8, whose operands are
 //! assembled from the lanes' registers by the PTX ISA's fragment layout for TF32.
 
-use super::mma::Geometry;
+use super::mma::{Geometry, OutTile, store_accumulators};
 use super::*;
 use beamwatch::engine::cuda::tables::{ConvMath, MMA_THREADS, TF_PITCH, TF_TILE_K};
 
@@ -224,37 +224,9 @@ pub(super) fn conv_tf32x3(
                 }
                 sh.barrier();
             }
-            let base = first_slot * n * cout;
-            for (tid, a) in acc.iter().enumerate() {
-                let (lane, warp) = (tid & 31, tid >> 5);
-                let (wm, wn, gi, tq) = (warp / g.wn, warp % g.wn, lane >> 2, lane & 3);
-                for (i, ai) in a.iter().enumerate().take(g.mt) {
-                    for h in 0..2 {
-                        let m = b.m0 + wm * (BM / g.wm) + 16 * i + gi + 8 * h;
-                        if m >= b.m_rows {
-                            continue;
-                        }
-                        for (j, aij) in ai.iter().enumerate() {
-                            let co = b.n0 + wn * 32 + 8 * j + 2 * tq;
-                            if co >= cout {
-                                continue;
-                            }
-                            let o = base + m * cout + co;
-                            let mut v = [aij[2 * h] + t.bias[co], aij[2 * h + 1] + t.bias[co + 1]];
-                            if let Some(r) = residual {
-                                v = [v[0] + r[o], v[1] + r[o + 1]];
-                            }
-                            if relu {
-                                v = v.map(|x| if x > 0.0 { x } else { 0.0 });
-                            }
-                            for (q, x) in v.into_iter().enumerate() {
-                                out[o + q] = x;
-                                writes[o + q] += 1;
-                            }
-                        }
-                    }
-                }
-            }
+            let acc: Vec<&[[[f32; 4]; 4]]> = acc.iter().map(|a| &a[..g.mt]).collect();
+            let at = OutTile { first_slot, m0: b.m0, n0: b.n0, m_rows: b.m_rows, n };
+            store_accumulators(&g, t, &at, &acc, residual, relu, &mut out, &mut writes);
         }
     }
     assert!(writes.iter().all(|w| *w == 1), "an output element is written twice or never");
