@@ -234,12 +234,19 @@ fn mma(a: &[[u32; 4]; 32], b: &[[u32; 2]; 32], c: &mut [[f32; 4]; 32]) {
             (bm[k][g], bm[k + 1][g]) = (lo, hi);
         }
     }
-    for lane in 0..32 {
+    accumulate(&am, &bm, c);
+}
+
+/// C += A·B for one warp's m16n8k`K` mma, C scattered over the lanes as the PTX ISA lays it out for
+/// every m16n8 shape: element r of lane (g, t) is row g + 8·(r / 2), column 2t + r % 2. The
+/// products are exact in f32 for bf16 and TF32 operands; each step's sum is rounded once.
+pub(super) fn accumulate<const K: usize>(am: &[[f32; K]; 16], bm: &[[f32; 8]; K], c: &mut [[f32; 4]; 32]) {
+    for (lane, cl) in c.iter_mut().enumerate() {
         let (g, t) = (lane / 4, lane % 4);
-        for r in 0..4 {
+        for (r, v) in cl.iter_mut().enumerate() {
             let (row, col) = (g + 8 * (r / 2), 2 * t + r % 2);
-            let sum: f64 = (0..16).map(|k| am[row][k] as f64 * bm[k][col] as f64).sum();
-            c[lane][r] = (c[lane][r] as f64 + sum) as f32;
+            let sum: f64 = (0..K).map(|k| am[row][k] as f64 * bm[k][col] as f64).sum();
+            *v = (*v as f64 + sum) as f32;
         }
     }
 }

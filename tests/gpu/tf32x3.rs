@@ -3,7 +3,7 @@
 //! into the race-checked shared buffers, warp by warp for `mma.sync` m16n8k8, whose operands are
 //! assembled from the lanes' registers by the PTX ISA's fragment layout for TF32.
 
-use super::mma::{Geometry, OutTile, store_accumulators};
+use super::mma::{Geometry, OutTile, accumulate, store_accumulators};
 use super::*;
 use beamwatch::engine::cuda::tables::{ConvMath, MMA_THREADS, TF_PITCH, TF_TILE_K};
 
@@ -108,8 +108,8 @@ impl Thread {
 
 /// `mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32` for one warp, by the PTX ISA's TF32 fragment
 /// layout (g = lane / 4, t = lane % 4): A register q of lane (g, t) is row g + 8·(q % 2), column
-/// t + 4·(q / 2); B register q is row (k) t + 4q of column g; C element r is row g + 8·(r / 2), column
-/// 2t + r % 2. Products of TF32 values are exact in f32; each step's sum is rounded once.
+/// t + 4·(q / 2); B register q is row (k) t + 4q of column g; C as for every m16n8 shape
+/// ([`accumulate`]).
 fn mma(a: &[[f32; 4]; 32], b: &[[f32; 2]; 32], c: &mut [[f32; 4]; 32]) {
     let mut am = [[0f32; 8]; 16];
     let mut bm = [[0f32; 8]; 8];
@@ -122,14 +122,7 @@ fn mma(a: &[[f32; 4]; 32], b: &[[f32; 2]; 32], c: &mut [[f32; 4]; 32]) {
             bm[t + 4 * q][g] = b[lane][q];
         }
     }
-    for lane in 0..32 {
-        let (g, t) = (lane / 4, lane % 4);
-        for r in 0..4 {
-            let (row, col) = (g + 8 * (r / 2), 2 * t + r % 2);
-            let sum: f64 = (0..8).map(|k| am[row][k] as f64 * bm[k][col] as f64).sum();
-            c[lane][r] = (c[lane][r] as f64 + sum) as f32;
-        }
-    }
+    accumulate(&am, &bm, c);
 }
 
 /// kernels/conv.cu `conv_mma_tf32x3<BN>` over its whole grid. Every output element must be
