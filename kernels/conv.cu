@@ -386,7 +386,7 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
     const int a_patch0 = a_m0 % n;
     int a_tap = a_kq / cin;
     int a_ci = a_kq % cin;
-    // B loads: uint4 e = tid + 256*j is column e/4 of the tile, k = k0 + 8*(e%4).
+    // B copies: 16 bytes e = tid + 256*j are column e/4 of the tile, k = k0 + 8*(e%4).
     const int b_kq = (tid & 3) * 8;
 
     float4 a_reg[A_LOADS];
@@ -413,7 +413,7 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
         }
     };
     // Slice k0's weights into buffer s: 16 bytes per copy, the source size 0 (all zeros) past
-    // cout or K. Visible to the block after cp_wait() and the barrier.
+    // cout or K. Visible to the block after cp_async_wait() and the barrier.
     auto copy_weights = [&](int k0, int s) {
 #pragma unroll
         for (int j = 0; j < B_LOADS; ++j) {
