@@ -175,13 +175,14 @@ run() {
     say "GPU tests rc $rc_gpu"
     local benches=() anchor=""
     if [ "$gpu_present" = true ]; then
-        # fp32 (the FFMA kernels) and bf16 (the tensor-core kernels), each at both sizes.
+        # fp32 (FFMA or 3×TF32, as the start-up probe chooses) and bf16, each at both sizes;
+        # --layers adds every convolution timed on its own on each kernel family (gpu_convs).
         for precision in fp32 bf16; do
             for size in 1024 2048; do
                 local tag="${size}_${precision}"
                 say "bench --backend cuda --size $size --precision $precision"
                 LD_LIBRARY_PATH="$LDP" timeout "${GPU_CHECK_T_BENCH:-90}" "$W/bin/beamwatch" bench --backend cuda --size $size --frames 20 --metric resnet18 \
-                    --precision $precision --weights "$weights" >"$OUT/bench_cuda_$tag.json" 2>"$OUT/bench_cuda_$tag.log"
+                    --layers --precision $precision --weights "$weights" >"$OUT/bench_cuda_$tag.json" 2>"$OUT/bench_cuda_$tag.log"
                 benches+=("$OUT/bench_cuda_$tag.json")
             done
         done

@@ -513,7 +513,8 @@ pub struct BenchArgs {
     /// auto (GPU when usable), cpu, or cuda (GPU or error; adds kernel and all-GPU frame times).
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendChoice,
-    /// Also time the CPU trunk stage by stage (gather, GEMM, epilogue per layer) on extra frames.
+    /// Also time the CPU trunk stage by stage (gather, GEMM, epilogue per layer) on extra frames;
+    /// on the GPU, every convolution on its own, on each kernel family (FFMA, 3×TF32, bf16).
     #[arg(long)]
     layers: bool,
     /// Number format: fp32 (exact) or bf16 (AVX512-BF16 CPUs, bf16 tensor cores on GPUs; README "Precision").

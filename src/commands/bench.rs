@@ -27,7 +27,8 @@ pub struct BenchOptions {
     pub chunk: Option<usize>,
     pub prefilter_sigma_px: f32,
     pub backend: BackendChoice,
-    /// Time the CPU trunk stage by stage on extra frames after the timed ones.
+    /// Time the CPU trunk stage by stage on extra frames after the timed ones; on the GPU, every
+    /// convolution on its own on each kernel family.
     pub layers: bool,
     /// The CPU path's number format.
     pub precision: Precision,
@@ -75,6 +76,10 @@ pub struct BenchResult {
     /// With `--layers`: the CPU trunk's thread-milliseconds per frame, stage by stage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub layers: Option<Vec<StageRow>>,
+    /// With `--layers` on the GPU: every convolution timed on its own for the frame's patches, on
+    /// each kernel family this GPU has (FFMA, 3×TF32, bf16).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_convs: Option<Vec<crate::engine::cuda::trunk::ConvTiming>>,
 }
 
 /// The all-GPU frame path: a u16 frame uploaded from pinned memory (overlapping the previous
@@ -164,6 +169,18 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         (ActiveBackend::Cuda { gpu }, Some(e)) => Some(gpu_frame_bench(e.as_ref(), gpu, opts)?),
         _ => None,
     };
+    let gpu_convs = match (&active, &engine) {
+        (ActiveBackend::Cuda { .. }, Some(e)) if opts.layers => {
+            use crate::engine::cuda::tables::ConvMath;
+            let rows = e
+                .with_gpu_trunk(|t| t.time_convs(patches, &ConvMath::ALL))
+                .ok_or_else(|| CudaError::Setup("the GPU path stopped before the convolution timings".into()))
+                .map_err(EngineError::from)?
+                .map_err(EngineError::from)?;
+            Some(rows)
+        }
+        _ => None,
+    };
     Ok(BenchResult {
         backend: active.name(),
         backend_detail: active.to_string(),
@@ -190,6 +207,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         weights: weights_label,
         gpu_frame,
         layers,
+        gpu_convs,
     })
 }
 

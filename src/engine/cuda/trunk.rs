@@ -257,6 +257,24 @@ impl std::fmt::Display for Fp32Probe {
 /// Passes of the trunk per kernel family in [`Trunk::choose_fp32_math`], alternating; the fastest counts.
 const FP32_PROBE_PASSES: usize = 3;
 
+/// One convolution of the trunk timed on its own ([`Trunk::time_convs`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConvTiming {
+    /// torchvision's name, e.g. `layer2.0.conv1`.
+    pub conv: String,
+    pub kernel: &'static str,
+    /// Blocks of the launch (the GPU's SMs hold two of the tensor-core kernels' each).
+    pub blocks: u32,
+    /// Multiply-adds of the padding-free classes, ×2, in GFLOP.
+    pub gflop: f64,
+    /// Mean of the launches, back to back on the stream.
+    pub ms: f64,
+    pub tflop_per_s: f64,
+}
+
+/// Launches per convolution and kernel family in [`Trunk::time_convs`].
+const CONV_TIMING_LAUNCHES: usize = 10;
+
 fn grid_for(elements: usize, threads: u32) -> LaunchConfig {
     // Grid-stride kernels: enough blocks to fill the GPU, not one per element.
     let blocks = elements.div_ceil(threads as usize).clamp(1, 65_535) as u32;
@@ -401,6 +419,55 @@ impl Trunk {
 
     pub fn fp32_probe(&self) -> Option<Fp32Probe> {
         self.fp32_probe
+    }
+
+    /// Every convolution of the trunk, on each kernel family of `maths` that takes it, timed on its
+    /// own for `n` patches: [`CONV_TIMING_LAUNCHES`] launches back to back after one warm-up,
+    /// between two synchronisations. The inputs are whatever the workspace holds (the arithmetic
+    /// does not depend on the values). For the first GPU run: where the time goes, layer by layer,
+    /// and how full each grid is.
+    pub fn time_convs(&mut self, n: usize, maths: &[ConvMath]) -> Result<Vec<ConvTiming>, CudaError> {
+        self.reserve(n)?;
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the GPU context", e))?;
+        let keep = self.conv_math();
+        let mut rows = Vec::new();
+        let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
+        for (bi, blk) in self.blocks.iter_mut().enumerate() {
+            let name = |c: &str| format!("layer{}.{}.{c}", bi / 2 + 1, bi % 2);
+            let convs = [(name("conv1"), Some(&mut blk.conv1)), (name("conv2"), Some(&mut blk.conv2))];
+            let ds = (name("downsample"), blk.downsample.as_mut());
+            for (label, c) in convs.into_iter().chain([ds]) {
+                let Some(c) = c else { continue };
+                let macs: usize = c.t.desc.chunks_exact(5).map(|d| (d[1] * d[2]) as usize).sum::<usize>() * c.t.cin * c.t.cout * n;
+                for &m in maths.iter().filter(|m| !m.tensor_cores() || self.tensor_cores) {
+                    if c.set_math(&self.stream, m)? != m {
+                        continue;
+                    }
+                    let tile = c.t.tile();
+                    conv(&self.stream, &self.k, c, tile, &ws.x, &mut ws.t, None, true, n)?;
+                    self.stream.synchronize().map_err(|e| CudaError::driver("timing a convolution", e))?;
+                    let t0 = std::time::Instant::now();
+                    for _ in 0..CONV_TIMING_LAUNCHES {
+                        conv(&self.stream, &self.k, c, tile, &ws.x, &mut ws.t, None, true, n)?;
+                    }
+                    self.stream.synchronize().map_err(|e| CudaError::driver("timing a convolution", e))?;
+                    let ms = t0.elapsed().as_secs_f64() * 1e3 / CONV_TIMING_LAUNCHES as f64;
+                    let (gx, gy, gz) = c.t.grid(n, tile);
+                    let gflop = 2.0 * macs as f64 / 1e9;
+                    rows.push(ConvTiming {
+                        conv: label.clone(),
+                        kernel: m.kernel(tile),
+                        blocks: gx * gy * gz,
+                        gflop,
+                        ms,
+                        tflop_per_s: gflop / ms,
+                    });
+                }
+                c.set_math(&self.stream, keep)?;
+            }
+        }
+        self.check_stored()?;
+        Ok(rows)
     }
 
     /// The convolutions' kernels in words, with the fp32 probe's figures when fp32 runs.
