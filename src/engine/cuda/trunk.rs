@@ -438,7 +438,8 @@ impl Trunk {
             let ds = (name("downsample"), blk.downsample.as_mut());
             for (label, c) in convs.into_iter().chain([ds]) {
                 let Some(c) = c else { continue };
-                let macs: usize = c.t.desc.chunks_exact(5).map(|d| (d[1] * d[2]) as usize).sum::<usize>() * c.t.cin * c.t.cout * n;
+                let macs: usize =
+                    c.t.desc.chunks_exact(5).map(|d| (d[1] * d[2]) as usize).sum::<usize>() * c.t.cin * c.t.cout * n;
                 for &m in maths.iter().filter(|m| !m.tensor_cores() || self.tensor_cores) {
                     if c.set_math(&self.stream, m)? != m {
                         continue;
