@@ -582,6 +582,11 @@ impl ConvCase {
         let plan = ConvPlan::standalone(&conv, side, side, false).expect("plan");
         let tables = ConvTables::new(&plan).expect("tables");
         assert!(tables.consistent());
+        // A weight offset the tensor-core kernels' 16-byte copies could not take is refused.
+        let mut odd = tables.clone();
+        odd.desc[4] += 4;
+        odd.weights.extend([0.0; 4]);
+        assert!(!odd.consistent(), "a weight offset of 4 floats passes");
         let input = (0..side * side * n * cin).map(|i| noise(3 * si + 2, i).max(0.0)).collect();
         let residual = (0..plan.out_slots() * n * cout).map(|i| 0.5 * noise(1000 + si, i)).collect();
         Self { conv, plan, tables, side, n, input, residual }

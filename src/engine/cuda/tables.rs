@@ -192,6 +192,8 @@ impl ConvTables {
                             && first + pos <= self.out_slots
                             && g + pos * taps <= self.gathers.len()
                             && w + taps * self.cin * self.cout <= self.weights.len()
+                            // 16-byte weight copies of the tensor-core kernels: 8 bf16 or 4 f32.
+                            && w.is_multiple_of(MMA_VECTOR)
                             && self.gathers[g..g + pos * taps].iter().all(|&s| s >= 0)
                     }
                     _ => false,

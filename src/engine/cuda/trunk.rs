@@ -374,7 +374,9 @@ impl Trunk {
             Ok(t.elapsed().as_secs_f64() * 1e3)
         };
         let (mut ffma_ms, mut tf32x3_ms) = (f64::INFINITY, f64::INFINITY);
+        // FFMA alone first: a failure here is the GPU path's own, not the probe's.
         time(self, ConvMath::Ffma)?;
+        self.check_stored()?;
         let mut passes = || -> Result<(), CudaError> {
             time(self, ConvMath::Tf32x3)?;
             for _ in 0..FP32_PROBE_PASSES {
@@ -384,11 +386,14 @@ impl Trunk {
             self.check_stored()
         };
         if let Err(e) = passes() {
-            // A fault that leaves the context unusable fails the next frame too, and the engine
-            // then continues on the CPU path; anything else leaves FFMA, which ran.
-            tracing::warn!("the 3×TF32 kernels failed on this GPU ({e}): fp32 stays on FFMA");
+            // FFMA ran before, so the 3×TF32 passes are what failed. A fault that leaves the
+            // context unusable fails FFMA too: then the GPU path does not open (checked here,
+            // not at the first frame); anything else leaves fp32 on FFMA.
             self.fp32_math = ConvMath::Ffma;
             self.set_precision(self.precision)?;
+            time(self, ConvMath::Ffma)?;
+            self.check_stored()?;
+            tracing::warn!("the 3×TF32 kernels failed on this GPU ({e}): fp32 stays on FFMA");
             return Ok(self.fp32_math);
         }
         let probe = Fp32Probe { patches: n, ffma_ms, tf32x3_ms };
@@ -429,7 +434,13 @@ impl Trunk {
     pub fn time_convs(&mut self, n: usize, maths: &[ConvMath]) -> Result<Vec<ConvTiming>, CudaError> {
         self.reserve(n)?;
         self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the GPU context", e))?;
-        let keep = self.conv_math();
+        let timed = self.time_each_conv(n, maths);
+        // Every convolution back on the precision's kernels, whether or not the timing failed.
+        self.apply_math(self.conv_math())?;
+        timed
+    }
+
+    fn time_each_conv(&mut self, n: usize, maths: &[ConvMath]) -> Result<Vec<ConvTiming>, CudaError> {
         let mut rows = Vec::new();
         let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
         for (bi, blk) in self.blocks.iter_mut().enumerate() {
@@ -464,7 +475,6 @@ impl Trunk {
                         tflop_per_s: gflop / ms,
                     });
                 }
-                c.set_math(&self.stream, keep)?;
             }
         }
         self.check_stored()?;
@@ -479,7 +489,10 @@ impl Trunk {
             ConvMath::Bf16 => "bf16 tensor cores (conv_mma_bf16)",
         };
         match (self.precision, self.fp32_probe) {
-            (Precision::Fp32, Some(p)) => format!("{name}, measured faster ({p})"),
+            (Precision::Fp32, Some(p)) if (p.tf32x3_ms < p.ffma_ms) == (self.fp32_math == ConvMath::Tf32x3) => {
+                format!("{name}, measured faster ({p})")
+            }
+            (Precision::Fp32, Some(p)) => format!("{name}, set by hand ({p})"),
             _ => name.to_string(),
         }
     }
