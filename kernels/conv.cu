@@ -85,6 +85,17 @@ __device__ __forceinline__ ClassTile class_tile(const int* __restrict__ desc, co
     return ClassTile{d[0], d[1], d[2], gathers + d[3], d[4], d[1] * n, d[2] * cin, tile * CT_BM};
 }
 
+// Split-K for the tensor-core kernels, where a grid is too small to fill the GPU (kernels/README.md):
+// blockIdx.z of gridDim.z takes K slices [z*slices/Z, (z+1)*slices/Z), balanced, empty only when
+// slices < Z (its block then stores zeros). Returns that k range, its end capped at K. Must match
+// split_slices in src/engine/cuda/tables.rs.
+__device__ __forceinline__ int2 split_k_range(int K, int bk) {
+    const int slices = (K + bk - 1) / bk;
+    const int begin = (int)(blockIdx.z * slices / gridDim.z);
+    const int end = (int)((blockIdx.z + 1) * slices / gridDim.z);
+    return make_int2(begin * bk, min(K, end * bk));
+}
+
 // The (tap, ci) of a thread's k after a slice of `step`: a slice may cross several tap starts when
 // cin is smaller than it.
 __device__ __forceinline__ void next_slice(int& tap, int& ci, int step, int cin) {
@@ -283,13 +294,15 @@ extern "C" __global__ void __launch_bounds__(128)
 
 // The epilogue of both tensor-core kernels: accumulator (i, j, r) of a warp's MT x 4 mma tiles is
 // row 16i + g + 8*(r/2), column 8j + 2t + r%2 of the warp's tile (the mma's C fragment); bias,
-// residual and ReLU in f32, float2 stores (cout is even).
+// residual and ReLU in f32, float2 stores (cout is even). Split z stores into plane z of `out`
+// (`plane` floats apart); a split launch passes the partial-sum buffer as `out`, zero bias, no
+// residual and no ReLU, and splitk_reduce finishes the sums.
 template <int MT, int WM>
 __device__ __forceinline__ void mma_epilogue(const float (&acc)[MT][4][4], float* __restrict__ out,
                                              const float* __restrict__ residual, int has_residual, int relu,
                                              const float* __restrict__ bias, int first_slot, int n, int cout, int M,
-                                             int m0, int n0, int wm, int wn, int g, int t) {
-    float* o = out + (size_t)first_slot * n * cout;
+                                             int m0, int n0, int wm, int wn, int g, int t, long long plane) {
+    float* o = out + blockIdx.z * plane + (size_t)first_slot * n * cout;
     const float* res = residual + (size_t)first_slot * n * cout;
 #pragma unroll
     for (int i = 0; i < MT; ++i)
@@ -346,7 +359,7 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
                                               const unsigned short* __restrict__ weights_t,
                                               const float* __restrict__ bias, const int* __restrict__ gathers,
                                               const int* __restrict__ desc, int n, int cin, int cout,
-                                              int n_classes) {
+                                              int n_classes, long long plane) {
 #if __CUDA_ARCH__ >= 800
     constexpr int WN = BN / 32;            // warps across the columns
     constexpr int WM = 8 / WN;             // warps across the rows
@@ -363,10 +376,15 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
     const int* gather = ct.gather;
     const unsigned short* w = weights_t + ct.w_off;  // [cout][K] of this class
     const int M = ct.M;
-    const int K = ct.K;
     const int m0 = ct.m0;
     const int n0 = blockIdx.y * BN;
     if (m0 >= M) return;
+    // This split's k range [k_begin, K): K stands for its end in the guards and the loop; the
+    // weight rows keep the class's own length.
+    const int2 kr = split_k_range(ct.K, MMA_BK);
+    const int k_begin = kr.x;
+    const int K = kr.y;
+    const int w_len = ct.K;
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -384,8 +402,8 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
     const int a_m0 = m0 + tid / 8;
     const int a_pos0 = a_m0 / n;
     const int a_patch0 = a_m0 % n;
-    int a_tap = a_kq / cin;
-    int a_ci = a_kq % cin;
+    int a_tap = (k_begin + a_kq) / cin;
+    int a_ci = (k_begin + a_kq) % cin;
     // B copies: 16 bytes e = tid + 256*j are column e/4 of the tile, k = k0 + 8*(e%4).
     const int b_kq = (tid & 3) * 8;
 
@@ -420,7 +438,7 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
             const int row = (tid + MMA_THREADS * j) / 4;
             const int co = n0 + row;
             const bool ok = co < cout && k0 + b_kq < K;
-            cp_async16(&Bs[s][row][b_kq], ok ? w + (size_t)co * K + k0 + b_kq : w, ok);
+            cp_async16(&Bs[s][row][b_kq], ok ? w + (size_t)co * w_len + k0 + b_kq : w, ok);
         }
         cp_async_commit();
     };
@@ -436,20 +454,20 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
     float acc[MT][4][4];
     zero_acc(&acc[0][0][0], MT * 4 * 4);
 
-    const int slices = (K + MMA_BK - 1) / MMA_BK;
-    fetch(0);
-    copy_weights(0, 0);
-    stash(0);
+    // An empty split copies zeros (k0 >= K) and multiplies nothing.
+    fetch(k_begin);
+    copy_weights(k_begin, (k_begin / MMA_BK) & 1);
+    stash((k_begin / MMA_BK) & 1);
     cp_async_wait();
     __syncthreads();
-    for (int ks = 0; ks < slices; ++ks) {
-        const int s = ks & 1;
-        const bool more = ks + 1 < slices;
+    for (int k0 = k_begin; k0 < K; k0 += MMA_BK) {
+        const int s = (k0 / MMA_BK) & 1;
+        const bool more = k0 + MMA_BK < K;
         if (more) {
-            // Buffer s^1 was last read in slice ks-1, before the barrier that ended it.
+            // Buffer s^1 was last read in the slice before, before the barrier that ended it.
             advance();
-            fetch((ks + 1) * MMA_BK);
-            copy_weights((ks + 1) * MMA_BK, s ^ 1);
+            fetch(k0 + MMA_BK);
+            copy_weights(k0 + MMA_BK, s ^ 1);
         }
 #pragma unroll
         for (int kk = 0; kk < MMA_BK; kk += 16) {
@@ -483,7 +501,8 @@ __device__ __forceinline__ void conv_mma_bf16(const float* __restrict__ in, floa
         __syncthreads();
     }
 
-    mma_epilogue<MT, WM>(acc, out, residual, has_residual, relu, bias, first_slot, n, cout, M, m0, n0, wm, wn, g, t);
+    mma_epilogue<MT, WM>(acc, out, residual, has_residual, relu, bias, first_slot, n, cout, M, m0, n0, wm, wn, g, t,
+                         plane);
 #else
     // Tensor-core bf16 needs sm_80; the host never launches this kernel on an older GPU.
     __trap();
@@ -494,18 +513,20 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
     conv_mma_bf16_128x128(const float* __restrict__ in, float* __restrict__ out, const float* __restrict__ residual,
                           int has_residual, int relu, const unsigned short* __restrict__ weights_t,
                           const float* __restrict__ bias, const int* __restrict__ gathers,
-                          const int* __restrict__ desc, int n, int cin, int cout, int n_classes) {
+                          const int* __restrict__ desc, int n, int cin, int cout, int n_classes,
+                          long long plane) {
     conv_mma_bf16<128>(in, out, residual, has_residual, relu, weights_t, bias, gathers, desc, n, cin, cout,
-                       n_classes);
+                       n_classes, plane);
 }
 
 extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
     conv_mma_bf16_128x64(const float* __restrict__ in, float* __restrict__ out, const float* __restrict__ residual,
                          int has_residual, int relu, const unsigned short* __restrict__ weights_t,
                          const float* __restrict__ bias, const int* __restrict__ gathers,
-                         const int* __restrict__ desc, int n, int cin, int cout, int n_classes) {
+                         const int* __restrict__ desc, int n, int cin, int cout, int n_classes,
+                         long long plane) {
     conv_mma_bf16<64>(in, out, residual, has_residual, relu, weights_t, bias, gathers, desc, n, cin, cout,
-                      n_classes);
+                      n_classes, plane);
 }
 
 // ---- fp32 on tensor cores: conv_mma_tf32x3_128x128 / conv_mma_tf32x3_128x64 ----------------------
@@ -551,7 +572,7 @@ __device__ __forceinline__ void conv_mma_tf32x3(const float* __restrict__ in, fl
                                                 const float* __restrict__ residual, int has_residual, int relu,
                                                 const float* __restrict__ weights_t, const float* __restrict__ bias,
                                                 const int* __restrict__ gathers, const int* __restrict__ desc, int n,
-                                                int cin, int cout, int n_classes) {
+                                                int cin, int cout, int n_classes, long long plane) {
 #if __CUDA_ARCH__ >= 800
     constexpr int WN = BN / 32;
     constexpr int WM = 8 / WN;
@@ -568,10 +589,13 @@ __device__ __forceinline__ void conv_mma_tf32x3(const float* __restrict__ in, fl
     const int* gather = ct.gather;
     const float* w = weights_t + ct.w_off;  // [cout][K] of this class
     const int M = ct.M;
-    const int K = ct.K;
     const int m0 = ct.m0;
     const int n0 = blockIdx.y * BN;
     if (m0 >= M) return;
+    const int2 kr = split_k_range(ct.K, TF_BK);  // as in conv_mma_bf16
+    const int k_begin = kr.x;
+    const int K = kr.y;
+    const int w_len = ct.K;
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -586,8 +610,8 @@ __device__ __forceinline__ void conv_mma_tf32x3(const float* __restrict__ in, fl
     const int a_m0 = m0 + tid / 4;
     const int a_pos0 = a_m0 / n;
     const int a_patch0 = a_m0 % n;
-    int a_tap = kq / cin;
-    int a_ci = kq % cin;
+    int a_tap = (k_begin + kq) / cin;
+    int a_ci = (k_begin + kq) % cin;
 
     auto copy_slice = [&](int k0, int s) {
         const bool k_ok = k0 + kq < K;
@@ -611,7 +635,7 @@ __device__ __forceinline__ void conv_mma_tf32x3(const float* __restrict__ in, fl
             const int row = (tid + MMA_THREADS * j) / 4;
             const int co = n0 + row;
             const bool ok = co < cout && k_ok;
-            cp_async16(&Bs[s][row][kq], ok ? w + (size_t)co * K + k0 + kq : w, ok);
+            cp_async16(&Bs[s][row][kq], ok ? w + (size_t)co * w_len + k0 + kq : w, ok);
         }
         cp_async_commit();
     };
@@ -620,16 +644,15 @@ __device__ __forceinline__ void conv_mma_tf32x3(const float* __restrict__ in, fl
     float acc[MT][4][4];
     zero_acc(&acc[0][0][0], MT * 4 * 4);
 
-    const int slices = (K + TF_BK - 1) / TF_BK;
-    copy_slice(0, 0);
+    copy_slice(k_begin, (k_begin / TF_BK) & 1);
     cp_async_wait();
     __syncthreads();
-    for (int ks = 0; ks < slices; ++ks) {
-        const int s = ks & 1;
-        if (ks + 1 < slices) {
-            // Buffer s^1 was last read in slice ks-1, before the barrier that ended it.
+    for (int k0 = k_begin; k0 < K; k0 += TF_BK) {
+        const int s = (k0 / TF_BK) & 1;
+        if (k0 + TF_BK < K) {
+            // Buffer s^1 was last read in the slice before, before the barrier that ended it.
             advance();
-            copy_slice((ks + 1) * TF_BK, s ^ 1);
+            copy_slice(k0 + TF_BK, s ^ 1);
         }
 #pragma unroll
         for (int kk = 0; kk < TF_BK; kk += 8) {
@@ -662,7 +685,8 @@ __device__ __forceinline__ void conv_mma_tf32x3(const float* __restrict__ in, fl
         cp_async_wait();
         __syncthreads();
     }
-    mma_epilogue<MT, WM>(acc, out, residual, has_residual, relu, bias, first_slot, n, cout, M, m0, n0, wm, wn, g, t);
+    mma_epilogue<MT, WM>(acc, out, residual, has_residual, relu, bias, first_slot, n, cout, M, m0, n0, wm, wn, g, t,
+                         plane);
 #else
     // Tensor-core TF32 needs sm_80; the host never launches this kernel on an older GPU.
     __trap();
@@ -673,16 +697,60 @@ extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
     conv_mma_tf32x3_128x128(const float* __restrict__ in, float* __restrict__ out, const float* __restrict__ residual,
                             int has_residual, int relu, const float* __restrict__ weights_t,
                             const float* __restrict__ bias, const int* __restrict__ gathers,
-                            const int* __restrict__ desc, int n, int cin, int cout, int n_classes) {
+                            const int* __restrict__ desc, int n, int cin, int cout, int n_classes,
+                            long long plane) {
     conv_mma_tf32x3<128>(in, out, residual, has_residual, relu, weights_t, bias, gathers, desc, n, cin, cout,
-                         n_classes);
+                         n_classes, plane);
 }
 
 extern "C" __global__ void __launch_bounds__(MMA_THREADS, 2)
     conv_mma_tf32x3_128x64(const float* __restrict__ in, float* __restrict__ out, const float* __restrict__ residual,
                            int has_residual, int relu, const float* __restrict__ weights_t,
                            const float* __restrict__ bias, const int* __restrict__ gathers,
-                           const int* __restrict__ desc, int n, int cin, int cout, int n_classes) {
+                           const int* __restrict__ desc, int n, int cin, int cout, int n_classes,
+                           long long plane) {
     conv_mma_tf32x3<64>(in, out, residual, has_residual, relu, weights_t, bias, gathers, desc, n, cin, cout,
-                        n_classes);
+                        n_classes, plane);
+}
+
+// ---- split-K's second step ----------------------------------------------------------------------
+// out = the sum of the `splits` planes of `partial` (in z order, `plane` floats apart) + bias
+// (+ residual) (+ ReLU), over every element of the convolution's output (its classes cover every
+// output slot), a float4 at a time (cout is a multiple of 4, so a float4 never crosses a row).
+// Grid-stride; `total4` = out_slots*n*cout/4.
+extern "C" __global__ void splitk_reduce(const float* __restrict__ partial, long long plane, int splits,
+                                         float* __restrict__ out, const float* __restrict__ residual,
+                                         int has_residual, int relu, const float* __restrict__ bias, int cout,
+                                         long long total4) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total4;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long i = 4 * e;
+        float4 v = *reinterpret_cast<const float4*>(partial + i);
+        for (int z = 1; z < splits; ++z) {
+            const float4 p = *reinterpret_cast<const float4*>(partial + z * plane + i);
+            v.x += p.x;
+            v.y += p.y;
+            v.z += p.z;
+            v.w += p.w;
+        }
+        const float4 bv = *reinterpret_cast<const float4*>(bias + (int)(i % cout));
+        v.x += bv.x;
+        v.y += bv.y;
+        v.z += bv.z;
+        v.w += bv.w;
+        if (has_residual) {
+            const float4 rv = *reinterpret_cast<const float4*>(residual + i);
+            v.x += rv.x;
+            v.y += rv.y;
+            v.z += rv.z;
+            v.w += rv.w;
+        }
+        if (relu) {
+            v.x = v.x > 0.0f ? v.x : 0.0f;
+            v.y = v.y > 0.0f ? v.y : 0.0f;
+            v.z = v.z > 0.0f ? v.z : 0.0f;
+            v.w = v.w > 0.0f ? v.w : 0.0f;
+        }
+        *reinterpret_cast<float4*>(out + i) = v;
+    }
 }

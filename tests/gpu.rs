@@ -12,7 +12,7 @@ use ndarray::{Array1, Array2};
 use ndarray_npy::read_npy;
 
 use beamwatch::engine::cuda::tables::{
-    CONV_A_PAD, CONV_TILE_K, CONV_TILE_M, ConvMath, ConvTables, ConvTile, DevicePlan,
+    CONV_A_PAD, CONV_TILE_K, CONV_TILE_M, ConvMath, ConvTables, ConvTile, DevicePlan, MAX_SPLITS, split_slices,
 };
 
 #[path = "gpu/mma.rs"]
@@ -388,6 +388,85 @@ fn conv_tiled(
     out
 }
 
+/// The blocks of a grid (x, y, z), z outermost: split-K's z is the K split.
+fn grid_blocks(gx: u32, gy: u32, gz: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..gz).flat_map(move |z| (0..gx as usize).flat_map(move |x| (0..gy as usize).map(move |y| (x, y, z))))
+}
+
+/// kernels/conv.cu `split_k_range`: split `z` of `splits` of a K of `k_len` in slices of `ks`, as
+/// `[begin, end)` in k, the end capped at K; checked against the host's `split_slices`.
+fn split_k_range(k_len: usize, ks: usize, z: usize, splits: usize) -> (usize, usize) {
+    let slices = k_len.div_ceil(ks);
+    let (begin, end) = (z * slices / splits, (z + 1) * slices / splits);
+    assert_eq!((begin, end), split_slices(slices, z, splits));
+    (begin * ks, k_len.min(end * ks))
+}
+
+/// Where a tensor-core launch's blocks store, each element counted: with one split the output
+/// itself (bias, residual and ReLU applied by the kernel); with several, plane z of split-K's
+/// partial-sum buffer, the launch passing zero bias, no residual and no ReLU, and [`Stores::finish`]
+/// is `splitk_reduce`.
+struct Stores {
+    splits: usize,
+    plane: usize,
+    buf: Vec<f32>,
+    writes: Vec<u8>,
+}
+
+impl Stores {
+    fn new(t: &ConvTables, n: usize, splits: usize) -> Self {
+        assert!((1..=MAX_SPLITS).contains(&splits));
+        let plane = t.out_len(n);
+        Self { splits, plane, buf: vec![f32::NAN; splits * plane], writes: vec![0; splits * plane] }
+    }
+
+    /// The kernel's bias, residual and ReLU, as the host launches it.
+    fn epilogue<'a>(
+        &self,
+        t: &ConvTables,
+        residual: Option<&'a [f32]>,
+        relu: bool,
+    ) -> (Vec<f32>, Option<&'a [f32]>, bool) {
+        if self.splits > 1 { (vec![0.0; t.cout], None, false) } else { (t.bias.clone(), residual, relu) }
+    }
+
+    /// Element `o` of plane `z` (the kernel's `out + z·plane + o`).
+    fn store(&mut self, z: usize, o: usize, v: f32) {
+        assert!(z < self.splits && o < self.plane, "store outside the planes: plane {z}, element {o}");
+        self.buf[z * self.plane + o] = v;
+        self.writes[z * self.plane + o] += 1;
+    }
+
+    /// Every element of every plane written once; with splits, `splitk_reduce` over the planes: a
+    /// float4 at a time, planes summed in z order, then bias, residual, ReLU.
+    fn finish(self, t: &ConvTables, residual: Option<&[f32]>, relu: bool) -> Vec<f32> {
+        assert!(self.writes.iter().all(|w| *w == 1), "an output element is written twice or never");
+        if self.splits == 1 {
+            return self.buf;
+        }
+        assert_eq!(self.plane % 4, 0);
+        let mut out = vec![0f32; self.plane];
+        for i in (0..self.plane).step_by(4) {
+            let mut v = load4(&self.buf, i);
+            for z in 1..self.splits {
+                let p = load4(&self.buf, z * self.plane + i);
+                v = std::array::from_fn(|j| v[j] + p[j]);
+            }
+            let bv = load4(&t.bias, i % t.cout);
+            v = std::array::from_fn(|j| v[j] + bv[j]);
+            if let Some(r) = residual {
+                let rv = load4(r, i);
+                v = std::array::from_fn(|j| v[j] + rv[j]);
+            }
+            if relu {
+                v = v.map(|x| if x > 0.0 { x } else { 0.0 });
+            }
+            out[i..i + 4].copy_from_slice(&v);
+        }
+        out
+    }
+}
+
 /// A convolution kernel's transcription: (tables, tile, input, residual, ReLU, patches) → output.
 type ConvFn = fn(&ConvTables, ConvTile, &[f32], Option<&[f32]>, bool, usize) -> Vec<f32>;
 
@@ -632,6 +711,28 @@ fn the_tiled_conv_kernel_transcribed_equals_the_cpu_convolution_with_partial_til
     assert!(partial_m && full_and_partial_m && partial_k && partial_n == [true; 2], "the shapes miss an edge");
 }
 
+/// Split-K's ranges (kernels/conv.cu `split_k_range`, the host's `split_slices`) cover every K
+/// slice once, in order, balanced to within one slice, and leave a split empty only when there are
+/// fewer slices than splits; `max_slices` is the longest class's count.
+#[test]
+fn split_k_ranges_cover_every_slice_once_and_balance() {
+    for slices in 0..=40 {
+        for splits in 1..=MAX_SPLITS {
+            let ranges: Vec<_> = (0..splits).map(|z| split_slices(slices, z, splits)).collect();
+            assert_eq!(ranges[0].0, 0);
+            assert_eq!(ranges[splits - 1].1, slices);
+            assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0), "{slices} slices ×{splits}: {ranges:?}");
+            let sizes: Vec<usize> = ranges.iter().map(|r| r.1 - r.0).collect();
+            let (lo, hi) = (sizes.iter().min().copied().unwrap_or(0), sizes.iter().max().copied().unwrap_or(0));
+            assert!(hi - lo <= 1, "{slices} slices ×{splits}: {sizes:?}");
+            assert_eq!(lo == 0, slices < splits, "{slices} slices ×{splits}: {sizes:?}");
+        }
+    }
+    let c = ConvCase::new(0); // layer1's 3×3 on a 10×10 map: 9 taps in the interior class
+    assert_eq!(c.tables.max_slices(ConvMath::Bf16), (9 * 64usize).div_ceil(32));
+    assert_eq!(c.tables.max_slices(ConvMath::Tf32x3), 9 * 64 / 16);
+}
+
 /// Every shared-memory access of a warp, with the kernel's own index arithmetic, is free of bank
 /// conflicts: 32-bit accesses touch 32 distinct banks (or the same word), float4 accesses do per
 /// quarter-warp. Without the A tile's padding its transposed store would be a 2-way conflict.
@@ -824,7 +925,7 @@ fn gpu_conv_kernels_equal_the_cpu_convolution_with_partial_tiles_everywhere() {
             for tile in ConvTile::ALL {
                 let name = math.kernel(tile);
                 let dev = engine
-                    .with_gpu_trunk(|tr| tr.conv_once(&c.tables, tile, math, &c.input, Some(&c.residual), true, c.n))
+                    .with_gpu_trunk(|tr| tr.conv_once(&c.tables, tile, math, 1, &c.input, Some(&c.residual), true, c.n))
                     .expect("GPU trunk")
                     .unwrap_or_else(|e| panic!("{gpu}: {} with {name}: {e}", c.describe()));
                 let emulated = transcribed(&c.tables, tile, &c.input, Some(&c.residual), true, c.n);
@@ -838,6 +939,60 @@ fn gpu_conv_kernels_equal_the_cpu_convolution_with_partial_tiles_everywhere() {
             }
         }
     }
+}
+
+/// Split-K on the GPU: both tensor-core families with 2–4 K splits (and `splitk_reduce`) on
+/// [`CONV_SHAPES`] against their transcriptions (1e-5; 3×TF32 also against the CPU convolution),
+/// and the whole trunk with every convolution split as far as it goes against the CPU path.
+#[test]
+fn gpu_split_k_equals_its_transcription_and_the_cpu_path() {
+    let Some(gpu) = gpu_present() else {
+        eprintln!("skipped: no usable GPU (NVIDIA driver + libnvrtc.so.12) on this machine");
+        return;
+    };
+    let engine = Engine::for_backend(&network(), 20, 2, BackendChoice::Cuda).expect("cuda engine");
+    for si in 0..CONV_SHAPES.len() {
+        let c = ConvCase::new(si);
+        let cpu = cpu::conv_once(&c.plan, &c.input, c.n, Some(&c.residual), true);
+        for splits in 2..=MAX_SPLITS {
+            for math in [ConvMath::Tf32x3, ConvMath::Bf16].into_iter().filter(|m| m.fits(&c.tables)) {
+                let tile = c.tables.tile();
+                let name = math.kernel(tile);
+                let dev = engine
+                    .with_gpu_trunk(|tr| {
+                        tr.conv_once(&c.tables, tile, math, splits, &c.input, Some(&c.residual), true, c.n)
+                    })
+                    .expect("GPU trunk")
+                    .unwrap_or_else(|e| panic!("{gpu}: {} with {name} ×{splits}: {e}", c.describe()));
+                let emulated = match math {
+                    ConvMath::Bf16 => {
+                        mma::conv_mma_split(&c.tables, tile, splits, &c.input, Some(&c.residual), true, c.n)
+                    }
+                    _ => tf32x3::conv_tf32x3_split(&c.tables, tile, splits, &c.input, Some(&c.residual), true, c.n),
+                };
+                let d = max_rel(&dev, &emulated);
+                println!("GPU {name} ×{splits} {}: vs transcription {d:.2e}", c.describe());
+                assert!(d < 1e-5, "{} with {name} ×{splits}: {d:.2e}", c.describe());
+                if math == ConvMath::Tf32x3 {
+                    let d = max_rel(&dev, &cpu);
+                    assert!(d < 1e-5, "{} with {name} ×{splits} vs CPU: {d:.2e}", c.describe());
+                }
+            }
+        }
+    }
+    let px = golden_patches("golden_frame.npy");
+    let cpu = engine.cpu_features(&px);
+    engine.with_gpu_trunk(|t| t.set_fp32_math(ConvMath::Tf32x3)).expect("GPU trunk").expect("3×TF32");
+    engine.with_gpu_trunk(|t| t.force_splits(Some(MAX_SPLITS))).expect("GPU trunk");
+    let f = engine.features(&px);
+    assert!(matches!(engine.backend(), ActiveBackend::Cuda { .. }), "the GPU path failed and fell back");
+    let splits = engine.with_gpu_trunk(|t| t.split_k(px.len() / 400)).expect("GPU trunk").expect("splits");
+    println!("forced splits: {splits:?}");
+    assert!(splits.iter().any(|(_, s)| *s > 1), "no convolution was split");
+    let dev = rel_dev(&f, &cpu);
+    println!("3×TF32, every convolution split: GPU vs CPU features, max |Δ|/max per layer: {}", exp(&dev));
+    assert!(dev.iter().all(|d| *d < 1e-4), "{dev:?}");
+    engine.with_gpu_trunk(|t| t.force_splits(None)).expect("GPU trunk");
 }
 
 /// fp32 on either kernel family (FFMA, 3×TF32), whichever the start-up probe chose: the GPU's
@@ -875,7 +1030,7 @@ fn gpu_bf16_conv_kernels_equal_their_transcription() {
         for tile in ConvTile::ALL {
             let dev = engine
                 .with_gpu_trunk(|tr| {
-                    tr.conv_once(&c.tables, tile, ConvMath::Bf16, &c.input, Some(&c.residual), true, c.n)
+                    tr.conv_once(&c.tables, tile, ConvMath::Bf16, 1, &c.input, Some(&c.residual), true, c.n)
                 })
                 .expect("GPU trunk")
                 .unwrap_or_else(|e| panic!("{gpu}: {} with {}: {e}", c.describe(), ConvMath::Bf16.kernel(tile)));

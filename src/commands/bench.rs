@@ -80,6 +80,10 @@ pub struct BenchResult {
     /// each kernel family this GPU has (FFMA, 3×TF32, bf16).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_convs: Option<Vec<crate::engine::cuda::trunk::ConvTiming>>,
+    /// On the GPU: the K splits each convolution runs with for the frame's patches (measured when
+    /// the trunk first met that patch count; 1 for none), by torchvision's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_split_k: Option<Vec<(String, usize)>>,
 }
 
 /// The all-GPU frame path: a u16 frame uploaded from pinned memory (overlapping the previous
@@ -181,6 +185,16 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         }
         _ => None,
     };
+    let gpu_split_k = match (&active, &engine) {
+        (ActiveBackend::Cuda { .. }, Some(e)) => e
+            .with_gpu_trunk(|t| {
+                let pass = patches.min(t.max_batch());
+                t.split_k(pass)
+            })
+            .transpose()
+            .map_err(EngineError::from)?,
+        _ => None,
+    };
     Ok(BenchResult {
         backend: active.name(),
         backend_detail: active.to_string(),
@@ -208,6 +222,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         gpu_frame,
         layers,
         gpu_convs,
+        gpu_split_k,
     })
 }
 

@@ -78,7 +78,11 @@ struct Block<'a> {
     cout: usize,
     n_taps: usize,
     m_rows: usize,
+    /// This split's k range `[k_begin, k_len)` (the kernel's `k_begin` and `K`) and the class's
+    /// own K, the weight rows' length (`w_len`).
+    k_begin: usize,
     k_len: usize,
+    w_len: usize,
     m0: usize,
     n0: usize,
 }
@@ -107,8 +111,8 @@ impl Thread {
             a_kq,
             a_pos0: a_m0 / b.n,
             a_patch0: a_m0 % b.n,
-            a_tap: a_kq / b.cin,
-            a_ci: a_kq % b.cin,
+            a_tap: (b.k_begin + a_kq) / b.cin,
+            a_ci: (b.k_begin + a_kq) % b.cin,
             b_kq: (tid & 3) * 8,
             a_reg: vec![[0.0; 4]; g.a_loads],
             acc: vec![[[0.0; 4]; 4]; g.mt],
@@ -153,7 +157,7 @@ impl Thread {
             let mut v = [0u32; 4];
             if co < b.cout && k0 + self.b_kq < b.k_len {
                 // 8 bf16 from global memory: 16-byte aligned, in bounds.
-                let off = b.w_off + co * b.k_len + k0 + self.b_kq;
+                let off = b.w_off + co * b.w_len + k0 + self.b_kq;
                 assert_eq!(off % 8, 0, "unaligned 16-byte weight copy at bf16 {off}");
                 let w = &b.w[off..off + 8];
                 v = std::array::from_fn(|q| w[2 * q] as u32 | (w[2 * q + 1] as u32) << 16);
@@ -261,18 +265,32 @@ pub(super) fn conv_mma(
     relu: bool,
     n: usize,
 ) -> Vec<f32> {
+    conv_mma_split(t, tile, 1, input, residual, relu, n)
+}
+
+/// [`conv_mma`] with K split `splits` ways over the grid's z, then `splitk_reduce` ([`Stores`]).
+pub(super) fn conv_mma_split(
+    t: &ConvTables,
+    tile: ConvTile,
+    splits: usize,
+    input: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+    n: usize,
+) -> Vec<f32> {
     assert!(ConvMath::Bf16.fits(t));
     let g = Geometry::of(tile);
     let w_bf16 = t.weights_bf16_t();
     let (cin, cout) = (t.cin, t.cout);
-    let mut out = vec![f32::NAN; t.out_slots * n * cout];
-    let mut writes = vec![0u8; out.len()];
+    let mut stores = Stores::new(t, n, splits);
+    let (bias, ep_residual, ep_relu) = stores.epilogue(t, residual, relu);
     let (gx, gy, _) = t.grid(n, tile);
-    for bx in 0..gx as usize {
+    for (bx, by, bz) in grid_blocks(gx, gy, splits) {
         let (cls, tile_i) = t.block_tile(n, bx);
         let d = &t.desc[5 * cls..5 * cls + 5];
         let (first_slot, n_pos, n_taps) = (d[0] as usize, d[1] as usize, d[2] as usize);
-        for by in 0..gy as usize {
+        let (k_begin, k_end) = split_k_range(n_taps * cin, KS, bz, splits);
+        {
             let b = Block {
                 input,
                 gather: &t.gathers[d[3] as usize..],
@@ -283,28 +301,29 @@ pub(super) fn conv_mma(
                 cout,
                 n_taps,
                 m_rows: n_pos * n,
-                k_len: n_taps * cin,
+                k_begin,
+                k_len: k_end,
+                w_len: n_taps * cin,
                 m0: tile_i * BM,
                 n0: by * g.bn,
             };
             assert!(b.m0 < b.m_rows, "block {bx} has no rows");
             let mut sh = Shared::new(g.shared_words());
             let mut th: Vec<Thread> = (0..MMA_THREADS).map(|tid| Thread::new(&g, &b, tid)).collect();
-            let slices = b.k_len.div_ceil(KS);
             for t in &mut th {
-                t.fetch(&b, 0);
-                t.copy_weights(&g, &b, &mut sh, 0, 0);
-                t.stash(&g, &mut sh, 0);
+                t.fetch(&b, k_begin);
+                t.copy_weights(&g, &b, &mut sh, k_begin, (k_begin / KS) & 1);
+                t.stash(&g, &mut sh, (k_begin / KS) & 1);
             }
             sh.barrier();
-            for ks in 0..slices {
-                let (s, more) = (ks & 1, ks + 1 < slices);
+            for k0 in (k_begin..k_end).step_by(KS) {
+                let (s, more) = ((k0 / KS) & 1, k0 + KS < k_end);
                 for warp in th.chunks_mut(32) {
                     for t in warp.iter_mut() {
                         if more {
                             t.advance(&b);
-                            t.fetch(&b, (ks + 1) * KS);
-                            t.copy_weights(&g, &b, &mut sh, (ks + 1) * KS, s ^ 1);
+                            t.fetch(&b, k0 + KS);
+                            t.copy_weights(&g, &b, &mut sh, k0 + KS, s ^ 1);
                         }
                     }
                     for kk in [0, 16] {
@@ -331,12 +350,11 @@ pub(super) fn conv_mma(
                 sh.barrier();
             }
             let acc: Vec<&[[[f32; 4]; 4]]> = th.iter().map(|t| &t.acc[..]).collect();
-            let at = OutTile { first_slot, m0: b.m0, n0: b.n0, m_rows: b.m_rows, n };
-            store_accumulators(&g, t, &at, &acc, residual, relu, &mut out, &mut writes);
+            let at = OutTile { first_slot, m0: b.m0, n0: b.n0, m_rows: b.m_rows, n, z: bz };
+            store_accumulators(&g, cout, &at, &acc, (&bias, ep_residual, ep_relu), &mut stores);
         }
     }
-    assert!(writes.iter().all(|w| *w == 1), "an output element is written twice or never");
-    out
+    stores.finish(t, residual, relu)
 }
 
 /// Where one block's output tile lies.
@@ -346,23 +364,24 @@ pub(super) struct OutTile {
     pub(super) n0: usize,
     pub(super) m_rows: usize,
     pub(super) n: usize,
+    /// The block's split (grid z).
+    pub(super) z: usize,
 }
 
 /// `mma_epilogue`, which both tensor-core kernels share: thread `tid`'s `acc[tid][i][j][r]` is row
 /// 16i + g + 8·(r / 2), column 8j + 2t + r % 2 of its warp's tile (the mma's C fragment); bias,
-/// residual and ReLU in f32, float2 stores, each counted in `writes`.
-#[allow(clippy::too_many_arguments)]
+/// residual and ReLU (`epilogue`, as the launch passes them) in f32, float2 stores into plane `z`
+/// of `stores`, each counted.
 pub(super) fn store_accumulators(
     g: &Geometry,
-    t: &ConvTables,
+    cout: usize,
     at: &OutTile,
     acc: &[&[[[f32; 4]; 4]]],
-    residual: Option<&[f32]>,
-    relu: bool,
-    out: &mut [f32],
-    writes: &mut [u8],
+    epilogue: (&[f32], Option<&[f32]>, bool),
+    stores: &mut Stores,
 ) {
-    let (cout, base) = (t.cout, at.first_slot * at.n * t.cout);
+    let (bias, residual, relu) = epilogue;
+    let base = at.first_slot * at.n * cout;
     for (tid, a) in acc.iter().enumerate() {
         let (lane, warp) = (tid & 31, tid >> 5);
         let (wm, wn, gi, tq) = (warp / g.wn, warp % g.wn, lane >> 2, lane & 3);
@@ -379,7 +398,7 @@ pub(super) fn store_accumulators(
                     }
                     let o = base + m * cout + co;
                     assert_eq!(o % 2, 0, "unaligned float2 store");
-                    let mut v = [aij[2 * h] + t.bias[co], aij[2 * h + 1] + t.bias[co + 1]];
+                    let mut v = [aij[2 * h] + bias[co], aij[2 * h + 1] + bias[co + 1]];
                     if let Some(r) = residual {
                         v = [v[0] + r[o], v[1] + r[o + 1]];
                     }
@@ -387,8 +406,7 @@ pub(super) fn store_accumulators(
                         v = v.map(|x| if x > 0.0 { x } else { 0.0 });
                     }
                     for (q, x) in v.into_iter().enumerate() {
-                        out[o + q] = x;
-                        writes[o + q] += 1;
+                        stores.store(at.z, o + q, x);
                     }
                 }
             }
@@ -463,6 +481,28 @@ fn the_bf16_tensor_core_conv_kernel_transcribed_equals_the_rounded_convolution()
 
 /// The fragment loads of every warp hit 32 distinct banks (the pitch of 40 bf16 is what does it:
 /// with 32 they would be 4-way), and the shared memory the host expects is what the kernel declares.
+/// Split-K on the bf16 kernel, transcribed (2–4 splits, both widths, empty splits, then
+/// `splitk_reduce`), equals the convolution of the bf16-rounded operands to f32 accumulation's
+/// error, as the unsplit kernel does, on [`mma_cases`].
+#[test]
+fn the_bf16_kernel_split_over_k_transcribed_equals_the_rounded_convolution() {
+    let (mut worst, mut empty_splits) = (0f64, false);
+    for c in mma_cases() {
+        let (conv, input) = rounded(&c);
+        let plain = direct_conv(&conv, &c.plan, (c.side, c.side), &input, c.n, Some(&c.residual));
+        for (splits, tile) in [(2, ConvTile::Wide), (3, ConvTile::Narrow), (MAX_SPLITS, c.tables.tile())] {
+            let gpu = conv_mma_split(&c.tables, tile, splits, &c.input, Some(&c.residual), true, c.n);
+            let d = max_rel(&gpu, &plain);
+            worst = worst.max(d);
+            empty_splits |= (0..c.tables.n_classes)
+                .any(|k| ((c.tables.desc[5 * k + 2] as usize) * c.conv.cin).div_ceil(KS) < splits);
+            assert!(d < 1e-5, "{} with {} ×{splits}: {d:.2e}", c.describe(), ConvMath::Bf16.kernel(tile));
+        }
+    }
+    println!("bf16 split-K vs the rounded convolution: worst {worst:.2e}");
+    assert!(empty_splits, "no case has fewer K slices than splits");
+}
+
 #[test]
 fn the_bf16_conv_kernels_fragment_loads_have_no_bank_conflicts() {
     fn ways(words: &[usize]) -> usize {

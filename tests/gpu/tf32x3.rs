@@ -40,7 +40,10 @@ struct Block<'a> {
     cout: usize,
     n_taps: usize,
     m_rows: usize,
+    /// This split's k range `[k_begin, k_len)` and the class's own K (`w_len`), as in `super::mma`.
+    k_begin: usize,
     k_len: usize,
+    w_len: usize,
     m0: usize,
     n0: usize,
 }
@@ -59,7 +62,8 @@ impl Thread {
     fn new(b: &Block, tid: usize) -> Self {
         let kq = (tid & 3) * 4;
         let a_m0 = b.m0 + tid / 4;
-        Self { tid: tid as u32, kq, a_pos0: a_m0 / b.n, a_patch0: a_m0 % b.n, a_tap: kq / b.cin, a_ci: kq % b.cin }
+        let k = b.k_begin + kq;
+        Self { tid: tid as u32, kq, a_pos0: a_m0 / b.n, a_patch0: a_m0 % b.n, a_tap: k / b.cin, a_ci: k % b.cin }
     }
 
     /// `copy_slice`: 16-byte copies of slice `k0` into buffer `s`, zero-filled outside the class,
@@ -91,7 +95,7 @@ impl Thread {
             let co = b.n0 + row;
             let mut v = [0f32; 4];
             if co < b.cout && k_ok {
-                v = load4(b.w, b.w_off + co * b.k_len + k0 + self.kq);
+                v = load4(b.w, b.w_off + co * b.w_len + k0 + self.kq);
             }
             sh.write4(self.tid, bs_word(g, s, row, self.kq), v);
         }
@@ -135,19 +139,33 @@ pub(super) fn conv_tf32x3(
     relu: bool,
     n: usize,
 ) -> Vec<f32> {
+    conv_tf32x3_split(t, tile, 1, input, residual, relu, n)
+}
+
+/// [`conv_tf32x3`] with K split `splits` ways over the grid's z, then `splitk_reduce` ([`Stores`]).
+pub(super) fn conv_tf32x3_split(
+    t: &ConvTables,
+    tile: ConvTile,
+    splits: usize,
+    input: &[f32],
+    residual: Option<&[f32]>,
+    relu: bool,
+    n: usize,
+) -> Vec<f32> {
     let g = Geometry::of(tile);
     let w_t = t.weights_f32_t();
     let (cin, cout) = (t.cin, t.cout);
-    let mut out = vec![f32::NAN; t.out_slots * n * cout];
-    let mut writes = vec![0u8; out.len()];
+    let mut stores = Stores::new(t, n, splits);
+    let (bias, ep_residual, ep_relu) = stores.epilogue(t, residual, relu);
     let (gx, gy, _) = t.grid(n, tile);
     let shared_words = 2 * (BM + g.bn) * TF_PITCH;
     assert_eq!(4 * shared_words, ConvMath::Tf32x3.shared_bytes(tile));
-    for bx in 0..gx as usize {
+    for (bx, by, bz) in grid_blocks(gx, gy, splits) {
         let (cls, tile_i) = t.block_tile(n, bx);
         let d = &t.desc[5 * cls..5 * cls + 5];
         let (first_slot, n_pos, n_taps) = (d[0] as usize, d[1] as usize, d[2] as usize);
-        for by in 0..gy as usize {
+        let (k_begin, k_end) = split_k_range(n_taps * cin, KS, bz, splits);
+        {
             let b = Block {
                 input,
                 gather: &t.gathers[d[3] as usize..],
@@ -158,7 +176,9 @@ pub(super) fn conv_tf32x3(
                 cout,
                 n_taps,
                 m_rows: n_pos * n,
-                k_len: n_taps * cin,
+                k_begin,
+                k_len: k_end,
+                w_len: n_taps * cin,
                 m0: tile_i * BM,
                 n0: by * g.bn,
             };
@@ -166,18 +186,17 @@ pub(super) fn conv_tf32x3(
             let mut sh = Shared::new(shared_words);
             let mut th: Vec<Thread> = (0..MMA_THREADS).map(|tid| Thread::new(&b, tid)).collect();
             let mut acc = vec![[[[0f32; 4]; 4]; 4]; MMA_THREADS];
-            let slices = b.k_len.div_ceil(KS);
             for t in &th {
-                t.copy_slice(&g, &b, &mut sh, 0, 0);
+                t.copy_slice(&g, &b, &mut sh, k_begin, (k_begin / KS) & 1);
             }
             sh.barrier();
-            for ks in 0..slices {
-                let s = ks & 1;
+            for k0 in (k_begin..k_end).step_by(KS) {
+                let s = (k0 / KS) & 1;
                 for (wi, warp) in th.chunks_mut(32).enumerate() {
                     for t in warp.iter_mut() {
-                        if ks + 1 < slices {
+                        if k0 + KS < k_end {
                             t.advance(&b);
-                            t.copy_slice(&g, &b, &mut sh, (ks + 1) * KS, s ^ 1);
+                            t.copy_slice(&g, &b, &mut sh, k0 + KS, s ^ 1);
                         }
                     }
                     let (wm, wn) = (wi / g.wn, wi % g.wn);
@@ -218,12 +237,11 @@ pub(super) fn conv_tf32x3(
                 sh.barrier();
             }
             let acc: Vec<&[[[f32; 4]; 4]]> = acc.iter().map(|a| &a[..g.mt]).collect();
-            let at = OutTile { first_slot, m0: b.m0, n0: b.n0, m_rows: b.m_rows, n };
-            store_accumulators(&g, t, &at, &acc, residual, relu, &mut out, &mut writes);
+            let at = OutTile { first_slot, m0: b.m0, n0: b.n0, m_rows: b.m_rows, n, z: bz };
+            store_accumulators(&g, cout, &at, &acc, (&bias, ep_residual, ep_relu), &mut stores);
         }
     }
-    assert!(writes.iter().all(|w| *w == 1), "an output element is written twice or never");
-    out
+    stores.finish(t, residual, relu)
 }
 
 /// The 3×TF32 kernel transcribed is fp32-accurate: within 1e-6 of the plain f64 convolution's
@@ -257,6 +275,39 @@ fn the_3xtf32_conv_kernel_transcribed_is_fp32_accurate() {
     let d1 = max_rel(&tf32_only, &plain);
     println!("3×TF32 worst {worst:.2e}; one TF32 product per pair {d1:.2e}");
     assert!(d1 > 10.0 * worst && d1 > 1e-6, "the bound does not tell 3×TF32 from TF32 ({d1:.2e})");
+}
+
+/// Split-K on the 3×TF32 kernel, transcribed (both tile widths, 2–4 splits, empty splits where K
+/// has fewer slices than splits, then `splitk_reduce`), stays within the unsplit kernel's fp32 bound
+/// of the plain convolution on every shape of [`CONV_SHAPES`], and is not the unsplit kernel's
+/// result bit for bit (the sums are grouped differently), so the split path is what ran.
+#[test]
+fn the_3xtf32_kernel_split_over_k_transcribed_stays_fp32_accurate() {
+    let (mut worst, mut empty_splits, mut regrouped) = (0f64, false, false);
+    for si in 0..CONV_SHAPES.len() {
+        let c = ConvCase::new(si);
+        let plain = direct_conv(&c.conv, &c.plan, (c.side, c.side), &c.input, c.n, Some(&c.residual));
+        let unsplit = conv_tf32x3(&c.tables, c.tables.tile(), &c.input, Some(&c.residual), true, c.n);
+        for (splits, tile) in [(2, ConvTile::Narrow), (3, ConvTile::Wide), (MAX_SPLITS, c.tables.tile())] {
+            let gpu = conv_tf32x3_split(&c.tables, tile, splits, &c.input, Some(&c.residual), true, c.n);
+            let d = max_rel(&gpu, &plain);
+            worst = worst.max(d);
+            empty_splits |= (0..c.tables.n_classes)
+                .any(|k| ((c.tables.desc[5 * k + 2] as usize) * c.conv.cin).div_ceil(KS) < splits);
+            regrouped |= gpu != unsplit;
+            println!("{}, {} ×{splits}: vs plain {d:.2e}", c.describe(), ConvMath::Tf32x3.kernel(tile));
+            assert!(d < 1e-6, "{} with {} ×{splits}: {d:.2e}", c.describe(), ConvMath::Tf32x3.kernel(tile));
+        }
+        // Without residual or ReLU: the reduction's other branches.
+        let gpu = conv_tf32x3_split(&c.tables, c.tables.tile(), 2, &c.input, None, false, c.n);
+        let d = max_rel(&gpu, &cpu::conv_once(&c.plan, &c.input, c.n, None, false));
+        assert!(d < 1e-6, "{} ×2 without residual and ReLU: {d:.2e}", c.describe());
+    }
+    println!("3×TF32 split-K worst {worst:.2e}");
+    assert!(
+        empty_splits && regrouped,
+        "the cases miss an empty split ({empty_splits}) or a regrouped sum ({regrouped})"
+    );
 }
 
 /// The fragment loads of every warp hit 32 distinct banks (pitch 20 floats).

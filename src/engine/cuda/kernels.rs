@@ -36,6 +36,7 @@ pub const SOURCES: &[KernelSource] = &[
             "conv_mma_bf16_128x64",
             "conv_mma_tf32x3_128x128",
             "conv_mma_tf32x3_128x64",
+            "splitk_reduce",
         ],
     },
     KernelSource {

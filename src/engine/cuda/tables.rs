@@ -31,6 +31,15 @@ pub const TF_PITCH: usize = 20;
 /// The bf16 kernel's weight copies are 8 bf16 along k and its stores pairs of channels: cin and
 /// cout must be multiples of this (ResNet-18's are 64–512).
 pub const MMA_VECTOR: usize = 8;
+/// Most K splits one launch of a tensor-core kernel takes (`split_k_range` in kernels/conv.cu):
+/// the partial sums of every split of ResNet-18's largest output fit one activation buffer.
+pub const MAX_SPLITS: usize = 4;
+
+/// Split `z` of `splits` of a K of `slices` slices: slices `[z·slices/splits, (z+1)·slices/splits)`,
+/// balanced, empty only when `slices < splits` — kernels/conv.cu's `split_k_range`.
+pub fn split_slices(slices: usize, z: usize, splits: usize) -> (usize, usize) {
+    (z * slices / splits, (z + 1) * slices / splits)
+}
 
 /// The arithmetic a convolution runs on: which of kernels/conv.cu's kernel families.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +94,22 @@ impl ConvMath {
     /// Whether it needs tensor cores (compute capability 8.0 or later).
     pub fn tensor_cores(self) -> bool {
         self != Self::Ffma
+    }
+
+    /// k per slice of the main loop.
+    pub fn tile_k(self) -> usize {
+        match self {
+            Self::Ffma => CONV_TILE_K,
+            Self::Tf32x3 => TF_TILE_K,
+            Self::Bf16 => MMA_TILE_K,
+        }
+    }
+
+    /// Whether the kernels split K over the grid's z (the tensor-core ones). `conv_tiled` does
+    /// not: the split's bounds cost it 4–10 registers, which ptxas (NVRTC 12.9) took from its
+    /// second block per SM.
+    pub fn splits_k(self) -> bool {
+        self.tensor_cores()
     }
 }
 
@@ -227,6 +252,18 @@ impl ConvTables {
     /// [`Self::weights_t`] for `conv_mma_bf16`: rounded to bf16 (nearest, ties to even), as bits.
     pub fn weights_bf16_t(&self) -> Vec<u16> {
         self.weights_t(|v| half::bf16::from_f32(v).to_bits())
+    }
+
+    /// Floats of the output for `n` patches (`[out slot][n][cout]`): one plane of split-K's
+    /// partial sums.
+    pub fn out_len(&self, n: usize) -> usize {
+        self.out_slots * n * self.cout
+    }
+
+    /// K slices of the class with the most taps on `math`'s kernels: more splits than this leave
+    /// every split of that class empty but one.
+    pub fn max_slices(&self, math: ConvMath) -> usize {
+        self.desc.chunks_exact(5).map(|d| (d[2] as usize * self.cin).div_ceil(math.tile_k())).max().unwrap_or(0)
     }
 
     /// Row tiles of class `c` for `n` patches.

@@ -7,9 +7,11 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 
+mod splitk;
+
 use super::CudaError;
 use super::kernels::{Loaded, SOURCES, compile_for};
-use super::tables::{ConvMath, ConvTables, ConvTile, DevicePlan};
+use super::tables::{ConvMath, ConvTables, ConvTile, DevicePlan, MAX_SPLITS};
 use crate::engine::{Features, Plan, Precision};
 use crate::weights::layout::LAYER_CHANNELS;
 
@@ -26,10 +28,11 @@ pub const MAX_BATCH: usize = 16_384;
 /// the frame buffers and other processes on a shared GPU).
 pub const FREE_MEMORY_SHARE: f64 = 0.5;
 
-/// Device bytes one patch needs in the workspace: its pixels, its invalid count, four activation
-/// buffers of the largest layer and the four layer taps.
+/// Device bytes one patch needs in the workspace: its pixels, its invalid count, five activation
+/// buffers of the largest layer (four for the trunk, one for split-K's partial sums) and the four
+/// layer taps.
 pub fn workspace_bytes_per_patch(patch_px: usize, max_activation_per_patch: usize) -> usize {
-    4 * (patch_px * patch_px + 1 + 4 * max_activation_per_patch + LAYER_CHANNELS.iter().sum::<usize>())
+    4 * (patch_px * patch_px + 1 + 5 * max_activation_per_patch + LAYER_CHANNELS.iter().sum::<usize>())
 }
 
 /// Patches per pass for `free_bytes` of free device memory: by bytes, not a fixed count (64 px
@@ -78,6 +81,7 @@ pub struct Kernels {
     pub stem: CudaFunction,
     /// Every convolution kernel, in the order of [`ConvMath::ALL`] × [`ConvTile::ALL`].
     conv: Vec<CudaFunction>,
+    pub splitk_reduce: CudaFunction,
     pub max_pool: CudaFunction,
     pub gap: CudaFunction,
     pub cosine: CudaFunction,
@@ -110,6 +114,7 @@ impl Kernels {
                 .flat_map(|m| ConvTile::ALL.map(|t| m.kernel(t)))
                 .map(|name| get("conv.cu", name))
                 .collect::<Result<_, _>>()?,
+            splitk_reduce: get("conv.cu", "splitk_reduce")?,
             max_pool: get("pool.cu", "max_pool")?,
             gap: get("pool.cu", "global_avg_pool")?,
             cosine: get("similarity.cu", "cosine_rows")?,
@@ -189,6 +194,21 @@ struct DevBlock {
     downsample: Option<DevConv>,
 }
 
+/// Every convolution of the trunk with torchvision's name, in the order `run_trunk` launches them
+/// (a block's downsample, conv1, conv2): the order of split-K's per-convolution choices.
+fn convs_mut(blocks: &mut [DevBlock]) -> impl Iterator<Item = (String, &mut DevConv)> {
+    blocks.iter_mut().enumerate().flat_map(|(bi, b)| {
+        let name = move |c: &str| format!("layer{}.{}.{c}", bi / 2 + 1, bi % 2);
+        [
+            (name("downsample"), b.downsample.as_mut()),
+            (name("conv1"), Some(&mut b.conv1)),
+            (name("conv2"), Some(&mut b.conv2)),
+        ]
+        .into_iter()
+        .filter_map(|(label, c)| c.map(|c| (label, c)))
+    })
+}
+
 /// Activation buffers for `cap` patches; grown on demand, reused across frames.
 struct Workspace {
     cap: usize,
@@ -198,6 +218,8 @@ struct Workspace {
     x: CudaSlice<f32>,
     t: CudaSlice<f32>,
     r: CudaSlice<f32>,
+    /// Split-K's partial sums: up to [`super::tables::MAX_SPLITS`] planes of a convolution's output.
+    partial: CudaSlice<f32>,
     taps: [CudaSlice<f32>; 4],
     staging: Staging,
 }
@@ -238,6 +260,10 @@ pub struct Trunk {
     fp32_probe: Option<Fp32Probe>,
     /// Compute capability 8.0 or later: TF32 and bf16 `mma.sync` exist.
     tensor_cores: bool,
+    /// Zeros as long as the widest output: the bias of a split launch (the reduction adds the real one).
+    zeros: CudaSlice<f32>,
+    /// Split-K per convolution, measured per kernel family and patch count ([`splitk`]).
+    splits: splitk::SplitChoices,
 }
 
 /// FFMA against 3×TF32 on the whole trunk, same patches, fastest of a few alternating passes.
@@ -263,11 +289,13 @@ pub struct ConvTiming {
     /// torchvision's name, e.g. `layer2.0.conv1`.
     pub conv: String,
     pub kernel: &'static str,
+    /// K splits of the launch (grid z; tensor-core kernels only), 1 for none.
+    pub splits: usize,
     /// Blocks of the launch (the GPU's SMs hold two of the tensor-core kernels' each).
     pub blocks: u32,
     /// Multiply-adds of the padding-free classes, ×2, in GFLOP.
     pub gflop: f64,
-    /// Mean of the launches, back to back on the stream.
+    /// Mean of the launches, back to back on the stream (with split-K's reduction).
     pub ms: f64,
     pub tflop_per_s: f64,
 }
@@ -319,7 +347,10 @@ impl Trunk {
                 })
             })
             .collect::<Result<Vec<_>, CudaError>>()?;
+        let widest = dp.blocks.iter().map(|b| b.conv2.cout).max().unwrap_or(0);
         Ok(Self {
+            zeros: stream.alloc_zeros::<f32>(widest.max(1)).map_err(|e| CudaError::driver(up, e))?,
+            splits: splitk::SplitChoices::default(),
             stem_w: stream.clone_htod(&dp.stem.weight).map_err(|e| CudaError::driver(up, e))?,
             stem_bias: stream.clone_htod(&dp.stem.bias_map).map_err(|e| CudaError::driver(up, e))?,
             win_off: stream.clone_htod(&dp.pool.win_off).map_err(|e| CudaError::driver(up, e))?,
@@ -443,33 +474,35 @@ impl Trunk {
     fn time_each_conv(&mut self, n: usize, maths: &[ConvMath]) -> Result<Vec<ConvTiming>, CudaError> {
         let mut rows = Vec::new();
         let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
-        for (bi, blk) in self.blocks.iter_mut().enumerate() {
-            let name = |c: &str| format!("layer{}.{}.{c}", bi / 2 + 1, bi % 2);
-            let convs = [(name("conv1"), Some(&mut blk.conv1)), (name("conv2"), Some(&mut blk.conv2))];
-            let ds = (name("downsample"), blk.downsample.as_mut());
-            for (label, c) in convs.into_iter().chain([ds]) {
-                let Some(c) = c else { continue };
-                let macs: usize =
-                    c.t.desc.chunks_exact(5).map(|d| (d[1] * d[2]) as usize).sum::<usize>() * c.t.cin * c.t.cout * n;
-                for &m in maths.iter().filter(|m| !m.tensor_cores() || self.tensor_cores) {
-                    if c.set_math(&self.stream, m)? != m {
-                        continue;
-                    }
-                    let tile = c.t.tile();
-                    conv(&self.stream, &self.k, c, tile, &ws.x, &mut ws.t, None, true, n)?;
+        for (label, c) in convs_mut(&mut self.blocks) {
+            let macs: usize =
+                c.t.desc.chunks_exact(5).map(|d| (d[1] * d[2]) as usize).sum::<usize>() * c.t.cin * c.t.cout * n;
+            for &m in maths.iter().filter(|m| !m.tensor_cores() || self.tensor_cores) {
+                if c.set_math(&self.stream, m)? != m {
+                    continue;
+                }
+                let tile = c.t.tile();
+                // Every split the kernel family takes here: which grids gain from it.
+                for splits in 1..=splitk::max_splits(c, n, ws.partial.len()) {
+                    let launch = |ws: &mut Workspace| {
+                        let split = Split { splits, partial: &mut ws.partial, zeros: &self.zeros };
+                        conv(&self.stream, &self.k, c, tile, &ws.x, &mut ws.t, None, true, n, split)
+                    };
+                    launch(ws)?;
                     self.stream.synchronize().map_err(|e| CudaError::driver("timing a convolution", e))?;
                     let t0 = std::time::Instant::now();
                     for _ in 0..CONV_TIMING_LAUNCHES {
-                        conv(&self.stream, &self.k, c, tile, &ws.x, &mut ws.t, None, true, n)?;
+                        launch(ws)?;
                     }
                     self.stream.synchronize().map_err(|e| CudaError::driver("timing a convolution", e))?;
                     let ms = t0.elapsed().as_secs_f64() * 1e3 / CONV_TIMING_LAUNCHES as f64;
-                    let (gx, gy, gz) = c.t.grid(n, tile);
+                    let (gx, gy, _) = c.t.grid(n, tile);
                     let gflop = 2.0 * macs as f64 / 1e9;
                     rows.push(ConvTiming {
                         conv: label.clone(),
                         kernel: m.kernel(tile),
-                        blocks: gx * gy * gz,
+                        splits,
+                        blocks: gx * gy * splits as u32,
                         gflop,
                         ms,
                         tflop_per_s: gflop / ms,
@@ -552,6 +585,7 @@ impl Trunk {
             x: alloc(act)?,
             t: alloc(act)?,
             r: alloc(act)?,
+            partial: alloc(act)?,
             taps: [alloc(cap * 64)?, alloc(cap * 128)?, alloc(cap * 256)?, alloc(cap * 512)?],
             staging: Staging { patches: pinned(&self.ctx, cap * pp, &what)?, taps: [None, None, None, None] },
         });
@@ -624,6 +658,8 @@ impl Trunk {
 
     /// Runs the trunk on the `n` patches already in the workspace; taps hold the layer features.
     pub(super) fn run_trunk(&mut self, n: usize) -> Result<(), CudaError> {
+        // Measured the first time this kernel family meets this patch count (a few tens of ms).
+        let splits = self.splits_for(n)?;
         let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
         if n > ws.cap {
             return Err(CudaError::Setup(format!("{n} patches exceed the workspace ({})", ws.cap)));
@@ -660,14 +696,21 @@ impl Trunk {
             launch("max_pool", unsafe { b.launch(cfg) })?;
         }
         // 3. Blocks; x holds the block input, `a` takes conv2's output and is swapped into x.
+        // One choice per convolution in launch order; 1 (no split) is always valid.
+        let mut splits = splits.into_iter();
+        let mut next = || splits.next().unwrap_or(1);
+        let zeros = &self.zeros;
         for (bi, blk) in self.blocks.iter().enumerate() {
             let has_ds = blk.downsample.is_some();
             if let Some(ds) = &blk.downsample {
-                conv(s, &self.k, ds, ds.t.tile(), &ws.x, &mut ws.r, None, false, n)?;
+                let split = Split { splits: next(), partial: &mut ws.partial, zeros };
+                conv(s, &self.k, ds, ds.t.tile(), &ws.x, &mut ws.r, None, false, n, split)?;
             }
-            conv(s, &self.k, &blk.conv1, blk.conv1.t.tile(), &ws.x, &mut ws.t, None, true, n)?;
+            let split = Split { splits: next(), partial: &mut ws.partial, zeros };
+            conv(s, &self.k, &blk.conv1, blk.conv1.t.tile(), &ws.x, &mut ws.t, None, true, n, split)?;
             let residual = if has_ds { &ws.r } else { &ws.x };
-            conv(s, &self.k, &blk.conv2, blk.conv2.t.tile(), &ws.t, &mut ws.a, Some(residual), true, n)?;
+            let split = Split { splits: next(), partial: &mut ws.partial, zeros };
+            conv(s, &self.k, &blk.conv2, blk.conv2.t.tile(), &ws.t, &mut ws.a, Some(residual), true, n, split)?;
             std::mem::swap(&mut ws.x, &mut ws.a);
             if bi % 2 == 1 {
                 let l = bi / 2;
@@ -684,7 +727,16 @@ impl Trunk {
     }
 }
 
-/// One convolution launch, all its classes, on the convolution's kernel family (`DevConv::math`).
+/// Split-K for one launch: `splits` K ranges over the grid's z (1: none, the kernel finishes the
+/// sums itself), their partial sums in `partial`, `zeros` the bias the split launch adds.
+struct Split<'a> {
+    splits: usize,
+    partial: &'a mut CudaSlice<f32>,
+    zeros: &'a CudaSlice<f32>,
+}
+
+/// One convolution launch, all its classes, on the convolution's kernel family (`DevConv::math`);
+/// split over K, it writes raw sums into `split.partial` and `splitk_reduce` finishes them into `out`.
 #[allow(clippy::too_many_arguments)]
 fn conv(
     s: &Arc<CudaStream>,
@@ -696,41 +748,76 @@ fn conv(
     residual: Option<&CudaSlice<f32>>,
     relu: bool,
     n: usize,
+    split: Split<'_>,
 ) -> Result<(), CudaError> {
     let (f, name, threads) = (k.conv(c.math, tile), c.math.kernel(tile), c.math.threads(tile));
-    let (gx, gy, gz) = c.t.grid(n, tile);
-    if gx == 0 || gz == 0 {
+    let (gx, gy, _) = c.t.grid(n, tile);
+    if gx == 0 {
         return Ok(());
     }
+    let plane = c.t.out_len(n);
+    let splits = split.splits.max(1);
+    let is_split = splits > 1;
+    if is_split && (!c.math.splits_k() || splits > MAX_SPLITS) {
+        return Err(CudaError::Setup(format!("{name} does not take {splits} K splits")));
+    }
+    if is_split && (splits * plane > split.partial.len() || split.zeros.len() < c.t.cout) {
+        return Err(CudaError::Setup(format!("{name}: the split-K buffers are too small for {splits} splits")));
+    }
     // Static shared memory only (40 KiB at most), under the 48 KiB that needs no opt-in.
-    let cfg = LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (threads as u32, 1, 1), shared_mem_bytes: 0 };
+    let cfg =
+        LaunchConfig { grid_dim: (gx, gy, splits as u32), block_dim: (threads as u32, 1, 1), shared_mem_bytes: 0 };
     let (has_res, relu_i) = (residual.is_some() as i32, relu as i32);
     let (n_i, cin, cout, classes) = (i32_arg(n, "patches")?, c.t.cin as i32, c.t.cout as i32, c.t.n_classes as i32);
+    let plane_i = i64::try_from(plane).map_err(|_| CudaError::Setup(format!("{name}: {plane} floats per plane")))?;
     // Without a residual the kernel never reads it; it still needs a valid device pointer.
     let res = residual.unwrap_or(&c.bias);
-    let mut b = s.launch_builder(f);
-    b.arg(input).arg(out).arg(res).arg(&has_res).arg(&relu_i);
-    let missing = || CudaError::Setup(format!("{name}: its weights were not uploaded"));
-    match c.math {
-        ConvMath::Ffma => b.arg(&c.weights),
-        ConvMath::Tf32x3 => b.arg(c.weights_f32_t.as_ref().ok_or_else(missing)?),
-        ConvMath::Bf16 => b.arg(c.weights_bf16_t.as_ref().ok_or_else(missing)?),
-    };
-    b.arg(&c.bias).arg(&c.gathers).arg(&c.desc).arg(&n_i).arg(&cin).arg(&cout).arg(&classes);
-    // SAFETY: desc/gathers/weights are the plan's own tables (offsets and slots checked when the
-    // plan was built); every class reads input slots < the input's slot count and writes rows
-    // first_slot·n .. (first_slot+n_pos)·n of `out`, all within out_slots·n·cout ≤ the buffer
-    // (sized max_activation_per_patch·cap, n ≤ cap). The residual has conv2's layout. The float4
-    // accesses are aligned: cudarc's allocations are, and cin, cout (hence every offset) are
-    // multiples of 4 (ConvTables::new), and of 8 where the bf16 kernel's 16-byte weight copies run
-    // (`ConvMath::fits`); the transposed weights have the f32 weights' size and offsets.
-    unsafe { b.launch(cfg) }.map(|_| ()).map_err(|e| CudaError::driver(format!("launching {name}"), e))
+    {
+        // A split launch stores raw sums: zero bias, no residual, no ReLU.
+        let (target, bias, has_res, relu_i) =
+            if is_split { (&mut *split.partial, split.zeros, 0, 0) } else { (&mut *out, &c.bias, has_res, relu_i) };
+        let mut b = s.launch_builder(f);
+        b.arg(input).arg(target).arg(res).arg(&has_res).arg(&relu_i);
+        let missing = || CudaError::Setup(format!("{name}: its weights were not uploaded"));
+        match c.math {
+            ConvMath::Ffma => b.arg(&c.weights),
+            ConvMath::Tf32x3 => b.arg(c.weights_f32_t.as_ref().ok_or_else(missing)?),
+            ConvMath::Bf16 => b.arg(c.weights_bf16_t.as_ref().ok_or_else(missing)?),
+        };
+        b.arg(bias).arg(&c.gathers).arg(&c.desc).arg(&n_i).arg(&cin).arg(&cout).arg(&classes);
+        if c.math.splits_k() {
+            b.arg(&plane_i);
+        }
+        // SAFETY: desc/gathers/weights are the plan's own tables (offsets and slots checked when the
+        // plan was built); every class reads input slots < the input's slot count and writes rows
+        // first_slot·n .. (first_slot+n_pos)·n of its plane of `target`, all within out_slots·n·cout
+        // floats: `out` is sized max_activation_per_patch·cap (n ≤ cap), and split z's plane starts
+        // at z·plane with splits·plane ≤ partial.len() (checked above). The residual has conv2's
+        // layout; `bias` holds cout floats (zeros.len() ≥ cout checked). The float4 accesses are
+        // aligned: cudarc's allocations are, and cin, cout (hence every offset and plane) are
+        // multiples of 4 (ConvTables::new), and of 8 where the bf16 kernel's 16-byte weight copies
+        // run (`ConvMath::fits`); the transposed weights have the f32 weights' size and offsets.
+        unsafe { b.launch(cfg) }.map_err(|e| CudaError::driver(format!("launching {name}"), e))?;
+    }
+    if is_split {
+        let total4 = i64::try_from(plane / 4).map_err(|_| CudaError::Setup("split-K plane too large".into()))?;
+        let splits_i = splits as i32;
+        let mut b = s.launch_builder(&k.splitk_reduce);
+        b.arg(&*split.partial).arg(&plane_i).arg(&splits_i).arg(out).arg(res).arg(&has_res).arg(&relu_i);
+        b.arg(&c.bias).arg(&cout).arg(&total4);
+        // SAFETY: reads splits·plane ≤ partial.len() floats and plane floats of the residual (conv2's
+        // layout, as above), writes plane = out_slots·n·cout floats of `out`; bias holds cout floats.
+        // plane is a multiple of 4 (cout is), so every float4 is aligned and inside.
+        unsafe { b.launch(grid_for(plane / 4, ELEMENT_THREADS)) }
+            .map_err(|e| CudaError::driver("launching splitk_reduce", e))?;
+    }
+    Ok(())
 }
 
 impl Trunk {
-    /// One convolution on the device, outside the trunk, with either tile on any kernel family:
-    /// the GPU tests run shapes ResNet-18 lacks (column and K tiles cut short) through the kernels
-    /// with it. `input` is
+    /// One convolution on the device, outside the trunk, with either tile on any kernel family and
+    /// `splits` K splits (1: none; tensor-core families only): the GPU tests run shapes ResNet-18
+    /// lacks (column and K tiles cut short) through the kernels with it. `input` is
     /// `[in slot][n][cin]`, `residual` and the result `[out slot][n][cout]`.
     #[allow(clippy::too_many_arguments)]
     pub fn conv_once(
@@ -738,6 +825,7 @@ impl Trunk {
         t: &ConvTables,
         tile: ConvTile,
         math: ConvMath,
+        splits: usize,
         input: &[f32],
         residual: Option<&[f32]>,
         relu: bool,
@@ -762,7 +850,10 @@ impl Trunk {
         let d_in = s.clone_htod(&nonempty_f32(input)).map_err(|e| CudaError::driver(what, e))?;
         let d_res = residual.map(|r| s.clone_htod(r)).transpose().map_err(|e| CudaError::driver(what, e))?;
         let mut d_out = s.alloc_zeros::<f32>(out_len.max(1)).map_err(|e| CudaError::driver(what, e))?;
-        conv(s, &self.k, &c, tile, &d_in, &mut d_out, d_res.as_ref(), relu, n)?;
+        let mut partial = s.alloc_zeros::<f32>((splits * out_len).max(1)).map_err(|e| CudaError::driver(what, e))?;
+        let zeros = s.alloc_zeros::<f32>(t.cout).map_err(|e| CudaError::driver(what, e))?;
+        let split = Split { splits, partial: &mut partial, zeros: &zeros };
+        conv(s, &self.k, &c, tile, &d_in, &mut d_out, d_res.as_ref(), relu, n, split)?;
         let mut out = s.clone_dtoh(&d_out).map_err(|e| CudaError::driver(what, e))?;
         s.synchronize().map_err(|e| CudaError::driver(what, e))?;
         self.check_stored()?;
