@@ -696,20 +696,21 @@ impl Trunk {
             launch("max_pool", unsafe { b.launch(cfg) })?;
         }
         // 3. Blocks; x holds the block input, `a` takes conv2's output and is swapped into x.
-        // One choice per convolution in launch order; 1 (no split) is always valid.
+        // One choice per convolution in launch order, capped by what the convolution takes now
+        // (1, no split, is always valid).
         let mut splits = splits.into_iter();
-        let mut next = || splits.next().unwrap_or(1);
+        let mut next = |c: &DevConv, partial: usize| splits.next().unwrap_or(1).min(splitk::max_splits(c, n, partial));
         let zeros = &self.zeros;
         for (bi, blk) in self.blocks.iter().enumerate() {
             let has_ds = blk.downsample.is_some();
             if let Some(ds) = &blk.downsample {
-                let split = Split { splits: next(), partial: &mut ws.partial, zeros };
+                let split = Split { splits: next(ds, ws.partial.len()), partial: &mut ws.partial, zeros };
                 conv(s, &self.k, ds, ds.t.tile(), &ws.x, &mut ws.r, None, false, n, split)?;
             }
-            let split = Split { splits: next(), partial: &mut ws.partial, zeros };
+            let split = Split { splits: next(&blk.conv1, ws.partial.len()), partial: &mut ws.partial, zeros };
             conv(s, &self.k, &blk.conv1, blk.conv1.t.tile(), &ws.x, &mut ws.t, None, true, n, split)?;
             let residual = if has_ds { &ws.r } else { &ws.x };
-            let split = Split { splits: next(), partial: &mut ws.partial, zeros };
+            let split = Split { splits: next(&blk.conv2, ws.partial.len()), partial: &mut ws.partial, zeros };
             conv(s, &self.k, &blk.conv2, blk.conv2.t.tile(), &ws.t, &mut ws.a, Some(residual), true, n, split)?;
             std::mem::swap(&mut ws.x, &mut ws.a);
             if bi % 2 == 1 {

@@ -19,6 +19,9 @@ const TUNE_LAUNCHES: usize = 5;
 const TUNE_ROUNDS: usize = 2;
 /// Patch counts remembered per trunk: a session sees one frame shape (and a last, shorter pass).
 const REMEMBERED: usize = 16;
+/// A split must beat the unsplit launch by this share to be kept: a reduction pass is not worth
+/// a difference within the timing's noise.
+const MIN_GAIN: f64 = 0.03;
 
 /// The splits of every convolution for one (kernel family, patch count), in launch order.
 #[derive(Clone, Debug)]
@@ -67,7 +70,9 @@ impl Trunk {
         if let Some(k) = self.splits.forced {
             return Ok(convs_mut(&mut self.blocks).map(|(_, c)| k.clamp(1, max_splits(c, n, partial_len))).collect());
         }
-        let math = self.conv_math();
+        // The family the convolutions run on now (the fp32 probe switches them without changing
+        // `conv_math`); the few a tensor-core family does not take stay on FFMA.
+        let math = convs_mut(&mut self.blocks).map(|(_, c)| c.math).find(|m| m.splits_k()).unwrap_or(ConvMath::Ffma);
         if !math.splits_k() {
             return Ok(convs_mut(&mut self.blocks).map(|_| 1).collect());
         }
@@ -97,7 +102,7 @@ impl Trunk {
     /// Times every convolution with each split it takes ([`TUNE_ROUNDS`] alternating rounds of
     /// [`TUNE_LAUNCHES`] launches between two CUDA events, after a warm-up launch) on whatever the
     /// workspace holds (the time does not depend on the values). Returns the fastest split of
-    /// each, and those above 1 in words.
+    /// each (1 unless it gains [`MIN_GAIN`]), and those above 1 in words.
     fn measure_splits(&mut self, n: usize) -> Result<(Vec<usize>, Vec<String>), CudaError> {
         let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
         let (stream, k, zeros) = (&self.stream, &self.k, &self.zeros);
@@ -131,7 +136,8 @@ impl Trunk {
                     *best = best.min(ms / TUNE_LAUNCHES as f64);
                 }
             }
-            let best = (1..=most).min_by(|&a, &b| best_ms[a - 1].total_cmp(&best_ms[b - 1])).unwrap_or(1);
+            let fastest = (1..=most).min_by(|&a, &b| best_ms[a - 1].total_cmp(&best_ms[b - 1])).unwrap_or(1);
+            let best = if best_ms[fastest - 1] < (1.0 - MIN_GAIN) * best_ms[0] { fastest } else { 1 };
             if best > 1 {
                 gains.push(format!("{label} ×{best} ({:.1} → {:.1} µs)", best_ms[0] * 1e3, best_ms[best - 1] * 1e3));
             }
