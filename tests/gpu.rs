@@ -733,6 +733,36 @@ fn split_k_ranges_cover_every_slice_once_and_balance() {
     assert_eq!(c.tables.max_slices(ConvMath::Tf32x3), 9 * 64 / 16);
 }
 
+/// The launches the GPU trunk measures per convolution: the default (the tile that fits cout, no
+/// split) first; both tiles where the wide one fits cout, only the narrow one over 64 channels;
+/// splits only on the tensor-core families, capped by the longest class's K slices and by the
+/// partial-sum buffer.
+#[test]
+fn launch_candidates_start_with_the_default_and_respect_every_cap() {
+    use beamwatch::engine::cuda::tables::Launch;
+    let n = 2601;
+    let layer4 = ConvCase::of((512, 512, 3, 1, 1, 5), 0).tables; // one tap: 512 of K
+    let layer1 = ConvCase::new(0).tables; // cout 64
+    let room = MAX_SPLITS * layer4.out_len(n);
+    let wide = Launch { tile: ConvTile::Wide, splits: 1 };
+    let ffma = layer4.launch_candidates(ConvMath::Ffma, n, room);
+    assert_eq!(ffma, vec![wide, Launch { tile: ConvTile::Narrow, splits: 1 }]);
+    let bf16 = layer4.launch_candidates(ConvMath::Bf16, n, room);
+    assert_eq!(bf16.len(), 2 * MAX_SPLITS);
+    assert_eq!(bf16[0], wide);
+    assert!(bf16.iter().all(|l| (1..=MAX_SPLITS).contains(&l.splits)));
+    // The buffer holds two planes: two splits at most.
+    let tight = layer4.launch_candidates(ConvMath::Tf32x3, n, 2 * layer4.out_len(n) + 3);
+    assert_eq!(tight.iter().map(|l| l.splits).max(), Some(2));
+    // 64 channels: the narrow tile alone.
+    let l1 = layer1.launch_candidates(ConvMath::Tf32x3, n, MAX_SPLITS * layer1.out_len(n));
+    assert!(l1.iter().all(|l| l.tile == ConvTile::Narrow) && l1[0].splits == 1 && l1.len() == MAX_SPLITS);
+    // K of 4·3·3 = 36 is 3 slices of 16 (3×TF32) and 2 of 32 (bf16): no more splits than slices.
+    let tiny = ConvCase::of((4, 16, 3, 1, 4, 40), 7).tables;
+    assert_eq!(tiny.max_splits(ConvMath::Tf32x3, 40, usize::MAX), 3);
+    assert_eq!(tiny.max_splits(ConvMath::Ffma, 40, usize::MAX), 1);
+}
+
 /// Every shared-memory access of a warp, with the kernel's own index arithmetic, is free of bank
 /// conflicts: 32-bit accesses touch 32 distinct banks (or the same word), float4 accesses do per
 /// quarter-warp. Without the A tile's padding its transposed store would be a 2-way conflict.
@@ -986,9 +1016,9 @@ fn gpu_split_k_equals_its_transcription_and_the_cpu_path() {
     engine.with_gpu_trunk(|t| t.force_splits(Some(MAX_SPLITS))).expect("GPU trunk");
     let f = engine.features(&px);
     assert!(matches!(engine.backend(), ActiveBackend::Cuda { .. }), "the GPU path failed and fell back");
-    let splits = engine.with_gpu_trunk(|t| t.split_k(px.len() / 400)).expect("GPU trunk").expect("splits");
-    println!("forced splits: {splits:?}");
-    assert!(splits.iter().any(|(_, s)| *s > 1), "no convolution was split");
+    let launches = engine.with_gpu_trunk(|t| t.conv_launches(px.len() / 400)).expect("GPU trunk").expect("launches");
+    println!("forced splits: {launches:?}");
+    assert!(launches.iter().any(|l| l.splits > 1), "no convolution was split");
     let dev = rel_dev(&f, &cpu);
     println!("3×TF32, every convolution split: GPU vs CPU features, max |Δ|/max per layer: {}", exp(&dev));
     assert!(dev.iter().all(|d| *d < 1e-4), "{dev:?}");

@@ -80,10 +80,10 @@ pub struct BenchResult {
     /// each kernel family this GPU has (FFMA, 3×TF32, bf16).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_convs: Option<Vec<crate::engine::cuda::trunk::ConvTiming>>,
-    /// On the GPU: the K splits each convolution runs with for the frame's patches (measured when
-    /// the trunk first met that patch count; 1 for none), by torchvision's name.
+    /// On the GPU: how each convolution runs for the frame's patches (kernel, i.e. family and
+    /// tile, and K splits; measured when the trunk first met that patch count).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu_split_k: Option<Vec<(String, usize)>>,
+    pub gpu_conv_launches: Option<Vec<crate::engine::cuda::trunk::ConvLaunch>>,
 }
 
 /// The all-GPU frame path: a u16 frame uploaded from pinned memory (overlapping the previous
@@ -185,11 +185,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         }
         _ => None,
     };
-    let gpu_split_k = match (&active, &engine) {
+    let gpu_conv_launches = match (&active, &engine) {
         (ActiveBackend::Cuda { .. }, Some(e)) => e
             .with_gpu_trunk(|t| {
                 let pass = patches.min(t.max_batch());
-                t.split_k(pass)
+                t.conv_launches(pass)
             })
             .transpose()
             .map_err(EngineError::from)?,
@@ -222,7 +222,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchResult, Error> {
         gpu_frame,
         layers,
         gpu_convs,
-        gpu_split_k,
+        gpu_conv_launches,
     })
 }
 

@@ -151,6 +151,13 @@ impl ConvTile {
     }
 }
 
+/// How one convolution is launched: its tile and K splits (grid z; 1 for none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub tile: ConvTile,
+    pub splits: usize,
+}
+
 /// One convolution as `conv_tiled_*` reads it.
 #[derive(Clone, Debug)]
 pub struct ConvTables {
@@ -264,6 +271,27 @@ impl ConvTables {
     /// every split of that class empty but one.
     pub fn max_slices(&self, math: ConvMath) -> usize {
         self.desc.chunks_exact(5).map(|d| (d[2] as usize * self.cin).div_ceil(math.tile_k())).max().unwrap_or(0)
+    }
+
+    /// K splits this convolution may take on `math` for `n` patches with `partial_len` floats of
+    /// partial-sum buffer: the family splits K, at most [`MAX_SPLITS`], no more than its longest
+    /// class has K slices, and every plane inside the buffer.
+    pub fn max_splits(&self, math: ConvMath, n: usize, partial_len: usize) -> usize {
+        if !math.splits_k() {
+            return 1;
+        }
+        let by_buffer = partial_len / self.out_len(n).max(1);
+        MAX_SPLITS.min(self.max_slices(math)).min(by_buffer).max(1)
+    }
+
+    /// Every launch this convolution takes on `math`, the default first (the tile that fits cout,
+    /// no split): both tiles where the wide one fits cout (only the narrow one where it does not: a
+    /// wide tile over 64 channels is half idle), each with every split of [`Self::max_splits`].
+    pub fn launch_candidates(&self, math: ConvMath, n: usize, partial_len: usize) -> Vec<Launch> {
+        let default = self.tile();
+        let tiles: &[ConvTile] = if default == ConvTile::Wide { &ConvTile::ALL } else { &[ConvTile::Narrow] };
+        let most = self.max_splits(math, n, partial_len);
+        tiles.iter().flat_map(|&tile| (1..=most).map(move |splits| Launch { tile, splits })).collect()
     }
 
     /// Row tiles of class `c` for `n` patches.

@@ -7,11 +7,13 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 
-mod splitk;
+mod launch;
+
+pub use launch::ConvLaunch;
 
 use super::CudaError;
 use super::kernels::{Loaded, SOURCES, compile_for};
-use super::tables::{ConvMath, ConvTables, ConvTile, DevicePlan, MAX_SPLITS};
+use super::tables::{ConvMath, ConvTables, ConvTile, DevicePlan, Launch, MAX_SPLITS};
 use crate::engine::{Features, Plan, Precision};
 use crate::weights::layout::LAYER_CHANNELS;
 
@@ -262,8 +264,8 @@ pub struct Trunk {
     tensor_cores: bool,
     /// Zeros as long as the widest output: the bias of a split launch (the reduction adds the real one).
     zeros: CudaSlice<f32>,
-    /// Split-K per convolution, measured per kernel family and patch count ([`splitk`]).
-    splits: splitk::SplitChoices,
+    /// Tile and K splits per convolution, measured per kernel family and patch count ([`launch`]).
+    launches: launch::LaunchChoices,
 }
 
 /// FFMA against 3×TF32 on the whole trunk, same patches, fastest of a few alternating passes.
@@ -350,7 +352,7 @@ impl Trunk {
         let widest = dp.blocks.iter().map(|b| b.conv2.cout).max().unwrap_or(0);
         Ok(Self {
             zeros: stream.alloc_zeros::<f32>(widest.max(1)).map_err(|e| CudaError::driver(up, e))?,
-            splits: splitk::SplitChoices::default(),
+            launches: launch::LaunchChoices::default(),
             stem_w: stream.clone_htod(&dp.stem.weight).map_err(|e| CudaError::driver(up, e))?,
             stem_bias: stream.clone_htod(&dp.stem.bias_map).map_err(|e| CudaError::driver(up, e))?,
             win_off: stream.clone_htod(&dp.pool.win_off).map_err(|e| CudaError::driver(up, e))?,
@@ -481,9 +483,8 @@ impl Trunk {
                 if c.set_math(&self.stream, m)? != m {
                     continue;
                 }
-                let tile = c.t.tile();
-                // Every split the kernel family takes here: which grids gain from it.
-                for splits in 1..=splitk::max_splits(c, n, ws.partial.len()) {
+                // Every launch the kernel family takes here (tiles, splits): which grids gain.
+                for Launch { tile, splits } in launch::candidates(c, n, ws.partial.len()) {
                     let launch = |ws: &mut Workspace| {
                         let split = Split { splits, partial: &mut ws.partial, zeros: &self.zeros };
                         conv(&self.stream, &self.k, c, tile, &ws.x, &mut ws.t, None, true, n, split)
@@ -658,8 +659,8 @@ impl Trunk {
 
     /// Runs the trunk on the `n` patches already in the workspace; taps hold the layer features.
     pub(super) fn run_trunk(&mut self, n: usize) -> Result<(), CudaError> {
-        // Measured the first time this kernel family meets this patch count (a few tens of ms).
-        let splits = self.splits_for(n)?;
+        // Measured the first time this kernel family meets this patch count (tens of ms, once).
+        let launches = self.launches_for(n)?;
         let ws = self.ws.as_mut().ok_or_else(|| CudaError::Setup("no workspace".into()))?;
         if n > ws.cap {
             return Err(CudaError::Setup(format!("{n} patches exceed the workspace ({})", ws.cap)));
@@ -696,22 +697,28 @@ impl Trunk {
             launch("max_pool", unsafe { b.launch(cfg) })?;
         }
         // 3. Blocks; x holds the block input, `a` takes conv2's output and is swapped into x.
-        // One choice per convolution in launch order, capped by what the convolution takes now
-        // (1, no split, is always valid).
-        let mut splits = splits.into_iter();
-        let mut next = |c: &DevConv, partial: usize| splits.next().unwrap_or(1).min(splitk::max_splits(c, n, partial));
+        // One launch per convolution in launch order, its splits capped by what the convolution
+        // takes now (1, no split, is always valid; both tiles take every shape).
+        let mut launches = launches.into_iter();
+        let mut next = |c: &DevConv, partial: usize| {
+            let l = launches.next().unwrap_or(Launch { tile: c.t.tile(), splits: 1 });
+            (l.tile, l.splits.min(launch::max_splits(c, n, partial)))
+        };
         let zeros = &self.zeros;
         for (bi, blk) in self.blocks.iter().enumerate() {
             let has_ds = blk.downsample.is_some();
             if let Some(ds) = &blk.downsample {
-                let split = Split { splits: next(ds, ws.partial.len()), partial: &mut ws.partial, zeros };
-                conv(s, &self.k, ds, ds.t.tile(), &ws.x, &mut ws.r, None, false, n, split)?;
+                let (tile, splits) = next(ds, ws.partial.len());
+                let split = Split { splits, partial: &mut ws.partial, zeros };
+                conv(s, &self.k, ds, tile, &ws.x, &mut ws.r, None, false, n, split)?;
             }
-            let split = Split { splits: next(&blk.conv1, ws.partial.len()), partial: &mut ws.partial, zeros };
-            conv(s, &self.k, &blk.conv1, blk.conv1.t.tile(), &ws.x, &mut ws.t, None, true, n, split)?;
+            let (tile, splits) = next(&blk.conv1, ws.partial.len());
+            let split = Split { splits, partial: &mut ws.partial, zeros };
+            conv(s, &self.k, &blk.conv1, tile, &ws.x, &mut ws.t, None, true, n, split)?;
             let residual = if has_ds { &ws.r } else { &ws.x };
-            let split = Split { splits: next(&blk.conv2, ws.partial.len()), partial: &mut ws.partial, zeros };
-            conv(s, &self.k, &blk.conv2, blk.conv2.t.tile(), &ws.t, &mut ws.a, Some(residual), true, n, split)?;
+            let (tile, splits) = next(&blk.conv2, ws.partial.len());
+            let split = Split { splits, partial: &mut ws.partial, zeros };
+            conv(s, &self.k, &blk.conv2, tile, &ws.t, &mut ws.a, Some(residual), true, n, split)?;
             std::mem::swap(&mut ws.x, &mut ws.a);
             if bi % 2 == 1 {
                 let l = bi / 2;
