@@ -467,6 +467,84 @@ impl Stores {
     }
 }
 
+/// What one block of a tensor-core kernel reads (the kernel's locals before the K loop), with
+/// weights of type `W` (bf16 bits or f32, transposed per class).
+struct MmaBlock<'a, W> {
+    input: &'a [f32],
+    gather: &'a [i32],
+    /// The whole transposed weight array and this class's offset into it (alignment is of the whole).
+    w: &'a [W],
+    w_off: usize,
+    n: usize,
+    cin: usize,
+    cout: usize,
+    n_taps: usize,
+    m_rows: usize,
+    /// This split's k range `[k_begin, k_len)` (the kernel's `k_begin` and `K`) and the class's
+    /// own K, the weight rows' length (`w_len`).
+    k_begin: usize,
+    k_len: usize,
+    w_len: usize,
+    m0: usize,
+    n0: usize,
+    /// The class's first output slot and the block's split (grid z), for the epilogue.
+    first_slot: usize,
+    z: usize,
+}
+
+impl<'a, W> MmaBlock<'a, W> {
+    /// Block `(x, y, z)` of a launch with `splits` K splits, K slices of `ks` and tiles `bn` wide:
+    /// the kernel's class search (`class_tile`) and `split_k_range`.
+    #[allow(clippy::too_many_arguments)]
+    fn at(
+        t: &'a ConvTables,
+        input: &'a [f32],
+        w: &'a [W],
+        n: usize,
+        (x, y, z): (usize, usize, usize),
+        splits: usize,
+        ks: usize,
+        bn: usize,
+    ) -> Self {
+        let (cls, tile_i) = t.block_tile(n, x);
+        let d = &t.desc[5 * cls..5 * cls + 5];
+        let (first_slot, n_pos, n_taps) = (d[0] as usize, d[1] as usize, d[2] as usize);
+        let (k_begin, k_len) = split_k_range(n_taps * t.cin, ks, z, splits);
+        let b = Self {
+            input,
+            gather: &t.gathers[d[3] as usize..],
+            w,
+            w_off: d[4] as usize,
+            n,
+            cin: t.cin,
+            cout: t.cout,
+            n_taps,
+            m_rows: n_pos * n,
+            k_begin,
+            k_len,
+            w_len: n_taps * t.cin,
+            m0: tile_i * BM,
+            n0: y * bn,
+            first_slot,
+            z,
+        };
+        assert!(b.m0 < b.m_rows, "block {x} has no rows");
+        b
+    }
+
+    /// Where its output tile lies, for `store_accumulators`.
+    fn out_tile(&self) -> mma::OutTile {
+        mma::OutTile {
+            first_slot: self.first_slot,
+            m0: self.m0,
+            n0: self.n0,
+            m_rows: self.m_rows,
+            n: self.n,
+            z: self.z,
+        }
+    }
+}
+
 /// A convolution kernel's transcription: (tables, tile, input, residual, ReLU, patches) → output.
 type ConvFn = fn(&ConvTables, ConvTile, &[f32], Option<&[f32]>, bool, usize) -> Vec<f32>;
 

@@ -176,7 +176,8 @@ run() {
     local benches=() anchor=""
     if [ "$gpu_present" = true ]; then
         # fp32 (FFMA or 3×TF32, as the start-up probe chooses) and bf16, each at both sizes;
-        # --layers adds every convolution timed on its own on each kernel family (gpu_convs).
+        # --layers adds every convolution timed on its own on each kernel family, tile and K split
+        # (gpu_convs); gpu_conv_launches says which launch each convolution got.
         for precision in fp32 bf16; do
             for size in 1024 2048; do
                 local tag="${size}_${precision}"

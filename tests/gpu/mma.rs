@@ -66,26 +66,8 @@ impl Geometry {
     }
 }
 
-/// What one block reads.
-struct Block<'a> {
-    input: &'a [f32],
-    gather: &'a [i32],
-    /// The whole bf16 weight array and this class's offset into it (alignment is of the whole).
-    w: &'a [u16],
-    w_off: usize,
-    n: usize,
-    cin: usize,
-    cout: usize,
-    n_taps: usize,
-    m_rows: usize,
-    /// This split's k range `[k_begin, k_len)` (the kernel's `k_begin` and `K`) and the class's
-    /// own K, the weight rows' length (`w_len`).
-    k_begin: usize,
-    k_len: usize,
-    w_len: usize,
-    m0: usize,
-    n0: usize,
-}
+/// What one block reads: bf16 weights.
+type Block<'a> = MmaBlock<'a, u16>;
 
 /// One thread's registers.
 struct Thread {
@@ -281,78 +263,55 @@ pub(super) fn conv_mma_split(
     assert!(ConvMath::Bf16.fits(t));
     let g = Geometry::of(tile);
     let w_bf16 = t.weights_bf16_t();
-    let (cin, cout) = (t.cin, t.cout);
     let mut stores = Stores::new(t, n, splits);
     let (bias, ep_residual, ep_relu) = stores.epilogue(t, residual, relu);
     let (gx, gy, _) = t.grid(n, tile);
-    for (bx, by, bz) in grid_blocks(gx, gy, splits) {
-        let (cls, tile_i) = t.block_tile(n, bx);
-        let d = &t.desc[5 * cls..5 * cls + 5];
-        let (first_slot, n_pos, n_taps) = (d[0] as usize, d[1] as usize, d[2] as usize);
-        let (k_begin, k_end) = split_k_range(n_taps * cin, KS, bz, splits);
-        {
-            let b = Block {
-                input,
-                gather: &t.gathers[d[3] as usize..],
-                w: &w_bf16,
-                w_off: d[4] as usize,
-                n,
-                cin,
-                cout,
-                n_taps,
-                m_rows: n_pos * n,
-                k_begin,
-                k_len: k_end,
-                w_len: n_taps * cin,
-                m0: tile_i * BM,
-                n0: by * g.bn,
-            };
-            assert!(b.m0 < b.m_rows, "block {bx} has no rows");
-            let mut sh = Shared::new(g.shared_words());
-            let mut th: Vec<Thread> = (0..MMA_THREADS).map(|tid| Thread::new(&g, &b, tid)).collect();
-            for t in &mut th {
-                t.fetch(&b, k_begin);
-                t.copy_weights(&g, &b, &mut sh, k_begin, (k_begin / KS) & 1);
-                t.stash(&g, &mut sh, (k_begin / KS) & 1);
-            }
-            sh.barrier();
-            for k0 in (k_begin..k_end).step_by(KS) {
-                let (s, more) = ((k0 / KS) & 1, k0 + KS < k_end);
-                for warp in th.chunks_mut(32) {
-                    for t in warp.iter_mut() {
-                        if more {
-                            t.advance(&b);
-                            t.fetch(&b, k0 + KS);
-                            t.copy_weights(&g, &b, &mut sh, k0 + KS, s ^ 1);
-                        }
+    for blk in grid_blocks(gx, gy, splits) {
+        let b = Block::at(t, input, &w_bf16, n, blk, splits, KS, g.bn);
+        let (k_begin, k_end) = (b.k_begin, b.k_len);
+        let mut sh = Shared::new(g.shared_words());
+        let mut th: Vec<Thread> = (0..MMA_THREADS).map(|tid| Thread::new(&g, &b, tid)).collect();
+        for t in &mut th {
+            t.fetch(&b, k_begin);
+            t.copy_weights(&g, &b, &mut sh, k_begin, (k_begin / KS) & 1);
+            t.stash(&g, &mut sh, (k_begin / KS) & 1);
+        }
+        sh.barrier();
+        for k0 in (k_begin..k_end).step_by(KS) {
+            let (s, more) = ((k0 / KS) & 1, k0 + KS < k_end);
+            for warp in th.chunks_mut(32) {
+                for t in warp.iter_mut() {
+                    if more {
+                        t.advance(&b);
+                        t.fetch(&b, k0 + KS);
+                        t.copy_weights(&g, &b, &mut sh, k0 + KS, s ^ 1);
                     }
-                    for kk in [0, 16] {
-                        let frags: Vec<Fragments> =
-                            warp.iter().map(|t| load_fragments(&g, &mut sh, t.tid, s, kk)).collect();
-                        for i in 0..g.mt {
-                            for j in 0..4 {
-                                let a: [[u32; 4]; 32] = std::array::from_fn(|l| frags[l].a[i]);
-                                let bf: [[u32; 2]; 32] = std::array::from_fn(|l| frags[l].b[j]);
-                                let mut c: [[f32; 4]; 32] = std::array::from_fn(|l| warp[l].acc[i][j]);
-                                mma(&a, &bf, &mut c);
-                                for (l, t) in warp.iter_mut().enumerate() {
-                                    t.acc[i][j] = c[l];
-                                }
+                }
+                for kk in [0, 16] {
+                    let frags: Vec<Fragments> =
+                        warp.iter().map(|t| load_fragments(&g, &mut sh, t.tid, s, kk)).collect();
+                    for i in 0..g.mt {
+                        for j in 0..4 {
+                            let a: [[u32; 4]; 32] = std::array::from_fn(|l| frags[l].a[i]);
+                            let bf: [[u32; 2]; 32] = std::array::from_fn(|l| frags[l].b[j]);
+                            let mut c: [[f32; 4]; 32] = std::array::from_fn(|l| warp[l].acc[i][j]);
+                            mma(&a, &bf, &mut c);
+                            for (l, t) in warp.iter_mut().enumerate() {
+                                t.acc[i][j] = c[l];
                             }
                         }
                     }
-                    for t in warp.iter() {
-                        if more {
-                            t.stash(&g, &mut sh, s ^ 1);
-                        }
+                }
+                for t in warp.iter() {
+                    if more {
+                        t.stash(&g, &mut sh, s ^ 1);
                     }
                 }
-                sh.barrier();
             }
-            let acc: Vec<&[[[f32; 4]; 4]]> = th.iter().map(|t| &t.acc[..]).collect();
-            let at = OutTile { first_slot, m0: b.m0, n0: b.n0, m_rows: b.m_rows, n, z: bz };
-            store_accumulators(&g, cout, &at, &acc, (&bias, ep_residual, ep_relu), &mut stores);
+            sh.barrier();
         }
+        let acc: Vec<&[[[f32; 4]; 4]]> = th.iter().map(|t| &t.acc[..]).collect();
+        store_accumulators(&g, t.cout, &b.out_tile(), &acc, (&bias, ep_residual, ep_relu), &mut stores);
     }
     stores.finish(t, residual, relu)
 }

@@ -3,7 +3,7 @@
 //! into the race-checked shared buffers, warp by warp for `mma.sync` m16n8k8, whose operands are
 //! assembled from the lanes' registers by the PTX ISA's fragment layout for TF32.
 
-use super::mma::{Geometry, OutTile, accumulate, store_accumulators};
+use super::mma::{Geometry, accumulate, store_accumulators};
 use super::*;
 use beamwatch::engine::cuda::tables::{ConvMath, MMA_THREADS, TF_PITCH, TF_TILE_K};
 
@@ -28,25 +28,8 @@ fn bs_word(g: &Geometry, s: usize, c: usize, k: usize) -> usize {
     2 * BM * TF_PITCH + (s * g.bn + c) * TF_PITCH + k
 }
 
-/// What one block reads.
-struct Block<'a> {
-    input: &'a [f32],
-    gather: &'a [i32],
-    /// The whole transposed weight array and this class's offset into it.
-    w: &'a [f32],
-    w_off: usize,
-    n: usize,
-    cin: usize,
-    cout: usize,
-    n_taps: usize,
-    m_rows: usize,
-    /// This split's k range `[k_begin, k_len)` and the class's own K (`w_len`), as in `super::mma`.
-    k_begin: usize,
-    k_len: usize,
-    w_len: usize,
-    m0: usize,
-    n0: usize,
-}
+/// What one block reads: f32 weights.
+type Block<'a> = MmaBlock<'a, f32>;
 
 /// One thread's registers outside the accumulators.
 struct Thread {
@@ -154,92 +137,68 @@ pub(super) fn conv_tf32x3_split(
 ) -> Vec<f32> {
     let g = Geometry::of(tile);
     let w_t = t.weights_f32_t();
-    let (cin, cout) = (t.cin, t.cout);
     let mut stores = Stores::new(t, n, splits);
     let (bias, ep_residual, ep_relu) = stores.epilogue(t, residual, relu);
     let (gx, gy, _) = t.grid(n, tile);
     let shared_words = 2 * (BM + g.bn) * TF_PITCH;
     assert_eq!(4 * shared_words, ConvMath::Tf32x3.shared_bytes(tile));
-    for (bx, by, bz) in grid_blocks(gx, gy, splits) {
-        let (cls, tile_i) = t.block_tile(n, bx);
-        let d = &t.desc[5 * cls..5 * cls + 5];
-        let (first_slot, n_pos, n_taps) = (d[0] as usize, d[1] as usize, d[2] as usize);
-        let (k_begin, k_end) = split_k_range(n_taps * cin, KS, bz, splits);
-        {
-            let b = Block {
-                input,
-                gather: &t.gathers[d[3] as usize..],
-                w: &w_t,
-                w_off: d[4] as usize,
-                n,
-                cin,
-                cout,
-                n_taps,
-                m_rows: n_pos * n,
-                k_begin,
-                k_len: k_end,
-                w_len: n_taps * cin,
-                m0: tile_i * BM,
-                n0: by * g.bn,
-            };
-            assert!(b.m0 < b.m_rows, "block {bx} has no rows");
-            let mut sh = Shared::new(shared_words);
-            let mut th: Vec<Thread> = (0..MMA_THREADS).map(|tid| Thread::new(&b, tid)).collect();
-            let mut acc = vec![[[[0f32; 4]; 4]; 4]; MMA_THREADS];
-            for t in &th {
-                t.copy_slice(&g, &b, &mut sh, k_begin, (k_begin / KS) & 1);
-            }
-            sh.barrier();
-            for k0 in (k_begin..k_end).step_by(KS) {
-                let s = (k0 / KS) & 1;
-                for (wi, warp) in th.chunks_mut(32).enumerate() {
-                    for t in warp.iter_mut() {
-                        if k0 + KS < k_end {
-                            t.advance(&b);
-                            t.copy_slice(&g, &b, &mut sh, k0 + KS, s ^ 1);
-                        }
+    for blk in grid_blocks(gx, gy, splits) {
+        let b = Block::at(t, input, &w_t, n, blk, splits, KS, g.bn);
+        let (k_begin, k_end) = (b.k_begin, b.k_len);
+        let mut sh = Shared::new(shared_words);
+        let mut th: Vec<Thread> = (0..MMA_THREADS).map(|tid| Thread::new(&b, tid)).collect();
+        let mut acc = vec![[[[0f32; 4]; 4]; 4]; MMA_THREADS];
+        for t in &th {
+            t.copy_slice(&g, &b, &mut sh, k_begin, (k_begin / KS) & 1);
+        }
+        sh.barrier();
+        for k0 in (k_begin..k_end).step_by(KS) {
+            let s = (k0 / KS) & 1;
+            for (wi, warp) in th.chunks_mut(32).enumerate() {
+                for t in warp.iter_mut() {
+                    if k0 + KS < k_end {
+                        t.advance(&b);
+                        t.copy_slice(&g, &b, &mut sh, k0 + KS, s ^ 1);
                     }
-                    let (wm, wn) = (wi / g.wn, wi % g.wn);
-                    for kk in [0, 8] {
-                        // Every lane's fragments, split into hi and lo as the kernel reads them.
-                        let (mut bh, mut bl) = ([[[0f32; 2]; 32]; 4], [[[0f32; 2]; 32]; 4]);
-                        let (mut ah, mut al) = (vec![[[0f32; 4]; 32]; g.mt], vec![[[0f32; 4]; 32]; g.mt]);
-                        for (l, t) in warp.iter().enumerate() {
-                            let (gi, tq) = (l >> 2, l & 3);
-                            for j in 0..4 {
-                                let c = wn * 32 + 8 * j + gi;
-                                for q in 0..2 {
-                                    (bh[j][l][q], bl[j][l][q]) =
-                                        split(sh.read(t.tid, bs_word(&g, s, c, kk + tq + 4 * q)));
-                                }
-                            }
-                            for i in 0..g.mt {
-                                let r = wm * (BM / g.wm) + 16 * i + gi;
-                                let words = [(r, tq), (r + 8, tq), (r, tq + 4), (r + 8, tq + 4)];
-                                for (q, (row, k)) in words.into_iter().enumerate() {
-                                    (ah[i][l][q], al[i][l][q]) = split(sh.read(t.tid, as_word(s, row, kk + k)));
-                                }
+                }
+                let (wm, wn) = (wi / g.wn, wi % g.wn);
+                for kk in [0, 8] {
+                    // Every lane's fragments, split into hi and lo as the kernel reads them.
+                    let (mut bh, mut bl) = ([[[0f32; 2]; 32]; 4], [[[0f32; 2]; 32]; 4]);
+                    let (mut ah, mut al) = (vec![[[0f32; 4]; 32]; g.mt], vec![[[0f32; 4]; 32]; g.mt]);
+                    for (l, t) in warp.iter().enumerate() {
+                        let (gi, tq) = (l >> 2, l & 3);
+                        for j in 0..4 {
+                            let c = wn * 32 + 8 * j + gi;
+                            for q in 0..2 {
+                                (bh[j][l][q], bl[j][l][q]) = split(sh.read(t.tid, bs_word(&g, s, c, kk + tq + 4 * q)));
                             }
                         }
                         for i in 0..g.mt {
-                            for j in 0..4 {
-                                let mut c: [[f32; 4]; 32] = std::array::from_fn(|l| acc[wi * 32 + l][i][j]);
-                                mma(&al[i], &bh[j], &mut c);
-                                mma(&ah[i], &bl[j], &mut c);
-                                mma(&ah[i], &bh[j], &mut c);
-                                for (l, v) in c.into_iter().enumerate() {
-                                    acc[wi * 32 + l][i][j] = v;
-                                }
+                            let r = wm * (BM / g.wm) + 16 * i + gi;
+                            let words = [(r, tq), (r + 8, tq), (r, tq + 4), (r + 8, tq + 4)];
+                            for (q, (row, k)) in words.into_iter().enumerate() {
+                                (ah[i][l][q], al[i][l][q]) = split(sh.read(t.tid, as_word(s, row, kk + k)));
+                            }
+                        }
+                    }
+                    for i in 0..g.mt {
+                        for j in 0..4 {
+                            let mut c: [[f32; 4]; 32] = std::array::from_fn(|l| acc[wi * 32 + l][i][j]);
+                            mma(&al[i], &bh[j], &mut c);
+                            mma(&ah[i], &bl[j], &mut c);
+                            mma(&ah[i], &bh[j], &mut c);
+                            for (l, v) in c.into_iter().enumerate() {
+                                acc[wi * 32 + l][i][j] = v;
                             }
                         }
                     }
                 }
-                sh.barrier();
             }
-            let acc: Vec<&[[[f32; 4]; 4]]> = acc.iter().map(|a| &a[..g.mt]).collect();
-            let at = OutTile { first_slot, m0: b.m0, n0: b.n0, m_rows: b.m_rows, n, z: bz };
-            store_accumulators(&g, cout, &at, &acc, (&bias, ep_residual, ep_relu), &mut stores);
+            sh.barrier();
         }
+        let acc: Vec<&[[[f32; 4]; 4]]> = acc.iter().map(|a| &a[..g.mt]).collect();
+        store_accumulators(&g, t.cout, &b.out_tile(), &acc, (&bias, ep_residual, ep_relu), &mut stores);
     }
     stores.finish(t, residual, relu)
 }
