@@ -197,7 +197,7 @@ struct DevBlock {
 }
 
 /// Every convolution of the trunk with torchvision's name, in the order `run_trunk` launches them
-/// (a block's downsample, conv1, conv2): the order of split-K's per-convolution choices.
+/// (a block's downsample, conv1, conv2): the order of the per-convolution launch choices.
 fn convs_mut(blocks: &mut [DevBlock]) -> impl Iterator<Item = (String, &mut DevConv)> {
     blocks.iter_mut().enumerate().flat_map(|(bi, b)| {
         let name = move |c: &str| format!("layer{}.{}.{c}", bi / 2 + 1, bi % 2);
