@@ -17,11 +17,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-MAX_MIB=${GPU_CHECK_MAX_MIB:-60}
+# The device tool carries at most 64 MiB with the working tree (≈ 6 MiB of tracked files).
+MAX_MIB=${GPU_CHECK_MAX_MIB:-57}
 # xz level for the bundle: -6 keeps NVRTC (102 MB) at ≈ 31 MB.
 XZ_LEVEL=${GPU_CHECK_XZ:--6}
 
 say() { echo "gpu-check: $*" >&2; }
+
+# unxz_to SRC.xz DEST: with xz where the machine has it, else Python's own lzma module.
+unxz_to() {
+    if command -v xz >/dev/null; then
+        xz -dc "$1" >"$2"
+    else
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"
+    fi
+}
 
 # Absolute path of one cargo test binary (built if needed).
 test_binary() {
@@ -93,14 +103,28 @@ run() {
     B=$(cd "$B" && pwd)
     mkdir -p "$OUT"
     OUT=$(cd "$OUT" && pwd)
+    # One time budget for every step (the device tool's command limit is 480 s on a 15-minute
+    # lease): each step gets its own limit or what is left of the budget, whichever is less, and a
+    # step with under 15 s left is skipped and logged, so the summary and the packing always run.
+    local t0 budget
+    t0=$(date +%s)
+    budget=${GPU_CHECK_BUDGET:-420}
+    left_for() { # left_for OWN_LIMIT: seconds this step may take (at least 1: `timeout 0` never stops)
+        local left=$((t0 + budget - $(date +%s)))
+        [ "$left" -ge 1 ] || left=1
+        if [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+    }
     local W
     W=$(mktemp -d)
     mkdir -p "$W/bin" "$W/lib" "$W/nvrtc"
-    for f in "$B"/bin/*.xz; do xz -dc "$f" >"$W/bin/$(basename "$f" .xz)"; chmod +x "$W/bin/$(basename "$f" .xz)"; done
-    for f in "$B"/lib/*.xz; do [ -e "$f" ] && xz -dc "$f" >"$W/lib/$(basename "$f" .xz)"; done
+    for f in "$B"/bin/*.xz; do unxz_to "$f" "$W/bin/$(basename "$f" .xz)"; chmod +x "$W/bin/$(basename "$f" .xz)"; done
+    for f in "$B"/lib/*.xz; do [ -e "$f" ] && unxz_to "$f" "$W/lib/$(basename "$f" .xz)"; done
     local nvrtc_source="bundled NVRTC 12.9"
     if compgen -G "$B/nvrtc/*.xz" >/dev/null; then
-        for f in "$B"/nvrtc/*.xz; do xz -dc "$f" >"$W/nvrtc/$(basename "$f" .xz)"; done
+        for f in "$B"/nvrtc/*.xz; do unxz_to "$f" "$W/nvrtc/$(basename "$f" .xz)"; done
+        # cudarc asks for libnvrtc.so before libnvrtc.so.12: without this name the machine's own
+        # (CUDA 13's) would be found first on the system path.
+        ln -sf libnvrtc.so.12 "$W/nvrtc/libnvrtc.so"
     else
         # The machine's own NVRTC (CUDA toolkit or PyTorch's wheel), under a name cudarc tries.
         local found
@@ -113,10 +137,10 @@ run() {
     local LDP="$W/lib:$W/nvrtc:${LD_LIBRARY_PATH:-}"
     export BEAMWATCH_SHARED="$B/shared" BEAMWATCH_REQUIRE_NVRTC=1
     local gpu_present=false driver="no NVIDIA driver (nvidia-smi absent)"
-    if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    if command -v nvidia-smi >/dev/null && timeout 30 nvidia-smi -L >/dev/null 2>&1; then
         gpu_present=true
-        driver=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n1)
-        nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
+        driver=$(timeout 30 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n1 || true)
+        timeout 30 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
         export BEAMWATCH_REQUIRE_GPU=1
     fi
     say "GPU: $driver; NVRTC: $nvrtc_source"
@@ -128,33 +152,39 @@ run() {
         weights_note="original file"
         ln -sf "$weights" "$B/shared/weights/resnet18_synthetic_seed0.safetensors" 2>/dev/null || true
     else
-        (cd "$B/shared/weights" && timeout 180 python3 make_synthetic_weights.py resnet18_synthetic_seed0.safetensors >"$OUT/weights.log" 2>&1) || true
-        if [ "$(sha256sum "$weights" 2>/dev/null | cut -d' ' -f1)" = "$(cat "$B/shared/weights/expected.sha256")" ]; then
+        # Never through a link a local run left (it points at the original).
+        rm -f "$weights"
+        (cd "$B/shared/weights" && timeout "$(left_for 180)" python3 make_synthetic_weights.py resnet18_synthetic_seed0.safetensors >"$OUT/weights.log" 2>&1) || true
+        if [ ! -s "$weights" ]; then
+            weights_note="regeneration failed (weights.log): the tests and benches that need the weights fail"
+        elif [ "$(sha256sum "$weights" 2>/dev/null | cut -d' ' -f1)" = "$(cat "$B/shared/weights/expected.sha256")" ]; then
             weights_note="regenerated, identical (sha256)"
         else
             weights_note="regenerated, NOT identical to the original (GPU and CPU still run the same weights)"
         fi
     fi
     say "weights: $weights_note"
-    local t0 rc_nvrtc rc_gpu
-    t0=$(date +%s)
+    local rc_nvrtc rc_gpu
     set +e
     # Each step has its own time limit, so that one hung kernel cannot eat a short lease; a step
     # stopped at its limit exits 124 and its log says how far it came.
     # Does the carried binary start on this machine's libc at all? (`ldd` names what is missing.)
-    { LD_LIBRARY_PATH="$LDP" "$W/bin/beamwatch" --version && LD_LIBRARY_PATH="$LDP" ldd "$W/bin/beamwatch" "$W/bin/gpu-tests"; } >"$OUT/binaries.log" 2>&1 ||
+    LD_LIBRARY_PATH="$LDP" "$W/bin/beamwatch" --version >"$OUT/binaries.log" 2>&1 ||
         say "the beamwatch binary does not start here: $(head -c 400 "$OUT/binaries.log")"
+    LD_LIBRARY_PATH="$LDP" ldd "$W/bin/beamwatch" "$W/bin/gpu-tests" >>"$OUT/binaries.log" 2>&1
     say "NVRTC compile tests"
-    LD_LIBRARY_PATH="$LDP" timeout "${GPU_CHECK_T_NVRTC:-90}" "$W/bin/kernels-nvrtc" --test-threads=1 >"$OUT/kernels_nvrtc.log" 2>&1
+    LD_LIBRARY_PATH="$LDP" timeout -k 10 "$(left_for "${GPU_CHECK_T_NVRTC:-90}")" "$W/bin/kernels-nvrtc" --test-threads=1 >"$OUT/kernels_nvrtc.log" 2>&1
     rc_nvrtc=$?
     say "GPU tests, one process each (rc nvrtc $rc_nvrtc)"
     # One process per test: a kernel that faults leaves its CUDA context unusable for the rest of
     # the process, so the other tests (the other kernel families among them) still run and report.
     # Blocking launches: a faulting kernel is reported at its own launch, not at a later copy. All
-    # tests share one time limit; what it leaves out is logged as not run.
+    # tests share one time limit; what it leaves out is logged as not run. The tests that need a
+    # GPU (gpu_*) run first; the CPU-only ones, which CI runs anyway, after them.
     local names name left rc deadline
-    deadline=$(( $(date +%s) + ${GPU_CHECK_T_TESTS:-240} ))
-    names=$(LD_LIBRARY_PATH="$LDP" "$W/bin/gpu-tests" --list 2>"$OUT/gpu_tests.log" | sed -n 's/: test$//p')
+    deadline=$(( $(date +%s) + $(left_for "${GPU_CHECK_T_TESTS:-240}") ))
+    names=$(LD_LIBRARY_PATH="$LDP" "$W/bin/gpu-tests" --list 2>"$OUT/gpu_tests.log" | sed -n 's/: test$//p' |
+        awk '/^gpu_/ { print; next } { rest[++k] = $0 } END { for (i = 1; i <= k; i++) print rest[i] }')
     rc_gpu=0
     [ -n "$names" ] || { say "the GPU test binary lists no tests"; rc_gpu=1; }
     for name in $names; do
@@ -165,7 +195,7 @@ run() {
             continue
         fi
         echo "== $name" >>"$OUT/gpu_tests.log"
-        LD_LIBRARY_PATH="$LDP" CUDA_LAUNCH_BLOCKING=1 timeout "$left" "$W/bin/gpu-tests" --exact "$name" --test-threads=1 --nocapture >>"$OUT/gpu_tests.log" 2>&1
+        LD_LIBRARY_PATH="$LDP" CUDA_LAUNCH_BLOCKING=1 timeout -k 10 "$left" "$W/bin/gpu-tests" --exact "$name" --test-threads=1 --nocapture >>"$OUT/gpu_tests.log" 2>&1
         rc=$?
         if [ "$rc" != 0 ]; then
             echo "FAILED (exit $rc): $name" >>"$OUT/gpu_tests.log"
@@ -173,31 +203,42 @@ run() {
         fi
     done
     say "GPU tests rc $rc_gpu"
-    local benches=() anchor=""
-    if [ "$gpu_present" = true ]; then
-        # fp32 (FFMA or 3×TF32, as the start-up probe chooses) and bf16, each at both sizes;
+    local benches=() anchor="" skipped=()
+    bench() { # bench SIZE PRECISION: fp32 (FFMA or 3×TF32, as the start-up probe chooses) or bf16;
         # --layers adds every convolution timed on its own on each kernel family, tile and K split
         # (gpu_convs); gpu_conv_launches says which launch each convolution got.
-        for precision in fp32 bf16; do
-            for size in 1024 2048; do
-                local tag="${size}_${precision}"
-                say "bench --backend cuda --size $size --precision $precision"
-                LD_LIBRARY_PATH="$LDP" timeout "${GPU_CHECK_T_BENCH:-90}" "$W/bin/beamwatch" bench --backend cuda --size $size --frames 20 --metric resnet18 \
-                    --layers --precision $precision --weights "$weights" >"$OUT/bench_cuda_$tag.json" 2>"$OUT/bench_cuda_$tag.log"
-                benches+=("$OUT/bench_cuda_$tag.json")
-            done
-        done
+        local tag="$1_$2" lim
+        lim=$(left_for "${GPU_CHECK_T_BENCH:-90}")
+        if [ "$lim" -lt 15 ]; then
+            skipped+=("bench $tag")
+            return
+        fi
+        say "bench --backend cuda --size $1 --precision $2"
+        LD_LIBRARY_PATH="$LDP" timeout -k 10 "$lim" "$W/bin/beamwatch" bench --backend cuda --size "$1" --frames 20 --metric resnet18 \
+            --layers --precision "$2" --weights "$weights" >"$OUT/bench_cuda_$tag.json" 2>"$OUT/bench_cuda_$tag.log"
+        benches+=("$OUT/bench_cuda_$tag.json")
+    }
+    if [ "$gpu_present" = true ]; then
+        # The 1024² figures first, then the anchor, then 2048²: what a short budget keeps.
+        bench 1024 fp32
+        bench 1024 bf16
         # The anchor: PyTorch's trunk on the same patch counts (tools/torch_gpu_anchor.py).
-        if python3 -c 'import torch, torchvision, safetensors' 2>/dev/null; then
+        local lim
+        lim=$(left_for "${GPU_CHECK_T_ANCHOR:-90}")
+        if [ "$lim" -lt 15 ]; then
+            skipped+=("PyTorch anchor")
+        elif python3 -c 'import torch, torchvision, safetensors' 2>/dev/null; then
             say "PyTorch anchor"
-            timeout "${GPU_CHECK_T_ANCHOR:-90}" python3 "$ROOT/tools/torch_gpu_anchor.py" "$weights" --patches 2601,10404 \
+            timeout -k 10 "$lim" python3 "$ROOT/tools/torch_gpu_anchor.py" "$weights" --patches 2601,10404 \
                 >"$OUT/torch_anchor.json" 2>"$OUT/torch_anchor.log" && anchor="$OUT/torch_anchor.json"
         fi
+        bench 2048 fp32
+        bench 2048 bf16
     fi
-    set -e
-    python3 - "$OUT" "$gpu_present" "$driver" "$nvrtc_source" "$weights_note" "$rc_nvrtc" "$rc_gpu" "$(cat "$B/commit")" "$(( $(date +%s) - t0 ))" "$(cat "$B/size_kib")" "$anchor" "$B" "${benches[@]}" <<'PY'
+    [ "${#skipped[@]}" -eq 0 ] || say "left out for the time budget: ${skipped[*]}"
+    python3 - "$OUT" "$gpu_present" "$driver" "$nvrtc_source" "$weights_note" "$rc_nvrtc" "$rc_gpu" "$(cat "$B/commit")" "$(( $(date +%s) - t0 ))" "$(cat "$B/size_kib")" "$anchor" "$B" "$(IFS='|'; echo "${skipped[*]:-}")" "${benches[@]}" <<'PY' ||
 import json, sys, pathlib
-out, gpu, driver, nvrtc, weights, rc_nvrtc, rc_gpu, commit, secs, size_kib, anchor, bundle, *benches = sys.argv[1:]
+out, gpu, driver, nvrtc, weights, rc_nvrtc, rc_gpu, commit, secs, size_kib, anchor, bundle, skipped, *benches = sys.argv[1:]
 out = pathlib.Path(out)
 def lines(name, keys):
     p = out / name
@@ -213,10 +254,16 @@ summary = {
     "gpu_tests": {"passed": rc_gpu == "0", "required_gpu": gpu == "true",
                   "lines": lines("gpu_tests.log", ["GPU", "max rel", "vs PyTorch", "skipped", "panicked", "FAILED", "NOT RUN", "probe", "fp32 on"])},
     "bench_cuda": {},
-    "torch_anchor": json.loads(pathlib.Path(anchor).read_text()) if anchor else None,
+    "torch_anchor": None,
+    "left_out_for_time": [s for s in skipped.split("|") if s] if skipped else [],
     "seconds": int(secs),
     "bundle_mib": round(int(size_kib) / 1024, 1),
 }
+if anchor:
+    try:
+        summary["torch_anchor"] = json.loads(pathlib.Path(anchor).read_text())
+    except (OSError, ValueError) as e:
+        summary["torch_anchor"] = {"error": str(e), "log": lines("torch_anchor.log", [""])[-5:]}
 for b in benches:
     try:
         summary["bench_cuda"][pathlib.Path(b).stem] = json.loads(pathlib.Path(b).read_text())
@@ -225,11 +272,14 @@ for b in benches:
 (out / "gpu-check.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary, indent=2))
 PY
+        say "the summary failed: the logs still travel in logs.tar.gz"
     rm -rf "$W"
     # The device tool brings back at most 8 files from $OUT: the logs travel as one archive beside
-    # the summary.
-    (cd "$OUT" && find . -maxdepth 1 -type f ! -name gpu-check.json ! -name logs.tar.gz -printf '%f\n' |
-        tar czf logs.tar.gz -T - && find . -maxdepth 1 -type f ! -name gpu-check.json ! -name logs.tar.gz -delete)
+    # the summary and console.log (which `tee` is still writing: neither packed nor deleted).
+    (cd "$OUT" && find . -maxdepth 1 -type f ! -name gpu-check.json ! -name logs.tar.gz ! -name console.log -printf '%f\n' |
+        tar czf logs.tar.gz -T -) || say "packing the logs failed"
+    (cd "$OUT" && find . -maxdepth 1 -type f ! -name gpu-check.json ! -name logs.tar.gz ! -name console.log -delete) || true
+    set -e
     [ "$rc_nvrtc" = 0 ] && [ "$rc_gpu" = 0 ]
 }
 
