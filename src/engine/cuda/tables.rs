@@ -106,8 +106,8 @@ impl ConvMath {
     }
 
     /// Whether the kernels split K over the grid's z (the tensor-core ones). `conv_tiled` does
-    /// not: the split's bounds cost it 4–10 registers, which ptxas (NVRTC 12.9) took from its
-    /// second block per SM.
+    /// not: the split's bounds raised it from 128 / 125 registers (sm_80 / sm_90) to 129–137
+    /// (ptxas, NVRTC 12.9), over the 128 its second block per SM needs.
     pub fn splits_k(self) -> bool {
         self.tensor_cores()
     }

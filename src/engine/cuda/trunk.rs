@@ -499,7 +499,7 @@ impl Trunk {
                     continue;
                 }
                 // Every launch the kernel family takes here (tiles, splits): which grids gain.
-                for Launch { tile, splits } in launch::candidates(c, n, ws.partial.len()) {
+                for Launch { tile, splits } in c.t.launch_candidates(c.math, n, ws.partial.len()) {
                     let launch = |ws: &mut Workspace| {
                         let split = Split { splits, partial: &mut ws.partial, zeros: &self.zeros };
                         conv(&self.stream, &self.k, c, tile, &ws.x, &mut ws.t, None, true, n, split)
@@ -729,7 +729,7 @@ impl Trunk {
         let mut launches = launches.into_iter();
         let mut next = |c: &DevConv, partial: usize| {
             let l = launches.next().unwrap_or(Launch { tile: c.t.tile(), splits: 1 });
-            (l.tile, l.splits.min(launch::max_splits(c, n, partial)))
+            (l.tile, l.splits.min(c.t.max_splits(c.math, n, partial)))
         };
         let zeros = &self.zeros;
         for (bi, blk) in self.blocks.iter().enumerate() {

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use cudarc::driver::sys::CUevent_flags;
 
-use super::{CudaError, DevConv, Split, Trunk, conv, convs_mut};
+use super::{CudaError, Split, Trunk, conv, convs_mut};
 use crate::engine::cuda::tables::{ConvMath, Launch};
 
 /// Launches per candidate and round, between two events.
@@ -51,17 +51,6 @@ pub(super) struct LaunchChoices {
     forced_splits: Option<usize>,
 }
 
-/// Splits `c` may take for `n` patches on the family it runs on (`ConvTables::max_splits`).
-pub(super) fn max_splits(c: &DevConv, n: usize, partial_len: usize) -> usize {
-    c.t.max_splits(c.math, n, partial_len)
-}
-
-/// Every launch `c` takes for `n` patches on its family, the default first
-/// (`ConvTables::launch_candidates`).
-pub(super) fn candidates(c: &DevConv, n: usize, partial_len: usize) -> Vec<Launch> {
-    c.t.launch_candidates(c.math, n, partial_len)
-}
-
 impl Trunk {
     /// Runs every convolution that takes it with `splits` K splits (capped per convolution) on its
     /// default tile, or back on measured launches with `None`: for the GPU tests.
@@ -85,7 +74,7 @@ impl Trunk {
         let partial_len = self.ws.as_ref().map_or(0, |w| w.partial.len());
         if let Some(k) = self.launches.forced_splits {
             return Ok(convs_mut(&mut self.blocks)
-                .map(|(_, c)| Launch { tile: c.t.tile(), splits: k.clamp(1, max_splits(c, n, partial_len)) })
+                .map(|(_, c)| Launch { tile: c.t.tile(), splits: k.clamp(1, c.t.max_splits(c.math, n, partial_len)) })
                 .collect());
         }
         // The family the convolutions run on now (the fp32 probe switches them without changing
@@ -118,7 +107,7 @@ impl Trunk {
         };
         let (mut chosen, mut gains) = (Vec::new(), Vec::new());
         for (label, c) in convs_mut(&mut self.blocks) {
-            let cands = candidates(c, n, ws.partial.len());
+            let cands = c.t.launch_candidates(c.math, n, ws.partial.len());
             if cands.len() == 1 {
                 chosen.push(cands[0]);
                 continue;
